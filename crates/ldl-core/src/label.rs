@@ -1,0 +1,303 @@
+//! Turning raw labels into target distributions on an axis, and distributions back
+//! into estimates (mean, std, mode) in the axis unit.
+
+use serde::{Deserialize, Serialize};
+
+use crate::axis::{wrap_offset, Axis, AxisKind, OutOfRange};
+use crate::error::{Error, Result};
+
+/// Largest tolerated deviation of an explicit distribution's sum from 1.
+pub const PMF_SUM_TOLERANCE: f64 = 1e-4;
+
+/// A raw label for one axis of one sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Label {
+    /// A value in the axis unit, with an optional std (the axis default when `None`),
+    /// encoded as a discretised Gaussian (wrapped on circular axes).
+    Value { value: f64, std: Option<f64> },
+    /// A class index on a categorical axis, encoded one-hot.
+    Class(usize),
+    /// An explicit distribution over the bins, used as given.
+    Distribution(Vec<f64>),
+}
+
+impl Label {
+    /// A value with the axis's default std.
+    pub fn value(value: f64) -> Label {
+        Label::Value { value, std: None }
+    }
+
+    /// A value with its own std (e.g. the annotators' spread of an apparent age).
+    pub fn value_with_std(value: f64, std: f64) -> Label {
+        Label::Value {
+            value,
+            std: Some(std),
+        }
+    }
+}
+
+/// A label encoded on its axis: the target pmf plus the nominal value and std that the
+/// metrics (MAE, ε-error) and the `nominal` loss options use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedLabel {
+    /// The target distribution over the bins (sums to 1).
+    pub pmf: Vec<f64>,
+    /// The label value in the axis unit: the given value (after the out-of-range policy),
+    /// or the distribution's mean (circular mean on circular axes) for explicit
+    /// distributions, or the class index.
+    pub value: f64,
+    /// The label std in the axis unit: the given or default std, or the distribution's
+    /// std for explicit distributions, or 0 for a class.
+    pub std: f64,
+}
+
+/// Summary of a distribution on an axis, in the axis unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AxisEstimate {
+    /// Expectation (circular mean on circular axes); `None` on categorical axes.
+    pub mean: Option<f64>,
+    /// Standard deviation around the mean, the model's uncertainty; `None` on
+    /// categorical axes.
+    pub std: Option<f64>,
+    /// Index of the most probable bin.
+    pub mode_index: usize,
+    /// Centre of the most probable bin (the class index on categorical axes).
+    pub mode: f64,
+    /// Probability of the most probable bin.
+    pub mode_probability: f64,
+}
+
+impl Axis {
+    /// Encodes a raw label as a target distribution.
+    ///
+    /// ```
+    /// use ldl_core::{Axis, Label};
+    /// let age = Axis::linear("age", 0.0, 100.0, 1.0)?;
+    /// let target = age.encode(&Label::value_with_std(30.0, 3.0))?;
+    /// assert!((target.pmf.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    /// assert_eq!(target.pmf.iter().cloned().fold(0.0, f64::max), target.pmf[30]);
+    /// assert!(age.encode(&Label::value(120.0)).is_err()); // outside 0..100
+    /// # Ok::<(), ldl_core::Error>(())
+    /// ```
+    pub fn encode(&self, label: &Label) -> Result<EncodedLabel> {
+        match label {
+            Label::Value { value, std } => {
+                let std = std.unwrap_or(self.default_std());
+                self.gaussian_target(*value, std)
+            }
+            Label::Class(index) => self.class_target(*index),
+            Label::Distribution(pmf) => self.distribution_target(pmf),
+        }
+    }
+
+    /// A discretised Gaussian `p_k ∝ exp(−d_k² / 2s²)` around `value` (wrapped distance
+    /// on circular axes), normalised over the bins.
+    fn gaussian_target(&self, value: f64, std: f64) -> Result<EncodedLabel> {
+        let name = self.name();
+        if let AxisKind::Categorical { .. } = self.kind() {
+            return Err(Error::label(
+                name,
+                format!("a categorical axis takes a class index, not the value {value}"),
+            ));
+        }
+        if !value.is_finite() {
+            return Err(Error::label(name, format!("label value {value} is not finite")));
+        }
+        if !(std.is_finite() && std > 0.0) {
+            return Err(Error::label(
+                name,
+                format!("label std must be finite and > 0, got {std} (value {value})"),
+            ));
+        }
+        let value = self.apply_range_policy(value)?;
+        // Work in log space so that a std far below the bin width still gives a valid pmf
+        // (the nearest bin gets everything) instead of 0/0.
+        let log_weights: Vec<f64> = self
+            .centers()
+            .iter()
+            .map(|&c| {
+                let d = self.difference(c, value);
+                -d * d / (2.0 * std * std)
+            })
+            .collect();
+        Ok(EncodedLabel {
+            pmf: normalise_log_weights(&log_weights),
+            value,
+            std,
+        })
+    }
+
+    fn apply_range_policy(&self, value: f64) -> Result<f64> {
+        if self.is_circular() {
+            return Ok(self.canonical_value(value));
+        }
+        let (min, max) = (self.centers()[0], self.centers()[self.len() - 1]);
+        // Allow rounding noise of a millionth of a bin at the ends.
+        let slack = 1e-6 * self.step();
+        if value >= min - slack && value <= max + slack {
+            return Ok(value.clamp(min, max));
+        }
+        match self.out_of_range() {
+            OutOfRange::Clamp => Ok(value.clamp(min, max)),
+            OutOfRange::Error => Err(Error::label(
+                self.name(),
+                format!(
+                    "label value {value} is outside the axis range [{min}, {max}]{}; \
+                     widen the axis or set its out-of-range policy to `clamp`",
+                    unit_suffix(self.unit())
+                ),
+            )),
+        }
+    }
+
+    fn class_target(&self, index: usize) -> Result<EncodedLabel> {
+        let Some(classes) = self.classes() else {
+            return Err(Error::label(
+                self.name(),
+                format!("class index {index} given, but the axis is not categorical"),
+            ));
+        };
+        if index >= classes.len() {
+            return Err(Error::label(
+                self.name(),
+                format!(
+                    "class index {index} is out of range: the axis has {} classes (0..{})",
+                    classes.len(),
+                    classes.len() - 1
+                ),
+            ));
+        }
+        let mut pmf = vec![0.0; classes.len()];
+        pmf[index] = 1.0;
+        Ok(EncodedLabel {
+            pmf,
+            value: index as f64,
+            std: 0.0,
+        })
+    }
+
+    fn distribution_target(&self, pmf: &[f64]) -> Result<EncodedLabel> {
+        let name = self.name();
+        if pmf.len() != self.len() {
+            return Err(Error::label(
+                name,
+                format!(
+                    "the distribution has {} entries, but the axis has {} bins",
+                    pmf.len(),
+                    self.len()
+                ),
+            ));
+        }
+        if let Some(i) = pmf.iter().position(|p| !p.is_finite() || *p < 0.0) {
+            return Err(Error::label(
+                name,
+                format!(
+                    "distribution entry {i} is {}; entries must be finite and ≥ 0",
+                    pmf[i]
+                ),
+            ));
+        }
+        let sum: f64 = pmf.iter().sum();
+        if (sum - 1.0).abs() > PMF_SUM_TOLERANCE {
+            return Err(Error::label(
+                name,
+                format!("the distribution sums to {sum}, not 1 (tolerance {PMF_SUM_TOLERANCE})"),
+            ));
+        }
+        // Remove the residual (≤ 1e-4) so that KL terms stay exactly ≥ 0.
+        let pmf: Vec<f64> = pmf.iter().map(|p| p / sum).collect();
+        let (value, std) = match self.moments(&pmf) {
+            Some((mean, variance)) => (mean, variance.sqrt()),
+            None => (argmax(&pmf).0 as f64, 0.0),
+        };
+        Ok(EncodedLabel { pmf, value, std })
+    }
+
+    /// Mean and variance of a distribution over the bins, in the axis unit and unit².
+    ///
+    /// On circular axes the mean is the circular mean (in the canonical period) and the
+    /// variance is taken over wrapped offsets from it. `None` on categorical axes.
+    pub fn moments(&self, pmf: &[f64]) -> Option<(f64, f64)> {
+        match self.kind() {
+            AxisKind::Categorical { .. } => None,
+            AxisKind::Linear => {
+                let mean: f64 = pmf.iter().zip(self.centers()).map(|(p, c)| p * c).sum();
+                let variance = pmf
+                    .iter()
+                    .zip(self.centers())
+                    .map(|(p, c)| p * (c - mean) * (c - mean))
+                    .sum();
+                Some((mean, variance))
+            }
+            AxisKind::Circular { period } => {
+                let (mut sin, mut cos) = (0.0, 0.0);
+                for (p, c) in pmf.iter().zip(self.centers()) {
+                    let angle = 2.0 * std::f64::consts::PI * c / period;
+                    sin += p * angle.sin();
+                    cos += p * angle.cos();
+                }
+                let centre = sin.atan2(cos) * period / (2.0 * std::f64::consts::PI);
+                // Refine: the mean of the wrapped offsets from the circular mean, so that
+                // mean and variance are those the loss uses.
+                let offsets: Vec<f64> = self
+                    .centers()
+                    .iter()
+                    .map(|c| wrap_offset(c - centre, *period))
+                    .collect();
+                let shift: f64 = pmf.iter().zip(&offsets).map(|(p, d)| p * d).sum();
+                let variance = pmf
+                    .iter()
+                    .zip(&offsets)
+                    .map(|(p, d)| p * (d - shift) * (d - shift))
+                    .sum();
+                Some((self.canonical_value(centre + shift), variance))
+            }
+        }
+    }
+
+    /// Summarises a distribution over the bins: mean, std and mode in the axis unit.
+    pub fn estimate(&self, pmf: &[f64]) -> AxisEstimate {
+        let (mode_index, mode_probability) = argmax(pmf);
+        let moments = self.moments(pmf);
+        AxisEstimate {
+            mean: moments.map(|(mean, _)| mean),
+            std: moments.map(|(_, variance)| variance.sqrt()),
+            mode_index,
+            mode: self.centers()[mode_index],
+            mode_probability,
+        }
+    }
+}
+
+fn unit_suffix(unit: &str) -> String {
+    if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" {unit}")
+    }
+}
+
+pub(crate) fn argmax(values: &[f64]) -> (usize, f64) {
+    values
+        .iter()
+        .copied()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (i, v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+}
+
+fn normalise_log_weights(log_weights: &[f64]) -> Vec<f64> {
+    let max = log_weights
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = log_weights.iter().map(|w| (w - max).exp()).collect();
+    let sum: f64 = weights.iter().sum();
+    weights.into_iter().map(|w| w / sum).collect()
+}

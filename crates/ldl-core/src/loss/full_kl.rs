@@ -1,0 +1,249 @@
+//! The full-KL loss (Günder, Piatkowski and Bauckhage, 2022).
+
+use candle_core::{Tensor, D};
+
+use super::tensor_math::{
+    log_softmax, log_sum_exp_keepdim, moments, negative_entropy, offsets_in_bins,
+};
+use super::{assemble, conform_targets, Component, Loss, LossOutput, TargetMoments};
+use crate::axis::{Axis, AxisKind};
+use crate::error::{Error, Result};
+use crate::label_space::{AxisTargets, LabelSpace};
+
+/// The default variance floor of `L_exp`, in bins² (see [`FullKl::with_variance_floor`]).
+pub const DEFAULT_VARIANCE_FLOOR: f64 = 1e-3;
+
+/// The full-KL loss: per axis `L_ld + L_exp + L_smooth`, summed over axes with no
+/// weights, averaged over the batch.
+///
+/// - `L_ld = KL(p ‖ q)`, the label-distribution loss of DLDL;
+/// - `L_exp = KL(N(μ_p, v_p) ‖ N(μ_q, v_q))`, the KL between the normal approximations
+///   of target and prediction;
+/// - `L_smooth`, the symmetrised KL between `q` and `q` shifted by one bin (truncated
+///   and renormalised on linear axes, a rotation on circular ones).
+///
+/// All three are in nats and unchanged by an affine change of the axis unit, which is
+/// why axes of different units can be summed without weights. Categorical axes get
+/// `L_ld` alone.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use ldl_core::{loss::{FullKl, Loss}, Axis, Label, LabelSpace};
+/// let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 10.0, 1.0)?])?;
+/// let targets = space.targets(&[vec![Label::value(4.0)]], DType::F32, &Device::Cpu)?;
+/// let logits = Tensor::zeros((1, 11), DType::F32, &Device::Cpu)?;
+/// let loss = FullKl::default().compute(&space, &[logits], &targets)?;
+/// let keys: Vec<String> = loss.parts.iter().map(|p| p.key()).collect();
+/// assert_eq!(keys, ["age/ld", "age/exp", "age/smooth"]);
+/// assert!(loss.total_value()? > 0.0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct FullKl {
+    target_moments: TargetMoments,
+    variance_floor: f64,
+}
+
+impl Default for FullKl {
+    fn default() -> Self {
+        FullKl {
+            target_moments: TargetMoments::Pmf,
+            variance_floor: DEFAULT_VARIANCE_FLOOR,
+        }
+    }
+}
+
+/// The three full-KL components of one axis, per sample (shape `(batch,)`), in nats.
+#[derive(Debug, Clone)]
+pub struct FullKlParts {
+    /// `KL(p ‖ q)`.
+    pub ld: Tensor,
+    /// `KL(N(μ_p, v_p) ‖ N(μ_q, v_q))` (zeros on categorical axes).
+    pub exp: Tensor,
+    /// The smoothness KL (zeros on categorical axes).
+    pub smooth: Tensor,
+}
+
+impl FullKlParts {
+    /// `ld + exp + smooth`, per sample.
+    pub fn sum(&self) -> Result<Tensor> {
+        Ok(((&self.ld + &self.exp)? + &self.smooth)?)
+    }
+}
+
+impl FullKl {
+    /// The full-KL loss with target moments from the target distribution.
+    pub fn new() -> Self {
+        FullKl::default()
+    }
+
+    /// Chooses where the target's moments come from (default: the target pmf).
+    pub fn with_target_moments(mut self, source: TargetMoments) -> Self {
+        self.target_moments = source;
+        self
+    }
+
+    /// Sets the floor applied to both variances in `L_exp`, in bins² (default 1e-3).
+    ///
+    /// A one-hot target (or a prediction that collapses onto one bin) has variance 0,
+    /// which would make `L_exp` infinite. Both variances are raised to at least the
+    /// floor; `q = p` still gives exactly 0. Must be finite and > 0.
+    pub fn with_variance_floor(mut self, floor: f64) -> Result<Self> {
+        if !(floor.is_finite() && floor > 0.0) {
+            return Err(Error::InvalidOption(format!(
+                "the variance floor must be finite and > 0, got {floor}"
+            )));
+        }
+        self.variance_floor = floor;
+        Ok(self)
+    }
+
+    /// The target-moment source.
+    pub fn target_moments(&self) -> TargetMoments {
+        self.target_moments
+    }
+
+    /// The variance floor in bins².
+    pub fn variance_floor(&self) -> f64 {
+        self.variance_floor
+    }
+
+    /// The components of one axis, per sample.
+    pub fn axis_parts(
+        &self,
+        logits: &Tensor,
+        targets: &AxisTargets,
+        axis: &Axis,
+    ) -> Result<FullKlParts> {
+        let targets = conform_targets(axis, logits, targets)?;
+        let log_q = log_softmax(logits)?;
+        let ld = kl_divergence(&targets.pmf, &log_q)?;
+        if axis.is_categorical() {
+            let zeros = ld.zeros_like()?.detach();
+            return Ok(FullKlParts {
+                ld,
+                exp: zeros.clone(),
+                smooth: zeros,
+            });
+        }
+        let exp = self.expectation_kl(&log_q, &targets, axis)?;
+        let smooth = smoothness_kl(&log_q, axis)?;
+        Ok(FullKlParts { ld, exp, smooth })
+    }
+
+    /// `KL(N(μ_p, v_p) ‖ N(μ_q, v_q))`, measured in bins from the target value.
+    fn expectation_kl(&self, log_q: &Tensor, targets: &AxisTargets, axis: &Axis) -> Result<Tensor> {
+        let offsets = offsets_in_bins(axis, &targets.value)?;
+        let q = log_q.exp()?;
+        let (mean_q, var_q) = moments(&q, &offsets)?;
+        let (mean_p, var_p) = match self.target_moments {
+            TargetMoments::Pmf => moments(&targets.pmf, &offsets)?,
+            TargetMoments::Nominal => {
+                // Offsets are measured from the nominal value, so its mean is 0.
+                let std_in_bins = targets.std.affine(1.0 / axis.step(), 0.0)?;
+                (std_in_bins.zeros_like()?, std_in_bins.sqr()?)
+            }
+        };
+        gaussian_kl(&mean_p.detach(), &var_p.detach(), &mean_q, &var_q, self.variance_floor)
+    }
+}
+
+impl Loss for FullKl {
+    fn name(&self) -> &'static str {
+        "full-kl"
+    }
+
+    fn compute(
+        &self,
+        space: &LabelSpace,
+        logits: &[Tensor],
+        targets: &[AxisTargets],
+    ) -> Result<LossOutput> {
+        assemble(space, logits, targets, |axis, z, target| {
+            let parts = self.axis_parts(z, target, axis)?;
+            let mut components = vec![Component::new("ld", 1.0, parts.ld)];
+            if !axis.is_categorical() {
+                components.push(Component::new("exp", 1.0, parts.exp));
+                components.push(Component::new("smooth", 1.0, parts.smooth));
+            }
+            Ok(components)
+        })
+    }
+}
+
+/// The full-KL components of one axis with the default options (target moments from the
+/// target pmf, variance floor 1e-3 bins²).
+///
+/// `logits` and `target` have shape `(batch, K)`; the target rows are distributions
+/// (validated: finite, ≥ 0, summing to 1 within 1e-4). Works for f32 and f64 tensors.
+/// The results have shape `(batch,)`.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use ldl_core::{loss::full_kl_parts, Axis};
+/// let axis = Axis::linear("x", 0.0, 2.0, 1.0)?;
+/// let target = Tensor::new(&[[0.2f64, 0.5, 0.3]], &Device::Cpu)?;
+/// let logits = target.log()?; // q = p
+/// let parts = full_kl_parts(&logits, &target, &axis)?;
+/// assert!(parts.ld.to_vec1::<f64>()?[0].abs() < 1e-12);
+/// assert!(parts.exp.to_vec1::<f64>()?[0].abs() < 1e-12);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn full_kl_parts(logits: &Tensor, target: &Tensor, axis: &Axis) -> Result<FullKlParts> {
+    let targets = AxisTargets::from_pmf(target, axis)?;
+    FullKl::default().axis_parts(logits, &targets, axis)
+}
+
+/// `KL(p ‖ q) = Σ p (ln p − ln q)` per row, from `ln q`; `0 · ln 0 = 0`.
+pub(crate) fn kl_divergence(pmf: &Tensor, log_q: &Tensor) -> Result<Tensor> {
+    let cross = (pmf * log_q)?.sum(D::Minus1)?;
+    Ok((negative_entropy(pmf)? - cross)?)
+}
+
+/// `KL(N(μ_p, v_p) ‖ N(μ_q, v_q)) = ½ ln(v_q / v_p) + (v_p + (μ_p − μ_q)²) / (2 v_q) − ½`,
+/// with both variances raised to at least `floor`.
+fn gaussian_kl(
+    mean_p: &Tensor,
+    var_p: &Tensor,
+    mean_q: &Tensor,
+    var_q: &Tensor,
+    floor: f64,
+) -> Result<Tensor> {
+    let var_p = var_p.maximum(floor)?;
+    let var_q = var_q.maximum(floor)?;
+    let log_ratio = (var_q.log()? - var_p.log()?)?;
+    let spread = (&var_p + (mean_p - mean_q)?.sqr()?)?;
+    let ratio = (spread / &var_q)?;
+    Ok(((log_ratio + ratio)? - 1.0)?.affine(0.5, 0.0)?)
+}
+
+/// `½ [KL(a ‖ b) + KL(b ‖ a)] = ½ Σ (a − b)(ln a − ln b)` between `q` shifted by one bin
+/// (`a`) and `q` (`b`).
+///
+/// On a linear axis both are truncated to the `K − 1` bins they share and renormalised;
+/// on a circular axis the shift is a rotation and nothing is dropped. The logs come from
+/// `ln q` directly, so an underflowed probability never reaches a `ln`.
+fn smoothness_kl(log_q: &Tensor, axis: &Axis) -> Result<Tensor> {
+    let bins = axis.len();
+    let (log_a, log_b) = match axis.kind() {
+        AxisKind::Circular { .. } => {
+            let rotated = Tensor::cat(
+                &[log_q.narrow(1, 1, bins - 1)?, log_q.narrow(1, 0, 1)?],
+                1,
+            )?;
+            (rotated, log_q.clone())
+        }
+        _ => {
+            let upper = log_q.narrow(1, 1, bins - 1)?;
+            let lower = log_q.narrow(1, 0, bins - 1)?;
+            let log_a = upper.broadcast_sub(&log_sum_exp_keepdim(&upper)?)?;
+            let log_b = lower.broadcast_sub(&log_sum_exp_keepdim(&lower)?)?;
+            (log_a, log_b)
+        }
+    };
+    let difference = (log_a.exp()? - log_b.exp()?)?;
+    let log_difference = (log_a - log_b)?;
+    Ok((difference * log_difference)?
+        .sum(D::Minus1)?
+        .affine(0.5, 0.0)?)
+}

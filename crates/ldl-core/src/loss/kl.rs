@@ -1,0 +1,48 @@
+//! The label-distribution loss alone: DLDL (Gao et al., 2017).
+
+use candle_core::Tensor;
+
+use super::full_kl::kl_divergence;
+use super::tensor_math::log_softmax;
+use super::{assemble, Component, Loss, LossOutput};
+use crate::axis::Axis;
+use crate::error::{Error, Result};
+use crate::label_space::{AxisTargets, LabelSpace};
+
+/// DLDL's loss: `L_ld = KL(p ‖ q)` per axis, summed over axes, averaged over the batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Kl;
+
+impl Loss for Kl {
+    fn name(&self) -> &'static str {
+        "kl"
+    }
+
+    fn compute(
+        &self,
+        space: &LabelSpace,
+        logits: &[Tensor],
+        targets: &[AxisTargets],
+    ) -> Result<LossOutput> {
+        assemble(space, logits, targets, |axis, z, target| {
+            Ok(vec![Component::new("ld", 1.0, kl_part(z, &target.pmf, axis)?)])
+        })
+    }
+}
+
+/// `KL(p ‖ q)` per sample (shape `(batch,)`) for logits and target distributions of
+/// shape `(batch, K)` on one axis.
+pub fn kl_part(logits: &Tensor, target: &Tensor, axis: &Axis) -> Result<Tensor> {
+    let (batch, bins) = logits.dims2()?;
+    if bins != axis.len() || target.dims() != [batch, bins] {
+        return Err(Error::Shape(format!(
+            "axis `{}`: logits {:?} and target {:?} must both have shape (batch, {})",
+            axis.name(),
+            logits.dims(),
+            target.dims(),
+            axis.len()
+        )));
+    }
+    let target = target.to_device(logits.device())?.to_dtype(logits.dtype())?;
+    kl_divergence(&target, &log_softmax(logits)?)
+}

@@ -1,0 +1,18 @@
+//! `ldl`: label distribution learning on candle.
+//!
+//! This facade re-exports the public API of the workspace crates:
+//! label axes and spaces ([`Axis`], [`LabelSpace`]), the losses ([`loss`]: [`loss::FullKl`]
+//! and the baselines [`loss::Kl`], [`loss::DldlV2`], [`loss::MeanVariance`]) and the
+//! evaluation metrics ([`metrics`]).
+//!
+//! ```
+//! use ldl::{Axis, LabelSpace};
+//! let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0)?.with_unit("years")])?;
+//! assert_eq!(space.axis("age").unwrap().len(), 101);
+//! # Ok::<(), ldl::Error>(())
+//! ```
+
+pub use ldl_core::{
+    loss, metrics, Axis, AxisEstimate, AxisKind, AxisTargets, EncodedLabel, Error, Label,
+    LabelSpace, OutOfRange, Result,
+};

@@ -323,7 +323,10 @@ fn check_finite(axis: &str, what: &str, value: f64) -> Result<()> {
     if value.is_finite() {
         Ok(())
     } else {
-        Err(Error::axis(axis, format!("{what} must be finite, got {value}")))
+        Err(Error::axis(
+            axis,
+            format!("{what} must be finite, got {value}"),
+        ))
     }
 }
 

@@ -102,7 +102,10 @@ impl Axis {
             ));
         }
         if !value.is_finite() {
-            return Err(Error::label(name, format!("label value {value} is not finite")));
+            return Err(Error::label(
+                name,
+                format!("label value {value} is not finite"),
+            ));
         }
         if !(std.is_finite() && std > 0.0) {
             return Err(Error::label(
@@ -216,8 +219,9 @@ impl Axis {
 
     /// Mean and variance of a distribution over the bins, in the axis unit and unit².
     ///
-    /// On circular axes the mean is the circular mean (in the canonical period) and the
-    /// variance is taken over wrapped offsets from it. `None` on categorical axes.
+    /// On circular axes the mean is the circular mean `atan2(Σ p sin θ, Σ p cos θ)` (in the
+    /// canonical period) and the variance is that of the offsets wrapped into half a
+    /// period around it. `None` on categorical axes.
     pub fn moments(&self, pmf: &[f64]) -> Option<(f64, f64)> {
         match self.kind() {
             AxisKind::Categorical { .. } => None,
@@ -238,8 +242,8 @@ impl Axis {
                     cos += p * angle.cos();
                 }
                 let centre = sin.atan2(cos) * period / (2.0 * std::f64::consts::PI);
-                // Refine: the mean of the wrapped offsets from the circular mean, so that
-                // mean and variance are those the loss uses.
+                // The variance is taken over the offsets wrapped around the circular mean,
+                // as the loss measures it.
                 let offsets: Vec<f64> = self
                     .centers()
                     .iter()
@@ -251,7 +255,7 @@ impl Axis {
                     .zip(&offsets)
                     .map(|(p, d)| p * (d - shift) * (d - shift))
                     .sum();
-                Some((self.canonical_value(centre + shift), variance))
+                Some((self.canonical_value(centre), variance))
             }
         }
     }

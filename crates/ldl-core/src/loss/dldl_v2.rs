@@ -74,13 +74,22 @@ impl DldlV2 {
     }
 
     /// The components of one axis, per sample.
-    pub fn axis_parts(&self, logits: &Tensor, targets: &AxisTargets, axis: &Axis) -> Result<DldlV2Parts> {
+    pub fn axis_parts(
+        &self,
+        logits: &Tensor,
+        targets: &AxisTargets,
+        axis: &Axis,
+    ) -> Result<DldlV2Parts> {
         let targets = conform_targets(axis, logits, targets)?;
         let log_q = log_softmax(logits)?;
         let ld = kl_divergence(&targets.pmf, &log_q)?;
         if axis.is_categorical() {
             let l1 = ld.zeros_like()?.detach();
-            return Ok(DldlV2Parts { ld, l1, lambda: 0.0 });
+            return Ok(DldlV2Parts {
+                ld,
+                l1,
+                lambda: 0.0,
+            });
         }
         let offsets = offsets_in_bins(axis, &targets.value)?;
         let (mean_q, _) = moments(&log_q.exp()?, &offsets)?;
@@ -137,7 +146,12 @@ impl Loss for DldlV2 {
 ///
 /// `logits` and `target` have shape `(batch, K)`; works for f32 and f64. The parts are
 /// unweighted; [`DldlV2Parts::total`] gives `ld + lambda · l1`.
-pub fn dldl_v2_parts(logits: &Tensor, target: &Tensor, axis: &Axis, lambda: f64) -> Result<DldlV2Parts> {
+pub fn dldl_v2_parts(
+    logits: &Tensor,
+    target: &Tensor,
+    axis: &Axis,
+    lambda: f64,
+) -> Result<DldlV2Parts> {
     let targets = AxisTargets::from_pmf(target, axis)?;
     DldlV2::new(lambda)?.axis_parts(logits, &targets, axis)
 }

@@ -144,7 +144,13 @@ impl FullKl {
                 (std_in_bins.zeros_like()?, std_in_bins.sqr()?)
             }
         };
-        gaussian_kl(&mean_p.detach(), &var_p.detach(), &mean_q, &var_q, self.variance_floor)
+        gaussian_kl(
+            &mean_p.detach(),
+            &var_p.detach(),
+            &mean_q,
+            &var_q,
+            self.variance_floor,
+        )
     }
 }
 
@@ -227,10 +233,7 @@ fn smoothness_kl(log_q: &Tensor, axis: &Axis) -> Result<Tensor> {
     let bins = axis.len();
     let (log_a, log_b) = match axis.kind() {
         AxisKind::Circular { .. } => {
-            let rotated = Tensor::cat(
-                &[log_q.narrow(1, 1, bins - 1)?, log_q.narrow(1, 0, 1)?],
-                1,
-            )?;
+            let rotated = Tensor::cat(&[log_q.narrow(1, 1, bins - 1)?, log_q.narrow(1, 0, 1)?], 1)?;
             (rotated, log_q.clone())
         }
         _ => {

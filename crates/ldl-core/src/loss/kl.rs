@@ -25,7 +25,11 @@ impl Loss for Kl {
         targets: &[AxisTargets],
     ) -> Result<LossOutput> {
         assemble(space, logits, targets, |axis, z, target| {
-            Ok(vec![Component::new("ld", 1.0, kl_part(z, &target.pmf, axis)?)])
+            Ok(vec![Component::new(
+                "ld",
+                1.0,
+                kl_part(z, &target.pmf, axis)?,
+            )])
         })
     }
 }
@@ -43,6 +47,8 @@ pub fn kl_part(logits: &Tensor, target: &Tensor, axis: &Axis) -> Result<Tensor> 
             axis.len()
         )));
     }
-    let target = target.to_device(logits.device())?.to_dtype(logits.dtype())?;
+    let target = target
+        .to_device(logits.device())?
+        .to_dtype(logits.dtype())?;
     kl_divergence(&target, &log_softmax(logits)?)
 }

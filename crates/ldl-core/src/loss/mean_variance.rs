@@ -71,7 +71,10 @@ impl MeanVariance {
         }
         let offsets = offsets_in_bins(axis, &targets.value)?;
         // The label's bin is the one nearest the label value (offset closest to 0).
-        let nearest = offsets.abs()?.argmin_keepdim(D::Minus1)?.to_dtype(DType::U32)?;
+        let nearest = offsets
+            .abs()?
+            .argmin_keepdim(D::Minus1)?
+            .to_dtype(DType::U32)?;
         let softmax = log_q.gather(&nearest, D::Minus1)?.squeeze(1)?.neg()?;
         let (mean_q, variance) = moments(&log_q.exp()?, &offsets)?;
         let mean = mean_q.sqr()?.affine(0.5, 0.0)?;
@@ -99,7 +102,11 @@ impl Loss for MeanVariance {
             let mut components = vec![Component::new("softmax", 1.0, parts.softmax)];
             if !axis.is_categorical() {
                 components.push(Component::new("mean", self.lambda_mean, parts.mean));
-                components.push(Component::new("variance", self.lambda_variance, parts.variance));
+                components.push(Component::new(
+                    "variance",
+                    self.lambda_variance,
+                    parts.variance,
+                ));
             }
             Ok(components)
         })

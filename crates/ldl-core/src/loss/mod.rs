@@ -81,7 +81,10 @@ pub struct LossOutput {
 impl LossOutput {
     /// The total as an `f64`.
     pub fn total_value(&self) -> Result<f64> {
-        Ok(self.total.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?)
+        Ok(self
+            .total
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?)
     }
 
     /// Every part's batch mean as `(key, value)`, for logging.

@@ -255,7 +255,8 @@ impl Metrics {
             )));
         }
         for ((metrics, z), target) in self.axes.iter_mut().zip(logits).zip(targets) {
-            let predicted = candle_nn::ops::softmax(&z.to_dtype(DType::F64)?, 1)?.to_vec2::<f64>()?;
+            let predicted =
+                candle_nn::ops::softmax(&z.to_dtype(DType::F64)?, 1)?.to_vec2::<f64>()?;
             let target_pmf = target.pmf.to_dtype(DType::F64)?.to_vec2::<f64>()?;
             let values = target.value.to_dtype(DType::F64)?.to_vec1::<f64>()?;
             let stds = target.std.to_dtype(DType::F64)?.to_vec1::<f64>()?;

@@ -1,0 +1,151 @@
+//! Helpers shared by the integration tests: an independent scalar reference of the
+//! loss terms (plain f64 loops over slices, no tensors), seeded random inputs, and
+//! finite differences.
+#![allow(dead_code)]
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+pub fn softmax(z: &[f64]) -> Vec<f64> {
+    let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = z.iter().map(|x| (x - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|x| x / s).collect()
+}
+
+/// Offsets of the centres from `centre`, in bins, wrapped on a circle of `period`.
+pub fn offsets(centres: &[f64], centre: f64, step: f64, period: Option<f64>) -> Vec<f64> {
+    centres
+        .iter()
+        .map(|c| {
+            let mut d = c - centre;
+            if let Some(p) = period {
+                while d > p / 2.0 {
+                    d -= p;
+                }
+                while d <= -p / 2.0 {
+                    d += p;
+                }
+            }
+            d / step
+        })
+        .collect()
+}
+
+pub fn mean_var(r: &[f64], d: &[f64]) -> (f64, f64) {
+    let mu: f64 = r.iter().zip(d).map(|(a, b)| a * b).sum();
+    let v: f64 = r.iter().zip(d).map(|(a, b)| a * (b - mu).powi(2)).sum();
+    (mu, v)
+}
+
+/// The full-KL terms of LOSS.md, written out directly: `(ld, exp, smooth)`.
+/// `centre` is the target's (circular) mean, `step` the bin width, `floor` the variance
+/// floor in bins².
+pub fn reference_full_kl(
+    p: &[f64],
+    z: &[f64],
+    centres: &[f64],
+    step: f64,
+    period: Option<f64>,
+    centre: f64,
+    floor: f64,
+) -> (f64, f64, f64) {
+    let q = softmax(z);
+    let ld: f64 = p
+        .iter()
+        .zip(&q)
+        .filter(|(pi, _)| **pi > 0.0)
+        .map(|(pi, qi)| pi * (pi.ln() - qi.ln()))
+        .sum();
+    let d = offsets(centres, centre, step, period);
+    let (mp, vp) = mean_var(p, &d);
+    let (mq, vq) = mean_var(&q, &d);
+    let (vp, vq) = (vp.max(floor), vq.max(floor));
+    let exp = 0.5 * (vq / vp).ln() + (vp + (mp - mq).powi(2)) / (2.0 * vq) - 0.5;
+    let k = q.len();
+    let (a, b): (Vec<f64>, Vec<f64>) = match period {
+        Some(_) => ((0..k).map(|i| q[(i + 1) % k]).collect(), q.clone()),
+        None => {
+            let sa: f64 = q[1..].iter().sum();
+            let sb: f64 = q[..k - 1].iter().sum();
+            (
+                q[1..].iter().map(|x| x / sa).collect(),
+                q[..k - 1].iter().map(|x| x / sb).collect(),
+            )
+        }
+    };
+    let smooth = 0.5
+        * a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y) * (x.ln() - y.ln()))
+            .sum::<f64>();
+    (ld, exp, smooth)
+}
+
+/// A random distribution with all entries > 0.
+pub fn random_pmf(rng: &mut ChaCha8Rng, k: usize) -> Vec<f64> {
+    let w: Vec<f64> = (0..k).map(|_| rng.gen_range(0.05..1.0)).collect();
+    let s: f64 = w.iter().sum();
+    w.iter().map(|x| x / s).collect()
+}
+
+pub fn random_logits(rng: &mut ChaCha8Rng, k: usize, scale: f64) -> Vec<f64> {
+    (0..k).map(|_| rng.gen_range(-scale..scale)).collect()
+}
+
+pub fn matrix(rows: &[Vec<f64>]) -> Tensor {
+    let k = rows[0].len();
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    Tensor::from_vec(flat, (rows.len(), k), &Device::Cpu).unwrap()
+}
+
+pub fn to_vec(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
+}
+
+pub fn scalar(t: &Tensor) -> f64 {
+    t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+}
+
+/// Checks autograd's gradient of `f(logits)` (a scalar) against central differences.
+/// Returns the largest relative error, measured against the gradient's largest entry.
+pub fn gradient_check(logits: &[Vec<f64>], f: impl Fn(&Tensor) -> Tensor, h: f64) -> f64 {
+    let var = Var::from_tensor(&matrix(logits)).unwrap();
+    let value = f(var.as_tensor());
+    let grads = value.backward().unwrap();
+    let analytic = grads
+        .get(var.as_tensor())
+        .unwrap()
+        .to_vec2::<f64>()
+        .unwrap();
+    let scale = analytic
+        .iter()
+        .flatten()
+        .fold(1e-12f64, |m, g| m.max(g.abs()));
+    let mut worst: f64 = 0.0;
+    for b in 0..logits.len() {
+        for k in 0..logits[0].len() {
+            let mut plus = logits.to_vec();
+            plus[b][k] += h;
+            let mut minus = logits.to_vec();
+            minus[b][k] -= h;
+            let numeric = (scalar(&f(&matrix(&plus))) - scalar(&f(&matrix(&minus)))) / (2.0 * h);
+            let error = (numeric - analytic[b][k]).abs() / scale;
+            worst = worst.max(error);
+        }
+    }
+    worst
+}
+
+pub fn assert_close(actual: f64, expected: f64, relative: f64, what: &str) {
+    let tolerance = relative * expected.abs().max(1e-12);
+    assert!(
+        (actual - expected).abs() <= tolerance,
+        "{what}: got {actual:.17e}, expected {expected:.17e} (relative tolerance {relative:e})"
+    );
+}

@@ -1,5 +1,6 @@
 //! Forward and forward+backward of the losses on a batch of 128 samples × 3 axes × 101
-//! bins, f32, CPU. Compare with `benches/reference/full_kl_torch.py` (same shapes, same
+//! bins, f32, CPU: the fused CPU kernel of the full-KL loss (the default), the same loss
+//! through composed tensor ops (what other devices run), and the baselines. Compare with `benches/reference/full_kl_torch.py` (same shapes, same
 //! formulas) run in the same minute; see docs/performance.md.
 //!
 //! `cargo bench --bench loss`
@@ -53,20 +54,24 @@ fn setup() -> Setup {
 fn bench_losses(c: &mut Criterion) {
     let s = setup();
     let logits: Vec<Tensor> = s.logits.iter().map(|v| v.as_tensor().clone()).collect();
-    let losses: Vec<Box<dyn Loss>> = vec![
-        Box::new(FullKl::default()),
-        Box::new(Kl),
-        Box::new(DldlV2::new(1.0).unwrap()),
+    let losses: Vec<(&str, Box<dyn Loss>)> = vec![
+        ("full-kl", Box::new(FullKl::default())),
+        (
+            "full-kl-composed",
+            Box::new(FullKl::default().with_fused_cpu_kernel(false)),
+        ),
+        ("kl", Box::new(Kl)),
+        ("dldl-v2", Box::new(DldlV2::new(1.0).unwrap())),
     ];
     let mut group = c.benchmark_group("loss_b128_3x101_f32");
-    for loss in &losses {
-        group.bench_function(format!("{}/forward", loss.name()), |b| {
+    for (name, loss) in &losses {
+        group.bench_function(format!("{name}/forward"), |b| {
             b.iter(|| {
                 let out = loss.compute(&s.space, &logits, &s.targets).unwrap();
                 black_box(out.total.to_scalar::<f32>().unwrap())
             })
         });
-        group.bench_function(format!("{}/forward_backward", loss.name()), |b| {
+        group.bench_function(format!("{name}/forward_backward"), |b| {
             b.iter(|| {
                 let out = loss.compute(&s.space, &logits, &s.targets).unwrap();
                 let grads = out.total.backward().unwrap();

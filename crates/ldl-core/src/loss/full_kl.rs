@@ -1,6 +1,8 @@
 //! The full-KL loss (Günder, Piatkowski and Bauckhage, 2022).
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
+
+use super::fused_cpu::FullKlCpu;
 
 use super::tensor_math::{
     log_softmax, log_sum_exp_keepdim, moments, negative_entropy, offsets_in_bins,
@@ -42,6 +44,7 @@ pub const DEFAULT_VARIANCE_FLOOR: f64 = 1e-3;
 pub struct FullKl {
     target_moments: TargetMoments,
     variance_floor: f64,
+    fused_cpu_kernel: bool,
 }
 
 impl Default for FullKl {
@@ -49,6 +52,7 @@ impl Default for FullKl {
         FullKl {
             target_moments: TargetMoments::Pmf,
             variance_floor: DEFAULT_VARIANCE_FLOOR,
+            fused_cpu_kernel: true,
         }
     }
 }
@@ -98,6 +102,14 @@ impl FullKl {
         Ok(self)
     }
 
+    /// Whether f32/f64 tensors on the CPU go through the fused kernel (the default) or
+    /// through composed tensor ops (what other devices use). Both compute the same values
+    /// and gradients; the switch exists to check one against the other.
+    pub fn with_fused_cpu_kernel(mut self, enabled: bool) -> Self {
+        self.fused_cpu_kernel = enabled;
+        self
+    }
+
     /// The target-moment source.
     pub fn target_moments(&self) -> TargetMoments {
         self.target_moments
@@ -116,6 +128,12 @@ impl FullKl {
         axis: &Axis,
     ) -> Result<FullKlParts> {
         let targets = conform_targets(axis, logits, targets)?;
+        let fusable = matches!(logits.dtype(), DType::F32 | DType::F64)
+            && logits.device().is_cpu()
+            && !axis.is_categorical();
+        if self.fused_cpu_kernel && fusable {
+            return self.fused_parts(logits, &targets, axis);
+        }
         let log_q = log_softmax(logits)?;
         let ld = kl_divergence(&targets.pmf, &log_q)?;
         if axis.is_categorical() {
@@ -129,6 +147,45 @@ impl FullKl {
         let exp = self.expectation_kl(&log_q, &targets, axis)?;
         let smooth = smoothness_kl(&log_q, axis)?;
         Ok(FullKlParts { ld, exp, smooth })
+    }
+
+    fn fused_parts(
+        &self,
+        logits: &Tensor,
+        targets: &AxisTargets,
+        axis: &Axis,
+    ) -> Result<FullKlParts> {
+        let step = axis.step();
+        let nominal_variance = match self.target_moments {
+            TargetMoments::Pmf => None,
+            TargetMoments::Nominal => Some(
+                targets
+                    .std
+                    .to_dtype(DType::F64)?
+                    .to_vec1::<f64>()?
+                    .iter()
+                    .map(|s| (s / step).powi(2))
+                    .collect(),
+            ),
+        };
+        let op = FullKlCpu {
+            centers_in_bins: axis.centers().iter().map(|c| c / step).collect(),
+            step,
+            period_in_bins: axis.period().map(|p| p / step),
+            nominal_variance,
+            floor: self.variance_floor,
+        };
+        let parts = logits.contiguous()?.apply_op3(
+            &targets.pmf.contiguous()?.detach(),
+            &targets.value.contiguous()?.detach(),
+            op,
+        )?;
+        let column = |i: usize| -> Result<Tensor> { Ok(parts.narrow(1, i, 1)?.squeeze(1)?) };
+        Ok(FullKlParts {
+            ld: column(0)?,
+            exp: column(1)?,
+            smooth: column(2)?,
+        })
     }
 
     /// `KL(N(μ_p, v_p) ‖ N(μ_q, v_q))`, measured in bins from the target value.

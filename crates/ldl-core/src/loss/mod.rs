@@ -17,6 +17,7 @@
 
 mod dldl_v2;
 mod full_kl;
+mod fused_cpu;
 mod kl;
 mod mean_variance;
 mod tensor_math;

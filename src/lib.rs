@@ -12,6 +12,8 @@
 //! # Ok::<(), ldl::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub use ldl_core::{
     loss, metrics, Axis, AxisEstimate, AxisKind, AxisTargets, EncodedLabel, Error, Label,
     LabelSpace, OutOfRange, Result,

@@ -12,9 +12,15 @@ pub enum AxisKind {
     Linear,
     /// Ordered bins on a circle of the given period (yaw over 360°, hour of day over 24 h):
     /// distances wrap, so the last bin neighbours the first.
-    Circular { period: f64 },
+    Circular {
+        /// The length of one turn, in the axis unit (360 for degrees).
+        period: f64,
+    },
     /// Unordered named classes (emotions): no distance between bins.
-    Categorical { classes: Vec<String> },
+    Categorical {
+        /// The class names, in bin order.
+        classes: Vec<String>,
+    },
 }
 
 /// What to do with a label value that lies outside an axis's range.

@@ -9,7 +9,12 @@
 pub enum Error {
     /// An axis was defined with impossible parameters (e.g. `min >= max`, `step <= 0`).
     #[error("axis `{axis}`: {message}")]
-    InvalidAxis { axis: String, message: String },
+    InvalidAxis {
+        /// The axis name.
+        axis: String,
+        /// What is wrong and what to change.
+        message: String,
+    },
 
     /// A label space was defined inconsistently (no axes, duplicate names, …).
     #[error("label space: {0}")]
@@ -18,9 +23,11 @@ pub enum Error {
     /// A label could not be turned into a target distribution on its axis.
     #[error("{}axis `{axis}`: {message}", sample_prefix(*.sample))]
     InvalidLabel {
+        /// The axis name.
         axis: String,
         /// Index of the sample in the batch or dataset, when known.
         sample: Option<usize>,
+        /// What is wrong and what to change.
         message: String,
     },
 

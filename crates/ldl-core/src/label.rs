@@ -15,7 +15,12 @@ pub const PMF_SUM_TOLERANCE: f64 = 1e-4;
 pub enum Label {
     /// A value in the axis unit, with an optional std (the axis default when `None`),
     /// encoded as a discretised Gaussian (wrapped on circular axes).
-    Value { value: f64, std: Option<f64> },
+    Value {
+        /// The value in the axis unit.
+        value: f64,
+        /// The label std in the axis unit; the axis default when `None`.
+        std: Option<f64>,
+    },
     /// A class index on a categorical axis, encoded one-hot.
     Class(usize),
     /// An explicit distribution over the bins, used as given.

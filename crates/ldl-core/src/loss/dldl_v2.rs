@@ -18,6 +18,30 @@ use crate::label_space::{AxisTargets, LabelSpace};
 /// axis (years → months) changes the balance. DLDL-v2's own code divides the KL by the
 /// number of bins but not the L1 term, so its `λ = 1` corresponds to about `λ = 101`
 /// here for 101 age bins.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use ldl_core::{loss::{DldlV2, Loss}, Axis, Label, LabelSpace};
+/// let space = LabelSpace::new(vec![
+///     Axis::linear("age", 0.0, 100.0, 1.0)?,
+///     Axis::linear("height", 140.0, 200.0, 1.0)?,
+/// ])?;
+/// // λ has to be tuned per axis: here 1 for age (years) and 0.5 for height (cm).
+/// let loss = DldlV2::new(1.0)?.with_axis_lambda("height", 0.5)?;
+/// let targets = space.targets(
+///     &[vec![Label::value(30.0), Label::value(172.0)]],
+///     DType::F32,
+///     &Device::Cpu,
+/// )?;
+/// let logits = [
+///     Tensor::zeros((1, 101), DType::F32, &Device::Cpu)?,
+///     Tensor::zeros((1, 61), DType::F32, &Device::Cpu)?,
+/// ];
+/// let out = loss.compute(&space, &logits, &targets)?;
+/// let weights: Vec<f64> = out.parts.iter().map(|p| p.weight).collect();
+/// assert_eq!(weights, [1.0, 1.0, 1.0, 0.5]); // age/ld, age/l1, height/ld, height/l1
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct DldlV2 {
     lambda: f64,

@@ -10,6 +10,18 @@ use crate::error::{Error, Result};
 use crate::label_space::{AxisTargets, LabelSpace};
 
 /// DLDL's loss: `L_ld = KL(p ‖ q)` per axis, summed over axes, averaged over the batch.
+///
+/// ```
+/// use candle_core::{DType, Device};
+/// use ldl_core::{loss::{Kl, Loss}, Axis, Label, LabelSpace};
+/// let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0)?])?;
+/// let targets = space.targets(&[vec![Label::value(30.0)]], DType::F64, &Device::Cpu)?;
+/// // The target's own log-probabilities are the ideal logits: KL = 0.
+/// let logits = targets[0].pmf.clamp(1e-300, 1.0)?.log()?;
+/// let out = Kl.compute(&space, &[logits], &targets)?;
+/// assert!(out.total_value()?.abs() < 1e-12);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Kl;
 

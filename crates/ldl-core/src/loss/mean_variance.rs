@@ -15,6 +15,18 @@ use crate::label_space::{AxisTargets, LabelSpace};
 /// - `L_mean = ½ (μ_q − y)²` and `L_variance = v_q`, measured in bins (Pan et al.'s
 ///   classes are the bins, so their defaults λ1 = 0.2, λ2 = 0.05 keep their meaning on
 ///   any axis). Unlike the full-KL loss, the balance still depends on the bin width.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use ldl_core::{loss::{Loss, MeanVariance}, Axis, Label, LabelSpace};
+/// let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0)?])?;
+/// let targets = space.targets(&[vec![Label::value(30.0)]], DType::F32, &Device::Cpu)?;
+/// let logits = Tensor::zeros((1, 101), DType::F32, &Device::Cpu)?;
+/// let out = MeanVariance::default().compute(&space, &[logits], &targets)?;
+/// let keys: Vec<String> = out.parts.iter().map(|p| p.key()).collect();
+/// assert_eq!(keys, ["age/softmax", "age/mean", "age/variance"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeanVariance {
     lambda_mean: f64,

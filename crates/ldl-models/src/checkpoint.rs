@@ -1,0 +1,198 @@
+//! Checkpoints: every variable (weights and BatchNorm running statistics) in a
+//! safetensors file, with the label space and the model configuration in its header, so
+//! that the file alone rebuilds the model and decodes its outputs.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use ldl_core::LabelSpace;
+use safetensors::SafeTensors;
+
+use crate::error::{Error, Result};
+use crate::model::{BackboneConfig, Model};
+
+/// Header key marking an `ldl` checkpoint.
+const FORMAT_KEY: &str = "format";
+const FORMAT: &str = "ldl";
+const VERSION_KEY: &str = "ldl.version";
+const LABEL_SPACE_KEY: &str = "ldl.label_space";
+const MODEL_KEY: &str = "ldl.model";
+
+/// What a checkpoint says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointInfo {
+    /// The label space the heads predict.
+    pub label_space: LabelSpace,
+    /// The backbone configuration.
+    pub model: BackboneConfig,
+    /// The version of `ldl-models` that wrote it.
+    pub version: String,
+}
+
+/// Writes every variable of `vars` and the model's description to `path`.
+///
+/// The file is written next to its destination under a temporary name, flushed to disk
+/// and renamed into place, so a crash never leaves a half-written file under `path`.
+pub fn save_checkpoint(path: &Path, vars: &VarMap, model: &Model) -> Result<()> {
+    let tensors: Vec<(String, Tensor)> = {
+        let data = vars
+            .data()
+            .lock()
+            .map_err(|_| Error::checkpoint(path, "the variable map's lock is poisoned"))?;
+        let mut named: Vec<(String, Tensor)> = data
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
+    };
+    let to_json = |what: &str, value: serde_json::Result<String>| {
+        value.map_err(|e| Error::checkpoint(path, format!("cannot describe the {what}: {e}")))
+    };
+    let header = HashMap::from([
+        (FORMAT_KEY.to_string(), FORMAT.to_string()),
+        (
+            VERSION_KEY.to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        (
+            LABEL_SPACE_KEY.to_string(),
+            to_json("label space", serde_json::to_string(model.label_space()))?,
+        ),
+        (
+            MODEL_KEY.to_string(),
+            to_json("model", serde_json::to_string(model.config()))?,
+        ),
+    ]);
+    let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(header))
+        .map_err(|e| Error::checkpoint(path, format!("cannot serialise: {e}")))?;
+    write_atomically(path, &bytes)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::checkpoint(path, "the path has no file name"))?;
+    let mut temporary = PathBuf::from(path);
+    temporary.set_file_name(format!(".{}.partial", file_name.to_string_lossy()));
+    let io = |what: &str, e: std::io::Error| Error::checkpoint(path, format!("{what}: {e}"));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temporary).map_err(|e| io("cannot create", e))?;
+        file.write_all(bytes).map_err(|e| io("cannot write", e))?;
+        file.sync_all().map_err(|e| io("cannot flush to disk", e))?;
+        std::fs::rename(&temporary, path).map_err(|e| io("cannot move into place", e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+/// Reads a checkpoint's tensors (onto `device`) and its description.
+pub fn read_checkpoint(
+    path: &Path,
+    device: &Device,
+) -> Result<(HashMap<String, Tensor>, CheckpointInfo)> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::checkpoint(path, format!("cannot read: {e}")))?;
+    let corrupt = |e: &dyn std::fmt::Display| {
+        Error::checkpoint(
+            path,
+            format!("not a valid safetensors file ({e}); it may be truncated or corrupt"),
+        )
+    };
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(&e))?;
+    let header = metadata.metadata().clone().unwrap_or_default();
+    if header.get(FORMAT_KEY).map(String::as_str) != Some(FORMAT) {
+        return Err(Error::checkpoint(
+            path,
+            "not an ldl checkpoint: its header lacks `format = ldl` (was it written by `ldl`?)",
+        ));
+    }
+    let field = |key: &str| {
+        header
+            .get(key)
+            .ok_or_else(|| Error::checkpoint(path, format!("the header lacks `{key}`")))
+    };
+    let label_space: LabelSpace = serde_json::from_str(field(LABEL_SPACE_KEY)?)
+        .map_err(|e| Error::checkpoint(path, format!("invalid label space in the header: {e}")))?;
+    let model: BackboneConfig = serde_json::from_str(field(MODEL_KEY)?)
+        .map_err(|e| Error::checkpoint(path, format!("invalid model config in the header: {e}")))?;
+    let version = field(VERSION_KEY)?.clone();
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| corrupt(&e))?;
+    Ok((
+        tensors,
+        CheckpointInfo {
+            label_space,
+            model,
+            version,
+        },
+    ))
+}
+
+/// Copies checkpoint tensors into the variables of a model, checking that both hold the
+/// same names with the same shapes. A mismatch names the tensor and both shapes.
+pub fn load_into(vars: &VarMap, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let data = vars
+        .data()
+        .lock()
+        .map_err(|_| Error::checkpoint(path, "the variable map's lock is poisoned"))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in &names {
+        let var = &data[*name];
+        let tensor = tensors.get(*name).ok_or_else(|| {
+            Error::checkpoint(
+                path,
+                format!("tensor `{name}` of the model is missing from the checkpoint"),
+            )
+        })?;
+        if tensor.dims() != var.dims() {
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "tensor `{name}` has shape {:?} in the checkpoint but {:?} in the model",
+                    tensor.dims(),
+                    var.dims()
+                ),
+            ));
+        }
+        var.set(&tensor.to_dtype(var.dtype())?.to_device(var.device())?)?;
+    }
+    let mut extra: Vec<&String> = tensors.keys().filter(|n| !data.contains_key(*n)).collect();
+    if !extra.is_empty() {
+        extra.sort();
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "the checkpoint has tensors the model lacks: {}",
+                extra
+                    .iter()
+                    .take(5)
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Model {
+    /// Rebuilds a model from a checkpoint alone: its label space and configuration from
+    /// the header, its variables from the tensors.
+    pub fn from_checkpoint(
+        path: &Path,
+        device: &Device,
+    ) -> Result<(Model, VarMap, CheckpointInfo)> {
+        let (tensors, info) = read_checkpoint(path, device)?;
+        let vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, candle_core::DType::F32, device);
+        let model = Model::new(&info.model, &info.label_space, 0, vb)?;
+        load_into(&vars, &tensors, path)?;
+        Ok((model, vars, info))
+    }
+}

@@ -1,0 +1,35 @@
+//! Models for `ldl`: DLDL-v2's ThinAgeNet and TinyAgeNet, an MLP for tabular features,
+//! one linear head per label axis, seeded initialisation, and checkpoints that carry
+//! their label space.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use ldl_core::{Axis, LabelSpace};
+//! use ldl_models::{BackboneConfig, Model};
+//!
+//! let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0)?])?;
+//! let (model, vars) = Model::build(&BackboneConfig::thin_age_net(), &space, 7, &Device::Cpu)?;
+//! assert_eq!(ldl_models::parameter_count(&vars), 3_708_229);
+//! let logits = model.forward_t(&Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu)?, false)?;
+//! assert_eq!(logits[0].dims(), [1, 101]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+
+mod checkpoint;
+mod device;
+mod error;
+mod init;
+mod layers;
+mod mlp;
+mod model;
+mod vgg;
+
+pub use checkpoint::{load_into, read_checkpoint, save_checkpoint, CheckpointInfo};
+pub use device::device;
+pub use error::{Error, Result};
+pub use init::seeded_init;
+pub use layers::{global_average_pool, max_pool_2x2, ConvBnRelu};
+pub use mlp::{Mlp, MlpConfig};
+pub use model::{is_running_statistic, parameter_count, trainable_vars, BackboneConfig, Model};
+pub use vgg::{Vgg, VggConfig, MIN_INPUT_SIZE};

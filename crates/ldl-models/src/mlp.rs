@@ -1,0 +1,151 @@
+//! A multi-layer perceptron backbone for tabular features.
+
+use std::sync::Mutex;
+
+use candle_core::{Module, ModuleT, Tensor};
+use candle_nn::{BatchNorm, BatchNormConfig, Linear, VarBuilder};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The configuration of an [`Mlp`]: `inputs → hidden[0] → … → hidden[n−1]`, each hidden
+/// layer linear, then optionally BatchNorm, then ReLU, then optionally dropout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlpConfig {
+    /// Number of input features.
+    pub inputs: usize,
+    /// Widths of the hidden layers (may be empty: the heads then see the inputs).
+    pub hidden: Vec<usize>,
+    /// BatchNorm after each hidden linear layer.
+    #[serde(default)]
+    pub batch_norm: bool,
+    /// Dropout probability after each hidden layer, in `[0, 1)`.
+    #[serde(default)]
+    pub dropout: f64,
+}
+
+impl MlpConfig {
+    /// Width of the features the heads see.
+    pub fn output_features(&self) -> usize {
+        self.hidden.last().copied().unwrap_or(self.inputs)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.inputs == 0 || self.hidden.contains(&0) {
+            return Err(Error::Config(format!(
+                "MLP widths must be ≥ 1, got inputs = {} and hidden = {:?}",
+                self.inputs, self.hidden
+            )));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::Config(format!(
+                "dropout must be in [0, 1), got {}",
+                self.dropout
+            )));
+        }
+        Ok(())
+    }
+}
+
+struct HiddenLayer {
+    linear: Linear,
+    bn: Option<BatchNorm>,
+}
+
+/// A multi-layer perceptron: features `(N, inputs)` to `(N, output_features)`.
+///
+/// Dropout masks come from a ChaCha RNG seeded at construction, so training is
+/// reproducible (candle's own dropout draws from the unseedable device RNG).
+pub struct Mlp {
+    config: MlpConfig,
+    layers: Vec<HiddenLayer>,
+    dropout_rng: Mutex<ChaCha8Rng>,
+}
+
+impl std::fmt::Debug for Mlp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mlp").field("config", &self.config).finish()
+    }
+}
+
+impl Mlp {
+    /// Builds the MLP; variables are `layers.{i}.weight`, `layers.{i}.bias` and, with
+    /// BatchNorm, `layers.{i}.bn.*`. `seed` drives the dropout masks.
+    pub fn new(config: &MlpConfig, seed: u64, vb: VarBuilder) -> Result<Mlp> {
+        config.validate()?;
+        let mut inputs = config.inputs;
+        let mut layers = Vec::new();
+        for (i, width) in config.hidden.iter().enumerate() {
+            let vb = vb.pp(format!("layers.{i}"));
+            let linear = candle_nn::linear(inputs, *width, vb.clone())?;
+            let bn = if config.batch_norm {
+                Some(candle_nn::batch_norm(
+                    *width,
+                    BatchNormConfig::default(),
+                    vb.pp("bn"),
+                )?)
+            } else {
+                None
+            };
+            layers.push(HiddenLayer { linear, bn });
+            inputs = *width;
+        }
+        Ok(Mlp {
+            config: config.clone(),
+            layers,
+            dropout_rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MlpConfig {
+        &self.config
+    }
+
+    /// Forward pass; `train` enables dropout and BatchNorm's batch statistics.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (_, features) = x.dims2()?;
+        if features != self.config.inputs {
+            return Err(Error::Config(format!(
+                "the MLP expects {} input features, got {features}",
+                self.config.inputs
+            )));
+        }
+        let mut x = x.clone();
+        for layer in &self.layers {
+            x = layer.linear.forward(&x)?;
+            if let Some(bn) = &layer.bn {
+                x = bn.forward_t(&x, train)?;
+            }
+            x = x.relu()?;
+            if train && self.config.dropout > 0.0 {
+                x = self.dropout(&x)?;
+            }
+        }
+        Ok(x)
+    }
+
+    fn dropout(&self, x: &Tensor) -> Result<Tensor> {
+        let keep = 1.0 - self.config.dropout;
+        let mask: Vec<f32> = {
+            let mut rng = self
+                .dropout_rng
+                .lock()
+                .map_err(|_| Error::Config("the dropout RNG's lock is poisoned".into()))?;
+            (0..x.elem_count())
+                .map(|_| {
+                    if rng.gen::<f64>() < keep {
+                        (1.0 / keep) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        Ok((x * mask)?)
+    }
+}

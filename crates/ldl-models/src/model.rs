@@ -1,0 +1,188 @@
+//! A model: one backbone and one linear head per axis of the label space.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Linear, VarBuilder, VarMap};
+use ldl_core::LabelSpace;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::init::seeded_init;
+use crate::mlp::{Mlp, MlpConfig};
+use crate::vgg::{Vgg, VggConfig};
+
+/// Which backbone a model uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "backbone", rename_all = "kebab-case")]
+pub enum BackboneConfig {
+    /// A DLDL-v2 network (ThinAgeNet, TinyAgeNet, or another width) for images.
+    Vgg(VggConfig),
+    /// A multi-layer perceptron for feature vectors.
+    Mlp(MlpConfig),
+}
+
+impl BackboneConfig {
+    /// ThinAgeNet.
+    pub fn thin_age_net() -> Self {
+        BackboneConfig::Vgg(VggConfig::thin_age_net())
+    }
+
+    /// TinyAgeNet.
+    pub fn tiny_age_net() -> Self {
+        BackboneConfig::Vgg(VggConfig::tiny_age_net())
+    }
+
+    /// Width of the features the heads see.
+    pub fn output_features(&self) -> usize {
+        match self {
+            BackboneConfig::Vgg(config) => config.output_channels(),
+            BackboneConfig::Mlp(config) => config.output_features(),
+        }
+    }
+}
+
+enum Backbone {
+    Vgg(Vgg),
+    Mlp(Mlp),
+}
+
+/// A backbone and one linear head per axis (`heads.<axis name>`, `K` outputs each),
+/// returning logits per axis ready for the losses.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use ldl_core::{Axis, LabelSpace};
+/// use ldl_models::{BackboneConfig, Model};
+/// let space = LabelSpace::new(vec![
+///     Axis::linear("age", 0.0, 100.0, 1.0)?,
+///     Axis::linear("yaw", -90.0, 90.0, 3.0)?,
+/// ])?;
+/// let (model, vars) = Model::build(&BackboneConfig::tiny_age_net(), &space, 42, &Device::Cpu)?;
+/// let images = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu)?;
+/// let logits = model.forward_t(&images, false)?;
+/// assert_eq!(logits[0].dims(), [2, 101]);
+/// assert_eq!(logits[1].dims(), [2, 61]);
+/// assert_eq!(ldl_models::parameter_count(&vars), 934_869 + 128 * 61 + 61);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Model {
+    config: BackboneConfig,
+    space: LabelSpace,
+    backbone: Backbone,
+    heads: Vec<Linear>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .field("axes", &self.space.len())
+            .finish()
+    }
+}
+
+impl Model {
+    /// Builds a model on variables from `vb` (backbone under `backbone.`, heads under
+    /// `heads.`). `seed` drives dropout masks; initial weights come from the
+    /// `VarBuilder` (see [`Model::build`] for seeded ones).
+    pub fn new(
+        config: &BackboneConfig,
+        space: &LabelSpace,
+        seed: u64,
+        vb: VarBuilder,
+    ) -> Result<Model> {
+        let backbone = match config {
+            BackboneConfig::Vgg(c) => Backbone::Vgg(Vgg::new(c, vb.pp("backbone"))?),
+            BackboneConfig::Mlp(c) => Backbone::Mlp(Mlp::new(c, seed, vb.pp("backbone"))?),
+        };
+        let features = config.output_features();
+        let heads = space
+            .axes()
+            .iter()
+            .map(|axis| candle_nn::linear(features, axis.len(), vb.pp("heads").pp(axis.name())))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Model {
+            config: config.clone(),
+            space: space.clone(),
+            backbone,
+            heads,
+        })
+    }
+
+    /// Builds a model with fresh f32 variables on `device`, initialised from `seed`
+    /// (bit-identical for the same seed; see [`crate::seeded_init`]).
+    pub fn build(
+        config: &BackboneConfig,
+        space: &LabelSpace,
+        seed: u64,
+        device: &Device,
+    ) -> Result<(Model, VarMap)> {
+        let vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
+        let model = Model::new(config, space, seed, vb)?;
+        seeded_init(&vars, seed)?;
+        Ok((model, vars))
+    }
+
+    /// The backbone configuration.
+    pub fn config(&self) -> &BackboneConfig {
+        &self.config
+    }
+
+    /// The label space the heads predict.
+    pub fn label_space(&self) -> &LabelSpace {
+        &self.space
+    }
+
+    /// Logits per axis, each `(N, K)`. `train` switches BatchNorm to batch statistics
+    /// (updating the running ones) and enables dropout.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        let features = match &self.backbone {
+            Backbone::Vgg(vgg) => vgg.forward_t(x, train)?,
+            Backbone::Mlp(mlp) => mlp.forward_t(x, train)?,
+        };
+        self.heads
+            .iter()
+            .map(|head| Ok(head.forward(&features)?))
+            .collect()
+    }
+}
+
+/// True for BatchNorm's running statistics, which are state, not trainable parameters.
+pub fn is_running_statistic(name: &str) -> bool {
+    name.ends_with("running_mean") || name.ends_with("running_var")
+}
+
+/// The trainable variables (everything but BatchNorm's running statistics), by name.
+pub fn trainable_vars(vars: &VarMap) -> Vec<(String, candle_core::Var)> {
+    let data = match vars.data().lock() {
+        Ok(data) => data,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let mut named: Vec<(String, candle_core::Var)> = data
+        .iter()
+        .filter(|(name, _)| !is_running_statistic(name))
+        .map(|(name, var)| (name.clone(), var.clone()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+/// The number of trainable parameters.
+pub fn parameter_count(vars: &VarMap) -> usize {
+    trainable_vars(vars)
+        .iter()
+        .map(|(_, var)| var.elem_count())
+        .sum()
+}
+
+impl From<VggConfig> for BackboneConfig {
+    fn from(config: VggConfig) -> Self {
+        BackboneConfig::Vgg(config)
+    }
+}
+
+impl From<MlpConfig> for BackboneConfig {
+    fn from(config: MlpConfig) -> Self {
+        BackboneConfig::Mlp(config)
+    }
+}

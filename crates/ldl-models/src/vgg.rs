@@ -1,0 +1,155 @@
+//! ThinAgeNet and TinyAgeNet: DLDL-v2's VGG-16-shaped networks with fewer channels.
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::layers::{global_average_pool, max_pool_2x2, ConvBnRelu};
+
+/// The smallest input side: five 2×2 poolings need 32 pixels to leave one.
+pub const MIN_INPUT_SIZE: usize = 32;
+
+/// The channel layout of VGG-16 in units of the base width `c`; `0` marks a 2×2 max-pool.
+const LAYOUT: [usize; 18] = [1, 1, 0, 2, 2, 0, 4, 4, 4, 0, 8, 8, 8, 0, 8, 8, 8, 0];
+
+/// The configuration of a DLDL-v2 network: VGG-16's layout
+/// `[c, c, M, 2c, 2c, M, 4c×3, M, 8c×3, M, 8c×3, M]`, every convolution 3×3 (stride 1,
+/// padding 1) followed by BatchNorm and ReLU, then global average pooling.
+///
+/// ```
+/// use ldl_models::VggConfig;
+/// assert_eq!(VggConfig::thin_age_net().base_channels, 32);
+/// assert_eq!(VggConfig::tiny_age_net().base_channels, 16);
+/// assert_eq!(VggConfig::thin_age_net().with_width(0.5)?.base_channels, 16);
+/// assert_eq!(VggConfig::thin_age_net().output_channels(), 256);
+/// # Ok::<(), ldl_models::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VggConfig {
+    /// Channels of the first block, `c` (32 for ThinAgeNet, 16 for TinyAgeNet, 64 for
+    /// VGG-16 itself).
+    pub base_channels: usize,
+    /// Channels of the input images (3 for RGB).
+    #[serde(default = "three")]
+    pub input_channels: usize,
+    /// Whether the convolutions have a bias (DLDL-v2's do not; VGG-16's do).
+    #[serde(default)]
+    pub conv_bias: bool,
+}
+
+fn three() -> usize {
+    3
+}
+
+impl VggConfig {
+    /// ThinAgeNet: `c = 32` (VGG-16 with half the channels).
+    pub fn thin_age_net() -> VggConfig {
+        VggConfig {
+            base_channels: 32,
+            input_channels: 3,
+            conv_bias: false,
+        }
+    }
+
+    /// TinyAgeNet: `c = 16` (VGG-16 with a quarter of the channels).
+    pub fn tiny_age_net() -> VggConfig {
+        VggConfig {
+            base_channels: 16,
+            ..VggConfig::thin_age_net()
+        }
+    }
+
+    /// Scales the base width by `multiplier` (rounded; at least 1 channel).
+    pub fn with_width(mut self, multiplier: f64) -> Result<VggConfig> {
+        if !(multiplier.is_finite() && multiplier > 0.0) {
+            return Err(Error::Config(format!(
+                "width multiplier must be finite and > 0, got {multiplier}"
+            )));
+        }
+        self.base_channels = ((self.base_channels as f64 * multiplier).round() as usize).max(1);
+        Ok(self)
+    }
+
+    /// Channels of the pooled features the heads see (`8c`).
+    pub fn output_channels(&self) -> usize {
+        8 * self.base_channels
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.base_channels == 0 || self.input_channels == 0 {
+            return Err(Error::Config(format!(
+                "base_channels and input_channels must be ≥ 1, got {} and {}",
+                self.base_channels, self.input_channels
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A DLDL-v2 backbone: images `(N, C, H, W)` with `H, W ≥ 32` to features `(N, 8c)`.
+#[derive(Debug, Clone)]
+pub struct Vgg {
+    config: VggConfig,
+    /// One entry per layout position: a conv block, or `None` for a max-pool.
+    stages: Vec<Option<ConvBnRelu>>,
+}
+
+impl Vgg {
+    /// Builds the backbone; variables are `features.{i}.conv.weight`, `features.{i}.bn.*`
+    /// with `i` the position in the layout (pools included, as in torchvision's VGG).
+    pub fn new(config: &VggConfig, vb: VarBuilder) -> Result<Vgg> {
+        config.validate()?;
+        let mut channels = config.input_channels;
+        let mut stages = Vec::with_capacity(LAYOUT.len());
+        for (i, units) in LAYOUT.iter().enumerate() {
+            if *units == 0 {
+                stages.push(None);
+                continue;
+            }
+            let output = units * config.base_channels;
+            let block = ConvBnRelu::new(
+                channels,
+                output,
+                config.conv_bias,
+                vb.pp(format!("features.{i}")),
+            )?;
+            stages.push(Some(block));
+            channels = output;
+        }
+        Ok(Vgg {
+            config: config.clone(),
+            stages,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &VggConfig {
+        &self.config
+    }
+
+    /// Features `(N, 8c)`; `train` switches BatchNorm to batch statistics.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (_, channels, height, width) = x.dims4()?;
+        if channels != self.config.input_channels {
+            return Err(Error::Config(format!(
+                "the backbone expects {} input channels, got {channels}",
+                self.config.input_channels
+            )));
+        }
+        if height < MIN_INPUT_SIZE || width < MIN_INPUT_SIZE {
+            return Err(Error::Config(format!(
+                "input images must be at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}, got {height}×{width}"
+            )));
+        }
+        let mut x = x.clone();
+        for stage in &self.stages {
+            x = match stage {
+                Some(block) => block.forward_t(&x, train)?,
+                None => max_pool_2x2(&x)?,
+            };
+        }
+        global_average_pool(&x)
+    }
+}

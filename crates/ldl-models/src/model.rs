@@ -42,7 +42,8 @@ impl BackboneConfig {
 
 enum Backbone {
     Vgg(Vgg),
-    Mlp(Mlp),
+    // Boxed: the MLP carries its dropout RNG's state.
+    Mlp(Box<Mlp>),
 }
 
 /// A backbone and one linear head per axis (`heads.<axis name>`, `K` outputs each),
@@ -92,7 +93,9 @@ impl Model {
     ) -> Result<Model> {
         let backbone = match config {
             BackboneConfig::Vgg(c) => Backbone::Vgg(Vgg::new(c, vb.pp("backbone"))?),
-            BackboneConfig::Mlp(c) => Backbone::Mlp(Mlp::new(c, seed, vb.pp("backbone"))?),
+            BackboneConfig::Mlp(c) => {
+                Backbone::Mlp(Box::new(Mlp::new(c, seed, vb.pp("backbone"))?))
+            }
         };
         let features = config.output_features();
         let heads = space

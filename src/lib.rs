@@ -3,7 +3,8 @@
 //! This facade re-exports the public API of the workspace crates:
 //! label axes and spaces ([`Axis`], [`LabelSpace`]), the losses ([`loss`]: [`loss::FullKl`]
 //! and the baselines [`loss::Kl`], [`loss::DldlV2`], [`loss::MeanVariance`]) and the
-//! evaluation metrics ([`metrics`]).
+//! evaluation metrics ([`metrics`]), and the models ([`models`]: ThinAgeNet, TinyAgeNet,
+//! an MLP, heads per axis, checkpoints).
 //!
 //! ```
 //! use ldl::{Axis, LabelSpace};
@@ -13,6 +14,9 @@
 //! ```
 
 #![warn(missing_docs)]
+
+/// Backbones, heads, seeded initialisation, checkpoints and devices.
+pub use ldl_models as models;
 
 pub use ldl_core::{
     loss, metrics, Axis, AxisEstimate, AxisKind, AxisTargets, EncodedLabel, Error, Label,

@@ -1,0 +1,371 @@
+//! The models: parameter counts, shapes, pooling gradients, seeded initialisation,
+//! BatchNorm state, checkpoints, and a one-batch overfit.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{Optimizer, VarBuilder, VarMap};
+use common::*;
+use ldl::loss::{Kl, Loss};
+use ldl::models::{
+    max_pool_2x2, parameter_count, read_checkpoint, save_checkpoint, BackboneConfig, MlpConfig,
+    Model, VggConfig,
+};
+use ldl::{Axis, Label, LabelSpace};
+use rand::Rng;
+
+fn age_space() -> LabelSpace {
+    LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0)
+        .unwrap()
+        .with_unit("years")])
+    .unwrap()
+}
+
+fn random_images(seed: u64, n: usize, size: usize) -> Tensor {
+    let mut r = rng(seed);
+    let values: Vec<f32> = (0..n * 3 * size * size)
+        .map(|_| r.gen_range(-1.0..1.0))
+        .collect();
+    Tensor::from_vec(values, (n, 3, size, size), &Device::Cpu).unwrap()
+}
+
+fn error_of<T>(result: ldl::models::Result<T>) -> String {
+    match result {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn values_of(vars: &VarMap) -> Vec<(String, Vec<f32>)> {
+    let data = vars.data().lock().unwrap();
+    let mut named: Vec<(String, Vec<f32>)> = data
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            )
+        })
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+#[test]
+fn parameter_counts_match_dldl_v2() {
+    let space = age_space();
+    let (_, thin) = Model::build(&BackboneConfig::thin_age_net(), &space, 0, &Device::Cpu).unwrap();
+    assert_eq!(parameter_count(&thin), 3_708_229);
+    let (_, tiny) = Model::build(&BackboneConfig::tiny_age_net(), &space, 0, &Device::Cpu).unwrap();
+    assert_eq!(parameter_count(&tiny), 934_869);
+    // Running statistics are stored but are not parameters: 2 × 2112 (Thin), 2 × 1056 (Tiny).
+    let stored = |vars: &VarMap| -> usize { vars.all_vars().iter().map(|v| v.elem_count()).sum() };
+    assert_eq!(stored(&thin) - parameter_count(&thin), 2 * 2112);
+    assert_eq!(stored(&tiny) - parameter_count(&tiny), 2 * 1056);
+}
+
+#[test]
+fn outputs_have_one_head_per_axis_for_any_input_size() {
+    let space = LabelSpace::new(vec![
+        Axis::linear("age", 0.0, 100.0, 1.0).unwrap(),
+        Axis::linear("yaw", -90.0, 90.0, 3.0).unwrap(),
+        Axis::circular("roll", -180.0, 360.0, 10.0).unwrap(),
+    ])
+    .unwrap();
+    let (model, _) =
+        Model::build(&BackboneConfig::tiny_age_net(), &space, 1, &Device::Cpu).unwrap();
+    for size in [32, 45, 64] {
+        let logits = model.forward_t(&random_images(2, 2, size), false).unwrap();
+        let dims: Vec<Vec<usize>> = logits.iter().map(|l| l.dims().to_vec()).collect();
+        assert_eq!(
+            dims,
+            [vec![2, 101], vec![2, 61], vec![2, 36]],
+            "size {size}"
+        );
+    }
+    let err = model
+        .forward_t(&random_images(2, 1, 31), false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at least 32×32"), "{err}");
+    let narrow = VggConfig::thin_age_net().with_width(0.25).unwrap();
+    assert_eq!(narrow.base_channels, 8);
+    let (model, _) = Model::build(&narrow.into(), &space, 1, &Device::Cpu).unwrap();
+    assert_eq!(
+        model.forward_t(&random_images(3, 1, 40), true).unwrap()[0].dims(),
+        [1, 101]
+    );
+}
+
+#[test]
+fn max_pool_gradient_matches_finite_differences_on_odd_sizes() {
+    let mut r = rng(5);
+    for (h, w) in [(4, 4), (5, 7), (7, 6)] {
+        let values: Vec<f64> = (0..2 * 3 * h * w).map(|_| r.gen_range(-1.0..1.0)).collect();
+        let weights: Vec<f64> = (0..2 * 3 * (h / 2) * (w / 2))
+            .map(|_| r.gen_range(-1.0..1.0))
+            .collect();
+        let weights = Tensor::from_vec(weights, (2, 3, h / 2, w / 2), &Device::Cpu).unwrap();
+        let f = |x: &Tensor| -> f64 {
+            (max_pool_2x2(x).unwrap() * &weights)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let x = Var::from_vec(values.clone(), (2, 3, h, w), &Device::Cpu).unwrap();
+        let value = (max_pool_2x2(x.as_tensor()).unwrap() * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let analytic = value
+            .backward()
+            .unwrap()
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let step = 1e-6;
+        for i in 0..values.len() {
+            let mut plus = values.clone();
+            plus[i] += step;
+            let mut minus = values.clone();
+            minus[i] -= step;
+            let t = |v: Vec<f64>| Tensor::from_vec(v, (2, 3, h, w), &Device::Cpu).unwrap();
+            let numeric = (f(&t(plus)) - f(&t(minus))) / (2.0 * step);
+            assert!(
+                (numeric - analytic[i]).abs() < 1e-8,
+                "{h}×{w}, element {i}: autograd {} vs numeric {numeric}",
+                analytic[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn the_same_seed_gives_bit_identical_weights() {
+    let space = age_space();
+    let build = |seed| {
+        Model::build(&BackboneConfig::tiny_age_net(), &space, seed, &Device::Cpu)
+            .unwrap()
+            .1
+    };
+    let (a, b, c) = (build(3), build(3), build(4));
+    assert_eq!(values_of(&a), values_of(&b));
+    assert_ne!(values_of(&a), values_of(&c));
+    // PyTorch's defaults: conv weights in ±1/√fan_in, BatchNorm weight 1 and bias 0.
+    for (name, values) in values_of(&a) {
+        let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if name == "backbone.features.0.conv.weight" {
+            assert!(
+                max <= 1.0 / 27f32.sqrt() && max > 0.9 / 27f32.sqrt(),
+                "{name}: {max}"
+            );
+        }
+        if name.ends_with("bn.weight") || name.ends_with("running_var") {
+            assert!(values.iter().all(|v| *v == 1.0), "{name}");
+        }
+        if name.ends_with("bn.bias") || name.ends_with("running_mean") {
+            assert!(values.iter().all(|v| *v == 0.0), "{name}");
+        }
+        if name == "heads.age.bias" {
+            assert!(max <= 1.0 / 128f32.sqrt(), "{name}: {max}");
+        }
+    }
+}
+
+#[test]
+fn batch_norm_state_differs_by_mode_and_survives_a_checkpoint() {
+    let space = age_space();
+    let (model, vars) =
+        Model::build(&BackboneConfig::tiny_age_net(), &space, 9, &Device::Cpu).unwrap();
+    let images = random_images(10, 4, 32);
+    let running = |vars: &VarMap| {
+        vars.data().lock().unwrap()["backbone.features.0.bn.running_mean"]
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let before = running(&vars);
+    let train = model.forward_t(&images, true).unwrap()[0]
+        .to_vec2::<f32>()
+        .unwrap();
+    let after = running(&vars);
+    assert_ne!(
+        before, after,
+        "training mode updates the running statistics"
+    );
+    let eval = model.forward_t(&images, false).unwrap()[0]
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_ne!(train, eval, "train and eval modes use different statistics");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    save_checkpoint(&path, &vars, &model).unwrap();
+    let (loaded, loaded_vars, info) = Model::from_checkpoint(&path, &Device::Cpu).unwrap();
+    assert_eq!(info.label_space, space);
+    assert_eq!(info.model, BackboneConfig::tiny_age_net());
+    assert_eq!(values_of(&loaded_vars), values_of(&vars));
+    let reloaded = loaded.forward_t(&images, false).unwrap()[0]
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(reloaded, eval, "bit-identical outputs after save → load");
+    // Nothing but the checkpoint is left in the folder (no temporary file).
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn bad_checkpoints_give_clear_errors() {
+    let space = age_space();
+    let (model, vars) =
+        Model::build(&BackboneConfig::tiny_age_net(), &space, 1, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    save_checkpoint(&path, &vars, &model).unwrap();
+
+    // Into a model whose head has another number of bins.
+    let other = LabelSpace::new(vec![Axis::linear("age", 0.0, 80.0, 1.0).unwrap()]).unwrap();
+    let other_vars = VarMap::new();
+    let _ = Model::new(
+        &BackboneConfig::tiny_age_net(),
+        &other,
+        0,
+        VarBuilder::from_varmap(&other_vars, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let (tensors, _) = read_checkpoint(&path, &Device::Cpu).unwrap();
+    let err = ldl::models::load_into(&other_vars, &tensors, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`heads.age.bias` has shape [101] in the checkpoint but [81] in the model"),
+        "{err}"
+    );
+
+    // Truncated.
+    let bytes = std::fs::read(&path).unwrap();
+    let truncated = dir.path().join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let err = error_of(Model::from_checkpoint(&truncated, &Device::Cpu));
+    assert!(
+        err.contains("truncated.safetensors") && err.contains("truncated or corrupt"),
+        "{err}"
+    );
+
+    // Garbage and a missing file.
+    let garbage = dir.path().join("garbage.safetensors");
+    std::fs::write(
+        &garbage,
+        b"\xff\xff\xff\xff\xff\xff\xff\x7fnot a checkpoint",
+    )
+    .unwrap();
+    assert!(!error_of(Model::from_checkpoint(&garbage, &Device::Cpu)).is_empty());
+    let err = error_of(Model::from_checkpoint(
+        &dir.path().join("none.safetensors"),
+        &Device::Cpu,
+    ));
+    assert!(err.contains("cannot read"), "{err}");
+
+    // A safetensors file that is not an ldl checkpoint.
+    let plain = dir.path().join("plain.safetensors");
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([(
+            "w".to_string(),
+            Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+        )]),
+        &plain,
+    )
+    .unwrap();
+    let err = error_of(Model::from_checkpoint(&plain, &Device::Cpu));
+    assert!(err.contains("not an ldl checkpoint"), "{err}");
+}
+
+#[test]
+fn mlp_dropout_is_seeded_and_off_in_eval() {
+    let space = LabelSpace::new(vec![
+        Axis::linear("weight", 40.0, 120.0, 1.0).unwrap(),
+        Axis::linear("height", 140.0, 200.0, 1.0).unwrap(),
+    ])
+    .unwrap();
+    let config: BackboneConfig = MlpConfig {
+        inputs: 21,
+        hidden: vec![64, 32],
+        batch_norm: true,
+        dropout: 0.5,
+    }
+    .into();
+    let x = Tensor::from_vec(
+        (0..8 * 21).map(|i| (i as f32 * 0.37).sin()).collect(),
+        (8, 21),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let run = |seed| {
+        let (model, _) = Model::build(&config, &space, seed, &Device::Cpu).unwrap();
+        let train = model.forward_t(&x, true).unwrap()[1]
+            .to_vec2::<f32>()
+            .unwrap();
+        let eval_a = model.forward_t(&x, false).unwrap()[1]
+            .to_vec2::<f32>()
+            .unwrap();
+        let eval_b = model.forward_t(&x, false).unwrap()[1]
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(eval_a, eval_b, "no dropout in eval mode");
+        train
+    };
+    assert_eq!(run(5), run(5));
+    assert_ne!(run(5), run(6));
+    assert_eq!(
+        ldl::models::parameter_count(&Model::build(&config, &space, 0, &Device::Cpu).unwrap().1),
+        21 * 64 + 64 + 2 * 64 + 64 * 32 + 32 + 2 * 32 + (32 * 81 + 81) + (32 * 61 + 61)
+    );
+}
+
+#[test]
+fn tiny_age_net_overfits_one_batch() {
+    // 16 fixed images and ages; Adam on every trainable variable until L_ld is near 0.
+    let space = age_space();
+    let (model, vars) =
+        Model::build(&BackboneConfig::tiny_age_net(), &space, 11, &Device::Cpu).unwrap();
+    let images = random_images(12, 16, 32);
+    let labels: Vec<Vec<Label>> = (0..16)
+        .map(|i| vec![Label::value_with_std(5.0 + 6.0 * i as f64, 2.0)])
+        .collect();
+    let targets = space.targets(&labels, DType::F32, &Device::Cpu).unwrap();
+    let trainable: Vec<Var> = ldl::models::trainable_vars(&vars)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let mut optimizer = candle_nn::AdamW::new(
+        trainable,
+        candle_nn::ParamsAdamW {
+            lr: 3e-3,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut first = f64::NAN;
+    let mut last = f64::NAN;
+    for step in 0..400 {
+        let logits = model.forward_t(&images, true).unwrap();
+        let loss = Kl.compute(&space, &logits, &targets).unwrap();
+        last = loss.total_value().unwrap();
+        if step == 0 {
+            first = last;
+        }
+        if last < 0.05 {
+            break;
+        }
+        optimizer.backward_step(&loss.total).unwrap();
+    }
+    assert!(
+        last < 0.05,
+        "L_ld went from {first:.3} to {last:.3}, not below 0.05 in 400 steps"
+    );
+    let _ = D::Minus1;
+}

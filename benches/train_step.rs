@@ -1,0 +1,93 @@
+//! One training step (forward, full-KL loss, backward, Adam) and inference of the DLDL-v2
+//! networks on the CPU, on random data, as `benches/reference`'s PyTorch counterpart
+//! does: TinyAgeNet 64×64 batch 32 and ThinAgeNet 112×112 batch 16.
+//!
+//! `cargo bench --bench train_step`
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use ldl::loss::{FullKl, Loss};
+use ldl::models::{trainable_vars, BackboneConfig, Model};
+use ldl::{Axis, AxisTargets, Label, LabelSpace};
+use rand::{Rng, SeedableRng};
+
+struct Case {
+    name: &'static str,
+    backbone: BackboneConfig,
+    batch: usize,
+    size: usize,
+}
+
+fn inputs(batch: usize, size: usize, space: &LabelSpace) -> (Tensor, Vec<AxisTargets>) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let pixels: Vec<f32> = (0..batch * 3 * size * size)
+        .map(|_| rng.gen_range(-2.0..2.0))
+        .collect();
+    let images = Tensor::from_vec(pixels, (batch, 3, size, size), &Device::Cpu).unwrap();
+    let labels: Vec<Vec<Label>> = (0..batch)
+        .map(|_| vec![Label::value_with_std(rng.gen_range(10.0..90.0), 3.0)])
+        .collect();
+    (
+        images,
+        space.targets(&labels, DType::F32, &Device::Cpu).unwrap(),
+    )
+}
+
+fn bench_networks(c: &mut Criterion) {
+    let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0).unwrap()]).unwrap();
+    let cases = [
+        Case {
+            name: "tiny_age_net_64_b32",
+            backbone: BackboneConfig::tiny_age_net(),
+            batch: 32,
+            size: 64,
+        },
+        Case {
+            name: "thin_age_net_112_b16",
+            backbone: BackboneConfig::thin_age_net(),
+            batch: 16,
+            size: 112,
+        },
+    ];
+    let mut group = c.benchmark_group("network");
+    group.sample_size(10);
+    for case in cases {
+        let (model, vars) = Model::build(&case.backbone, &space, 0, &Device::Cpu).unwrap();
+        let trainable: Vec<Var> = trainable_vars(&vars).into_iter().map(|(_, v)| v).collect();
+        let mut optimizer = AdamW::new(
+            trainable,
+            ParamsAdamW {
+                lr: 1e-3,
+                weight_decay: 0.0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (images, targets) = inputs(case.batch, case.size, &space);
+        let loss = FullKl::default();
+        group.bench_function(format!("{}/train_step", case.name), |b| {
+            b.iter(|| {
+                let logits = model.forward_t(&images, true).unwrap();
+                let out = loss.compute(&space, &logits, &targets).unwrap();
+                optimizer.backward_step(&out.total).unwrap();
+                black_box(out.total_value().unwrap())
+            })
+        });
+        group.bench_function(format!("{}/inference", case.name), |b| {
+            b.iter(|| {
+                black_box(
+                    model.forward_t(&images, false).unwrap()[0]
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap(),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_networks);
+criterion_main!(benches);

@@ -1,0 +1,24 @@
+//! Data for `ldl`: samples read from CSV and JSONL tables (feature columns or image
+//! paths, one label per axis as a value with an optional std, a distribution or a class),
+//! built-in datasets, train/validation/test splits that keep subjects together, feature
+//! standardisation, and batches as tensors.
+#![warn(missing_docs)]
+
+mod builtin;
+mod error;
+mod loader;
+mod sample;
+mod split;
+mod standardize;
+mod table;
+
+pub use builtin::{builtin_csv, read_builtin, BUILTIN_DATASETS};
+pub use error::{Error, Result};
+pub use loader::{Batch, FeatureLoader};
+pub use sample::{Input, Sample, SampleOrigin};
+pub use split::{split_by_column, split_by_fractions, SplitNames, Splits};
+pub use standardize::Standardizer;
+pub use table::{
+    parse_csv, read_csv, read_jsonl, AxisColumns, InputColumns, LabelColumns, OnBadSample,
+    SkippedSample, Table, TableSpec,
+};

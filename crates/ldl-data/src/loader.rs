@@ -1,0 +1,157 @@
+//! Batches of feature samples as tensors, shuffled per epoch from a seed.
+
+use candle_core::{DType, Device, Tensor};
+use ldl_core::{AxisTargets, LabelSpace};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+use crate::sample::{Input, Sample};
+
+/// A batch: inputs `(B, F)` and per-axis targets.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The inputs.
+    pub inputs: Tensor,
+    /// One entry per axis of the label space.
+    pub targets: Vec<AxisTargets>,
+    /// The positions of the batch's samples in the loader's sample list.
+    pub indices: Vec<usize>,
+}
+
+/// Cuts feature samples into batches.
+///
+/// The order of epoch `e` is a shuffle drawn from `(seed, e)` alone, so a run resumed at
+/// epoch `e` sees the batches an uninterrupted run would.
+///
+/// ```
+/// # use ldl_data::*;
+/// # use ldl_core::{Axis, LabelSpace};
+/// let space = LabelSpace::new(vec![Axis::linear("age_years", 18.0, 67.0, 1.0)?])?;
+/// let spec = TableSpec::new(InputColumns::AllOtherColumns)
+///     .with_label("age_years", LabelColumns::Value { value: "age_years".into(), std: None });
+/// let spec = TableSpec { input: InputColumns::Features(vec!["hip_gi".into(), "wai_gi".into()]), ..spec };
+/// let table = read_builtin("bdims", &spec, &space, OnBadSample::Error)?;
+/// let loader = FeatureLoader::new(&table.samples, &space, 64)?.shuffled(7);
+/// let batches: Vec<Batch> = loader.epoch(0).collect::<Result<_>>()?;
+/// assert_eq!(batches.len(), 8); // 507 samples: 7 full batches and one of 59
+/// assert_eq!(batches[0].inputs.dims(), [64, 2]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct FeatureLoader<'a> {
+    samples: &'a [Sample],
+    space: LabelSpace,
+    batch_size: usize,
+    shuffle_seed: Option<u64>,
+    drop_last: bool,
+    device: Device,
+    dtype: DType,
+}
+
+impl<'a> FeatureLoader<'a> {
+    /// A loader over `samples` in their order, keeping a last partial batch, on the CPU
+    /// in f32.
+    pub fn new(samples: &'a [Sample], space: &LabelSpace, batch_size: usize) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(Error::Spec("the batch size must be ≥ 1".into()));
+        }
+        Ok(FeatureLoader {
+            samples,
+            space: space.clone(),
+            batch_size,
+            shuffle_seed: None,
+            drop_last: false,
+            device: Device::Cpu,
+            dtype: DType::F32,
+        })
+    }
+
+    /// Shuffles every epoch, from this seed.
+    pub fn shuffled(mut self, seed: u64) -> Self {
+        self.shuffle_seed = Some(seed);
+        self
+    }
+
+    /// Drops a last batch smaller than the batch size.
+    pub fn drop_last(mut self, drop: bool) -> Self {
+        self.drop_last = drop;
+        self
+    }
+
+    /// Puts the batches on this device with this dtype.
+    pub fn on(mut self, device: &Device, dtype: DType) -> Self {
+        self.device = device.clone();
+        self.dtype = dtype;
+        self
+    }
+
+    /// The sample order of an epoch.
+    pub fn order(&self, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.samples.len()).collect();
+        if let Some(seed) = self.shuffle_seed {
+            // Mix the epoch into the seed so that epochs differ but each is reproducible.
+            let mixed = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(mixed));
+        }
+        order
+    }
+
+    /// The batches of an epoch.
+    pub fn epoch(&self, epoch: u64) -> impl Iterator<Item = Result<Batch>> + '_ {
+        let order = self.order(epoch);
+        let mut chunks: Vec<Vec<usize>> = order
+            .chunks(self.batch_size)
+            .map(<[usize]>::to_vec)
+            .collect();
+        if self.drop_last && chunks.last().is_some_and(|c| c.len() < self.batch_size) {
+            chunks.pop();
+        }
+        chunks.into_iter().map(move |indices| self.batch(indices))
+    }
+
+    fn batch(&self, indices: Vec<usize>) -> Result<Batch> {
+        let mut flat = Vec::new();
+        let mut width = None;
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in &indices {
+            let sample = &self.samples[i];
+            let Input::Features(features) = &sample.input else {
+                return Err(Error::Spec(format!(
+                    "{}: the feature loader cannot batch image inputs",
+                    sample.origin
+                )));
+            };
+            if *width.get_or_insert(features.len()) != features.len() {
+                return Err(Error::Spec(format!(
+                    "{}: {} features where other samples have {}",
+                    sample.origin,
+                    features.len(),
+                    width.unwrap_or(0)
+                )));
+            }
+            flat.extend_from_slice(features);
+            labels.push(sample.labels.clone());
+        }
+        let inputs = Tensor::from_vec(flat, (indices.len(), width.unwrap_or(0)), &self.device)?
+            .to_dtype(self.dtype)?;
+        let targets = self
+            .space
+            .targets(&labels, self.dtype, &self.device)
+            .map_err(|e| {
+                // Name the file and line rather than the position in the batch.
+                match e {
+                    ldl_core::Error::InvalidLabel {
+                        sample: Some(k), ..
+                    } => Error::Spec(format!("{}: {e}", self.samples[indices[k]].origin)),
+                    other => Error::Core(other),
+                }
+            })?;
+        Ok(Batch {
+            inputs,
+            targets,
+            indices,
+        })
+    }
+}

@@ -1,0 +1,46 @@
+//! One sample: an input and one raw label per axis.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ldl_core::Label;
+
+/// A sample's input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A feature vector.
+    Features(Vec<f32>),
+    /// An image file, decoded when batched.
+    ImagePath(PathBuf),
+}
+
+/// Where a sample came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleOrigin {
+    /// The file it was read from.
+    pub file: Arc<PathBuf>,
+    /// Its line in that file (1-based).
+    pub line: usize,
+}
+
+impl std::fmt::Display for SampleOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// An input with one raw label per axis of the label space (in its order), plus the
+/// optional group (subject) and split it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The input.
+    pub input: Input,
+    /// One label per axis.
+    pub labels: Vec<Label>,
+    /// The subject, when the data has subject ids: splits never separate a subject.
+    pub group: Option<String>,
+    /// The split named in the data, if any.
+    pub split: Option<String>,
+    /// Where the sample came from.
+    pub origin: SampleOrigin,
+}

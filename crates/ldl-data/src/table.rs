@@ -1,0 +1,520 @@
+//! Reading samples from tables: CSV files with a header row, and JSONL files (one JSON
+//! object per line). Column names come from a [`TableSpec`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ldl_core::{Axis, Label, LabelSpace};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::sample::{Input, Sample, SampleOrigin};
+
+/// Where a sample's input comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputColumns {
+    /// These numeric columns, in this order, form the feature vector.
+    Features(Vec<String>),
+    /// Every column not used for labels, groups or splits is a numeric feature.
+    AllOtherColumns,
+    /// This column holds an image path, relative to the table's folder.
+    Image(String),
+}
+
+/// How one axis's label is read from a row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelColumns {
+    /// A value column and, optionally, a per-sample std column (the axis default
+    /// otherwise).
+    Value {
+        /// The value column.
+        value: String,
+        /// The std column.
+        std: Option<String>,
+    },
+    /// One column per bin holding an explicit distribution.
+    Distribution(Vec<String>),
+    /// A class name or class index (categorical axes).
+    Class(String),
+}
+
+/// The label columns of one axis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AxisColumns {
+    /// The axis name, as in the label space.
+    pub axis: String,
+    /// Where its label comes from.
+    pub columns: LabelColumns,
+}
+
+/// Which columns of a table mean what.
+///
+/// ```
+/// use ldl_data::{AxisColumns, InputColumns, LabelColumns, TableSpec};
+/// let spec = TableSpec::new(InputColumns::AllOtherColumns).with_label(
+///     "age",
+///     LabelColumns::Value { value: "age_years".into(), std: None },
+/// );
+/// assert_eq!(spec.labels[0].axis, "age");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableSpec {
+    /// The input.
+    pub input: InputColumns,
+    /// One entry per axis of the label space (any order).
+    pub labels: Vec<AxisColumns>,
+    /// A column identifying the subject, so that splits keep a subject's samples together.
+    pub group: Option<String>,
+    /// A column naming each sample's split (e.g. `train`, `val`, `test`).
+    pub split: Option<String>,
+}
+
+impl TableSpec {
+    /// A spec with this input and no labels yet.
+    pub fn new(input: InputColumns) -> TableSpec {
+        TableSpec {
+            input,
+            labels: Vec::new(),
+            group: None,
+            split: None,
+        }
+    }
+
+    /// Adds the label columns of one axis.
+    pub fn with_label(mut self, axis: impl Into<String>, columns: LabelColumns) -> TableSpec {
+        self.labels.push(AxisColumns {
+            axis: axis.into(),
+            columns,
+        });
+        self
+    }
+
+    /// Sets the group (subject id) column.
+    pub fn with_group(mut self, column: impl Into<String>) -> TableSpec {
+        self.group = Some(column.into());
+        self
+    }
+
+    /// Sets the split column.
+    pub fn with_split(mut self, column: impl Into<String>) -> TableSpec {
+        self.split = Some(column.into());
+        self
+    }
+
+    /// Every column this spec reads besides the inputs.
+    fn label_and_meta_columns(&self) -> Vec<&str> {
+        let mut used: Vec<&str> = Vec::new();
+        for axis in &self.labels {
+            match &axis.columns {
+                LabelColumns::Value { value, std } => {
+                    used.push(value);
+                    if let Some(std) = std {
+                        used.push(std);
+                    }
+                }
+                LabelColumns::Distribution(columns) => {
+                    used.extend(columns.iter().map(String::as_str))
+                }
+                LabelColumns::Class(column) => used.push(column),
+            }
+        }
+        used.extend(self.group.as_deref());
+        used.extend(self.split.as_deref());
+        used
+    }
+}
+
+/// What to do with a sample whose input or label is bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBadSample {
+    /// Stop with an error naming the file, the line and the problem (the default).
+    #[default]
+    Error,
+    /// Leave the sample out, and list it in [`Table::skipped`].
+    Skip,
+}
+
+/// A sample that was left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedSample {
+    /// `file:line`.
+    pub location: String,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// The samples read from a table.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// The good samples, in file order.
+    pub samples: Vec<Sample>,
+    /// The samples left out under [`OnBadSample::Skip`].
+    pub skipped: Vec<SkippedSample>,
+    /// The names of the feature columns, in feature order (empty for image inputs).
+    pub feature_names: Vec<String>,
+}
+
+/// Reads a CSV file with a header row.
+pub fn read_csv(
+    path: &Path,
+    spec: &TableSpec,
+    space: &LabelSpace,
+    policy: OnBadSample,
+) -> Result<Table> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_csv(path, &text, spec, space, policy)
+}
+
+/// Reads CSV text; `path` names it in messages and anchors relative image paths.
+pub fn parse_csv(
+    path: &Path,
+    text: &str,
+    spec: &TableSpec,
+    space: &LabelSpace,
+    policy: OnBadSample,
+) -> Result<Table> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| Error::file(path, format!("cannot read the header row: {e}")))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let plan = Plan::new(path, &header, spec, space)?;
+    let mut table = plan.empty_table();
+    for (index, record) in reader.records().enumerate() {
+        // Line numbers as an editor shows them; the header is line 1.
+        let line = record
+            .as_ref()
+            .ok()
+            .and_then(|r| r.position())
+            .map_or(index + 2, |p| p.line() as usize);
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => return Err(Error::row(path, line, format!("cannot parse the row: {e}"))),
+        };
+        let cells: Vec<Cell> = record.iter().map(|c| Cell::Text(c.to_string())).collect();
+        plan.add(&mut table, &cells, line, policy)?;
+    }
+    Ok(table)
+}
+
+/// Reads a JSONL file: one JSON object per line, with the spec's column names as keys.
+/// Blank lines are ignored.
+pub fn read_jsonl(
+    path: &Path,
+    spec: &TableSpec,
+    space: &LabelSpace,
+    policy: OnBadSample,
+) -> Result<Table> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut rows = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| Error::row(path, index + 1, format!("not valid JSON: {e}")))?;
+        let serde_json::Value::Object(object) = value else {
+            return Err(Error::row(path, index + 1, "expected a JSON object"));
+        };
+        rows.push((index + 1, object));
+    }
+    let Some((_, first)) = rows.first() else {
+        return Err(Error::file(path, "the file has no rows"));
+    };
+    // The first object's keys define the columns; later rows may order them freely.
+    let header: Vec<String> = first.keys().cloned().collect();
+    let plan = Plan::new(path, &header, spec, space)?;
+    let mut table = plan.empty_table();
+    for (line, object) in rows {
+        let cells: Vec<Cell> = header
+            .iter()
+            .map(|key| match object.get(key) {
+                None | Some(serde_json::Value::Null) => Cell::Missing,
+                Some(serde_json::Value::Number(n)) => Cell::Number(n.as_f64().unwrap_or(f64::NAN)),
+                Some(serde_json::Value::String(s)) => Cell::Text(s.clone()),
+                Some(other) => Cell::Text(other.to_string()),
+            })
+            .collect();
+        plan.add(&mut table, &cells, line, policy)?;
+    }
+    Ok(table)
+}
+
+/// One cell of a row.
+enum Cell {
+    Text(String),
+    Number(f64),
+    Missing,
+}
+
+impl Cell {
+    fn number(&self, column: &str) -> std::result::Result<f64, String> {
+        let value = match self {
+            Cell::Number(n) => *n,
+            Cell::Text(text) => text
+                .parse::<f64>()
+                .map_err(|_| format!("column `{column}`: `{text}` is not a number"))?,
+            Cell::Missing => return Err(format!("column `{column}` is missing")),
+        };
+        if value.is_finite() {
+            Ok(value)
+        } else {
+            Err(format!("column `{column}`: {value} is not a finite number"))
+        }
+    }
+
+    fn text(&self, column: &str) -> std::result::Result<String, String> {
+        match self {
+            Cell::Text(text) if !text.is_empty() => Ok(text.clone()),
+            Cell::Number(n) => Ok(n.to_string()),
+            _ => Err(format!("column `{column}` is empty")),
+        }
+    }
+}
+
+/// Column positions resolved once per file.
+struct Plan {
+    path: Arc<PathBuf>,
+    folder: PathBuf,
+    space: LabelSpace,
+    input: PlannedInput,
+    /// Per axis of the label space, in its order.
+    labels: Vec<PlannedLabel>,
+    group: Option<(String, usize)>,
+    split: Option<(String, usize)>,
+    feature_names: Vec<String>,
+}
+
+enum PlannedInput {
+    Features(Vec<(String, usize)>),
+    Image(String, usize),
+}
+
+enum PlannedLabel {
+    Value {
+        value: (String, usize),
+        std: Option<(String, usize)>,
+    },
+    Distribution(Vec<(String, usize)>),
+    Class((String, usize)),
+}
+
+impl Plan {
+    fn new(path: &Path, header: &[String], spec: &TableSpec, space: &LabelSpace) -> Result<Plan> {
+        let index: HashMap<&str, usize> = header
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), i))
+            .collect();
+        let column = |name: &str| -> Result<(String, usize)> {
+            index
+                .get(name)
+                .map(|i| (name.to_string(), *i))
+                .ok_or_else(|| {
+                    Error::file(
+                        path,
+                        format!("no column `{name}`; the columns are: {}", header.join(", ")),
+                    )
+                })
+        };
+        let input = match &spec.input {
+            InputColumns::Image(name) => PlannedInput::Image(name.clone(), column(name)?.1),
+            InputColumns::Features(names) => PlannedInput::Features(
+                names
+                    .iter()
+                    .map(|n| column(n))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            InputColumns::AllOtherColumns => {
+                let used = spec.label_and_meta_columns();
+                PlannedInput::Features(
+                    header
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, name)| !used.contains(&name.as_str()))
+                        .map(|(i, name)| (name.clone(), i))
+                        .collect(),
+                )
+            }
+        };
+        if let PlannedInput::Features(columns) = &input {
+            if columns.is_empty() {
+                return Err(Error::file(path, "no feature columns are left"));
+            }
+        }
+        let mut labels = Vec::new();
+        for axis in space.axes() {
+            let entry = spec
+                .labels
+                .iter()
+                .find(|l| l.axis == axis.name())
+                .ok_or_else(|| {
+                    Error::Spec(format!(
+                        "no label columns given for axis `{}` of the label space",
+                        axis.name()
+                    ))
+                })?;
+            labels.push(match &entry.columns {
+                LabelColumns::Value { value, std } => PlannedLabel::Value {
+                    value: column(value)?,
+                    std: std.as_deref().map(column).transpose()?,
+                },
+                LabelColumns::Distribution(names) => {
+                    if names.len() != axis.len() {
+                        return Err(Error::Spec(format!(
+                            "axis `{}` has {} bins but {} distribution columns were given",
+                            axis.name(),
+                            axis.len(),
+                            names.len()
+                        )));
+                    }
+                    PlannedLabel::Distribution(
+                        names.iter().map(|n| column(n)).collect::<Result<_>>()?,
+                    )
+                }
+                LabelColumns::Class(name) => PlannedLabel::Class(column(name)?),
+            });
+        }
+        if let Some(unknown) = spec.labels.iter().find(|l| space.axis(&l.axis).is_none()) {
+            return Err(Error::Spec(format!(
+                "label columns given for axis `{}`, which is not in the label space",
+                unknown.axis
+            )));
+        }
+        let feature_names = match &input {
+            PlannedInput::Features(columns) => columns.iter().map(|(n, _)| n.clone()).collect(),
+            PlannedInput::Image(..) => Vec::new(),
+        };
+        Ok(Plan {
+            path: Arc::new(path.to_path_buf()),
+            folder: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            space: space.clone(),
+            input,
+            labels,
+            group: spec.group.as_deref().map(column).transpose()?,
+            split: spec.split.as_deref().map(column).transpose()?,
+            feature_names,
+        })
+    }
+
+    fn empty_table(&self) -> Table {
+        Table {
+            samples: Vec::new(),
+            skipped: Vec::new(),
+            feature_names: self.feature_names.clone(),
+        }
+    }
+
+    fn add(
+        &self,
+        table: &mut Table,
+        cells: &[Cell],
+        line: usize,
+        policy: OnBadSample,
+    ) -> Result<()> {
+        match self.sample(cells, line) {
+            Ok(sample) => table.samples.push(sample),
+            Err(reason) => match policy {
+                OnBadSample::Error => return Err(Error::row(&self.path, line, reason)),
+                OnBadSample::Skip => table.skipped.push(SkippedSample {
+                    location: format!("{}:{line}", self.path.display()),
+                    reason,
+                }),
+            },
+        }
+        Ok(())
+    }
+
+    fn sample(&self, cells: &[Cell], line: usize) -> std::result::Result<Sample, String> {
+        let cell = |(name, i): &(String, usize)| -> std::result::Result<&Cell, String> {
+            cells
+                .get(*i)
+                .ok_or_else(|| format!("the row has no value for column `{name}`"))
+        };
+        let input = match &self.input {
+            PlannedInput::Features(columns) => Input::Features(
+                columns
+                    .iter()
+                    .map(|c| cell(c)?.number(&c.0).map(|v| v as f32))
+                    .collect::<std::result::Result<Vec<f32>, String>>()?,
+            ),
+            PlannedInput::Image(name, i) => {
+                let relative = cell(&(name.clone(), *i))?.text(name)?;
+                let path = self.folder.join(&relative);
+                if !path.is_file() {
+                    return Err(format!(
+                        "image `{relative}` not found (looked for {})",
+                        path.display()
+                    ));
+                }
+                Input::ImagePath(path)
+            }
+        };
+        let mut labels = Vec::with_capacity(self.labels.len());
+        for (axis, planned) in self.space.axes().iter().zip(&self.labels) {
+            let label = match planned {
+                PlannedLabel::Value { value, std } => Label::Value {
+                    value: cell(value)?.number(&value.0)?,
+                    std: match std {
+                        Some(column) => Some(cell(column)?.number(&column.0)?),
+                        None => None,
+                    },
+                },
+                PlannedLabel::Distribution(columns) => Label::Distribution(
+                    columns
+                        .iter()
+                        .map(|c| cell(c)?.number(&c.0))
+                        .collect::<std::result::Result<Vec<f64>, String>>()?,
+                ),
+                PlannedLabel::Class(column) => class_label(axis, &cell(column)?.text(&column.0)?)?,
+            };
+            // Encode now, so that a bad label is reported here, with its line.
+            axis.encode(&label).map_err(|e| e.to_string())?;
+            labels.push(label);
+        }
+        let text_of =
+            |column: &Option<(String, usize)>| -> std::result::Result<Option<String>, String> {
+                column.as_ref().map(|c| cell(c)?.text(&c.0)).transpose()
+            };
+        Ok(Sample {
+            input,
+            labels,
+            group: text_of(&self.group)?,
+            split: text_of(&self.split)?,
+            origin: SampleOrigin {
+                file: Arc::clone(&self.path),
+                line,
+            },
+        })
+    }
+}
+
+/// A class given by name, or by index when no class has that name.
+fn class_label(axis: &Axis, text: &str) -> std::result::Result<Label, String> {
+    let classes = axis.classes().ok_or_else(|| {
+        format!(
+            "axis `{}` is not categorical but has a class column",
+            axis.name()
+        )
+    })?;
+    if let Some(index) = classes.iter().position(|c| c == text) {
+        return Ok(Label::Class(index));
+    }
+    match text.parse::<usize>() {
+        Ok(index) => Ok(Label::Class(index)),
+        Err(_) => Err(format!(
+            "axis `{}`: `{text}` is not one of its classes ({})",
+            axis.name(),
+            classes.join(", ")
+        )),
+    }
+}

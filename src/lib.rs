@@ -4,7 +4,8 @@
 //! label axes and spaces ([`Axis`], [`LabelSpace`]), the losses ([`loss`]: [`loss::FullKl`]
 //! and the baselines [`loss::Kl`], [`loss::DldlV2`], [`loss::MeanVariance`]) and the
 //! evaluation metrics ([`metrics`]), and the models ([`models`]: ThinAgeNet, TinyAgeNet,
-//! an MLP, heads per axis, checkpoints).
+//! an MLP, heads per axis, checkpoints) and the data ([`data`]: tables, splits,
+//! batches).
 //!
 //! ```
 //! use ldl::{Axis, LabelSpace};
@@ -17,6 +18,9 @@
 
 /// Backbones, heads, seeded initialisation, checkpoints and devices.
 pub use ldl_models as models;
+
+/// Tables, built-in datasets, splits, standardisation and batches.
+pub use ldl_data as data;
 
 pub use ldl_core::{
     loss, metrics, Axis, AxisEstimate, AxisKind, AxisTargets, EncodedLabel, Error, Label,

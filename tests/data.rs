@@ -1,0 +1,414 @@
+//! Data: tables (CSV, JSONL), every bad-input case, splits, standardisation, batches,
+//! and the built-in real datasets.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use ldl::data::{
+    read_builtin, read_csv, read_jsonl, split_by_column, split_by_fractions, FeatureLoader, Input,
+    InputColumns, LabelColumns, OnBadSample, SplitNames, Standardizer, TableSpec,
+};
+use ldl::{Axis, Label, LabelSpace};
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn age_space() -> LabelSpace {
+    LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0).unwrap()]).unwrap()
+}
+
+fn age_spec() -> TableSpec {
+    TableSpec::new(InputColumns::AllOtherColumns).with_label(
+        "age",
+        LabelColumns::Value {
+            value: "age".into(),
+            std: Some("age_std".into()),
+        },
+    )
+}
+
+#[test]
+fn csv_tables_give_features_and_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "t.csv",
+        "a,age,b,age_std\n1.5,30,2,3.5\n-1,41.5,0.25,2\n",
+    );
+    let table = read_csv(&path, &age_spec(), &age_space(), OnBadSample::Error).unwrap();
+    assert_eq!(table.feature_names, ["a", "b"]);
+    assert_eq!(table.samples.len(), 2);
+    assert_eq!(table.samples[0].input, Input::Features(vec![1.5, 2.0]));
+    assert_eq!(
+        table.samples[1].labels,
+        vec![Label::value_with_std(41.5, 2.0)]
+    );
+    assert_eq!(table.samples[1].origin.line, 3);
+}
+
+#[test]
+fn every_bad_row_names_its_file_line_and_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = age_space();
+    let cases = [
+        (
+            "not_a_number.csv",
+            "a,age,age_std\nx,30,2\n",
+            "not_a_number.csv:2: column `a`: `x` is not a number",
+        ),
+        (
+            "nan.csv",
+            "a,age,age_std\n1,NaN,2\n",
+            "nan.csv:2: column `age`: NaN is not a finite number",
+        ),
+        (
+            "out_of_range.csv",
+            "a,age,age_std\n1,30,2\n1,130,2\n",
+            "out_of_range.csv:3: axis `age`: label value 130 is outside",
+        ),
+        (
+            "bad_std.csv",
+            "a,age,age_std\n1,30,0\n",
+            "bad_std.csv:2: axis `age`: label std must be finite and > 0",
+        ),
+        (
+            "short_row.csv",
+            "a,age,age_std\n1,30\n",
+            "short_row.csv:2: cannot parse the row",
+        ),
+        (
+            "empty_cell.csv",
+            "a,age,age_std\n1,,2\n",
+            "empty_cell.csv:2: column `age`: `` is not a number",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let path = write(dir.path(), name, text);
+        let err = read_csv(&path, &age_spec(), &space, OnBadSample::Error)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{name}: {err}");
+    }
+    // A missing column names the file and lists the columns there are.
+    let path = write(dir.path(), "missing.csv", "a,years\n1,30\n");
+    let err = read_csv(&path, &age_spec(), &space, OnBadSample::Error)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("missing.csv: no column `age`; the columns are: a, years"),
+        "{err}"
+    );
+    // A missing file.
+    let err = read_csv(
+        &dir.path().join("none.csv"),
+        &age_spec(),
+        &space,
+        OnBadSample::Error,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("none.csv"), "{err}");
+}
+
+#[test]
+fn bad_samples_can_be_skipped_and_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "t.csv",
+        "a,age,age_std\n1,30,2\nx,31,2\n1,300,2\n2,32,2\n",
+    );
+    let table = read_csv(&path, &age_spec(), &age_space(), OnBadSample::Skip).unwrap();
+    assert_eq!(table.samples.len(), 2);
+    assert_eq!(table.skipped.len(), 2);
+    assert!(
+        table.skipped[0].location.ends_with("t.csv:3"),
+        "{:?}",
+        table.skipped
+    );
+    assert!(
+        table.skipped[1].reason.contains("outside the axis range"),
+        "{:?}",
+        table.skipped
+    );
+}
+
+#[test]
+fn distributions_classes_and_images_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("img")).unwrap();
+    std::fs::write(dir.path().join("img/a.png"), b"").unwrap();
+    let space = LabelSpace::new(vec![
+        Axis::categorical("emotion", ["happy", "sad", "calm"]).unwrap(),
+        Axis::categorical("mood", ["up", "down"]).unwrap(),
+    ])
+    .unwrap();
+    let spec = TableSpec::new(InputColumns::Image("path".into()))
+        .with_label(
+            "emotion",
+            LabelColumns::Distribution(vec!["p0".into(), "p1".into(), "p2".into()]),
+        )
+        .with_label("mood", LabelColumns::Class("mood".into()))
+        .with_group("person");
+    let path = write(
+        dir.path(),
+        "m.csv",
+        "path,p0,p1,p2,mood,person\nimg/a.png,0.2,0.5,0.3,down,7\n",
+    );
+    let table = read_csv(&path, &spec, &space, OnBadSample::Error).unwrap();
+    let sample = &table.samples[0];
+    assert_eq!(sample.input, Input::ImagePath(dir.path().join("img/a.png")));
+    assert_eq!(
+        sample.labels,
+        vec![Label::Distribution(vec![0.2, 0.5, 0.3]), Label::Class(1)]
+    );
+    assert_eq!(sample.group.as_deref(), Some("7"));
+    let cases = [
+        (
+            "path,p0,p1,p2,mood,person\nimg/b.png,0.2,0.5,0.3,up,1\n",
+            "image `img/b.png` not found",
+        ),
+        (
+            "path,p0,p1,p2,mood,person\nimg/a.png,0.2,0.5,0.5,up,1\n",
+            "sums to 1.2",
+        ),
+        (
+            "path,p0,p1,p2,mood,person\nimg/a.png,0.2,0.5,0.3,sideways,1\n",
+            "`sideways` is not one of its classes (up, down)",
+        ),
+        (
+            "path,p0,p1,p2,mood,person\nimg/a.png,0.2,0.5,0.3,up,\n",
+            "column `person` is empty",
+        ),
+    ];
+    for (text, expected) in cases {
+        let path = write(dir.path(), "bad.csv", text);
+        let err = read_csv(&path, &spec, &space, OnBadSample::Error)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bad.csv:2:") && err.contains(expected),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn jsonl_tables_are_read_and_bad_lines_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "t.jsonl",
+        "{\"a\": 1.5, \"age\": 30, \"age_std\": 2}\n\n{\"age_std\": 3, \"a\": 2, \"age\": 40}\n",
+    );
+    let table = read_jsonl(&path, &age_spec(), &age_space(), OnBadSample::Error).unwrap();
+    assert_eq!(table.samples.len(), 2);
+    assert_eq!(table.samples[1].input, Input::Features(vec![2.0]));
+    assert_eq!(table.samples[1].origin.line, 3);
+    let path = write(
+        dir.path(),
+        "bad.jsonl",
+        "{\"a\": 1, \"age\": 30, \"age_std\": 2}\n{\"a\": 1, \"age\": 30\n",
+    );
+    let err = read_jsonl(&path, &age_spec(), &age_space(), OnBadSample::Error)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bad.jsonl:2: not valid JSON"), "{err}");
+    let path = write(
+        dir.path(),
+        "null.jsonl",
+        "{\"a\": 1, \"age\": null, \"age_std\": 2}\n",
+    );
+    let err = read_jsonl(&path, &age_spec(), &age_space(), OnBadSample::Error)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("null.jsonl:1: column `age` is missing"),
+        "{err}"
+    );
+}
+
+fn bdims() -> (LabelSpace, TableSpec) {
+    let space = LabelSpace::new(vec![
+        Axis::linear("age", 18.0, 67.0, 1.0)
+            .unwrap()
+            .with_unit("years"),
+        Axis::linear("weight", 40.0, 120.0, 1.0)
+            .unwrap()
+            .with_unit("kg"),
+        Axis::linear("height", 145.0, 200.0, 1.0)
+            .unwrap()
+            .with_unit("cm"),
+    ])
+    .unwrap();
+    let value = |column: &str| LabelColumns::Value {
+        value: column.into(),
+        std: None,
+    };
+    let spec = TableSpec::new(InputColumns::AllOtherColumns)
+        .with_label("age", value("age_years"))
+        .with_label("weight", value("weight_kg"))
+        .with_label("height", value("height_cm"));
+    (space, spec)
+}
+
+#[test]
+fn the_builtin_real_datasets_load() {
+    let (space, spec) = bdims();
+    let table = read_builtin("bdims", &spec, &space, OnBadSample::Error).unwrap();
+    assert_eq!(table.samples.len(), 507);
+    assert_eq!(table.feature_names.len(), 22); // 21 measurements + sex
+    let abalone_space =
+        LabelSpace::new(vec![Axis::linear("rings", 1.0, 29.0, 1.0).unwrap()]).unwrap();
+    let abalone_spec = TableSpec::new(InputColumns::AllOtherColumns).with_label(
+        "rings",
+        LabelColumns::Value {
+            value: "rings".into(),
+            std: None,
+        },
+    );
+    let abalone =
+        read_builtin("abalone", &abalone_spec, &abalone_space, OnBadSample::Error).unwrap();
+    assert_eq!(abalone.samples.len(), 4177);
+    assert_eq!(abalone.feature_names.len(), 10);
+    let err = read_builtin("mnist", &abalone_spec, &abalone_space, OnBadSample::Error)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bdims, abalone"), "{err}");
+}
+
+#[test]
+fn fraction_splits_are_seeded_and_keep_groups_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("x,age,age_std,person\n");
+    for i in 0..300 {
+        text.push_str(&format!("{i},{},2,p{}\n", i % 90, (i * 7) % 41));
+    }
+    let path = write(dir.path(), "g.csv", &text);
+    let spec = age_spec().with_group("person");
+    let table = read_csv(&path, &spec, &age_space(), OnBadSample::Error).unwrap();
+    let lines = |v: &[ldl::data::Sample]| v.iter().map(|s| s.origin.line).collect::<Vec<_>>();
+    let a = split_by_fractions(table.samples.clone(), 0.2, 0.1, 5).unwrap();
+    let b = split_by_fractions(table.samples.clone(), 0.2, 0.1, 5).unwrap();
+    let c = split_by_fractions(table.samples.clone(), 0.2, 0.1, 6).unwrap();
+    assert_eq!(lines(&a.validation), lines(&b.validation));
+    assert_ne!(lines(&a.validation), lines(&c.validation));
+    assert_eq!(a.train.len() + a.validation.len() + a.test.len(), 300);
+    let groups = |v: &[ldl::data::Sample]| {
+        v.iter()
+            .map(|s| s.group.clone().unwrap())
+            .collect::<HashSet<_>>()
+    };
+    let (train, validation, test) = (groups(&a.train), groups(&a.validation), groups(&a.test));
+    assert!(
+        train.is_disjoint(&validation) && train.is_disjoint(&test) && validation.is_disjoint(&test)
+    );
+    assert!(
+        (50..=70).contains(&a.validation.len()),
+        "validation {}",
+        a.validation.len()
+    );
+    assert!(split_by_fractions(table.samples.clone(), 0.6, 0.5, 1).is_err());
+}
+
+#[test]
+fn column_splits_follow_the_column_and_refuse_unknown_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "s.csv",
+        "x,age,age_std,fold\n1,30,2,train\n2,31,2,val\n3,32,2,test\n4,33,2,train\n",
+    );
+    let spec = age_spec().with_split("fold");
+    let table = read_csv(&path, &spec, &age_space(), OnBadSample::Error).unwrap();
+    let splits = split_by_column(table.samples, &SplitNames::default()).unwrap();
+    assert_eq!(
+        (
+            splits.train.len(),
+            splits.validation.len(),
+            splits.test.len()
+        ),
+        (2, 1, 1)
+    );
+    let path = write(
+        dir.path(),
+        "u.csv",
+        "x,age,age_std,fold\n1,30,2,train\n2,31,2,holdout\n",
+    );
+    let table = read_csv(&path, &spec, &age_space(), OnBadSample::Error).unwrap();
+    let err = split_by_column(table.samples, &SplitNames::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("u.csv:3: split `holdout` is none of"), "{err}");
+    let path = write(dir.path(), "e.csv", "x,age,age_std,fold\n1,30,2,train\n");
+    let table = read_csv(&path, &spec, &age_space(), OnBadSample::Error).unwrap();
+    let err = split_by_column(table.samples, &SplitNames::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("validation split is empty"), "{err}");
+}
+
+#[test]
+fn standardisation_uses_training_statistics_only() {
+    let (space, spec) = bdims();
+    let table = read_builtin("bdims", &spec, &space, OnBadSample::Error).unwrap();
+    let mut splits = split_by_fractions(table.samples, 0.3, 0.0, 1).unwrap();
+    let standardizer = Standardizer::fit(&table.feature_names, &splits.train).unwrap();
+    standardizer.apply_to(&mut splits.train).unwrap();
+    standardizer.apply_to(&mut splits.validation).unwrap();
+    let column = |samples: &[ldl::data::Sample], j: usize| -> Vec<f64> {
+        samples
+            .iter()
+            .map(|s| match &s.input {
+                Input::Features(f) => f[j] as f64,
+                _ => unreachable!(),
+            })
+            .collect()
+    };
+    for j in 0..table.feature_names.len() {
+        let train = column(&splits.train, j);
+        let mean = train.iter().sum::<f64>() / train.len() as f64;
+        let var = train.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / train.len() as f64;
+        assert!(
+            mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4,
+            "feature {j}: mean {mean}, var {var}"
+        );
+    }
+    // Validation was transformed with the training statistics: its mean is not exactly 0.
+    let validation_mean =
+        column(&splits.validation, 0).iter().sum::<f64>() / splits.validation.len() as f64;
+    assert!(validation_mean.abs() > 1e-4);
+    // The standardizer round-trips through JSON (it is stored with the model).
+    let json = serde_json::to_string(&standardizer).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Standardizer>(&json).unwrap(),
+        standardizer
+    );
+}
+
+#[test]
+fn batches_are_seeded_cover_every_sample_and_honour_drop_last() {
+    let (space, spec) = bdims();
+    let table = read_builtin("bdims", &spec, &space, OnBadSample::Error).unwrap();
+    let loader = FeatureLoader::new(&table.samples, &space, 100)
+        .unwrap()
+        .shuffled(3);
+    let indices =
+        |epoch| -> Vec<Vec<usize>> { loader.epoch(epoch).map(|b| b.unwrap().indices).collect() };
+    assert_eq!(indices(0), indices(0));
+    assert_ne!(indices(0), indices(1));
+    let mut seen: Vec<usize> = indices(1).concat();
+    seen.sort();
+    assert_eq!(seen, (0..507).collect::<Vec<_>>());
+    let batches: Vec<_> = loader.epoch(0).map(|b| b.unwrap()).collect();
+    assert_eq!(batches.len(), 6);
+    assert_eq!(batches[5].inputs.dims(), [7, 22]);
+    assert_eq!(batches[0].targets.len(), 3);
+    assert_eq!(batches[0].targets[2].pmf.dims(), [100, 56]);
+    let dropped = loader.clone().drop_last(true);
+    assert_eq!(dropped.epoch(0).count(), 5);
+    assert!(FeatureLoader::new(&table.samples, &space, 0).is_err());
+}

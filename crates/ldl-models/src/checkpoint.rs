@@ -2,7 +2,7 @@
 //! safetensors file, with the label space and the model configuration in its header, so
 //! that the file alone rebuilds the model and decodes its outputs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +30,8 @@ pub struct CheckpointInfo {
     pub model: BackboneConfig,
     /// The version of `ldl-models` that wrote it.
     pub version: String,
+    /// Further header entries written by the caller (e.g. the feature standardisation).
+    pub extra: BTreeMap<String, String>,
 }
 
 /// Writes every variable of `vars` and the model's description to `path`.
@@ -37,6 +39,26 @@ pub struct CheckpointInfo {
 /// The file is written next to its destination under a temporary name, flushed to disk
 /// and renamed into place, so a crash never leaves a half-written file under `path`.
 pub fn save_checkpoint(path: &Path, vars: &VarMap, model: &Model) -> Result<()> {
+    save_checkpoint_with(path, vars, model, &BTreeMap::new())
+}
+
+/// [`save_checkpoint`] with further header entries (keys must not start with `ldl.` or
+/// be `format`), returned in [`CheckpointInfo::extra`] when read.
+pub fn save_checkpoint_with(
+    path: &Path,
+    vars: &VarMap,
+    model: &Model,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
+    if let Some(key) = extra
+        .keys()
+        .find(|k| k.starts_with("ldl.") || *k == FORMAT_KEY)
+    {
+        return Err(Error::checkpoint(
+            path,
+            format!("header key `{key}` is reserved"),
+        ));
+    }
     let tensors: Vec<(String, Tensor)> = {
         let data = vars
             .data()
@@ -52,7 +74,7 @@ pub fn save_checkpoint(path: &Path, vars: &VarMap, model: &Model) -> Result<()> 
     let to_json = |what: &str, value: serde_json::Result<String>| {
         value.map_err(|e| Error::checkpoint(path, format!("cannot describe the {what}: {e}")))
     };
-    let header = HashMap::from([
+    let mut header = HashMap::from([
         (FORMAT_KEY.to_string(), FORMAT.to_string()),
         (
             VERSION_KEY.to_string(),
@@ -67,6 +89,7 @@ pub fn save_checkpoint(path: &Path, vars: &VarMap, model: &Model) -> Result<()> 
             to_json("model", serde_json::to_string(model.config()))?,
         ),
     ]);
+    header.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(header))
         .map_err(|e| Error::checkpoint(path, format!("cannot serialise: {e}")))?;
     write_atomically(path, &bytes)
@@ -122,6 +145,11 @@ pub fn read_checkpoint(
     let model: BackboneConfig = serde_json::from_str(field(MODEL_KEY)?)
         .map_err(|e| Error::checkpoint(path, format!("invalid model config in the header: {e}")))?;
     let version = field(VERSION_KEY)?.clone();
+    let extra = header
+        .iter()
+        .filter(|(k, _)| !k.starts_with("ldl.") && k.as_str() != FORMAT_KEY)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| corrupt(&e))?;
     Ok((
         tensors,
@@ -129,6 +157,7 @@ pub fn read_checkpoint(
             label_space,
             model,
             version,
+            extra,
         },
     ))
 }

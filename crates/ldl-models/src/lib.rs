@@ -25,7 +25,9 @@ mod mlp;
 mod model;
 mod vgg;
 
-pub use checkpoint::{load_into, read_checkpoint, save_checkpoint, CheckpointInfo};
+pub use checkpoint::{
+    load_into, read_checkpoint, save_checkpoint, save_checkpoint_with, CheckpointInfo,
+};
 pub use device::device;
 pub use error::{Error, Result};
 pub use init::seeded_init;

@@ -1,0 +1,674 @@
+//! The declarative task config: a TOML file with `[task]`, `[data]`, `[model]`, `[loss]`,
+//! `[optim]` and `[run]`. Every section but `[task]` and `[data]` has defaults; unknown
+//! keys are refused with the nearest valid key suggested. `docs/config.md` documents
+//! every key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ldl_core::{Axis, LabelSpace, OutOfRange};
+use ldl_data::{InputColumns, LabelColumns, OnBadSample, TableSpec};
+use ldl_models::{BackboneConfig, MlpConfig, VggConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A whole task config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The label space.
+    pub task: TaskConfig,
+    /// Where the samples come from and how they split.
+    pub data: DataConfig,
+    /// The network.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// The loss.
+    #[serde(default)]
+    pub loss: LossConfig,
+    /// The optimiser and schedule.
+    #[serde(default)]
+    pub optim: OptimConfig,
+    /// Seed, device, outputs.
+    #[serde(default)]
+    pub run: RunConfig,
+}
+
+/// `[task]`: the name and the axes of the label space.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// A short name, used for the run folder.
+    pub name: String,
+    /// The axes, in order (`[[task.axes]]`).
+    pub axes: Vec<AxisConfig>,
+}
+
+/// One `[[task.axes]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AxisConfig {
+    /// The axis name.
+    pub name: String,
+    /// `linear` (default), `circular` or `categorical`.
+    #[serde(default)]
+    pub kind: AxisKindName,
+    /// The unit, printed in reports.
+    #[serde(default)]
+    pub unit: String,
+    /// First bin centre (linear), or the start of the period (circular).
+    pub min: Option<f64>,
+    /// Last bin centre (linear).
+    pub max: Option<f64>,
+    /// Distance between bin centres.
+    pub step: Option<f64>,
+    /// Length of one turn (circular).
+    pub period: Option<f64>,
+    /// Class names (categorical).
+    pub classes: Option<Vec<String>>,
+    /// Label std for samples without one (default: two bins).
+    pub default_std: Option<f64>,
+    /// `error` (default) or `clamp` for values outside the axis.
+    #[serde(default)]
+    pub out_of_range: OutOfRange,
+}
+
+/// The kinds of axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AxisKindName {
+    /// Ordered bins on a line.
+    #[default]
+    Linear,
+    /// Ordered bins on a circle.
+    Circular,
+    /// Unordered classes.
+    Categorical,
+}
+
+/// `[data]`: the source table, its columns, splits and preprocessing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `builtin:NAME` (`builtin:bdims`, `builtin:abalone`) or a path to a `.csv` or
+    /// `.jsonl` file, relative to the config file.
+    pub source: String,
+    /// Feature columns, in order; all columns not used otherwise when absent.
+    pub features: Option<Vec<String>>,
+    /// The label columns of each axis (`[data.labels.AXIS]`).
+    pub labels: BTreeMap<String, LabelConfig>,
+    /// A subject-id column: splits keep a subject's samples together.
+    pub group_column: Option<String>,
+    /// How to split train / validation / test.
+    #[serde(default)]
+    pub split: SplitConfig,
+    /// Standardise features with the training split's mean and std (default true).
+    #[serde(default = "yes")]
+    pub standardize: bool,
+    /// `error` (default) or `skip` for bad samples.
+    #[serde(default)]
+    pub on_bad_sample: OnBadSample,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[data.labels.AXIS]`: exactly one of `value`, `distribution`, `class`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelConfig {
+    /// The value column.
+    pub value: Option<String>,
+    /// A per-sample std column (with `value`).
+    pub std: Option<String>,
+    /// One column per bin with an explicit distribution.
+    pub distribution: Option<Vec<String>>,
+    /// A class name or index column (categorical axes).
+    pub class: Option<String>,
+}
+
+/// `[data.split]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    /// A column naming each sample's split (`train`, `val`, `test`); overrides fractions.
+    pub column: Option<String>,
+    /// Fraction of samples for validation (default 0.2).
+    #[serde(default = "default_validation")]
+    pub validation: f64,
+    /// Fraction of samples for test (default 0).
+    #[serde(default)]
+    pub test: f64,
+}
+
+fn default_validation() -> f64 {
+    0.2
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        SplitConfig {
+            column: None,
+            validation: default_validation(),
+            test: 0.0,
+        }
+    }
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `mlp` (default), `tiny-age-net`, `thin-age-net`.
+    #[serde(default = "default_backbone")]
+    pub backbone: String,
+    /// Hidden layer widths of the MLP (default `[64, 64]`).
+    #[serde(default = "default_hidden")]
+    pub hidden: Vec<usize>,
+    /// BatchNorm in the MLP's hidden layers (default true).
+    #[serde(default = "yes")]
+    pub batch_norm: bool,
+    /// Dropout after the MLP's hidden layers (default 0).
+    #[serde(default)]
+    pub dropout: f64,
+    /// Width multiplier of the age networks (default 1).
+    #[serde(default = "one")]
+    pub width: f64,
+}
+
+fn default_backbone() -> String {
+    "mlp".into()
+}
+
+fn default_hidden() -> Vec<usize> {
+    vec![64, 64]
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            backbone: default_backbone(),
+            hidden: default_hidden(),
+            batch_norm: true,
+            dropout: 0.0,
+            width: 1.0,
+        }
+    }
+}
+
+/// `[loss]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossConfig {
+    /// `full-kl` (default), `kl`, `dldl-v2`, `mean-variance`.
+    #[serde(default = "default_loss")]
+    pub kind: String,
+    /// DLDL-v2's λ for every axis (default 1).
+    #[serde(default = "one")]
+    pub lambda: f64,
+    /// DLDL-v2's λ per axis, overriding `lambda`.
+    #[serde(default)]
+    pub axis_lambda: BTreeMap<String, f64>,
+    /// Mean-variance λ1 (default 0.2).
+    #[serde(default = "default_lambda_mean")]
+    pub lambda_mean: f64,
+    /// Mean-variance λ2 (default 0.05).
+    #[serde(default = "default_lambda_variance")]
+    pub lambda_variance: f64,
+    /// `pmf` (default) or `nominal`: where the target moments come from.
+    #[serde(default = "default_moments")]
+    pub target_moments: String,
+}
+
+fn default_loss() -> String {
+    "full-kl".into()
+}
+
+fn default_lambda_mean() -> f64 {
+    0.2
+}
+
+fn default_lambda_variance() -> f64 {
+    0.05
+}
+
+fn default_moments() -> String {
+    "pmf".into()
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        LossConfig {
+            kind: default_loss(),
+            lambda: 1.0,
+            axis_lambda: BTreeMap::new(),
+            lambda_mean: default_lambda_mean(),
+            lambda_variance: default_lambda_variance(),
+            target_moments: default_moments(),
+        }
+    }
+}
+
+/// `[optim]`: Adam with a step schedule, as DLDL-v2 trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Learning rate (default 1e-3).
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// L2 weight decay added to the gradient, as PyTorch's Adam (default 0).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Batch size (default 32).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Epochs (default 60).
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Multiply the learning rate by `lr_gamma` every this many epochs (default 30).
+    #[serde(default = "default_lr_step")]
+    pub lr_step_epochs: usize,
+    /// The factor (default 0.1).
+    #[serde(default = "default_lr_gamma")]
+    pub lr_gamma: f64,
+}
+
+fn default_lr() -> f64 {
+    1e-3
+}
+
+fn default_batch_size() -> usize {
+    32
+}
+
+fn default_epochs() -> usize {
+    60
+}
+
+fn default_lr_step() -> usize {
+    30
+}
+
+fn default_lr_gamma() -> f64 {
+    0.1
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            lr: default_lr(),
+            weight_decay: 0.0,
+            batch_size: default_batch_size(),
+            epochs: default_epochs(),
+            lr_step_epochs: default_lr_step(),
+            lr_gamma: default_lr_gamma(),
+        }
+    }
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The seed of everything random: initialisation, shuffling, splits, dropout.
+    #[serde(default)]
+    pub seed: u64,
+    /// `cpu` (default), `cuda`, `cuda:N` or `auto`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// The folder runs are written under, relative to the working directory (default
+    /// `runs`); each run gets its own subfolder `TASK-N`.
+    #[serde(default = "default_output")]
+    pub output_dir: PathBuf,
+    /// Evaluate on the validation split every this many epochs (default 1).
+    #[serde(default = "default_eval_every")]
+    pub eval_every: usize,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+fn default_output() -> PathBuf {
+    PathBuf::from("runs")
+}
+
+fn default_eval_every() -> usize {
+    1
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            seed: 0,
+            device: default_device(),
+            output_dir: default_output(),
+            eval_every: 1,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file, applying `key.path=value` overrides (as from
+    /// `--set`). Relative data paths are resolved against the file's folder.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: cannot read: {e}", path.display())))?;
+        Config::parse(path, &text, overrides)
+    }
+
+    /// Parses config text; `path` names it in messages and anchors relative paths.
+    pub fn parse(path: &Path, text: &str, overrides: &[String]) -> Result<Config> {
+        let at = |e: toml::de::Error| Error::Config(format!("{}: {}", path.display(), explain(&e)));
+        // Parse the text as written first, so that errors point at its lines.
+        let mut config: Config = toml::from_str(text).map_err(at)?;
+        if !overrides.is_empty() {
+            let mut value: toml::Value = toml::from_str(text).map_err(at)?;
+            for assignment in overrides {
+                apply_override(&mut value, assignment)?;
+            }
+            config = value.try_into().map_err(|e: toml::de::Error| {
+                Error::Config(format!(
+                    "{} with --set {}: {}",
+                    path.display(),
+                    overrides.join(" "),
+                    explain(&e)
+                ))
+            })?;
+        }
+        if !config.data.source.starts_with("builtin:") {
+            let source = Path::new(&config.data.source);
+            if source.is_relative() {
+                let folder = path.parent().unwrap_or(Path::new(""));
+                config.data.source = folder.join(source).to_string_lossy().into_owned();
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges and combinations.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |key: &str, message: String| Err(Error::Config(format!("`{key}`: {message}")));
+        self.label_space()?;
+        for axis in &self.task.axes {
+            if !self.data.labels.contains_key(&axis.name) {
+                return fail(
+                    "data.labels",
+                    format!(
+                        "axis `{}` has no label columns; add [data.labels.{}]",
+                        axis.name, axis.name
+                    ),
+                );
+            }
+        }
+        for name in self.data.labels.keys() {
+            if !self.task.axes.iter().any(|a| &a.name == name) {
+                return fail(
+                    &format!("data.labels.{name}"),
+                    format!("`{name}` is not an axis of [task]"),
+                );
+            }
+        }
+        let o = &self.optim;
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return fail("optim.lr", format!("must be finite and > 0, got {}", o.lr));
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return fail(
+                "optim.weight_decay",
+                format!("must be finite and ≥ 0, got {}", o.weight_decay),
+            );
+        }
+        if o.batch_size == 0 {
+            return fail("optim.batch_size", "must be ≥ 1".into());
+        }
+        if o.epochs == 0 {
+            return fail("optim.epochs", "must be ≥ 1".into());
+        }
+        if o.lr_step_epochs == 0 {
+            return fail("optim.lr_step_epochs", "must be ≥ 1".into());
+        }
+        if !(o.lr_gamma.is_finite() && o.lr_gamma > 0.0) {
+            return fail(
+                "optim.lr_gamma",
+                format!("must be finite and > 0, got {}", o.lr_gamma),
+            );
+        }
+        if self.run.eval_every == 0 {
+            return fail("run.eval_every", "must be ≥ 1".into());
+        }
+        crate::build::loss(&self.loss, &self.label_space()?)?;
+        self.backbone(1)?;
+        Ok(())
+    }
+
+    /// The label space of `[task]`.
+    pub fn label_space(&self) -> Result<LabelSpace> {
+        let axes = self
+            .task
+            .axes
+            .iter()
+            .enumerate()
+            .map(|(i, axis)| {
+                axis.build()
+                    .map_err(|e| Error::Config(format!("`task.axes[{i}]`: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        LabelSpace::new(axes).map_err(|e| Error::Config(format!("`task.axes`: {e}")))
+    }
+
+    /// The column spec of `[data]`.
+    pub fn table_spec(&self) -> Result<TableSpec> {
+        let input = match &self.data.features {
+            Some(columns) => InputColumns::Features(columns.clone()),
+            None => InputColumns::AllOtherColumns,
+        };
+        let mut spec = TableSpec::new(input);
+        for (axis, label) in &self.data.labels {
+            let key = format!("data.labels.{axis}");
+            let columns = match (&label.value, &label.distribution, &label.class) {
+                (Some(value), None, None) => LabelColumns::Value {
+                    value: value.clone(),
+                    std: label.std.clone(),
+                },
+                (None, Some(columns), None) if label.std.is_none() => LabelColumns::Distribution(columns.clone()),
+                (None, None, Some(column)) if label.std.is_none() => LabelColumns::Class(column.clone()),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "`{key}`: give exactly one of `value` (with an optional `std`), `distribution` or `class`"
+                    )))
+                }
+            };
+            spec = spec.with_label(axis.clone(), columns);
+        }
+        spec.group = self.data.group_column.clone();
+        spec.split = self.data.split.column.clone();
+        Ok(spec)
+    }
+
+    /// The backbone of `[model]`, for inputs of `features` features (MLP).
+    pub fn backbone(&self, features: usize) -> Result<BackboneConfig> {
+        let m = &self.model;
+        let vgg = |base: VggConfig| -> Result<BackboneConfig> {
+            Ok(base
+                .with_width(m.width)
+                .map_err(|e| Error::Config(format!("`model.width`: {e}")))?
+                .into())
+        };
+        match m.backbone.as_str() {
+            "mlp" => {
+                if !(0.0..1.0).contains(&m.dropout) {
+                    return Err(Error::Config(format!("`model.dropout`: must be in [0, 1), got {}", m.dropout)));
+                }
+                if m.hidden.contains(&0) {
+                    return Err(Error::Config("`model.hidden`: widths must be ≥ 1".into()));
+                }
+                Ok(MlpConfig {
+                    inputs: features,
+                    hidden: m.hidden.clone(),
+                    batch_norm: m.batch_norm,
+                    dropout: m.dropout,
+                }
+                .into())
+            }
+            "tiny-age-net" => vgg(VggConfig::tiny_age_net()),
+            "thin-age-net" => vgg(VggConfig::thin_age_net()),
+            other => Err(Error::Config(format!(
+                "`model.backbone`: unknown backbone `{other}`{}; use mlp, tiny-age-net or thin-age-net",
+                suggestion(other, &["mlp", "tiny-age-net", "thin-age-net"])
+            ))),
+        }
+    }
+}
+
+impl AxisConfig {
+    fn build(&self) -> ldl_core::Result<Axis> {
+        let need = |what: &str, value: Option<f64>| {
+            value.ok_or_else(|| ldl_core::Error::InvalidAxis {
+                axis: self.name.clone(),
+                message: format!("a {:?} axis needs `{what}`", self.kind).to_lowercase(),
+            })
+        };
+        let axis = match self.kind {
+            AxisKindName::Linear => Axis::linear(
+                self.name.clone(),
+                need("min", self.min)?,
+                need("max", self.max)?,
+                need("step", self.step)?,
+            )?,
+            AxisKindName::Circular => Axis::circular(
+                self.name.clone(),
+                need("min", self.min)?,
+                need("period", self.period)?,
+                need("step", self.step)?,
+            )?,
+            AxisKindName::Categorical => Axis::categorical(
+                self.name.clone(),
+                self.classes
+                    .clone()
+                    .ok_or_else(|| ldl_core::Error::InvalidAxis {
+                        axis: self.name.clone(),
+                        message: "a categorical axis needs `classes`".into(),
+                    })?,
+            )?,
+        };
+        let axis = axis
+            .with_unit(self.unit.clone())
+            .with_out_of_range(self.out_of_range);
+        match self.default_std {
+            Some(std) => axis.with_default_std(std),
+            None => Ok(axis),
+        }
+    }
+}
+
+/// The data source as the trainer reads it.
+pub(crate) enum Source<'a> {
+    Builtin(&'a str),
+    Csv(PathBuf),
+    Jsonl(PathBuf),
+}
+
+impl DataConfig {
+    pub(crate) fn source(&self) -> Result<Source<'_>> {
+        if let Some(name) = self.source.strip_prefix("builtin:") {
+            return Ok(Source::Builtin(name));
+        }
+        let path = PathBuf::from(&self.source);
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("csv") => Ok(Source::Csv(path)),
+            Some("jsonl") => Ok(Source::Jsonl(path)),
+            _ => Err(Error::Config(format!(
+                "`data.source`: `{}` is neither `builtin:NAME` nor a .csv or .jsonl file",
+                self.source
+            ))),
+        }
+    }
+}
+
+/// Sets `a.b.c = value` in a TOML document; the value is read as TOML (`0.01`, `true`,
+/// `[1, 2]`, `"text"`), or taken as a string if it does not parse.
+fn apply_override(document: &mut toml::Value, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| {
+        Error::Config(format!(
+            "--set `{assignment}`: expected KEY=VALUE, e.g. optim.lr=0.01"
+        ))
+    })?;
+    let key = key.trim();
+    let value = toml::from_str::<toml::Table>(&format!("v = {}", raw.trim()))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut node = document;
+    for (i, part) in parts.iter().enumerate() {
+        let table = node.as_table_mut().ok_or_else(|| {
+            Error::Config(format!(
+                "--set `{key}`: `{}` is not a table",
+                parts[..i].join(".")
+            ))
+        })?;
+        if i + 1 == parts.len() {
+            table.insert(part.to_string(), value);
+            return Ok(());
+        }
+        node = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    Err(Error::Config(format!("--set `{assignment}`: empty key")))
+}
+
+/// toml's message, with the nearest valid key suggested for an unknown one.
+fn explain(error: &toml::de::Error) -> String {
+    let message = error.to_string();
+    let Some(rest) = message.split("unknown field `").nth(1) else {
+        return message;
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message;
+    };
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let hint = suggestion(unknown, &candidates);
+    if hint.is_empty() {
+        message
+    } else {
+        format!("{}\nhint:{hint}", message.trim_end())
+    }
+}
+
+/// ` (did you mean `x`?)` for the candidate nearest `word`, or nothing when none is near.
+pub(crate) fn suggestion(word: &str, candidates: &[&str]) -> String {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            current.push(
+                (previous[j] + cost)
+                    .min(previous[j + 1] + 1)
+                    .min(current[j] + 1),
+            );
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}

@@ -1,0 +1,51 @@
+//! The error type of `ldl-train`.
+
+/// Everything that can stop a training run. Messages name the config key, the file and
+/// line, or the sample.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad config: the message names the file, the key and what to change.
+    #[error("config {0}")]
+    Config(String),
+
+    /// Writing the run's outputs failed.
+    #[error("{path}: {message}")]
+    Output {
+        /// The file or folder.
+        path: String,
+        /// What happened.
+        message: String,
+    },
+
+    /// A loss or gradient turned NaN or infinite.
+    #[error("{0}")]
+    Numeric(String),
+
+    /// From the data.
+    #[error(transparent)]
+    Data(#[from] ldl_data::Error),
+
+    /// From the models.
+    #[error(transparent)]
+    Model(#[from] ldl_models::Error),
+
+    /// From the label space, losses or metrics.
+    #[error(transparent)]
+    Core(#[from] ldl_core::Error),
+
+    /// From candle.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub(crate) fn output(path: &std::path::Path, error: impl std::fmt::Display) -> Self {
+        Error::Output {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

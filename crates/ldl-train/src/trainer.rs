@@ -1,0 +1,357 @@
+//! The training loop: data, model, loss and Adam from a [`Config`]; epochs of shuffled
+//! batches; evaluation on the validation split; a run folder with the resolved config,
+//! `metrics.jsonl`, checkpoints and `summary.json`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use ldl_core::loss::Loss;
+use ldl_core::metrics::{Metrics, MetricsReport};
+use ldl_core::LabelSpace;
+use ldl_data::{
+    read_builtin, read_csv, read_jsonl, split_by_column, split_by_fractions, FeatureLoader, Input,
+    Sample, SplitNames, Splits, Standardizer,
+};
+use ldl_models::{load_into, read_checkpoint, save_checkpoint_with, trainable_vars, Model};
+use serde::Serialize;
+
+use crate::adam::Adam;
+use crate::config::{Config, Source};
+use crate::error::{Error, Result};
+
+/// Loss parts averaged over a split: the total and `axis/component` values.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LossSummary {
+    /// The weighted total.
+    pub total: f64,
+    /// Unweighted parts by key (`age/ld`, …).
+    pub parts: BTreeMap<String, f64>,
+}
+
+/// The validation results of one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evaluation {
+    /// The loss on the split.
+    pub loss: LossSummary,
+    /// Every metric per axis.
+    pub metrics: MetricsReport,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// The learning rate used.
+    pub lr: f64,
+    /// The training loss (batch means averaged over the epoch's samples).
+    pub train: LossSummary,
+    /// Validation results, on evaluation epochs.
+    pub validation: Option<Evaluation>,
+    /// Wall time of the epoch's training part.
+    pub train_seconds: f64,
+    /// Training throughput.
+    pub samples_per_second: f64,
+}
+
+/// What a finished run reports (`summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// The epoch with the lowest validation loss (the `best` checkpoint).
+    pub best_epoch: usize,
+    /// Validation results at the best epoch.
+    pub best_validation: Evaluation,
+    /// Test results of the best checkpoint, when there is a test split.
+    pub test: Option<Evaluation>,
+    /// Samples per split: train, validation, test.
+    pub samples: [usize; 3],
+    /// Samples left out as bad (`on_bad_sample = "skip"`), as `file:line: reason`.
+    pub skipped: Vec<String>,
+    /// Trainable parameters.
+    pub parameters: usize,
+    /// Wall time of the whole run.
+    pub seconds: f64,
+}
+
+/// Trains as `config` says. `observe` sees each epoch's record as it is written (for
+/// progress output).
+pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<RunSummary> {
+    let started = Instant::now();
+    let space = config.label_space()?;
+    let (mut splits, feature_names, skipped) = load_splits(config, &space)?;
+    let standardizer = if config.data.standardize {
+        let standardizer = Standardizer::fit(&feature_names, &splits.train)?;
+        for split in [&mut splits.train, &mut splits.validation, &mut splits.test] {
+            standardizer.apply_to(split)?;
+        }
+        Some(standardizer)
+    } else {
+        None
+    };
+
+    let device = ldl_models::device(&config.run.device)?;
+    let seed = config.run.seed;
+    let backbone = config.backbone(feature_names.len())?;
+    let (model, vars) = Model::build(&backbone, &space, seed, &device)?;
+    let loss = crate::build::loss(&config.loss, &space)?;
+    let trainable: Vec<candle_core::Var> =
+        trainable_vars(&vars).into_iter().map(|(_, v)| v).collect();
+    let parameters = trainable.iter().map(|v| v.elem_count()).sum();
+    let mut adam = Adam::new(trainable, config.optim.lr, config.optim.weight_decay)?;
+
+    let run_dir = new_run_dir(&config.run.output_dir, &config.task.name)?;
+    let config_text = toml::to_string(config).map_err(|e| Error::output(&run_dir, e))?;
+    write_file(&run_dir.join("config.toml"), config_text.as_bytes())?;
+    // Stored in every checkpoint, so that it alone can reproduce the inputs' preprocessing.
+    let mut header = BTreeMap::new();
+    header.insert("train.config".to_string(), config_text);
+    if let Some(s) = &standardizer {
+        let json = serde_json::to_string(s).map_err(|e| Error::output(&run_dir, e))?;
+        header.insert("train.standardizer".to_string(), json);
+    }
+
+    let train_loader = FeatureLoader::new(&splits.train, &space, config.optim.batch_size)?
+        .shuffled(seed)
+        .on(&device, DType::F32);
+    let checkpoints = run_dir.join("checkpoints");
+    std::fs::create_dir_all(&checkpoints).map_err(|e| Error::output(&checkpoints, e))?;
+    let metrics_path = run_dir.join("metrics.jsonl");
+    let mut best: Option<(usize, Evaluation)> = None;
+
+    for epoch in 1..=config.optim.epochs {
+        let decays = ((epoch - 1) / config.optim.lr_step_epochs) as i32;
+        adam.lr = config.optim.lr * config.optim.lr_gamma.powi(decays);
+        let epoch_start = Instant::now();
+        let mut totals = Accumulator::default();
+        for (index, batch) in train_loader.epoch(epoch as u64).enumerate() {
+            let batch = batch?;
+            let logits = model.forward_t(&batch.inputs, true)?;
+            let out = loss.compute(&space, &logits, &batch.targets)?;
+            let values = out.part_values()?;
+            let total = out.total_value()?;
+            check_finite(total, &values, epoch, index)?;
+            adam.step(&out.total.backward()?)?;
+            totals.add(total, &values, batch.indices.len());
+        }
+        let train_seconds = epoch_start.elapsed().as_secs_f64();
+        let validation = if epoch % config.run.eval_every == 0 || epoch == config.optim.epochs {
+            Some(evaluate(
+                &model,
+                loss.as_ref(),
+                &space,
+                &splits.validation,
+                config.optim.batch_size,
+                &device,
+            )?)
+        } else {
+            None
+        };
+        let record = EpochRecord {
+            epoch,
+            lr: adam.lr,
+            train: totals.summary(),
+            validation,
+            train_seconds,
+            samples_per_second: splits.train.len() as f64 / train_seconds.max(1e-9),
+        };
+        append_line(&metrics_path, &record)?;
+        save_checkpoint_with(
+            &checkpoints.join("last.safetensors"),
+            &vars,
+            &model,
+            &header,
+        )?;
+        if let Some(evaluation) = &record.validation {
+            let improved = best
+                .as_ref()
+                .is_none_or(|(_, b)| evaluation.loss.total < b.loss.total);
+            if improved {
+                save_checkpoint_with(
+                    &checkpoints.join("best.safetensors"),
+                    &vars,
+                    &model,
+                    &header,
+                )?;
+                best = Some((epoch, evaluation.clone()));
+            }
+        }
+        observe(&record);
+    }
+
+    let (best_epoch, best_validation) =
+        best.ok_or_else(|| Error::Numeric("no validation result was recorded".into()))?;
+    let test = if splits.test.is_empty() {
+        None
+    } else {
+        let best_path = checkpoints.join("best.safetensors");
+        let (tensors, _) = read_checkpoint(&best_path, &device)?;
+        load_into(&vars, &tensors, &best_path)?;
+        Some(evaluate(
+            &model,
+            loss.as_ref(),
+            &space,
+            &splits.test,
+            config.optim.batch_size,
+            &device,
+        )?)
+    };
+    let summary = RunSummary {
+        run_dir: run_dir.clone(),
+        epochs: config.optim.epochs,
+        best_epoch,
+        best_validation,
+        test,
+        samples: [
+            splits.train.len(),
+            splits.validation.len(),
+            splits.test.len(),
+        ],
+        skipped,
+        parameters,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::output(&run_dir, e))?;
+    write_file(&run_dir.join("summary.json"), json.as_bytes())?;
+    Ok(summary)
+}
+
+/// Reads the source, splits it, and returns the splits, the feature names and the
+/// skipped samples.
+fn load_splits(config: &Config, space: &LabelSpace) -> Result<(Splits, Vec<String>, Vec<String>)> {
+    let spec = config.table_spec()?;
+    let policy = config.data.on_bad_sample;
+    let table = match config.data.source()? {
+        Source::Builtin(name) => read_builtin(name, &spec, space, policy)?,
+        Source::Csv(path) => read_csv(&path, &spec, space, policy)?,
+        Source::Jsonl(path) => read_jsonl(&path, &spec, space, policy)?,
+    };
+    if table
+        .samples
+        .iter()
+        .any(|s| matches!(s.input, Input::ImagePath(_)))
+    {
+        return Err(Error::Config(
+            "`data`: image inputs are not supported by the trainer yet; use feature columns".into(),
+        ));
+    }
+    let skipped = table
+        .skipped
+        .iter()
+        .map(|s| format!("{}: {}", s.location, s.reason))
+        .collect();
+    let splits = match &config.data.split.column {
+        Some(_) => split_by_column(table.samples, &SplitNames::default())?,
+        None => split_by_fractions(
+            table.samples,
+            config.data.split.validation,
+            config.data.split.test,
+            config.run.seed,
+        )?,
+    };
+    Ok((splits, table.feature_names, skipped))
+}
+
+/// Loss and metrics of the model (in evaluation mode) on a split.
+pub fn evaluate(
+    model: &Model,
+    loss: &dyn Loss,
+    space: &LabelSpace,
+    samples: &[Sample],
+    batch_size: usize,
+    device: &candle_core::Device,
+) -> Result<Evaluation> {
+    let loader = FeatureLoader::new(samples, space, batch_size)?.on(device, DType::F32);
+    let mut totals = Accumulator::default();
+    let mut metrics = Metrics::new(space);
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let logits: Vec<Tensor> = model.forward_t(&batch.inputs, false)?;
+        let out = loss.compute(space, &logits, &batch.targets)?;
+        totals.add(out.total_value()?, &out.part_values()?, batch.indices.len());
+        metrics.update(&logits, &batch.targets)?;
+    }
+    Ok(Evaluation {
+        loss: totals.summary(),
+        metrics: metrics.report(),
+    })
+}
+
+/// Sample-weighted means of batch losses.
+#[derive(Default)]
+struct Accumulator {
+    samples: usize,
+    total: f64,
+    parts: BTreeMap<String, f64>,
+}
+
+impl Accumulator {
+    fn add(&mut self, total: f64, parts: &[(String, f64)], samples: usize) {
+        let weight = samples as f64;
+        self.samples += samples;
+        self.total += total * weight;
+        for (key, value) in parts {
+            *self.parts.entry(key.clone()).or_default() += value * weight;
+        }
+    }
+
+    fn summary(&self) -> LossSummary {
+        let n = self.samples.max(1) as f64;
+        LossSummary {
+            total: self.total / n,
+            parts: self.parts.iter().map(|(k, v)| (k.clone(), v / n)).collect(),
+        }
+    }
+}
+
+fn check_finite(total: f64, parts: &[(String, f64)], epoch: usize, batch: usize) -> Result<()> {
+    if total.is_finite() {
+        return Ok(());
+    }
+    let bad: Vec<String> = parts
+        .iter()
+        .filter(|(_, v)| !v.is_finite())
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    Err(Error::Numeric(format!(
+        "epoch {epoch}, batch {batch}: the loss is {total} ({}); the last checkpoint is intact",
+        bad.join(", ")
+    )))
+}
+
+/// `OUTPUT/TASK-N` for the first `N` not taken.
+fn new_run_dir(output: &Path, task: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(output).map_err(|e| Error::output(output, e))?;
+    for n in 1.. {
+        let dir = output.join(format!("{task}-{n}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::output(&dir, e)),
+        }
+    }
+    unreachable!("some run number is free")
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::output(path, e))
+}
+
+fn append_line(path: &Path, record: &impl Serialize) -> Result<()> {
+    let mut line = serde_json::to_string(record).map_err(|e| Error::output(path, e))?;
+    line.push('\n');
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::output(path, e))?;
+    // One write call per line, so a line is appended whole.
+    file.write_all(line.as_bytes())
+        .map_err(|e| Error::output(path, e))
+}

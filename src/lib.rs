@@ -4,8 +4,8 @@
 //! label axes and spaces ([`Axis`], [`LabelSpace`]), the losses ([`loss`]: [`loss::FullKl`]
 //! and the baselines [`loss::Kl`], [`loss::DldlV2`], [`loss::MeanVariance`]) and the
 //! evaluation metrics ([`metrics`]), and the models ([`models`]: ThinAgeNet, TinyAgeNet,
-//! an MLP, heads per axis, checkpoints) and the data ([`data`]: tables, splits,
-//! batches).
+//! an MLP, heads per axis, checkpoints), the data ([`data`]: tables, splits, batches) and
+//! training ([`train`]: TOML task configs, Adam, the training loop).
 //!
 //! ```
 //! use ldl::{Axis, LabelSpace};
@@ -21,6 +21,9 @@ pub use ldl_models as models;
 
 /// Tables, built-in datasets, splits, standardisation and batches.
 pub use ldl_data as data;
+
+/// Task configs, the optimiser and the training loop.
+pub use ldl_train as train;
 
 pub use ldl_core::{
     loss, metrics, Axis, AxisEstimate, AxisKind, AxisTargets, EncodedLabel, Error, Label,

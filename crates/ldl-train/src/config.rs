@@ -636,23 +636,27 @@ fn explain(error: &toml::de::Error) -> String {
         return message;
     };
     let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-    let hint = suggestion(unknown, &candidates);
-    if hint.is_empty() {
-        message
-    } else {
-        format!("{}\nhint:{hint}", message.trim_end())
+    match nearest(unknown, &candidates) {
+        Some(key) => format!("{}\nhint: did you mean `{key}`?", message.trim_end()),
+        None => message,
     }
 }
 
 /// ` (did you mean `x`?)` for the candidate nearest `word`, or nothing when none is near.
 pub(crate) fn suggestion(word: &str, candidates: &[&str]) -> String {
+    nearest(word, candidates)
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+/// The candidate within a small edit distance of `word`, if any.
+fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
         .map(|c| (edit_distance(word, c), *c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min()
-        .map(|(_, c)| format!(" (did you mean `{c}`?)"))
-        .unwrap_or_default()
+        .map(|(_, c)| c)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

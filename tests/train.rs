@@ -1,0 +1,207 @@
+//! Training from a TOML config: config errors, overrides, the run folder, determinism,
+//! and Adam against its closed form.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor, Var};
+use ldl::train::{train, Adam, Config};
+
+const QUICKSTART: &str = include_str!("../configs/quickstart.toml");
+
+fn config_error(text: &str, overrides: &[&str]) -> String {
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    Config::parse(Path::new("task.toml"), text, &overrides)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn the_quickstart_config_parses_with_its_defaults() {
+    let config = Config::parse(Path::new("configs/quickstart.toml"), QUICKSTART, &[]).unwrap();
+    assert_eq!(config.task.axes.len(), 3);
+    assert_eq!(config.loss.kind, "full-kl");
+    assert_eq!(config.run.device, "cpu");
+    assert_eq!(
+        config.label_space().unwrap().axis("weight").unwrap().len(),
+        81
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_with_the_line_and_the_nearest_key() {
+    let text = QUICKSTART.replace("lr = 0.003", "lrr = 0.003");
+    let err = config_error(&text, &[]);
+    let line = QUICKSTART
+        .lines()
+        .position(|l| l.starts_with("lr = "))
+        .unwrap()
+        + 1;
+    assert!(err.contains("task.toml"), "{err}");
+    assert!(err.contains(&format!("line {line}")), "{err}");
+    assert!(
+        err.contains("unknown field `lrr`") && err.contains("did you mean `lr`?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    for (from, to, expected) in [
+        (
+            "lr = 0.003",
+            "lr = -1",
+            "`optim.lr`: must be finite and > 0, got -1",
+        ),
+        (
+            "kind = \"full-kl\"",
+            "kind = \"full-k\"",
+            "unknown loss `full-k` (did you mean `full-kl`?)",
+        ),
+        (
+            "backbone = \"mlp\"",
+            "backbone = \"resnet\"",
+            "`model.backbone`: unknown backbone `resnet`",
+        ),
+        (
+            "step = 1\ndefault_std = 3",
+            "step = 0\ndefault_std = 3",
+            "`task.axes[0]`: axis `age`: step must be > 0",
+        ),
+        (
+            "height = { value = \"height_cm\" }",
+            "",
+            "axis `height` has no label columns",
+        ),
+        ("epochs = 60", "epochs = \"many\"", "invalid type"),
+    ] {
+        let text = QUICKSTART.replacen(from, to, 1);
+        assert_ne!(text, QUICKSTART, "{from}");
+        let err = config_error(&text, &[]);
+        assert!(err.contains(expected), "{from} → {to}: {err}");
+    }
+}
+
+#[test]
+fn overrides_set_any_key_and_are_checked() {
+    let overrides: Vec<String> = ["optim.epochs=3", "model.hidden=[8, 4]", "loss.kind=dldl-v2"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let config = Config::parse(Path::new("q.toml"), QUICKSTART, &overrides).unwrap();
+    assert_eq!(config.optim.epochs, 3);
+    assert_eq!(config.model.hidden, [8, 4]);
+    assert_eq!(config.loss.kind, "dldl-v2");
+    let err = config_error(QUICKSTART, &["optim.epochz=3"]);
+    assert!(
+        err.contains("--set") && err.contains("did you mean `epochs`?"),
+        "{err}"
+    );
+    let err = config_error(QUICKSTART, &["optim.epochs"]);
+    assert!(err.contains("expected KEY=VALUE"), "{err}");
+}
+
+fn run(output: &Path, seed: u64) -> ldl::train::RunSummary {
+    let overrides = vec![
+        "optim.epochs=3".to_string(),
+        format!("run.output_dir={:?}", output.display().to_string()),
+        format!("run.seed={seed}"),
+    ];
+    let config =
+        Config::parse(Path::new("configs/quickstart.toml"), QUICKSTART, &overrides).unwrap();
+    let mut epochs = 0;
+    let summary = train(&config, &mut |_| epochs += 1).unwrap();
+    assert_eq!(epochs, 3);
+    summary
+}
+
+/// metrics.jsonl without its wall-clock fields.
+fn metrics_without_times(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+            let object = value.as_object_mut().unwrap();
+            object.remove("train_seconds");
+            object.remove("samples_per_second");
+            value
+        })
+        .collect()
+}
+
+#[test]
+fn training_writes_a_complete_run_folder_and_is_deterministic() {
+    let output = tempfile::tempdir().unwrap();
+    let first = run(output.path(), 4);
+    let second = run(output.path(), 4);
+    let other = run(output.path(), 5);
+    assert_eq!(first.run_dir, output.path().join("quickstart-1"));
+    assert_eq!(second.run_dir, output.path().join("quickstart-2"));
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "summary.json",
+        "checkpoints/best.safetensors",
+        "checkpoints/last.safetensors",
+    ] {
+        assert!(first.run_dir.join(file).is_file(), "{file} missing");
+    }
+    let lines = metrics_without_times(&first.run_dir);
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0]["train"]["parts"]["age/smooth"].is_number());
+    assert!(lines[2]["validation"]["metrics"]["axes"][1]["mae"].is_number());
+    assert_eq!(
+        lines,
+        metrics_without_times(&second.run_dir),
+        "same seed, same numbers"
+    );
+    assert_ne!(
+        lines,
+        metrics_without_times(&other.run_dir),
+        "another seed, other numbers"
+    );
+    assert_eq!(first.samples, [305, 101, 101]);
+    assert!(first.test.is_some());
+    // The checkpoint alone rebuilds the model, with the training config and standardisation.
+    let (model, _, info) = ldl::models::Model::from_checkpoint(
+        &first.run_dir.join("checkpoints/best.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(model.label_space().len(), 3);
+    assert!(
+        info.extra.contains_key("train.config") && info.extra.contains_key("train.standardizer")
+    );
+    // The resolved config in the folder parses back to the same config.
+    let saved = std::fs::read_to_string(first.run_dir.join("config.toml")).unwrap();
+    let reparsed = Config::parse(&first.run_dir.join("config.toml"), &saved, &[]).unwrap();
+    assert_eq!(reparsed.optim.epochs, 3);
+}
+
+#[test]
+fn adam_follows_its_closed_form() {
+    // f(θ) = Σ θ², gradient 2θ; three steps of Adam by hand.
+    let start = [1.0f64, -2.0, 0.5];
+    let var = Var::from_tensor(&Tensor::new(&start, &Device::Cpu).unwrap()).unwrap();
+    let mut adam = Adam::new(vec![var.clone()], 0.1, 0.01).unwrap();
+    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
+    let mut theta = start.to_vec();
+    let (mut m, mut v) = (vec![0.0; 3], vec![0.0; 3]);
+    for t in 1..=3 {
+        let loss = var.as_tensor().sqr().unwrap().sum_all().unwrap();
+        adam.step(&loss.backward().unwrap()).unwrap();
+        for i in 0..3 {
+            let g = 2.0 * theta[i] + 0.01 * theta[i];
+            m[i] = b1 * m[i] + (1.0 - b1) * g;
+            v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+            let m_hat = m[i] / (1.0 - b1.powi(t));
+            let v_hat = v[i] / (1.0 - b2.powi(t));
+            theta[i] -= 0.1 * m_hat / (v_hat.sqrt() + eps);
+        }
+    }
+    let got = var.as_tensor().to_vec1::<f64>().unwrap();
+    for (a, b) in got.iter().zip(&theta) {
+        assert!((a - b).abs() < 1e-12, "{got:?} vs {theta:?}");
+    }
+    assert_eq!(adam.steps, 3);
+}

@@ -189,6 +189,12 @@ pub(crate) fn conform_targets(
         )));
     }
     let (batch, bins) = logits.dims2()?;
+    if batch == 0 {
+        return Err(Error::Shape(format!(
+            "axis `{}`: the batch is empty; a loss needs at least one sample",
+            axis.name()
+        )));
+    }
     if target.pmf.dims() != [batch, bins] {
         return Err(Error::Shape(format!(
             "axis `{}`: target distributions have shape {:?}, logits {:?}",

@@ -408,7 +408,10 @@ fn mismatched_shapes_are_refused_with_the_axis_named() {
     // An empty batch has no mean.
     let empty = space.targets(&[], DType::F32, &Device::Cpu).unwrap();
     let none = Tensor::zeros((0, 11), DType::F32, &Device::Cpu).unwrap();
-    let err = FullKl::default().compute(&space, &[none], &empty).unwrap_err().to_string();
+    let err = FullKl::default()
+        .compute(&space, &[none], &empty)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("the batch is empty"), "{err}");
     // A target row that is not a distribution is refused by the per-axis functions.
     let bad = matrix(&[vec![0.5; 11]]);

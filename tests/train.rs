@@ -205,3 +205,52 @@ fn adam_follows_its_closed_form() {
     }
     assert_eq!(adam.steps, 3);
 }
+
+#[test]
+fn a_trained_checkpoint_evaluates_and_predicts_consistently() {
+    let output = tempfile::tempdir().unwrap();
+    let summary = run(output.path(), 2);
+    let checkpoint = summary.run_dir.join("checkpoints/best.safetensors");
+    let trained = ldl::train::TrainedModel::load(&checkpoint, &Device::Cpu).unwrap();
+    assert_eq!(trained.features.len(), 22);
+    // Twenty people from the built-in table, written as a user's CSV file.
+    let csv: String = ldl::data::builtin_csv("bdims")
+        .unwrap()
+        .lines()
+        .take(21)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = output.path().join("people.csv");
+    std::fs::write(&path, &csv).unwrap();
+    let evaluation = trained.evaluate_file(&path).unwrap();
+    let predictions = trained.predict_file(&path).unwrap();
+    assert_eq!(predictions.len(), 20);
+    assert_eq!(predictions[0].line, 2);
+    // The MAE recomputed from the predictions equals the evaluation's.
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let column = header.iter().position(|h| *h == "weight_kg").unwrap();
+    let weights: Vec<f64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(column).unwrap().parse().unwrap())
+        .collect();
+    let mae = predictions
+        .iter()
+        .zip(&weights)
+        .map(|(p, w)| (p.axes[1].mean.unwrap() - w).abs())
+        .sum::<f64>()
+        / 20.0;
+    let reported = evaluation.metrics.axis("weight").unwrap().mae.unwrap();
+    assert!((mae - reported).abs() < 1e-4, "{mae} vs {reported}");
+    // Distributions are distributions.
+    for p in &predictions {
+        for d in &p.distributions {
+            assert!((d.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        }
+    }
+    // A file without the model's features is refused with the column named.
+    let bad = output.path().join("bad.csv");
+    std::fs::write(&bad, "a,b\n1,2\n").unwrap();
+    let err = trained.predict_file(&bad).err().unwrap().to_string();
+    assert!(err.contains("no column `bia_di`"), "{err}");
+}

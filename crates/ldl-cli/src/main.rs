@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ldl_train::{Config, EpochRecord};
+use ldl_train::{Config, EpochRecord, TrainedModel};
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +32,41 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Evaluate a checkpoint on a labelled .csv or .jsonl file with the training columns.
+    ///
+    /// Example: ldl eval runs/quickstart-1/checkpoints/best.safetensors --data people.csv
+    Eval {
+        /// The checkpoint (`checkpoints/best.safetensors` of a run).
+        checkpoint: PathBuf,
+        /// The labelled data.
+        #[arg(long)]
+        data: PathBuf,
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Predict mean, std and mode per axis for every row of a .csv file.
+    ///
+    /// Example: ldl predict runs/quickstart-1/checkpoints/best.safetensors people.csv
+    Predict {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        /// A .csv file with the model's feature columns.
+        input: PathBuf,
+        /// Write JSON lines instead of CSV.
+        #[arg(long)]
+        json: bool,
+        /// Include the predicted distribution of every axis.
+        #[arg(long)]
+        pmf: bool,
+    },
+    /// Describe a checkpoint: its label space, model and training.
+    ///
+    /// Example: ldl inspect runs/quickstart-1/checkpoints/best.safetensors
+    Inspect {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,6 +77,18 @@ fn main() -> ExitCode {
             overrides,
             quiet,
         } => train(&config, &overrides, quiet),
+        Command::Eval {
+            checkpoint,
+            data,
+            json,
+        } => eval(&checkpoint, &data, json.as_deref()),
+        Command::Predict {
+            checkpoint,
+            input,
+            json,
+            pmf,
+        } => predict(&checkpoint, &input, json, pmf),
+        Command::Inspect { checkpoint } => inspect(&checkpoint),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -127,5 +174,142 @@ fn train(path: &std::path::Path, overrides: &[String], quiet: bool) -> Result<()
         }
     }
     println!("run folder: {}", summary.run_dir.display());
+    Ok(())
+}
+
+fn load(checkpoint: &std::path::Path) -> Result<TrainedModel, String> {
+    let device = ldl_train::device("cpu").map_err(|e| e.to_string())?;
+    TrainedModel::load(checkpoint, &device).map_err(|e| e.to_string())
+}
+
+fn eval(
+    checkpoint: &std::path::Path,
+    data: &std::path::Path,
+    json: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let trained = load(checkpoint)?;
+    let evaluation = trained.evaluate_file(data).map_err(|e| e.to_string())?;
+    println!(
+        "loss {:.4} ({})",
+        evaluation.loss.total, trained.config.loss.kind
+    );
+    println!(
+        "{:<10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8}",
+        "axis", "samples", "MAE", "ε-error", "pred. std", "KL", "cosine"
+    );
+    for report in &evaluation.metrics.axes {
+        let number = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+        println!(
+            "{:<10} {:>8} {:>8} {:>8} {:>10} {:>9.4} {:>8.4}",
+            report.axis,
+            report.samples,
+            number(report.mae),
+            number(report.epsilon_error),
+            number(report.mean_predicted_std),
+            report.ldl.kl_divergence,
+            report.ldl.cosine
+        );
+    }
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&evaluation).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn predict(
+    checkpoint: &std::path::Path,
+    input: &std::path::Path,
+    json: bool,
+    pmf: bool,
+) -> Result<(), String> {
+    let trained = load(checkpoint)?;
+    let predictions = trained.predict_file(input).map_err(|e| e.to_string())?;
+    let space = trained.model.label_space();
+    let number = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
+    if json {
+        for p in &predictions {
+            let mut object = serde_json::Map::new();
+            object.insert("line".into(), p.line.into());
+            for (i, axis) in space.axes().iter().enumerate() {
+                let mut value = serde_json::to_value(&p.axes[i]).map_err(|e| e.to_string())?;
+                if pmf {
+                    value["distribution"] =
+                        serde_json::to_value(&p.distributions[i]).map_err(|e| e.to_string())?;
+                }
+                object.insert(axis.name().to_string(), value);
+            }
+            println!("{}", serde_json::Value::Object(object));
+        }
+        return Ok(());
+    }
+    let mut header = vec!["line".to_string()];
+    for axis in space.axes() {
+        for field in ["mean", "std", "mode"] {
+            header.push(format!("{}_{field}", axis.name()));
+        }
+        if pmf {
+            header.extend((0..axis.len()).map(|k| format!("{}_p{k}", axis.name())));
+        }
+    }
+    println!("{}", header.join(","));
+    for p in &predictions {
+        let mut row = vec![p.line.to_string()];
+        for (i, estimate) in p.axes.iter().enumerate() {
+            row.push(number(estimate.mean));
+            row.push(number(estimate.std));
+            row.push(estimate.mode.to_string());
+            if pmf {
+                row.extend(p.distributions[i].iter().map(|q| format!("{q:.6}")));
+            }
+        }
+        println!("{}", row.join(","));
+    }
+    Ok(())
+}
+
+fn inspect(checkpoint: &std::path::Path) -> Result<(), String> {
+    let trained = load(checkpoint)?;
+    println!(
+        "checkpoint {} (written by ldl-models {})",
+        checkpoint.display(),
+        trained.info.version
+    );
+    println!("task: {}", trained.config.task.name);
+    println!("axes:");
+    for axis in trained.model.label_space().axes() {
+        let centers = axis.centers();
+        let kind = match axis.kind() {
+            ldl_train::AxisKind::Linear => "linear".to_string(),
+            ldl_train::AxisKind::Circular { period } => format!("circular (period {period})"),
+            ldl_train::AxisKind::Categorical { .. } => "categorical".to_string(),
+        };
+        println!(
+            "  {:<10} {kind}, {} bins from {} to {} {}, default std {}",
+            axis.name(),
+            axis.len(),
+            centers[0],
+            centers[centers.len() - 1],
+            axis.unit(),
+            axis.default_std()
+        );
+    }
+    println!("model: {:?}", trained.model.config());
+    println!("features: {}", trained.features.join(", "));
+    println!(
+        "loss: {}; optimiser: Adam lr {} for {} epochs; seed {}",
+        trained.config.loss.kind,
+        trained.config.optim.lr,
+        trained.config.optim.epochs,
+        trained.config.run.seed
+    );
+    println!(
+        "standardised inputs: {}",
+        if trained.standardizer.is_some() {
+            "yes"
+        } else {
+            "no"
+        }
+    );
     Ok(())
 }

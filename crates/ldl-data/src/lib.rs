@@ -19,6 +19,6 @@ pub use sample::{Input, Sample, SampleOrigin};
 pub use split::{split_by_column, split_by_fractions, SplitNames, Splits};
 pub use standardize::Standardizer;
 pub use table::{
-    parse_csv, read_csv, read_jsonl, AxisColumns, InputColumns, LabelColumns, OnBadSample,
-    SkippedSample, Table, TableSpec,
+    parse_csv, read_csv, read_feature_rows, read_jsonl, AxisColumns, InputColumns, LabelColumns,
+    OnBadSample, SkippedSample, Table, TableSpec,
 };

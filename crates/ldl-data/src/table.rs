@@ -518,3 +518,54 @@ fn class_label(axis: &Axis, text: &str) -> std::result::Result<Label, String> {
         )),
     }
 }
+
+/// Reads the named numeric columns of a CSV file (for prediction, where there are no
+/// labels): one feature vector per row, with its line. Errors name the file and line.
+pub fn read_feature_rows(path: &Path, columns: &[String]) -> Result<Vec<(usize, Vec<f32>)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| Error::file(path, format!("cannot read the header row: {e}")))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let positions = columns
+        .iter()
+        .map(|name| {
+            header.iter().position(|h| h == name).ok_or_else(|| {
+                Error::file(
+                    path,
+                    format!(
+                        "no column `{name}` (the model's features); the columns are: {}",
+                        header.join(", ")
+                    ),
+                )
+            })
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    let mut rows = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let line = index + 2;
+        let record =
+            record.map_err(|e| Error::row(path, line, format!("cannot parse the row: {e}")))?;
+        let features = positions
+            .iter()
+            .zip(columns)
+            .map(|(&i, name)| {
+                Cell::Text(record.get(i).unwrap_or("").to_string())
+                    .number(name)
+                    .map(|v| v as f32)
+                    .map_err(|message| Error::row(path, line, message))
+            })
+            .collect::<Result<Vec<f32>>>()?;
+        rows.push((line, features));
+    }
+    if rows.is_empty() {
+        return Err(Error::file(path, "the file has no rows"));
+    }
+    Ok(rows)
+}

@@ -7,6 +7,7 @@ mod adam;
 mod build;
 mod config;
 mod error;
+mod trained;
 mod trainer;
 
 pub use adam::Adam;
@@ -16,4 +17,11 @@ pub use config::{
     OptimConfig, RunConfig, SplitConfig, TaskConfig,
 };
 pub use error::{Error, Result};
+pub use ldl_core::AxisKind;
+
+/// Parses a device name (`cpu`, `cuda`, `cuda:N`, `auto`).
+pub fn device(name: &str) -> Result<candle_core::Device> {
+    Ok(ldl_models::device(name)?)
+}
+pub use trained::{Prediction, TrainedModel};
 pub use trainer::{evaluate, train, EpochRecord, Evaluation, LossSummary, RunSummary};

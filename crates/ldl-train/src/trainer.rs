@@ -112,6 +112,8 @@ pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<R
     // Stored in every checkpoint, so that it alone can reproduce the inputs' preprocessing.
     let mut header = BTreeMap::new();
     header.insert("train.config".to_string(), config_text);
+    let names = serde_json::to_string(&feature_names).map_err(|e| Error::output(&run_dir, e))?;
+    header.insert("train.features".to_string(), names);
     if let Some(s) = &standardizer {
         let json = serde_json::to_string(s).map_err(|e| Error::output(&run_dir, e))?;
         header.insert("train.standardizer".to_string(), json);

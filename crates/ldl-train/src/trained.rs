@@ -1,0 +1,131 @@
+//! Using a trained checkpoint: evaluating it on labelled data and predicting with it.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use ldl_core::AxisEstimate;
+use ldl_data::{read_csv, read_feature_rows, read_jsonl, OnBadSample, Standardizer};
+use ldl_models::{CheckpointInfo, Model};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::trainer::{evaluate, Evaluation};
+
+/// A model loaded from a checkpoint written by [`crate::train`], with what it needs to
+/// read new data: its training config, feature names and standardisation.
+pub struct TrainedModel {
+    /// The model.
+    pub model: Model,
+    /// The checkpoint's description.
+    pub info: CheckpointInfo,
+    /// The config it was trained with.
+    pub config: Config,
+    /// The feature columns, in order.
+    pub features: Vec<String>,
+    /// The standardisation fitted on its training split, if it used one.
+    pub standardizer: Option<Standardizer>,
+    device: Device,
+}
+
+/// One row's predictions.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Prediction {
+    /// The row's line in the input file.
+    pub line: usize,
+    /// Mean, std and mode per axis, in label-space order.
+    pub axes: Vec<AxisEstimate>,
+    /// The predicted distribution per axis.
+    pub distributions: Vec<Vec<f64>>,
+}
+
+impl TrainedModel {
+    /// Loads a checkpoint of a training run.
+    pub fn load(path: &Path, device: &Device) -> Result<TrainedModel> {
+        let (model, _vars, info) = Model::from_checkpoint(path, device)?;
+        let field = |key: &str| {
+            info.extra.get(key).ok_or_else(|| {
+                Error::Config(format!(
+                    "{}: the checkpoint lacks `{key}`; was it written by `ldl train`?",
+                    path.display()
+                ))
+            })
+        };
+        let config = Config::parse(path, field("train.config")?, &[])?;
+        let features: Vec<String> = serde_json::from_str(field("train.features")?)
+            .map_err(|e| Error::Config(format!("{}: bad `train.features`: {e}", path.display())))?;
+        let standardizer = match info.extra.get("train.standardizer") {
+            Some(json) => Some(serde_json::from_str(json).map_err(|e| {
+                Error::Config(format!("{}: bad `train.standardizer`: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        Ok(TrainedModel {
+            model,
+            info,
+            config,
+            features,
+            standardizer,
+            device: device.clone(),
+        })
+    }
+
+    /// Loss and metrics on every row of a labelled `.csv` or `.jsonl` file with the
+    /// training data's columns.
+    pub fn evaluate_file(&self, data: &Path) -> Result<Evaluation> {
+        let space = self.model.label_space();
+        let mut spec = self.config.table_spec()?;
+        spec.input = ldl_data::InputColumns::Features(self.features.clone());
+        spec.split = None;
+        spec.group = None;
+        let table = match data.extension().and_then(|e| e.to_str()) {
+            Some("jsonl") => read_jsonl(data, &spec, space, OnBadSample::Error)?,
+            _ => read_csv(data, &spec, space, OnBadSample::Error)?,
+        };
+        let mut samples = table.samples;
+        if let Some(standardizer) = &self.standardizer {
+            standardizer.apply_to(&mut samples)?;
+        }
+        let loss = crate::build::loss(&self.config.loss, space)?;
+        evaluate(
+            &self.model,
+            loss.as_ref(),
+            space,
+            &samples,
+            self.config.optim.batch_size,
+            &self.device,
+        )
+    }
+
+    /// Predictions for every row of a `.csv` file with the model's feature columns.
+    pub fn predict_file(&self, data: &Path) -> Result<Vec<Prediction>> {
+        let rows = read_feature_rows(data, &self.features)?;
+        let mut predictions = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(256) {
+            let mut flat = Vec::with_capacity(chunk.len() * self.features.len());
+            for (_, features) in chunk {
+                match &self.standardizer {
+                    Some(s) => flat.extend(s.apply(features)),
+                    None => flat.extend_from_slice(features),
+                }
+            }
+            let inputs = Tensor::from_vec(flat, (chunk.len(), self.features.len()), &self.device)?;
+            let logits = self.model.forward_t(&inputs, false)?;
+            let space = self.model.label_space();
+            let estimates = space.decode_logits(&logits)?;
+            let distributions: Vec<Vec<Vec<f64>>> = logits
+                .iter()
+                .map(
+                    |z| Ok(candle_nn::ops::softmax(&z.to_dtype(DType::F64)?, 1)?.to_vec2::<f64>()?),
+                )
+                .collect::<Result<_>>()?;
+            for (row, (line, _)) in chunk.iter().enumerate() {
+                predictions.push(Prediction {
+                    line: *line,
+                    axes: estimates.iter().map(|axis| axis[row].clone()).collect(),
+                    distributions: distributions.iter().map(|axis| axis[row].clone()).collect(),
+                });
+            }
+        }
+        Ok(predictions)
+    }
+}

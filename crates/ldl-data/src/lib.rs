@@ -6,6 +6,8 @@
 
 mod builtin;
 mod error;
+mod image;
+mod image_loader;
 mod loader;
 mod sample;
 mod split;
@@ -14,6 +16,8 @@ mod table;
 
 pub use builtin::{builtin_csv, read_builtin, BUILTIN_DATASETS};
 pub use error::{Error, Result};
+pub use image::{decode, Augment, Geometry, ImagePipeline, RgbImage, MAX_IMAGE_SIDE};
+pub use image_loader::{ImageBatches, ImageLoader, LabelEffects};
 pub use loader::{Batch, FeatureLoader};
 pub use sample::{Input, Sample, SampleOrigin};
 pub use split::{split_by_column, split_by_fractions, SplitNames, Splits};

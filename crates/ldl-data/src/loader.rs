@@ -155,3 +155,37 @@ impl<'a> FeatureLoader<'a> {
         })
     }
 }
+
+/// The sample order of an epoch: `0..n`, shuffled from `(seed, epoch)` when seeded.
+pub(crate) fn epoch_order(n: usize, seed: Option<u64>, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if let Some(seed) = seed {
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(seed, epoch)));
+    }
+    order
+}
+
+/// Cuts an order into batches.
+pub(crate) fn batch_indices(
+    order: &[usize],
+    batch_size: usize,
+    drop_last: bool,
+) -> Vec<Vec<usize>> {
+    let mut chunks: Vec<Vec<usize>> = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
+    if drop_last && chunks.last().is_some_and(|c| c.len() < batch_size) {
+        chunks.pop();
+    }
+    chunks
+}
+
+/// Mixes a number into a seed (so that epochs, or samples, get distinct but reproducible
+/// streams).
+pub(crate) fn mix(seed: u64, value: u64) -> u64 {
+    let mut z = seed
+        ^ value
+            .wrapping_add(0x9E37_79B9_7F4A_7C15)
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

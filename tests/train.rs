@@ -254,3 +254,81 @@ fn a_trained_checkpoint_evaluates_and_predicts_consistently() {
     let err = trained.predict_file(&bad).err().unwrap().to_string();
     assert!(err.contains("no column `bia_di`"), "{err}");
 }
+
+#[test]
+fn an_image_task_trains_tiny_age_net_from_a_manifest() {
+    // 24 images whose brightness grows with the label, listed in a CSV manifest.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("images")).unwrap();
+    let mut manifest = String::from("path,age,age_std\n");
+    for i in 0..24u32 {
+        let age = 10 + 3 * i;
+        let image = image::RgbImage::from_fn(40, 40, |x, y| {
+            let v = (age * 3 + (x + y) % 7) as u8;
+            image::Rgb([v, v, v])
+        });
+        image
+            .save(dir.path().join(format!("images/{i}.png")))
+            .unwrap();
+        manifest.push_str(&format!("images/{i}.png,{age},2.5\n"));
+    }
+    std::fs::write(dir.path().join("faces.csv"), manifest).unwrap();
+    let text = format!(
+        r#"
+[task]
+name = "faces"
+[[task.axes]]
+name = "age"
+unit = "years"
+min = 0
+max = 100
+step = 1
+
+[data]
+source = "faces.csv"
+image_column = "path"
+image_size = 32
+augment = {{ flip = true, scale = [0.9, 1.0] }}
+split = {{ validation = 0.25 }}
+[data.labels]
+age = {{ value = "age", std = "age_std" }}
+
+[model]
+backbone = "tiny-age-net"
+
+[optim]
+batch_size = 8
+epochs = 2
+
+[run]
+output_dir = {output:?}
+"#,
+        output = dir.path().join("runs").display().to_string()
+    );
+    let config_path = dir.path().join("faces.toml");
+    let config = Config::parse(&config_path, &text, &[]).unwrap();
+    let summary = train(&config, &mut |_| {}).unwrap();
+    assert_eq!(summary.samples, [18, 6, 0]);
+    assert_eq!(summary.parameters, 934_869);
+    let mae = summary
+        .best_validation
+        .metrics
+        .axis("age")
+        .unwrap()
+        .mae
+        .unwrap();
+    assert!(mae.is_finite());
+    assert!(summary
+        .run_dir
+        .join("checkpoints/best.safetensors")
+        .is_file());
+    // Image and feature inputs are exclusive.
+    let both = text.replace(
+        "image_column = \"path\"",
+        "image_column = \"path\"\nfeatures = [\"age\"]",
+    );
+    let err = Config::parse(&config_path, &both, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not both"), "{err}");
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ldl_core::{Axis, LabelSpace, OutOfRange};
-use ldl_data::{InputColumns, LabelColumns, OnBadSample, TableSpec};
+use ldl_data::{Augment, InputColumns, LabelColumns, LabelEffects, OnBadSample, TableSpec};
 use ldl_models::{BackboneConfig, MlpConfig, VggConfig};
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +96,21 @@ pub struct DataConfig {
     pub source: String,
     /// Feature columns, in order; all columns not used otherwise when absent.
     pub features: Option<Vec<String>>,
+    /// A column of image paths (relative to the table): the inputs are images.
+    pub image_column: Option<String>,
+    /// Side of the square images the network sees (default 64).
+    #[serde(default = "default_image_size")]
+    pub image_size: u32,
+    /// Training-time augmentation of images (none by default).
+    #[serde(default)]
+    pub augment: Augment,
+    /// How augmentation changes labels (which axes a flip negates, which a rotation
+    /// adds to).
+    #[serde(default)]
+    pub label_effects: LabelEffects,
+    /// Threads decoding images (default 2).
+    #[serde(default = "default_loader_threads")]
+    pub loader_threads: usize,
     /// The label columns of each axis (`[data.labels.AXIS]`).
     pub labels: BTreeMap<String, LabelConfig>,
     /// A subject-id column: splits keep a subject's samples together.
@@ -113,6 +128,14 @@ pub struct DataConfig {
 
 fn yes() -> bool {
     true
+}
+
+fn default_image_size() -> u32 {
+    64
+}
+
+fn default_loader_threads() -> usize {
+    2
 }
 
 /// `[data.labels.AXIS]`: exactly one of `value`, `distribution`, `class`.
@@ -441,6 +464,23 @@ impl Config {
                 format!("must be finite and > 0, got {}", o.lr_gamma),
             );
         }
+        if self.data.image_size < ldl_models::MIN_INPUT_SIZE as u32
+            && self.data.image_column.is_some()
+        {
+            return fail(
+                "data.image_size",
+                format!(
+                    "must be at least {}, got {}",
+                    ldl_models::MIN_INPUT_SIZE,
+                    self.data.image_size
+                ),
+            );
+        }
+        self.data
+            .augment
+            .validate()
+            .map_err(|e| Error::Config(format!("`data.augment`: {e}")))?;
+        self.table_spec()?;
         if self.run.eval_every == 0 {
             return fail("run.eval_every", "must be ≥ 1".into());
         }
@@ -466,9 +506,15 @@ impl Config {
 
     /// The column spec of `[data]`.
     pub fn table_spec(&self) -> Result<TableSpec> {
-        let input = match &self.data.features {
-            Some(columns) => InputColumns::Features(columns.clone()),
-            None => InputColumns::AllOtherColumns,
+        let input = match (&self.data.image_column, &self.data.features) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "`data`: give `image_column` or `features`, not both".into(),
+                ))
+            }
+            (Some(column), None) => InputColumns::Image(column.clone()),
+            (None, Some(columns)) => InputColumns::Features(columns.clone()),
+            (None, None) => InputColumns::AllOtherColumns,
         };
         let mut spec = TableSpec::new(input);
         for (axis, label) in &self.data.labels {

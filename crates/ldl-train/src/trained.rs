@@ -72,6 +72,11 @@ impl TrainedModel {
     /// Loss and metrics on every row of a labelled `.csv` or `.jsonl` file with the
     /// training data's columns.
     pub fn evaluate_file(&self, data: &Path) -> Result<Evaluation> {
+        if self.config.data.image_column.is_some() {
+            return Err(Error::Config(
+                "this model reads images; evaluating image files is not supported yet".into(),
+            ));
+        }
         let space = self.model.label_space();
         let mut spec = self.config.table_spec()?;
         spec.input = ldl_data::InputColumns::Features(self.features.clone());
@@ -86,18 +91,23 @@ impl TrainedModel {
             standardizer.apply_to(&mut samples)?;
         }
         let loss = crate::build::loss(&self.config.loss, space)?;
+        let batches = ldl_data::FeatureLoader::new(&samples, space, self.config.optim.batch_size)?;
         evaluate(
             &self.model,
             loss.as_ref(),
             space,
-            &samples,
-            self.config.optim.batch_size,
+            batches.epoch(0),
             &self.device,
         )
     }
 
     /// Predictions for every row of a `.csv` file with the model's feature columns.
     pub fn predict_file(&self, data: &Path) -> Result<Vec<Prediction>> {
+        if self.config.data.image_column.is_some() {
+            return Err(Error::Config(
+                "this model reads images; prediction from image files is not supported yet".into(),
+            ));
+        }
         let rows = read_feature_rows(data, &self.features)?;
         let mut predictions = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(256) {

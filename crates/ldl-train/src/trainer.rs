@@ -10,10 +10,11 @@ use std::time::Instant;
 use candle_core::{DType, Tensor};
 use ldl_core::loss::Loss;
 use ldl_core::metrics::{Metrics, MetricsReport};
+use ldl_core::AxisTargets;
 use ldl_core::LabelSpace;
 use ldl_data::{
-    read_builtin, read_csv, read_jsonl, split_by_column, split_by_fractions, FeatureLoader, Input,
-    Sample, SplitNames, Splits, Standardizer,
+    read_builtin, read_csv, read_jsonl, split_by_column, split_by_fractions, Batch, FeatureLoader,
+    ImageLoader, ImagePipeline, Sample, SplitNames, Splits, Standardizer,
 };
 use ldl_models::{load_into, read_checkpoint, save_checkpoint_with, trainable_vars, Model};
 use serde::Serialize;
@@ -86,7 +87,8 @@ pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<R
     let started = Instant::now();
     let space = config.label_space()?;
     let (mut splits, feature_names, skipped) = load_splits(config, &space)?;
-    let standardizer = if config.data.standardize {
+    let images = config.data.image_column.is_some();
+    let standardizer = if config.data.standardize && !images {
         let standardizer = Standardizer::fit(&feature_names, &splits.train)?;
         for split in [&mut splits.train, &mut splits.validation, &mut splits.test] {
             standardizer.apply_to(split)?;
@@ -119,9 +121,7 @@ pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<R
         header.insert("train.standardizer".to_string(), json);
     }
 
-    let train_loader = FeatureLoader::new(&splits.train, &space, config.optim.batch_size)?
-        .shuffled(seed)
-        .on(&device, DType::F32);
+    let data = Data::new(config, &space, &splits, &device)?;
     let checkpoints = run_dir.join("checkpoints");
     std::fs::create_dir_all(&checkpoints).map_err(|e| Error::output(&checkpoints, e))?;
     let metrics_path = run_dir.join("metrics.jsonl");
@@ -132,8 +132,8 @@ pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<R
         adam.lr = config.optim.lr * config.optim.lr_gamma.powi(decays);
         let epoch_start = Instant::now();
         let mut totals = Accumulator::default();
-        for (index, batch) in train_loader.epoch(epoch as u64).enumerate() {
-            let batch = batch?;
+        for (index, batch) in data.train(epoch as u64)?.enumerate() {
+            let batch = on_device(batch?, &device)?;
             let logits = model.forward_t(&batch.inputs, true)?;
             let out = loss.compute(&space, &logits, &batch.targets)?;
             let values = out.part_values()?;
@@ -148,8 +148,7 @@ pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<R
                 &model,
                 loss.as_ref(),
                 &space,
-                &splits.validation,
-                config.optim.batch_size,
+                data.validation()?,
                 &device,
             )?)
         } else {
@@ -199,8 +198,7 @@ pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<R
             &model,
             loss.as_ref(),
             &space,
-            &splits.test,
-            config.optim.batch_size,
+            data.test()?,
             &device,
         )?)
     };
@@ -234,15 +232,6 @@ fn load_splits(config: &Config, space: &LabelSpace) -> Result<(Splits, Vec<Strin
         Source::Csv(path) => read_csv(&path, &spec, space, policy)?,
         Source::Jsonl(path) => read_jsonl(&path, &spec, space, policy)?,
     };
-    if table
-        .samples
-        .iter()
-        .any(|s| matches!(s.input, Input::ImagePath(_)))
-    {
-        return Err(Error::Config(
-            "`data`: image inputs are not supported by the trainer yet; use feature columns".into(),
-        ));
-    }
     let skipped = table
         .skipped
         .iter()
@@ -260,20 +249,18 @@ fn load_splits(config: &Config, space: &LabelSpace) -> Result<(Splits, Vec<Strin
     Ok((splits, table.feature_names, skipped))
 }
 
-/// Loss and metrics of the model (in evaluation mode) on a split.
+/// Loss and metrics of the model (in evaluation mode) over batches.
 pub fn evaluate(
     model: &Model,
     loss: &dyn Loss,
     space: &LabelSpace,
-    samples: &[Sample],
-    batch_size: usize,
+    batches: impl Iterator<Item = ldl_data::Result<Batch>>,
     device: &candle_core::Device,
 ) -> Result<Evaluation> {
-    let loader = FeatureLoader::new(samples, space, batch_size)?.on(device, DType::F32);
     let mut totals = Accumulator::default();
     let mut metrics = Metrics::new(space);
-    for batch in loader.epoch(0) {
-        let batch = batch?;
+    for batch in batches {
+        let batch = on_device(batch?, device)?;
         let logits: Vec<Tensor> = model.forward_t(&batch.inputs, false)?;
         let out = loss.compute(space, &logits, &batch.targets)?;
         totals.add(out.total_value()?, &out.part_values()?, batch.indices.len());
@@ -283,6 +270,98 @@ pub fn evaluate(
         loss: totals.summary(),
         metrics: metrics.report(),
     })
+}
+
+/// Moves a batch to the training device (a no-op where it already is).
+fn on_device(batch: Batch, device: &candle_core::Device) -> Result<Batch> {
+    let move_to = |t: &Tensor| t.to_device(device);
+    Ok(Batch {
+        inputs: move_to(&batch.inputs)?,
+        targets: batch
+            .targets
+            .iter()
+            .map(|t| {
+                Ok(AxisTargets {
+                    pmf: move_to(&t.pmf)?,
+                    value: move_to(&t.value)?,
+                    std: move_to(&t.std)?,
+                })
+            })
+            .collect::<Result<_>>()?,
+        indices: batch.indices,
+    })
+}
+
+/// The batches of each split, from feature vectors or from images.
+enum Data<'a> {
+    Features {
+        train: FeatureLoader<'a>,
+        validation: FeatureLoader<'a>,
+        test: FeatureLoader<'a>,
+    },
+    Images {
+        train: ImageLoader,
+        validation: ImageLoader,
+        test: ImageLoader,
+    },
+}
+
+type Batches<'b> = Box<dyn Iterator<Item = ldl_data::Result<Batch>> + 'b>;
+
+impl<'a> Data<'a> {
+    fn new(
+        config: &Config,
+        space: &LabelSpace,
+        splits: &'a Splits,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        let batch = config.optim.batch_size;
+        let seed = config.run.seed;
+        if config.data.image_column.is_none() {
+            let loader = |samples: &'a [Sample]| -> Result<FeatureLoader<'a>> {
+                Ok(FeatureLoader::new(samples, space, batch)?.on(device, DType::F32))
+            };
+            return Ok(Data::Features {
+                train: loader(&splits.train)?.shuffled(seed),
+                validation: loader(&splits.validation)?,
+                test: loader(&splits.test)?,
+            });
+        }
+        let pipeline = ImagePipeline::new(config.data.image_size);
+        let threads = config.data.loader_threads;
+        let loader = |samples: &[Sample]| {
+            ImageLoader::new(samples.to_vec(), space, pipeline.clone(), batch, threads)
+        };
+        Ok(Data::Images {
+            train: loader(&splits.train)?.shuffled(seed).augmented(
+                config.data.augment.clone(),
+                config.data.label_effects.clone(),
+            )?,
+            validation: loader(&splits.validation)?,
+            test: loader(&splits.test)?,
+        })
+    }
+
+    fn train(&self, epoch: u64) -> Result<Batches<'_>> {
+        Ok(match self {
+            Data::Features { train, .. } => Box::new(train.epoch(epoch)),
+            Data::Images { train, .. } => Box::new(train.epoch(epoch)),
+        })
+    }
+
+    fn validation(&self) -> Result<Batches<'_>> {
+        Ok(match self {
+            Data::Features { validation, .. } => Box::new(validation.epoch(0)),
+            Data::Images { validation, .. } => Box::new(validation.epoch(0)),
+        })
+    }
+
+    fn test(&self) -> Result<Batches<'_>> {
+        Ok(match self {
+            Data::Features { test, .. } => Box::new(test.epoch(0)),
+            Data::Images { test, .. } => Box::new(test.epoch(0)),
+        })
+    }
 }
 
 /// Sample-weighted means of batch losses.

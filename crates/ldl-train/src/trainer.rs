@@ -293,6 +293,8 @@ fn on_device(batch: Batch, device: &candle_core::Device) -> Result<Batch> {
 }
 
 /// The batches of each split, from feature vectors or from images.
+// One value per run: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Data<'a> {
     Features {
         train: FeatureLoader<'a>,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::image::{decode, Augment, Geometry, ImagePipeline};
-use crate::loader::{batch_indices, epoch_order, mix, Batch};
+use crate::loader::{batch_indices, epoch_order, mix, targets_naming_samples, Batch};
 use crate::sample::{Input, Sample};
 
 /// How augmentation changes labels.
@@ -241,15 +241,14 @@ impl BatchJob {
             labels.push(sample_labels);
         }
         let inputs = Tensor::from_vec(pixels, (indices.len(), 3, side, side), &Device::Cpu)?;
-        let targets = self
-            .space
-            .targets(&labels, candle_core::DType::F32, &Device::Cpu)
-            .map_err(|e| match e {
-                ldl_core::Error::InvalidLabel {
-                    sample: Some(k), ..
-                } => Error::Spec(format!("{}: {e}", self.samples[indices[k]].origin)),
-                other => Error::Core(other),
-            })?;
+        let targets = targets_naming_samples(
+            &self.space,
+            &labels,
+            &self.samples,
+            &indices,
+            candle_core::DType::F32,
+            &Device::Cpu,
+        )?;
         Ok(Batch {
             inputs,
             targets,

@@ -136,18 +136,14 @@ impl<'a> FeatureLoader<'a> {
         }
         let inputs = Tensor::from_vec(flat, (indices.len(), width.unwrap_or(0)), &self.device)?
             .to_dtype(self.dtype)?;
-        let targets = self
-            .space
-            .targets(&labels, self.dtype, &self.device)
-            .map_err(|e| {
-                // Name the file and line rather than the position in the batch.
-                match e {
-                    ldl_core::Error::InvalidLabel {
-                        sample: Some(k), ..
-                    } => Error::Spec(format!("{}: {e}", self.samples[indices[k]].origin)),
-                    other => Error::Core(other),
-                }
-            })?;
+        let targets = targets_naming_samples(
+            &self.space,
+            &labels,
+            self.samples,
+            &indices,
+            self.dtype,
+            &self.device,
+        )?;
         Ok(Batch {
             inputs,
             targets,
@@ -188,4 +184,22 @@ pub(crate) fn mix(seed: u64, value: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// The targets of a batch; a bad label's error names its sample's file and line rather
+/// than its position in the batch.
+pub(crate) fn targets_naming_samples(
+    space: &LabelSpace,
+    labels: &[Vec<ldl_core::Label>],
+    samples: &[Sample],
+    indices: &[usize],
+    dtype: DType,
+    device: &Device,
+) -> Result<Vec<AxisTargets>> {
+    space.targets(labels, dtype, device).map_err(|e| match e {
+        ldl_core::Error::InvalidLabel {
+            sample: Some(k), ..
+        } => Error::Spec(format!("{}: {e}", samples[indices[k]].origin)),
+        other => Error::Core(other),
+    })
 }

@@ -177,16 +177,7 @@ pub fn parse_csv(
     space: &LabelSpace,
     policy: OnBadSample,
 ) -> Result<Table> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(|e| Error::file(path, format!("cannot read the header row: {e}")))?
-        .iter()
-        .map(str::to_string)
-        .collect();
+    let (mut reader, header) = csv_with_header(path, text.as_bytes())?;
     let plan = Plan::new(path, &header, spec, space)?;
     let mut table = plan.empty_table();
     for (index, record) in reader.records().enumerate() {
@@ -204,6 +195,24 @@ pub fn parse_csv(
         plan.add(&mut table, &cells, line, policy)?;
     }
     Ok(table)
+}
+
+/// A CSV reader (trimmed fields) and its header row.
+fn csv_with_header<'t>(
+    path: &Path,
+    bytes: &'t [u8],
+) -> Result<(csv::Reader<&'t [u8]>, Vec<String>)> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
+    let header = reader
+        .headers()
+        .map_err(|e| Error::file(path, format!("cannot read the header row: {e}")))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    Ok((reader, header))
 }
 
 /// Reads a JSONL file: one JSON object per line, with the spec's column names as keys.
@@ -523,16 +532,7 @@ fn class_label(axis: &Axis, text: &str) -> std::result::Result<Label, String> {
 /// labels): one feature vector per row, with its line. Errors name the file and line.
 pub fn read_feature_rows(path: &Path, columns: &[String]) -> Result<Vec<(usize, Vec<f32>)>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(|e| Error::file(path, format!("cannot read the header row: {e}")))?
-        .iter()
-        .map(str::to_string)
-        .collect();
+    let (mut reader, header) = csv_with_header(path, text.as_bytes())?;
     let positions = columns
         .iter()
         .map(|name| {

@@ -173,7 +173,7 @@ fn categorical_axes_take_classes() {
     assert!(emotion.encode(&Label::value(1.0)).is_err());
     let age = Axis::linear("age", 0.0, 10.0, 1.0).unwrap();
     assert!(age.encode(&Label::Class(1)).is_err());
-    let estimate = emotion.estimate(&[0.2, 0.5, 0.3]);
+    let estimate = emotion.estimate(&[0.2, 0.5, 0.3]).unwrap();
     assert_eq!(
         (estimate.mean, estimate.std, estimate.mode_index),
         (None, None, 1)
@@ -183,7 +183,7 @@ fn categorical_axes_take_classes() {
 #[test]
 fn estimates_give_mean_std_and_mode_in_the_axis_unit() {
     let axis = Axis::linear("weight", 40.0, 48.0, 2.0).unwrap();
-    let estimate = axis.estimate(&[0.0, 0.25, 0.5, 0.25, 0.0]);
+    let estimate = axis.estimate(&[0.0, 0.25, 0.5, 0.25, 0.0]).unwrap();
     assert_close(estimate.mean.unwrap(), 44.0, 1e-12, "mean");
     // Variance = 0.25·4 + 0.25·4 = 2 kg².
     assert_close(estimate.std.unwrap(), 2f64.sqrt(), 1e-12, "std");
@@ -200,7 +200,7 @@ fn estimates_give_mean_std_and_mode_in_the_axis_unit() {
     let mut pmf = vec![0.0; 36];
     pmf[35] = 0.5;
     pmf[1] = 0.5;
-    let estimate = angle.estimate(&pmf);
+    let estimate = angle.estimate(&pmf).unwrap();
     assert!(estimate.mean.unwrap().abs() < 1e-9 || (estimate.mean.unwrap() - 360.0).abs() < 1e-9);
     assert_close(estimate.std.unwrap(), 10.0, 1e-9, "circular std");
 }

@@ -60,7 +60,7 @@ pub struct Axis {
     out_of_range: OutOfRange,
 }
 
-/// Largest relative mismatch tolerated when `(max − min) / step` should be a whole number.
+/// Largest mismatch, in steps, tolerated when `(max − min) / step` should be a whole number.
 const GRID_TOLERANCE: f64 = 1e-6;
 
 impl Axis {
@@ -339,10 +339,16 @@ fn check_finite(axis: &str, what: &str, value: f64) -> Result<()> {
 fn whole_steps(axis: &str, span: f64, step: f64, what: &str) -> Result<usize> {
     let steps = span / step;
     let rounded = steps.round();
-    if (steps - rounded).abs() > GRID_TOLERANCE * steps.max(1.0) {
+    if (steps - rounded).abs() > GRID_TOLERANCE {
         return Err(Error::axis(
             axis,
             format!("{what} = {span} is not a whole number of steps of {step}; adjust the range or the step"),
+        ));
+    }
+    if rounded < 1.0 {
+        return Err(Error::axis(
+            axis,
+            format!("{what} = {span} is less than one step of {step}: the axis would have one bin"),
         ));
     }
     if rounded > 1e7 {

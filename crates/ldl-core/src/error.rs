@@ -35,6 +35,15 @@ pub enum Error {
     #[error("{0}")]
     Shape(String),
 
+    /// A model's prediction that cannot be evaluated (e.g. a non-finite probability).
+    #[error("axis `{axis}`: {message}")]
+    InvalidPrediction {
+        /// The axis name.
+        axis: String,
+        /// What is wrong.
+        message: String,
+    },
+
     /// An invalid loss or metric option (e.g. a negative λ).
     #[error("{0}")]
     InvalidOption(String),
@@ -59,6 +68,17 @@ impl Error {
                 axis,
                 sample: Some(index),
                 message,
+            },
+            Error::Shape(message) => Error::Shape(format!("sample {index}: {message}")),
+            other => other,
+        }
+    }
+
+    pub(crate) fn at_batch_row(self, row: usize) -> Self {
+        match self {
+            Error::InvalidPrediction { axis, message } => Error::InvalidPrediction {
+                axis,
+                message: format!("batch row {row}: {message}"),
             },
             other => other,
         }

@@ -215,7 +215,7 @@ impl Axis {
         }
         // Remove the residual (≤ 1e-4) so that KL terms stay exactly ≥ 0.
         let pmf: Vec<f64> = pmf.iter().map(|p| p / sum).collect();
-        let (value, std) = match self.moments(&pmf) {
+        let (value, std) = match self.moments(&pmf)? {
             Some((mean, variance)) => (mean, variance.sqrt()),
             None => (argmax(&pmf).0 as f64, 0.0),
         };
@@ -227,8 +227,10 @@ impl Axis {
     /// On circular axes the mean is the circular mean `atan2(Σ p sin θ, Σ p cos θ)` (in the
     /// canonical period) and the variance is that of the offsets wrapped into half a
     /// period around it. `None` on categorical axes.
-    pub fn moments(&self, pmf: &[f64]) -> Option<(f64, f64)> {
-        match self.kind() {
+    /// A distribution of the wrong length is an error naming the axis.
+    pub fn moments(&self, pmf: &[f64]) -> Result<Option<(f64, f64)>> {
+        self.check_length(pmf)?;
+        Ok(match self.kind() {
             AxisKind::Categorical { .. } => None,
             AxisKind::Linear => {
                 let mean: f64 = pmf.iter().zip(self.centers()).map(|(p, c)| p * c).sum();
@@ -262,20 +264,34 @@ impl Axis {
                     .sum();
                 Some((self.canonical_value(centre), variance))
             }
+        })
+    }
+
+    fn check_length(&self, pmf: &[f64]) -> Result<()> {
+        if pmf.len() == self.len() {
+            Ok(())
+        } else {
+            Err(Error::Shape(format!(
+                "axis `{}`: a distribution of {} entries for {} bins",
+                self.name(),
+                pmf.len(),
+                self.len()
+            )))
         }
     }
 
-    /// Summarises a distribution over the bins: mean, std and mode in the axis unit.
-    pub fn estimate(&self, pmf: &[f64]) -> AxisEstimate {
+    /// Summarises a distribution over the bins: mean, std and mode in the axis unit. A
+    /// distribution of the wrong length is an error naming the axis.
+    pub fn estimate(&self, pmf: &[f64]) -> Result<AxisEstimate> {
+        let moments = self.moments(pmf)?;
         let (mode_index, mode_probability) = argmax(pmf);
-        let moments = self.moments(pmf);
-        AxisEstimate {
+        Ok(AxisEstimate {
             mean: moments.map(|(mean, _)| mean),
             std: moments.map(|(_, variance)| variance.sqrt()),
             mode_index,
             mode: self.centers()[mode_index],
             mode_probability,
-        }
+        })
     }
 }
 

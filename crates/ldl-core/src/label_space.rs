@@ -116,11 +116,10 @@ impl LabelSpace {
             .zip(logits)
             .map(|(axis, z)| {
                 let pmf = candle_nn::ops::softmax_last_dim(&z.to_dtype(DType::F64)?)?;
-                Ok(pmf
-                    .to_vec2::<f64>()?
+                pmf.to_vec2::<f64>()?
                     .iter()
                     .map(|row| axis.estimate(row))
-                    .collect())
+                    .collect()
             })
             .collect()
     }

@@ -81,8 +81,8 @@ impl FullKlCpu {
         for (d, c) in offsets.iter_mut().zip(&self.centers_in_bins) {
             let raw = c - centre;
             *d = match self.period_in_bins {
-                // Same rounding as the composed version: d − P·round(d/P).
-                Some(period) => raw - (raw / period).round() * period,
+                // As the composed version: into (−P/2, P/2], ties at +P/2.
+                Some(period) => raw - (raw / period - 0.5).ceil() * period,
                 None => raw,
             };
         }

@@ -61,6 +61,7 @@ pub fn kl_part(logits: &Tensor, target: &Tensor, axis: &Axis) -> Result<Tensor> 
     }
     let target = target
         .to_device(logits.device())?
-        .to_dtype(logits.dtype())?;
+        .to_dtype(logits.dtype())?
+        .detach();
     kl_divergence(&target, &log_softmax(logits)?)
 }

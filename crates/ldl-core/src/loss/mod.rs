@@ -188,7 +188,21 @@ pub(crate) fn conform_targets(
             logits.dtype()
         )));
     }
-    let (batch, bins) = logits.dims2()?;
+    let (batch, bins) = logits.dims2().map_err(|_| {
+        Error::Shape(format!(
+            "axis `{}`: logits have shape {:?}, expected (batch, {})",
+            axis.name(),
+            logits.dims(),
+            axis.len()
+        ))
+    })?;
+    if bins != axis.len() {
+        return Err(Error::Shape(format!(
+            "axis `{}`: logits have {bins} bins, the axis has {}",
+            axis.name(),
+            axis.len()
+        )));
+    }
     if batch == 0 {
         return Err(Error::Shape(format!(
             "axis `{}`: the batch is empty; a loss needs at least one sample",
@@ -212,8 +226,11 @@ pub(crate) fn conform_targets(
             )));
         }
     }
+    // Targets are constants: no gradient flows into them.
     let cast = |t: &Tensor| -> Result<Tensor> {
-        Ok(t.to_device(logits.device())?.to_dtype(logits.dtype())?)
+        Ok(t.to_device(logits.device())?
+            .to_dtype(logits.dtype())?
+            .detach())
     };
     Ok(AxisTargets {
         pmf: cast(&target.pmf)?,

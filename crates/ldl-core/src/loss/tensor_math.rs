@@ -29,9 +29,15 @@ pub(crate) fn log_sum_exp_keepdim(x: &Tensor) -> Result<Tensor> {
 
 /// `Σ_k p_k ln p_k` per row, with `0 · ln 0 = 0`, as a constant (no gradient).
 pub(crate) fn negative_entropy(pmf: &Tensor) -> Result<Tensor> {
+    // In f16/bf16 the floor below would round to 0 (and 0 · ln 0 is NaN): work in f32.
+    let wide = match pmf.dtype() {
+        DType::F16 | DType::BF16 => pmf.to_dtype(DType::F32)?,
+        _ => pmf.clone(),
+    };
     // ln of the smallest normal f32 is finite, and 0 · finite = 0 exactly.
-    let safe = pmf.maximum(f32::MIN_POSITIVE as f64)?;
-    Ok((pmf * safe.log()?)?.sum(D::Minus1)?.detach())
+    let safe = wide.maximum(f32::MIN_POSITIVE as f64)?;
+    let sum = (&wide * safe.log()?)?.sum(D::Minus1)?;
+    Ok(sum.to_dtype(pmf.dtype())?.detach())
 }
 
 /// Offsets of the bin centres from each sample's target value, in bins:
@@ -50,7 +56,9 @@ pub(crate) fn offsets_in_bins(axis: &Axis, value: &Tensor) -> Result<Tensor> {
     let offsets = match axis.kind() {
         AxisKind::Circular { period } => {
             let period = period / step;
-            let turns = offsets.affine(1.0 / period, 0.0)?.round()?;
+            // ceil(d/P − ½) turns: lands in (−P/2, P/2] like `Axis::difference`, so a
+            // bin exactly opposite the label is always at +P/2, wherever the axis starts.
+            let turns = offsets.affine(1.0 / period, -0.5)?.ceil()?;
             (offsets - turns.affine(period, 0.0)?)?
         }
         _ => offsets,

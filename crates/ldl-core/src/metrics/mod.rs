@@ -139,17 +139,11 @@ impl AxisMetrics {
                 self.axis.len()
             )));
         }
-        if let Some(i) = predicted.iter().position(|p| !p.is_finite()) {
-            return Err(Error::InvalidLabel {
-                axis: name.to_string(),
-                sample: Some(self.samples),
-                message: format!("the predicted distribution has a non-finite entry at bin {i}"),
-            });
-        }
+        check_prediction(name, predicted)?;
         self.samples += 1;
         self.ldl_sum
             .add(&LdlMeasures::between(target_pmf, predicted));
-        match self.axis.moments(predicted) {
+        match self.axis.moments(predicted)? {
             None => {
                 if argmax(predicted).0 == argmax(target_pmf).0 {
                     self.correct += 1;
@@ -205,6 +199,16 @@ impl AxisMetrics {
     }
 }
 
+fn check_prediction(axis: &str, predicted: &[f64]) -> Result<()> {
+    match predicted.iter().position(|p| !p.is_finite()) {
+        Some(i) => Err(Error::InvalidPrediction {
+            axis: axis.to_string(),
+            message: format!("the predicted distribution has a non-finite entry at bin {i}"),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Accumulates the metrics of every axis of a label space.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -254,20 +258,32 @@ impl Metrics {
                 self.axes.len()
             )));
         }
-        for ((metrics, z), target) in self.axes.iter_mut().zip(logits).zip(targets) {
+        // Read and check the whole batch first, so that a bad batch leaves the
+        // accumulators as they were.
+        let mut columns = Vec::with_capacity(self.axes.len());
+        for ((metrics, z), target) in self.axes.iter().zip(logits).zip(targets) {
+            let name = metrics.axis.name();
             let predicted =
                 candle_nn::ops::softmax(&z.to_dtype(DType::F64)?, 1)?.to_vec2::<f64>()?;
-            let target_pmf = target.pmf.to_dtype(DType::F64)?.to_vec2::<f64>()?;
-            let values = target.value.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-            let stds = target.std.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-            if target_pmf.len() != predicted.len() || values.len() != predicted.len() {
+            let to_f64 = |t: &Tensor| t.to_dtype(DType::F64);
+            let target_pmf = to_f64(&target.pmf)?.to_vec2::<f64>()?;
+            let values = to_f64(&target.value)?.to_vec1::<f64>()?;
+            let stds = to_f64(&target.std)?.to_vec1::<f64>()?;
+            let n = predicted.len();
+            if target_pmf.len() != n || values.len() != n || stds.len() != n {
                 return Err(Error::Shape(format!(
-                    "axis `{}`: {} predictions but {} targets",
-                    metrics.axis.name(),
-                    predicted.len(),
-                    target_pmf.len()
+                    "axis `{name}`: {n} predictions but {} target distributions, {} values and {} stds",
+                    target_pmf.len(),
+                    values.len(),
+                    stds.len()
                 )));
             }
+            for (i, row) in predicted.iter().enumerate() {
+                check_prediction(name, row).map_err(|e| e.at_batch_row(i))?;
+            }
+            columns.push((predicted, target_pmf, values, stds));
+        }
+        for (metrics, (predicted, target_pmf, values, stds)) in self.axes.iter_mut().zip(columns) {
             for i in 0..predicted.len() {
                 metrics.update(&predicted[i], &target_pmf[i], values[i], stds[i])?;
             }

@@ -332,3 +332,36 @@ output_dir = {output:?}
         .to_string();
     assert!(err.contains("not both"), "{err}");
 }
+
+#[test]
+fn image_list_formats_need_no_label_columns() {
+    let text = r#"
+[task]
+name = "chalearn"
+[[task.axes]]
+name = "age"
+min = 0
+max = 100
+step = 1
+[data]
+source = "gt/train.csv"
+format = "chalearn"
+images = "train"
+[model]
+backbone = "thin-age-net"
+"#;
+    let config = Config::parse(Path::new("tasks/chalearn.toml"), text, &[]).unwrap();
+    assert!(config.data.reads_images());
+    assert_eq!(
+        config.data.images.as_deref(),
+        Some(Path::new("tasks/train"))
+    );
+    let err = config_error(
+        &text.replace("\"chalearn\"\nimages", "\"chalern\"\nimages"),
+        &[],
+    );
+    assert!(
+        err.contains("unknown format `chalern` (did you mean `chalearn`?)"),
+        "{err}"
+    );
+}

@@ -6,6 +6,7 @@
 
 mod builtin;
 mod error;
+mod formats;
 mod image;
 mod image_loader;
 mod loader;
@@ -16,6 +17,7 @@ mod table;
 
 pub use builtin::{builtin_csv, read_builtin, BUILTIN_DATASETS};
 pub use error::{Error, Result};
+pub use formats::{read_chalearn, read_dldl_list, read_utkface};
 pub use image::{decode, Augment, Geometry, ImagePipeline, RgbImage, MAX_IMAGE_SIDE};
 pub use image_loader::{ImageBatches, ImageLoader, LabelEffects};
 pub use loader::{Batch, FeatureLoader};

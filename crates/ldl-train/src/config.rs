@@ -94,6 +94,14 @@ pub struct DataConfig {
     /// `builtin:NAME` (`builtin:bdims`, `builtin:abalone`) or a path to a `.csv` or
     /// `.jsonl` file, relative to the config file.
     pub source: String,
+    /// `table` (default: CSV or JSONL with `[data.labels]`), `chalearn` (image, mean,
+    /// std), `dldl-list` (`path age sigma` lines) or `utkface` (a folder of
+    /// `AGE_GENDER_RACE_DATE.jpg` files).
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// The folder images are relative to, for `chalearn` and `dldl-list` (default: the
+    /// list's folder).
+    pub images: Option<PathBuf>,
     /// Feature columns, in order; all columns not used otherwise when absent.
     pub features: Option<Vec<String>>,
     /// A column of image paths (relative to the table): the inputs are images.
@@ -111,7 +119,8 @@ pub struct DataConfig {
     /// Threads decoding images (default 2).
     #[serde(default = "default_loader_threads")]
     pub loader_threads: usize,
-    /// The label columns of each axis (`[data.labels.AXIS]`).
+    /// The label columns of each axis (`[data.labels.AXIS]`; `table` format only).
+    #[serde(default)]
     pub labels: BTreeMap<String, LabelConfig>,
     /// A subject-id column: splits keep a subject's samples together.
     pub group_column: Option<String>,
@@ -128,6 +137,10 @@ pub struct DataConfig {
 
 fn yes() -> bool {
     true
+}
+
+fn default_format() -> String {
+    "table".into()
 }
 
 fn default_image_size() -> u32 {
@@ -405,11 +418,16 @@ impl Config {
                 ))
             })?;
         }
+        let folder = path.parent().unwrap_or(Path::new(""));
         if !config.data.source.starts_with("builtin:") {
             let source = Path::new(&config.data.source);
             if source.is_relative() {
-                let folder = path.parent().unwrap_or(Path::new(""));
                 config.data.source = folder.join(source).to_string_lossy().into_owned();
+            }
+        }
+        if let Some(images) = &config.data.images {
+            if images.is_relative() {
+                config.data.images = Some(folder.join(images));
             }
         }
         config.validate()?;
@@ -420,7 +438,22 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let fail = |key: &str, message: String| Err(Error::Config(format!("`{key}`: {message}")));
         self.label_space()?;
-        for axis in &self.task.axes {
+        let table = match self.data.format.as_str() {
+            "table" => true,
+            "chalearn" | "dldl-list" | "utkface" => false,
+            other => {
+                let formats = ["table", "chalearn", "dldl-list", "utkface"];
+                return fail(
+                    "data.format",
+                    format!(
+                        "unknown format `{other}`{}; use one of {}",
+                        suggestion(other, &formats),
+                        formats.join(", ")
+                    ),
+                );
+            }
+        };
+        for axis in self.task.axes.iter().filter(|_| table) {
             if !self.data.labels.contains_key(&axis.name) {
                 return fail(
                     "data.labels",
@@ -464,9 +497,7 @@ impl Config {
                 format!("must be finite and > 0, got {}", o.lr_gamma),
             );
         }
-        if self.data.image_size < ldl_models::MIN_INPUT_SIZE as u32
-            && self.data.image_column.is_some()
-        {
+        if self.data.image_size < ldl_models::MIN_INPUT_SIZE as u32 && self.data.reads_images() {
             return fail(
                 "data.image_size",
                 format!(
@@ -620,14 +651,28 @@ pub(crate) enum Source<'a> {
     Builtin(&'a str),
     Csv(PathBuf),
     Jsonl(PathBuf),
+    ChaLearn(PathBuf),
+    DldlList(PathBuf),
+    UtkFace(PathBuf),
 }
 
 impl DataConfig {
+    /// True when the inputs are images (an image column, or an image-list format).
+    pub fn reads_images(&self) -> bool {
+        self.image_column.is_some() || self.format != "table"
+    }
+
     pub(crate) fn source(&self) -> Result<Source<'_>> {
         if let Some(name) = self.source.strip_prefix("builtin:") {
             return Ok(Source::Builtin(name));
         }
         let path = PathBuf::from(&self.source);
+        match self.format.as_str() {
+            "chalearn" => return Ok(Source::ChaLearn(path)),
+            "dldl-list" => return Ok(Source::DldlList(path)),
+            "utkface" => return Ok(Source::UtkFace(path)),
+            _ => {}
+        }
         match path.extension().and_then(|e| e.to_str()) {
             Some("csv") => Ok(Source::Csv(path)),
             Some("jsonl") => Ok(Source::Jsonl(path)),

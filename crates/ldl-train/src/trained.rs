@@ -72,7 +72,7 @@ impl TrainedModel {
     /// Loss and metrics on every row of a labelled `.csv` or `.jsonl` file with the
     /// training data's columns.
     pub fn evaluate_file(&self, data: &Path) -> Result<Evaluation> {
-        if self.config.data.image_column.is_some() {
+        if self.config.data.reads_images() {
             return Err(Error::Config(
                 "this model reads images; evaluating image files is not supported yet".into(),
             ));
@@ -103,7 +103,7 @@ impl TrainedModel {
 
     /// Predictions for every row of a `.csv` file with the model's feature columns.
     pub fn predict_file(&self, data: &Path) -> Result<Vec<Prediction>> {
-        if self.config.data.image_column.is_some() {
+        if self.config.data.reads_images() {
             return Err(Error::Config(
                 "this model reads images; prediction from image files is not supported yet".into(),
             ));

@@ -13,8 +13,9 @@ use ldl_core::metrics::{Metrics, MetricsReport};
 use ldl_core::AxisTargets;
 use ldl_core::LabelSpace;
 use ldl_data::{
-    read_builtin, read_csv, read_jsonl, split_by_column, split_by_fractions, Batch, FeatureLoader,
-    ImageLoader, ImagePipeline, Sample, SplitNames, Splits, Standardizer,
+    read_builtin, read_chalearn, read_csv, read_dldl_list, read_jsonl, read_utkface,
+    split_by_column, split_by_fractions, Batch, FeatureLoader, ImageLoader, ImagePipeline, Sample,
+    SplitNames, Splits, Standardizer,
 };
 use ldl_models::{load_into, read_checkpoint, save_checkpoint_with, trainable_vars, Model};
 use serde::Serialize;
@@ -87,7 +88,7 @@ pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<R
     let started = Instant::now();
     let space = config.label_space()?;
     let (mut splits, feature_names, skipped) = load_splits(config, &space)?;
-    let images = config.data.image_column.is_some();
+    let images = config.data.reads_images();
     let standardizer = if config.data.standardize && !images {
         let standardizer = Standardizer::fit(&feature_names, &splits.train)?;
         for split in [&mut splits.train, &mut splits.validation, &mut splits.test] {
@@ -225,12 +226,16 @@ pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<R
 /// Reads the source, splits it, and returns the splits, the feature names and the
 /// skipped samples.
 fn load_splits(config: &Config, space: &LabelSpace) -> Result<(Splits, Vec<String>, Vec<String>)> {
-    let spec = config.table_spec()?;
+    let spec = config.table_spec();
     let policy = config.data.on_bad_sample;
+    let images = config.data.images.as_deref();
     let table = match config.data.source()? {
-        Source::Builtin(name) => read_builtin(name, &spec, space, policy)?,
-        Source::Csv(path) => read_csv(&path, &spec, space, policy)?,
-        Source::Jsonl(path) => read_jsonl(&path, &spec, space, policy)?,
+        Source::Builtin(name) => read_builtin(name, &spec?, space, policy)?,
+        Source::Csv(path) => read_csv(&path, &spec?, space, policy)?,
+        Source::Jsonl(path) => read_jsonl(&path, &spec?, space, policy)?,
+        Source::ChaLearn(path) => read_chalearn(&path, images, space, policy)?,
+        Source::DldlList(path) => read_dldl_list(&path, images, space, policy)?,
+        Source::UtkFace(path) => read_utkface(&path, space, policy)?,
     };
     let skipped = table
         .skipped
@@ -319,7 +324,7 @@ impl<'a> Data<'a> {
     ) -> Result<Self> {
         let batch = config.optim.batch_size;
         let seed = config.run.seed;
-        if config.data.image_column.is_none() {
+        if !config.data.reads_images() {
             let loader = |samples: &'a [Sample]| -> Result<FeatureLoader<'a>> {
                 Ok(FeatureLoader::new(samples, space, batch)?.on(device, DType::F32))
             };

@@ -287,3 +287,129 @@ fn the_composed_path_keeps_the_loss_properties() {
         assert!(to_vec(t).iter().all(|v| *v >= 0.0));
     }
 }
+
+const QUICKSTART: &str = include_str!("../configs/quickstart.toml");
+
+fn quickstart_run(
+    output: &std::path::Path,
+    extra: &[&str],
+) -> ldl::train::Result<ldl::train::RunSummary> {
+    let mut overrides = vec![
+        "optim.epochs=2".to_string(),
+        format!("run.output_dir={:?}", output.display().to_string()),
+    ];
+    overrides.extend(extra.iter().map(|s| s.to_string()));
+    let config = ldl::train::Config::parse(std::path::Path::new("q.toml"), QUICKSTART, &overrides)?;
+    ldl::train::train(&config, &mut |_| {})
+}
+
+#[test]
+fn a_last_training_batch_of_one_sample_does_not_poison_batch_norm() {
+    // 305 training samples in batches of 304 would leave one sample alone.
+    let output = tempfile::tempdir().unwrap();
+    let summary = quickstart_run(output.path(), &["optim.batch_size=304"]).unwrap();
+    let (_, vars, _) = ldl::models::Model::from_checkpoint(
+        &summary.run_dir.join("checkpoints/last.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    for (name, var) in vars.data().lock().unwrap().iter() {
+        let values = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(values.iter().all(|v| v.is_finite()), "{name} is not finite");
+    }
+}
+
+#[test]
+fn a_forged_checkpoint_header_is_refused_before_anything_is_allocated() {
+    let output = tempfile::tempdir().unwrap();
+    let summary = quickstart_run(output.path(), &[]).unwrap();
+    let bytes = std::fs::read(summary.run_dir.join("checkpoints/best.safetensors")).unwrap();
+    let length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + length]).unwrap();
+    let forged_header = header.replace("\\\"hidden\\\":[32]", "\\\"hidden\\\":[60000,60000]");
+    assert_ne!(
+        forged_header, header,
+        "the header mentions the hidden widths"
+    );
+    let mut forged = (forged_header.len() as u64).to_le_bytes().to_vec();
+    forged.extend_from_slice(forged_header.as_bytes());
+    forged.extend_from_slice(&bytes[8 + length..]);
+    let path = output.path().join("forged.safetensors");
+    std::fs::write(&path, forged).unwrap();
+    let err = match ldl::models::Model::from_checkpoint(&path, &Device::Cpu) {
+        Ok(_) => panic!("a forged checkpoint loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("the header describes a model of"), "{err}");
+}
+
+#[test]
+fn prediction_lines_are_file_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.csv");
+    std::fs::write(&path, "a,b\n1,2\n\n3,4\n5,6\n").unwrap();
+    let rows = ldl::data::read_feature_rows(&path, &["a".to_string(), "b".to_string()]).unwrap();
+    let lines: Vec<usize> = rows.iter().map(|(line, _)| *line).collect();
+    assert_eq!(lines, [2, 4, 5]);
+    std::fs::write(&path, "a,b\n1,1e300\n").unwrap();
+    let err = ldl::data::read_feature_rows(&path, &["a".to_string(), "b".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("rows.csv:2: column `b`: 1e300 is too large"),
+        "{err}"
+    );
+}
+
+#[test]
+fn configs_catch_silent_mistakes() {
+    let pose = QUICKSTART
+        .replace("name = \"height\"", "name = \"yaw\"")
+        .replace("height = { value", "yaw = { value");
+    let with_flip = pose.replace("[model]", "[data.augment]\nflip = true\n\n[model]");
+    let err = ldl::train::Config::parse(std::path::Path::new("q.toml"), &with_flip, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`data.label_effects`") && err.contains("`yaw`"),
+        "{err}"
+    );
+    let err = ldl::train::Config::parse(
+        std::path::Path::new("q.toml"),
+        QUICKSTART,
+        &["model.backbone=tiny-age-net".into()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`model.backbone`: `tiny-age-net` reads images"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_subject_in_two_column_splits_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.csv");
+    std::fs::write(
+        &path,
+        "x,age,person,fold\n1,30,p1,train\n2,31,p1,val\n3,32,p2,val\n",
+    )
+    .unwrap();
+    let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0).unwrap()]).unwrap();
+    let spec = ldl::data::TableSpec::new(ldl::data::InputColumns::Features(vec!["x".into()]))
+        .with_label(
+            "age",
+            ldl::data::LabelColumns::Value {
+                value: "age".into(),
+                std: None,
+            },
+        )
+        .with_group("person")
+        .with_split("fold");
+    let table = ldl::data::read_csv(&path, &spec, &space, ldl::data::OnBadSample::Error).unwrap();
+    let err = ldl::data::split_by_column(table.samples, &ldl::data::SplitNames::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("subject `p1`"), "{err}");
+}

@@ -141,7 +141,7 @@ impl Augment {
 pub struct Geometry {
     /// Mirrored left–right.
     pub flipped: bool,
-    /// Rotated counter-clockwise by this many degrees (after any flip).
+    /// Rotated counter-clockwise by this many degrees, after the flip.
     pub rotation: f32,
 }
 
@@ -196,7 +196,7 @@ impl ImagePipeline {
 
     /// Shorter side to `size`, then the centre square, with a Lanczos filter.
     fn square(&self, image: &RgbImage) -> Result<Vec<u8>> {
-        if self.size == 0 || image.width == 0 || image.height == 0 {
+        if self.size == 0 || self.size > 4096 || image.width == 0 || image.height == 0 {
             return Err(Error::Spec(
                 "images and the output size must be non-empty".into(),
             ));
@@ -233,7 +233,7 @@ impl ImagePipeline {
 }
 
 /// One pass of bilinear sampling through the inverse of a random similarity transform
-/// (scale, rotation, translation, flip), then grey and colour jitter.
+/// (a flip, then a rotation, a scale and a shift), then grey and colour jitter.
 fn warp(
     square: &[u8],
     size: usize,
@@ -282,9 +282,12 @@ fn warp(
         for u in 0..size {
             let x = u as f32 - centre;
             let y = v as f32 - centre;
-            let x = if flipped { -x } else { x };
-            let sx = scale * (cos * x - sin * y) + centre + shift_x;
-            let sy = scale * (sin * x + cos * y) + centre + shift_y;
+            // The image is flipped, then rotated: undo the rotation first, then the flip.
+            let rx = cos * x - sin * y;
+            let ry = sin * x + cos * y;
+            let rx = if flipped { -rx } else { rx };
+            let sx = scale * rx + centre + shift_x;
+            let sy = scale * ry + centre + shift_y;
             let pixel = bilinear(square, size, sx, sy);
             let o = (v * size + u) * 3;
             out[o..o + 3].copy_from_slice(&pixel);

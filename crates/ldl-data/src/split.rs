@@ -69,7 +69,35 @@ pub fn split_by_column(samples: Vec<Sample>, names: &SplitNames) -> Result<Split
         }
     }
     check_not_empty(&splits)?;
+    check_groups_apart(&splits)?;
     Ok(splits)
+}
+
+/// A subject (group) listed in two splits would leak between them.
+fn check_groups_apart(splits: &Splits) -> Result<()> {
+    let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for (name, samples) in [
+        ("train", &splits.train),
+        ("validation", &splits.validation),
+        ("test", &splits.test),
+    ] {
+        for sample in samples.iter() {
+            let Some(group) = sample.group.as_deref() else {
+                continue;
+            };
+            match seen.insert(group, name) {
+                Some(other) if other != name => {
+                    return Err(Error::Spec(format!(
+                    "{}: subject `{group}` is in the {name} split and also in the {other} split; \
+                         a subject's samples must share one split",
+                    sample.origin
+                )))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Splits samples at random into fractions `validation` and `test` (the rest is train),

@@ -454,3 +454,57 @@ fn surface(
     }
     colour
 }
+
+/// Writes faces `0..count` as PNGs into `folder`, with two manifests: `manifest.csv`
+/// (`image,age,apparent_age,apparent_age_std,yaw,pitch,roll,identity`, for the `table`
+/// format) and `chalearn.csv` (`image,mean,stdv`, for the `chalearn` format). Files are
+/// written under temporary names and renamed, so an interrupted run leaves no manifest
+/// that lists missing images.
+pub fn write_synthetic_set(
+    config: &SynthConfig,
+    count: u64,
+    folder: &std::path::Path,
+) -> crate::Result<()> {
+    use crate::Error;
+    use std::fmt::Write as _;
+    std::fs::create_dir_all(folder.join("images")).map_err(|e| Error::io(folder, e))?;
+    let mut manifest =
+        String::from("image,age,apparent_age,apparent_age_std,yaw,pitch,roll,identity\n");
+    let mut chalearn = String::from("image,mean,stdv\n");
+    for i in 0..count {
+        let face = render(config, i);
+        let name = format!("images/{i:06}.png");
+        let path = folder.join(&name);
+        image::save_buffer(
+            &path,
+            &face.image.pixels,
+            face.image.width,
+            face.image.height,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| Error::io(&path, e))?;
+        let _ = writeln!(
+            manifest,
+            "{name},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{}",
+            face.age,
+            face.apparent_age,
+            face.apparent_age_std,
+            face.yaw,
+            face.pitch,
+            face.roll,
+            face.identity
+        );
+        let _ = writeln!(
+            chalearn,
+            "{name},{:.3},{:.3}",
+            face.apparent_age, face.apparent_age_std
+        );
+    }
+    for (file, text) in [("manifest.csv", manifest), ("chalearn.csv", chalearn)] {
+        let target = folder.join(file);
+        let partial = folder.join(format!(".{file}.partial"));
+        std::fs::write(&partial, text).map_err(|e| Error::io(&partial, e))?;
+        std::fs::rename(&partial, &target).map_err(|e| Error::io(&target, e))?;
+    }
+    Ok(())
+}

@@ -178,6 +178,7 @@ pub fn parse_csv(
     policy: OnBadSample,
 ) -> Result<Table> {
     let (mut reader, header) = csv_with_header(path, text.as_bytes())?;
+    let mut lines = LineCounter::new(text);
     let plan = Plan::new(path, &header, spec, space)?;
     let mut table = plan.empty_table();
     for (index, record) in reader.records().enumerate() {
@@ -186,7 +187,7 @@ pub fn parse_csv(
             .as_ref()
             .ok()
             .and_then(|r| r.position())
-            .map_or(index + 2, |p| p.line() as usize);
+            .map_or(index + 2, |p| lines.line_at(p.byte() as usize));
         let record = match record {
             Ok(record) => record,
             Err(e) => return Err(Error::row(path, line, format!("cannot parse the row: {e}"))),
@@ -195,6 +196,40 @@ pub fn parse_csv(
         plan.add(&mut table, &cells, line, policy)?;
     }
     Ok(table)
+}
+
+/// Line numbers from byte offsets, counted forward as records are read. csv's own line
+/// count includes skipped blank lines before a record; this one points at the record.
+struct LineCounter<'t> {
+    text: &'t [u8],
+    byte: usize,
+    line: usize,
+}
+
+impl<'t> LineCounter<'t> {
+    fn new(text: &'t str) -> Self {
+        LineCounter {
+            text: text.as_bytes(),
+            byte: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of the first character at or after `byte` that is not a line break.
+    fn line_at(&mut self, byte: usize) -> usize {
+        let mut start = byte.min(self.text.len());
+        while start < self.text.len() && matches!(self.text[start], b'\n' | b'\r') {
+            start += 1;
+        }
+        if start >= self.byte {
+            self.line += self.text[self.byte..start]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count();
+            self.byte = start;
+        }
+        self.line
+    }
 }
 
 /// A CSV reader (trimmed fields) and its header row.
@@ -278,6 +313,19 @@ impl Cell {
             Ok(value)
         } else {
             Err(format!("column `{column}`: {value} is not a finite number"))
+        }
+    }
+
+    /// A number that is finite as an `f32` too (features are stored as f32).
+    fn feature(&self, column: &str) -> std::result::Result<f32, String> {
+        let value = self.number(column)?;
+        let narrow = value as f32;
+        if narrow.is_finite() {
+            Ok(narrow)
+        } else {
+            Err(format!(
+                "column `{column}`: {value} is too large for a feature (f32)"
+            ))
         }
     }
 
@@ -453,7 +501,7 @@ impl Plan {
             PlannedInput::Features(columns) => Input::Features(
                 columns
                     .iter()
-                    .map(|c| cell(c)?.number(&c.0).map(|v| v as f32))
+                    .map(|c| cell(c)?.feature(&c.0))
                     .collect::<std::result::Result<Vec<f32>, String>>()?,
             ),
             PlannedInput::Image(name, i) => {
@@ -533,6 +581,7 @@ fn class_label(axis: &Axis, text: &str) -> std::result::Result<Label, String> {
 pub fn read_feature_rows(path: &Path, columns: &[String]) -> Result<Vec<(usize, Vec<f32>)>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let (mut reader, header) = csv_with_header(path, text.as_bytes())?;
+    let mut lines = LineCounter::new(&text);
     let positions = columns
         .iter()
         .map(|name| {
@@ -549,7 +598,11 @@ pub fn read_feature_rows(path: &Path, columns: &[String]) -> Result<Vec<(usize, 
         .collect::<Result<Vec<usize>>>()?;
     let mut rows = Vec::new();
     for (index, record) in reader.records().enumerate() {
-        let line = index + 2;
+        let line = record
+            .as_ref()
+            .ok()
+            .and_then(|r| r.position())
+            .map_or(index + 2, |p| lines.line_at(p.byte() as usize));
         let record =
             record.map_err(|e| Error::row(path, line, format!("cannot parse the row: {e}")))?;
         let features = positions
@@ -557,8 +610,7 @@ pub fn read_feature_rows(path: &Path, columns: &[String]) -> Result<Vec<(usize, 
             .zip(columns)
             .map(|(&i, name)| {
                 Cell::Text(record.get(i).unwrap_or("").to_string())
-                    .number(name)
-                    .map(|v| v as f32)
+                    .feature(name)
                     .map_err(|message| Error::row(path, line, message))
             })
             .collect::<Result<Vec<f32>>>()?;

@@ -218,6 +218,19 @@ impl Model {
         device: &Device,
     ) -> Result<(Model, VarMap, CheckpointInfo)> {
         let (tensors, info) = read_checkpoint(path, device)?;
+        // The header describes the model; check it against the tensors before building
+        // anything, so a forged header cannot make us allocate more than the file holds.
+        let stored: u128 = tensors.values().map(|t| t.elem_count() as u128).sum();
+        let described = info.model.stored_elements(&info.label_space);
+        if described != stored {
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "the header describes a model of {described} numbers but the file holds {stored}; \
+                     the file is corrupt or was edited"
+                ),
+            ));
+        }
         let vars = VarMap::new();
         let vb = VarBuilder::from_varmap(&vars, candle_core::DType::F32, device);
         let model = Model::new(&info.model, &info.label_space, 0, vb)?;

@@ -46,7 +46,8 @@ fn initial_values(
     rng: &mut ChaCha8Rng,
 ) -> Result<Vec<f32>> {
     let count = var.elem_count();
-    let is_norm = name.contains(".bn.") || name.starts_with("bn.");
+    // Only the backbone has BatchNorm; a head of an axis named `bn` is a linear layer.
+    let is_norm = name.starts_with("backbone.") && name.contains(".bn.");
     let leaf = name.rsplit('.').next().unwrap_or(name);
     let constant = |value: f32| Ok(vec![value; count]);
     match (is_norm, leaf) {

@@ -33,10 +33,26 @@ impl MlpConfig {
         self.hidden.last().copied().unwrap_or(self.inputs)
     }
 
+    /// Numbers stored by the MLP: weights, biases and four BatchNorm vectors per layer.
+    pub fn stored_elements(&self) -> u128 {
+        let mut inputs = self.inputs as u128;
+        let mut total = 0u128;
+        for width in &self.hidden {
+            let width = *width as u128;
+            total += inputs * width + width + if self.batch_norm { 4 * width } else { 0 };
+            inputs = width;
+        }
+        total
+    }
+
     fn validate(&self) -> Result<()> {
-        if self.inputs == 0 || self.hidden.contains(&0) {
+        const MAX_WIDTH: usize = 1 << 16;
+        if !(1..=1 << 20).contains(&self.inputs)
+            || self.hidden.iter().any(|w| !(1..=MAX_WIDTH).contains(w))
+            || self.hidden.len() > 64
+        {
             return Err(Error::Config(format!(
-                "MLP widths must be ≥ 1, got inputs = {} and hidden = {:?}",
+                "MLP inputs must be in 1..=1048576 and at most 64 hidden widths in 1..=65536, got inputs = {} and hidden = {:?}",
                 self.inputs, self.hidden
             )));
         }

@@ -31,6 +31,22 @@ impl BackboneConfig {
         BackboneConfig::Vgg(VggConfig::tiny_age_net())
     }
 
+    /// How many numbers a model of this backbone with heads for `space` stores (weights
+    /// and BatchNorm statistics), computed without building it.
+    pub fn stored_elements(&self, space: &LabelSpace) -> u128 {
+        let backbone = match self {
+            BackboneConfig::Vgg(c) => c.stored_elements(),
+            BackboneConfig::Mlp(c) => c.stored_elements(),
+        };
+        let features = self.output_features() as u128;
+        let heads: u128 = space
+            .axes()
+            .iter()
+            .map(|a| (features + 1) * a.len() as u128)
+            .sum();
+        backbone + heads
+    }
+
     /// Width of the features the heads see.
     pub fn output_features(&self) -> usize {
         match self {

@@ -63,9 +63,9 @@ impl VggConfig {
 
     /// Scales the base width by `multiplier` (rounded; at least 1 channel).
     pub fn with_width(mut self, multiplier: f64) -> Result<VggConfig> {
-        if !(multiplier.is_finite() && multiplier > 0.0) {
+        if !(multiplier.is_finite() && multiplier > 0.0 && multiplier <= 32.0) {
             return Err(Error::Config(format!(
-                "width multiplier must be finite and > 0, got {multiplier}"
+                "width multiplier must be in (0, 32], got {multiplier}"
             )));
         }
         self.base_channels = ((self.base_channels as f64 * multiplier).round() as usize).max(1);
@@ -77,10 +77,23 @@ impl VggConfig {
         8 * self.base_channels
     }
 
+    /// Numbers stored by the backbone: conv weights (and biases) and four BatchNorm
+    /// vectors per block.
+    pub fn stored_elements(&self) -> u128 {
+        let mut channels = self.input_channels as u128;
+        let mut total = 0u128;
+        for units in LAYOUT.iter().filter(|u| **u > 0) {
+            let output = (*units * self.base_channels) as u128;
+            total += channels * output * 9 + 4 * output + if self.conv_bias { output } else { 0 };
+            channels = output;
+        }
+        total
+    }
+
     fn validate(&self) -> Result<()> {
-        if self.base_channels == 0 || self.input_channels == 0 {
+        if !(1..=1024).contains(&self.base_channels) || !(1..=64).contains(&self.input_channels) {
             return Err(Error::Config(format!(
-                "base_channels and input_channels must be ≥ 1, got {} and {}",
+                "base_channels must be in 1..=1024 and input_channels in 1..=64, got {} and {}",
                 self.base_channels, self.input_channels
             )));
         }

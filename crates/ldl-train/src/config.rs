@@ -507,6 +507,49 @@ impl Config {
                 ),
             );
         }
+        let geometric = self.data.augment.flip || self.data.augment.rotation > 0.0;
+        let effects = &self.data.label_effects;
+        let pose_axis = self
+            .task
+            .axes
+            .iter()
+            .find(|a| matches!(a.name.as_str(), "yaw" | "roll"));
+        if let (true, Some(axis), true) = (
+            geometric,
+            pose_axis,
+            effects.negate_on_flip.is_empty() && effects.rotation_adds_to.is_none(),
+        ) {
+            return fail(
+                "data.label_effects",
+                format!(
+                    "flips and rotations change the `{}` label, but no label effects are set; \
+                     add label_effects = {{ negate_on_flip = [\"yaw\", \"roll\"], rotation_adds_to = \"roll\" }} \
+                     (keeping the axes you have)",
+                    axis.name
+                ),
+            );
+        }
+        self.backbone(1)?;
+        let vgg = self.model.backbone != "mlp";
+        if vgg != self.data.reads_images() {
+            return fail(
+                "model.backbone",
+                if vgg {
+                    format!(
+                        "`{}` reads images; set data.image_column or an image format",
+                        self.model.backbone
+                    )
+                } else {
+                    "`mlp` reads feature columns, but the data are images; use tiny-age-net or thin-age-net".into()
+                },
+            );
+        }
+        if self.data.image_size > 1024 {
+            return fail(
+                "data.image_size",
+                format!("must be at most 1024, got {}", self.data.image_size),
+            );
+        }
         self.data
             .augment
             .validate()

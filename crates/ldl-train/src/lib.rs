@@ -18,6 +18,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use ldl_core::AxisKind;
+pub use ldl_data::{write_synthetic_set, SynthConfig};
 
 /// Parses a device name (`cpu`, `cuda`, `cuda:N`, `auto`).
 pub fn device(name: &str) -> Result<candle_core::Device> {

@@ -86,6 +86,7 @@ pub struct RunSummary {
 /// progress output).
 pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<RunSummary> {
     let started = Instant::now();
+    config.validate()?;
     let space = config.label_space()?;
     let (mut splits, feature_names, skipped) = load_splits(config, &space)?;
     let images = config.data.reads_images();
@@ -155,6 +156,15 @@ pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<R
         } else {
             None
         };
+        check_state(&vars, epoch)?;
+        if let Some(evaluation) = &validation {
+            if !evaluation.loss.total.is_finite() {
+                return Err(Error::Numeric(format!(
+                    "epoch {epoch}: the validation loss is {}; the last checkpoint is intact",
+                    evaluation.loss.total
+                )));
+            }
+        }
         let record = EpochRecord {
             epoch,
             lr: adam.lr,
@@ -328,8 +338,10 @@ impl<'a> Data<'a> {
             let loader = |samples: &'a [Sample]| -> Result<FeatureLoader<'a>> {
                 Ok(FeatureLoader::new(samples, space, batch)?.on(device, DType::F32))
             };
+            // A last training batch of one sample would give BatchNorm a variance of 0/0.
+            let lone_last = splits.train.len() % batch == 1;
             return Ok(Data::Features {
-                train: loader(&splits.train)?.shuffled(seed),
+                train: loader(&splits.train)?.shuffled(seed).drop_last(lone_last),
                 validation: loader(&splits.validation)?,
                 test: loader(&splits.test)?,
             });
@@ -396,6 +408,28 @@ impl Accumulator {
             parts: self.parts.iter().map(|(k, v)| (k.clone(), v / n)).collect(),
         }
     }
+}
+
+/// Every variable, BatchNorm statistics included, must stay finite.
+fn check_state(vars: &candle_nn::VarMap, epoch: usize) -> Result<()> {
+    let data = vars
+        .data()
+        .lock()
+        .map_err(|_| Error::Numeric("the variable map's lock is poisoned".into()))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let values = data[name]
+            .flatten_all()?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            return Err(Error::Numeric(format!(
+                "epoch {epoch}: `{name}` holds {bad}; the last checkpoint is intact"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_finite(total: f64, parts: &[(String, f64)], epoch: usize, batch: usize) -> Result<()> {

@@ -324,7 +324,7 @@ impl Cell {
             Ok(narrow)
         } else {
             Err(format!(
-                "column `{column}`: {value} is too large for a feature (f32)"
+                "column `{column}`: {value:e} is too large for a feature (f32)"
             ))
         }
     }

@@ -1,5 +1,6 @@
 //! Image loading throughput: decode + resize + DLDL-v2 augmentation + normalisation of
-//! 250×250 JPEGs into 64×64 batches of 32, on the loader's own 2 threads.
+//! 250×250 JPEGs into 64×64 batches of 32, on the loader's own 2 threads; and the
+//! synthetic face generator at 64×64 (one thread).
 //!
 //! `cargo bench --bench loader`
 
@@ -75,5 +76,21 @@ fn bench_loader(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_loader);
+fn bench_generator(c: &mut Criterion) {
+    let config = ldl::data::SynthConfig::default();
+    let mut group = c.benchmark_group("synthetic_faces");
+    group.throughput(Throughput::Elements(100));
+    let mut start = 0u64;
+    group.bench_function("render_100_at_64", |b| {
+        b.iter(|| {
+            start += 100;
+            (start..start + 100)
+                .map(|i| ldl::data::render(&config, i).image.pixels[0] as u64)
+                .sum::<u64>()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_loader, bench_generator);
 criterion_main!(benches);

@@ -21,11 +21,7 @@ pub fn read_chalearn(
     space: &LabelSpace,
     policy: OnBadSample,
 ) -> Result<Table> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let root = images
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| folder_of(path));
-    let mut reader = LineReader::new(path, space, policy)?;
+    let (text, root, mut reader) = LineReader::open(path, images, space, policy)?;
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         let fields: Vec<&str> = line.split([',', ';']).map(str::trim).collect();
@@ -57,11 +53,7 @@ pub fn read_dldl_list(
     space: &LabelSpace,
     policy: OnBadSample,
 ) -> Result<Table> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let root = images
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| folder_of(path));
-    let mut reader = LineReader::new(path, space, policy)?;
+    let (text, root, mut reader) = LineReader::open(path, images, space, policy)?;
     for (index, line) in text.lines().enumerate() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let parsed = match fields.as_slice() {
@@ -170,6 +162,20 @@ struct LineReader<'a> {
 }
 
 impl<'a> LineReader<'a> {
+    /// The file's text, the folder its image paths are relative to, and a reader.
+    fn open(
+        path: &Path,
+        images: Option<&Path>,
+        space: &'a LabelSpace,
+        policy: OnBadSample,
+    ) -> Result<(String, PathBuf, Self)> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let root = images
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| folder_of(path));
+        Ok((text, root, LineReader::new(path, space, policy)?))
+    }
+
     fn new(path: &Path, space: &'a LabelSpace, policy: OnBadSample) -> Result<Self> {
         if space.len() != 1 {
             return Err(Error::Spec(format!(

@@ -183,11 +183,7 @@ pub fn parse_csv(
     let mut table = plan.empty_table();
     for (index, record) in reader.records().enumerate() {
         // Line numbers as an editor shows them; the header is line 1.
-        let line = record
-            .as_ref()
-            .ok()
-            .and_then(|r| r.position())
-            .map_or(index + 2, |p| lines.line_at(p.byte() as usize));
+        let line = lines.line_of(&record, index);
         let record = match record {
             Ok(record) => record,
             Err(e) => return Err(Error::row(path, line, format!("cannot parse the row: {e}"))),
@@ -212,6 +208,14 @@ impl<'t> LineCounter<'t> {
             text: text.as_bytes(),
             byte: 0,
             line: 1,
+        }
+    }
+
+    /// The line of a record read by csv (the `index`-th after the header, as a fallback).
+    fn line_of(&mut self, record: &csv::Result<csv::StringRecord>, index: usize) -> usize {
+        match record.as_ref().ok().and_then(|r| r.position()) {
+            Some(position) => self.line_at(position.byte() as usize),
+            None => index + 2,
         }
     }
 
@@ -598,11 +602,7 @@ pub fn read_feature_rows(path: &Path, columns: &[String]) -> Result<Vec<(usize, 
         .collect::<Result<Vec<usize>>>()?;
     let mut rows = Vec::new();
     for (index, record) in reader.records().enumerate() {
-        let line = record
-            .as_ref()
-            .ok()
-            .and_then(|r| r.position())
-            .map_or(index + 2, |p| lines.line_at(p.byte() as usize));
+        let line = lines.line_of(&record, index);
         let record =
             record.map_err(|e| Error::row(path, line, format!("cannot parse the row: {e}")))?;
         let features = positions

@@ -352,9 +352,10 @@ backbone = "thin-age-net"
 "#;
     let config = Config::parse(Path::new("tasks/chalearn.toml"), text, &[]).unwrap();
     assert!(config.data.reads_images());
-    assert_eq!(
-        config.data.images.as_deref(),
-        Some(Path::new("tasks/train"))
+    let images = config.data.images.clone().unwrap();
+    assert!(
+        images.is_absolute() && images.ends_with("tasks/train"),
+        "{images:?}"
     );
     let err = config_error(
         &text.replace("\"chalearn\"\nimages", "\"chalern\"\nimages"),
@@ -364,4 +365,55 @@ backbone = "thin-age-net"
         err.contains("unknown format `chalern` (did you mean `chalearn`?)"),
         "{err}"
     );
+}
+
+#[test]
+fn training_four_epochs_equals_two_then_resuming_for_two() {
+    let output = tempfile::tempdir().unwrap();
+    let at = |dir: &str| output.path().join(dir).display().to_string();
+    let parse = |epochs: usize, dir: &str| {
+        let overrides = vec![
+            format!("optim.epochs={epochs}"),
+            format!("run.output_dir={:?}", at(dir)),
+        ];
+        Config::parse(Path::new("configs/quickstart.toml"), QUICKSTART, &overrides).unwrap()
+    };
+    let straight = train(&parse(4, "straight"), &mut |_| {}).unwrap();
+    let first = train(&parse(2, "resumed"), &mut |_| {}).unwrap();
+    let mut resumed_epochs = Vec::new();
+    let resumed = ldl::train::resume(&first.run_dir, &["optim.epochs=4".to_string()], &mut |r| {
+        resumed_epochs.push(r.epoch)
+    })
+    .unwrap();
+    assert_eq!(resumed_epochs, [3, 4]);
+    assert_eq!(resumed.run_dir, first.run_dir);
+    let tensors = |run: &ldl::train::RunSummary| {
+        let (_, vars, _) = ldl::models::Model::from_checkpoint(
+            &run.run_dir.join("checkpoints/last.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let data = vars.data().lock().unwrap();
+        let mut named: Vec<(String, Vec<f32>)> = data
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.clone(),
+                    v.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                )
+            })
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
+    };
+    assert_eq!(
+        tensors(&straight),
+        tensors(&resumed),
+        "weights and BatchNorm statistics"
+    );
+    assert_eq!(
+        metrics_without_times(&straight.run_dir),
+        metrics_without_times(&resumed.run_dir)
+    );
+    assert_eq!(straight.best_epoch, resumed.best_epoch);
 }

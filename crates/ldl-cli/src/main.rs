@@ -22,9 +22,15 @@ enum Command {
     /// Train a model as a task config says.
     ///
     /// Example: ldl train configs/quickstart.toml --set optim.epochs=10
+    ///
+    /// Resume: ldl train --resume runs/quickstart-1 --set optim.epochs=90
     Train {
         /// The task config (TOML).
-        config: PathBuf,
+        #[arg(required_unless_present = "resume")]
+        config: Option<PathBuf>,
+        /// Continue the run in this folder from its last completed epoch.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
+        resume: Option<PathBuf>,
         /// Override a config key, e.g. `--set optim.lr=0.01` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
@@ -91,9 +97,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train {
             config,
+            resume,
             overrides,
             quiet,
-        } => train(&config, &overrides, quiet),
+        } => train(config.as_deref(), resume.as_deref(), &overrides, quiet),
         Command::Eval {
             checkpoint,
             data,
@@ -122,8 +129,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn train(path: &std::path::Path, overrides: &[String], quiet: bool) -> Result<(), String> {
-    let config = Config::load(path, overrides).map_err(|e| e.to_string())?;
+fn train(
+    path: Option<&std::path::Path>,
+    resume: Option<&std::path::Path>,
+    overrides: &[String],
+    quiet: bool,
+) -> Result<(), String> {
+    let config_path = match (path, resume) {
+        (_, Some(run_dir)) => run_dir.join("config.toml"),
+        (Some(path), None) => path.to_path_buf(),
+        (None, None) => return Err("give a config file, or --resume RUN_DIR".into()),
+    };
+    let config = Config::load(&config_path, overrides).map_err(|e| e.to_string())?;
     let axes: Vec<(String, String)> = config
         .task
         .axes
@@ -150,7 +167,11 @@ fn train(path: &std::path::Path, overrides: &[String], quiet: bool) -> Result<()
         line.push_str(&format!("  ({:.0} samples/s)", record.samples_per_second));
         println!("{line}");
     };
-    let summary = ldl_train::train(&config, &mut print_epoch).map_err(|e| e.to_string())?;
+    let summary = match resume {
+        Some(run_dir) => ldl_train::resume(run_dir, overrides, &mut print_epoch),
+        None => ldl_train::train(&config, &mut print_epoch),
+    }
+    .map_err(|e| e.to_string())?;
     println!(
         "done in {:.1} s: {} train / {} validation / {} test samples, {} parameters",
         summary.seconds,

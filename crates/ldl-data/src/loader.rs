@@ -176,7 +176,7 @@ pub(crate) fn batch_indices(
 
 /// Mixes a number into a seed (so that epochs, or samples, get distinct but reproducible
 /// streams).
-pub(crate) fn mix(seed: u64, value: u64) -> u64 {
+pub fn mix(seed: u64, value: u64) -> u64 {
     let mut z = seed
         ^ value
             .wrapping_add(0x9E37_79B9_7F4A_7C15)

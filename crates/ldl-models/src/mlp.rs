@@ -116,6 +116,16 @@ impl Mlp {
         })
     }
 
+    /// Restarts the dropout masks' RNG from `seed` (the trainer does this every epoch, so
+    /// that a resumed run draws the masks an uninterrupted one would).
+    pub fn reseed_dropout(&self, seed: u64) {
+        let mut rng = match self.dropout_rng.lock() {
+            Ok(rng) => rng,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *rng = ChaCha8Rng::seed_from_u64(seed);
+    }
+
     /// The configuration.
     pub fn config(&self) -> &MlpConfig {
         &self.config

@@ -142,6 +142,13 @@ impl Model {
         Ok((model, vars))
     }
 
+    /// Restarts the dropout RNG (if the backbone has dropout) from `seed`.
+    pub fn reseed_dropout(&self, seed: u64) {
+        if let Backbone::Mlp(mlp) = &self.backbone {
+            mlp.reseed_dropout(seed);
+        }
+    }
+
     /// The backbone configuration.
     pub fn config(&self) -> &BackboneConfig {
         &self.config

@@ -42,6 +42,56 @@ impl Adam {
         })
     }
 
+    /// Saves the moments as `first.NAME` / `second.NAME` tensors (`names` in variable
+    /// order), atomically.
+    pub fn save_moments(&self, names: &[String], path: &std::path::Path) -> Result<()> {
+        let mut tensors = std::collections::HashMap::new();
+        for (i, name) in names.iter().enumerate() {
+            tensors.insert(format!("first.{name}"), self.first_moments[i].clone());
+            tensors.insert(format!("second.{name}"), self.second_moments[i].clone());
+        }
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = std::path::PathBuf::from(partial);
+        candle_core::safetensors::save(&tensors, &partial)?;
+        std::fs::rename(&partial, path).map_err(|e| crate::Error::output(path, e))
+    }
+
+    /// Loads moments saved by [`Adam::save_moments`], checking names and shapes.
+    pub fn load_moments(
+        &mut self,
+        names: &[String],
+        path: &std::path::Path,
+        device: &candle_core::Device,
+    ) -> Result<()> {
+        let tensors = candle_core::safetensors::load(path, device)
+            .map_err(|e| crate::Error::Config(format!("{}: cannot resume: {e}", path.display())))?;
+        for (i, name) in names.iter().enumerate() {
+            for (kind, slot) in [
+                ("first", &mut self.first_moments[i]),
+                ("second", &mut self.second_moments[i]),
+            ] {
+                let key = format!("{kind}.{name}");
+                let tensor = tensors.get(&key).ok_or_else(|| {
+                    crate::Error::Config(format!(
+                        "{}: `{key}` is missing; cannot resume",
+                        path.display()
+                    ))
+                })?;
+                if tensor.dims() != slot.dims() {
+                    return Err(crate::Error::Config(format!(
+                        "{}: `{key}` has shape {:?}, the model {:?}",
+                        path.display(),
+                        tensor.dims(),
+                        slot.dims()
+                    )));
+                }
+                *slot = tensor.clone();
+            }
+        }
+        Ok(())
+    }
+
     /// One update from the gradients of a backward pass. Variables without a gradient
     /// are left alone.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {

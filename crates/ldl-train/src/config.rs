@@ -422,12 +422,16 @@ impl Config {
         if !config.data.source.starts_with("builtin:") {
             let source = Path::new(&config.data.source);
             if source.is_relative() {
-                config.data.source = folder.join(source).to_string_lossy().into_owned();
+                // Absolute, so that the copy saved in the run folder still finds the data.
+                let joined = folder.join(source);
+                let absolute = std::path::absolute(&joined).unwrap_or(joined);
+                config.data.source = absolute.to_string_lossy().into_owned();
             }
         }
         if let Some(images) = &config.data.images {
             if images.is_relative() {
-                config.data.images = Some(folder.join(images));
+                let joined = folder.join(images);
+                config.data.images = Some(std::path::absolute(&joined).unwrap_or(joined));
             }
         }
         config.validate()?;

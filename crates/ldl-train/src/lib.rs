@@ -25,4 +25,4 @@ pub fn device(name: &str) -> Result<candle_core::Device> {
     Ok(ldl_models::device(name)?)
 }
 pub use trained::{Prediction, TrainedModel};
-pub use trainer::{evaluate, train, EpochRecord, Evaluation, LossSummary, RunSummary};
+pub use trainer::{evaluate, resume, train, EpochRecord, Evaluation, LossSummary, RunSummary};

@@ -18,14 +18,14 @@ use ldl_data::{
     SplitNames, Splits, Standardizer,
 };
 use ldl_models::{load_into, read_checkpoint, save_checkpoint_with, trainable_vars, Model};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::adam::Adam;
 use crate::config::{Config, Source};
 use crate::error::{Error, Result};
 
 /// Loss parts averaged over a split: the total and `axis/component` values.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LossSummary {
     /// The weighted total.
     pub total: f64,
@@ -34,7 +34,7 @@ pub struct LossSummary {
 }
 
 /// The validation results of one epoch.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// The loss on the split.
     pub loss: LossSummary,
@@ -82,9 +82,38 @@ pub struct RunSummary {
     pub seconds: f64,
 }
 
-/// Trains as `config` says. `observe` sees each epoch's record as it is written (for
-/// progress output).
+/// Where a run stands after an epoch (`state.json`), with `checkpoints/last.safetensors`
+/// and `checkpoints/optimizer.safetensors` enough to resume it exactly.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunState {
+    epoch: usize,
+    adam_steps: u64,
+    best: Option<(usize, Evaluation)>,
+}
+
+/// Trains as `config` says, in a new run folder. `observe` sees each epoch's record as it
+/// is written (for progress output).
 pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<RunSummary> {
+    run(config, None, observe)
+}
+
+/// Continues the run in `run_dir` from its last completed epoch, with its saved config
+/// (and `overrides`, e.g. `optim.epochs=90` to train longer). With the same seed on the
+/// same device, the result equals an uninterrupted run's.
+pub fn resume(
+    run_dir: &Path,
+    overrides: &[String],
+    observe: &mut dyn FnMut(&EpochRecord),
+) -> Result<RunSummary> {
+    let config = Config::load(&run_dir.join("config.toml"), overrides)?;
+    run(&config, Some(run_dir), observe)
+}
+
+fn run(
+    config: &Config,
+    resume_from: Option<&Path>,
+    observe: &mut dyn FnMut(&EpochRecord),
+) -> Result<RunSummary> {
     let started = Instant::now();
     config.validate()?;
     let space = config.label_space()?;
@@ -110,7 +139,10 @@ pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<R
     let parameters = trainable.iter().map(|v| v.elem_count()).sum();
     let mut adam = Adam::new(trainable, config.optim.lr, config.optim.weight_decay)?;
 
-    let run_dir = new_run_dir(&config.run.output_dir, &config.task.name)?;
+    let run_dir = match resume_from {
+        Some(dir) => dir.to_path_buf(),
+        None => new_run_dir(&config.run.output_dir, &config.task.name)?,
+    };
     let config_text = toml::to_string(config).map_err(|e| Error::output(&run_dir, e))?;
     write_file(&run_dir.join("config.toml"), config_text.as_bytes())?;
     // Stored in every checkpoint, so that it alone can reproduce the inputs' preprocessing.
@@ -127,9 +159,28 @@ pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<R
     let checkpoints = run_dir.join("checkpoints");
     std::fs::create_dir_all(&checkpoints).map_err(|e| Error::output(&checkpoints, e))?;
     let metrics_path = run_dir.join("metrics.jsonl");
+    let names: Vec<String> = trainable_vars(&vars).into_iter().map(|(n, _)| n).collect();
+    let state_path = run_dir.join("state.json");
+    let optimizer_path = checkpoints.join("optimizer.safetensors");
     let mut best: Option<(usize, Evaluation)> = None;
+    let mut first_epoch = 1;
+    if resume_from.is_some() {
+        let text = std::fs::read_to_string(&state_path)
+            .map_err(|e| Error::Config(format!("{}: cannot resume: {e}", state_path.display())))?;
+        let state: RunState = serde_json::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: cannot resume: {e}", state_path.display())))?;
+        let last = checkpoints.join("last.safetensors");
+        let (tensors, _) = read_checkpoint(&last, &device)?;
+        load_into(&vars, &tensors, &last)?;
+        adam.load_moments(&names, &optimizer_path, &device)?;
+        adam.steps = state.adam_steps;
+        best = state.best;
+        first_epoch = state.epoch + 1;
+    }
 
-    for epoch in 1..=config.optim.epochs {
+    for epoch in first_epoch..=config.optim.epochs {
+        // Dropout masks restart from (seed, epoch), like the shuffling and augmentation.
+        model.reseed_dropout(ldl_data::mix_seed(seed, epoch as u64));
         let decays = ((epoch - 1) / config.optim.lr_step_epochs) as i32;
         adam.lr = config.optim.lr * config.optim.lr_gamma.powi(decays);
         let epoch_start = Instant::now();
@@ -194,6 +245,14 @@ pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<R
                 best = Some((epoch, evaluation.clone()));
             }
         }
+        adam.save_moments(&names, &optimizer_path)?;
+        let state = RunState {
+            epoch,
+            adam_steps: adam.steps,
+            best: best.clone(),
+        };
+        let json = serde_json::to_string(&state).map_err(|e| Error::output(&state_path, e))?;
+        write_atomically(&state_path, json.as_bytes())?;
         observe(&record);
     }
 
@@ -459,6 +518,23 @@ fn new_run_dir(output: &Path, task: &str) -> Result<PathBuf> {
         }
     }
     unreachable!("some run number is free")
+}
+
+/// Writes under a temporary name, flushes and renames, so `path` is old or new, never half.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let result = (|| {
+        let mut file = std::fs::File::create(&partial)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&partial, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&partial);
+        Error::output(path, e)
+    })
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -417,3 +417,23 @@ fn training_four_epochs_equals_two_then_resuming_for_two() {
     );
     assert_eq!(straight.best_epoch, resumed.best_epoch);
 }
+
+#[test]
+fn early_stopping_ends_the_run_after_the_patience_runs_out() {
+    let output = tempfile::tempdir().unwrap();
+    let overrides = vec![
+        "run.patience=2".to_string(),
+        format!("run.output_dir={:?}", output.path().display().to_string()),
+    ];
+    let config =
+        Config::parse(Path::new("configs/quickstart.toml"), QUICKSTART, &overrides).unwrap();
+    let summary = train(&config, &mut |_| {}).unwrap();
+    assert!(summary.epochs < 60, "stopped at {}", summary.epochs);
+    assert_eq!(summary.epochs, summary.best_epoch + 2);
+    assert_eq!(
+        metrics_without_times(&summary.run_dir).len(),
+        summary.epochs
+    );
+    let err = config_error(QUICKSTART, &["run.patience=0"]);
+    assert!(err.contains("`run.patience`"), "{err}");
+}

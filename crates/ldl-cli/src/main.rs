@@ -167,6 +167,11 @@ fn train(
         line.push_str(&format!("  ({:.0} samples/s)", record.samples_per_second));
         println!("{line}");
     };
+    // Ctrl-C: finish the batch in progress, keep the last completed epoch, say how to go on.
+    let _ = ctrlc::set_handler(|| {
+        eprintln!("\nstopping after this batch (Ctrl-C)…");
+        ldl_train::request_stop();
+    });
     let summary = match resume {
         Some(run_dir) => ldl_train::resume(run_dir, overrides, &mut print_epoch),
         None => ldl_train::train(&config, &mut print_epoch),

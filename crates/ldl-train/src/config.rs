@@ -365,6 +365,9 @@ pub struct RunConfig {
     /// Evaluate on the validation split every this many epochs (default 1).
     #[serde(default = "default_eval_every")]
     pub eval_every: usize,
+    /// Stop when the validation loss has not improved for this many evaluations (off
+    /// when absent).
+    pub patience: Option<usize>,
 }
 
 fn default_device() -> String {
@@ -386,6 +389,7 @@ impl Default for RunConfig {
             device: default_device(),
             output_dir: default_output(),
             eval_every: 1,
+            patience: None,
         }
     }
 }
@@ -559,6 +563,12 @@ impl Config {
             .validate()
             .map_err(|e| Error::Config(format!("`data.augment`: {e}")))?;
         self.table_spec()?;
+        if self.run.patience == Some(0) {
+            return fail(
+                "run.patience",
+                "must be ≥ 1 (or left out to train every epoch)".into(),
+            );
+        }
         if self.run.eval_every == 0 {
             return fail("run.eval_every", "must be ≥ 1".into());
         }

@@ -17,6 +17,15 @@ pub enum Error {
         message: String,
     },
 
+    /// The user asked the run to stop (Ctrl-C); the last completed epoch is saved.
+    #[error("stopped after epoch {epoch}; continue with `ldl train --resume {run_dir}`")]
+    Interrupted {
+        /// The run folder.
+        run_dir: String,
+        /// The last completed epoch.
+        epoch: usize,
+    },
+
     /// A loss or gradient turned NaN or infinite.
     #[error("{0}")]
     Numeric(String),

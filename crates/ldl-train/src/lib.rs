@@ -25,4 +25,6 @@ pub fn device(name: &str) -> Result<candle_core::Device> {
     Ok(ldl_models::device(name)?)
 }
 pub use trained::{Prediction, TrainedModel};
-pub use trainer::{evaluate, resume, train, EpochRecord, Evaluation, LossSummary, RunSummary};
+pub use trainer::{
+    evaluate, request_stop, resume, train, EpochRecord, Evaluation, LossSummary, RunSummary,
+};

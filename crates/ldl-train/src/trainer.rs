@@ -64,7 +64,7 @@ pub struct EpochRecord {
 pub struct RunSummary {
     /// The run folder.
     pub run_dir: PathBuf,
-    /// Epochs trained.
+    /// The last epoch trained (fewer than configured when early stopping ended the run).
     pub epochs: usize,
     /// The epoch with the lowest validation loss (the `best` checkpoint).
     pub best_epoch: usize,
@@ -89,6 +89,22 @@ struct RunState {
     epoch: usize,
     adam_steps: u64,
     best: Option<(usize, Evaluation)>,
+    /// Evaluations since the best one (for early stopping).
+    #[serde(default)]
+    since_improvement: usize,
+}
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks a running training loop to stop at the next batch boundary (e.g. from a Ctrl-C
+/// handler). The epoch in progress is dropped; the last completed one stays saved and
+/// `resume` continues from it.
+pub fn request_stop() {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// Trains as `config` says, in a new run folder. `observe` sees each epoch's record as it
@@ -114,6 +130,8 @@ fn run(
     resume_from: Option<&Path>,
     observe: &mut dyn FnMut(&EpochRecord),
 ) -> Result<RunSummary> {
+    // A stop asked for during an earlier run in this process does not carry over.
+    STOP.store(false, std::sync::atomic::Ordering::SeqCst);
     let started = Instant::now();
     config.validate()?;
     let space = config.label_space()?;
@@ -164,6 +182,8 @@ fn run(
     let optimizer_path = checkpoints.join("optimizer.safetensors");
     let mut best: Option<(usize, Evaluation)> = None;
     let mut first_epoch = 1;
+    let mut epochs_trained = 0;
+    let mut since_improvement = 0;
     if resume_from.is_some() {
         let text = std::fs::read_to_string(&state_path)
             .map_err(|e| Error::Config(format!("{}: cannot resume: {e}", state_path.display())))?;
@@ -176,6 +196,8 @@ fn run(
         adam.steps = state.adam_steps;
         best = state.best;
         first_epoch = state.epoch + 1;
+        epochs_trained = state.epoch;
+        since_improvement = state.since_improvement;
     }
 
     for epoch in first_epoch..=config.optim.epochs {
@@ -186,6 +208,12 @@ fn run(
         let epoch_start = Instant::now();
         let mut totals = Accumulator::default();
         for (index, batch) in data.train(epoch as u64)?.enumerate() {
+            if stop_requested() {
+                return Err(Error::Interrupted {
+                    run_dir: run_dir.display().to_string(),
+                    epoch: epoch - 1,
+                });
+            }
             let batch = on_device(batch?, &device)?;
             let logits = model.forward_t(&batch.inputs, true)?;
             let out = loss.compute(&space, &logits, &batch.targets)?;
@@ -235,6 +263,7 @@ fn run(
             let improved = best
                 .as_ref()
                 .is_none_or(|(_, b)| evaluation.loss.total < b.loss.total);
+            since_improvement = if improved { 0 } else { since_improvement + 1 };
             if improved {
                 save_checkpoint_with(
                     &checkpoints.join("best.safetensors"),
@@ -250,10 +279,15 @@ fn run(
             epoch,
             adam_steps: adam.steps,
             best: best.clone(),
+            since_improvement,
         };
         let json = serde_json::to_string(&state).map_err(|e| Error::output(&state_path, e))?;
         write_atomically(&state_path, json.as_bytes())?;
         observe(&record);
+        epochs_trained = epoch;
+        if config.run.patience.is_some_and(|p| since_improvement >= p) {
+            break;
+        }
     }
 
     let (best_epoch, best_validation) =
@@ -274,7 +308,7 @@ fn run(
     };
     let summary = RunSummary {
         run_dir: run_dir.clone(),
-        epochs: config.optim.epochs,
+        epochs: epochs_trained,
         best_epoch,
         best_validation,
         test,

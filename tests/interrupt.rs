@@ -1,0 +1,37 @@
+//! Stopping a run (as Ctrl-C does) keeps the last completed epoch, and resuming finishes
+//! it. Alone in its file: the stop request is process-wide.
+
+use std::path::Path;
+
+use ldl::train::{request_stop, resume, train, Config, Error};
+
+#[test]
+fn a_stopped_run_resumes_to_the_same_result() {
+    let output = tempfile::tempdir().unwrap();
+    let text = include_str!("../configs/quickstart.toml");
+    let config = |dir: &str| {
+        let overrides = vec![
+            "optim.epochs=3".to_string(),
+            format!(
+                "run.output_dir={:?}",
+                output.path().join(dir).display().to_string()
+            ),
+        ];
+        Config::parse(Path::new("configs/quickstart.toml"), text, &overrides).unwrap()
+    };
+    let straight = train(&config("straight"), &mut |_| {}).unwrap();
+    let err = train(&config("stopped"), &mut |record| {
+        if record.epoch == 1 {
+            request_stop();
+        }
+    })
+    .unwrap_err();
+    let Error::Interrupted { run_dir, epoch } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(*epoch, 1);
+    assert!(err.to_string().contains("ldl train --resume"), "{err}");
+    let resumed = resume(Path::new(run_dir), &[], &mut |_| {}).unwrap();
+    assert_eq!(resumed.best_validation, straight.best_validation);
+    assert_eq!(resumed.test, straight.test);
+}

@@ -36,21 +36,6 @@ fn error_of<T>(result: ldl::models::Result<T>) -> String {
     }
 }
 
-fn values_of(vars: &VarMap) -> Vec<(String, Vec<f32>)> {
-    let data = vars.data().lock().unwrap();
-    let mut named: Vec<(String, Vec<f32>)> = data
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.clone(),
-                v.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            )
-        })
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named
-}
-
 #[test]
 fn parameter_counts_match_dldl_v2() {
     let space = age_space();

@@ -1,6 +1,8 @@
 //! Training from a TOML config: config errors, overrides, the run folder, determinism,
 //! and Adam against its closed form.
 
+mod common;
+
 use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
@@ -393,18 +395,7 @@ fn training_four_epochs_equals_two_then_resuming_for_two() {
             &Device::Cpu,
         )
         .unwrap();
-        let data = vars.data().lock().unwrap();
-        let mut named: Vec<(String, Vec<f32>)> = data
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.clone(),
-                    v.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                )
-            })
-            .collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        named
+        common::values_of(&vars)
     };
     assert_eq!(
         tensors(&straight),

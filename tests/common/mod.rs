@@ -149,3 +149,24 @@ pub fn assert_close(actual: f64, expected: f64, relative: f64, what: &str) {
         "{what}: got {actual:.17e}, expected {expected:.17e} (relative tolerance {relative:e})"
     );
 }
+
+/// Every variable of a model's map, by name, as f32 values (sorted by name).
+pub fn values_of(vars: &candle_nn::VarMap) -> Vec<(String, Vec<f32>)> {
+    let data = vars.data().lock().unwrap();
+    let mut named: Vec<(String, Vec<f32>)> = data
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.flatten_all()
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}

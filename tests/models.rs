@@ -8,8 +8,8 @@ use candle_nn::{Optimizer, VarBuilder, VarMap};
 use common::*;
 use ldl::loss::{Kl, Loss};
 use ldl::models::{
-    max_pool_2x2, parameter_count, read_checkpoint, save_checkpoint, BackboneConfig, MlpConfig,
-    Model, VggConfig,
+    batch_norm_relu, conv2d, max_pool_2x2, parameter_count, read_checkpoint, save_checkpoint,
+    BackboneConfig, MlpConfig, Model, VggConfig,
 };
 use ldl::{Axis, Label, LabelSpace};
 use rand::Rng;
@@ -126,6 +126,197 @@ fn max_pool_gradient_matches_finite_differences_on_odd_sizes() {
                 "{h}×{w}, element {i}: autograd {} vs numeric {numeric}",
                 analytic[i]
             );
+        }
+    }
+}
+
+fn random_tensor(r: &mut rand_chacha::ChaCha8Rng, shape: &[usize]) -> Vec<f64> {
+    (0..shape.iter().product::<usize>())
+        .map(|_| r.gen_range(-1.0..1.0))
+        .collect()
+}
+
+/// The gemm convolution against candle's direct one (forward, f32 and f64) and against
+/// finite differences (both gradients, f64), on odd sizes, several paddings and kernels.
+#[test]
+fn conv2d_matches_candle_and_finite_differences() {
+    let mut r = rng(8);
+    for (n, c_in, h, w, c_out, k, padding) in [
+        (2, 3, 5, 7, 4, 3, 1),
+        (1, 2, 6, 6, 3, 3, 0),
+        (3, 1, 4, 5, 2, 2, 2),
+        (2, 4, 3, 3, 2, 1, 0),
+    ] {
+        let x_values = random_tensor(&mut r, &[n, c_in, h, w]);
+        let k_values = random_tensor(&mut r, &[c_out, c_in, k, k]);
+        let t = |v: &[f64], shape: &[usize]| Tensor::from_vec(v.to_vec(), shape, &Device::Cpu);
+        let x = t(&x_values, &[n, c_in, h, w]).unwrap();
+        let kernel = t(&k_values, &[c_out, c_in, k, k]).unwrap();
+        let case = format!("{n}×{c_in}×{h}×{w}, {c_out} kernels {k}×{k}, padding {padding}");
+        for dtype in [DType::F64, DType::F32] {
+            let (x, kernel) = (x.to_dtype(dtype).unwrap(), kernel.to_dtype(dtype).unwrap());
+            let ours = to_vec(&conv2d(&x, &kernel, padding).unwrap());
+            let candle = to_vec(&x.conv2d(&kernel, padding, 1, 1, 1).unwrap());
+            let tolerance = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            assert_eq!(ours.len(), candle.len(), "{case}");
+            for (a, b) in ours.iter().zip(&candle) {
+                assert!((a - b).abs() < tolerance, "{case} {dtype:?}: {a} vs {b}");
+            }
+        }
+
+        let out_shape = conv2d(&x, &kernel, padding).unwrap().dims().to_vec();
+        let weights = t(&random_tensor(&mut r, &out_shape), &out_shape).unwrap();
+        let objective = |x: &Tensor, kernel: &Tensor| {
+            (conv2d(x, kernel, padding).unwrap() * &weights)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        };
+        let x_var = Var::from_tensor(&x).unwrap();
+        let k_var = Var::from_tensor(&kernel).unwrap();
+        let grads = objective(x_var.as_tensor(), k_var.as_tensor())
+            .backward()
+            .unwrap();
+        let dx = to_vec(grads.get(x_var.as_tensor()).unwrap());
+        let dk = to_vec(grads.get(k_var.as_tensor()).unwrap());
+        let step = 1e-4;
+        let numeric = |values: &[f64], i: usize, of_input: bool| {
+            let mut plus = values.to_vec();
+            plus[i] += step;
+            let mut minus = values.to_vec();
+            minus[i] -= step;
+            let value = |v: &[f64]| {
+                let result = if of_input {
+                    objective(&t(v, &[n, c_in, h, w]).unwrap(), &kernel)
+                } else {
+                    objective(&x, &t(v, &[c_out, c_in, k, k]).unwrap())
+                };
+                scalar(&result)
+            };
+            (value(&plus) - value(&minus)) / (2.0 * step)
+        };
+        for (i, analytic) in dx.iter().enumerate() {
+            let numeric = numeric(&x_values, i, true);
+            assert!(
+                (numeric - analytic).abs() < 1e-8,
+                "{case}: dx[{i}] {analytic} vs {numeric}"
+            );
+        }
+        for (i, analytic) in dk.iter().enumerate() {
+            let numeric = numeric(&k_values, i, false);
+            assert!(
+                (numeric - analytic).abs() < 1e-8,
+                "{case}: dk[{i}] {analytic} vs {numeric}"
+            );
+        }
+
+        // A data input (no variable) gets no gradient; the kernel's is unchanged.
+        let grads = objective(&x, k_var.as_tensor()).backward().unwrap();
+        assert!(grads.get(&x).is_none(), "{case}");
+        assert_eq!(to_vec(grads.get(k_var.as_tensor()).unwrap()), dk, "{case}");
+    }
+}
+
+/// The fused BatchNorm + ReLU against candle's BatchNorm followed by ReLU (outputs and
+/// running statistics, training and evaluation) and against finite differences.
+#[test]
+fn batch_norm_relu_matches_candle_and_finite_differences() {
+    let mut r = rng(9);
+    let (n, c, h, w) = (3, 4, 5, 3);
+    let shape = [n, c, h, w];
+    let x_values: Vec<f64> = random_tensor(&mut r, &shape)
+        .iter()
+        .enumerate()
+        // Channels with different offsets and scales.
+        .map(|(i, v)| v * (1.0 + (i / (h * w) % c) as f64) + (i / (h * w) % c) as f64)
+        .collect();
+    let gamma_values = random_tensor(&mut r, &[c]);
+    let beta_values = random_tensor(&mut r, &[c]);
+    let x = Tensor::from_vec(x_values.clone(), &shape, &Device::Cpu).unwrap();
+    let config = candle_nn::BatchNormConfig::default();
+    let build = |varmap: &VarMap| {
+        let vb = VarBuilder::from_varmap(varmap, DType::F64, &Device::Cpu);
+        let bn = candle_nn::batch_norm(c, config, vb.clone()).unwrap();
+        let (gamma, beta) = bn.weight_and_bias().unwrap();
+        Var::from_tensor(gamma)
+            .unwrap()
+            .set(&Tensor::new(gamma_values.as_slice(), &Device::Cpu).unwrap())
+            .unwrap();
+        Var::from_tensor(beta)
+            .unwrap()
+            .set(&Tensor::new(beta_values.as_slice(), &Device::Cpu).unwrap())
+            .unwrap();
+        bn
+    };
+    let (ours_map, candle_map) = (VarMap::new(), VarMap::new());
+    let (ours, reference) = (build(&ours_map), build(&candle_map));
+    use candle_core::ModuleT;
+    for train in [true, true, false] {
+        let a = to_vec(&batch_norm_relu(&ours, &x, train).unwrap());
+        let b = to_vec(&reference.forward_t(&x, train).unwrap().relu().unwrap());
+        for (a, b) in a.iter().zip(&b) {
+            assert!((a - b).abs() < 1e-12, "train {train}: {a} vs {b}");
+        }
+        for (a, b) in [
+            (ours.running_mean(), reference.running_mean()),
+            (ours.running_var(), reference.running_var()),
+        ] {
+            for (a, b) in to_vec(a).iter().zip(to_vec(b)) {
+                assert!((a - b).abs() < 1e-12, "running statistics: {a} vs {b}");
+            }
+        }
+    }
+
+    for train in [true, false] {
+        let weights =
+            Tensor::from_vec(random_tensor(&mut r, &shape), &shape, &Device::Cpu).unwrap();
+        // A frozen copy of the layer: finite differences must not move running statistics.
+        let objective = |x: &Tensor, gamma: &Tensor, beta: &Tensor| {
+            let frozen = candle_nn::BatchNorm::new(
+                c,
+                ours.running_mean().copy().unwrap(),
+                ours.running_var().copy().unwrap(),
+                gamma.clone(),
+                beta.clone(),
+                config.eps,
+            )
+            .unwrap();
+            (batch_norm_relu(&frozen, x, train).unwrap() * &weights)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        };
+        let params = [x_values.clone(), gamma_values.clone(), beta_values.clone()];
+        let tensor = |which: usize, v: &[f64]| {
+            let dims: &[usize] = if which == 0 { &shape } else { &[c] };
+            Tensor::from_vec(v.to_vec(), dims, &Device::Cpu).unwrap()
+        };
+        let vars: Vec<Var> = (0..3)
+            .map(|i| Var::from_tensor(&tensor(i, &params[i])).unwrap())
+            .collect();
+        let grads = objective(
+            vars[0].as_tensor(),
+            vars[1].as_tensor(),
+            vars[2].as_tensor(),
+        )
+        .backward()
+        .unwrap();
+        let step = 1e-6;
+        for which in 0..3 {
+            let analytic = to_vec(grads.get(vars[which].as_tensor()).unwrap());
+            for (i, analytic) in analytic.iter().enumerate() {
+                let value = |delta: f64| {
+                    let mut p = params.clone();
+                    p[which][i] += delta;
+                    let t: Vec<Tensor> = (0..3).map(|j| tensor(j, &p[j])).collect();
+                    scalar(&objective(&t[0], &t[1], &t[2]))
+                };
+                let numeric = (value(step) - value(-step)) / (2.0 * step);
+                assert!(
+                    (numeric - analytic).abs() < 1e-6,
+                    "train {train}, argument {which}, element {i}: {analytic} vs {numeric}"
+                );
+            }
         }
     }
 }

@@ -104,8 +104,14 @@ pub fn matrix(rows: &[Vec<f64>]) -> Tensor {
     Tensor::from_vec(flat, (rows.len(), k), &Device::Cpu).unwrap()
 }
 
+/// All elements of a tensor of any rank, in row-major order, as f64.
 pub fn to_vec(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
 }
 
 pub fn scalar(t: &Tensor) -> f64 {

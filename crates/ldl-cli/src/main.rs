@@ -93,6 +93,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    ldl_train::tune_allocator_for_training();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train {

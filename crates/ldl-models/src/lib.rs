@@ -17,21 +17,24 @@
 #![warn(missing_docs)]
 
 mod checkpoint;
+mod conv_cpu;
 mod device;
 mod error;
 mod init;
 mod layers;
 mod mlp;
 mod model;
+mod norm_relu_cpu;
 mod vgg;
 
 pub use checkpoint::{
     load_into, read_checkpoint, save_checkpoint, save_checkpoint_with, CheckpointInfo,
 };
+pub use conv_cpu::conv2d;
 pub use device::device;
 pub use error::{Error, Result};
 pub use init::seeded_init;
-pub use layers::{global_average_pool, max_pool_2x2, ConvBnRelu};
+pub use layers::{batch_norm_relu, global_average_pool, max_pool_2x2, ConvBnRelu};
 pub use mlp::{Mlp, MlpConfig};
 pub use model::{is_running_statistic, parameter_count, trainable_vars, BackboneConfig, Model};
 pub use vgg::{Vgg, VggConfig, MIN_INPUT_SIZE};

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 mod adam;
+mod allocator;
 mod build;
 mod config;
 mod error;
@@ -11,6 +12,7 @@ mod trained;
 mod trainer;
 
 pub use adam::Adam;
+pub use allocator::tune_allocator_for_training;
 pub use build::loss;
 pub use config::{
     AxisConfig, AxisKindName, Config, DataConfig, LabelConfig, LossConfig, ModelConfig,

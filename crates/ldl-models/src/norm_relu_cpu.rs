@@ -1,0 +1,430 @@
+//! BatchNorm followed by ReLU as one CPU pass forward and one backward, for `(N, C, H, W)`
+//! f32/f64 tensors.
+//!
+//! candle's BatchNorm in training mode transposes the batch to channels-first, copies
+//! it, and runs about ten broadcast ops, each allocating a tensor the size of the
+//! activations; with the ReLU and their gradients this costs as much as the convolution
+//! it follows. Here the forward pass reads the input twice (statistics, then output) and
+//! the backward pass three times, with per-channel sums in f64.
+//!
+//! Training mode (`batch statistics`): `x̂ = (x − μ)/σ`, `y = max(0, γx̂ + β)`, and with
+//! `g = dy·[y > 0]` over the `M = N·H·W` values of a channel
+//! `dβ = Σg`, `dγ = Σg·x̂`, `dx = γ/σ · (g − Σg/M − x̂·Σ(g·x̂)/M)`.
+//! Evaluation mode uses the running statistics as constants: `dx = γ/σ · g`.
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+/// Per-channel statistics the op normalises with, in f64.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelStats {
+    /// Mean per channel.
+    pub mean: Vec<f64>,
+    /// Biased variance per channel.
+    pub variance: Vec<f64>,
+}
+
+/// Whether `x` (with `gamma`, `beta`) can take the fused path.
+pub(crate) fn supported(x: &Tensor, gamma: &Tensor) -> bool {
+    x.device().is_cpu()
+        && x.rank() == 4
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && gamma.dtype() == x.dtype()
+}
+
+/// Runs `f` on the contiguous f64 view of `t`'s CPU data (converting f32).
+fn with_values<R>(t: &Tensor, f: impl FnOnce(Values) -> R) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("norm-relu: expected a CPU tensor");
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("norm-relu: not contiguous".into()))?;
+    match cpu {
+        CpuStorage::F32(v) => Ok(f(Values::F32(&v[start..end]))),
+        CpuStorage::F64(v) => Ok(f(Values::F64(&v[start..end]))),
+        _ => candle_core::bail!("norm-relu: expected f32 or f64"),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Values<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+impl Values<'_> {
+    fn get(&self, i: usize) -> f64 {
+        match self {
+            Values::F32(v) => v[i] as f64,
+            Values::F64(v) => v[i],
+        }
+    }
+
+    fn block(&self, start: usize, len: usize) -> Block<'_> {
+        match self {
+            Values::F32(v) => Block::F32(&v[start..start + len]),
+            Values::F64(v) => Block::F64(&v[start..start + len]),
+        }
+    }
+}
+
+enum Block<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+impl Block<'_> {
+    /// Σx and Σx² of the block.
+    fn moments(&self) -> (f64, f64) {
+        match self {
+            Block::F32(v) => v.iter().fold((0.0, 0.0), |(s, q), &x| {
+                let x = x as f64;
+                (s + x, q + x * x)
+            }),
+            Block::F64(v) => v.iter().fold((0.0, 0.0), |(s, q), &x| (s + x, q + x * x)),
+        }
+    }
+}
+
+/// Batch mean and biased variance per channel of an `(N, C, H, W)` tensor.
+pub(crate) fn channel_stats(x: &Tensor) -> candle_core::Result<ChannelStats> {
+    let (batch, channels, height, width) = x.dims4()?;
+    let plane = height * width;
+    let count = (batch * plane) as f64;
+    with_values(x, |values| {
+        let (mean, variance) = (0..channels)
+            .into_par_iter()
+            .map(|c| {
+                // Shifting by the first value keeps Σx² − (Σx)²/M from cancelling badly.
+                let shift = values.get(c * plane);
+                let (mut sum, mut squares) = (0.0, 0.0);
+                for n in 0..batch {
+                    let (s, q) = values.block((n * channels + c) * plane, plane).moments();
+                    sum += s - shift * plane as f64;
+                    squares += q - 2.0 * shift * s + shift * shift * plane as f64;
+                }
+                let mean = sum / count;
+                (shift + mean, (squares / count - mean * mean).max(0.0))
+            })
+            .unzip();
+        ChannelStats { mean, variance }
+    })
+}
+
+/// `(x, γ, β) → max(0, γ(x − μ)/σ + β)` with the statistics fixed at construction.
+pub(crate) struct NormRelu {
+    pub stats: ChannelStats,
+    pub eps: f64,
+    /// True when the statistics are the batch's own (training), so the gradient flows
+    /// through them too.
+    pub batch_statistics: bool,
+}
+
+impl NormRelu {
+    fn inv_std(&self) -> Vec<f64> {
+        self.stats
+            .variance
+            .iter()
+            .map(|v| 1.0 / (v + self.eps).sqrt())
+            .collect()
+    }
+}
+
+fn vector(t: &Tensor) -> candle_core::Result<Vec<f64>> {
+    t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
+}
+
+fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("norm-relu: inputs must be contiguous"),
+    }
+}
+
+/// The float types of the fused path.
+trait Float: Copy + Send + Sync + 'static {
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Float for f32 {
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Float for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+fn forward<T: Float>(x: &[T], scale: &[f64], shift: &[f64], plane: usize) -> Vec<T> {
+    let channels = scale.len();
+    let mut y = vec![T::from_f64(0.0); x.len()];
+    y.par_chunks_mut(plane)
+        .zip(x.par_chunks(plane))
+        .enumerate()
+        .for_each(|(block, (out, input))| {
+            let c = block % channels;
+            let (a, b) = (scale[c], shift[c]);
+            for (o, &v) in out.iter_mut().zip(input) {
+                *o = T::from_f64((a * v.to_f64() + b).max(0.0));
+            }
+        });
+    y
+}
+
+impl CustomOp3 for NormRelu {
+    fn name(&self) -> &'static str {
+        "ldl-norm-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dims = l1.shape().dims4()?;
+        let plane = dims.2 * dims.3;
+        let gamma = to_f64(s2, l2)?;
+        let beta = to_f64(s3, l3)?;
+        let inv_std = self.inv_std();
+        let scale: Vec<f64> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
+        let shift: Vec<f64> = (0..scale.len())
+            .map(|c| beta[c] - self.stats.mean[c] * scale[c])
+            .collect();
+        let out = match s1 {
+            CpuStorage::F32(v) => CpuStorage::F32(forward(slice(v, l1)?, &scale, &shift, plane)),
+            CpuStorage::F64(v) => CpuStorage::F64(forward(slice(v, l1)?, &scale, &shift, plane)),
+            _ => candle_core::bail!("norm-relu: expected f32 or f64"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (x, y, dy) = (x.contiguous()?, y.contiguous()?, dy.contiguous()?);
+        let sums_op = GradientSums {
+            mean: self.stats.mean.clone(),
+            inv_std: self.inv_std(),
+        };
+        // Row 0: Σg, row 1: Σg·x̂, per channel.
+        let sums = x.apply_op3_no_bwd(&y, &dy, &sums_op)?;
+        let d_beta = sums.get(0)?.to_dtype(gamma.dtype())?;
+        let d_gamma = sums.get(1)?.to_dtype(gamma.dtype())?;
+        let dx = if x.track_op() {
+            let sums = vector(&sums)?;
+            let channels = sums_op.mean.len();
+            let input_op = InputGradient {
+                mean: sums_op.mean,
+                inv_std: sums_op.inv_std,
+                gamma: vector(gamma)?,
+                sum_g: sums[..channels].to_vec(),
+                sum_g_xhat: sums[channels..].to_vec(),
+                batch_statistics: self.batch_statistics,
+            };
+            Some(x.apply_op3_no_bwd(&y, &dy, &input_op)?)
+        } else {
+            None
+        };
+        Ok((dx, Some(d_gamma), Some(d_beta)))
+    }
+}
+
+fn to_f64(s: &CpuStorage, l: &Layout) -> candle_core::Result<Vec<f64>> {
+    match s {
+        CpuStorage::F32(v) => Ok(slice(v, l)?.iter().map(|&x| x as f64).collect()),
+        CpuStorage::F64(v) => Ok(slice(v, l)?.to_vec()),
+        _ => candle_core::bail!("norm-relu: expected f32 or f64"),
+    }
+}
+
+/// `(x, y, dy) → [[Σg], [Σg·x̂]]` per channel, `g = dy·[y > 0]`.
+struct GradientSums {
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+}
+
+fn gradient_sums<T: Float>(
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    op: &GradientSums,
+    batch: usize,
+    plane: usize,
+) -> Vec<T> {
+    let channels = op.mean.len();
+    let (sum_g, sum_g_xhat): (Vec<f64>, Vec<f64>) = (0..channels)
+        .into_par_iter()
+        .map(|c| {
+            let (mut s, mut t) = (0.0, 0.0);
+            for n in 0..batch {
+                let start = (n * channels + c) * plane;
+                for i in start..start + plane {
+                    if y[i].to_f64() > 0.0 {
+                        let g = dy[i].to_f64();
+                        s += g;
+                        t += g * x[i].to_f64();
+                    }
+                }
+            }
+            // Σg·x̂ = (Σg·x − μΣg)/σ.
+            (s, (t - op.mean[c] * s) * op.inv_std[c])
+        })
+        .unzip();
+    sum_g
+        .into_iter()
+        .chain(sum_g_xhat)
+        .map(T::from_f64)
+        .collect()
+}
+
+impl CustomOp3 for GradientSums {
+    fn name(&self) -> &'static str {
+        "ldl-norm-relu-sums"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (batch, channels, h, w) = l1.shape().dims4()?;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(dy)) => {
+                CpuStorage::F32(gradient_sums(
+                    slice(x, l1)?,
+                    slice(y, l2)?,
+                    slice(dy, l3)?,
+                    self,
+                    batch,
+                    h * w,
+                ))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(dy)) => {
+                CpuStorage::F64(gradient_sums(
+                    slice(x, l1)?,
+                    slice(y, l2)?,
+                    slice(dy, l3)?,
+                    self,
+                    batch,
+                    h * w,
+                ))
+            }
+            _ => candle_core::bail!("norm-relu: mixed dtypes"),
+        };
+        Ok((out, Shape::from((2, channels))))
+    }
+}
+
+/// `(x, y, dy) → dx`.
+struct InputGradient {
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+    gamma: Vec<f64>,
+    sum_g: Vec<f64>,
+    sum_g_xhat: Vec<f64>,
+    batch_statistics: bool,
+}
+
+fn input_gradient<T: Float>(
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    op: &InputGradient,
+    count: usize,
+    plane: usize,
+) -> Vec<T> {
+    let channels = op.mean.len();
+    let mut dx = vec![T::from_f64(0.0); x.len()];
+    dx.par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let c = block % channels;
+            let start = block * plane;
+            let a = op.gamma[c] * op.inv_std[c];
+            let (mean_g, mean_g_xhat) = if op.batch_statistics {
+                (op.sum_g[c] / count as f64, op.sum_g_xhat[c] / count as f64)
+            } else {
+                (0.0, 0.0)
+            };
+            for (i, o) in out.iter_mut().enumerate() {
+                let i = start + i;
+                let g = if y[i].to_f64() > 0.0 {
+                    dy[i].to_f64()
+                } else {
+                    0.0
+                };
+                let xhat = (x[i].to_f64() - op.mean[c]) * op.inv_std[c];
+                *o = T::from_f64(a * (g - mean_g - xhat * mean_g_xhat));
+            }
+        });
+    dx
+}
+
+impl CustomOp3 for InputGradient {
+    fn name(&self) -> &'static str {
+        "ldl-norm-relu-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (batch, _, h, w) = l1.shape().dims4()?;
+        let count = batch * h * w;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(dy)) => {
+                CpuStorage::F32(input_gradient(
+                    slice(x, l1)?,
+                    slice(y, l2)?,
+                    slice(dy, l3)?,
+                    self,
+                    count,
+                    h * w,
+                ))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(dy)) => {
+                CpuStorage::F64(input_gradient(
+                    slice(x, l1)?,
+                    slice(y, l2)?,
+                    slice(dy, l3)?,
+                    self,
+                    count,
+                    h * w,
+                ))
+            }
+            _ => candle_core::bail!("norm-relu: mixed dtypes"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}

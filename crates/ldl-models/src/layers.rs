@@ -1,11 +1,11 @@
 //! Building blocks: conv + BatchNorm + ReLU, a 2×2 max-pool with a correct gradient, and
 //! global average pooling.
 
-use candle_core::{ModuleT, Tensor, D};
+use candle_core::{DType, ModuleT, Tensor, D};
 use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
 
 use crate::error::Result;
-use crate::norm_relu_cpu;
+use crate::{norm_relu_cpu, pool_cpu};
 
 /// A 3×3 convolution (stride 1, padding 1), BatchNorm and ReLU: the unit of the
 /// DLDL-v2 networks. Variables: `conv.weight` (and `conv.bias` with a bias),
@@ -108,15 +108,18 @@ fn update_running_statistics(
 }
 
 /// 2×2 max-pooling with stride 2, as PyTorch's `MaxPool2d(2, 2)`: an odd last row or
-/// column is dropped.
+/// column is dropped, and the gradient goes to the first maximum of each window.
 ///
-/// candle 0.11's max-pool backward scales each maximum's gradient by (number of maxima in
-/// the window) / 4 instead of passing it whole, i.e. by ¼ for the usual single maximum.
-/// The output here is `4y − 3·detach(y)`: the same values, and four times candle's
-/// gradient, which is the true gradient wherever a window has one maximum (ties only
-/// happen on exactly equal activations).
+/// On the CPU (f32/f64) this is ldl's own op (see `pool_cpu`). Elsewhere it uses candle's
+/// `max_pool2d`, whose backward in 0.11 scales each maximum's gradient by (number of
+/// maxima in the window) / 4 instead of passing it whole: the output there is
+/// `4y − 3·detach(y)`, the same values and four times candle's gradient, which is the
+/// true gradient wherever a window has one maximum.
 pub fn max_pool_2x2(x: &Tensor) -> Result<Tensor> {
     let (_, _, height, width) = x.dims4()?;
+    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        return Ok(x.contiguous()?.apply_op1(pool_cpu::MaxPool2x2)?);
+    }
     let x = if height % 2 == 1 || width % 2 == 1 {
         // candle's backward also misplaces gradients on odd sizes: crop first.
         x.narrow(2, 0, height - height % 2)?

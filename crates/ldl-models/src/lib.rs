@@ -25,6 +25,7 @@ mod layers;
 mod mlp;
 mod model;
 mod norm_relu_cpu;
+mod pool_cpu;
 mod vgg;
 
 pub use checkpoint::{

@@ -1,0 +1,133 @@
+//! 2×2 max-pooling (stride 2) on the CPU with the exact gradient, for f32/f64 `(N, C, H, W)`
+//! tensors.
+//!
+//! candle 0.11's max-pool backward scales gradients wrongly and is built from half a dozen
+//! full-size ops (upsampling, a mask, an average pool). Here the forward pass is one read of
+//! the input and the backward pass routes each output gradient to the first maximum of its
+//! window, as PyTorch does. An odd last row or column is dropped, as in PyTorch's
+//! `MaxPool2d(2, 2)`.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `(N, C, H, W) → (N, C, ⌊H/2⌋, ⌊W/2⌋)`.
+pub(crate) struct MaxPool2x2;
+
+/// Window origins of output `(oy, ox)`: the four input offsets in scan order.
+#[inline(always)]
+fn window(width: usize, oy: usize, ox: usize) -> [usize; 4] {
+    let top = 2 * oy * width + 2 * ox;
+    [top, top + 1, top + width, top + width + 1]
+}
+
+fn pool<T: Copy + PartialOrd + Send + Sync + Default>(
+    x: &[T],
+    (height, width): (usize, usize),
+) -> Vec<T> {
+    let (out_h, out_w) = (height / 2, width / 2);
+    let planes = x.len() / (height * width);
+    let mut y = vec![T::default(); planes * out_h * out_w];
+    y.par_chunks_mut(out_h * out_w)
+        .zip(x.par_chunks(height * width))
+        .for_each(|(out, plane)| {
+            for oy in 0..out_h {
+                for ox in 0..out_w {
+                    let [a, b, c, d] = window(width, oy, ox).map(|i| plane[i]);
+                    let ab = if b > a { b } else { a };
+                    let cd = if d > c { d } else { c };
+                    out[oy * out_w + ox] = if cd > ab { cd } else { ab };
+                }
+            }
+        });
+    y
+}
+
+fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("max-pool: inputs must be contiguous"),
+    }
+}
+
+impl CustomOp1 for MaxPool2x2 {
+    fn name(&self) -> &'static str {
+        "ldl-max-pool-2x2"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(pool(slice(v, l)?, (h, w))),
+            CpuStorage::F64(v) => CpuStorage::F64(pool(slice(v, l)?, (h, w))),
+            _ => candle_core::bail!("max-pool: expected f32 or f64"),
+        };
+        Ok((out, Shape::from((n, c, h / 2, w / 2))))
+    }
+
+    fn bwd(&self, x: &Tensor, y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let dy = dy.contiguous()?;
+        Ok(Some(x.apply_op3_no_bwd(y, &dy, &Unpool)?))
+    }
+}
+
+/// `(x, y, dy) → dx`: each `dy` goes to the first input of its window equal to the max.
+struct Unpool;
+
+fn unpool<T: Copy + PartialEq + Send + Sync + Default>(
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    (height, width): (usize, usize),
+) -> Vec<T> {
+    let (out_h, out_w) = (height / 2, width / 2);
+    let mut dx = vec![T::default(); x.len()];
+    dx.par_chunks_mut(height * width)
+        .zip(x.par_chunks(height * width))
+        .zip(
+            y.par_chunks(out_h * out_w)
+                .zip(dy.par_chunks(out_h * out_w)),
+        )
+        .for_each(|((grad, plane), (maxima, grads))| {
+            for oy in 0..out_h {
+                for ox in 0..out_w {
+                    let o = oy * out_w + ox;
+                    let cells = window(width, oy, ox);
+                    // A NaN maximum matches nothing: its gradient goes to the first cell.
+                    let first = cells
+                        .iter()
+                        .position(|&i| plane[i] == maxima[o])
+                        .unwrap_or(0);
+                    grad[cells[first]] = grads[o];
+                }
+            }
+        });
+    dx
+}
+
+impl CustomOp3 for Unpool {
+    fn name(&self) -> &'static str {
+        "ldl-max-unpool-2x2"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, _, h, w) = l1.shape().dims4()?;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(dy)) => {
+                CpuStorage::F32(unpool(slice(x, l1)?, slice(y, l2)?, slice(dy, l3)?, (h, w)))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(dy)) => {
+                CpuStorage::F64(unpool(slice(x, l1)?, slice(y, l2)?, slice(dy, l3)?, (h, w)))
+            }
+            _ => candle_core::bail!("max-pool: mixed dtypes"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}

@@ -8,7 +8,7 @@ use ldl::train::{request_stop, resume, train, Config, Error};
 #[test]
 fn a_stopped_run_resumes_to_the_same_result() {
     let output = tempfile::tempdir().unwrap();
-    let text = include_str!("../configs/quickstart.toml");
+    let text = include_str!("../configs/bdims.toml");
     let config = |dir: &str| {
         let overrides = vec![
             "optim.epochs=3".to_string(),
@@ -17,7 +17,7 @@ fn a_stopped_run_resumes_to_the_same_result() {
                 output.path().join(dir).display().to_string()
             ),
         ];
-        Config::parse(Path::new("configs/quickstart.toml"), text, &overrides).unwrap()
+        Config::parse(Path::new("configs/bdims.toml"), text, &overrides).unwrap()
     };
     let straight = train(&config("straight"), &mut |_| {}).unwrap();
     let err = train(&config("stopped"), &mut |record| {

@@ -288,9 +288,9 @@ fn the_composed_path_keeps_the_loss_properties() {
     }
 }
 
-const QUICKSTART: &str = include_str!("../configs/quickstart.toml");
+const BDIMS: &str = include_str!("../configs/bdims.toml");
 
-fn quickstart_run(
+fn bdims_run(
     output: &std::path::Path,
     extra: &[&str],
 ) -> ldl::train::Result<ldl::train::RunSummary> {
@@ -299,7 +299,7 @@ fn quickstart_run(
         format!("run.output_dir={:?}", output.display().to_string()),
     ];
     overrides.extend(extra.iter().map(|s| s.to_string()));
-    let config = ldl::train::Config::parse(std::path::Path::new("q.toml"), QUICKSTART, &overrides)?;
+    let config = ldl::train::Config::parse(std::path::Path::new("q.toml"), BDIMS, &overrides)?;
     ldl::train::train(&config, &mut |_| {})
 }
 
@@ -307,7 +307,7 @@ fn quickstart_run(
 fn a_last_training_batch_of_one_sample_does_not_poison_batch_norm() {
     // 305 training samples in batches of 304 would leave one sample alone.
     let output = tempfile::tempdir().unwrap();
-    let summary = quickstart_run(output.path(), &["optim.batch_size=304"]).unwrap();
+    let summary = bdims_run(output.path(), &["optim.batch_size=304"]).unwrap();
     let (_, vars, _) = ldl::models::Model::from_checkpoint(
         &summary.run_dir.join("checkpoints/last.safetensors"),
         &Device::Cpu,
@@ -322,7 +322,7 @@ fn a_last_training_batch_of_one_sample_does_not_poison_batch_norm() {
 #[test]
 fn a_forged_checkpoint_header_is_refused_before_anything_is_allocated() {
     let output = tempfile::tempdir().unwrap();
-    let summary = quickstart_run(output.path(), &[]).unwrap();
+    let summary = bdims_run(output.path(), &[]).unwrap();
     let bytes = std::fs::read(summary.run_dir.join("checkpoints/best.safetensors")).unwrap();
     let length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header = std::str::from_utf8(&bytes[8..8 + length]).unwrap();
@@ -363,7 +363,7 @@ fn prediction_lines_are_file_lines() {
 
 #[test]
 fn configs_catch_silent_mistakes() {
-    let pose = QUICKSTART
+    let pose = BDIMS
         .replace("name = \"height\"", "name = \"yaw\"")
         .replace("height = { value", "yaw = { value");
     let with_flip = pose.replace("[model]", "[data.augment]\nflip = true\n\n[model]");
@@ -376,7 +376,7 @@ fn configs_catch_silent_mistakes() {
     );
     let err = ldl::train::Config::parse(
         std::path::Path::new("q.toml"),
-        QUICKSTART,
+        BDIMS,
         &["model.backbone=tiny-age-net".into()],
     )
     .unwrap_err()

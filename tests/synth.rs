@@ -65,3 +65,86 @@ fn the_picture_depends_on_pose() {
     assert!(b.yaw.abs() > 5.0, "yaw {}", b.yaw);
     assert!(mean_abs_difference(&a.image.pixels, &b.image.pixels) > 3.0);
 }
+
+/// `builtin:faces` serves the generator's faces by index, with the labels `render` draws,
+/// and keeps each identity in one split.
+#[test]
+fn the_in_memory_face_source_matches_the_generator() {
+    use ldl::data::{
+        face_labels, read_synthetic_faces, split_by_fractions, Input, InputColumns, LabelColumns,
+        OnBadSample, TableSpec,
+    };
+    use ldl::{Axis, Label, LabelSpace};
+    let config = SynthConfig {
+        size: 24,
+        seed: 11,
+        identities: 12,
+        ..SynthConfig::default()
+    };
+    let space = LabelSpace::new(vec![
+        Axis::linear("age", 0.0, 100.0, 1.0).unwrap(),
+        Axis::circular("yaw", -180.0, 360.0, 3.0).unwrap(),
+    ])
+    .unwrap();
+    let spec = TableSpec::new(InputColumns::AllOtherColumns)
+        .with_label(
+            "age",
+            LabelColumns::Value {
+                value: "apparent_age".into(),
+                std: Some("apparent_age_std".into()),
+            },
+        )
+        .with_label(
+            "yaw",
+            LabelColumns::Value {
+                value: "yaw".into(),
+                std: None,
+            },
+        )
+        .with_group("identity");
+    let table = read_synthetic_faces(&config, 60, &spec, &space, OnBadSample::Error).unwrap();
+    assert_eq!(table.samples.len(), 60);
+    for (i, sample) in table.samples.iter().enumerate() {
+        let Input::Synthetic { generator, index } = &sample.input else {
+            panic!("sample {i}: {:?}", sample.input);
+        };
+        assert_eq!((**generator).clone(), config);
+        assert_eq!(*index, i as u64);
+        let face = render(&config, *index);
+        assert_eq!(face_labels(&config, *index).age, face.age);
+        // The table stores 3 decimals.
+        let Label::Value { value, std } = &sample.labels[0] else {
+            panic!()
+        };
+        assert!((value - face.apparent_age).abs() <= 5e-4, "sample {i}");
+        assert!((std.unwrap() - face.apparent_age_std).abs() <= 5e-4);
+        let Label::Value { value: yaw, .. } = &sample.labels[1] else {
+            panic!()
+        };
+        assert!((yaw - face.yaw).abs() <= 5e-4);
+        assert_eq!(
+            sample.group.as_deref(),
+            Some(face.identity.to_string().as_str())
+        );
+    }
+    let splits = split_by_fractions(table.samples, 0.3, 0.2, 4).unwrap();
+    let ids = |s: &[ldl::data::Sample]| -> std::collections::BTreeSet<String> {
+        s.iter().map(|s| s.group.clone().unwrap()).collect()
+    };
+    let (train, validation, test) = (
+        ids(&splits.train),
+        ids(&splits.validation),
+        ids(&splits.test),
+    );
+    assert!(train.is_disjoint(&validation) && train.is_disjoint(&test));
+    assert!(validation.is_disjoint(&test));
+
+    let err = read_synthetic_faces(&config, 0, &spec, &space, OnBadSample::Error)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("builtin:faces") && err.contains("count"),
+        "{err}"
+    );
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor, Var};
 use ldl::train::{train, Adam, Config};
 
-const QUICKSTART: &str = include_str!("../configs/quickstart.toml");
+const BDIMS: &str = include_str!("../configs/bdims.toml");
 
 fn config_error(text: &str, overrides: &[&str]) -> String {
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
@@ -18,8 +18,8 @@ fn config_error(text: &str, overrides: &[&str]) -> String {
 }
 
 #[test]
-fn the_quickstart_config_parses_with_its_defaults() {
-    let config = Config::parse(Path::new("configs/quickstart.toml"), QUICKSTART, &[]).unwrap();
+fn the_bdims_config_parses_with_its_defaults() {
+    let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &[]).unwrap();
     assert_eq!(config.task.axes.len(), 3);
     assert_eq!(config.loss.kind, "full-kl");
     assert_eq!(config.run.device, "cpu");
@@ -29,15 +29,29 @@ fn the_quickstart_config_parses_with_its_defaults() {
     );
 }
 
+/// Every ready config in configs/ parses and validates.
+#[test]
+fn every_ready_config_parses() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir("configs").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Err(e) = Config::parse(&path, &text, &[]) {
+            panic!("{}: {e}", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} configs");
+}
+
 #[test]
 fn unknown_keys_are_refused_with_the_line_and_the_nearest_key() {
-    let text = QUICKSTART.replace("lr = 0.003", "lrr = 0.003");
+    let text = BDIMS.replace("lr = 0.003", "lrr = 0.003");
     let err = config_error(&text, &[]);
-    let line = QUICKSTART
-        .lines()
-        .position(|l| l.starts_with("lr = "))
-        .unwrap()
-        + 1;
+    let line = BDIMS.lines().position(|l| l.starts_with("lr = ")).unwrap() + 1;
     assert!(err.contains("task.toml"), "{err}");
     assert!(err.contains(&format!("line {line}")), "{err}");
     assert!(
@@ -76,8 +90,8 @@ fn bad_values_name_their_key() {
         ),
         ("epochs = 60", "epochs = \"many\"", "invalid type"),
     ] {
-        let text = QUICKSTART.replacen(from, to, 1);
-        assert_ne!(text, QUICKSTART, "{from}");
+        let text = BDIMS.replacen(from, to, 1);
+        assert_ne!(text, BDIMS, "{from}");
         let err = config_error(&text, &[]);
         assert!(err.contains(expected), "{from} → {to}: {err}");
     }
@@ -89,16 +103,16 @@ fn overrides_set_any_key_and_are_checked() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let config = Config::parse(Path::new("q.toml"), QUICKSTART, &overrides).unwrap();
+    let config = Config::parse(Path::new("q.toml"), BDIMS, &overrides).unwrap();
     assert_eq!(config.optim.epochs, 3);
     assert_eq!(config.model.hidden, [8, 4]);
     assert_eq!(config.loss.kind, "dldl-v2");
-    let err = config_error(QUICKSTART, &["optim.epochz=3"]);
+    let err = config_error(BDIMS, &["optim.epochz=3"]);
     assert!(
         err.contains("--set") && err.contains("did you mean `epochs`?"),
         "{err}"
     );
-    let err = config_error(QUICKSTART, &["optim.epochs"]);
+    let err = config_error(BDIMS, &["optim.epochs"]);
     assert!(err.contains("expected KEY=VALUE"), "{err}");
 }
 
@@ -108,8 +122,7 @@ fn run(output: &Path, seed: u64) -> ldl::train::RunSummary {
         format!("run.output_dir={:?}", output.display().to_string()),
         format!("run.seed={seed}"),
     ];
-    let config =
-        Config::parse(Path::new("configs/quickstart.toml"), QUICKSTART, &overrides).unwrap();
+    let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap();
     let mut epochs = 0;
     let summary = train(&config, &mut |_| epochs += 1).unwrap();
     assert_eq!(epochs, 3);
@@ -137,8 +150,8 @@ fn training_writes_a_complete_run_folder_and_is_deterministic() {
     let first = run(output.path(), 4);
     let second = run(output.path(), 4);
     let other = run(output.path(), 5);
-    assert_eq!(first.run_dir, output.path().join("quickstart-1"));
-    assert_eq!(second.run_dir, output.path().join("quickstart-2"));
+    assert_eq!(first.run_dir, output.path().join("bdims-1"));
+    assert_eq!(second.run_dir, output.path().join("bdims-2"));
     for file in [
         "config.toml",
         "metrics.jsonl",
@@ -335,6 +348,64 @@ output_dir = {output:?}
     assert!(err.contains("not both"), "{err}");
 }
 
+/// The quickstart's source, `builtin:faces`, end to end at a tiny scale: the faces are
+/// rendered in memory, identities stay in one split, the summary reports the
+/// training-mean predictor, and a bad face count names its key.
+#[test]
+fn a_task_trains_on_the_built_in_faces() {
+    const QUICKSTART: &str = include_str!("../configs/quickstart.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let overrides: Vec<String> = [
+        "data.faces.count=96",
+        "optim.epochs=2",
+        "optim.batch_size=16",
+        "model.width=0.25",
+        &format!("run.output_dir={:?}", dir.path().display().to_string()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let config =
+        Config::parse(Path::new("configs/quickstart.toml"), QUICKSTART, &overrides).unwrap();
+    let summary = train(&config, &mut |_| {}).unwrap();
+    assert_eq!(summary.samples.iter().sum::<usize>(), 96);
+    assert!(
+        summary.samples.iter().all(|&n| n > 0),
+        "{:?}",
+        summary.samples
+    );
+    let baseline = &summary.mean_predictor[0];
+    assert_eq!(baseline.axis, "age");
+    // Apparent ages spread over 0..100: the mean is mid-range and its MAE about a quarter
+    // of the range.
+    assert!((25.0..75.0).contains(&baseline.value), "{baseline:?}");
+    assert!(
+        (10.0..40.0).contains(&baseline.validation_mae),
+        "{baseline:?}"
+    );
+    assert!(summary
+        .run_dir
+        .join("checkpoints/best.safetensors")
+        .is_file());
+
+    let err = Config::parse(
+        Path::new("configs/quickstart.toml"),
+        QUICKSTART,
+        &["data.faces.count=0".to_string()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`data.faces.count`"), "{err}");
+    let err = Config::parse(
+        Path::new("configs/quickstart.toml"),
+        QUICKSTART,
+        &["data.image_column=\"x\"".to_string()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("builtin:faces"), "{err}");
+}
+
 #[test]
 fn image_list_formats_need_no_label_columns() {
     let text = r#"
@@ -378,7 +449,7 @@ fn training_four_epochs_equals_two_then_resuming_for_two() {
             format!("optim.epochs={epochs}"),
             format!("run.output_dir={:?}", at(dir)),
         ];
-        Config::parse(Path::new("configs/quickstart.toml"), QUICKSTART, &overrides).unwrap()
+        Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap()
     };
     let straight = train(&parse(4, "straight"), &mut |_| {}).unwrap();
     let first = train(&parse(2, "resumed"), &mut |_| {}).unwrap();
@@ -416,8 +487,7 @@ fn early_stopping_ends_the_run_after_the_patience_runs_out() {
         "run.patience=2".to_string(),
         format!("run.output_dir={:?}", output.path().display().to_string()),
     ];
-    let config =
-        Config::parse(Path::new("configs/quickstart.toml"), QUICKSTART, &overrides).unwrap();
+    let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap();
     let summary = train(&config, &mut |_| {}).unwrap();
     assert!(summary.epochs < 60, "stopped at {}", summary.epochs);
     assert_eq!(summary.epochs, summary.best_epoch + 2);
@@ -425,6 +495,6 @@ fn early_stopping_ends_the_run_after_the_patience_runs_out() {
         metrics_without_times(&summary.run_dir).len(),
         summary.epochs
     );
-    let err = config_error(QUICKSTART, &["run.patience=0"]);
+    let err = config_error(BDIMS, &["run.patience=0"]);
     assert!(err.contains("`run.patience`"), "{err}");
 }

@@ -210,11 +210,25 @@ fn train(
                 .find(|(n, _)| n == &report.axis)
                 .map(|(_, u)| u.as_str())
                 .unwrap_or("");
+            let baseline = summary
+                .mean_predictor
+                .iter()
+                .find(|m| m.axis == report.axis)
+                .and_then(|m| match name {
+                    "test" => m.test_mae,
+                    _ => Some(m.validation_mae),
+                });
             match (report.mae, report.accuracy) {
                 (Some(mae), _) => println!(
-                    "  {name:<10} {:<8} MAE {mae:.3} {unit}, predicted std {:.2} {unit}",
+                    "  {name:<10} {:<8} MAE {mae:.3} {unit}, predicted std {:.2} {unit}{}",
                     report.axis,
-                    report.mean_predicted_std.unwrap_or(f64::NAN)
+                    report.mean_predicted_std.unwrap_or(f64::NAN),
+                    baseline
+                        .map(|b| format!(
+                            " (training-mean predictor: MAE {b:.3}; ratio {:.2})",
+                            mae / b
+                        ))
+                        .unwrap_or_default()
                 ),
                 (None, Some(accuracy)) => {
                     println!("  {name:<10} {:<8} accuracy {accuracy:.3}", report.axis)

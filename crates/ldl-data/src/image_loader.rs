@@ -258,14 +258,17 @@ impl BatchJob {
 
     fn sample(&self, index: usize) -> Result<(Vec<f32>, Vec<Label>)> {
         let sample = &self.samples[index];
-        let Input::ImagePath(path) = &sample.input else {
-            return Err(Error::Spec(format!(
-                "{}: the image loader needs image inputs",
-                sample.origin
-            )));
+        let image = match &sample.input {
+            Input::ImagePath(path) => decode(path)
+                .map_err(|e| Error::Spec(format!("{} (listed at {})", e, sample.origin)))?,
+            Input::Synthetic { generator, index } => crate::render(generator, *index).image,
+            Input::Features(_) => {
+                return Err(Error::Spec(format!(
+                    "{}: the image loader needs image inputs",
+                    sample.origin
+                )))
+            }
         };
-        let image = decode(path)
-            .map_err(|e| Error::Spec(format!("{} (listed at {})", e, sample.origin)))?;
         match &self.augment {
             None => {
                 let (pixels, _) = self.pipeline.process(&image, &Augment::default(), None)?;

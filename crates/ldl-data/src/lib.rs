@@ -25,7 +25,10 @@ pub use loader::{mix as mix_seed, Batch, FeatureLoader};
 pub use sample::{Input, Sample, SampleOrigin};
 pub use split::{split_by_column, split_by_fractions, SplitNames, Splits};
 pub use standardize::Standardizer;
-pub use synth::{render, write_synthetic_set, SynthConfig, SynthFace};
+pub use synth::{
+    face_labels, read_synthetic_faces, render, write_synthetic_set, FaceLabels, SynthConfig,
+    SynthFace, FACE_COLUMNS, MAX_FACES,
+};
 pub use table::{
     parse_csv, read_csv, read_feature_rows, read_jsonl, AxisColumns, InputColumns, LabelColumns,
     OnBadSample, SkippedSample, Table, TableSpec,

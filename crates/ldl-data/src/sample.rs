@@ -12,6 +12,13 @@ pub enum Input {
     Features(Vec<f32>),
     /// An image file, decoded when batched.
     ImagePath(PathBuf),
+    /// Face `index` of the synthetic face generator, rendered when batched.
+    Synthetic {
+        /// The generator's settings (shared by every sample of the set).
+        generator: Arc<crate::SynthConfig>,
+        /// The face's index: face `i` of a setting is always the same image.
+        index: u64,
+    },
 }
 
 /// Where a sample came from, for messages.

@@ -82,7 +82,7 @@ fn features_of(sample: &Sample, width: usize) -> Result<&[f32]> {
             sample.origin,
             features.len()
         ))),
-        Input::ImagePath(_) => Err(Error::Spec(format!(
+        Input::ImagePath(_) | Input::Synthetic { .. } => Err(Error::Spec(format!(
             "{}: standardisation needs feature inputs, not images",
             sample.origin
         ))),

@@ -135,14 +135,29 @@ impl Identity {
     }
 }
 
-/// Renders sample `index` of the set `config` describes.
-pub fn render(config: &SynthConfig, index: u64) -> SynthFace {
+/// The labels of sample `index` (what [`render`] draws, without drawing the image).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaceLabels {
+    /// The identity (subject) the face belongs to.
+    pub identity: u64,
+    /// True age in years.
+    pub age: f64,
+    /// Apparent age: the mean of simulated annotators.
+    pub apparent_age: f64,
+    /// Their standard deviation (growing with age, like ChaLearn's).
+    pub apparent_age_std: f64,
+    /// Head yaw in degrees (positive: the face turns to the image's right).
+    pub yaw: f64,
+    /// Head pitch in degrees (positive: up).
+    pub pitch: f64,
+    /// Head roll in degrees.
+    pub roll: f64,
+}
+
+/// Draws the labels of sample `index`; the generator continues with the scene and image.
+fn draw_labels(config: &SynthConfig, index: u64) -> (FaceLabels, ChaCha8Rng) {
     let mut rng = ChaCha8Rng::seed_from_u64(mix(config.seed, index));
-    let identity_id = rng.gen_range(0..config.identities.max(1));
-    let identity = Identity::draw(&mut ChaCha8Rng::seed_from_u64(mix(
-        config.seed ^ 0x1D,
-        identity_id,
-    )));
+    let identity = rng.gen_range(0..config.identities.max(1));
     let age: f64 = rng.gen_range(0.0..100.0);
     let apparent_age_std = 1.0 + 0.07 * age;
     let noise: f64 = rng.sample::<f64, _>(rand_distr_normal());
@@ -150,6 +165,31 @@ pub fn render(config: &SynthConfig, index: u64) -> SynthFace {
     let yaw = rng.gen_range(-config.max_yaw..=config.max_yaw);
     let pitch = rng.gen_range(-config.max_pitch..=config.max_pitch);
     let roll = rng.gen_range(-config.max_roll..=config.max_roll);
+    let labels = FaceLabels {
+        identity,
+        age,
+        apparent_age,
+        apparent_age_std,
+        yaw,
+        pitch,
+        roll,
+    };
+    (labels, rng)
+}
+
+/// The labels of sample `index` of the set `config` describes, without rendering it
+/// (about a hundred times faster).
+pub fn face_labels(config: &SynthConfig, index: u64) -> FaceLabels {
+    draw_labels(config, index).0
+}
+
+/// Renders sample `index` of the set `config` describes.
+pub fn render(config: &SynthConfig, index: u64) -> SynthFace {
+    let (labels, mut rng) = draw_labels(config, index);
+    let identity = Identity::draw(&mut ChaCha8Rng::seed_from_u64(mix(
+        config.seed ^ 0x1D,
+        labels.identity,
+    )));
     let scene = Scene {
         light: normalise([rng.gen_range(-0.7..0.7), rng.gen_range(-0.7..0.3), 1.0]),
         ambient: rng.gen_range(0.35..0.55),
@@ -165,21 +205,105 @@ pub fn render(config: &SynthConfig, index: u64) -> SynthFace {
     let image = draw(
         config.size.clamp(8, 224) as usize,
         &identity,
-        age,
-        [yaw, pitch, roll],
+        labels.age,
+        [labels.yaw, labels.pitch, labels.roll],
         &scene,
         &mut rng,
     );
     SynthFace {
         image,
-        identity: identity_id,
-        age,
-        apparent_age,
-        apparent_age_std,
-        yaw,
-        pitch,
-        roll,
+        identity: labels.identity,
+        age: labels.age,
+        apparent_age: labels.apparent_age,
+        apparent_age_std: labels.apparent_age_std,
+        yaw: labels.yaw,
+        pitch: labels.pitch,
+        roll: labels.roll,
     }
+}
+
+/// The columns of the synthetic face table, as in `manifest.csv` of
+/// [`write_synthetic_set`] and the `builtin:faces` source.
+pub const FACE_COLUMNS: [&str; 8] = [
+    "image",
+    "age",
+    "apparent_age",
+    "apparent_age_std",
+    "yaw",
+    "pitch",
+    "roll",
+    "identity",
+];
+
+/// One table row of a face (`image` first, then the labels in [`FACE_COLUMNS`] order).
+fn table_row(image: &str, labels: &FaceLabels) -> String {
+    format!(
+        "{image},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{}",
+        labels.age,
+        labels.apparent_age,
+        labels.apparent_age_std,
+        labels.yaw,
+        labels.pitch,
+        labels.roll,
+        labels.identity
+    )
+}
+
+/// The most faces `builtin:faces` serves (2²⁴).
+pub const MAX_FACES: u64 = 1 << 24;
+
+/// Faces `0..count` of `config` as a table whose inputs are rendered when batched
+/// (`Input::Synthetic`): the `builtin:faces` source. Its columns are [`FACE_COLUMNS`];
+/// `spec` maps them to axes (e.g. `age` ← `apparent_age` with std `apparent_age_std`)
+/// and its input columns are ignored. Messages name samples `builtin:faces:LINE`, the
+/// line of the face's row in `manifest.csv` of `ldl synth` with the same settings.
+pub fn read_synthetic_faces(
+    config: &SynthConfig,
+    count: u64,
+    spec: &crate::TableSpec,
+    space: &ldl_core::LabelSpace,
+    policy: crate::OnBadSample,
+) -> crate::Result<crate::Table> {
+    if count == 0 || count > MAX_FACES {
+        return Err(crate::Error::Spec(format!(
+            "builtin:faces: the face count must be in 1..={MAX_FACES}, got {count}"
+        )));
+    }
+    let mut text = FACE_COLUMNS.join(",");
+    text.push('\n');
+    for i in 0..count {
+        text.push_str(&table_row(&i.to_string(), &face_labels(config, i)));
+        text.push('\n');
+    }
+    // The face index travels through the table reader as a one-value feature vector
+    // (exact in f32 up to MAX_FACES) and becomes the sample's input below.
+    let mut spec = spec.clone();
+    spec.input = crate::InputColumns::Features(vec!["image".into()]);
+    let mut table = crate::parse_csv(
+        std::path::Path::new("builtin:faces"),
+        &text,
+        &spec,
+        space,
+        policy,
+    )?;
+    let generator = std::sync::Arc::new(config.clone());
+    for sample in &mut table.samples {
+        let index = match sample.input {
+            crate::Input::Features(ref values) if values.len() == 1 => Some(values[0] as u64),
+            _ => None,
+        };
+        let Some(index) = index else {
+            return Err(crate::Error::Spec(format!(
+                "{}: not a synthetic face",
+                sample.origin
+            )));
+        };
+        sample.input = crate::Input::Synthetic {
+            generator: std::sync::Arc::clone(&generator),
+            index,
+        };
+    }
+    Ok(table)
 }
 
 struct Scene {
@@ -468,8 +592,7 @@ pub fn write_synthetic_set(
     use crate::Error;
     use std::fmt::Write as _;
     std::fs::create_dir_all(folder.join("images")).map_err(|e| Error::io(folder, e))?;
-    let mut manifest =
-        String::from("image,age,apparent_age,apparent_age_std,yaw,pitch,roll,identity\n");
+    let mut manifest = FACE_COLUMNS.join(",") + "\n";
     let mut chalearn = String::from("image,mean,stdv\n");
     for i in 0..count {
         let face = render(config, i);
@@ -483,17 +606,8 @@ pub fn write_synthetic_set(
             image::ExtendedColorType::Rgb8,
         )
         .map_err(|e| Error::io(&path, e))?;
-        let _ = writeln!(
-            manifest,
-            "{name},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{}",
-            face.age,
-            face.apparent_age,
-            face.apparent_age_std,
-            face.yaw,
-            face.pitch,
-            face.roll,
-            face.identity
-        );
+        let labels = face_labels(config, i);
+        let _ = writeln!(manifest, "{}", table_row(&name, &labels));
         let _ = writeln!(
             chalearn,
             "{name},{:.3},{:.3}",

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ldl_core::{Axis, LabelSpace, OutOfRange};
-use ldl_data::{Augment, InputColumns, LabelColumns, LabelEffects, OnBadSample, TableSpec};
+use ldl_data::{
+    Augment, InputColumns, LabelColumns, LabelEffects, OnBadSample, SynthConfig, TableSpec,
+};
 use ldl_models::{BackboneConfig, MlpConfig, VggConfig};
 use serde::{Deserialize, Serialize};
 
@@ -91,9 +93,13 @@ pub enum AxisKindName {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// `builtin:NAME` (`builtin:bdims`, `builtin:abalone`) or a path to a `.csv` or
+    /// `builtin:NAME` (the tables `builtin:bdims` and `builtin:abalone`, or the synthetic
+    /// face generator `builtin:faces`, rendered in memory) or a path to a `.csv` or
     /// `.jsonl` file, relative to the config file.
     pub source: String,
+    /// The synthetic faces of `builtin:faces` (`[data.faces]`).
+    #[serde(default)]
+    pub faces: FacesConfig,
     /// `table` (default: CSV or JSONL with `[data.labels]`), `chalearn` (image, mean,
     /// std), `dldl-list` (`path age sigma` lines) or `utkface` (a folder of
     /// `AGE_GENDER_RACE_DATE.jpg` files).
@@ -137,6 +143,76 @@ pub struct DataConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// `[data.faces]`: the set of synthetic faces `builtin:faces` renders (in memory, at
+/// `data.image_size`). Its table has the columns `age`, `apparent_age`,
+/// `apparent_age_std`, `yaw`, `pitch`, `roll` and `identity`, for `[data.labels]` and
+/// `data.group_column`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FacesConfig {
+    /// How many faces (default 5000).
+    #[serde(default = "default_face_count")]
+    pub count: u64,
+    /// The generator's seed (default: `run.seed`): face `i` of a seed is always the same.
+    pub seed: Option<u64>,
+    /// How many distinct people the faces belong to (default 500).
+    #[serde(default = "default_identities")]
+    pub identities: u64,
+    /// Largest |yaw| in degrees (default 90).
+    #[serde(default = "default_max_yaw")]
+    pub max_yaw: f64,
+    /// Largest |pitch| in degrees (default 60).
+    #[serde(default = "default_max_pitch")]
+    pub max_pitch: f64,
+    /// Largest |roll| in degrees (default 30).
+    #[serde(default = "default_max_roll")]
+    pub max_roll: f64,
+}
+
+fn default_face_count() -> u64 {
+    5000
+}
+fn default_identities() -> u64 {
+    500
+}
+fn default_max_yaw() -> f64 {
+    90.0
+}
+fn default_max_pitch() -> f64 {
+    60.0
+}
+fn default_max_roll() -> f64 {
+    30.0
+}
+
+impl Default for FacesConfig {
+    fn default() -> Self {
+        FacesConfig {
+            count: default_face_count(),
+            seed: None,
+            identities: default_identities(),
+            max_yaw: default_max_yaw(),
+            max_pitch: default_max_pitch(),
+            max_roll: default_max_roll(),
+        }
+    }
+}
+
+impl FacesConfig {
+    /// The generator's settings for images of `size` pixels, seeded by `run_seed` unless
+    /// `seed` is set.
+    pub fn generator(&self, size: u32, run_seed: u64) -> SynthConfig {
+        SynthConfig {
+            size,
+            seed: self.seed.unwrap_or(run_seed),
+            identities: self.identities,
+            max_yaw: self.max_yaw,
+            max_pitch: self.max_pitch,
+            max_roll: self.max_roll,
+        }
+    }
 }
 
 fn default_format() -> String {
@@ -537,6 +613,35 @@ impl Config {
                 ),
             );
         }
+        if self.data.source == FACES {
+            if self.data.image_column.is_some() || self.data.features.is_some() || !table {
+                return fail(
+                    "data.source",
+                    "`builtin:faces` renders its own images: remove data.image_column, \
+                     data.features and data.format"
+                        .into(),
+                );
+            }
+            let count = self.data.faces.count;
+            if count == 0 || count > ldl_data::MAX_FACES {
+                return fail(
+                    "data.faces.count",
+                    format!("must be in 1..={}, got {count}", ldl_data::MAX_FACES),
+                );
+            }
+            for (key, value, limit) in [
+                ("max_yaw", self.data.faces.max_yaw, 180.0),
+                ("max_pitch", self.data.faces.max_pitch, 90.0),
+                ("max_roll", self.data.faces.max_roll, 180.0),
+            ] {
+                if !(0.0..=limit).contains(&value) {
+                    return fail(
+                        &format!("data.faces.{key}"),
+                        format!("must be in [0, {limit}] degrees, got {value}"),
+                    );
+                }
+            }
+        }
         self.backbone(1)?;
         let vgg = self.model.backbone != "mlp";
         if vgg != self.data.reads_images() {
@@ -703,8 +808,12 @@ impl AxisConfig {
     }
 }
 
+/// The source name of the synthetic face generator.
+pub(crate) const FACES: &str = "builtin:faces";
+
 /// The data source as the trainer reads it.
 pub(crate) enum Source<'a> {
+    Faces,
     Builtin(&'a str),
     Csv(PathBuf),
     Jsonl(PathBuf),
@@ -716,10 +825,13 @@ pub(crate) enum Source<'a> {
 impl DataConfig {
     /// True when the inputs are images (an image column, or an image-list format).
     pub fn reads_images(&self) -> bool {
-        self.image_column.is_some() || self.format != "table"
+        self.image_column.is_some() || self.format != "table" || self.source == FACES
     }
 
     pub(crate) fn source(&self) -> Result<Source<'_>> {
+        if self.source == FACES {
+            return Ok(Source::Faces);
+        }
         if let Some(name) = self.source.strip_prefix("builtin:") {
             return Ok(Source::Builtin(name));
         }

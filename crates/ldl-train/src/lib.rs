@@ -15,8 +15,8 @@ pub use adam::Adam;
 pub use allocator::tune_allocator_for_training;
 pub use build::loss;
 pub use config::{
-    AxisConfig, AxisKindName, Config, DataConfig, LabelConfig, LossConfig, ModelConfig,
-    OptimConfig, RunConfig, SplitConfig, TaskConfig,
+    AxisConfig, AxisKindName, Config, DataConfig, FacesConfig, LabelConfig, LossConfig,
+    ModelConfig, OptimConfig, RunConfig, SplitConfig, TaskConfig,
 };
 pub use error::{Error, Result};
 pub use ldl_core::AxisKind;
@@ -28,5 +28,6 @@ pub fn device(name: &str) -> Result<candle_core::Device> {
 }
 pub use trained::{Prediction, TrainedModel};
 pub use trainer::{
-    evaluate, request_stop, resume, train, EpochRecord, Evaluation, LossSummary, RunSummary,
+    evaluate, request_stop, resume, train, EpochRecord, Evaluation, LossSummary, MeanPredictor,
+    RunSummary,
 };

@@ -13,9 +13,9 @@ use ldl_core::metrics::{Metrics, MetricsReport};
 use ldl_core::AxisTargets;
 use ldl_core::LabelSpace;
 use ldl_data::{
-    read_builtin, read_chalearn, read_csv, read_dldl_list, read_jsonl, read_utkface,
-    split_by_column, split_by_fractions, Batch, FeatureLoader, ImageLoader, ImagePipeline, Sample,
-    SplitNames, Splits, Standardizer,
+    read_builtin, read_chalearn, read_csv, read_dldl_list, read_jsonl, read_synthetic_faces,
+    read_utkface, split_by_column, split_by_fractions, Batch, FeatureLoader, ImageLoader,
+    ImagePipeline, Sample, SplitNames, Splits, Standardizer,
 };
 use ldl_models::{load_into, read_checkpoint, save_checkpoint_with, trainable_vars, Model};
 use serde::{Deserialize, Serialize};
@@ -80,6 +80,77 @@ pub struct RunSummary {
     pub parameters: usize,
     /// Wall time of the whole run.
     pub seconds: f64,
+    /// What always predicting the training mean scores, per ordered axis: the floor a
+    /// trained model must beat.
+    pub mean_predictor: Vec<MeanPredictor>,
+}
+
+/// The MAE of always predicting the training split's mean target value (the circular
+/// mean on a circle) on one axis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MeanPredictor {
+    /// The axis.
+    pub axis: String,
+    /// The constant prediction.
+    pub value: f64,
+    /// Its MAE on the validation split.
+    pub validation_mae: f64,
+    /// Its MAE on the test split, when there is one.
+    pub test_mae: Option<f64>,
+}
+
+/// [`MeanPredictor`] for every linear and circular axis.
+fn mean_predictor(space: &LabelSpace, splits: &Splits) -> Result<Vec<MeanPredictor>> {
+    let values = |samples: &[Sample]| -> Result<Vec<Vec<f64>>> {
+        if samples.is_empty() {
+            return Ok(vec![Vec::new(); space.axes().len()]);
+        }
+        let labels: Vec<Vec<ldl_core::Label>> = samples.iter().map(|s| s.labels.clone()).collect();
+        let targets = space.targets(&labels, DType::F64, &candle_core::Device::Cpu)?;
+        targets
+            .iter()
+            .map(|t| Ok(t.value.to_vec1::<f64>()?))
+            .collect()
+    };
+    let (train, validation, test) = (
+        values(&splits.train)?,
+        values(&splits.validation)?,
+        values(&splits.test)?,
+    );
+    let mut out = Vec::new();
+    for (a, axis) in space.axes().iter().enumerate() {
+        if axis.is_categorical() || train[a].is_empty() {
+            continue;
+        }
+        let n = train[a].len() as f64;
+        let value = match axis.period() {
+            Some(period) => {
+                let start = axis.centers()[0];
+                let angle = |v: f64| (v - start) / period * std::f64::consts::TAU;
+                let (sin, cos) = train[a].iter().fold((0.0, 0.0), |(s, c), &v| {
+                    (s + angle(v).sin(), c + angle(v).cos())
+                });
+                axis.canonical_value(start + sin.atan2(cos) / std::f64::consts::TAU * period)
+            }
+            None => train[a].iter().sum::<f64>() / n,
+        };
+        let mae = |values: &[f64]| {
+            (!values.is_empty()).then(|| {
+                values
+                    .iter()
+                    .map(|&v| axis.difference(v, value).abs())
+                    .sum::<f64>()
+                    / values.len() as f64
+            })
+        };
+        out.push(MeanPredictor {
+            axis: axis.name().to_string(),
+            value,
+            validation_mae: mae(&validation[a]).unwrap_or(f64::NAN),
+            test_mae: mae(&test[a]),
+        });
+    }
+    Ok(out)
 }
 
 /// Where a run stands after an epoch (`state.json`), with `checkpoints/last.safetensors`
@@ -320,6 +391,7 @@ fn run(
         skipped,
         parameters,
         seconds: started.elapsed().as_secs_f64(),
+        mean_predictor: mean_predictor(&space, &splits)?,
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::output(&run_dir, e))?;
     write_file(&run_dir.join("summary.json"), json.as_bytes())?;
@@ -333,6 +405,11 @@ fn load_splits(config: &Config, space: &LabelSpace) -> Result<(Splits, Vec<Strin
     let policy = config.data.on_bad_sample;
     let images = config.data.images.as_deref();
     let table = match config.data.source()? {
+        Source::Faces => {
+            let faces = &config.data.faces;
+            let generator = faces.generator(config.data.image_size, config.run.seed);
+            read_synthetic_faces(&generator, faces.count, &spec?, space, policy)?
+        }
         Source::Builtin(name) => read_builtin(name, &spec?, space, policy)?,
         Source::Csv(path) => read_csv(&path, &spec?, space, policy)?,
         Source::Jsonl(path) => read_jsonl(&path, &spec?, space, policy)?,

@@ -191,6 +191,54 @@ fn training_writes_a_complete_run_folder_and_is_deterministic() {
     let saved = std::fs::read_to_string(first.run_dir.join("config.toml")).unwrap();
     let reparsed = Config::parse(&first.run_dir.join("config.toml"), &saved, &[]).unwrap();
     assert_eq!(reparsed.optim.epochs, 3);
+
+    // Plots: valid PNGs of the right size, SVGs naming every panel.
+    let plots = first.run_dir.join("plots");
+    for (stem, panels) in [("losses", 9u32), ("mae", 3)] {
+        let png = image::open(plots.join(format!("{stem}.png"))).unwrap();
+        let (rows, columns) = (panels.div_ceil(3), panels.min(3));
+        assert_eq!(
+            (png.width(), png.height()),
+            (420 * columns, 300 * rows),
+            "{stem}"
+        );
+        let svg = std::fs::read_to_string(plots.join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.trim_start().starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        let titles: &[&str] = if stem == "mae" {
+            &["age", "weight", "height"]
+        } else {
+            &[
+                "age/ld",
+                "age/exp",
+                "age/smooth",
+                "height/smooth",
+                "weight/ld",
+            ]
+        };
+        for title in titles {
+            assert!(
+                svg.contains(&format!(">\n{title}\n<")),
+                "{stem}.svg lacks {title}"
+            );
+        }
+    }
+    // Two runs overlay, named in the legend; a folder without metrics is a clear error.
+    let curves = [
+        ldl::train::RunCurves::read(&first.run_dir).unwrap(),
+        ldl::train::RunCurves::read(&other.run_dir).unwrap(),
+    ];
+    let overlay = output.path().join("overlay");
+    let files = ldl::train::plot_runs(&curves, &overlay).unwrap();
+    assert_eq!(files.len(), 4);
+    let svg = std::fs::read_to_string(overlay.join("mae.svg")).unwrap();
+    assert!(svg.contains("bdims-1 validation") && svg.contains("bdims-3 validation"));
+    let err = ldl::train::RunCurves::read(output.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("metrics.jsonl") && err.contains("ldl train"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -23,7 +23,7 @@ enum Command {
     ///
     /// Example: ldl train configs/quickstart.toml --set optim.epochs=10
     ///
-    /// Resume: ldl train --resume runs/quickstart-1 --set optim.epochs=90
+    /// Resume: ldl train --resume runs/quickstart-faces-1 --set optim.epochs=90
     Train {
         /// The task config (TOML).
         #[arg(required_unless_present = "resume")]
@@ -40,7 +40,7 @@ enum Command {
     },
     /// Evaluate a checkpoint on a labelled .csv or .jsonl file with the training columns.
     ///
-    /// Example: ldl eval runs/quickstart-1/checkpoints/best.safetensors --data people.csv
+    /// Example: ldl eval runs/quickstart-faces-1/checkpoints/best.safetensors --data people.csv
     Eval {
         /// The checkpoint (`checkpoints/best.safetensors` of a run).
         checkpoint: PathBuf,
@@ -53,7 +53,7 @@ enum Command {
     },
     /// Predict mean, std and mode per axis for every row of a .csv file.
     ///
-    /// Example: ldl predict runs/quickstart-1/checkpoints/best.safetensors people.csv
+    /// Example: ldl predict runs/quickstart-faces-1/checkpoints/best.safetensors people.csv
     Predict {
         /// The checkpoint.
         checkpoint: PathBuf,
@@ -83,9 +83,22 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Plot training curves (loss parts per axis, validation MAE) of one or more runs as
+    /// PNG and SVG; several runs overlay, one colour each.
+    ///
+    /// Example: ldl plot runs/quickstart-faces-1 runs/quickstart-faces-2 --out plots
+    Plot {
+        /// Run folders (each with a metrics.jsonl).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Where to write losses.{png,svg} and mae.{png,svg} (default: RUN_DIR/plots for
+        /// one run, ./plots for several).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Describe a checkpoint: its label space, model and training.
     ///
-    /// Example: ldl inspect runs/quickstart-1/checkpoints/best.safetensors
+    /// Example: ldl inspect runs/quickstart-faces-1/checkpoints/best.safetensors
     Inspect {
         /// The checkpoint.
         checkpoint: PathBuf,
@@ -114,6 +127,7 @@ fn main() -> ExitCode {
             pmf,
         } => predict(&checkpoint, &input, json, pmf),
         Command::Inspect { checkpoint } => inspect(&checkpoint),
+        Command::Plot { runs, out } => plot(&runs, out.as_deref()),
         Command::Synth {
             count,
             out,
@@ -128,6 +142,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn plot(runs: &[PathBuf], out: Option<&std::path::Path>) -> Result<(), String> {
+    let curves = runs
+        .iter()
+        .map(|run| ldl_train::RunCurves::read(run))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let out = match (out, runs) {
+        (Some(out), _) => out.to_path_buf(),
+        (None, [run]) => run.join("plots"),
+        (None, _) => PathBuf::from("plots"),
+    };
+    for file in ldl_train::plot_runs(&curves, &out).map_err(|e| e.to_string())? {
+        println!("{}", file.display());
+    }
+    Ok(())
 }
 
 fn train(

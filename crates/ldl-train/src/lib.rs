@@ -8,6 +8,7 @@ mod allocator;
 mod build;
 mod config;
 mod error;
+mod plot;
 mod trained;
 mod trainer;
 
@@ -21,6 +22,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use ldl_core::AxisKind;
 pub use ldl_data::{write_synthetic_set, SynthConfig};
+pub use plot::{plot_runs, RunCurves};
 
 /// Parses a device name (`cpu`, `cuda`, `cuda:N`, `auto`).
 pub fn device(name: &str) -> Result<candle_core::Device> {

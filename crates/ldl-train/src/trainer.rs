@@ -280,6 +280,9 @@ fn run(
         let mut totals = Accumulator::default();
         for (index, batch) in data.train(epoch as u64)?.enumerate() {
             if stop_requested() {
+                if epoch > 1 {
+                    write_plots(&run_dir)?;
+                }
                 return Err(Error::Interrupted {
                     run_dir: run_dir.display().to_string(),
                     epoch: epoch - 1,
@@ -394,8 +397,17 @@ fn run(
         mean_predictor: mean_predictor(&space, &splits)?,
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::output(&run_dir, e))?;
-    write_file(&run_dir.join("summary.json"), json.as_bytes())?;
+    write_plots(&run_dir)?;
+    // Last, and whole or not at all: a summary.json means the run finished.
+    write_atomically(&run_dir.join("summary.json"), json.as_bytes())?;
     Ok(summary)
+}
+
+/// The training curves of a run folder into `RUN_DIR/plots`.
+fn write_plots(run_dir: &Path) -> Result<()> {
+    let curves = crate::plot::RunCurves::read(run_dir)?;
+    crate::plot::plot_runs(&[curves], &run_dir.join("plots"))?;
+    Ok(())
 }
 
 /// Reads the source, splits it, and returns the splits, the feature names and the

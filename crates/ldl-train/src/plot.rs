@@ -1,0 +1,369 @@
+//! Training curves from `metrics.jsonl`, drawn with plotters as PNG and SVG:
+//!
+//! - `losses.{png,svg}`: one panel per loss component and axis (`age/ld`, `age/exp`,
+//!   `age/smooth`, …), training (solid) and validation (dashed) over epochs;
+//! - `mae.{png,svg}`: validation MAE per axis over epochs (accuracy on categorical axes).
+//!
+//! Several runs overlay in one figure, one colour per run. PNG text uses an embedded font
+//! (DejaVu Sans), so no system fonts are needed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// One run's curves, read from its `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunCurves {
+    /// A name for legends: the run folder's name.
+    pub name: String,
+    /// Per loss component (`age/ld`): (epoch, training value).
+    pub train_loss: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Per loss component: (epoch, validation value).
+    pub validation_loss: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Per axis: (epoch, validation MAE), or accuracy on a categorical axis.
+    pub validation_metric: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Per axis: "MAE (unit)" or "accuracy".
+    pub metric_label: BTreeMap<String, String>,
+    /// The axes in label-space order.
+    pub axis_order: Vec<String>,
+}
+
+impl RunCurves {
+    /// Reads `RUN_DIR/metrics.jsonl`.
+    pub fn read(run_dir: &Path) -> Result<RunCurves> {
+        let path = run_dir.join("metrics.jsonl");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::Config(format!(
+                "{}: cannot read ({e}); give a run folder written by `ldl train`",
+                path.display()
+            ))
+        })?;
+        let name = run_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| run_dir.display().to_string());
+        let mut curves = RunCurves {
+            name,
+            train_loss: BTreeMap::new(),
+            validation_loss: BTreeMap::new(),
+            validation_metric: BTreeMap::new(),
+            metric_label: BTreeMap::new(),
+            axis_order: Vec::new(),
+        };
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let bad = |what: &str| Error::Config(format!("{}:{}: {what}", path.display(), i + 1));
+            let record: Value =
+                serde_json::from_str(line).map_err(|e| bad(&format!("not JSON: {e}")))?;
+            let epoch = record["epoch"].as_f64().ok_or_else(|| bad("no `epoch`"))?;
+            let parts = |value: &Value, into: &mut BTreeMap<String, Vec<(f64, f64)>>| {
+                if let Some(parts) = value.as_object() {
+                    for (part, v) in parts {
+                        if let Some(v) = v.as_f64() {
+                            into.entry(part.clone()).or_default().push((epoch, v));
+                        }
+                    }
+                }
+            };
+            parts(&record["train"]["parts"], &mut curves.train_loss);
+            parts(
+                &record["validation"]["loss"]["parts"],
+                &mut curves.validation_loss,
+            );
+            if let Some(axes) = record["validation"]["metrics"]["axes"].as_array() {
+                for axis in axes {
+                    let Some(name) = axis["axis"].as_str() else {
+                        continue;
+                    };
+                    let (value, label) = match (axis["mae"].as_f64(), axis["accuracy"].as_f64()) {
+                        (Some(mae), _) => {
+                            let unit = axis["unit"].as_str().unwrap_or("");
+                            let label = if unit.is_empty() {
+                                "MAE".to_string()
+                            } else {
+                                format!("MAE ({unit})")
+                            };
+                            (mae, label)
+                        }
+                        (None, Some(accuracy)) => (accuracy, "accuracy".to_string()),
+                        _ => continue,
+                    };
+                    curves
+                        .validation_metric
+                        .entry(name.to_string())
+                        .or_default()
+                        .push((epoch, value));
+                    curves.metric_label.insert(name.to_string(), label);
+                    if !curves.axis_order.iter().any(|a| a == name) {
+                        curves.axis_order.push(name.to_string());
+                    }
+                }
+            }
+        }
+        if curves.train_loss.is_empty() {
+            return Err(Error::Config(format!(
+                "{}: no epochs recorded yet",
+                path.display()
+            )));
+        }
+        Ok(curves)
+    }
+}
+
+/// Writes `losses.png`, `losses.svg`, `mae.png` and `mae.svg` for `runs` into `out_dir`,
+/// returning the files written.
+pub fn plot_runs(runs: &[RunCurves], out_dir: &Path) -> Result<Vec<PathBuf>> {
+    if runs.is_empty() {
+        return Err(Error::Config("nothing to plot: no runs given".into()));
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::output(out_dir, e))?;
+    // Both backends measure text with it.
+    register_font();
+    let mut written = Vec::new();
+    let metric_panels = panel_names(runs.iter().flat_map(|r| r.axis_order.iter()));
+    let mut loss_panels = panel_names(runs.iter().flat_map(|r| r.train_loss.keys()));
+    // Axes in label-space order, then the components in the order the loss defines them.
+    let rank = |panel: &String| {
+        let (axis, component) = panel.split_once('/').unwrap_or((panel, ""));
+        let axis_rank = metric_panels.iter().position(|a| a == axis);
+        let component_rank = ["ld", "exp", "smooth"].iter().position(|c| *c == component);
+        (
+            axis_rank.unwrap_or(usize::MAX),
+            component_rank.unwrap_or(usize::MAX),
+        )
+    };
+    loss_panels.sort_by_key(|panel| rank(panel));
+    let figures: [(&str, &[String], Figure); 2] = [
+        ("losses", &loss_panels, Figure::Losses),
+        ("mae", &metric_panels, Figure::Metrics),
+    ];
+    for (stem, panels, figure) in figures {
+        if panels.is_empty() {
+            continue;
+        }
+        let size = figure_size(panels.len());
+        let svg = out_dir.join(format!("{stem}.svg"));
+        let mut text = String::new();
+        {
+            let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+            draw(&root, runs, panels, figure)?;
+            root.present().map_err(plot_error)?;
+        }
+        crate::trainer::write_atomically(&svg, text.as_bytes())?;
+        written.push(svg);
+
+        let png = out_dir.join(format!("{stem}.png"));
+        let mut pixels = vec![0u8; (size.0 * size.1 * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+            draw(&root, runs, panels, figure)?;
+            root.present().map_err(plot_error)?;
+        }
+        let mut encoded = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut encoded)
+            .write_image_rgb(&pixels, size)
+            .map_err(|e| Error::output(&png, e))?;
+        crate::trainer::write_atomically(&png, &encoded)?;
+        written.push(png);
+    }
+    Ok(written)
+}
+
+/// Encodes RGB8 pixels (a small extension so the call site reads as one step).
+trait WriteRgb {
+    fn write_image_rgb(self, pixels: &[u8], size: (u32, u32)) -> image::ImageResult<()>;
+}
+
+impl<W: std::io::Write> WriteRgb for image::codecs::png::PngEncoder<W> {
+    fn write_image_rgb(self, pixels: &[u8], (w, h): (u32, u32)) -> image::ImageResult<()> {
+        use image::ImageEncoder;
+        self.write_image(pixels, w, h, image::ExtendedColorType::Rgb8)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Figure {
+    Losses,
+    Metrics,
+}
+
+/// Distinct names in first-seen order.
+fn panel_names<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        if !out.contains(name) {
+            out.push(name.clone());
+        }
+    }
+    out
+}
+
+const PANEL_WIDTH: u32 = 420;
+const PANEL_HEIGHT: u32 = 300;
+
+/// Up to three panels per row.
+fn grid(panels: usize) -> (usize, usize) {
+    let columns = panels.clamp(1, 3);
+    (panels.div_ceil(columns), columns)
+}
+
+fn figure_size(panels: usize) -> (u32, u32) {
+    let (rows, columns) = grid(panels);
+    (PANEL_WIDTH * columns as u32, PANEL_HEIGHT * rows as u32)
+}
+
+fn plot_error<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> Error {
+    Error::Numeric(format!("cannot draw the plot: {e}"))
+}
+
+/// Run colours: a colour-blind-safe palette (Okabe–Ito), cycled.
+const COLOURS: [RGBColor; 7] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+];
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The embedded font always parses; a failure would only leave PNG text blank.
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            include_bytes!("../assets/DejaVuSans.ttf"),
+        );
+    });
+}
+
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    runs: &[RunCurves],
+    panels: &[String],
+    figure: Figure,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(plot_error)?;
+    let (rows, columns) = grid(panels.len());
+    let areas = root.split_evenly((rows, columns));
+    for (panel, area) in panels.iter().zip(areas) {
+        let mut series: Vec<(String, &[(f64, f64)], RGBColor, bool)> = Vec::new();
+        for (r, run) in runs.iter().enumerate() {
+            let colour = COLOURS[r % COLOURS.len()];
+            let prefix = if runs.len() > 1 {
+                format!("{} ", run.name)
+            } else {
+                String::new()
+            };
+            match figure {
+                Figure::Losses => {
+                    if let Some(points) = run.train_loss.get(panel) {
+                        series.push((format!("{prefix}train"), points, colour, false));
+                    }
+                    if let Some(points) = run.validation_loss.get(panel) {
+                        series.push((format!("{prefix}validation"), points, colour, true));
+                    }
+                }
+                Figure::Metrics => {
+                    if let Some(points) = run.validation_metric.get(panel) {
+                        series.push((format!("{prefix}validation"), points, colour, false));
+                    }
+                }
+            }
+        }
+        let y_label = match figure {
+            Figure::Losses => "nats".to_string(),
+            Figure::Metrics => runs
+                .iter()
+                .find_map(|r| r.metric_label.get(panel).cloned())
+                .unwrap_or_default(),
+        };
+        draw_panel(&area, panel, &y_label, &series)?;
+    }
+    Ok(())
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    y_label: &str,
+    series: &[(String, &[(f64, f64)], RGBColor, bool)],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let finite = series
+        .iter()
+        .flat_map(|(_, points, _, _)| points.iter())
+        .filter(|(_, y)| y.is_finite());
+    let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in finite {
+        x_max = x_max.max(x);
+        y_min = y_min.min(y);
+        y_max = y_max.max(y);
+    }
+    if !y_min.is_finite() {
+        (y_min, y_max) = (0.0, 1.0);
+    }
+    let pad = ((y_max - y_min) * 0.05).max(1e-6);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 18))
+        .margin(8)
+        .x_label_area_size(32)
+        .y_label_area_size(56)
+        .build_cartesian_2d(1.0..x_max.max(2.0), (y_min - pad)..(y_max + pad))
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc(y_label)
+        .label_style(("sans-serif", 12))
+        .axis_desc_style(("sans-serif", 13))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(plot_error)?;
+    for (name, points, colour, dashed) in series {
+        let points: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
+        let style = ShapeStyle::from(colour).stroke_width(2);
+        let legend_style = style;
+        if *dashed {
+            chart
+                .draw_series(DashedLineSeries::new(points, 6, 4, style))
+                .map_err(plot_error)?
+                .label(name.as_str())
+                .legend(move |(x, y)| {
+                    DashedPathElement::new(vec![(x, y), (x + 18, y)], 4, 3, legend_style)
+                });
+        } else {
+            chart
+                .draw_series(LineSeries::new(points, style))
+                .map_err(plot_error)?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], legend_style));
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 12))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(plot_error)?;
+    Ok(())
+}

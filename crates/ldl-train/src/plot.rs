@@ -261,7 +261,7 @@ where
     let (rows, columns) = grid(panels.len());
     let areas = root.split_evenly((rows, columns));
     for (panel, area) in panels.iter().zip(areas) {
-        let mut series: Vec<(String, &[(f64, f64)], RGBColor, bool)> = Vec::new();
+        let mut series: Vec<Series> = Vec::new();
         for (r, run) in runs.iter().enumerate() {
             let colour = COLOURS[r % COLOURS.len()];
             let prefix = if runs.len() > 1 {
@@ -272,15 +272,25 @@ where
             match figure {
                 Figure::Losses => {
                     if let Some(points) = run.train_loss.get(panel) {
-                        series.push((format!("{prefix}train"), points, colour, false));
+                        series.push(Series::new(format!("{prefix}train"), points, colour, false));
                     }
                     if let Some(points) = run.validation_loss.get(panel) {
-                        series.push((format!("{prefix}validation"), points, colour, true));
+                        series.push(Series::new(
+                            format!("{prefix}validation"),
+                            points,
+                            colour,
+                            true,
+                        ));
                     }
                 }
                 Figure::Metrics => {
                     if let Some(points) = run.validation_metric.get(panel) {
-                        series.push((format!("{prefix}validation"), points, colour, false));
+                        series.push(Series::new(
+                            format!("{prefix}validation"),
+                            points,
+                            colour,
+                            false,
+                        ));
                     }
                 }
             }
@@ -297,18 +307,37 @@ where
     Ok(())
 }
 
+/// One line of a panel: its legend name, points, colour and whether it is dashed.
+struct Series<'a> {
+    name: String,
+    points: &'a [(f64, f64)],
+    colour: RGBColor,
+    dashed: bool,
+}
+
+impl<'a> Series<'a> {
+    fn new(name: String, points: &'a [(f64, f64)], colour: RGBColor, dashed: bool) -> Self {
+        Series {
+            name,
+            points,
+            colour,
+            dashed,
+        }
+    }
+}
+
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
     y_label: &str,
-    series: &[(String, &[(f64, f64)], RGBColor, bool)],
+    series: &[Series],
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     let finite = series
         .iter()
-        .flat_map(|(_, points, _, _)| points.iter())
+        .flat_map(|line| line.points.iter())
         .filter(|(_, y)| y.is_finite());
     let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
     for &(x, y) in finite {
@@ -337,11 +366,17 @@ where
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(plot_error)?;
-    for (name, points, colour, dashed) in series {
-        let points: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
+    for line in series {
+        let (name, colour, dashed) = (&line.name, line.colour, line.dashed);
+        let points: Vec<(f64, f64)> = line
+            .points
+            .iter()
+            .copied()
+            .filter(|p| p.1.is_finite())
+            .collect();
         let style = ShapeStyle::from(colour).stroke_width(2);
         let legend_style = style;
-        if *dashed {
+        if dashed {
             chart
                 .draw_series(DashedLineSeries::new(points, 6, 4, style))
                 .map_err(plot_error)?

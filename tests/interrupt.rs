@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ldl::train::{request_stop, resume, train, Config, Error};
+use ldl::train::{request_stop, resume, train, Config, Error, Progress};
 
 #[test]
 fn a_stopped_run_resumes_to_the_same_result() {
@@ -20,9 +20,11 @@ fn a_stopped_run_resumes_to_the_same_result() {
         Config::parse(Path::new("configs/bdims.toml"), text, &overrides).unwrap()
     };
     let straight = train(&config("straight"), &mut |_| {}).unwrap();
-    let err = train(&config("stopped"), &mut |record| {
-        if record.epoch == 1 {
-            request_stop();
+    let err = train(&config("stopped"), &mut |progress| {
+        if let Progress::Epoch(record) = progress {
+            if record.epoch == 1 {
+                request_stop();
+            }
         }
     })
     .unwrap_err();

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
-use ldl::train::{train, Adam, Config};
+use ldl::train::{train, Adam, Config, Progress};
 
 const BDIMS: &str = include_str!("../configs/bdims.toml");
 
@@ -123,9 +123,29 @@ fn run(output: &Path, seed: u64) -> ldl::train::RunSummary {
         format!("run.seed={seed}"),
     ];
     let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap();
-    let mut epochs = 0;
-    let summary = train(&config, &mut |_| epochs += 1).unwrap();
-    assert_eq!(epochs, 3);
+    // Every batch, then validation, then the epoch's record, in order.
+    let mut events = Vec::new();
+    let summary = train(&config, &mut |progress| {
+        events.push(match progress {
+            Progress::Batch {
+                epoch,
+                done,
+                batches,
+                ..
+            } => format!("{epoch}:{done}/{batches}"),
+            Progress::Validating { epoch } => format!("{epoch}:validating"),
+            Progress::Epoch(record) => format!("{}:done", record.epoch),
+        })
+    })
+    .unwrap();
+    // 305 training samples in batches of 32: 9 full batches and one of 17.
+    let mut expected = Vec::new();
+    for epoch in 1..=3 {
+        expected.extend((1..=10).map(|b| format!("{epoch}:{b}/10")));
+        expected.push(format!("{epoch}:validating"));
+        expected.push(format!("{epoch}:done"));
+    }
+    assert_eq!(events, expected);
     summary
 }
 
@@ -502,9 +522,15 @@ fn training_four_epochs_equals_two_then_resuming_for_two() {
     let straight = train(&parse(4, "straight"), &mut |_| {}).unwrap();
     let first = train(&parse(2, "resumed"), &mut |_| {}).unwrap();
     let mut resumed_epochs = Vec::new();
-    let resumed = ldl::train::resume(&first.run_dir, &["optim.epochs=4".to_string()], &mut |r| {
-        resumed_epochs.push(r.epoch)
-    })
+    let resumed = ldl::train::resume(
+        &first.run_dir,
+        &["optim.epochs=4".to_string()],
+        &mut |progress| {
+            if let Progress::Epoch(record) = progress {
+                resumed_epochs.push(record.epoch)
+            }
+        },
+    )
     .unwrap();
     assert_eq!(resumed_epochs, [3, 4]);
     assert_eq!(resumed.run_dir, first.run_dir);

@@ -1,10 +1,12 @@
 //! The `ldl` command.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ldl_train::{Config, EpochRecord, TrainedModel};
+use indicatif::{ProgressBar, ProgressStyle};
+use ldl_train::{Config, EpochRecord, Progress, TrainedModel};
 
 #[derive(Parser)]
 #[command(
@@ -161,6 +163,36 @@ fn plot(runs: &[PathBuf], out: Option<&std::path::Path>) -> Result<(), String> {
     Ok(())
 }
 
+/// The bar of one epoch: batches done, the running loss, throughput and ETA.
+fn epoch_bar(epoch: usize, epochs: usize, batches: usize) -> ProgressBar {
+    let bar = ProgressBar::new(batches as u64);
+    let style = ProgressStyle::with_template(&format!(
+        "epoch {epoch:>3}/{epochs} [{{bar:30}}] {{pos}}/{{len}}  {{msg}}  ETA {{eta}}"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar
+}
+
+/// The one-line summary of an epoch.
+fn epoch_line(record: &EpochRecord, epochs: usize) -> String {
+    let mut line = format!(
+        "epoch {:>3}/{epochs}  lr {:.1e}  train {:.4}",
+        record.epoch, record.lr, record.train.total
+    );
+    if let Some(validation) = &record.validation {
+        line.push_str(&format!("  val {:.4}", validation.loss.total));
+        for report in &validation.metrics.axes {
+            if let Some(mae) = report.mae {
+                line.push_str(&format!("  {} MAE {mae:.2}", report.axis));
+            }
+        }
+    }
+    line.push_str(&format!("  ({:.0} samples/s)", record.samples_per_second));
+    line
+}
+
 fn train(
     path: Option<&std::path::Path>,
     resume: Option<&std::path::Path>,
@@ -180,24 +212,42 @@ fn train(
         .map(|a| (a.name.clone(), a.unit.clone()))
         .collect();
     let epochs = config.optim.epochs;
-    let mut print_epoch = |record: &EpochRecord| {
+    // A live bar per epoch on a terminal; plain per-epoch lines when piped or logged.
+    let mut bar: Option<ProgressBar> = None;
+    let interactive = !quiet && std::io::stdout().is_terminal();
+    let mut print_progress = |progress: Progress<'_>| {
         if quiet {
             return;
         }
-        let mut line = format!(
-            "epoch {:>3}/{epochs}  lr {:.1e}  train {:.4}",
-            record.epoch, record.lr, record.train.total
-        );
-        if let Some(validation) = &record.validation {
-            line.push_str(&format!("  val {:.4}", validation.loss.total));
-            for report in &validation.metrics.axes {
-                if let Some(mae) = report.mae {
-                    line.push_str(&format!("  {} MAE {mae:.2}", report.axis));
+        match progress {
+            Progress::Batch {
+                epoch,
+                done,
+                batches,
+                samples,
+                loss,
+                seconds,
+            } if interactive => {
+                let bar = bar.get_or_insert_with(|| epoch_bar(epoch, epochs, batches));
+                bar.set_position(done as u64);
+                bar.set_message(format!(
+                    "loss {loss:.4}  {:.0} samples/s",
+                    samples as f64 / seconds.max(1e-9)
+                ));
+            }
+            Progress::Validating { .. } => {
+                if let Some(bar) = &bar {
+                    bar.set_message("validating…");
                 }
             }
+            Progress::Epoch(record) => {
+                if let Some(bar) = bar.take() {
+                    bar.finish_and_clear();
+                }
+                println!("{}", epoch_line(record, epochs));
+            }
+            Progress::Batch { .. } => {}
         }
-        line.push_str(&format!("  ({:.0} samples/s)", record.samples_per_second));
-        println!("{line}");
     };
     // Ctrl-C: finish the batch in progress, keep the last completed epoch, say how to go on.
     let _ = ctrlc::set_handler(|| {
@@ -205,8 +255,8 @@ fn train(
         ldl_train::request_stop();
     });
     let summary = match resume {
-        Some(run_dir) => ldl_train::resume(run_dir, overrides, &mut print_epoch),
-        None => ldl_train::train(&config, &mut print_epoch),
+        Some(run_dir) => ldl_train::resume(run_dir, overrides, &mut print_progress),
+        None => ldl_train::train(&config, &mut print_progress),
     }
     .map_err(|e| e.to_string())?;
     println!(

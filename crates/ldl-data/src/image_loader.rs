@@ -178,6 +178,11 @@ impl ImageLoader {
         Ok(self)
     }
 
+    /// How many batches an epoch has.
+    pub fn batches(&self) -> usize {
+        crate::loader::batch_count(self.samples.len(), self.batch_size, self.drop_last)
+    }
+
     /// Drops a last batch smaller than the batch size.
     pub fn drop_last(mut self, drop: bool) -> Self {
         self.drop_last = drop;

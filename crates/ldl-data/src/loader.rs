@@ -74,6 +74,11 @@ impl<'a> FeatureLoader<'a> {
         self
     }
 
+    /// How many batches an epoch has.
+    pub fn batches(&self) -> usize {
+        batch_count(self.samples.len(), self.batch_size, self.drop_last)
+    }
+
     /// Drops a last batch smaller than the batch size.
     pub fn drop_last(mut self, drop: bool) -> Self {
         self.drop_last = drop;
@@ -162,6 +167,15 @@ pub(crate) fn epoch_order(n: usize, seed: Option<u64>, epoch: u64) -> Vec<usize>
 }
 
 /// Cuts an order into batches.
+/// How many batches `samples` samples make.
+pub(crate) fn batch_count(samples: usize, batch_size: usize, drop_last: bool) -> usize {
+    if drop_last {
+        samples / batch_size
+    } else {
+        samples.div_ceil(batch_size)
+    }
+}
+
 pub(crate) fn batch_indices(
     order: &[usize],
     batch_size: usize,

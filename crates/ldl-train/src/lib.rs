@@ -31,5 +31,5 @@ pub fn device(name: &str) -> Result<candle_core::Device> {
 pub use trained::{Prediction, TrainedModel};
 pub use trainer::{
     evaluate, request_stop, resume, train, EpochRecord, Evaluation, LossSummary, MeanPredictor,
-    RunSummary,
+    Progress, RunSummary,
 };

@@ -178,9 +178,36 @@ fn stop_requested() -> bool {
     STOP.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-/// Trains as `config` says, in a new run folder. `observe` sees each epoch's record as it
-/// is written (for progress output).
-pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<RunSummary> {
+/// What the trainer reports while it runs, for progress output.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    /// A training batch of `epoch` finished.
+    Batch {
+        /// The epoch (from 1).
+        epoch: usize,
+        /// Batches done in this epoch.
+        done: usize,
+        /// Batches in the epoch.
+        batches: usize,
+        /// Training samples seen in this epoch so far.
+        samples: usize,
+        /// The epoch's mean training loss so far.
+        loss: f64,
+        /// Seconds since the epoch started.
+        seconds: f64,
+    },
+    /// The training batches of `epoch` are done; validation runs now.
+    Validating {
+        /// The epoch.
+        epoch: usize,
+    },
+    /// An epoch finished and its record was written to `metrics.jsonl`.
+    Epoch(&'a EpochRecord),
+}
+
+/// Trains as `config` says, in a new run folder. `observe` sees every batch and epoch
+/// (for progress output; `&mut |_| {}` ignores them).
+pub fn train(config: &Config, observe: &mut dyn FnMut(Progress<'_>)) -> Result<RunSummary> {
     run(config, None, observe)
 }
 
@@ -190,7 +217,7 @@ pub fn train(config: &Config, observe: &mut dyn FnMut(&EpochRecord)) -> Result<R
 pub fn resume(
     run_dir: &Path,
     overrides: &[String],
-    observe: &mut dyn FnMut(&EpochRecord),
+    observe: &mut dyn FnMut(Progress<'_>),
 ) -> Result<RunSummary> {
     let config = Config::load(&run_dir.join("config.toml"), overrides)?;
     run(&config, Some(run_dir), observe)
@@ -199,7 +226,7 @@ pub fn resume(
 fn run(
     config: &Config,
     resume_from: Option<&Path>,
-    observe: &mut dyn FnMut(&EpochRecord),
+    observe: &mut dyn FnMut(Progress<'_>),
 ) -> Result<RunSummary> {
     // A stop asked for during an earlier run in this process does not carry over.
     STOP.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -278,6 +305,8 @@ fn run(
         adam.lr = config.optim.lr * config.optim.lr_gamma.powi(decays);
         let epoch_start = Instant::now();
         let mut totals = Accumulator::default();
+        let batches = data.train_batches();
+        let mut samples = 0;
         for (index, batch) in data.train(epoch as u64)?.enumerate() {
             if stop_requested() {
                 if epoch > 1 {
@@ -296,8 +325,18 @@ fn run(
             check_finite(total, &values, epoch, index)?;
             adam.step(&out.total.backward()?)?;
             totals.add(total, &values, batch.indices.len());
+            samples += batch.indices.len();
+            observe(Progress::Batch {
+                epoch,
+                done: index + 1,
+                batches,
+                samples,
+                loss: totals.mean_total(),
+                seconds: epoch_start.elapsed().as_secs_f64(),
+            });
         }
         let train_seconds = epoch_start.elapsed().as_secs_f64();
+        observe(Progress::Validating { epoch });
         let validation = if epoch % config.run.eval_every == 0 || epoch == config.optim.epochs {
             Some(evaluate(
                 &model,
@@ -324,7 +363,7 @@ fn run(
             train: totals.summary(),
             validation,
             train_seconds,
-            samples_per_second: splits.train.len() as f64 / train_seconds.max(1e-9),
+            samples_per_second: samples as f64 / train_seconds.max(1e-9),
         };
         append_line(&metrics_path, &record)?;
         save_checkpoint_with(
@@ -357,7 +396,7 @@ fn run(
         };
         let json = serde_json::to_string(&state).map_err(|e| Error::output(&state_path, e))?;
         write_atomically(&state_path, json.as_bytes())?;
-        observe(&record);
+        observe(Progress::Epoch(&record));
         epochs_trained = epoch;
         if config.run.patience.is_some_and(|p| since_improvement >= p) {
             break;
@@ -543,6 +582,13 @@ impl<'a> Data<'a> {
         })
     }
 
+    fn train_batches(&self) -> usize {
+        match self {
+            Data::Features { train, .. } => train.batches(),
+            Data::Images { train, .. } => train.batches(),
+        }
+    }
+
     fn train(&self, epoch: u64) -> Result<Batches<'_>> {
         Ok(match self {
             Data::Features { train, .. } => Box::new(train.epoch(epoch)),
@@ -581,6 +627,10 @@ impl Accumulator {
         for (key, value) in parts {
             *self.parts.entry(key.clone()).or_default() += value * weight;
         }
+    }
+
+    fn mean_total(&self) -> f64 {
+        self.total / self.samples.max(1) as f64
     }
 
     fn summary(&self) -> LossSummary {

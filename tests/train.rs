@@ -308,7 +308,7 @@ fn a_trained_checkpoint_evaluates_and_predicts_consistently() {
     let evaluation = trained.evaluate_file(&path).unwrap();
     let predictions = trained.predict_file(&path).unwrap();
     assert_eq!(predictions.len(), 20);
-    assert_eq!(predictions[0].line, 2);
+    assert_eq!(predictions[0].input, ldl::train::PredictionInput::Line(2));
     // The MAE recomputed from the predictions equals the evaluation's.
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     let column = header.iter().position(|h| *h == "weight_kg").unwrap();
@@ -451,10 +451,49 @@ fn a_task_trains_on_the_built_in_faces() {
         (10.0..40.0).contains(&baseline.validation_mae),
         "{baseline:?}"
     );
-    assert!(summary
-        .run_dir
-        .join("checkpoints/best.safetensors")
-        .is_file());
+    let checkpoint = summary.run_dir.join("checkpoints/best.safetensors");
+    assert!(checkpoint.is_file());
+
+    // Prediction from image files: the faces written by the generator at the training
+    // size go through the same preparation as validation images, so predicting them one
+    // by one or in a batch gives the same numbers, and a bad file is named.
+    let faces = dir.path().join("faces");
+    let generator = config
+        .data
+        .faces
+        .generator(config.data.image_size, config.run.seed);
+    ldl::data::write_synthetic_set(&generator, 5, &faces).unwrap();
+    let trained = ldl::train::TrainedModel::load(&checkpoint, &Device::Cpu).unwrap();
+    let paths: Vec<std::path::PathBuf> = (0..5)
+        .map(|i| faces.join(format!("images/{i:06}.png")))
+        .collect();
+    let batch = trained.predict_images(&paths).unwrap();
+    assert_eq!(batch.len(), 5);
+    for (path, prediction) in paths.iter().zip(&batch) {
+        let single = trained.predict_images(std::slice::from_ref(path)).unwrap();
+        assert_eq!(
+            single[0].input,
+            ldl::train::PredictionInput::Image(path.clone())
+        );
+        let (a, b) = (&single[0].axes[0], &prediction.axes[0]);
+        assert!(
+            (a.mean.unwrap() - b.mean.unwrap()).abs() < 1e-3,
+            "{a:?} vs {b:?}"
+        );
+        assert!((0.0..=100.0).contains(&b.mean.unwrap()));
+        let total: f64 = prediction.distributions[0].iter().sum();
+        assert!((total - 1.0).abs() < 1e-6);
+    }
+    let broken = faces.join("broken.png");
+    std::fs::write(&broken, b"not a png").unwrap();
+    let err = trained.predict_images(&[broken]).err().unwrap().to_string();
+    assert!(err.contains("broken.png"), "{err}");
+    let err = trained
+        .predict_file(&faces.join("manifest.csv"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("reads images"), "{err}");
 
     let err = Config::parse(
         Path::new("configs/quickstart.toml"),

@@ -53,14 +53,18 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
-    /// Predict mean, std and mode per axis for every row of a .csv file.
+    /// Predict mean, std and mode per axis: for every row of a .csv file (feature models),
+    /// or for image files and folders of images (image models).
     ///
-    /// Example: ldl predict runs/quickstart-faces-1/checkpoints/best.safetensors people.csv
+    /// Examples: ldl predict runs/bdims-1/checkpoints/best.safetensors people.csv
+    ///           ldl predict runs/quickstart-faces-1/checkpoints/best.safetensors faces/ me.jpg
     Predict {
         /// The checkpoint.
         checkpoint: PathBuf,
-        /// A .csv file with the model's feature columns.
-        input: PathBuf,
+        /// A .csv file with the model's feature columns; or JPEG/PNG files and folders of
+        /// them (a folder's .jpg, .jpeg and .png files, sorted by name, not recursive).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
         /// Write JSON lines instead of CSV.
         #[arg(long)]
         json: bool,
@@ -124,10 +128,10 @@ fn main() -> ExitCode {
         } => eval(&checkpoint, &data, json.as_deref()),
         Command::Predict {
             checkpoint,
-            input,
+            inputs,
             json,
             pmf,
-        } => predict(&checkpoint, &input, json, pmf),
+        } => predict(&checkpoint, &inputs, json, pmf),
         Command::Inspect { checkpoint } => inspect(&checkpoint),
         Command::Plot { runs, out } => plot(&runs, out.as_deref()),
         Command::Synth {
@@ -362,20 +366,66 @@ fn eval(
     Ok(())
 }
 
+/// Whether a path names a JPEG or PNG file, by extension.
+fn is_image(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Image files and folders → the image files, in order (a folder's sorted by name).
+fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let entries = std::fs::read_dir(input)
+                .map_err(|e| format!("{}: cannot list the folder: {e}", input.display()))?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|path| path.is_file() && is_image(path))
+                .collect();
+            if found.is_empty() {
+                return Err(format!(
+                    "{}: no .jpg, .jpeg or .png files in this folder",
+                    input.display()
+                ));
+            }
+            found.sort();
+            files.extend(found);
+        } else if is_image(input) {
+            files.push(input.clone());
+        } else {
+            return Err(format!(
+                "{}: not an image (.jpg, .jpeg, .png) or a folder; a .csv file goes alone",
+                input.display()
+            ));
+        }
+    }
+    Ok(files)
+}
+
 fn predict(
     checkpoint: &std::path::Path,
-    input: &std::path::Path,
+    inputs: &[PathBuf],
     json: bool,
     pmf: bool,
 ) -> Result<(), String> {
     let trained = load(checkpoint)?;
-    let predictions = trained.predict_file(input).map_err(|e| e.to_string())?;
+    let predictions = match inputs {
+        [table] if !table.is_dir() && !is_image(table) => trained.predict_file(table),
+        _ => trained.predict_images(&image_files(inputs)?),
+    }
+    .map_err(|e| e.to_string())?;
+    let source_column = match predictions.first().map(|p| &p.input) {
+        Some(ldl_train::PredictionInput::Image(_)) => "image",
+        _ => "line",
+    };
     let space = trained.model.label_space();
     let number = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
     if json {
         for p in &predictions {
             let mut object = serde_json::Map::new();
-            object.insert("line".into(), p.line.into());
+            object.insert(source_column.into(), p.input.to_string().into());
             for (i, axis) in space.axes().iter().enumerate() {
                 let mut value = serde_json::to_value(&p.axes[i]).map_err(|e| e.to_string())?;
                 if pmf {
@@ -388,7 +438,7 @@ fn predict(
         }
         return Ok(());
     }
-    let mut header = vec!["line".to_string()];
+    let mut header = vec![source_column.to_string()];
     for axis in space.axes() {
         for field in ["mean", "std", "mode"] {
             header.push(format!("{}_{field}", axis.name()));
@@ -399,7 +449,7 @@ fn predict(
     }
     println!("{}", header.join(","));
     for p in &predictions {
-        let mut row = vec![p.line.to_string()];
+        let mut row = vec![csv_field(&p.input.to_string())];
         for (i, estimate) in p.axes.iter().enumerate() {
             row.push(number(estimate.mean));
             row.push(number(estimate.std));
@@ -411,6 +461,15 @@ fn predict(
         println!("{}", row.join(","));
     }
     Ok(())
+}
+
+/// A CSV field, quoted when it holds a comma, quote or line break.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
 }
 
 fn inspect(checkpoint: &std::path::Path) -> Result<(), String> {

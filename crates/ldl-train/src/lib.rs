@@ -28,7 +28,7 @@ pub use plot::{plot_runs, RunCurves};
 pub fn device(name: &str) -> Result<candle_core::Device> {
     Ok(ldl_models::device(name)?)
 }
-pub use trained::{Prediction, TrainedModel};
+pub use trained::{Prediction, PredictionInput, TrainedModel};
 pub use trainer::{
     evaluate, request_stop, resume, train, EpochRecord, Evaluation, LossSummary, MeanPredictor,
     Progress, RunSummary,

@@ -27,16 +27,38 @@ pub struct TrainedModel {
     device: Device,
 }
 
-/// One row's predictions.
+/// One input's predictions.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Prediction {
-    /// The row's line in the input file.
-    pub line: usize,
+    /// Where the input came from: the row's line in a table, or an image file.
+    pub input: PredictionInput,
     /// Mean, std and mode per axis, in label-space order.
     pub axes: Vec<AxisEstimate>,
     /// The predicted distribution per axis.
     pub distributions: Vec<Vec<f64>>,
 }
+
+/// What a prediction was made from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictionInput {
+    /// A row of a table, by its line in the file.
+    Line(usize),
+    /// An image file.
+    Image(std::path::PathBuf),
+}
+
+impl std::fmt::Display for PredictionInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PredictionInput::Line(line) => write!(f, "{line}"),
+            PredictionInput::Image(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Images predicted per forward pass.
+const PREDICT_BATCH: usize = 32;
 
 impl TrainedModel {
     /// Loads a checkpoint of a training run.
@@ -119,23 +141,65 @@ impl TrainedModel {
                 }
             }
             let inputs = Tensor::from_vec(flat, (chunk.len(), self.features.len()), &self.device)?;
-            let logits = self.model.forward_t(&inputs, false)?;
-            let space = self.model.label_space();
-            let estimates = space.decode_logits(&logits)?;
-            let distributions: Vec<Vec<Vec<f64>>> = logits
-                .iter()
-                .map(
-                    |z| Ok(candle_nn::ops::softmax(&z.to_dtype(DType::F64)?, 1)?.to_vec2::<f64>()?),
-                )
-                .collect::<Result<_>>()?;
-            for (row, (line, _)) in chunk.iter().enumerate() {
-                predictions.push(Prediction {
-                    line: *line,
-                    axes: estimates.iter().map(|axis| axis[row].clone()).collect(),
-                    distributions: distributions.iter().map(|axis| axis[row].clone()).collect(),
-                });
-            }
+            let sources = chunk.iter().map(|(line, _)| PredictionInput::Line(*line));
+            predictions.extend(self.predict_batch(&inputs, sources)?);
         }
         Ok(predictions)
+    }
+
+    /// Predictions for image files (JPEG or PNG), prepared as the validation images were
+    /// in training (resized and centre-cropped to `data.image_size`, no augmentation).
+    pub fn predict_images(&self, images: &[std::path::PathBuf]) -> Result<Vec<Prediction>> {
+        if !self.config.data.reads_images() {
+            return Err(Error::Config(format!(
+                "this model reads the feature columns {}; give a .csv file, not images",
+                self.features.join(", ")
+            )));
+        }
+        let pipeline = ldl_data::ImagePipeline::new(self.config.data.image_size);
+        let side = self.config.data.image_size as usize;
+        let mut predictions = Vec::with_capacity(images.len());
+        for chunk in images.chunks(PREDICT_BATCH) {
+            let pixels: Vec<Vec<f32>> = chunk
+                .iter()
+                .map(|path| -> Result<Vec<f32>> {
+                    let image = ldl_data::decode(path)?;
+                    let (pixels, _) =
+                        pipeline.process(&image, &ldl_data::Augment::default(), None)?;
+                    Ok(pixels)
+                })
+                .collect::<Result<_>>()?;
+            let inputs =
+                Tensor::from_vec(pixels.concat(), (chunk.len(), 3, side, side), &Device::Cpu)?
+                    .to_device(&self.device)?;
+            let sources = chunk
+                .iter()
+                .map(|path| PredictionInput::Image(path.clone()));
+            predictions.extend(self.predict_batch(&inputs, sources)?);
+        }
+        Ok(predictions)
+    }
+
+    /// The model's estimates and distributions for one batch of inputs.
+    fn predict_batch(
+        &self,
+        inputs: &Tensor,
+        sources: impl Iterator<Item = PredictionInput>,
+    ) -> Result<Vec<Prediction>> {
+        let logits = self.model.forward_t(inputs, false)?;
+        let space = self.model.label_space();
+        let estimates = space.decode_logits(&logits)?;
+        let distributions: Vec<Vec<Vec<f64>>> = logits
+            .iter()
+            .map(|z| Ok(candle_nn::ops::softmax(&z.to_dtype(DType::F64)?, 1)?.to_vec2::<f64>()?))
+            .collect::<Result<_>>()?;
+        Ok(sources
+            .enumerate()
+            .map(|(row, input)| Prediction {
+                input,
+                axes: estimates.iter().map(|axis| axis[row].clone()).collect(),
+                distributions: distributions.iter().map(|axis| axis[row].clone()).collect(),
+            })
+            .collect())
     }
 }

@@ -484,6 +484,23 @@ fn a_task_trains_on_the_built_in_faces() {
         let total: f64 = prediction.distributions[0].iter().sum();
         assert!((total - 1.0).abs() < 1e-6);
     }
+    // Evaluating the manifest of those faces: the MAE equals the one recomputed from the
+    // predictions against the manifest's apparent ages.
+    let evaluation = trained.evaluate_file(&faces.join("manifest.csv")).unwrap();
+    let manifest = std::fs::read_to_string(faces.join("manifest.csv")).unwrap();
+    let apparent: Vec<f64> = manifest
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    let mae = batch
+        .iter()
+        .zip(&apparent)
+        .map(|(p, y)| (p.axes[0].mean.unwrap() - y).abs())
+        .sum::<f64>()
+        / 5.0;
+    let reported = evaluation.metrics.axis("age").unwrap().mae.unwrap();
+    assert!((reported - mae).abs() < 1e-3, "{reported} vs {mae}");
     let broken = faces.join("broken.png");
     std::fs::write(&broken, b"not a png").unwrap();
     let err = trained.predict_images(&[broken]).err().unwrap().to_string();

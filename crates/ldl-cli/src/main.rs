@@ -40,9 +40,13 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Evaluate a checkpoint on a labelled .csv or .jsonl file with the training columns.
+    /// Evaluate a checkpoint on labelled data: a .csv or .jsonl file with the training
+    /// columns (for an image model: its image column, or its image format's file).
     ///
-    /// Example: ldl eval runs/quickstart-faces-1/checkpoints/best.safetensors --data people.csv
+    /// Example: ldl eval runs/bdims-1/checkpoints/best.safetensors --data people.csv
+    ///
+    /// Held-out faces: ldl synth --count 500 --seed 99 --size 32 --out held-out &&
+    ///   ldl eval runs/quickstart-faces-1/checkpoints/best.safetensors --data held-out/manifest.csv
     Eval {
         /// The checkpoint (`checkpoints/best.safetensors` of a run).
         checkpoint: PathBuf,

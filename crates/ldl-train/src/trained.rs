@@ -91,29 +91,57 @@ impl TrainedModel {
         })
     }
 
-    /// Loss and metrics on every row of a labelled `.csv` or `.jsonl` file with the
-    /// training data's columns.
+    /// Loss and metrics on labelled data: for a feature model, every row of a `.csv` or
+    /// `.jsonl` file with the training data's columns; for an image model, a file of the
+    /// training's image format (`chalearn`, `dldl-list`, `utkface`), or a table whose
+    /// image column is the training's (`image` for models trained on `builtin:faces`,
+    /// as in the `manifest.csv` of `ldl synth`). Images are prepared as validation images.
     pub fn evaluate_file(&self, data: &Path) -> Result<Evaluation> {
-        if self.config.data.reads_images() {
-            return Err(Error::Config(
-                "this model reads images; evaluating image files is not supported yet".into(),
-            ));
-        }
         let space = self.model.label_space();
+        let loss = crate::build::loss(&self.config.loss, space)?;
+        let batch = self.config.optim.batch_size;
         let mut spec = self.config.table_spec()?;
-        spec.input = ldl_data::InputColumns::Features(self.features.clone());
         spec.split = None;
         spec.group = None;
-        let table = match data.extension().and_then(|e| e.to_str()) {
-            Some("jsonl") => read_jsonl(data, &spec, space, OnBadSample::Error)?,
-            _ => read_csv(data, &spec, space, OnBadSample::Error)?,
-        };
-        let mut samples = table.samples;
+        let read_table =
+            |spec: &ldl_data::TableSpec| match data.extension().and_then(|e| e.to_str()) {
+                Some("jsonl") => read_jsonl(data, spec, space, OnBadSample::Error),
+                _ => read_csv(data, spec, space, OnBadSample::Error),
+            };
+        if self.config.data.reads_images() {
+            let policy = OnBadSample::Error;
+            let table = match self.config.data.format.as_str() {
+                "chalearn" => ldl_data::read_chalearn(data, None, space, policy)?,
+                "dldl-list" => ldl_data::read_dldl_list(data, None, space, policy)?,
+                "utkface" => ldl_data::read_utkface(data, space, policy)?,
+                _ => {
+                    let column = self.config.data.image_column.as_deref().unwrap_or("image");
+                    spec.input = ldl_data::InputColumns::Image(column.to_string());
+                    read_table(&spec)?
+                }
+            };
+            let pipeline = ldl_data::ImagePipeline::new(self.config.data.image_size);
+            let loader = ldl_data::ImageLoader::new(
+                table.samples,
+                space,
+                pipeline,
+                batch,
+                self.config.data.loader_threads,
+            )?;
+            return evaluate(
+                &self.model,
+                loss.as_ref(),
+                space,
+                loader.epoch(0),
+                &self.device,
+            );
+        }
+        spec.input = ldl_data::InputColumns::Features(self.features.clone());
+        let mut samples = read_table(&spec)?.samples;
         if let Some(standardizer) = &self.standardizer {
             standardizer.apply_to(&mut samples)?;
         }
-        let loss = crate::build::loss(&self.config.loss, space)?;
-        let batches = ldl_data::FeatureLoader::new(&samples, space, self.config.optim.batch_size)?;
+        let batches = ldl_data::FeatureLoader::new(&samples, space, batch)?;
         evaluate(
             &self.model,
             loss.as_ref(),

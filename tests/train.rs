@@ -628,3 +628,52 @@ fn early_stopping_ends_the_run_after_the_patience_runs_out() {
     let err = config_error(BDIMS, &["run.patience=0"]);
     assert!(err.contains("`run.patience`"), "{err}");
 }
+
+/// `compare` trains every loss with every seed and summarises them: the table's means and
+/// stds equal those recomputed from each run's own summary.json.
+#[test]
+fn compare_trains_each_loss_with_each_seed() {
+    let output = tempfile::tempdir().unwrap();
+    let overrides = vec!["optim.epochs=3".to_string()];
+    let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap();
+    let losses = ["full-kl".to_string(), "dldl-v2".to_string()];
+    let out = output.path().join("comparison");
+    let comparison = ldl::train::compare(&config, &losses, 2, &out, &mut |_, _| {}).unwrap();
+    assert_eq!(comparison.seeds, [1, 2]);
+    assert_eq!(comparison.results.len(), 2);
+    for result in &comparison.results {
+        assert_eq!(result.runs.len(), 2);
+        let maes: Vec<f64> = result
+            .runs
+            .iter()
+            .map(|run| {
+                let text = std::fs::read_to_string(run.join("summary.json")).unwrap();
+                let summary: serde_json::Value = serde_json::from_str(&text).unwrap();
+                summary["best_validation"]["metrics"]["axes"][0]["mae"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect();
+        let mean = (maes[0] + maes[1]) / 2.0;
+        let std = (maes[0] - maes[1]).abs() / 2f64.sqrt();
+        let age = &result.axes[0];
+        assert_eq!(age.axis, "age");
+        assert!((age.best_mae.mean - mean).abs() < 1e-12, "{result:?}");
+        assert!((age.best_mae.std - std).abs() < 1e-12, "{result:?}");
+    }
+    // Different losses trained different models.
+    assert_ne!(
+        comparison.results[0].axes[0].best_mae,
+        comparison.results[1].axes[0].best_mae
+    );
+    for file in ["results.md", "results.json", "losses.png", "mae.svg"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let table = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(table.contains("| dldl-v2 | weight (kg) |"), "{table}");
+    // A bad loss name stops before anything trains.
+    let err = ldl::train::compare(&config, &["full-k".to_string()], 1, &out, &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("full-k"), "{err}");
+}

@@ -93,6 +93,26 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Train one config with several losses and seeds, then plot mean ± std curves per
+    /// loss and write a results table (results.md, results.json).
+    ///
+    /// Example: ldl compare configs/bdims.toml --losses full-kl,dldl-v2 --seeds 5
+    Compare {
+        /// The task config (TOML).
+        config: PathBuf,
+        /// The losses, comma-separated: full-kl, kl, dldl-v2, mean-variance.
+        #[arg(long, value_delimiter = ',', default_value = "full-kl,dldl-v2")]
+        losses: Vec<String>,
+        /// Seeds per loss: run.seed, run.seed + 1, …
+        #[arg(long, default_value_t = 3)]
+        seeds: usize,
+        /// Override a config key, e.g. `--set optim.epochs=30` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Output folder (default: RUN.OUTPUT_DIR/TASK-compare).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Plot training curves (loss parts per axis, validation MAE) of one or more runs as
     /// PNG and SVG; several runs overlay, one colour each.
     ///
@@ -138,6 +158,13 @@ fn main() -> ExitCode {
         } => predict(&checkpoint, &inputs, json, pmf),
         Command::Inspect { checkpoint } => inspect(&checkpoint),
         Command::Plot { runs, out } => plot(&runs, out.as_deref()),
+        Command::Compare {
+            config,
+            losses,
+            seeds,
+            overrides,
+            out,
+        } => compare(&config, &losses, seeds, &overrides, out.as_deref()),
         Command::Synth {
             count,
             out,
@@ -152,6 +179,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn compare(
+    path: &std::path::Path,
+    losses: &[String],
+    seeds: usize,
+    overrides: &[String],
+    out: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let config = Config::load(path, overrides).map_err(|e| e.to_string())?;
+    let out = out.map(PathBuf::from).unwrap_or_else(|| {
+        config
+            .run
+            .output_dir
+            .join(format!("{}-compare", config.task.name))
+    });
+    let epochs = config.optim.epochs;
+    let mut print = |label: &str, progress: Progress<'_>| {
+        if let Progress::Epoch(record) = progress {
+            println!("{label:<24} {}", epoch_line(record, epochs));
+        }
+    };
+    let comparison =
+        ldl_train::compare(&config, losses, seeds, &out, &mut print).map_err(|e| e.to_string())?;
+    let table = std::fs::read_to_string(out.join("results.md")).map_err(|e| e.to_string())?;
+    println!("\n{table}");
+    for file in &comparison.files {
+        println!("{}", file.display());
+    }
+    Ok(())
 }
 
 fn plot(runs: &[PathBuf], out: Option<&std::path::Path>) -> Result<(), String> {

@@ -6,6 +6,7 @@
 mod adam;
 mod allocator;
 mod build;
+mod compare;
 mod config;
 mod error;
 mod plot;
@@ -15,6 +16,7 @@ mod trainer;
 pub use adam::Adam;
 pub use allocator::tune_allocator_for_training;
 pub use build::loss;
+pub use compare::{compare, AxisResult, Comparison, LossResult, MeanStd};
 pub use config::{
     AxisConfig, AxisKindName, Config, DataConfig, FacesConfig, LabelConfig, LossConfig,
     ModelConfig, OptimConfig, RunConfig, SplitConfig, TaskConfig,
@@ -22,7 +24,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use ldl_core::AxisKind;
 pub use ldl_data::{write_synthetic_set, SynthConfig};
-pub use plot::{plot_runs, RunCurves};
+pub use plot::{plot_groups, plot_runs, RunCurves};
 
 /// Parses a device name (`cpu`, `cuda`, `cuda:N`, `auto`).
 pub fn device(name: &str) -> Result<candle_core::Device> {

@@ -178,6 +178,148 @@ pub fn plot_runs(runs: &[RunCurves], out_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
+/// Mean ± std over the runs of each group (one loss trained with several seeds, say),
+/// per validation loss component and per axis metric, drawn as a line with a band, one
+/// colour per group: `losses.{png,svg}` and `mae.{png,svg}` in `out_dir`.
+pub fn plot_groups(groups: &[(String, Vec<RunCurves>)], out_dir: &Path) -> Result<Vec<PathBuf>> {
+    if groups.iter().all(|(_, runs)| runs.is_empty()) {
+        return Err(Error::Config("nothing to plot: no runs given".into()));
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::output(out_dir, e))?;
+    register_font();
+    let aggregates: Vec<(String, Aggregate, Aggregate)> = groups
+        .iter()
+        .map(|(name, runs)| {
+            (
+                name.clone(),
+                Aggregate::of(runs.iter().map(|r| &r.validation_loss)),
+                Aggregate::of(runs.iter().map(|r| &r.validation_metric)),
+            )
+        })
+        .collect();
+    let all_runs: Vec<&RunCurves> = groups.iter().flat_map(|(_, runs)| runs).collect();
+    let metric_panels = panel_names(all_runs.iter().flat_map(|r| r.axis_order.iter()));
+    let mut loss_panels = panel_names(all_runs.iter().flat_map(|r| r.validation_loss.keys()));
+    sort_loss_panels(&mut loss_panels, &metric_panels);
+    let mut written = Vec::new();
+    for (stem, panels, metric) in [
+        ("losses", &loss_panels, false),
+        ("mae", &metric_panels, true),
+    ] {
+        if panels.is_empty() {
+            continue;
+        }
+        let size = figure_size(panels.len());
+        let y_label = |panel: &str| {
+            if metric {
+                all_runs
+                    .iter()
+                    .find_map(|r| r.metric_label.get(panel).cloned())
+                    .unwrap_or_default()
+            } else {
+                "nats (validation)".to_string()
+            }
+        };
+        let series_of = |panel: &str| -> Vec<Series> {
+            aggregates
+                .iter()
+                .enumerate()
+                .filter_map(|(g, (name, losses, metrics))| {
+                    let aggregate = if metric { metrics } else { losses };
+                    let (points, spread) = aggregate.curves.get(panel)?;
+                    Some(Series {
+                        name: format!("{name} (n = {})", aggregate.runs),
+                        points,
+                        colour: COLOURS[g % COLOURS.len()],
+                        dashed: false,
+                        spread: Some(spread),
+                    })
+                })
+                .collect()
+        };
+        let svg = out_dir.join(format!("{stem}.svg"));
+        let mut text = String::new();
+        {
+            let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+            draw_panels(&root, panels, &y_label, &series_of)?;
+            root.present().map_err(plot_error)?;
+        }
+        crate::trainer::write_atomically(&svg, text.as_bytes())?;
+        written.push(svg);
+        let png = out_dir.join(format!("{stem}.png"));
+        let mut pixels = vec![0u8; (size.0 * size.1 * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+            draw_panels(&root, panels, &y_label, &series_of)?;
+            root.present().map_err(plot_error)?;
+        }
+        let mut encoded = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut encoded)
+            .write_image_rgb(&pixels, size)
+            .map_err(|e| Error::output(&png, e))?;
+        crate::trainer::write_atomically(&png, &encoded)?;
+        written.push(png);
+    }
+    Ok(written)
+}
+
+fn draw_panels<'s, DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    panels: &[String],
+    y_label: &dyn Fn(&str) -> String,
+    series_of: &dyn Fn(&str) -> Vec<Series<'s>>,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(plot_error)?;
+    let (rows, columns) = grid(panels.len());
+    for (panel, area) in panels.iter().zip(root.split_evenly((rows, columns))) {
+        draw_panel(&area, panel, &y_label(panel), &series_of(panel))?;
+    }
+    Ok(())
+}
+
+/// Mean and std per epoch over runs, for every curve they share.
+struct Aggregate {
+    runs: usize,
+    /// Per curve: (epoch, mean) points and the std at each.
+    curves: BTreeMap<String, (Vec<(f64, f64)>, Vec<f64>)>,
+}
+
+impl Aggregate {
+    fn of<'a>(runs: impl Iterator<Item = &'a BTreeMap<String, Vec<(f64, f64)>>>) -> Aggregate {
+        let runs: Vec<_> = runs.collect();
+        let mut curves = BTreeMap::new();
+        let names: Vec<&String> = runs.iter().flat_map(|r| r.keys()).collect();
+        for name in names {
+            if curves.contains_key(name) {
+                continue;
+            }
+            // Epochs every run recorded (validation can be every N epochs).
+            let mut by_epoch: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+            for run in &runs {
+                for &(epoch, value) in run.get(name).map(Vec::as_slice).unwrap_or(&[]) {
+                    by_epoch.entry(epoch as u64).or_default().push(value);
+                }
+            }
+            let (mut points, mut spread) = (Vec::new(), Vec::new());
+            for (epoch, values) in by_epoch {
+                if values.len() == runs.len() {
+                    let stats = crate::compare::MeanStd::of(&values);
+                    points.push((epoch as f64, stats.mean));
+                    spread.push(stats.std);
+                }
+            }
+            curves.insert(name.clone(), (points, spread));
+        }
+        Aggregate {
+            runs: runs.len(),
+            curves,
+        }
+    }
+}
+
 /// Encodes RGB8 pixels (a small extension so the call site reads as one step).
 trait WriteRgb {
     fn write_image_rgb(self, pixels: &[u8], size: (u32, u32)) -> image::ImageResult<()>;
@@ -194,6 +336,21 @@ impl<W: std::io::Write> WriteRgb for image::codecs::png::PngEncoder<W> {
 enum Figure {
     Losses,
     Metrics,
+}
+
+/// Axes in label-space order, then each axis's components in the order the loss defines
+/// them (`ld`, `exp`, `smooth`, then others).
+fn sort_loss_panels(panels: &mut [String], axes: &[String]) {
+    let rank = |panel: &String| {
+        let (axis, component) = panel.split_once('/').unwrap_or((panel, ""));
+        let axis_rank = axes.iter().position(|a| a == axis);
+        let component_rank = ["ld", "exp", "smooth"].iter().position(|c| *c == component);
+        (
+            axis_rank.unwrap_or(usize::MAX),
+            component_rank.unwrap_or(usize::MAX),
+        )
+    };
+    panels.sort_by_key(rank);
 }
 
 /// Distinct names in first-seen order.
@@ -307,12 +464,14 @@ where
     Ok(())
 }
 
-/// One line of a panel: its legend name, points, colour and whether it is dashed.
+/// One line of a panel: its legend name, points, colour, whether it is dashed, and an
+/// optional ± band (one std per point).
 struct Series<'a> {
     name: String,
     points: &'a [(f64, f64)],
     colour: RGBColor,
     dashed: bool,
+    spread: Option<&'a [f64]>,
 }
 
 impl<'a> Series<'a> {
@@ -322,6 +481,7 @@ impl<'a> Series<'a> {
             points,
             colour,
             dashed,
+            spread: None,
         }
     }
 }
@@ -335,15 +495,16 @@ fn draw_panel<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let finite = series
-        .iter()
-        .flat_map(|line| line.points.iter())
-        .filter(|(_, y)| y.is_finite());
     let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
-    for &(x, y) in finite {
-        x_max = x_max.max(x);
-        y_min = y_min.min(y);
-        y_max = y_max.max(y);
+    for line in series {
+        for (i, &(x, y)) in line.points.iter().enumerate() {
+            let spread = line.spread.map_or(0.0, |s| s[i]);
+            if y.is_finite() && spread.is_finite() {
+                x_max = x_max.max(x);
+                y_min = y_min.min(y - spread);
+                y_max = y_max.max(y + spread);
+            }
+        }
     }
     if !y_min.is_finite() {
         (y_min, y_max) = (0.0, 1.0);
@@ -367,6 +528,29 @@ where
         .draw()
         .map_err(plot_error)?;
     for line in series {
+        if let Some(spread) = line.spread {
+            // The ± std band: upper edge forward, lower edge back.
+            let band: Vec<(f64, f64)> = line
+                .points
+                .iter()
+                .zip(spread)
+                .map(|(&(x, y), s)| (x, y + s))
+                .chain(
+                    line.points
+                        .iter()
+                        .zip(spread)
+                        .rev()
+                        .map(|(&(x, y), s)| (x, y - s)),
+                )
+                .filter(|p| p.1.is_finite())
+                .collect();
+            chart
+                .draw_series(std::iter::once(Polygon::new(
+                    band,
+                    line.colour.mix(0.2).filled(),
+                )))
+                .map_err(plot_error)?;
+        }
         let (name, colour, dashed) = (&line.name, line.colour, line.dashed);
         let points: Vec<(f64, f64)> = line
             .points

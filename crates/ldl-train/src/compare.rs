@@ -1,0 +1,233 @@
+//! The paper's protocol: each loss trained with each of N seeds from one config, then mean ±
+//! std curves per loss and a results table.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::plot::{plot_groups, RunCurves};
+use crate::trainer::{train, Progress, RunSummary};
+
+/// Mean and sample standard deviation of a set of runs' values.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MeanStd {
+    /// The mean.
+    pub mean: f64,
+    /// The sample standard deviation (0 for one run).
+    pub std: f64,
+}
+
+impl MeanStd {
+    /// Of `values` (NaN when empty).
+    pub fn of(values: &[f64]) -> MeanStd {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let std = if values.len() > 1 {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        MeanStd { mean, std }
+    }
+}
+
+impl std::fmt::Display for MeanStd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3} ± {:.3}", self.mean, self.std)
+    }
+}
+
+/// One loss's results on one axis, over the seeds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AxisResult {
+    /// The axis.
+    pub axis: String,
+    /// Validation MAE at the last epoch.
+    pub final_mae: MeanStd,
+    /// Validation MAE at the epoch of the lowest validation loss.
+    pub best_mae: MeanStd,
+    /// ε-error at that epoch.
+    pub best_epsilon_error: MeanStd,
+    /// Test MAE of the best checkpoint, when there is a test split.
+    pub test_mae: Option<MeanStd>,
+}
+
+/// One loss's results over the seeds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LossResult {
+    /// The loss (`loss.kind`).
+    pub loss: String,
+    /// The epoch of the lowest validation loss.
+    pub best_epoch: MeanStd,
+    /// Per ordered axis.
+    pub axes: Vec<AxisResult>,
+    /// The run folders, one per seed.
+    pub runs: Vec<PathBuf>,
+}
+
+/// What `ldl compare` wrote.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// The seeds every loss was trained with.
+    pub seeds: Vec<u64>,
+    /// Per loss.
+    pub results: Vec<LossResult>,
+    /// `results.md`, `results.json` and the plots.
+    pub files: Vec<PathBuf>,
+}
+
+/// Trains `config` with every loss in `losses` and `seeds` seeds (`run.seed`,
+/// `run.seed + 1`, …), with runs in `out_dir/runs`, and writes into `out_dir` the mean ± std
+/// curves per loss (`losses.{png,svg}`: every validation loss component; `mae.{png,svg}`)
+/// and the results table (`results.md`, `results.json`).
+pub fn compare(
+    config: &Config,
+    losses: &[String],
+    seeds: usize,
+    out_dir: &Path,
+    observe: &mut dyn FnMut(&str, Progress<'_>),
+) -> Result<Comparison> {
+    if losses.is_empty() || seeds == 0 {
+        return Err(Error::Config(
+            "compare: give at least one loss and one seed".into(),
+        ));
+    }
+    let seed_list: Vec<u64> = (0..seeds as u64).map(|i| config.run.seed + i).collect();
+    // Every variant is checked before the first one trains for hours.
+    let mut variants = Vec::new();
+    for loss in losses {
+        for &seed in &seed_list {
+            let mut variant = config.clone();
+            variant.loss.kind = loss.clone();
+            variant.run.seed = seed;
+            variant.run.output_dir = out_dir.join("runs");
+            variant.task.name = format!("{}-{loss}-seed{seed}", config.task.name);
+            variant
+                .validate()
+                .map_err(|e| Error::Config(format!("compare, loss `{loss}`: {e}")))?;
+            variants.push((loss.clone(), variant));
+        }
+    }
+    let mut summaries: BTreeMap<String, Vec<RunSummary>> = BTreeMap::new();
+    for (loss, variant) in &variants {
+        let label = format!("{loss} seed {}", variant.run.seed);
+        let summary = train(variant, &mut |progress| observe(&label, progress))?;
+        summaries.entry(loss.clone()).or_default().push(summary);
+    }
+    let mut results = Vec::new();
+    let mut groups = Vec::new();
+    for loss in losses {
+        let runs = &summaries[loss];
+        let curves = runs
+            .iter()
+            .map(|r| RunCurves::read(&r.run_dir))
+            .collect::<Result<Vec<_>>>()?;
+        results.push(loss_result(loss, runs, &curves));
+        groups.push((loss.clone(), curves));
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::output(out_dir, e))?;
+    let mut files = plot_groups(&groups, out_dir)?;
+    let markdown = markdown_table(config, &seed_list, &results);
+    let md = out_dir.join("results.md");
+    crate::trainer::write_atomically(&md, markdown.as_bytes())?;
+    let mut comparison = Comparison {
+        seeds: seed_list,
+        results,
+        files: Vec::new(),
+    };
+    let json_path = out_dir.join("results.json");
+    files.extend([md, json_path.clone()]);
+    comparison.files = files;
+    let json =
+        serde_json::to_string_pretty(&comparison).map_err(|e| Error::output(&json_path, e))?;
+    crate::trainer::write_atomically(&json_path, json.as_bytes())?;
+    Ok(comparison)
+}
+
+fn loss_result(loss: &str, runs: &[RunSummary], curves: &[RunCurves]) -> LossResult {
+    let best_epoch = MeanStd::of(&runs.iter().map(|r| r.best_epoch as f64).collect::<Vec<_>>());
+    let mut axes = Vec::new();
+    for report in &runs[0].best_validation.metrics.axes {
+        let Some(_) = report.mae else { continue };
+        let name = &report.axis;
+        let collect = |f: &dyn Fn(&RunSummary) -> Option<f64>| -> Vec<f64> {
+            runs.iter().filter_map(f).collect()
+        };
+        let best = |r: &RunSummary| r.best_validation.metrics.axis(name).and_then(|a| a.mae);
+        let epsilon = |r: &RunSummary| {
+            r.best_validation
+                .metrics
+                .axis(name)
+                .and_then(|a| a.epsilon_error)
+        };
+        let test = |r: &RunSummary| {
+            r.test
+                .as_ref()
+                .and_then(|t| t.metrics.axis(name))
+                .and_then(|a| a.mae)
+        };
+        let finals: Vec<f64> = curves
+            .iter()
+            .filter_map(|c| c.validation_metric.get(name)?.last().map(|p| p.1))
+            .collect();
+        let tests = collect(&test);
+        axes.push(AxisResult {
+            axis: name.clone(),
+            final_mae: MeanStd::of(&finals),
+            best_mae: MeanStd::of(&collect(&best)),
+            best_epsilon_error: MeanStd::of(&collect(&epsilon)),
+            test_mae: (tests.len() == runs.len()).then(|| MeanStd::of(&tests)),
+        });
+    }
+    LossResult {
+        loss: loss.to_string(),
+        best_epoch,
+        axes,
+        runs: runs.iter().map(|r| r.run_dir.clone()).collect(),
+    }
+}
+
+fn markdown_table(config: &Config, seeds: &[u64], results: &[LossResult]) -> String {
+    let mut out = format!(
+        "# {}: losses compared over seeds {}\n\nMean ± std over the seeds. MAE on the \
+         validation split at the last epoch (final) and at the epoch of the lowest \
+         validation loss (best, with its ε-error); test MAE of the best checkpoint.\n\n",
+        config.task.name,
+        seeds
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    out.push_str(
+        "| loss | axis | final MAE | best MAE | ε-error (best) | test MAE | best epoch |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|---|\n");
+    for result in results {
+        for axis in &result.axes {
+            let unit = config
+                .task
+                .axes
+                .iter()
+                .find(|a| a.name == axis.axis)
+                .map(|a| a.unit.as_str())
+                .unwrap_or("");
+            out.push_str(&format!(
+                "| {} | {} ({unit}) | {} | {} | {} | {} | {} |\n",
+                result.loss,
+                axis.axis,
+                axis.final_mae,
+                axis.best_mae,
+                axis.best_epsilon_error,
+                axis.test_mae
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "–".into()),
+                result.best_epoch,
+            ));
+        }
+    }
+    out
+}

@@ -280,11 +280,14 @@ where
     Ok(())
 }
 
+/// (epoch, mean) points and the std at each.
+type MeanCurve = (Vec<(f64, f64)>, Vec<f64>);
+
 /// Mean and std per epoch over runs, for every curve they share.
 struct Aggregate {
     runs: usize,
-    /// Per curve: (epoch, mean) points and the std at each.
-    curves: BTreeMap<String, (Vec<(f64, f64)>, Vec<f64>)>,
+    /// Per curve name.
+    curves: BTreeMap<String, MeanCurve>,
 }
 
 impl Aggregate {

@@ -243,3 +243,40 @@ fn an_undecodable_image_names_its_file_and_manifest_line() {
         "{err}"
     );
 }
+
+/// With `on_bad_sample = skip`, an undecodable image leaves its batch, is listed once with
+/// its manifest line, and a batch of nothing but bad images is not yielded at all.
+#[test]
+fn undecodable_images_are_skipped_and_listed_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.png");
+    asymmetric(&good);
+    let bad = dir.path().join("broken.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\n truncated").unwrap();
+    let space = pose_space();
+    // Batches of two: [good, bad], [bad, bad], [good].
+    let samples = vec![
+        sample(good.clone(), 2, 0.0),
+        sample(bad.clone(), 3, 0.0),
+        sample(bad.clone(), 4, 0.0),
+        sample(bad, 5, 0.0),
+        sample(good, 6, 0.0),
+    ];
+    let loader = ImageLoader::new(samples, &space, ImagePipeline::new(16), 2, 2)
+        .unwrap()
+        .on_bad_sample(ldl::data::OnBadSample::Skip);
+    for epoch in 0..2 {
+        let batches: Vec<Vec<usize>> = loader.epoch(epoch).map(|b| b.unwrap().indices).collect();
+        assert_eq!(batches, [vec![0], vec![4]]);
+    }
+    let skipped = loader.skipped();
+    let locations: Vec<&str> = skipped.iter().map(|s| s.location.as_str()).collect();
+    assert_eq!(locations.len(), 3, "{skipped:?}");
+    for (location, line) in locations.iter().zip([3, 4, 5]) {
+        assert!(
+            location.ends_with(&format!("manifest.csv:{line}")),
+            "{location}"
+        );
+    }
+    assert!(skipped.iter().all(|s| s.reason.contains("broken.png")));
+}

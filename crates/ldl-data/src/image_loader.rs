@@ -119,6 +119,8 @@ pub struct ImageLoader {
     drop_last: bool,
     pool: Arc<rayon::ThreadPool>,
     prefetch: usize,
+    on_bad_sample: crate::OnBadSample,
+    skipped: Arc<std::sync::Mutex<std::collections::BTreeMap<usize, crate::SkippedSample>>>,
 }
 
 impl ImageLoader {
@@ -150,7 +152,27 @@ impl ImageLoader {
             drop_last: false,
             pool: Arc::new(pool),
             prefetch: 2,
+            on_bad_sample: crate::OnBadSample::Error,
+            skipped: Arc::default(),
         })
+    }
+
+    /// What to do with an image that cannot be decoded or prepared: stop with an error
+    /// naming it (the default), or leave it out of its batch and list it in
+    /// [`ImageLoader::skipped`]. Files are only decoded when batched, so such images are
+    /// found during the first epoch.
+    pub fn on_bad_sample(mut self, policy: crate::OnBadSample) -> Self {
+        self.on_bad_sample = policy;
+        self
+    }
+
+    /// The images left out so far under [`crate::OnBadSample::Skip`], each once, in sample
+    /// order.
+    pub fn skipped(&self) -> Vec<crate::SkippedSample> {
+        match self.skipped.lock() {
+            Ok(skipped) => skipped.values().cloned().collect(),
+            Err(poisoned) => poisoned.into_inner().values().cloned().collect(),
+        }
     }
 
     /// Shuffles every epoch and seeds the augmentation, from `seed`.
@@ -206,11 +228,18 @@ impl ImageLoader {
             pipeline: self.pipeline.clone(),
             augment: self.augment.clone(),
             seed: mix(self.augment_seed, epoch),
+            on_bad_sample: self.on_bad_sample,
+            skipped: Arc::clone(&self.skipped),
         };
         let pool = Arc::clone(&self.pool);
         let handle = std::thread::spawn(move || {
             for indices in chunks {
-                let batch = pool.install(|| job.batch(indices));
+                let batch = match pool.install(|| job.batch(indices)) {
+                    // Every image of the batch was skipped: nothing to train on.
+                    Ok(None) => continue,
+                    Ok(Some(batch)) => Ok(batch),
+                    Err(e) => Err(e),
+                };
                 // The receiver is gone when the caller stopped early: stop too.
                 if sender.send(batch).is_err() {
                     break;
@@ -230,14 +259,41 @@ struct BatchJob {
     pipeline: ImagePipeline,
     augment: Option<(Augment, LabelEffects)>,
     seed: u64,
+    on_bad_sample: crate::OnBadSample,
+    skipped: Arc<std::sync::Mutex<std::collections::BTreeMap<usize, crate::SkippedSample>>>,
 }
 
 impl BatchJob {
-    fn batch(&self, indices: Vec<usize>) -> Result<Batch> {
-        let prepared: Vec<(Vec<f32>, Vec<Label>)> = indices
-            .par_iter()
-            .map(|&i| self.sample(i))
-            .collect::<Result<_>>()?;
+    /// The batch of these samples; `None` when every one was skipped.
+    fn batch(&self, indices: Vec<usize>) -> Result<Option<Batch>> {
+        let results: Vec<Result<(Vec<f32>, Vec<Label>)>> =
+            indices.par_iter().map(|&i| self.sample(i)).collect();
+        let mut prepared = Vec::with_capacity(indices.len());
+        let mut kept = Vec::with_capacity(indices.len());
+        for (&index, result) in indices.iter().zip(results) {
+            match (result, self.on_bad_sample) {
+                (Ok(sample), _) => {
+                    prepared.push(sample);
+                    kept.push(index);
+                }
+                (Err(e), crate::OnBadSample::Error) => return Err(e),
+                (Err(e), crate::OnBadSample::Skip) => {
+                    let skipped = crate::SkippedSample {
+                        location: self.samples[index].origin.to_string(),
+                        reason: e.to_string(),
+                    };
+                    let mut list = match self.skipped.lock() {
+                        Ok(list) => list,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    list.insert(index, skipped);
+                }
+            }
+        }
+        if kept.is_empty() {
+            return Ok(None);
+        }
+        let indices = kept;
         let side = self.pipeline.size as usize;
         let mut pixels = Vec::with_capacity(indices.len() * 3 * side * side);
         let mut labels = Vec::with_capacity(indices.len());
@@ -254,11 +310,11 @@ impl BatchJob {
             candle_core::DType::F32,
             &Device::Cpu,
         )?;
-        Ok(Batch {
+        Ok(Some(Batch {
             inputs,
             targets,
             indices,
-        })
+        }))
     }
 
     fn sample(&self, index: usize) -> Result<(Vec<f32>, Vec<Label>)> {

@@ -430,7 +430,7 @@ fn run(
             splits.validation.len(),
             splits.test.len(),
         ],
-        skipped,
+        skipped: skipped.into_iter().chain(data.skipped_images()).collect(),
         parameters,
         seconds: started.elapsed().as_secs_f64(),
         mean_predictor: mean_predictor(&space, &splits)?,
@@ -569,8 +569,11 @@ impl<'a> Data<'a> {
         }
         let pipeline = ImagePipeline::new(config.data.image_size);
         let threads = config.data.loader_threads;
-        let loader = |samples: &[Sample]| {
-            ImageLoader::new(samples.to_vec(), space, pipeline.clone(), batch, threads)
+        let loader = |samples: &[Sample]| -> ldl_data::Result<ImageLoader> {
+            Ok(
+                ImageLoader::new(samples.to_vec(), space, pipeline.clone(), batch, threads)?
+                    .on_bad_sample(config.data.on_bad_sample),
+            )
         };
         Ok(Data::Images {
             train: loader(&splits.train)?.shuffled(seed).augmented(
@@ -580,6 +583,22 @@ impl<'a> Data<'a> {
             validation: loader(&splits.validation)?,
             test: loader(&splits.test)?,
         })
+    }
+
+    /// Images left out while batching (`on_bad_sample = "skip"`), as `file:line: reason`.
+    fn skipped_images(&self) -> Vec<String> {
+        match self {
+            Data::Features { .. } => Vec::new(),
+            Data::Images {
+                train,
+                validation,
+                test,
+            } => [train, validation, test]
+                .iter()
+                .flat_map(|loader| loader.skipped())
+                .map(|s| format!("{}: {}", s.location, s.reason))
+                .collect(),
+        }
     }
 
     fn train_batches(&self) -> usize {

@@ -127,6 +127,14 @@ fn utkface_names_give_age_gender_and_race() {
         table.samples[1].labels,
         vec![Label::value(3.0), Label::Class(1), Label::Class(2)]
     );
+    // A sample's origin, used in messages, is its file.
+    assert_eq!(
+        table.samples[0].origin.to_string(),
+        dir.path()
+            .join("26_0_1_20170116174525125.jpg.chip.jpg")
+            .display()
+            .to_string()
+    );
     touch(dir.path(), "unknown_face.jpg");
     let err = read_utkface(dir.path(), &space, OnBadSample::Error)
         .unwrap_err()

@@ -88,9 +88,8 @@ pub fn read_utkface(folder: &Path, space: &LabelSpace, policy: OnBadSample) -> R
         })
         .collect();
     names.sort();
-    let origin_file = Arc::new(folder.to_path_buf());
     let mut table = empty_table();
-    for (index, path) in names.into_iter().enumerate() {
+    for path in names {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -101,14 +100,15 @@ pub fn read_utkface(folder: &Path, space: &LabelSpace, policy: OnBadSample) -> R
         });
         match result {
             Ok(labels) => table.samples.push(Sample {
+                // The file itself is the sample's origin: it has no line.
+                origin: SampleOrigin {
+                    file: Arc::new(path.clone()),
+                    line: 0,
+                },
                 input: Input::ImagePath(path),
                 labels,
                 group: None,
                 split: None,
-                origin: SampleOrigin {
-                    file: Arc::clone(&origin_file),
-                    line: index + 1,
-                },
             }),
             Err(reason) => match policy {
                 OnBadSample::Error => return Err(Error::file(&path, reason)),

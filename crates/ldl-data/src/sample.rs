@@ -26,13 +26,18 @@ pub enum Input {
 pub struct SampleOrigin {
     /// The file it was read from.
     pub file: Arc<PathBuf>,
-    /// Its line in that file (1-based).
+    /// Its line in that file (1-based); 0 when the file is the sample itself (an image
+    /// of a folder-based dataset such as UTKFace).
     pub line: usize,
 }
 
 impl std::fmt::Display for SampleOrigin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
+        if self.line == 0 {
+            write!(f, "{}", self.file.display())
+        } else {
+            write!(f, "{}:{}", self.file.display(), self.line)
+        }
     }
 }
 

@@ -125,57 +125,92 @@ pub fn plot_runs(runs: &[RunCurves], out_dir: &Path) -> Result<Vec<PathBuf>> {
     if runs.is_empty() {
         return Err(Error::Config("nothing to plot: no runs given".into()));
     }
+    let metric_panels = panel_names(runs.iter().flat_map(|r| r.axis_order.iter()));
+    let mut loss_panels = panel_names(runs.iter().flat_map(|r| r.train_loss.keys()));
+    sort_loss_panels(&mut loss_panels, &metric_panels);
+    let name = |run: &RunCurves, what: &str| {
+        if runs.len() > 1 {
+            format!("{} {what}", run.name)
+        } else {
+            what.to_string()
+        }
+    };
+    let losses = |panel: &str| -> Vec<Series> {
+        let mut series = Vec::new();
+        for (r, run) in runs.iter().enumerate() {
+            let colour = COLOURS[r % COLOURS.len()];
+            if let Some(points) = run.train_loss.get(panel) {
+                series.push(Series::new(name(run, "train"), points, colour, false));
+            }
+            if let Some(points) = run.validation_loss.get(panel) {
+                series.push(Series::new(name(run, "validation"), points, colour, true));
+            }
+        }
+        series
+    };
+    let metrics = |panel: &str| -> Vec<Series> {
+        runs.iter()
+            .enumerate()
+            .filter_map(|(r, run)| {
+                let points = run.validation_metric.get(panel)?;
+                let colour = COLOURS[r % COLOURS.len()];
+                Some(Series::new(name(run, "validation"), points, colour, false))
+            })
+            .collect()
+    };
+    let metric_label = |panel: &str| {
+        runs.iter()
+            .find_map(|r| r.metric_label.get(panel).cloned())
+            .unwrap_or_default()
+    };
+    let mut written = write_figure(out_dir, "losses", &loss_panels, &|_| "nats".into(), &losses)?;
+    written.extend(write_figure(
+        out_dir,
+        "mae",
+        &metric_panels,
+        &metric_label,
+        &metrics,
+    )?);
+    Ok(written)
+}
+
+/// Writes `STEM.svg` and `STEM.png`: one panel per name, with its y label and lines.
+/// Nothing is written for no panels.
+fn write_figure<'s>(
+    out_dir: &Path,
+    stem: &str,
+    panels: &[String],
+    y_label: &dyn Fn(&str) -> String,
+    series_of: &dyn Fn(&str) -> Vec<Series<'s>>,
+) -> Result<Vec<PathBuf>> {
+    if panels.is_empty() {
+        return Ok(Vec::new());
+    }
     std::fs::create_dir_all(out_dir).map_err(|e| Error::output(out_dir, e))?;
     // Both backends measure text with it.
     register_font();
-    let mut written = Vec::new();
-    let metric_panels = panel_names(runs.iter().flat_map(|r| r.axis_order.iter()));
-    let mut loss_panels = panel_names(runs.iter().flat_map(|r| r.train_loss.keys()));
-    // Axes in label-space order, then the components in the order the loss defines them.
-    let rank = |panel: &String| {
-        let (axis, component) = panel.split_once('/').unwrap_or((panel, ""));
-        let axis_rank = metric_panels.iter().position(|a| a == axis);
-        let component_rank = ["ld", "exp", "smooth"].iter().position(|c| *c == component);
-        (
-            axis_rank.unwrap_or(usize::MAX),
-            component_rank.unwrap_or(usize::MAX),
-        )
-    };
-    loss_panels.sort_by_key(|panel| rank(panel));
-    let figures: [(&str, &[String], Figure); 2] = [
-        ("losses", &loss_panels, Figure::Losses),
-        ("mae", &metric_panels, Figure::Metrics),
-    ];
-    for (stem, panels, figure) in figures {
-        if panels.is_empty() {
-            continue;
-        }
-        let size = figure_size(panels.len());
-        let svg = out_dir.join(format!("{stem}.svg"));
-        let mut text = String::new();
-        {
-            let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
-            draw(&root, runs, panels, figure)?;
-            root.present().map_err(plot_error)?;
-        }
-        crate::trainer::write_atomically(&svg, text.as_bytes())?;
-        written.push(svg);
-
-        let png = out_dir.join(format!("{stem}.png"));
-        let mut pixels = vec![0u8; (size.0 * size.1 * 3) as usize];
-        {
-            let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
-            draw(&root, runs, panels, figure)?;
-            root.present().map_err(plot_error)?;
-        }
-        let mut encoded = Vec::new();
-        image::codecs::png::PngEncoder::new(&mut encoded)
-            .write_image_rgb(&pixels, size)
-            .map_err(|e| Error::output(&png, e))?;
-        crate::trainer::write_atomically(&png, &encoded)?;
-        written.push(png);
+    let size = figure_size(panels.len());
+    let svg = out_dir.join(format!("{stem}.svg"));
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+        draw_panels(&root, panels, y_label, series_of)?;
+        root.present().map_err(plot_error)?;
     }
-    Ok(written)
+    crate::trainer::write_atomically(&svg, text.as_bytes())?;
+    let png = out_dir.join(format!("{stem}.png"));
+    let mut pixels = vec![0u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+        draw_panels(&root, panels, y_label, series_of)?;
+        root.present().map_err(plot_error)?;
+    }
+    let mut encoded = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut encoded)
+        .write_image_rgb(&pixels, size)
+        .map_err(|e| Error::output(&png, e))?;
+    crate::trainer::write_atomically(&png, &encoded)?;
+    Ok(vec![svg, png])
 }
 
 /// Mean ± std over the runs of each group (one loss trained with several seeds, say),
@@ -185,8 +220,6 @@ pub fn plot_groups(groups: &[(String, Vec<RunCurves>)], out_dir: &Path) -> Resul
     if groups.iter().all(|(_, runs)| runs.is_empty()) {
         return Err(Error::Config("nothing to plot: no runs given".into()));
     }
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::output(out_dir, e))?;
-    register_font();
     let aggregates: Vec<(String, Aggregate, Aggregate)> = groups
         .iter()
         .map(|(name, runs)| {
@@ -201,65 +234,43 @@ pub fn plot_groups(groups: &[(String, Vec<RunCurves>)], out_dir: &Path) -> Resul
     let metric_panels = panel_names(all_runs.iter().flat_map(|r| r.axis_order.iter()));
     let mut loss_panels = panel_names(all_runs.iter().flat_map(|r| r.validation_loss.keys()));
     sort_loss_panels(&mut loss_panels, &metric_panels);
-    let mut written = Vec::new();
-    for (stem, panels, metric) in [
-        ("losses", &loss_panels, false),
-        ("mae", &metric_panels, true),
-    ] {
-        if panels.is_empty() {
-            continue;
-        }
-        let size = figure_size(panels.len());
-        let y_label = |panel: &str| {
-            if metric {
-                all_runs
-                    .iter()
-                    .find_map(|r| r.metric_label.get(panel).cloned())
-                    .unwrap_or_default()
-            } else {
-                "nats (validation)".to_string()
-            }
-        };
-        let series_of = |panel: &str| -> Vec<Series> {
-            aggregates
-                .iter()
-                .enumerate()
-                .filter_map(|(g, (name, losses, metrics))| {
-                    let aggregate = if metric { metrics } else { losses };
-                    let (points, spread) = aggregate.curves.get(panel)?;
-                    Some(Series {
-                        name: format!("{name} (n = {})", aggregate.runs),
-                        points,
-                        colour: COLOURS[g % COLOURS.len()],
-                        dashed: false,
-                        spread: Some(spread),
-                    })
+    let series = |panel: &str, metric: bool| -> Vec<Series> {
+        aggregates
+            .iter()
+            .enumerate()
+            .filter_map(|(g, (name, losses, metrics))| {
+                let aggregate = if metric { metrics } else { losses };
+                let (points, spread) = aggregate.curves.get(panel)?;
+                Some(Series {
+                    name: format!("{name} (n = {})", aggregate.runs),
+                    points,
+                    colour: COLOURS[g % COLOURS.len()],
+                    dashed: false,
+                    spread: Some(spread),
                 })
-                .collect()
-        };
-        let svg = out_dir.join(format!("{stem}.svg"));
-        let mut text = String::new();
-        {
-            let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
-            draw_panels(&root, panels, &y_label, &series_of)?;
-            root.present().map_err(plot_error)?;
-        }
-        crate::trainer::write_atomically(&svg, text.as_bytes())?;
-        written.push(svg);
-        let png = out_dir.join(format!("{stem}.png"));
-        let mut pixels = vec![0u8; (size.0 * size.1 * 3) as usize];
-        {
-            let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
-            draw_panels(&root, panels, &y_label, &series_of)?;
-            root.present().map_err(plot_error)?;
-        }
-        let mut encoded = Vec::new();
-        image::codecs::png::PngEncoder::new(&mut encoded)
-            .write_image_rgb(&pixels, size)
-            .map_err(|e| Error::output(&png, e))?;
-        crate::trainer::write_atomically(&png, &encoded)?;
-        written.push(png);
-    }
+            })
+            .collect()
+    };
+    let metric_label = |panel: &str| {
+        all_runs
+            .iter()
+            .find_map(|r| r.metric_label.get(panel).cloned())
+            .unwrap_or_default()
+    };
+    let mut written = write_figure(
+        out_dir,
+        "losses",
+        &loss_panels,
+        &|_| "nats (validation)".into(),
+        &|panel| series(panel, false),
+    )?;
+    written.extend(write_figure(
+        out_dir,
+        "mae",
+        &metric_panels,
+        &metric_label,
+        &|panel| series(panel, true),
+    )?);
     Ok(written)
 }
 
@@ -335,12 +346,6 @@ impl<W: std::io::Write> WriteRgb for image::codecs::png::PngEncoder<W> {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Figure {
-    Losses,
-    Metrics,
-}
-
 /// Axes in label-space order, then each axis's components in the order the loss defines
 /// them (`ld`, `exp`, `smooth`, then others).
 fn sort_loss_panels(panels: &mut [String], axes: &[String]) {
@@ -406,65 +411,6 @@ fn register_font() {
             include_bytes!("../assets/DejaVuSans.ttf"),
         );
     });
-}
-
-fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    runs: &[RunCurves],
-    panels: &[String],
-    figure: Figure,
-) -> Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    root.fill(&WHITE).map_err(plot_error)?;
-    let (rows, columns) = grid(panels.len());
-    let areas = root.split_evenly((rows, columns));
-    for (panel, area) in panels.iter().zip(areas) {
-        let mut series: Vec<Series> = Vec::new();
-        for (r, run) in runs.iter().enumerate() {
-            let colour = COLOURS[r % COLOURS.len()];
-            let prefix = if runs.len() > 1 {
-                format!("{} ", run.name)
-            } else {
-                String::new()
-            };
-            match figure {
-                Figure::Losses => {
-                    if let Some(points) = run.train_loss.get(panel) {
-                        series.push(Series::new(format!("{prefix}train"), points, colour, false));
-                    }
-                    if let Some(points) = run.validation_loss.get(panel) {
-                        series.push(Series::new(
-                            format!("{prefix}validation"),
-                            points,
-                            colour,
-                            true,
-                        ));
-                    }
-                }
-                Figure::Metrics => {
-                    if let Some(points) = run.validation_metric.get(panel) {
-                        series.push(Series::new(
-                            format!("{prefix}validation"),
-                            points,
-                            colour,
-                            false,
-                        ));
-                    }
-                }
-            }
-        }
-        let y_label = match figure {
-            Figure::Losses => "nats".to_string(),
-            Figure::Metrics => runs
-                .iter()
-                .find_map(|r| r.metric_label.get(panel).cloned())
-                .unwrap_or_default(),
-        };
-        draw_panel(&area, panel, &y_label, &series)?;
-    }
-    Ok(())
 }
 
 /// One line of a panel: its legend name, points, colour, whether it is dashed, and an

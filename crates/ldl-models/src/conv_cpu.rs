@@ -18,6 +18,8 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu_storage::slice;
+
 use crate::error::Result;
 
 /// `x ⊛ w` with stride 1 and `padding` zeros on every side: `x` is `(N, C_in, H, W)`, `w`
@@ -263,28 +265,21 @@ fn gemm_threads(batch: usize) -> usize {
     }
 }
 
-fn slice<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("conv2d: the {what} must be contiguous"),
-    }
-}
-
 /// Runs `f` on the f32 or f64 slices of two storages and wraps the result.
 fn dispatch2(
-    a: (&CpuStorage, &Layout, &str),
-    b: (&CpuStorage, &Layout, &str),
+    a: (&CpuStorage, &Layout),
+    b: (&CpuStorage, &Layout),
     f32_op: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
     f64_op: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
 ) -> candle_core::Result<CpuStorage> {
     match (a.0, b.0) {
         (CpuStorage::F32(x), CpuStorage::F32(y)) => Ok(CpuStorage::F32(f32_op(
-            slice(x, a.1, a.2)?,
-            slice(y, b.1, b.2)?,
+            slice(x, a.1, "conv2d")?,
+            slice(y, b.1, "conv2d")?,
         ))),
         (CpuStorage::F64(x), CpuStorage::F64(y)) => Ok(CpuStorage::F64(f64_op(
-            slice(x, a.1, a.2)?,
-            slice(y, b.1, b.2)?,
+            slice(x, a.1, "conv2d")?,
+            slice(y, b.1, "conv2d")?,
         ))),
         _ => candle_core::bail!("conv2d: both tensors must be f32 or both f64"),
     }
@@ -424,8 +419,8 @@ impl CustomOp2 for Forward {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
         let out = dispatch2(
-            (s1, l1, "input"),
-            (s2, l2, "kernel"),
+            (s1, l1),
+            (s2, l2),
             |x, w| forward(g, x, w),
             |x, w| forward(g, x, w),
         )?;
@@ -476,8 +471,8 @@ impl CustomOp2 for WeightGradient {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
         let out = dispatch2(
-            (s1, l1, "input"),
-            (s2, l2, "output gradient"),
+            (s1, l1),
+            (s2, l2),
             |x, dy| weight_gradient(g, x, dy),
             |x, dy| weight_gradient(g, x, dy),
         )?;
@@ -503,8 +498,8 @@ impl CustomOp2 for InputGradient {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
         let out = dispatch2(
-            (s1, l1, "output gradient"),
-            (s2, l2, "kernel"),
+            (s1, l1),
+            (s2, l2),
             |dy, w| input_gradient(g, dy, w),
             |dy, w| input_gradient(g, dy, w),
         )?;

@@ -18,6 +18,7 @@
 
 mod checkpoint;
 mod conv_cpu;
+mod cpu_storage;
 mod device;
 mod error;
 mod init;

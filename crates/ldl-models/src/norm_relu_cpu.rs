@@ -15,6 +15,8 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu_storage::{map3, slice};
+
 /// Per-channel statistics the op normalises with, in f64.
 #[derive(Debug, Clone)]
 pub(crate) struct ChannelStats {
@@ -42,8 +44,8 @@ pub(crate) fn channel_stats(x: &Tensor) -> candle_core::Result<ChannelStats> {
     };
     let dims = (batch, channels, height * width);
     match cpu {
-        CpuStorage::F32(v) => Ok(stats_of(slice(v, layout)?, dims)),
-        CpuStorage::F64(v) => Ok(stats_of(slice(v, layout)?, dims)),
+        CpuStorage::F32(v) => Ok(stats_of(slice(v, layout, "norm-relu")?, dims)),
+        CpuStorage::F64(v) => Ok(stats_of(slice(v, layout, "norm-relu")?, dims)),
         _ => candle_core::bail!("norm-relu: expected f32 or f64"),
     }
 }
@@ -93,13 +95,6 @@ impl NormRelu {
 
 fn vector(t: &Tensor) -> candle_core::Result<Vec<f64>> {
     t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
-}
-
-fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("norm-relu: inputs must be contiguous"),
-    }
 }
 
 /// The float types of the fused path. The per-element loops run in `T` (so they
@@ -211,8 +206,12 @@ impl CustomOp3 for NormRelu {
             .map(|c| beta[c] - self.stats.mean[c] * scale[c])
             .collect();
         let out = match s1 {
-            CpuStorage::F32(v) => CpuStorage::F32(forward(slice(v, l1)?, &scale, &shift, plane)),
-            CpuStorage::F64(v) => CpuStorage::F64(forward(slice(v, l1)?, &scale, &shift, plane)),
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(forward(slice(v, l1, self.name())?, &scale, &shift, plane))
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(forward(slice(v, l1, self.name())?, &scale, &shift, plane))
+            }
             _ => candle_core::bail!("norm-relu: expected f32 or f64"),
         };
         Ok((out, l1.shape().clone()))
@@ -256,8 +255,11 @@ impl CustomOp3 for NormRelu {
 
 fn to_f64(s: &CpuStorage, l: &Layout) -> candle_core::Result<Vec<f64>> {
     match s {
-        CpuStorage::F32(v) => Ok(slice(v, l)?.iter().map(|&x| x as f64).collect()),
-        CpuStorage::F64(v) => Ok(slice(v, l)?.to_vec()),
+        CpuStorage::F32(v) => Ok(slice(v, l, "norm-relu")?
+            .iter()
+            .map(|&x| x as f64)
+            .collect()),
+        CpuStorage::F64(v) => Ok(slice(v, l, "norm-relu")?.to_vec()),
         _ => candle_core::bail!("norm-relu: expected f32 or f64"),
     }
 }
@@ -318,29 +320,15 @@ impl CustomOp3 for GradientSums {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (batch, channels, h, w) = l1.shape().dims4()?;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(dy)) => {
-                CpuStorage::F32(gradient_sums(
-                    slice(x, l1)?,
-                    slice(y, l2)?,
-                    slice(dy, l3)?,
-                    self,
-                    batch,
-                    h * w,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(dy)) => {
-                CpuStorage::F64(gradient_sums(
-                    slice(x, l1)?,
-                    slice(y, l2)?,
-                    slice(dy, l3)?,
-                    self,
-                    batch,
-                    h * w,
-                ))
-            }
-            _ => candle_core::bail!("norm-relu: mixed dtypes"),
-        };
+        let plane = h * w;
+        let out = map3(
+            self.name(),
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            |x, y, dy| gradient_sums(x, y, dy, self, batch, plane),
+            |x, y, dy| gradient_sums(x, y, dy, self, batch, plane),
+        )?;
         Ok((out, Shape::from((2, channels))))
     }
 }
@@ -408,29 +396,15 @@ impl CustomOp3 for InputGradient {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (batch, _, h, w) = l1.shape().dims4()?;
         let count = batch * h * w;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(dy)) => {
-                CpuStorage::F32(input_gradient(
-                    slice(x, l1)?,
-                    slice(y, l2)?,
-                    slice(dy, l3)?,
-                    self,
-                    count,
-                    h * w,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(dy)) => {
-                CpuStorage::F64(input_gradient(
-                    slice(x, l1)?,
-                    slice(y, l2)?,
-                    slice(dy, l3)?,
-                    self,
-                    count,
-                    h * w,
-                ))
-            }
-            _ => candle_core::bail!("norm-relu: mixed dtypes"),
-        };
+        let plane = h * w;
+        let out = map3(
+            self.name(),
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            |x, y, dy| input_gradient(x, y, dy, self, count, plane),
+            |x, y, dy| input_gradient(x, y, dy, self, count, plane),
+        )?;
         Ok((out, l1.shape().clone()))
     }
 }

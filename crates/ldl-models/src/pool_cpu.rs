@@ -10,6 +10,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu_storage::{map3, slice};
+
 /// `(N, C, H, W) → (N, C, ⌊H/2⌋, ⌊W/2⌋)`.
 pub(crate) struct MaxPool2x2;
 
@@ -42,13 +44,6 @@ fn pool<T: Copy + PartialOrd + Send + Sync + Default>(
     y
 }
 
-fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("max-pool: inputs must be contiguous"),
-    }
-}
-
 impl CustomOp1 for MaxPool2x2 {
     fn name(&self) -> &'static str {
         "ldl-max-pool-2x2"
@@ -57,8 +52,8 @@ impl CustomOp1 for MaxPool2x2 {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
         let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(pool(slice(v, l)?, (h, w))),
-            CpuStorage::F64(v) => CpuStorage::F64(pool(slice(v, l)?, (h, w))),
+            CpuStorage::F32(v) => CpuStorage::F32(pool(slice(v, l, self.name())?, (h, w))),
+            CpuStorage::F64(v) => CpuStorage::F64(pool(slice(v, l, self.name())?, (h, w))),
             _ => candle_core::bail!("max-pool: expected f32 or f64"),
         };
         Ok((out, Shape::from((n, c, h / 2, w / 2))))
@@ -119,15 +114,14 @@ impl CustomOp3 for Unpool {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (_, _, h, w) = l1.shape().dims4()?;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(dy)) => {
-                CpuStorage::F32(unpool(slice(x, l1)?, slice(y, l2)?, slice(dy, l3)?, (h, w)))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(dy)) => {
-                CpuStorage::F64(unpool(slice(x, l1)?, slice(y, l2)?, slice(dy, l3)?, (h, w)))
-            }
-            _ => candle_core::bail!("max-pool: mixed dtypes"),
-        };
+        let out = map3(
+            self.name(),
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            |x, y, dy| unpool(x, y, dy, (h, w)),
+            |x, y, dy| unpool(x, y, dy, (h, w)),
+        )?;
         Ok((out, l1.shape().clone()))
     }
 }

@@ -677,3 +677,69 @@ fn compare_trains_each_loss_with_each_seed() {
         .to_string();
     assert!(err.contains("full-k"), "{err}");
 }
+
+/// Splits from separate files: each file becomes its split; a split without a file is
+/// drawn from the source by its fraction; files and a split column exclude each other.
+#[test]
+fn splits_can_come_from_separate_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = ldl::data::builtin_csv("bdims").unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<&str> = lines.filter(|l| !l.trim().is_empty()).collect();
+    let write = |name: &str, rows: &[&str]| {
+        let mut file = String::from(header);
+        for row in rows {
+            file.push('\n');
+            file.push_str(row);
+        }
+        std::fs::write(dir.path().join(name), file + "\n").unwrap();
+    };
+    write("train.csv", &rows[..300]);
+    write("val.csv", &rows[300..400]);
+    write("test.csv", &rows[400..]);
+    let config_text = BDIMS
+        .replace("source = \"builtin:bdims\"", "source = \"train.csv\"")
+        .replace(
+            "split = { validation = 0.2, test = 0.2 }",
+            "split = { validation_source = \"val.csv\", test_source = \"test.csv\" }",
+        );
+    assert_ne!(config_text, BDIMS);
+    let path = dir.path().join("task.toml");
+    let overrides = |extra: &[&str]| -> Vec<String> {
+        let mut all = vec![
+            "optim.epochs=2".to_string(),
+            format!(
+                "run.output_dir={:?}",
+                dir.path().join("runs").display().to_string()
+            ),
+        ];
+        all.extend(extra.iter().map(|s| s.to_string()));
+        all
+    };
+    let config = Config::parse(&path, &config_text, &overrides(&[])).unwrap();
+    let summary = train(&config, &mut |_| {}).unwrap();
+    assert_eq!(summary.samples, [300, 100, rows.len() - 400]);
+
+    // Only a validation file: the test split is drawn from the source.
+    let only_validation = config_text.replace(", test_source = \"test.csv\"", ", test = 0.1");
+    let config = Config::parse(&path, &only_validation, &overrides(&[])).unwrap();
+    let summary = train(&config, &mut |_| {}).unwrap();
+    assert_eq!(summary.samples, [270, 100, 30]);
+
+    let err = Config::parse(
+        &path,
+        &config_text,
+        &overrides(&["data.split.column=\"fold\""]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("data.split.validation_source") && err.contains("not both"),
+        "{err}"
+    );
+    let missing = config_text.replace("val.csv", "nowhere.csv");
+    let config = Config::parse(&path, &missing, &overrides(&[])).unwrap();
+    let err = train(&config, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("nowhere.csv"), "{err}");
+}

@@ -253,6 +253,11 @@ pub struct SplitConfig {
     /// Fraction of samples for test (default 0).
     #[serde(default)]
     pub test: f64,
+    /// A separate file of validation samples, in the source's format and columns
+    /// (relative to the config file); replaces the validation fraction.
+    pub validation_source: Option<String>,
+    /// A separate file of test samples, likewise; replaces the test fraction.
+    pub test_source: Option<String>,
 }
 
 fn default_validation() -> f64 {
@@ -265,6 +270,8 @@ impl Default for SplitConfig {
             column: None,
             validation: default_validation(),
             test: 0.0,
+            validation_source: None,
+            test_source: None,
         }
     }
 }
@@ -508,6 +515,19 @@ impl Config {
                 config.data.source = absolute.to_string_lossy().into_owned();
             }
         }
+        for file in [
+            &mut config.data.split.validation_source,
+            &mut config.data.split.test_source,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if Path::new(file.as_str()).is_relative() {
+                let joined = folder.join(file.as_str());
+                let absolute = std::path::absolute(&joined).unwrap_or(joined);
+                *file = absolute.to_string_lossy().into_owned();
+            }
+        }
         if let Some(images) = &config.data.images {
             if images.is_relative() {
                 let joined = folder.join(images);
@@ -612,6 +632,25 @@ impl Config {
                     axis.name
                 ),
             );
+        }
+        let split = &self.data.split;
+        for (key, file) in [
+            ("data.split.validation_source", &split.validation_source),
+            ("data.split.test_source", &split.test_source),
+        ] {
+            let Some(file) = file else { continue };
+            if split.column.is_some() {
+                return fail(key, "give split files or a split column, not both".into());
+            }
+            if self.data.source.starts_with("builtin:") || file.starts_with("builtin:") {
+                return fail(
+                    key,
+                    "split files need a file source, not a built-in one".into(),
+                );
+            }
+            if let Err(e) = self.data.source_of(file) {
+                return fail(key, e.to_string());
+            }
         }
         if self.data.source == FACES {
             if self.data.image_column.is_some() || self.data.features.is_some() || !table {
@@ -829,13 +868,18 @@ impl DataConfig {
     }
 
     pub(crate) fn source(&self) -> Result<Source<'_>> {
-        if self.source == FACES {
+        self.source_of(&self.source)
+    }
+
+    /// How `source` (the main source or a split's file) is read, given `format`.
+    pub(crate) fn source_of<'s>(&self, source: &'s str) -> Result<Source<'s>> {
+        if source == FACES {
             return Ok(Source::Faces);
         }
-        if let Some(name) = self.source.strip_prefix("builtin:") {
+        if let Some(name) = source.strip_prefix("builtin:") {
             return Ok(Source::Builtin(name));
         }
-        let path = PathBuf::from(&self.source);
+        let path = PathBuf::from(source);
         match self.format.as_str() {
             "chalearn" => return Ok(Source::ChaLearn(path)),
             "dldl-list" => return Ok(Source::DldlList(path)),
@@ -846,8 +890,7 @@ impl DataConfig {
             Some("csv") => Ok(Source::Csv(path)),
             Some("jsonl") => Ok(Source::Jsonl(path)),
             _ => Err(Error::Config(format!(
-                "`data.source`: `{}` is neither `builtin:NAME` nor a .csv or .jsonl file",
-                self.source
+                "`{source}` is neither `builtin:NAME` nor a .csv or .jsonl file"
             ))),
         }
     }

@@ -452,10 +452,68 @@ fn write_plots(run_dir: &Path) -> Result<()> {
 /// Reads the source, splits it, and returns the splits, the feature names and the
 /// skipped samples.
 fn load_splits(config: &Config, space: &LabelSpace) -> Result<(Splits, Vec<String>, Vec<String>)> {
+    let table = read_table(config, config.data.source()?, space)?;
+    let mut skipped: Vec<String> = table
+        .skipped
+        .iter()
+        .map(|s| format!("{}: {}", s.location, s.reason))
+        .collect();
+    let split = &config.data.split;
+    let seed = config.run.seed;
+    if split.column.is_some() {
+        let splits = split_by_column(table.samples, &SplitNames::default())?;
+        return Ok((splits, table.feature_names, skipped));
+    }
+    let mut read_file = |file: &Option<String>| -> Result<Option<Vec<Sample>>> {
+        let Some(file) = file else { return Ok(None) };
+        let part = read_table(config, config.data.source_of(file)?, space)?;
+        skipped.extend(
+            part.skipped
+                .iter()
+                .map(|s| format!("{}: {}", s.location, s.reason)),
+        );
+        Ok(Some(part.samples))
+    };
+    let validation_file = read_file(&split.validation_source)?;
+    let test_file = read_file(&split.test_source)?;
+    // Splits without a file are drawn from the source by their fraction.
+    let splits = match (validation_file, test_file) {
+        (None, None) => split_by_fractions(table.samples, split.validation, split.test, seed)?,
+        (None, Some(test)) => Splits {
+            test,
+            ..split_by_fractions(table.samples, split.validation, 0.0, seed)?
+        },
+        (Some(validation), test_file) => {
+            let (train, test) = match test_file {
+                Some(test) => (table.samples, test),
+                None if split.test > 0.0 => {
+                    // Drawn as if it were a validation fraction, then used as the test split.
+                    let drawn = split_by_fractions(table.samples, split.test, 0.0, seed)?;
+                    (drawn.train, drawn.validation)
+                }
+                None => (table.samples, Vec::new()),
+            };
+            Splits {
+                train,
+                validation,
+                test,
+            }
+        }
+    };
+    for (name, samples) in [("train", &splits.train), ("validation", &splits.validation)] {
+        if samples.is_empty() {
+            return Err(ldl_data::Error::EmptySplit(name.into()).into());
+        }
+    }
+    Ok((splits, table.feature_names, skipped))
+}
+
+/// Reads one table of the task's data.
+fn read_table(config: &Config, source: Source<'_>, space: &LabelSpace) -> Result<ldl_data::Table> {
     let spec = config.table_spec();
     let policy = config.data.on_bad_sample;
     let images = config.data.images.as_deref();
-    let table = match config.data.source()? {
+    Ok(match source {
         Source::Faces => {
             let faces = &config.data.faces;
             let generator = faces.generator(config.data.image_size, config.run.seed);
@@ -467,22 +525,7 @@ fn load_splits(config: &Config, space: &LabelSpace) -> Result<(Splits, Vec<Strin
         Source::ChaLearn(path) => read_chalearn(&path, images, space, policy)?,
         Source::DldlList(path) => read_dldl_list(&path, images, space, policy)?,
         Source::UtkFace(path) => read_utkface(&path, space, policy)?,
-    };
-    let skipped = table
-        .skipped
-        .iter()
-        .map(|s| format!("{}: {}", s.location, s.reason))
-        .collect();
-    let splits = match &config.data.split.column {
-        Some(_) => split_by_column(table.samples, &SplitNames::default())?,
-        None => split_by_fractions(
-            table.samples,
-            config.data.split.validation,
-            config.data.split.test,
-            config.run.seed,
-        )?,
-    };
-    Ok((splits, table.feature_names, skipped))
+    })
 }
 
 /// Loss and metrics of the model (in evaluation mode) over batches.

@@ -413,3 +413,89 @@ fn a_subject_in_two_column_splits_is_refused() {
         .to_string();
     assert!(err.contains("subject `p1`"), "{err}");
 }
+
+/// Review findings on the CPU layers (conv, BatchNorm + ReLU, max-pool): each failed
+/// before its fix.
+#[test]
+fn cpu_layers_handle_narrow_images_far_means_and_half_precision() {
+    use ldl::models::{batch_norm_relu, conv2d, max_pool_2x2};
+
+    // A kernel wider than the image with its padding: candle's answer, and gradients.
+    for (h, w, k, p) in [(1, 1, 5, 2), (2, 1, 7, 3), (1, 2, 7, 3)] {
+        let x = Var::from_tensor(&Tensor::ones((1, 2, h, w), DType::F64, &Device::Cpu).unwrap())
+            .unwrap();
+        let kernel = Tensor::arange(0.0, (3 * 2 * k * k) as f64, &Device::Cpu)
+            .unwrap()
+            .reshape((3, 2, k, k))
+            .unwrap();
+        let ours = conv2d(x.as_tensor(), &kernel, p).unwrap();
+        let candle = x.as_tensor().conv2d(&kernel, p, 1, 1, 1).unwrap();
+        assert_eq!(
+            ours.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+            candle.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+            "{h}×{w}, k {k}, p {p}"
+        );
+        let grads = ours.sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(x.as_tensor()).is_some());
+    }
+
+    // Pooling a 1-pixel-high image is an error, not a panic.
+    let thin = Tensor::zeros((1, 1, 1, 4), DType::F32, &Device::Cpu).unwrap();
+    let err = max_pool_2x2(&thin).unwrap_err().to_string();
+    assert!(err.contains("2×2"), "{err}");
+
+    // Half precision takes candle's pool with a corrected gradient: values exact, no
+    // overflow near the top of f16's range.
+    let big = Tensor::new(&[20000f32, 30000., -5., 1.5], &Device::Cpu)
+        .unwrap()
+        .reshape((1, 1, 2, 2))
+        .unwrap();
+    for dtype in [DType::F16, DType::BF16] {
+        // 30000 as the dtype stores it (bf16 rounds it to 29952).
+        let stored = Tensor::new(&[30000f32], &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let pooled = max_pool_2x2(&big.to_dtype(dtype).unwrap()).unwrap();
+        let value = pooled
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(value, stored, "{dtype:?}");
+    }
+
+    // A channel whose first value is far from its mean: the batch variance (seen in the
+    // running variance with momentum 1) matches candle's two-pass BatchNorm.
+    let n = 64 * 64;
+    let mut values: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.618).sin()).collect();
+    values[0] = 100.0;
+    let x = Tensor::from_vec(values, (1, 1, 64, 64), &Device::Cpu).unwrap();
+    let config = candle_nn::BatchNormConfig {
+        momentum: 1.0,
+        ..Default::default()
+    };
+    let running_var = |fused: bool| {
+        let varmap = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let bn = candle_nn::batch_norm(1, config, vb).unwrap();
+        if fused {
+            batch_norm_relu(&bn, &x, true).unwrap();
+        } else {
+            use candle_nn::ModuleT;
+            bn.forward_t(&x, true).unwrap();
+        }
+        bn.running_var().to_vec1::<f32>().unwrap()[0] as f64
+    };
+    let (ours, candle) = (running_var(true), running_var(false));
+    assert!(
+        ((ours - candle) / candle).abs() < 1e-5,
+        "{ours} vs {candle}"
+    );
+}

@@ -43,7 +43,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
         [_, _, kh, kw] => kh == kw && padding < *kh,
         _ => false,
     };
-    let fast = x.device().is_cpu()
+    // Empty tensors: candle's own path answers (gemm and chunking need sizes ≥ 1).
+    let empty = x.elem_count() == 0 || w.elem_count() == 0;
+    let fast = !empty
+        && x.device().is_cpu()
         && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
         && x.dtype() == w.dtype()
         && square_kernel;
@@ -123,7 +126,8 @@ impl Geometry {
     /// For kernel offset `j` along a row, the output columns whose input column
     /// `ox + j − p` lies inside the image.
     fn valid_columns(&self, j: usize) -> (usize, usize) {
-        let first = self.padding.saturating_sub(j);
+        // Capped: on an image narrower than the padding, no column may be valid.
+        let first = self.padding.saturating_sub(j).min(self.out_w);
         let end = (self.width + self.padding)
             .saturating_sub(j)
             .min(self.out_w);

@@ -54,7 +54,7 @@ pub fn batch_norm_relu(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor
     let Some((gamma, beta)) = bn.weight_and_bias() else {
         return Ok(bn.forward_t(x, train)?.relu()?);
     };
-    if !norm_relu_cpu::supported(x, gamma) {
+    if !norm_relu_cpu::supported(x, gamma) || x.elem_count() == 0 {
         return Ok(bn.forward_t(x, train)?.relu()?);
     }
     let x = x.contiguous()?;
@@ -113,11 +113,17 @@ fn update_running_statistics(
 /// On the CPU (f32/f64) this is ldl's own op (see `pool_cpu`). Elsewhere it uses candle's
 /// `max_pool2d`, whose backward in 0.11 scales each maximum's gradient by (number of
 /// maxima in the window) / 4 instead of passing it whole: the output there is
-/// `4y − 3·detach(y)`, the same values and four times candle's gradient, which is the
-/// true gradient wherever a window has one maximum.
+/// `y + 3·(y − detach(y))`, exactly `y`, with four times candle's gradient, which is the
+/// true gradient wherever a window has one maximum. Inputs smaller than 2×2 are an error.
 pub fn max_pool_2x2(x: &Tensor) -> Result<Tensor> {
     let (_, _, height, width) = x.dims4()?;
-    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+    if height < 2 || width < 2 {
+        return Err(candle_core::Error::Msg(format!(
+            "2×2 max-pooling needs inputs of at least 2×2 pixels, got {height}×{width}"
+        ))
+        .into());
+    }
+    if x.elem_count() > 0 && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
         return Ok(x.contiguous()?.apply_op1(pool_cpu::MaxPool2x2)?);
     }
     let x = if height % 2 == 1 || width % 2 == 1 {
@@ -128,7 +134,8 @@ pub fn max_pool_2x2(x: &Tensor) -> Result<Tensor> {
         x.clone()
     };
     let pooled = x.max_pool2d(2)?;
-    Ok((pooled.affine(4.0, 0.0)? - pooled.affine(3.0, 0.0)?.detach())?)
+    // y + 3·(y − detach(y)): exactly y, with four times candle's gradient.
+    Ok((&pooled + ((&pooled - pooled.detach())? * 3.0)?)?)
 }
 
 /// Mean over the spatial dimensions: `(N, C, H, W) → (N, C)`.

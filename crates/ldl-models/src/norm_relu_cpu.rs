@@ -55,20 +55,20 @@ fn stats_of<T: Float>(x: &[T], (batch, channels, plane): (usize, usize, usize)) 
     let (mean, variance) = (0..channels)
         .into_par_iter()
         .map(|c| {
-            // Sums of x − x₀ (the channel's first value): Σx² − (Σx)²/M would cancel
-            // badly on channels whose mean is far from zero.
-            let shift = x[c * plane];
-            let (mut sum, mut squares) = (0.0, 0.0);
-            for n in 0..batch {
-                let block = &x[(n * channels + c) * plane..][..plane];
-                sum += lane_sum(plane, |i| block[i] - shift);
-                squares += lane_sum(plane, |i| (block[i] - shift) * (block[i] - shift));
-            }
-            let mean = sum / count;
-            (
-                shift.to_f64() + mean,
-                (squares / count - mean * mean).max(0.0),
-            )
+            // Two passes, as candle does: the mean, then the centred squares. One pass
+            // (Σx² − (Σx)²/M) cancels badly when the mean is far from zero.
+            let blocks = || (0..batch).map(|n| &x[(n * channels + c) * plane..][..plane]);
+            let mean = blocks()
+                .map(|block| lane_sum(plane, |i| block[i]))
+                .sum::<f64>()
+                / count;
+            let centre = T::from_f64(mean);
+            let squares: f64 = blocks()
+                .map(|block| lane_sum(plane, |i| (block[i] - centre) * (block[i] - centre)))
+                .sum();
+            // `centre` is the mean rounded to T; correct for the rounding.
+            let offset = mean - centre.to_f64();
+            (mean, (squares / count - offset * offset).max(0.0))
         })
         .unzip();
     ChannelStats { mean, variance }

@@ -738,6 +738,58 @@ fn splits_can_come_from_separate_files() {
         err.contains("data.split.validation_source") && err.contains("not both"),
         "{err}"
     );
+    // run.monitor: the best checkpoint is the epoch of the lowest validation weight MAE,
+    // and that checkpoint alone re-evaluates the validation file to the summary's numbers.
+    let config = Config::parse(
+        &path,
+        &config_text,
+        &overrides(&["optim.epochs=8", "run.monitor=\"weight/mae\""]),
+    )
+    .unwrap();
+    let summary = train(&config, &mut |_| {}).unwrap();
+    let lines = std::fs::read_to_string(summary.run_dir.join("metrics.jsonl")).unwrap();
+    let maes: Vec<f64> = lines
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["validation"]["metrics"]["axes"][1]["mae"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    let lowest = maes.iter().cloned().fold(f64::INFINITY, f64::min);
+    assert_eq!(maes[summary.best_epoch - 1], lowest, "{maes:?}");
+    let weight = |e: &ldl::train::Evaluation| e.metrics.axis("weight").unwrap().mae.unwrap();
+    assert_eq!(weight(&summary.best_validation), lowest);
+    let trained = ldl::train::TrainedModel::load(
+        &summary.run_dir.join("checkpoints/best.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let again = trained.evaluate_file(&dir.path().join("val.csv")).unwrap();
+    assert!(
+        (weight(&again) - lowest).abs() < 1e-9,
+        "{} vs {lowest}",
+        weight(&again)
+    );
+    for (monitor, expected) in [
+        ("hight/mae", "`hight` is not an axis"),
+        ("weight/accuracy", "use `weight/mae`"),
+        ("weight", "use `loss`"),
+    ] {
+        let err = Config::parse(
+            &path,
+            &config_text,
+            &overrides(&[&format!("run.monitor=\"{monitor}\"")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`run.monitor`") && err.contains(expected),
+            "{err}"
+        );
+    }
+
     let missing = config_text.replace("val.csv", "nowhere.csv");
     let config = Config::parse(&path, &missing, &overrides(&[])).unwrap();
     let err = train(&config, &mut |_| {}).unwrap_err().to_string();

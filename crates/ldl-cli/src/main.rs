@@ -339,8 +339,9 @@ fn train(
         );
     }
     println!(
-        "best epoch {} (lowest validation loss):",
-        summary.best_epoch
+        "best epoch {} ({}):",
+        summary.best_epoch,
+        config.monitor().map_err(|e| e.to_string())?
     );
     let splits = [
         ("validation", Some(&summary.best_validation)),

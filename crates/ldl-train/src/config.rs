@@ -451,6 +451,47 @@ pub struct RunConfig {
     /// Stop when the validation loss has not improved for this many evaluations (off
     /// when absent).
     pub patience: Option<usize>,
+    /// What picks the best checkpoint and drives `patience`: `loss` (the validation loss,
+    /// the default), `AXIS/mae` (lowest MAE on an ordered axis) or `AXIS/accuracy`
+    /// (highest accuracy on a categorical axis).
+    #[serde(default = "default_monitor")]
+    pub monitor: String,
+}
+
+fn default_monitor() -> String {
+    "loss".into()
+}
+
+/// A validation quantity to optimise (`run.monitor`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Monitor {
+    /// The validation loss (lower is better).
+    Loss,
+    /// The validation MAE of an ordered axis (lower is better).
+    Mae(String),
+    /// The validation accuracy of a categorical axis (higher is better).
+    Accuracy(String),
+}
+
+impl Monitor {
+    /// The monitored value of an evaluation, oriented so that lower is better.
+    pub fn score(&self, evaluation: &crate::Evaluation) -> Option<f64> {
+        match self {
+            Monitor::Loss => Some(evaluation.loss.total),
+            Monitor::Mae(axis) => evaluation.metrics.axis(axis)?.mae,
+            Monitor::Accuracy(axis) => evaluation.metrics.axis(axis)?.accuracy.map(|a| -a),
+        }
+    }
+}
+
+impl std::fmt::Display for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Monitor::Loss => write!(f, "lowest validation loss"),
+            Monitor::Mae(axis) => write!(f, "lowest validation {axis} MAE"),
+            Monitor::Accuracy(axis) => write!(f, "highest validation {axis} accuracy"),
+        }
+    }
 }
 
 fn default_device() -> String {
@@ -473,6 +514,7 @@ impl Default for RunConfig {
             output_dir: default_output(),
             eval_every: 1,
             patience: None,
+            monitor: default_monitor(),
         }
     }
 }
@@ -536,6 +578,39 @@ impl Config {
         }
         config.validate()?;
         Ok(config)
+    }
+
+    /// `run.monitor`, checked against the label space.
+    pub fn monitor(&self) -> Result<Monitor> {
+        let text = self.run.monitor.as_str();
+        if text == "loss" {
+            return Ok(Monitor::Loss);
+        }
+        let space = self.label_space()?;
+        let bad = |why: String| Error::Config(format!("`run.monitor`: {why}"));
+        let Some((axis, metric)) = text.split_once('/') else {
+            return Err(bad(format!(
+                "`{text}`: use `loss`, `AXIS/mae` or `AXIS/accuracy`"
+            )));
+        };
+        let Some(found) = space.axis(axis) else {
+            let names: Vec<&str> = space.axes().iter().map(|a| a.name()).collect();
+            return Err(bad(format!(
+                "`{axis}` is not an axis of [task] ({})",
+                names.join(", ")
+            )));
+        };
+        match (metric, found.is_categorical()) {
+            ("mae", false) => Ok(Monitor::Mae(axis.to_string())),
+            ("accuracy", true) => Ok(Monitor::Accuracy(axis.to_string())),
+            ("mae", true) => Err(bad(format!(
+                "`{axis}` is categorical: use `{axis}/accuracy`"
+            ))),
+            ("accuracy", false) => Err(bad(format!("`{axis}` is ordered: use `{axis}/mae`"))),
+            _ => Err(bad(format!(
+                "unknown metric `{metric}`; use `mae` or `accuracy`"
+            ))),
+        }
     }
 
     /// Checks what serde cannot: ranges and combinations.
@@ -681,6 +756,7 @@ impl Config {
                 }
             }
         }
+        self.monitor()?;
         self.backbone(1)?;
         let vgg = self.model.backbone != "mlp";
         if vgg != self.data.reads_images() {

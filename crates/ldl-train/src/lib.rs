@@ -19,7 +19,7 @@ pub use build::loss;
 pub use compare::{compare, AxisResult, Comparison, LossResult, MeanStd};
 pub use config::{
     AxisConfig, AxisKindName, Config, DataConfig, FacesConfig, LabelConfig, LossConfig,
-    ModelConfig, OptimConfig, RunConfig, SplitConfig, TaskConfig,
+    ModelConfig, Monitor, OptimConfig, RunConfig, SplitConfig, TaskConfig,
 };
 pub use error::{Error, Result};
 pub use ldl_core::AxisKind;

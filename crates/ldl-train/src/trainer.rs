@@ -66,7 +66,7 @@ pub struct RunSummary {
     pub run_dir: PathBuf,
     /// The last epoch trained (fewer than configured when early stopping ended the run).
     pub epochs: usize,
-    /// The epoch with the lowest validation loss (the `best` checkpoint).
+    /// The epoch with the best validation score (`run.monitor`; the `best` checkpoint).
     pub best_epoch: usize,
     /// Validation results at the best epoch.
     pub best_validation: Evaluation,
@@ -250,6 +250,7 @@ fn run(
     let backbone = config.backbone(feature_names.len())?;
     let (model, vars) = Model::build(&backbone, &space, seed, &device)?;
     let loss = crate::build::loss(&config.loss, &space)?;
+    let monitor = config.monitor()?;
     let trainable: Vec<candle_core::Var> =
         trainable_vars(&vars).into_iter().map(|(_, v)| v).collect();
     let parameters = trainable.iter().map(|v| v.elem_count()).sum();
@@ -373,9 +374,10 @@ fn run(
             &header,
         )?;
         if let Some(evaluation) = &record.validation {
+            let score = |e: &Evaluation| monitor.score(e).unwrap_or(f64::INFINITY);
             let improved = best
                 .as_ref()
-                .is_none_or(|(_, b)| evaluation.loss.total < b.loss.total);
+                .is_none_or(|(_, b)| score(evaluation) < score(b));
             since_improvement = if improved { 0 } else { since_improvement + 1 };
             if improved {
                 save_checkpoint_with(

@@ -795,3 +795,50 @@ fn splits_can_come_from_separate_files() {
     let err = train(&config, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("nowhere.csv"), "{err}");
 }
+
+/// Fine-tuning with `model.init_from`: matching tensors load, a head with another number
+/// of bins starts fresh, tensors of axes the task lacks are skipped, and a backbone of
+/// another shape is an error naming the tensor.
+#[test]
+fn init_from_loads_matching_tensors_and_reports_the_rest() {
+    let output = tempfile::tempdir().unwrap();
+    let out = format!("run.output_dir={:?}", output.path().display().to_string());
+    let parse = |text: &str, extra: &[&str]| {
+        let mut overrides = vec!["optim.epochs=2".to_string(), out.clone()];
+        overrides.extend(extra.iter().map(|s| s.to_string()));
+        Config::parse(Path::new("configs/bdims.toml"), text, &overrides).unwrap()
+    };
+    let pretrained = train(&parse(BDIMS, &[]), &mut |_| {}).unwrap();
+    let checkpoint = pretrained.run_dir.join("checkpoints/best.safetensors");
+    // The new task: height renamed (a new head; the old one is skipped), weight on a
+    // coarser grid (41 bins instead of 81: a new head), age unchanged (loaded).
+    let task = BDIMS
+        .replace("name = \"height\"", "name = \"stature\"")
+        .replace("height = { value", "stature = { value")
+        .replacen("max = 120\nstep = 1", "max = 120\nstep = 2", 1);
+    assert!(task.contains("stature = { value") && task.contains("step = 2"));
+    let init = format!("model.init_from={:?}", checkpoint.display().to_string());
+    let summary = train(&parse(&task, &[&init]), &mut |_| {}).unwrap();
+    let report = summary.init.expect("an init report");
+    assert_eq!(
+        report.new,
+        [
+            "heads.stature.bias",
+            "heads.stature.weight",
+            "heads.weight.bias",
+            "heads.weight.weight"
+        ]
+    );
+    assert_eq!(report.skipped, ["heads.height.bias", "heads.height.weight"]);
+    assert!(report.loaded.iter().any(|n| n.starts_with("backbone.")));
+    assert!(report.loaded.contains(&"heads.age.weight".to_string()));
+    assert!(report.loaded.iter().all(|n| !n.starts_with("heads.weight")));
+
+    let wider = train(&parse(&task, &[&init, "model.hidden=[48]"]), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        wider.contains("backbone.") && wider.contains("shape"),
+        "{wider}"
+    );
+}

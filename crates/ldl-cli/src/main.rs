@@ -332,6 +332,26 @@ fn train(
         summary.samples[2],
         summary.parameters
     );
+    if let (Some(init), Some(path)) = (&summary.init, &config.model.init_from) {
+        let listed = |names: &[String]| {
+            let shown: Vec<&str> = names.iter().take(4).map(String::as_str).collect();
+            let more = names.len().saturating_sub(shown.len());
+            match (shown.is_empty(), more) {
+                (true, _) => String::new(),
+                (false, 0) => format!(" ({})", shown.join(", ")),
+                (false, more) => format!(" ({}, and {more} more)", shown.join(", ")),
+            }
+        };
+        println!(
+            "initialised from {}: {} tensors loaded, {} new{}, {} skipped{}",
+            path.display(),
+            init.loaded.len(),
+            init.new.len(),
+            listed(&init.new),
+            init.skipped.len(),
+            listed(&init.skipped)
+        );
+    }
     if !summary.skipped.is_empty() {
         println!(
             "{} bad samples were skipped (listed in summary.json)",

@@ -210,6 +210,68 @@ pub fn load_into(vars: &VarMap, tensors: &HashMap<String, Tensor>, path: &Path) 
     Ok(())
 }
 
+/// What [`load_matching`] did with each tensor.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct InitReport {
+    /// Model variables set from the checkpoint.
+    pub loaded: Vec<String>,
+    /// Model variables the checkpoint lacks (or whose head has another size), keeping their
+    /// fresh initialisation.
+    pub new: Vec<String>,
+    /// Checkpoint tensors the model has no use for.
+    pub skipped: Vec<String>,
+}
+
+/// Fine-tuning: sets every model variable that `tensors` holds under the same name and
+/// shape, and reports what was loaded, newly initialised and skipped. Heads (`heads.*`)
+/// whose shape differs (another number of bins) stay new; any other shape mismatch is an
+/// error naming the tensor and both shapes.
+pub fn load_matching(
+    vars: &VarMap,
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<InitReport> {
+    let data = vars
+        .data()
+        .lock()
+        .map_err(|_| Error::checkpoint(path, "the variable map's lock is poisoned"))?;
+    let mut report = InitReport::default();
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &data[name];
+        match tensors.get(name) {
+            None => report.new.push(name.clone()),
+            Some(tensor) if tensor.dims() != var.dims() => {
+                if name.starts_with("heads.") {
+                    report.new.push(name.clone());
+                } else {
+                    return Err(Error::checkpoint(
+                        path,
+                        format!(
+                            "tensor `{name}` has shape {:?} in the checkpoint but {:?} in the \
+                             model; a backbone must match the one it was trained with",
+                            tensor.dims(),
+                            var.dims()
+                        ),
+                    ));
+                }
+            }
+            Some(tensor) => {
+                var.set(&tensor.to_dtype(var.dtype())?.to_device(var.device())?)?;
+                report.loaded.push(name.clone());
+            }
+        }
+    }
+    report.skipped = tensors
+        .keys()
+        .filter(|n| !data.contains_key(*n))
+        .cloned()
+        .collect();
+    report.skipped.sort();
+    Ok(report)
+}
+
 impl Model {
     /// Rebuilds a model from a checkpoint alone: its label space and configuration from
     /// the header, its variables from the tensors.

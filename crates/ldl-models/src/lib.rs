@@ -30,7 +30,8 @@ mod pool_cpu;
 mod vgg;
 
 pub use checkpoint::{
-    load_into, read_checkpoint, save_checkpoint, save_checkpoint_with, CheckpointInfo,
+    load_into, load_matching, read_checkpoint, save_checkpoint, save_checkpoint_with,
+    CheckpointInfo, InitReport,
 };
 pub use conv_cpu::conv2d;
 pub use device::device;

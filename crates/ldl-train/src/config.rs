@@ -295,6 +295,10 @@ pub struct ModelConfig {
     /// Width multiplier of the age networks (default 1).
     #[serde(default = "one")]
     pub width: f64,
+    /// Fine-tuning: start from the weights of this ldl checkpoint (relative to the config
+    /// file) wherever name and shape match; heads of another size, and tensors it lacks,
+    /// keep their fresh initialisation. Ignored when resuming.
+    pub init_from: Option<PathBuf>,
 }
 
 fn default_backbone() -> String {
@@ -317,6 +321,7 @@ impl Default for ModelConfig {
             batch_norm: true,
             dropout: 0.0,
             width: 1.0,
+            init_from: None,
         }
     }
 }
@@ -568,6 +573,12 @@ impl Config {
                 let joined = folder.join(file.as_str());
                 let absolute = std::path::absolute(&joined).unwrap_or(joined);
                 *file = absolute.to_string_lossy().into_owned();
+            }
+        }
+        if let Some(init) = &config.model.init_from {
+            if init.is_relative() {
+                let joined = folder.join(init);
+                config.model.init_from = Some(std::path::absolute(&joined).unwrap_or(joined));
             }
         }
         if let Some(images) = &config.data.images {

@@ -83,6 +83,9 @@ pub struct RunSummary {
     /// What always predicting the training mean scores, per ordered axis: the floor a
     /// trained model must beat.
     pub mean_predictor: Vec<MeanPredictor>,
+    /// With `model.init_from`: the tensors loaded from that checkpoint, newly initialised
+    /// and skipped.
+    pub init: Option<ldl_models::InitReport>,
 }
 
 /// The MAE of always predicting the training split's mean target value (the circular
@@ -249,6 +252,13 @@ fn run(
     let seed = config.run.seed;
     let backbone = config.backbone(feature_names.len())?;
     let (model, vars) = Model::build(&backbone, &space, seed, &device)?;
+    let init = match (&config.model.init_from, resume_from) {
+        (Some(path), None) => {
+            let (tensors, _) = read_checkpoint(path, &device)?;
+            Some(ldl_models::load_matching(&vars, &tensors, path)?)
+        }
+        _ => None,
+    };
     let loss = crate::build::loss(&config.loss, &space)?;
     let monitor = config.monitor()?;
     let trainable: Vec<candle_core::Var> =
@@ -436,6 +446,7 @@ fn run(
         parameters,
         seconds: started.elapsed().as_secs_f64(),
         mean_predictor: mean_predictor(&space, &splits)?,
+        init,
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::output(&run_dir, e))?;
     write_plots(&run_dir)?;

@@ -580,8 +580,17 @@ fn inspect(checkpoint: &std::path::Path) -> Result<(), String> {
             axis.default_std()
         );
     }
-    println!("model: {:?}", trained.model.config());
-    println!("features: {}", trained.features.join(", "));
+    let model = &trained.config.model;
+    match model.backbone.as_str() {
+        "mlp" => println!("model: mlp, hidden {:?}", model.hidden),
+        other => println!("model: {other}, width {}", model.width),
+    }
+    if trained.config.data.reads_images() {
+        let size = trained.config.data.image_size;
+        println!("inputs: RGB images, resized to {size}×{size}");
+    } else {
+        println!("features: {}", trained.features.join(", "));
+    }
     println!(
         "loss: {}; optimiser: Adam lr {} for {} epochs; seed {}",
         trained.config.loss.kind,

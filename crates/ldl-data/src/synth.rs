@@ -286,6 +286,8 @@ pub fn read_synthetic_faces(
         space,
         policy,
     )?;
+    // The inputs are images: there are no feature columns.
+    table.feature_names.clear();
     let generator = std::sync::Arc::new(config.clone());
     for sample in &mut table.samples {
         let index = match sample.input {

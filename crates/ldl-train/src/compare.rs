@@ -91,7 +91,7 @@ pub fn compare(
     observe: &mut dyn FnMut(&str, Progress<'_>),
 ) -> Result<Comparison> {
     if losses.is_empty() || seeds == 0 {
-        return Err(Error::Config(
+        return Err(Error::Usage(
             "compare: give at least one loss and one seed".into(),
         ));
     }
@@ -107,7 +107,7 @@ pub fn compare(
             variant.task.name = format!("{}-{loss}-seed{seed}", config.task.name);
             variant
                 .validate()
-                .map_err(|e| Error::Config(format!("compare, loss `{loss}`: {e}")))?;
+                .map_err(|e| Error::Usage(format!("compare, loss `{loss}`: {e}")))?;
             variants.push((loss.clone(), variant));
         }
     }

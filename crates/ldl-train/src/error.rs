@@ -30,6 +30,11 @@ pub enum Error {
     #[error("{0}")]
     Numeric(String),
 
+    /// An input that does not fit what was asked (a table for an image model, a folder
+    /// that is not a run): the message says what to give instead.
+    #[error("{0}")]
+    Usage(String),
+
     /// From the data.
     #[error(transparent)]
     Data(#[from] ldl_data::Error),

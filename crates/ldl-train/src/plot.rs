@@ -40,7 +40,7 @@ impl RunCurves {
     pub fn read(run_dir: &Path) -> Result<RunCurves> {
         let path = run_dir.join("metrics.jsonl");
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::Config(format!(
+            Error::Usage(format!(
                 "{}: cannot read ({e}); give a run folder written by `ldl train`",
                 path.display()
             ))
@@ -61,7 +61,7 @@ impl RunCurves {
             if line.trim().is_empty() {
                 continue;
             }
-            let bad = |what: &str| Error::Config(format!("{}:{}: {what}", path.display(), i + 1));
+            let bad = |what: &str| Error::Usage(format!("{}:{}: {what}", path.display(), i + 1));
             let record: Value =
                 serde_json::from_str(line).map_err(|e| bad(&format!("not JSON: {e}")))?;
             let epoch = record["epoch"].as_f64().ok_or_else(|| bad("no `epoch`"))?;
@@ -110,7 +110,7 @@ impl RunCurves {
             }
         }
         if curves.train_loss.is_empty() {
-            return Err(Error::Config(format!(
+            return Err(Error::Usage(format!(
                 "{}: no epochs recorded yet",
                 path.display()
             )));
@@ -123,7 +123,7 @@ impl RunCurves {
 /// returning the files written.
 pub fn plot_runs(runs: &[RunCurves], out_dir: &Path) -> Result<Vec<PathBuf>> {
     if runs.is_empty() {
-        return Err(Error::Config("nothing to plot: no runs given".into()));
+        return Err(Error::Usage("nothing to plot: no runs given".into()));
     }
     let metric_panels = panel_names(runs.iter().flat_map(|r| r.axis_order.iter()));
     let mut loss_panels = panel_names(runs.iter().flat_map(|r| r.train_loss.keys()));
@@ -218,7 +218,7 @@ fn write_figure<'s>(
 /// colour per group: `losses.{png,svg}` and `mae.{png,svg}` in `out_dir`.
 pub fn plot_groups(groups: &[(String, Vec<RunCurves>)], out_dir: &Path) -> Result<Vec<PathBuf>> {
     if groups.iter().all(|(_, runs)| runs.is_empty()) {
-        return Err(Error::Config("nothing to plot: no runs given".into()));
+        return Err(Error::Usage("nothing to plot: no runs given".into()));
     }
     let aggregates: Vec<(String, Aggregate, Aggregate)> = groups
         .iter()

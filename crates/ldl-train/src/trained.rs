@@ -66,7 +66,7 @@ impl TrainedModel {
         let (model, _vars, info) = Model::from_checkpoint(path, device)?;
         let field = |key: &str| {
             info.extra.get(key).ok_or_else(|| {
-                Error::Config(format!(
+                Error::Usage(format!(
                     "{}: the checkpoint lacks `{key}`; was it written by `ldl train`?",
                     path.display()
                 ))
@@ -74,10 +74,10 @@ impl TrainedModel {
         };
         let config = Config::parse(path, field("train.config")?, &[])?;
         let features: Vec<String> = serde_json::from_str(field("train.features")?)
-            .map_err(|e| Error::Config(format!("{}: bad `train.features`: {e}", path.display())))?;
+            .map_err(|e| Error::Usage(format!("{}: bad `train.features`: {e}", path.display())))?;
         let standardizer = match info.extra.get("train.standardizer") {
             Some(json) => Some(serde_json::from_str(json).map_err(|e| {
-                Error::Config(format!("{}: bad `train.standardizer`: {e}", path.display()))
+                Error::Usage(format!("{}: bad `train.standardizer`: {e}", path.display()))
             })?),
             None => None,
         };
@@ -154,8 +154,8 @@ impl TrainedModel {
     /// Predictions for every row of a `.csv` file with the model's feature columns.
     pub fn predict_file(&self, data: &Path) -> Result<Vec<Prediction>> {
         if self.config.data.reads_images() {
-            return Err(Error::Config(
-                "this model reads images; prediction from image files is not supported yet".into(),
+            return Err(Error::Usage(
+                "this model reads images: give image files or folders of them, not a table".into(),
             ));
         }
         let rows = read_feature_rows(data, &self.features)?;
@@ -179,7 +179,7 @@ impl TrainedModel {
     /// in training (resized and centre-cropped to `data.image_size`, no augmentation).
     pub fn predict_images(&self, images: &[std::path::PathBuf]) -> Result<Vec<Prediction>> {
         if !self.config.data.reads_images() {
-            return Err(Error::Config(format!(
+            return Err(Error::Usage(format!(
                 "this model reads the feature columns {}; give a .csv file, not images",
                 self.features.join(", ")
             )));

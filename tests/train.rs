@@ -842,3 +842,56 @@ fn init_from_loads_matching_tensors_and_reports_the_rest() {
         "{wider}"
     );
 }
+
+/// `export_run` writes the model folder: the best checkpoint as it is, ldl.toml with the
+/// task and model, a model card with the results, and no local data paths.
+#[test]
+fn a_finished_run_exports_as_a_model_folder() {
+    let output = tempfile::tempdir().unwrap();
+    let overrides = vec![
+        "optim.epochs=2".to_string(),
+        format!("run.output_dir={:?}", output.path().display().to_string()),
+    ];
+    let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap();
+    let summary = train(&config, &mut |_| {}).unwrap();
+    let folder = output.path().join("model");
+    let files = ldl::train::export_run(&summary.run_dir, &folder).unwrap();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ldl::train::MODEL_FILES);
+    assert_eq!(
+        std::fs::read(folder.join("model.safetensors")).unwrap(),
+        std::fs::read(summary.run_dir.join("checkpoints/best.safetensors")).unwrap()
+    );
+    let description: toml::Value =
+        toml::from_str(&std::fs::read_to_string(folder.join("ldl.toml")).unwrap()).unwrap();
+    assert_eq!(description["task"]["axes"].as_array().unwrap().len(), 3);
+    assert_eq!(description["model"]["backbone"].as_str(), Some("mlp"));
+    let card = std::fs::read_to_string(folder.join("README.md")).unwrap();
+    assert!(
+        card.contains("| weight | linear | kg | 40 to 120, step 1 |"),
+        "{card}"
+    );
+    let validation_mae = summary
+        .best_validation
+        .metrics
+        .axis("height")
+        .unwrap()
+        .mae
+        .unwrap();
+    assert!(
+        card.contains(&format!("| validation | height | {validation_mae:.3} cm |")),
+        "{card}"
+    );
+    assert!(card.contains("`builtin:bdims`"));
+    assert!(
+        !card.contains(&output.path().display().to_string()),
+        "a local path leaked"
+    );
+    let err = ldl::train::export_run(output.path(), &folder)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ldl train"), "{err}");
+}

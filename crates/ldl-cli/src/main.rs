@@ -126,6 +126,17 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Write a finished run as a model folder to share: model.safetensors, ldl.toml and a
+    /// model card README.md.
+    ///
+    /// Example: ldl export runs/quickstart-faces-1 --out models/quickstart-faces
+    Export {
+        /// The run folder.
+        run: PathBuf,
+        /// The folder to write.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Describe a checkpoint: its label space, model and training.
     ///
     /// Example: ldl inspect runs/quickstart-faces-1/checkpoints/best.safetensors
@@ -158,6 +169,13 @@ fn main() -> ExitCode {
         } => predict(&checkpoint, &inputs, json, pmf),
         Command::Inspect { checkpoint } => inspect(&checkpoint),
         Command::Plot { runs, out } => plot(&runs, out.as_deref()),
+        Command::Export { run, out } => ldl_train::export_run(&run, &out)
+            .map(|files| {
+                for file in files {
+                    println!("{}", file.display());
+                }
+            })
+            .map_err(|e| e.to_string()),
         Command::Compare {
             config,
             losses,

@@ -9,6 +9,7 @@ mod build;
 mod compare;
 mod config;
 mod error;
+mod export;
 mod plot;
 mod trained;
 mod trainer;
@@ -22,6 +23,7 @@ pub use config::{
     ModelConfig, Monitor, OptimConfig, RunConfig, SplitConfig, TaskConfig,
 };
 pub use error::{Error, Result};
+pub use export::{export_run, MODEL_FILES};
 pub use ldl_core::AxisKind;
 pub use ldl_data::{write_synthetic_set, SynthConfig};
 pub use plot::{plot_groups, plot_runs, RunCurves};

@@ -1,0 +1,196 @@
+//! A trained run as a model folder to share: `model.safetensors`, `ldl.toml` and a model
+//! card `README.md` (the layout a model repository uses).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// The files [`export_run`] writes, in order.
+pub const MODEL_FILES: [&str; 3] = ["model.safetensors", "ldl.toml", "README.md"];
+
+/// Writes the model folder of the finished run in `run_dir` into `out_dir`:
+/// - `model.safetensors`: the best checkpoint (weights, BatchNorm statistics, and in its
+///   header the label space, model config, training config and feature standardisation:
+///   `ldl predict`, `ldl eval` and `ldl inspect` take it as it is);
+/// - `ldl.toml`: the task's label space and model config, for people and tools that read
+///   the folder without ldl;
+/// - `README.md`: a model card (task, axes with units, model, data, results, how it was
+///   trained and how to use it).
+///
+/// Local paths of the training data are not written, only file names.
+pub fn export_run(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
+    let missing = |what: &str| {
+        Error::Usage(format!(
+            "{}: no {what}; export a run folder written by `ldl train` that finished",
+            run_dir.display()
+        ))
+    };
+    let checkpoint = run_dir.join("checkpoints/best.safetensors");
+    let config_path = run_dir.join("config.toml");
+    let summary_path = run_dir.join("summary.json");
+    for (path, what) in [
+        (&checkpoint, "checkpoints/best.safetensors"),
+        (&config_path, "config.toml"),
+        (&summary_path, "summary.json"),
+    ] {
+        if !path.is_file() {
+            return Err(missing(what));
+        }
+    }
+    let config = Config::load(&config_path, &[])?;
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(&summary_path).map_err(|e| Error::output(&summary_path, e))?,
+    )
+    .map_err(|e| Error::Usage(format!("{}: not valid JSON: {e}", summary_path.display())))?;
+    // The checkpoint must load: a corrupt one is refused here, not by the people using it.
+    let (_, info) = ldl_models::read_checkpoint(&checkpoint, &candle_core::Device::Cpu)?;
+
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::output(out_dir, e))?;
+    let bytes = std::fs::read(&checkpoint).map_err(|e| Error::output(&checkpoint, e))?;
+    let model_path = out_dir.join(MODEL_FILES[0]);
+    crate::trainer::write_atomically(&model_path, &bytes)?;
+
+    let description = Description {
+        task: config.task.clone(),
+        model: config.model.clone(),
+        image_size: config.data.reads_images().then_some(config.data.image_size),
+    };
+    let mut toml_text = String::from(
+        "# The label space and model of model.safetensors (whose header holds the same).\n",
+    );
+    toml_text.push_str(
+        &toml::to_string_pretty(&description)
+            .map_err(|e| Error::Usage(format!("cannot describe the model as TOML: {e}")))?,
+    );
+    let toml_path = out_dir.join(MODEL_FILES[1]);
+    crate::trainer::write_atomically(&toml_path, toml_text.as_bytes())?;
+
+    let card = model_card(&config, &summary, &info.version);
+    let card_path = out_dir.join(MODEL_FILES[2]);
+    crate::trainer::write_atomically(&card_path, card.as_bytes())?;
+    Ok(vec![model_path, toml_path, card_path])
+}
+
+/// What `ldl.toml` holds.
+#[derive(serde::Serialize)]
+struct Description {
+    task: crate::config::TaskConfig,
+    model: crate::config::ModelConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_size: Option<u32>,
+}
+
+/// The data source as a model card names it: a built-in name, or a file name without
+/// its local folder.
+fn source_name(source: &str) -> String {
+    if source.starts_with("builtin:") {
+        return source.to_string();
+    }
+    Path::new(source)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| source.to_string())
+}
+
+fn model_card(config: &Config, summary: &Value, version: &str) -> String {
+    let mut card = String::new();
+    let task = &config.task;
+    let _ = writeln!(card, "# {}\n", task.name);
+    let _ = writeln!(
+        card,
+        "A label distribution learning model trained with ldl {version}: one distribution \
+         over discretised bins per axis, decoded to a mean, a std and a mode.\n"
+    );
+    let _ = writeln!(
+        card,
+        "## Axes\n\n| axis | kind | unit | range |\n|---|---|---|---|"
+    );
+    for axis in &task.axes {
+        let range = match (&axis.classes, axis.min, axis.max, axis.step, axis.period) {
+            (Some(classes), ..) => classes.join(", "),
+            (None, Some(min), Some(max), Some(step), _) => format!("{min} to {max}, step {step}"),
+            (None, _, _, Some(step), Some(period)) => format!("period {period}, step {step}"),
+            _ => String::new(),
+        };
+        let kind = format!("{:?}", axis.kind).to_lowercase();
+        let _ = writeln!(card, "| {} | {kind} | {} | {range} |", axis.name, axis.unit);
+    }
+    let model = &config.model;
+    let backbone = match model.backbone.as_str() {
+        "mlp" => format!("MLP, hidden layers {:?}", model.hidden),
+        other => format!(
+            "{other}, width {}, inputs {}×{} RGB",
+            model.width, config.data.image_size, config.data.image_size
+        ),
+    };
+    let _ = writeln!(
+        card,
+        "\n## Model and training\n\n- Backbone: {backbone}; {} trainable parameters.\n\
+         - Loss: `{}`. Adam, learning rate {}, {} epochs, batch {}, seed {}.\n\
+         - Data: `{}`; {} training / {} validation / {} test samples.\n\
+         - Best epoch: {} ({} epochs trained, {:.0} s).",
+        summary["parameters"],
+        config.loss.kind,
+        config.optim.lr,
+        config.optim.epochs,
+        config.optim.batch_size,
+        config.run.seed,
+        source_name(&config.data.source),
+        summary["samples"][0],
+        summary["samples"][1],
+        summary["samples"][2],
+        summary["best_epoch"],
+        summary["epochs"],
+        summary["seconds"].as_f64().unwrap_or(f64::NAN),
+    );
+    let _ = writeln!(
+        card,
+        "\n## Results\n\n| split | axis | MAE | training-mean predictor's MAE | accuracy |\n|---|---|---|---|---|"
+    );
+    for (split, key, baseline_key) in [
+        ("validation", "best_validation", "validation_mae"),
+        ("test", "test", "test_mae"),
+    ] {
+        let Some(axes) = summary[key]["metrics"]["axes"].as_array() else {
+            continue;
+        };
+        for axis in axes {
+            let name = axis["axis"].as_str().unwrap_or("");
+            let unit = axis["unit"].as_str().unwrap_or("");
+            let number = |v: &Value, suffix: &str| {
+                v.as_f64()
+                    .map(|v| format!("{v:.3}{suffix}"))
+                    .unwrap_or_else(|| "–".into())
+            };
+            let baseline = summary["mean_predictor"]
+                .as_array()
+                .and_then(|all| all.iter().find(|m| m["axis"] == name))
+                .map(|m| number(&m[baseline_key], &format!(" {unit}")))
+                .unwrap_or_else(|| "–".into());
+            let _ = writeln!(
+                card,
+                "| {split} | {name} | {} | {baseline} | {} |",
+                number(&axis["mae"], &format!(" {unit}")),
+                number(&axis["accuracy"], "")
+            );
+        }
+    }
+    let _ = writeln!(
+        card,
+        "\n## Use\n\n```sh\nldl predict model.safetensors {}\nldl inspect model.safetensors\n```\n\n\
+         ## Training\n\nTrained by `ldl train` with the loss, optimiser, epochs and seed \
+         above; the checkpoint's header holds the whole training config (seed {}), so the \
+         same data on the same device trains the same model.",
+        if config.data.reads_images() {
+            "photos/ face.jpg"
+        } else {
+            "rows.csv"
+        },
+        config.run.seed
+    );
+    card
+}

@@ -819,7 +819,7 @@ fn init_from_loads_matching_tensors_and_reports_the_rest() {
     assert!(task.contains("stature = { value") && task.contains("step = 2"));
     let init = format!("model.init_from={:?}", checkpoint.display().to_string());
     let summary = train(&parse(&task, &[&init]), &mut |_| {}).unwrap();
-    let report = summary.init.expect("an init report");
+    let report = summary.init.clone().expect("an init report");
     assert_eq!(
         report.new,
         [
@@ -833,6 +833,15 @@ fn init_from_loads_matching_tensors_and_reports_the_rest() {
     assert!(report.loaded.iter().any(|n| n.starts_with("backbone.")));
     assert!(report.loaded.contains(&"heads.age.weight".to_string()));
     assert!(report.loaded.iter().all(|n| !n.starts_with("heads.weight")));
+
+    // Resuming keeps the report.
+    let resumed = ldl::train::resume(
+        &summary.run_dir,
+        &["optim.epochs=3".to_string()],
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(resumed.init.as_ref(), Some(&report));
 
     let wider = train(&parse(&task, &[&init, "model.hidden=[48]"]), &mut |_| {})
         .unwrap_err()
@@ -861,10 +870,32 @@ fn a_finished_run_exports_as_a_model_folder() {
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ldl::train::MODEL_FILES);
-    assert_eq!(
-        std::fs::read(folder.join("model.safetensors")).unwrap(),
-        std::fs::read(summary.run_dir.join("checkpoints/best.safetensors")).unwrap()
-    );
+    // The exported checkpoint holds the same tensors and loads on its own, and no file of
+    // the folder names this machine's folders (the run's output folder was absolute).
+    let local = output.path().display().to_string();
+    let best = summary.run_dir.join("checkpoints/best.safetensors");
+    assert!(std::fs::read_to_string(summary.run_dir.join("config.toml"))
+        .unwrap()
+        .contains(&local));
+    let (original, _) = ldl::models::read_checkpoint(&best, &Device::Cpu).unwrap();
+    let (exported, _) =
+        ldl::models::read_checkpoint(&folder.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(original.len(), exported.len());
+    for (name, tensor) in &original {
+        assert_eq!(
+            common::to_vec(tensor),
+            common::to_vec(&exported[name]),
+            "{name}"
+        );
+    }
+    let trained =
+        ldl::train::TrainedModel::load(&folder.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(trained.config.run.output_dir, Path::new("runs"));
+    for file in ldl::train::MODEL_FILES {
+        let bytes = std::fs::read(folder.join(file)).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(&local), "{file} names a local folder");
+    }
     let description: toml::Value =
         toml::from_str(&std::fs::read_to_string(folder.join("ldl.toml")).unwrap()).unwrap();
     assert_eq!(description["task"]["axes"].as_array().unwrap().len(), 3);
@@ -886,10 +917,23 @@ fn a_finished_run_exports_as_a_model_folder() {
         "{card}"
     );
     assert!(card.contains("`builtin:bdims`"));
-    assert!(
-        !card.contains(&output.path().display().to_string()),
-        "a local path leaked"
-    );
+    // A file with no rows evaluates to an error, not to a loss of 0.
+    let header_only = output.path().join("empty.csv");
+    std::fs::write(
+        &header_only,
+        ldl::data::builtin_csv("bdims")
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let err = trained
+        .evaluate_file(&header_only)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("nothing was evaluated"), "{err}");
     let err = ldl::train::export_run(output.path(), &folder)
         .unwrap_err()
         .to_string();

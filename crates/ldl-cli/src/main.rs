@@ -525,7 +525,11 @@ fn predict(
     if json {
         for p in &predictions {
             let mut object = serde_json::Map::new();
-            object.insert(source_column.into(), p.input.to_string().into());
+            let source = match &p.input {
+                ldl_train::PredictionInput::Line(line) => serde_json::Value::from(*line),
+                image => serde_json::Value::from(image.to_string()),
+            };
+            object.insert(source_column.into(), source);
             for (i, axis) in space.axes().iter().enumerate() {
                 let mut value = serde_json::to_value(&p.axes[i]).map_err(|e| e.to_string())?;
                 if pmf {

@@ -276,7 +276,10 @@ impl BatchJob {
                     prepared.push(sample);
                     kept.push(index);
                 }
-                (Err(e), crate::OnBadSample::Error) => return Err(e),
+                (Err(e), crate::OnBadSample::Error) => {
+                    let origin = &self.samples[index].origin;
+                    return Err(Error::Spec(format!("{e} (listed at {origin})")));
+                }
                 (Err(e), crate::OnBadSample::Skip) => {
                     let skipped = crate::SkippedSample {
                         location: self.samples[index].origin.to_string(),
@@ -320,8 +323,7 @@ impl BatchJob {
     fn sample(&self, index: usize) -> Result<(Vec<f32>, Vec<Label>)> {
         let sample = &self.samples[index];
         let image = match &sample.input {
-            Input::ImagePath(path) => decode(path)
-                .map_err(|e| Error::Spec(format!("{} (listed at {})", e, sample.origin)))?,
+            Input::ImagePath(path) => decode(path)?,
             Input::Synthetic { generator, index } => crate::render(generator, *index).image,
             Input::Features(_) => {
                 return Err(Error::Spec(format!(

@@ -211,7 +211,7 @@ pub fn load_into(vars: &VarMap, tensors: &HashMap<String, Tensor>, path: &Path) 
 }
 
 /// What [`load_matching`] did with each tensor.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InitReport {
     /// Model variables set from the checkpoint.
     pub loaded: Vec<String>,

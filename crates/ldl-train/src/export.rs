@@ -21,7 +21,9 @@ pub const MODEL_FILES: [&str; 3] = ["model.safetensors", "ldl.toml", "README.md"
 /// - `README.md`: a model card (task, axes with units, model, data, results, how it was
 ///   trained and how to use it).
 ///
-/// Local paths of the training data are not written, only file names.
+/// Local paths are not written: data files appear by file name only, `model.init_from`
+/// and `data.images` are dropped, and the output folder becomes `runs` (in the
+/// checkpoint's stored config too).
 pub fn export_run(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
     let missing = |what: &str| {
         Error::Usage(format!(
@@ -49,8 +51,13 @@ pub fn export_run(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
     // The checkpoint must load: a corrupt one is refused here, not by the people using it.
     let (_, info) = ldl_models::read_checkpoint(&checkpoint, &candle_core::Device::Cpu)?;
 
+    let config = shareable(&config);
+    let config_text = toml::to_string(&config)
+        .map_err(|e| Error::Usage(format!("cannot describe the config as TOML: {e}")))?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::output(out_dir, e))?;
     let bytes = std::fs::read(&checkpoint).map_err(|e| Error::output(&checkpoint, e))?;
+    let bytes = with_header_entry(&bytes, "train.config", &config_text)
+        .map_err(|why| Error::Usage(format!("{}: {why}", checkpoint.display())))?;
     let model_path = out_dir.join(MODEL_FILES[0]);
     crate::trainer::write_atomically(&model_path, &bytes)?;
 
@@ -82,6 +89,54 @@ struct Description {
     model: crate::config::ModelConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     image_size: Option<u32>,
+}
+
+/// The config without this machine's paths.
+fn shareable(config: &Config) -> Config {
+    let mut config = config.clone();
+    config.data.source = source_name(&config.data.source);
+    for file in [
+        &mut config.data.split.validation_source,
+        &mut config.data.split.test_source,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *file = source_name(file);
+    }
+    config.data.images = None;
+    config.model.init_from = None;
+    config.run.output_dir = PathBuf::from("runs");
+    config
+}
+
+/// A safetensors file with one metadata entry replaced: the header is rewritten, the
+/// tensor bytes (addressed relative to the header's end) are kept as they are.
+fn with_header_entry(bytes: &[u8], key: &str, value: &str) -> std::result::Result<Vec<u8>, String> {
+    let corrupt = || "not a valid safetensors file".to_string();
+    let length: [u8; 8] = bytes
+        .get(..8)
+        .ok_or_else(corrupt)?
+        .try_into()
+        .map_err(|_| corrupt())?;
+    let length = usize::try_from(u64::from_le_bytes(length)).map_err(|_| corrupt())?;
+    let header = bytes.get(8..8 + length).ok_or_else(corrupt)?;
+    let mut header: Value = serde_json::from_slice(header).map_err(|_| corrupt())?;
+    let metadata = header
+        .get_mut("__metadata__")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| "the checkpoint has no metadata".to_string())?;
+    metadata.insert(key.to_string(), Value::String(value.to_string()));
+    let mut text = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    // The format pads the header with spaces to a multiple of 8 bytes.
+    while text.len() % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - length);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + length..]);
+    Ok(out)
 }
 
 /// The data source as a model card names it: a built-in name, or a file name without

@@ -166,6 +166,9 @@ struct RunState {
     /// Evaluations since the best one (for early stopping).
     #[serde(default)]
     since_improvement: usize,
+    /// What `model.init_from` loaded when the run started.
+    #[serde(default)]
+    init: Option<ldl_models::InitReport>,
 }
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -252,7 +255,7 @@ fn run(
     let seed = config.run.seed;
     let backbone = config.backbone(feature_names.len())?;
     let (model, vars) = Model::build(&backbone, &space, seed, &device)?;
-    let init = match (&config.model.init_from, resume_from) {
+    let mut init = match (&config.model.init_from, resume_from) {
         (Some(path), None) => {
             let (tensors, _) = read_checkpoint(path, &device)?;
             Some(ldl_models::load_matching(&vars, &tensors, path)?)
@@ -307,6 +310,7 @@ fn run(
         first_epoch = state.epoch + 1;
         epochs_trained = state.epoch;
         since_improvement = state.since_improvement;
+        init = state.init;
     }
 
     for epoch in first_epoch..=config.optim.epochs {
@@ -321,7 +325,8 @@ fn run(
         for (index, batch) in data.train(epoch as u64)?.enumerate() {
             if stop_requested() {
                 if epoch > 1 {
-                    write_plots(&run_dir)?;
+                    // Best effort: a plotting failure must not hide how to resume.
+                    let _ = write_plots(&run_dir);
                 }
                 return Err(Error::Interrupted {
                     run_dir: run_dir.display().to_string(),
@@ -405,6 +410,7 @@ fn run(
             adam_steps: adam.steps,
             best: best.clone(),
             since_improvement,
+            init: init.clone(),
         };
         let json = serde_json::to_string(&state).map_err(|e| Error::output(&state_path, e))?;
         write_atomically(&state_path, json.as_bytes())?;
@@ -557,6 +563,13 @@ pub fn evaluate(
         let out = loss.compute(space, &logits, &batch.targets)?;
         totals.add(out.total_value()?, &out.part_values()?, batch.indices.len());
         metrics.update(&logits, &batch.targets)?;
+    }
+    if totals.samples == 0 {
+        return Err(Error::Usage(
+            "nothing was evaluated: every sample of the split was left out (see the skipped \
+             samples; with on_bad_sample = \"skip\" a split can end up empty)"
+                .into(),
+        ));
     }
     Ok(Evaluation {
         loss: totals.summary(),

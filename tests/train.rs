@@ -658,19 +658,21 @@ fn compare_trains_each_loss_with_each_seed() {
         let std = (maes[0] - maes[1]).abs() / 2f64.sqrt();
         let age = &result.axes[0];
         assert_eq!(age.axis, "age");
-        assert!((age.best_mae.mean - mean).abs() < 1e-12, "{result:?}");
-        assert!((age.best_mae.std - std).abs() < 1e-12, "{result:?}");
+        assert_eq!(age.metric, "MAE (years)");
+        assert!((age.best_value.mean - mean).abs() < 1e-12, "{result:?}");
+        assert!((age.best_value.std - std).abs() < 1e-12, "{result:?}");
     }
     // Different losses trained different models.
     assert_ne!(
-        comparison.results[0].axes[0].best_mae,
-        comparison.results[1].axes[0].best_mae
+        comparison.results[0].axes[0].best_value,
+        comparison.results[1].axes[0].best_value
     );
     for file in ["results.md", "results.json", "losses.png", "mae.svg"] {
         assert!(out.join(file).is_file(), "{file}");
     }
     let table = std::fs::read_to_string(out.join("results.md")).unwrap();
-    assert!(table.contains("| dldl-v2 | weight (kg) |"), "{table}");
+    assert!(table.contains("| dldl-v2 | weight | MAE (kg) |"), "{table}");
+    assert!(table.contains("lowest validation loss"), "{table}");
     // A bad loss name stops before anything trains.
     let err = ldl::train::compare(&config, &["full-k".to_string()], 1, &out, &mut |_, _| {})
         .unwrap_err()
@@ -938,4 +940,38 @@ fn a_finished_run_exports_as_a_model_folder() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("ldl train"), "{err}");
+}
+
+/// `compare` on a label space with a categorical axis reports its accuracy.
+#[test]
+fn compare_reports_accuracy_on_categorical_axes() {
+    let output = tempfile::tempdir().unwrap();
+    let text = BDIMS
+        .replace(
+            "[[task.axes]]\nname = \"age\"",
+            "[[task.axes]]\nname = \"sex\"\nkind = \"categorical\"\nclasses = [\"female\", \"male\"]\n\n[[task.axes]]\nname = \"age\"",
+        )
+        .replace(
+            "age = { value = \"age_years\" }",
+            "age = { value = \"age_years\" }\nsex = { class = \"sex\" }",
+        );
+    let config = Config::parse(
+        Path::new("configs/bdims.toml"),
+        &text,
+        &["optim.epochs=2".to_string()],
+    )
+    .unwrap();
+    assert_eq!(config.task.axes[0].name, "sex");
+    let out = output.path().join("comparison");
+    let comparison =
+        ldl::train::compare(&config, &["full-kl".to_string()], 1, &out, &mut |_, _| {}).unwrap();
+    let sex = &comparison.results[0].axes[0];
+    assert_eq!(
+        (sex.axis.as_str(), sex.metric.as_str()),
+        ("sex", "accuracy")
+    );
+    assert!((0.0..=1.0).contains(&sex.best_value.mean));
+    assert!(sex.best_epsilon_error.is_none());
+    let table = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(table.contains("| full-kl | sex | accuracy |"), "{table}");
 }

@@ -40,19 +40,22 @@ impl std::fmt::Display for MeanStd {
     }
 }
 
-/// One loss's results on one axis, over the seeds.
+/// One loss's results on one axis, over the seeds: MAE on ordered axes, accuracy on
+/// categorical ones.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AxisResult {
     /// The axis.
     pub axis: String,
-    /// Validation MAE at the last epoch.
-    pub final_mae: MeanStd,
-    /// Validation MAE at the epoch of the lowest validation loss.
-    pub best_mae: MeanStd,
-    /// ε-error at that epoch.
-    pub best_epsilon_error: MeanStd,
-    /// Test MAE of the best checkpoint, when there is a test split.
-    pub test_mae: Option<MeanStd>,
+    /// `MAE (unit)` or `accuracy`.
+    pub metric: String,
+    /// The metric on the validation split at the last epoch.
+    pub final_value: MeanStd,
+    /// The metric on the validation split at the best epoch (`run.monitor`).
+    pub best_value: MeanStd,
+    /// ε-error at that epoch (ordered axes).
+    pub best_epsilon_error: Option<MeanStd>,
+    /// The metric on the test split for the best checkpoint, when there is a test split.
+    pub test_value: Option<MeanStd>,
 }
 
 /// One loss's results over the seeds.
@@ -60,7 +63,7 @@ pub struct AxisResult {
 pub struct LossResult {
     /// The loss (`loss.kind`).
     pub loss: String,
-    /// The epoch of the lowest validation loss.
+    /// The best epoch (`run.monitor`; by default the lowest validation loss).
     pub best_epoch: MeanStd,
     /// Per ordered axis.
     pub axes: Vec<AxisResult>,
@@ -151,12 +154,13 @@ fn loss_result(loss: &str, runs: &[RunSummary], curves: &[RunCurves]) -> LossRes
     let best_epoch = MeanStd::of(&runs.iter().map(|r| r.best_epoch as f64).collect::<Vec<_>>());
     let mut axes = Vec::new();
     for report in &runs[0].best_validation.metrics.axes {
-        let Some(_) = report.mae else { continue };
         let name = &report.axis;
+        let ordered = report.mae.is_some();
+        let metric = |a: &ldl_core::metrics::AxisReport| if ordered { a.mae } else { a.accuracy };
         let collect = |f: &dyn Fn(&RunSummary) -> Option<f64>| -> Vec<f64> {
             runs.iter().filter_map(f).collect()
         };
-        let best = |r: &RunSummary| r.best_validation.metrics.axis(name).and_then(|a| a.mae);
+        let best = |r: &RunSummary| r.best_validation.metrics.axis(name).and_then(metric);
         let epsilon = |r: &RunSummary| {
             r.best_validation
                 .metrics
@@ -167,19 +171,26 @@ fn loss_result(loss: &str, runs: &[RunSummary], curves: &[RunCurves]) -> LossRes
             r.test
                 .as_ref()
                 .and_then(|t| t.metrics.axis(name))
-                .and_then(|a| a.mae)
+                .and_then(metric)
         };
         let finals: Vec<f64> = curves
             .iter()
             .filter_map(|c| c.validation_metric.get(name)?.last().map(|p| p.1))
             .collect();
         let tests = collect(&test);
+        let epsilons = collect(&epsilon);
         axes.push(AxisResult {
             axis: name.clone(),
-            final_mae: MeanStd::of(&finals),
-            best_mae: MeanStd::of(&collect(&best)),
-            best_epsilon_error: MeanStd::of(&collect(&epsilon)),
-            test_mae: (tests.len() == runs.len()).then(|| MeanStd::of(&tests)),
+            metric: if ordered {
+                format!("MAE ({})", report.unit)
+            } else {
+                "accuracy".into()
+            },
+            final_value: MeanStd::of(&finals),
+            best_value: MeanStd::of(&collect(&best)),
+            best_epsilon_error: (ordered && epsilons.len() == runs.len())
+                .then(|| MeanStd::of(&epsilons)),
+            test_value: (tests.len() == runs.len()).then(|| MeanStd::of(&tests)),
         });
     }
     LossResult {
@@ -191,10 +202,14 @@ fn loss_result(loss: &str, runs: &[RunSummary], curves: &[RunCurves]) -> LossRes
 }
 
 fn markdown_table(config: &Config, seeds: &[u64], results: &[LossResult]) -> String {
+    let best = config
+        .monitor()
+        .map(|m| m.to_string())
+        .unwrap_or_else(|_| "best validation score".into());
     let mut out = format!(
-        "# {}: losses compared over seeds {}\n\nMean ± std over the seeds. MAE on the \
-         validation split at the last epoch (final) and at the epoch of the lowest \
-         validation loss (best, with its ε-error); test MAE of the best checkpoint.\n\n",
+        "# {}: losses compared over seeds {}\n\nMean ± std over the seeds. Each metric on the \
+         validation split at the last epoch (final) and at the best epoch ({best}), with its \
+         ε-error; the test split's for the best checkpoint.\n\n",
         config.task.name,
         seeds
             .iter()
@@ -202,29 +217,20 @@ fn markdown_table(config: &Config, seeds: &[u64], results: &[LossResult]) -> Str
             .collect::<Vec<_>>()
             .join(", ")
     );
-    out.push_str(
-        "| loss | axis | final MAE | best MAE | ε-error (best) | test MAE | best epoch |\n",
-    );
-    out.push_str("|---|---|---|---|---|---|---|\n");
+    out.push_str("| loss | axis | metric | final | best | ε-error (best) | test | best epoch |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|\n");
+    let or_dash = |v: Option<MeanStd>| v.map(|m| m.to_string()).unwrap_or_else(|| "–".into());
     for result in results {
         for axis in &result.axes {
-            let unit = config
-                .task
-                .axes
-                .iter()
-                .find(|a| a.name == axis.axis)
-                .map(|a| a.unit.as_str())
-                .unwrap_or("");
             out.push_str(&format!(
-                "| {} | {} ({unit}) | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 result.loss,
                 axis.axis,
-                axis.final_mae,
-                axis.best_mae,
-                axis.best_epsilon_error,
-                axis.test_mae
-                    .map(|m| m.to_string())
-                    .unwrap_or_else(|| "–".into()),
+                axis.metric,
+                axis.final_value,
+                axis.best_value,
+                or_dash(axis.best_epsilon_error),
+                or_dash(axis.test_value),
                 result.best_epoch,
             ));
         }

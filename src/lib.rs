@@ -26,6 +26,6 @@ pub use ldl_data as data;
 pub use ldl_train as train;
 
 pub use ldl_core::{
-    loss, metrics, Axis, AxisEstimate, AxisKind, AxisTargets, EncodedLabel, Error, Label,
-    LabelSpace, OutOfRange, Result,
+    joint_target, loss, marginals, metrics, Axis, AxisEstimate, AxisKind, AxisTargets,
+    EncodedLabel, Error, Head, Label, LabelSpace, OutOfRange, Result, MAX_JOINT_BINS,
 };

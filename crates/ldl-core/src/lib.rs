@@ -42,4 +42,4 @@ pub mod metrics;
 pub use axis::{Axis, AxisKind, OutOfRange};
 pub use error::{Error, Result};
 pub use label::{AxisEstimate, EncodedLabel, Label, PMF_SUM_TOLERANCE};
-pub use label_space::{AxisTargets, LabelSpace};
+pub use label_space::{joint_target, marginals, AxisTargets, Head, LabelSpace, MAX_JOINT_BINS};

@@ -40,9 +40,9 @@ impl BackboneConfig {
         };
         let features = self.output_features() as u128;
         let heads: u128 = space
-            .axes()
+            .heads()
             .iter()
-            .map(|a| (features + 1) * a.len() as u128)
+            .map(|h| (features + 1) * h.bins() as u128)
             .sum();
         backbone + heads
     }
@@ -62,8 +62,9 @@ enum Backbone {
     Mlp(Box<Mlp>),
 }
 
-/// A backbone and one linear head per axis (`heads.<axis name>`, `K` outputs each),
-/// returning logits per axis ready for the losses.
+/// A backbone and one linear head per head of the label space: one per axis
+/// (`heads.<axis name>`, `K` outputs), and one per joint group (`heads.yaw+pitch`, one
+/// output per grid cell), returning logits per head ready for the losses.
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};
@@ -115,9 +116,9 @@ impl Model {
         };
         let features = config.output_features();
         let heads = space
-            .axes()
+            .heads()
             .iter()
-            .map(|axis| candle_nn::linear(features, axis.len(), vb.pp("heads").pp(axis.name())))
+            .map(|head| candle_nn::linear(features, head.bins(), vb.pp("heads").pp(head.name())))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Model {
             config: config.clone(),
@@ -159,7 +160,8 @@ impl Model {
         &self.space
     }
 
-    /// Logits per axis, each `(N, K)`. `train` switches BatchNorm to batch statistics
+    /// Logits per head (see [`LabelSpace::heads`]; per axis without joint groups), each
+    /// `(N, bins)`. `train` switches BatchNorm to batch statistics
     /// (updating the running ones) and enables dropout.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
         let features = match &self.backbone {

@@ -45,6 +45,19 @@ pub struct TaskConfig {
     pub name: String,
     /// The axes, in order (`[[task.axes]]`).
     pub axes: Vec<AxisConfig>,
+    /// Joint groups (`[[task.joint]]`): axes that share one head over the product of
+    /// their bins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joint: Vec<JointConfig>,
+}
+
+/// One `[[task.joint]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JointConfig {
+    /// The member axes (two or more linear or circular axes of `[[task.axes]]`), e.g.
+    /// `["yaw", "pitch"]`: one softmax over the yaw × pitch grid.
+    pub axes: Vec<String>,
 }
 
 /// One `[[task.axes]]` entry.
@@ -820,7 +833,15 @@ impl Config {
                     .map_err(|e| Error::Config(format!("`task.axes[{i}]`: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        LabelSpace::new(axes).map_err(|e| Error::Config(format!("`task.axes`: {e}")))
+        let mut space =
+            LabelSpace::new(axes).map_err(|e| Error::Config(format!("`task.axes`: {e}")))?;
+        for (i, group) in self.task.joint.iter().enumerate() {
+            let members: Vec<&str> = group.axes.iter().map(String::as_str).collect();
+            space = space
+                .with_joint(&members)
+                .map_err(|e| Error::Config(format!("`task.joint[{i}].axes`: {e}")))?;
+        }
+        Ok(space)
     }
 
     /// The column spec of `[data]`.

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use ldl_core::AxisEstimate;
 use ldl_data::{read_csv, read_feature_rows, read_jsonl, OnBadSample, Standardizer};
 use ldl_models::{CheckpointInfo, Model};
@@ -217,9 +217,11 @@ impl TrainedModel {
         let logits = self.model.forward_t(inputs, false)?;
         let space = self.model.label_space();
         let estimates = space.decode_logits(&logits)?;
-        let distributions: Vec<Vec<Vec<f64>>> = logits
+        // Per axis: the softmax of its head, or its marginal of a joint head.
+        let distributions: Vec<Vec<Vec<f64>>> = space
+            .axis_distributions(&logits)?
             .iter()
-            .map(|z| Ok(candle_nn::ops::softmax(&z.to_dtype(DType::F64)?, 1)?.to_vec2::<f64>()?))
+            .map(|q| Ok(q.to_vec2::<f64>()?))
             .collect::<Result<_>>()?;
         Ok(sources
             .enumerate()

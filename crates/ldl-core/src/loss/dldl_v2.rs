@@ -155,14 +155,39 @@ impl Loss for DldlV2 {
         targets: &[AxisTargets],
     ) -> Result<LossOutput> {
         self.check_axes(space)?;
-        assemble(space, logits, targets, |axis, z, target| {
-            let parts = self.axis_parts(z, target, axis)?;
-            let mut components = vec![Component::new("ld", 1.0, parts.ld)];
-            if !axis.is_categorical() {
-                components.push(Component::new("l1", self.lambda(axis.name()), parts.l1));
-            }
-            Ok(components)
-        })
+        assemble(
+            space,
+            logits,
+            targets,
+            |axis, z, target| {
+                let parts = self.axis_parts(z, target, axis)?;
+                let mut components = vec![Component::new("ld", 1.0, parts.ld)];
+                if !axis.is_categorical() {
+                    components.push(Component::new("l1", self.lambda(axis.name()), parts.l1));
+                }
+                Ok(components)
+            },
+            |group, z| {
+                // L_ld over the grid; each member's L1 on its marginal's expectation.
+                let log_q = log_softmax(z)?;
+                let mut components = vec![Component::new(
+                    "ld",
+                    1.0,
+                    kl_divergence(&group.target()?, &log_q)?,
+                )];
+                for ((axis, target), log_marginal) in group
+                    .axes
+                    .iter()
+                    .zip(&group.targets)
+                    .zip(group.log_marginals(&log_q)?)
+                {
+                    let parts = self.axis_parts(&log_marginal, target, axis)?;
+                    let lambda = self.lambda(axis.name());
+                    components.push(Component::new("l1", lambda, parts.l1).of_axis(axis.name()));
+                }
+                Ok(components)
+            },
+        )
     }
 }
 

@@ -222,15 +222,29 @@ impl Loss for FullKl {
         logits: &[Tensor],
         targets: &[AxisTargets],
     ) -> Result<LossOutput> {
-        assemble(space, logits, targets, |axis, z, target| {
-            let parts = self.axis_parts(z, target, axis)?;
-            let mut components = vec![Component::new("ld", 1.0, parts.ld)];
-            if !axis.is_categorical() {
-                components.push(Component::new("exp", 1.0, parts.exp));
-                components.push(Component::new("smooth", 1.0, parts.smooth));
-            }
-            Ok(components)
-        })
+        assemble(
+            space,
+            logits,
+            targets,
+            |axis, z, target| {
+                let parts = self.axis_parts(z, target, axis)?;
+                let mut components = vec![Component::new("ld", 1.0, parts.ld)];
+                if !axis.is_categorical() {
+                    components.push(Component::new("exp", 1.0, parts.exp));
+                    components.push(Component::new("smooth", 1.0, parts.smooth));
+                }
+                Ok(components)
+            },
+            |group, z| {
+                let (ld, exp, smooth) =
+                    group.full_kl(z, self.target_moments, self.variance_floor)?;
+                Ok(vec![
+                    Component::new("ld", 1.0, ld),
+                    Component::new("exp", 1.0, exp),
+                    Component::new("smooth", 1.0, smooth),
+                ])
+            },
+        )
     }
 }
 

@@ -36,13 +36,22 @@ impl Loss for Kl {
         logits: &[Tensor],
         targets: &[AxisTargets],
     ) -> Result<LossOutput> {
-        assemble(space, logits, targets, |axis, z, target| {
-            Ok(vec![Component::new(
-                "ld",
-                1.0,
-                kl_part(z, &target.pmf, axis)?,
-            )])
-        })
+        assemble(
+            space,
+            logits,
+            targets,
+            |axis, z, target| {
+                Ok(vec![Component::new(
+                    "ld",
+                    1.0,
+                    kl_part(z, &target.pmf, axis)?,
+                )])
+            },
+            |group, z| {
+                let ld = kl_divergence(&group.target()?, &log_softmax(z)?)?;
+                Ok(vec![Component::new("ld", 1.0, ld)])
+            },
+        )
     }
 }
 

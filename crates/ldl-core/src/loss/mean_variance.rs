@@ -109,18 +109,63 @@ impl Loss for MeanVariance {
         logits: &[Tensor],
         targets: &[AxisTargets],
     ) -> Result<LossOutput> {
-        assemble(space, logits, targets, |axis, z, target| {
-            let parts = self.axis_parts(z, target, axis)?;
-            let mut components = vec![Component::new("softmax", 1.0, parts.softmax)];
-            if !axis.is_categorical() {
-                components.push(Component::new("mean", self.lambda_mean, parts.mean));
-                components.push(Component::new(
-                    "variance",
-                    self.lambda_variance,
-                    parts.variance,
-                ));
-            }
-            Ok(components)
-        })
+        assemble(
+            space,
+            logits,
+            targets,
+            |axis, z, target| {
+                let parts = self.axis_parts(z, target, axis)?;
+                let mut components = vec![Component::new("softmax", 1.0, parts.softmax)];
+                if !axis.is_categorical() {
+                    components.push(Component::new("mean", self.lambda_mean, parts.mean));
+                    components.push(Component::new(
+                        "variance",
+                        self.lambda_variance,
+                        parts.variance,
+                    ));
+                }
+                Ok(components)
+            },
+            |group, z| {
+                // The softmax loss on the grid cell nearest the labels; mean and variance
+                // on each member's marginal.
+                let log_q = log_softmax(z)?;
+                let mut cell: Option<Tensor> = None;
+                let mut parts = Vec::new();
+                for (j, ((axis, target), log_marginal)) in group
+                    .axes
+                    .iter()
+                    .zip(&group.targets)
+                    .zip(group.log_marginals(&log_q)?)
+                    .enumerate()
+                {
+                    let stride: usize = group.shape[j + 1..].iter().product();
+                    let nearest = offsets_in_bins(axis, &target.value)?
+                        .abs()?
+                        .argmin_keepdim(D::Minus1)?
+                        .to_dtype(DType::F64)?
+                        .affine(stride as f64, 0.0)?;
+                    cell = Some(match cell {
+                        None => nearest,
+                        Some(c) => (c + nearest)?,
+                    });
+                    parts.push((axis.name(), self.axis_parts(&log_marginal, target, axis)?));
+                }
+                let cell = cell
+                    .ok_or_else(|| crate::Error::Shape("a joint group without axes".into()))?
+                    .to_dtype(DType::U32)?;
+                let softmax = log_q.gather(&cell, D::Minus1)?.squeeze(1)?.neg()?;
+                let mut components = vec![Component::new("softmax", 1.0, softmax)];
+                for (name, part) in parts {
+                    components
+                        .push(Component::new("mean", self.lambda_mean, part.mean).of_axis(name));
+                    components.push(
+                        Component::new("variance", self.lambda_variance, part.variance)
+                            .of_axis(name),
+                    );
+                }
+                Ok(components)
+            },
+        )
     }
 }

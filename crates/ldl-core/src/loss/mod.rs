@@ -18,6 +18,7 @@
 mod dldl_v2;
 mod full_kl;
 mod fused_cpu;
+mod joint;
 mod kl;
 mod mean_variance;
 mod tensor_math;
@@ -26,12 +27,14 @@ use candle_core::{Tensor, D};
 
 pub use dldl_v2::{dldl_v2_parts, DldlV2, DldlV2Parts};
 pub use full_kl::{full_kl_parts, FullKl, FullKlParts, DEFAULT_VARIANCE_FLOOR};
+pub use joint::{joint_full_kl_parts, multivariate_normal_kl};
 pub use kl::{kl_part, Kl};
 pub use mean_variance::{MeanVariance, MeanVarianceParts};
 
 use crate::axis::Axis;
 use crate::error::{Error, Result};
 use crate::label_space::{AxisTargets, LabelSpace};
+use joint::JointGroup;
 
 /// Where the target's mean and variance come from in the moment-based terms
 /// (`L_exp` of the full-KL loss, the L1 term of DLDL-v2).
@@ -48,10 +51,10 @@ pub enum TargetMoments {
     Nominal,
 }
 
-/// One component of a loss on one axis.
+/// One component of a loss on one axis or one joint group.
 #[derive(Debug, Clone)]
 pub struct LossPart {
-    /// The axis name.
+    /// The axis name, or a joint group's name (`yaw+pitch`) for a part over its grid.
     pub axis: String,
     /// The component: `ld`, `exp`, `smooth`, `l1`, `softmax`, `mean` or `variance`.
     pub component: &'static str,
@@ -108,7 +111,8 @@ pub trait Loss: Send + Sync {
     /// A short name for logs (`full-kl`, `kl`, `dldl-v2`, `mean-variance`).
     fn name(&self) -> &'static str;
 
-    /// The loss of a batch: `logits[a]` and `targets[a]` belong to `space.axes()[a]`.
+    /// The loss of a batch: `logits[h]` belongs to `space.heads()[h]` (with no joint
+    /// groups, head `a` is axis `a`) and `targets[a]` to `space.axes()[a]`.
     fn compute(
         &self,
         space: &LabelSpace,
@@ -117,11 +121,14 @@ pub trait Loss: Send + Sync {
     ) -> Result<LossOutput>;
 }
 
-/// A weighted per-sample component of one axis, before batch averaging.
+/// A weighted per-sample component of one axis or joint group, before batch averaging.
 pub(crate) struct Component {
     pub name: &'static str,
     pub weight: f64,
     pub per_sample: Tensor,
+    /// The axis the part is reported under, where it is not the head's own name (a
+    /// member axis's part inside a joint group).
+    pub axis: Option<String>,
 }
 
 impl Component {
@@ -130,17 +137,26 @@ impl Component {
             name,
             weight,
             per_sample,
+            axis: None,
         }
+    }
+
+    /// The same component, reported under `axis`.
+    pub(crate) fn of_axis(mut self, axis: &str) -> Self {
+        self.axis = Some(axis.to_string());
+        self
     }
 }
 
-/// Checks shapes, runs `per_axis` on every axis, averages over the batch and sums the
-/// weighted components into the total. Shared by every loss.
+/// Checks shapes, runs `per_axis` on every single-axis head and `per_group` on every
+/// joint group, averages over the batch and sums the weighted components into the
+/// total. Shared by every loss.
 pub(crate) fn assemble(
     space: &LabelSpace,
     logits: &[Tensor],
     targets: &[AxisTargets],
     per_axis: impl Fn(&Axis, &Tensor, &AxisTargets) -> Result<Vec<Component>>,
+    per_group: impl Fn(&JointGroup, &Tensor) -> Result<Vec<Component>>,
 ) -> Result<LossOutput> {
     space.check_logits(logits)?;
     if targets.len() != space.len() {
@@ -152,9 +168,16 @@ pub(crate) fn assemble(
     }
     let mut parts = Vec::new();
     let mut total: Option<Tensor> = None;
-    for ((axis, z), target) in space.axes().iter().zip(logits).zip(targets) {
-        let target = conform_targets(axis, z, target)?;
-        for component in per_axis(axis, z, &target)? {
+    for (head, z) in space.heads().iter().zip(logits) {
+        let components = if head.is_joint() {
+            let group = JointGroup::new(space, head, z, targets)?;
+            per_group(&group, z)?
+        } else {
+            let axis = &space.axes()[head.axes()[0]];
+            let target = conform_targets(axis, z, &targets[head.axes()[0]])?;
+            per_axis(axis, z, &target)?
+        };
+        for component in components {
             let value = component.per_sample.mean(D::Minus1)?;
             let weighted = value.affine(component.weight, 0.0)?;
             total = Some(match total {
@@ -162,7 +185,7 @@ pub(crate) fn assemble(
                 Some(sum) => (sum + weighted)?,
             });
             parts.push(LossPart {
-                axis: axis.name().to_string(),
+                axis: component.axis.unwrap_or_else(|| head.name().to_string()),
                 component: component.name,
                 weight: component.weight,
                 per_sample: component.per_sample,
@@ -181,13 +204,6 @@ pub(crate) fn conform_targets(
     logits: &Tensor,
     target: &AxisTargets,
 ) -> Result<AxisTargets> {
-    if !tensor_math::is_float(logits.dtype()) {
-        return Err(Error::Shape(format!(
-            "axis `{}`: logits must be floating point, got {:?}",
-            axis.name(),
-            logits.dtype()
-        )));
-    }
     let (batch, bins) = logits.dims2().map_err(|_| {
         Error::Shape(format!(
             "axis `{}`: logits have shape {:?}, expected (batch, {})",
@@ -203,18 +219,37 @@ pub(crate) fn conform_targets(
             axis.len()
         )));
     }
+    conform_targets_to(axis, logits, batch, target)
+}
+
+/// Checks one axis's targets for a batch of `batch` samples (`(batch, K)`
+/// distributions, `(batch,)` values and stds) and casts them to the dtype and device of
+/// `like`, detached.
+pub(crate) fn conform_targets_to(
+    axis: &Axis,
+    like: &Tensor,
+    batch: usize,
+    target: &AxisTargets,
+) -> Result<AxisTargets> {
+    if !tensor_math::is_float(like.dtype()) {
+        return Err(Error::Shape(format!(
+            "axis `{}`: logits must be floating point, got {:?}",
+            axis.name(),
+            like.dtype()
+        )));
+    }
     if batch == 0 {
         return Err(Error::Shape(format!(
             "axis `{}`: the batch is empty; a loss needs at least one sample",
             axis.name()
         )));
     }
+    let bins = axis.len();
     if target.pmf.dims() != [batch, bins] {
         return Err(Error::Shape(format!(
-            "axis `{}`: target distributions have shape {:?}, logits {:?}",
+            "axis `{}`: target distributions have shape {:?}, expected ({batch}, {bins})",
             axis.name(),
             target.pmf.dims(),
-            logits.dims()
         )));
     }
     for (what, t) in [("values", &target.value), ("stds", &target.std)] {
@@ -228,9 +263,7 @@ pub(crate) fn conform_targets(
     }
     // Targets are constants: no gradient flows into them.
     let cast = |t: &Tensor| -> Result<Tensor> {
-        Ok(t.to_device(logits.device())?
-            .to_dtype(logits.dtype())?
-            .detach())
+        Ok(t.to_device(like.device())?.to_dtype(like.dtype())?.detach())
     };
     Ok(AxisTargets {
         pmf: cast(&target.pmf)?,

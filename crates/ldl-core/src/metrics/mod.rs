@@ -248,9 +248,11 @@ impl Metrics {
         Ok(self)
     }
 
-    /// Adds a batch: one logits tensor `(batch, K)` per axis and the matching targets.
+    /// Adds a batch: one logits tensor `(batch, bins)` per head (see
+    /// [`LabelSpace::heads`]; one per axis without joint groups) and the targets of every
+    /// axis. Axes in a joint group are measured on their marginals.
     pub fn update(&mut self, logits: &[Tensor], targets: &[AxisTargets]) -> Result<()> {
-        self.space.check_logits(logits)?;
+        let distributions = self.space.axis_distributions(logits)?;
         if targets.len() != self.axes.len() {
             return Err(Error::Shape(format!(
                 "got {} targets for {} axes",
@@ -261,10 +263,9 @@ impl Metrics {
         // Read and check the whole batch first, so that a bad batch leaves the
         // accumulators as they were.
         let mut columns = Vec::with_capacity(self.axes.len());
-        for ((metrics, z), target) in self.axes.iter().zip(logits).zip(targets) {
+        for ((metrics, q), target) in self.axes.iter().zip(&distributions).zip(targets) {
             let name = metrics.axis.name();
-            let predicted =
-                candle_nn::ops::softmax(&z.to_dtype(DType::F64)?, 1)?.to_vec2::<f64>()?;
+            let predicted = q.to_vec2::<f64>()?;
             let to_f64 = |t: &Tensor| t.to_dtype(DType::F64);
             let target_pmf = to_f64(&target.pmf)?.to_vec2::<f64>()?;
             let values = to_f64(&target.value)?.to_vec1::<f64>()?;

@@ -97,10 +97,12 @@ enum Command {
     /// loss and write a results table (results.md, results.json).
     ///
     /// Example: ldl compare configs/bdims.toml --losses full-kl,dldl-v2 --seeds 5
+    ///          ldl compare configs/age_headpose.toml --losses full-kl,dldl-v2:0.1,dldl-v2:1
     Compare {
         /// The task config (TOML).
         config: PathBuf,
-        /// The losses, comma-separated: full-kl, kl, dldl-v2, mean-variance.
+        /// The losses, comma-separated: full-kl, kl, dldl-v2, mean-variance; `dldl-v2:0.1`
+        /// sets DLDL-v2's λ (the same on every axis).
         #[arg(long, value_delimiter = ',', default_value = "full-kl,dldl-v2")]
         losses: Vec<String>,
         /// Seeds per loss: run.seed, run.seed + 1, …
@@ -601,6 +603,17 @@ fn inspect(checkpoint: &std::path::Path) -> Result<(), String> {
             axis.unit(),
             axis.default_std()
         );
+    }
+    for head in trained.model.label_space().heads() {
+        if head.is_joint() {
+            let shape: Vec<String> = head.shape().iter().map(|k| k.to_string()).collect();
+            println!(
+                "joint head {}: one distribution over {} = {} bins",
+                head.name(),
+                shape.join(" × "),
+                head.bins()
+            );
+        }
     }
     let model = &trained.config.model;
     match model.backbone.as_str() {

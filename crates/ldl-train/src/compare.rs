@@ -82,6 +82,24 @@ pub struct Comparison {
     pub files: Vec<PathBuf>,
 }
 
+/// A loss of `ldl compare`: `kind`, or `dldl-v2:λ` for DLDL-v2 with that λ on every axis.
+fn parse_loss_spec(spec: &str) -> Result<(&str, Option<f64>)> {
+    let Some((kind, lambda)) = spec.split_once(':') else {
+        return Ok((spec, None));
+    };
+    let value: f64 = lambda.parse().map_err(|_| {
+        Error::Usage(format!(
+            "compare, loss `{spec}`: `{lambda}` is not a number; write e.g. `dldl-v2:0.1`"
+        ))
+    })?;
+    if kind != "dldl-v2" {
+        return Err(Error::Usage(format!(
+            "compare, loss `{spec}`: only `dldl-v2:λ` takes a λ (the same on every axis)"
+        )));
+    }
+    Ok((kind, Some(value)))
+}
+
 /// Trains `config` with every loss in `losses` and `seeds` seeds (`run.seed`,
 /// `run.seed + 1`, …), with runs in `out_dir/runs`, and writes into `out_dir` the mean ± std
 /// curves per loss (`losses.{png,svg}`: every validation loss component; `mae.{png,svg}`)
@@ -102,12 +120,19 @@ pub fn compare(
     // Every variant is checked before the first one trains for hours.
     let mut variants = Vec::new();
     for loss in losses {
+        let (kind, lambda) = parse_loss_spec(loss)?;
         for &seed in &seed_list {
             let mut variant = config.clone();
-            variant.loss.kind = loss.clone();
+            variant.loss.kind = kind.to_string();
+            if let Some(lambda) = lambda {
+                variant.loss.lambda = lambda;
+                variant.loss.axis_lambda.clear();
+            }
             variant.run.seed = seed;
             variant.run.output_dir = out_dir.join("runs");
-            variant.task.name = format!("{}-{loss}-seed{seed}", config.task.name);
+            // `dldl-v2:0.1` → `dldl-v2-lambda0.1` in folder names.
+            let folder = loss.replace(':', "-lambda");
+            variant.task.name = format!("{}-{folder}-seed{seed}", config.task.name);
             variant
                 .validate()
                 .map_err(|e| Error::Usage(format!("compare, loss `{loss}`: {e}")))?;

@@ -51,6 +51,77 @@ pub struct TaskConfig {
     pub joint: Vec<JointConfig>,
 }
 
+impl TaskConfig {
+    /// The `[task]` of a label space built in code: its axes and joint groups. Fails for
+    /// an axis a config cannot express (uneven bin centres from [`Axis::from_centers`]).
+    pub fn from_label_space(name: impl Into<String>, space: &LabelSpace) -> Result<TaskConfig> {
+        Ok(TaskConfig {
+            name: name.into(),
+            axes: space
+                .axes()
+                .iter()
+                .map(AxisConfig::from_axis)
+                .collect::<Result<_>>()?,
+            joint: space
+                .joint_groups()
+                .iter()
+                .map(|axes| JointConfig { axes: axes.clone() })
+                .collect(),
+        })
+    }
+}
+
+impl AxisConfig {
+    /// The `[[task.axes]]` entry of an axis, with its default std written out.
+    pub fn from_axis(axis: &Axis) -> Result<AxisConfig> {
+        let centers = axis.centers();
+        let (kind, min, max, period, classes) = match axis.kind() {
+            ldl_core::AxisKind::Linear => (
+                AxisKindName::Linear,
+                Some(centers[0]),
+                Some(centers[centers.len() - 1]),
+                None,
+                None,
+            ),
+            ldl_core::AxisKind::Circular { period } => (
+                AxisKindName::Circular,
+                Some(centers[0]),
+                None,
+                Some(*period),
+                None,
+            ),
+            ldl_core::AxisKind::Categorical { classes } => (
+                AxisKindName::Categorical,
+                None,
+                None,
+                None,
+                Some(classes.clone()),
+            ),
+        };
+        let config = AxisConfig {
+            name: axis.name().to_string(),
+            kind,
+            unit: axis.unit().to_string(),
+            min,
+            max,
+            step: (!axis.is_categorical()).then(|| axis.step()),
+            period,
+            classes,
+            default_std: (!axis.is_categorical()).then(|| axis.default_std()),
+            out_of_range: axis.out_of_range(),
+        };
+        // Evenly spaced bins rebuild exactly; uneven ones have no config form.
+        match config.build() {
+            Ok(rebuilt) if rebuilt == *axis => Ok(config),
+            _ => Err(Error::Config(format!(
+                "axis `{}`: its bins are not evenly spaced, which a config cannot express; \
+                 train it through the library API",
+                axis.name()
+            ))),
+        }
+    }
+}
+
 /// One `[[task.joint]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -252,6 +323,19 @@ pub struct LabelConfig {
     pub distribution: Option<Vec<String>>,
     /// A class name or index column (categorical axes).
     pub class: Option<String>,
+}
+
+impl DataConfig {
+    /// `[data]` reading from `source` (e.g. `builtin:faces`, a CSV file) with every other
+    /// key at its default.
+    pub fn new(source: impl Into<String>) -> DataConfig {
+        let mut table = toml::Table::new();
+        table.insert("source".into(), toml::Value::String(source.into()));
+        // Every other key has a serde default, so this cannot fail.
+        toml::Value::Table(table)
+            .try_into()
+            .expect("`source` is the only required key of [data]")
+    }
 }
 
 /// `[data.split]`.
@@ -538,6 +622,20 @@ impl Default for RunConfig {
 }
 
 impl Config {
+    /// A config for `task` and `data` with every other section at its defaults (set
+    /// `model`, `loss`, `optim` and `run` afterwards). For building configs in code; see
+    /// `examples/age_headpose.rs`.
+    pub fn new(task: TaskConfig, data: DataConfig) -> Config {
+        Config {
+            task,
+            data,
+            model: ModelConfig::default(),
+            loss: LossConfig::default(),
+            optim: OptimConfig::default(),
+            run: RunConfig::default(),
+        }
+    }
+
     /// Reads and checks a config file, applying `key.path=value` overrides (as from
     /// `--set`). Relative data paths are resolved against the file's folder.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {

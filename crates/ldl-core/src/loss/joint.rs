@@ -10,6 +10,9 @@
 //! Offsets are measured in bins of each member axis (from the member's target value,
 //! wrapped on circular axes), so every term is unit-free as in one dimension.
 
+// Index loops over small matrices read like the formulas they implement.
+#![allow(clippy::needless_range_loop)]
+
 use candle_core::{Tensor, D};
 
 use super::full_kl::kl_divergence;

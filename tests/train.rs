@@ -636,7 +636,7 @@ fn compare_trains_each_loss_with_each_seed() {
     let output = tempfile::tempdir().unwrap();
     let overrides = vec!["optim.epochs=3".to_string()];
     let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap();
-    let losses = ["full-kl".to_string(), "dldl-v2".to_string()];
+    let losses = ["full-kl".to_string(), "dldl-v2:0.5".to_string()];
     let out = output.path().join("comparison");
     let comparison = ldl::train::compare(&config, &losses, 2, &out, &mut |_, _| {}).unwrap();
     assert_eq!(comparison.seeds, [1, 2]);
@@ -670,14 +670,82 @@ fn compare_trains_each_loss_with_each_seed() {
     for file in ["results.md", "results.json", "losses.png", "mae.svg"] {
         assert!(out.join(file).is_file(), "{file}");
     }
+    // `dldl-v2:0.5` trained DLDL-v2 with λ = 0.5 on every axis.
+    let run = &comparison.results[1].runs[0];
+    let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        saved.contains("kind = \"dldl-v2\"") && saved.contains("lambda = 0.5"),
+        "{saved}"
+    );
+    // The component scales are the last epoch's validation parts, averaged over seeds.
+    let last_parts = |run: &std::path::Path| -> serde_json::Value {
+        let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        let line = text.lines().last().unwrap();
+        serde_json::from_str::<serde_json::Value>(line).unwrap()["validation"]["loss"]["parts"]
+            .clone()
+    };
+    for result in &comparison.results {
+        let keys: Vec<&str> = result.components.iter().map(|c| c.key.as_str()).collect();
+        let expected: &[&str] = if result.loss == "full-kl" {
+            &[
+                "age/exp",
+                "age/ld",
+                "age/smooth",
+                "height/exp",
+                "height/ld",
+                "height/smooth",
+                "weight/exp",
+                "weight/ld",
+                "weight/smooth",
+            ]
+        } else {
+            &[
+                "age/l1",
+                "age/ld",
+                "height/l1",
+                "height/ld",
+                "weight/l1",
+                "weight/ld",
+            ]
+        };
+        assert_eq!(keys, expected);
+        for component in &result.components {
+            let values: Vec<f64> = result
+                .runs
+                .iter()
+                .map(|run| last_parts(run)[&component.key].as_f64().unwrap())
+                .collect();
+            let mean = (values[0] + values[1]) / 2.0;
+            assert!(
+                (component.final_value.mean - mean).abs() < 1e-12,
+                "{component:?}"
+            );
+        }
+    }
     let table = std::fs::read_to_string(out.join("results.md")).unwrap();
-    assert!(table.contains("| dldl-v2 | weight | MAE (kg) |"), "{table}");
+    assert!(
+        table.contains("| dldl-v2:0.5 | weight | MAE (kg) |"),
+        "{table}"
+    );
+    assert!(table.contains("| dldl-v2:0.5 | weight/l1 |"), "{table}");
     assert!(table.contains("lowest validation loss"), "{table}");
     // A bad loss name stops before anything trains.
     let err = ldl::train::compare(&config, &["full-k".to_string()], 1, &out, &mut |_, _| {})
         .unwrap_err()
         .to_string();
     assert!(err.contains("full-k"), "{err}");
+    // Run again: the finished runs are reused, nothing trains twice, same results.
+    let again = ldl::train::compare(&config, &losses, 2, &out, &mut |_, _| {
+        panic!("nothing should train again")
+    })
+    .unwrap();
+    assert_eq!(again.results, comparison.results);
+    for spec in ["dldl-v2:x", "full-kl:1"] {
+        let err = ldl::train::compare(&config, &[spec.to_string()], 1, &out, &mut |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(spec), "{err}");
+    }
 }
 
 /// Splits from separate files: each file becomes its split; a split without a file is

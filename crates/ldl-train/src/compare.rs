@@ -58,6 +58,15 @@ pub struct AxisResult {
     pub test_value: Option<MeanStd>,
 }
 
+/// One loss component's validation value at the last epoch, over the seeds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComponentResult {
+    /// The log key (`age/exp`, `yaw+pitch/smooth`, `weight/l1`).
+    pub key: String,
+    /// Its unweighted value.
+    pub final_value: MeanStd,
+}
+
 /// One loss's results over the seeds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LossResult {
@@ -67,6 +76,9 @@ pub struct LossResult {
     pub best_epoch: MeanStd,
     /// Per ordered axis.
     pub axes: Vec<AxisResult>,
+    /// Every validation loss component at the last epoch (unweighted, as logged), in
+    /// key order: the scale of each term per axis.
+    pub components: Vec<ComponentResult>,
     /// The run folders, one per seed.
     pub runs: Vec<PathBuf>,
 }
@@ -101,7 +113,8 @@ fn parse_loss_spec(spec: &str) -> Result<(&str, Option<f64>)> {
 }
 
 /// Trains `config` with every loss in `losses` and `seeds` seeds (`run.seed`,
-/// `run.seed + 1`, …), with runs in `out_dir/runs`, and writes into `out_dir` the mean ± std
+/// `run.seed + 1`, …), with runs in `out_dir/runs` (a finished run of the same config
+/// found there is reused, so an interrupted comparison continues), and writes into `out_dir` the mean ± std
 /// curves per loss (`losses.{png,svg}`: every validation loss component; `mae.{png,svg}`)
 /// and the results table (`results.md`, `results.json`).
 pub fn compare(
@@ -142,7 +155,11 @@ pub fn compare(
     let mut summaries: BTreeMap<String, Vec<RunSummary>> = BTreeMap::new();
     for (loss, variant) in &variants {
         let label = format!("{loss} seed {}", variant.run.seed);
-        let summary = train(variant, &mut |progress| observe(&label, progress))?;
+        // Rerunning an interrupted comparison trains only what is missing.
+        let summary = match finished_run(variant) {
+            Some(summary) => summary,
+            None => train(variant, &mut |progress| observe(&label, progress))?,
+        };
         summaries.entry(loss.clone()).or_default().push(summary);
     }
     let mut results = Vec::new();
@@ -173,6 +190,29 @@ pub fn compare(
         serde_json::to_string_pretty(&comparison).map_err(|e| Error::output(&json_path, e))?;
     crate::trainer::write_atomically(&json_path, json.as_bytes())?;
     Ok(comparison)
+}
+
+/// A finished run of exactly this config in its output folder (`NAME-1`, `NAME-2`, …:
+/// a `summary.json`, and a `config.toml` equal to the config), if there is one.
+fn finished_run(config: &Config) -> Option<RunSummary> {
+    let wanted = toml::to_string(config).ok()?;
+    (1..)
+        .map(|n| {
+            config
+                .run
+                .output_dir
+                .join(format!("{}-{n}", config.task.name))
+        })
+        .take_while(|dir| dir.is_dir())
+        .find_map(|dir| {
+            let saved = std::fs::read_to_string(dir.join("config.toml")).ok()?;
+            if saved != wanted {
+                return None;
+            }
+            let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
+            let summary: RunSummary = serde_json::from_str(&text).ok()?;
+            (summary.run_dir == dir).then_some(summary)
+        })
 }
 
 fn loss_result(loss: &str, runs: &[RunSummary], curves: &[RunCurves]) -> LossResult {
@@ -218,10 +258,30 @@ fn loss_result(loss: &str, runs: &[RunSummary], curves: &[RunCurves]) -> LossRes
             test_value: (tests.len() == runs.len()).then(|| MeanStd::of(&tests)),
         });
     }
+    let mut keys: Vec<&String> = curves
+        .iter()
+        .flat_map(|c| c.validation_loss.keys())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let components = keys
+        .into_iter()
+        .map(|key| {
+            let finals: Vec<f64> = curves
+                .iter()
+                .filter_map(|c| c.validation_loss.get(key)?.last().map(|p| p.1))
+                .collect();
+            ComponentResult {
+                key: key.clone(),
+                final_value: MeanStd::of(&finals),
+            }
+        })
+        .collect();
     LossResult {
         loss: loss.to_string(),
         best_epoch,
         axes,
+        components,
         runs: runs.iter().map(|r| r.run_dir.clone()).collect(),
     }
 }
@@ -257,6 +317,19 @@ fn markdown_table(config: &Config, seeds: &[u64], results: &[LossResult]) -> Str
                 or_dash(axis.best_epsilon_error),
                 or_dash(axis.test_value),
                 result.best_epoch,
+            ));
+        }
+    }
+    out.push_str(
+        "\nValidation loss components at the last epoch (unweighted, in nats; DLDL-v2's `l1` \
+         is in the axis unit and enters the total multiplied by λ):\n\n| loss | component | \
+         final |\n|---|---|---|\n",
+    );
+    for result in results {
+        for component in &result.components {
+            out.push_str(&format!(
+                "| {} | {} | {} |\n",
+                result.loss, component.key, component.final_value
             ));
         }
     }

@@ -17,7 +17,7 @@ mod trainer;
 pub use adam::Adam;
 pub use allocator::tune_allocator_for_training;
 pub use build::loss;
-pub use compare::{compare, AxisResult, Comparison, LossResult, MeanStd};
+pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult, MeanStd};
 pub use config::{
     AxisConfig, AxisKindName, Config, DataConfig, FacesConfig, LabelConfig, LossConfig,
     ModelConfig, Monitor, OptimConfig, RunConfig, SplitConfig, TaskConfig,

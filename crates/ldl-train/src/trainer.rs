@@ -60,7 +60,7 @@ pub struct EpochRecord {
 }
 
 /// What a finished run reports (`summary.json`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     /// The run folder.
     pub run_dir: PathBuf,
@@ -90,7 +90,7 @@ pub struct RunSummary {
 
 /// The MAE of always predicting the training split's mean target value (the circular
 /// mean on a circle) on one axis.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeanPredictor {
     /// The axis.
     pub axis: String,

@@ -335,7 +335,7 @@ pub fn multivariate_normal_kl(
     };
     let matrix = |m: &[f64]| {
         m.chunks(d)
-            .map(|row| vector(row))
+            .map(&vector)
             .collect::<candle_core::Result<Vec<_>>>()
     };
     let kl = gaussian_kl(

@@ -386,7 +386,7 @@ fn joint_loss_gradients_match_finite_differences() {
     let worst = gradient_check(
         &z,
         |logits| {
-            loss.compute(&space, &[logits.clone()], &targets)
+            loss.compute(&space, std::slice::from_ref(logits), &targets)
                 .unwrap()
                 .total
         },

@@ -79,10 +79,9 @@ fn joint_target_is_the_normalised_2d_gaussian_and_its_marginals_are_the_1d_targe
     }
 }
 
-#[test]
-fn multivariate_normal_kl_matches_the_2x2_closed_form() {
-    let (mp, cp) = ([0.3, -1.2], [2.0, 0.7, 0.7, 1.5]);
-    let (mq, cq) = ([1.1, 0.4], [3.0, -0.9, -0.9, 2.2]);
+/// `KL(N(μ_p, Σ_p) ‖ N(μ_q, Σ_q))` in two dimensions with the explicit 2 × 2 inverse and
+/// determinants (covariances row-major).
+fn normal_kl_2d(mp: [f64; 2], cp: [f64; 4], mq: [f64; 2], cq: [f64; 4]) -> f64 {
     let det = |c: &[f64; 4]| c[0] * c[3] - c[1] * c[2];
     let inv = [
         cq[3] / det(&cq),
@@ -93,7 +92,14 @@ fn multivariate_normal_kl_matches_the_2x2_closed_form() {
     let trace = inv[0] * cp[0] + inv[1] * cp[2] + inv[2] * cp[1] + inv[3] * cp[3];
     let d = [mq[0] - mp[0], mq[1] - mp[1]];
     let quad = d[0] * (inv[0] * d[0] + inv[1] * d[1]) + d[1] * (inv[2] * d[0] + inv[3] * d[1]);
-    let expected = 0.5 * (trace + quad - 2.0 + (det(&cq) / det(&cp)).ln());
+    0.5 * (trace + quad - 2.0 + (det(&cq) / det(&cp)).ln())
+}
+
+#[test]
+fn multivariate_normal_kl_matches_the_2x2_closed_form() {
+    let (mp, cp) = ([0.3, -1.2], [2.0, 0.7, 0.7, 1.5]);
+    let (mq, cq) = ([1.1, 0.4], [3.0, -0.9, -0.9, 2.2]);
+    let expected = normal_kl_2d(mp, cp, mq, cq);
     let got = multivariate_normal_kl(&mp, &cp, &mq, &cq).unwrap();
     assert_close(got, expected, 1e-12, "2-D normal KL");
     // Three dimensions, diagonal: the sum of the 1-D KLs.
@@ -172,17 +178,7 @@ fn reference_joint(
     };
     let (mp, cp) = moments(p);
     let (mq, cq) = moments(&q);
-    let det = |c: &[f64; 4]| c[0] * c[3] - c[1] * c[2];
-    let inv = [
-        cq[3] / det(&cq),
-        -cq[1] / det(&cq),
-        -cq[2] / det(&cq),
-        cq[0] / det(&cq),
-    ];
-    let trace = inv[0] * cp[0] + inv[1] * cp[2] + inv[2] * cp[1] + inv[3] * cp[3];
-    let d = [mq[0] - mp[0], mq[1] - mp[1]];
-    let quad = d[0] * (inv[0] * d[0] + inv[1] * d[1]) + d[1] * (inv[2] * d[0] + inv[3] * d[1]);
-    let exp = 0.5 * (trace + quad - 2.0 + (det(&cq) / det(&cp)).ln());
+    let exp = normal_kl_2d(mp, cp, mq, cq);
     // Smoothness along dimension j: pairs of cells one bin apart along j.
     let mut smooth = 0.0;
     for j in 0..2 {

@@ -119,5 +119,8 @@ fn a_bad_hub_path_names_itself_and_the_expected_form() {
         .unwrap()
         .to_string();
     assert!(err.contains("`hf://ldl-rs`"), "{err}");
-    assert!(err.contains("hf://owner/name[@revision][/path/in/repo]"), "{err}");
+    assert!(
+        err.contains("hf://owner/name[@revision][/path/in/repo]"),
+        "{err}"
+    );
 }

@@ -64,7 +64,7 @@ fn setup(endpoint: String) -> (Env, PathBuf, PathBuf) {
         dir: tempfile::tempdir().unwrap(),
         endpoint,
     };
-    let dir = env.dir.path();
+    let dir = env.dir.path().to_path_buf();
     std::fs::write(dir.join("task.toml"), BDIMS).unwrap();
     let csv: String = ldl_data::builtin_csv("bdims")
         .unwrap()
@@ -86,9 +86,10 @@ fn setup(endpoint: String) -> (Env, PathBuf, PathBuf) {
         &[],
     );
     let run = dir.join("runs/bdims-1");
+    let model = dir.join("model");
     assert!(run.join("checkpoints/best.safetensors").is_file());
     env.ok(&["export", "runs/bdims-1", "--out", "model"], &[]);
-    (env, run, dir.join("model"))
+    (env, run, model)
 }
 
 #[test]
@@ -102,7 +103,10 @@ fn predict_inspect_and_fetch_take_hub_paths() {
     assert_eq!(hub, local);
     assert_eq!(local.lines().count(), 21);
 
-    let inspect = env.ok(&["inspect", "hf://ldl-rs/bdims@main/model.safetensors"], &[]);
+    let inspect = env.ok(
+        &["inspect", "hf://ldl-rs/bdims@main/model.safetensors"],
+        &[],
+    );
     assert!(inspect.contains("task: bdims"), "{inspect}");
 
     let folder = PathBuf::from(env.ok(&["fetch", "ldl-rs/bdims"], &[]).trim());
@@ -125,7 +129,10 @@ fn predict_inspect_and_fetch_take_hub_paths() {
     assert_eq!(again, local);
     let err = env.fails(&["fetch", "ldl-rs/other@v2", "--offline"], &[]);
     assert!(err.contains("is not in the cache at"), "{err}");
-    assert!(err.contains("run `ldl fetch ldl-rs/other@v2` with network"), "{err}");
+    assert!(
+        err.contains("run `ldl fetch ldl-rs/other@v2` with network"),
+        "{err}"
+    );
     let err = env.fails(&["eval", "hf://ldl-rs/other", "--data", "people.csv"], &[]);
     assert!(err.contains("cannot reach the Hub at"), "{err}");
 
@@ -142,15 +149,24 @@ fn push_uploads_a_run_and_init_from_reads_it_back() {
     assert!(err.contains("set HF_TOKEN"), "{err}");
     assert!(fake.requests().is_empty(), "{:?}", fake.requests());
 
-    let out = env.ok(&["push", "runs/bdims-1", "me/bdims"], &[("HF_TOKEN", TOKEN)]);
-    assert!(out.contains("pushed model.safetensors, ldl.toml, README.md to me/bdims"), "{out}");
+    let out = env.ok(
+        &["push", "runs/bdims-1", "me/bdims"],
+        &[("HF_TOKEN", TOKEN)],
+    );
+    assert!(
+        out.contains("pushed model.safetensors, ldl.toml, README.md to me/bdims"),
+        "{out}"
+    );
     assert!(out.contains("ldl predict hf://me/bdims"), "{out}");
     let stored = fake.files("me/bdims");
     assert_eq!(
         stored["model.safetensors"],
         std::fs::read(model.join("model.safetensors")).unwrap()
     );
-    assert_eq!(stored["ldl.toml"], std::fs::read(model.join("ldl.toml")).unwrap());
+    assert_eq!(
+        stored["ldl.toml"],
+        std::fs::read(model.join("ldl.toml")).unwrap()
+    );
 
     // An exported folder goes up as it is.
     env.ok(&["push", "model", "me/exported"], &[("HF_TOKEN", TOKEN)]);

@@ -121,7 +121,9 @@ impl HubRef {
                     return Err(bad("the path in the repository is empty or a folder".into()));
                 }
                 if file.contains('\\')
-                    || file.split('/').any(|s| s.is_empty() || s == "." || s == "..")
+                    || file
+                        .split('/')
+                        .any(|s| s.is_empty() || s == "." || s == "..")
                 {
                     return Err(bad(format!(
                         "the path in the repository `{file}` has an empty, `.` or `..` part, or `\\`"
@@ -279,17 +281,26 @@ mod tests {
             let e = HubRef::parse(input).unwrap_err().to_string();
             assert!(e.contains(&format!("`{input}`")), "{e}");
             assert!(e.contains(why), "{input}: {e}");
-            assert!(e.contains("hf://owner/name[@revision][/path/in/repo]"), "{e}");
+            assert!(
+                e.contains("hf://owner/name[@revision][/path/in/repo]"),
+                "{e}"
+            );
         }
     }
 
     #[test]
     fn repo_specs() {
         let s = RepoSpec::parse("ldl-rs/ages@v1").unwrap();
-        assert_eq!((&*s.owner, &*s.name, &*s.revision), ("ldl-rs", "ages", "v1"));
+        assert_eq!(
+            (&*s.owner, &*s.name, &*s.revision),
+            ("ldl-rs", "ages", "v1")
+        );
         assert_eq!(RepoSpec::parse("hf://o/n").unwrap().to_string(), "o/n");
         assert_eq!(s.to_string(), "ldl-rs/ages@v1");
-        assert_eq!(s.file("ldl.toml").to_string(), "hf://ldl-rs/ages@v1/ldl.toml");
+        assert_eq!(
+            s.file("ldl.toml").to_string(),
+            "hf://ldl-rs/ages@v1/ldl.toml"
+        );
         for input in ["ages", "o/n/x", "o/n@"] {
             let e = RepoSpec::parse(input).unwrap_err().to_string();
             assert!(e.contains(&format!("`{input}`")), "{e}");

@@ -74,14 +74,18 @@ pub fn local_path(path: &str) -> Result<PathBuf> {
 /// Downloads the file `hub_ref` names, or finds it in the cache, with the configuration from
 /// the environment; `offline` (or `HF_HUB_OFFLINE`) uses the cache only.
 pub fn resolve(hub_ref: &HubRef, offline: bool) -> Result<PathBuf> {
-    Hub::from_env().offline(offline || offline_from_env()).resolve(hub_ref)
+    Hub::from_env()
+        .offline(offline || offline_from_env())
+        .resolve(hub_ref)
 }
 
 /// Fetches the model folder of `repo` (`owner/name[@revision]`) with the configuration from
 /// the environment; `offline` (or `HF_HUB_OFFLINE`) uses the cache only. Returns the cached
 /// snapshot folder holding [`MODEL_FILES`].
 pub fn fetch(repo: &str, offline: bool) -> Result<PathBuf> {
-    Hub::from_env().offline(offline || offline_from_env()).fetch(&repo.parse()?)
+    Hub::from_env()
+        .offline(offline || offline_from_env())
+        .fetch(&repo.parse()?)
 }
 
 /// Uploads the model folder `folder` (as written by `ldl export`) to the model repository
@@ -227,10 +231,13 @@ impl Hub {
         let client = self.client(None)?;
         let first = repo.file(MODEL_FILES[0]);
         let model = self.resolve_with(&client, &first)?;
-        let folder = model.parent().map(Path::to_path_buf).ok_or_else(|| Error::Other {
-            what: first.to_string(),
-            detail: "the cache returned a path without a folder".into(),
-        })?;
+        let folder = model
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| Error::Other {
+                what: first.to_string(),
+                detail: "the cache returned a path without a folder".into(),
+            })?;
         // The snapshot folder is named by the commit: the other files come from the same one.
         let commit = folder
             .file_name()
@@ -477,11 +484,14 @@ fn verify_fresh(path: &Path, before: &HashSet<String>, hub_ref: &HubRef) -> Resu
         Some(parent) => parent.join(&target),
         None => return Ok(()),
     };
-    let Some(etag) = blob.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+    let Some(etag) = blob
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+    else {
         return Ok(());
     };
-    if before.contains(&etag) || etag.len() != 64 || !etag.chars().all(|c| c.is_ascii_hexdigit())
-    {
+    if before.contains(&etag) || etag.len() != 64 || !etag.chars().all(|c| c.is_ascii_hexdigit()) {
         return Ok(());
     }
     let actual = match sha256_file(&blob) {

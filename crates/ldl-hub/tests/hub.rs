@@ -56,7 +56,9 @@ fn downloads_into_the_hf_cache_layout() {
     let fake = FakeHub::start();
     let commit = model_repo(&fake, "ldl-rs/ages");
     let cache = tempfile::tempdir().unwrap();
-    let path = hub(&fake, cache.path()).resolve(&r("hf://ldl-rs/ages")).unwrap();
+    let path = hub(&fake, cache.path())
+        .resolve(&r("hf://ldl-rs/ages"))
+        .unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), WEIGHTS);
     let expected = cache
         .path()
@@ -64,10 +66,13 @@ fn downloads_into_the_hf_cache_layout() {
         .join(&commit)
         .join("model.safetensors");
     assert_eq!(path, expected);
-    let main = std::fs::read_to_string(cache.path().join("models--ldl-rs--ages/refs/main")).unwrap();
+    let main =
+        std::fs::read_to_string(cache.path().join("models--ldl-rs--ages/refs/main")).unwrap();
     assert_eq!(main.trim(), commit);
     // Another file, and the same file by commit.
-    let toml = hub(&fake, cache.path()).resolve(&r("hf://ldl-rs/ages/ldl.toml")).unwrap();
+    let toml = hub(&fake, cache.path())
+        .resolve(&r("hf://ldl-rs/ages/ldl.toml"))
+        .unwrap();
     assert_eq!(std::fs::read(toml).unwrap(), b"[task]\nname = \"t\"\n");
     let pinned = hub(&fake, cache.path())
         .resolve(&r(&format!("hf://ldl-rs/ages@{commit}")))
@@ -117,10 +122,15 @@ fn no_network_says_so() {
     let endpoint = fake.endpoint();
     fake.stop();
     let cache = tempfile::tempdir().unwrap();
-    let e = hub(&fake, cache.path()).resolve(&r("hf://o/n")).unwrap_err();
+    let e = hub(&fake, cache.path())
+        .resolve(&r("hf://o/n"))
+        .unwrap_err();
     assert!(matches!(e, Error::NoNetwork { .. }), "{e:?}");
     let text = e.to_string();
-    assert!(text.contains(&format!("cannot reach the Hub at {endpoint}")), "{text}");
+    assert!(
+        text.contains(&format!("cannot reach the Hub at {endpoint}")),
+        "{text}"
+    );
     assert!(text.contains("HF_HUB_OFFLINE=1"), "{text}");
 }
 
@@ -133,15 +143,27 @@ fn not_found_tells_repo_revision_and_file_apart() {
 
     let e = h.resolve(&r("hf://o/missing")).unwrap_err();
     assert!(matches!(e, Error::RepoNotFound { .. }), "{e:?}");
-    assert!(e.to_string().starts_with("repository o/missing not found on http://127.0.0.1:"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("repository o/missing not found on http://127.0.0.1:"),
+        "{e}"
+    );
 
     let e = h.resolve(&r("hf://o/n@nope")).unwrap_err();
     assert!(matches!(e, Error::RevisionNotFound { .. }), "{e:?}");
-    assert!(e.to_string().starts_with("revision `nope` not found in o/n"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("revision `nope` not found in o/n"),
+        "{e}"
+    );
 
     let e = h.resolve(&r("hf://o/n/weights.bin")).unwrap_err();
     assert!(matches!(e, Error::FileNotFound { .. }), "{e:?}");
-    assert!(e.to_string().starts_with("o/n has no file `weights.bin` at revision main"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("o/n has no file `weights.bin` at revision main"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -153,9 +175,15 @@ fn private_repositories_need_a_token() {
     let e = hub(&fake, cache.path())
         .resolve(&r("hf://o/private"))
         .unwrap_err();
-    assert!(matches!(e, Error::AuthRequired { status: 401, .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::AuthRequired { status: 401, .. }),
+        "{e:?}"
+    );
     let text = e.to_string();
-    assert!(text.contains("o/private") && text.contains("(HTTP 401)"), "{text}");
+    assert!(
+        text.contains("o/private") && text.contains("(HTTP 401)"),
+        "{text}"
+    );
     assert!(text.contains("HF_TOKEN"), "{text}");
 
     let path = hub(&fake, cache.path())
@@ -168,7 +196,9 @@ fn private_repositories_need_a_token() {
 fn assert_nothing_usable(cache: &Path) {
     let files = files_under(&cache.join("models--o--n"));
     assert!(
-        files.iter().all(|f| !f.starts_with("snapshots") && !f.starts_with("blobs")),
+        files
+            .iter()
+            .all(|f| !f.starts_with("snapshots") && !f.starts_with("blobs")),
         "left in the cache: {files:?}"
     );
 }
@@ -179,13 +209,20 @@ fn a_connection_closed_early_leaves_nothing_in_the_cache() {
     model_repo(&fake, "o/n");
     fake.truncate(Some(Truncate::CloseEarly));
     let cache = tempfile::tempdir().unwrap();
-    let e = hub(&fake, cache.path()).resolve(&r("hf://o/n")).unwrap_err();
+    let e = hub(&fake, cache.path())
+        .resolve(&r("hf://o/n"))
+        .unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
     assert!(e.to_string().contains("corrupt or truncated"), "{e}");
     assert!(e.to_string().contains("run the command again"), "{e}");
     assert_nothing_usable(cache.path());
-    let offline = hub(&fake, cache.path()).offline(true).resolve(&r("hf://o/n"));
-    assert!(matches!(offline, Err(Error::NotCached { .. })), "{offline:?}");
+    let offline = hub(&fake, cache.path())
+        .offline(true)
+        .resolve(&r("hf://o/n"));
+    assert!(
+        matches!(offline, Err(Error::NotCached { .. })),
+        "{offline:?}"
+    );
 
     fake.truncate(None);
     let path = hub(&fake, cache.path()).resolve(&r("hf://o/n")).unwrap();
@@ -198,10 +235,15 @@ fn a_short_body_is_caught_by_the_etag_and_removed() {
     model_repo(&fake, "o/n");
     fake.truncate(Some(Truncate::ShortBody));
     let cache = tempfile::tempdir().unwrap();
-    let e = hub(&fake, cache.path()).resolve(&r("hf://o/n")).unwrap_err();
+    let e = hub(&fake, cache.path())
+        .resolve(&r("hf://o/n"))
+        .unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
     let text = e.to_string();
-    assert!(text.contains(&format!("{} bytes", WEIGHTS.len() / 2)), "{text}");
+    assert!(
+        text.contains(&format!("{} bytes", WEIGHTS.len() / 2)),
+        "{text}"
+    );
     assert!(text.contains(&support::fake_hub::sha256(WEIGHTS)), "{text}");
     assert_nothing_usable(cache.path());
 
@@ -221,7 +263,10 @@ fn fetch_gets_the_model_folder_at_one_commit() {
     for file in ldl_hub::MODEL_FILES {
         assert!(folder.join(file).is_file(), "{file}");
     }
-    assert_eq!(std::fs::read(folder.join("README.md")).unwrap(), b"# A model card\n");
+    assert_eq!(
+        std::fs::read(folder.join("README.md")).unwrap(),
+        b"# A model card\n"
+    );
 
     fake.stop();
     let offline = hub(&fake, cache.path()).offline(true).fetch(&spec).unwrap();
@@ -231,8 +276,14 @@ fn fetch_gets_the_model_folder_at_one_commit() {
 #[test]
 fn fetch_needs_the_weights_and_ldl_toml_but_not_the_card() {
     let fake = FakeHub::start();
-    fake.add_repo("o/nocard", &[("model.safetensors", WEIGHTS), ("ldl.toml", b"x")]);
-    fake.add_repo("o/notoml", &[("model.safetensors", WEIGHTS), ("README.md", b"x")]);
+    fake.add_repo(
+        "o/nocard",
+        &[("model.safetensors", WEIGHTS), ("ldl.toml", b"x")],
+    );
+    fake.add_repo(
+        "o/notoml",
+        &[("model.safetensors", WEIGHTS), ("README.md", b"x")],
+    );
     let cache = tempfile::tempdir().unwrap();
     let h = hub(&fake, cache.path());
     let folder = h.fetch(&"o/nocard".parse().unwrap()).unwrap();
@@ -278,7 +329,10 @@ fn push_refuses_a_folder_that_is_not_a_model_folder() {
         .token(TOKEN)
         .push(folder.path(), &"o/new".parse().unwrap())
         .unwrap_err();
-    assert!(matches!(e, Error::NotAModelFolder { ref file, .. } if file == "ldl.toml"), "{e:?}");
+    assert!(
+        matches!(e, Error::NotAModelFolder { ref file, .. } if file == "ldl.toml"),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("ldl export"), "{e}");
     assert!(fake.requests().is_empty());
 }
@@ -302,10 +356,17 @@ fn push_uploads_the_folder_and_fetch_brings_it_back() {
         .push(folder.path(), &"o/new".parse().unwrap())
         .unwrap();
     assert_eq!(pushed.repo, "o/new");
-    assert_eq!(pushed.files, ldl_hub::MODEL_FILES.map(String::from).to_vec());
+    assert_eq!(
+        pushed.files,
+        ldl_hub::MODEL_FILES.map(String::from).to_vec()
+    );
     let stored = fake.files("o/new");
     for file in ldl_hub::MODEL_FILES {
-        assert_eq!(stored[file], std::fs::read(folder.path().join(file)).unwrap(), "{file}");
+        assert_eq!(
+            stored[file],
+            std::fs::read(folder.path().join(file)).unwrap(),
+            "{file}"
+        );
     }
     // Pushing again to the existing repository makes a new commit.
     std::fs::write(folder.path().join("README.md"), "# Pushed again\n").unwrap();
@@ -313,7 +374,9 @@ fn push_uploads_the_folder_and_fetch_brings_it_back() {
         .token(TOKEN)
         .push(folder.path(), &"o/new".parse().unwrap())
         .unwrap();
-    let back = hub(&fake, cache.path()).fetch(&"o/new".parse().unwrap()).unwrap();
+    let back = hub(&fake, cache.path())
+        .fetch(&"o/new".parse().unwrap())
+        .unwrap();
     for file in ldl_hub::MODEL_FILES {
         assert_eq!(
             std::fs::read(back.join(file)).unwrap(),

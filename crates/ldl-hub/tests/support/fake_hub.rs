@@ -53,7 +53,10 @@ pub struct FakeHub {
 }
 
 fn commit_id(n: u64) -> String {
-    format!("{:040x}", 0xc0ffee_u64.wrapping_mul(1_000_003).wrapping_add(n))
+    format!(
+        "{:040x}",
+        0xc0ffee_u64.wrapping_mul(1_000_003).wrapping_add(n)
+    )
 }
 
 impl FakeHub {
@@ -281,7 +284,11 @@ fn route(request: &Request, state: &Mutex<State>, addr: SocketAddr) -> Response 
                 return error(404, "RepoNotFound", "Repository not found");
             };
             if repo.private && !authorized(request) {
-                return error(401, "RepoNotFound", "Invalid credentials in Authorization header");
+                return error(
+                    401,
+                    "RepoNotFound",
+                    "Invalid credentials in Authorization header",
+                );
             }
             let revision = revision.replace("%2F", "/");
             let commit = if repo.commits.contains_key(&revision) {
@@ -297,7 +304,8 @@ fn route(request: &Request, state: &Mutex<State>, addr: SocketAddr) -> Response 
                 return r;
             };
             let mut r = response(200, bytes.clone());
-            r.headers.push(("ETag".into(), format!("\"{}\"", sha256(bytes))));
+            r.headers
+                .push(("ETag".into(), format!("\"{}\"", sha256(bytes))));
             r.headers.push(("X-Repo-Commit".into(), commit));
             r.headers
                 .push(("Content-Type".into(), "application/octet-stream".into()));
@@ -315,7 +323,11 @@ fn route(request: &Request, state: &Mutex<State>, addr: SocketAddr) -> Response 
         }
         ("POST", ["api", "repos", "create"]) => {
             if !authorized(request) {
-                return error(401, "Unauthorized", "Invalid credentials in Authorization header");
+                return error(
+                    401,
+                    "Unauthorized",
+                    "Invalid credentials in Authorization header",
+                );
             }
             let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
             let name = body["name"].as_str().unwrap_or("").to_string();
@@ -334,7 +346,11 @@ fn route(request: &Request, state: &Mutex<State>, addr: SocketAddr) -> Response 
         }
         ("POST", ["api", "models", owner, name, "preupload", _revision]) => {
             if !authorized(request) {
-                return error(401, "Unauthorized", "Invalid credentials in Authorization header");
+                return error(
+                    401,
+                    "Unauthorized",
+                    "Invalid credentials in Authorization header",
+                );
             }
             if !st.repos.contains_key(&format!("{owner}/{name}")) {
                 return error(404, "RepoNotFound", "Repository not found");
@@ -351,7 +367,11 @@ fn route(request: &Request, state: &Mutex<State>, addr: SocketAddr) -> Response 
         }
         ("POST", ["api", "models", owner, name, "commit", revision]) => {
             if !authorized(request) {
-                return error(401, "Unauthorized", "Invalid credentials in Authorization header");
+                return error(
+                    401,
+                    "Unauthorized",
+                    "Invalid credentials in Authorization header",
+                );
             }
             let repo_id = format!("{owner}/{name}");
             st.commits_made += 1;

@@ -25,6 +25,9 @@ pub use ldl_data as data;
 /// Task configs, the optimiser and the training loop.
 pub use ldl_train as train;
 
+/// The Hugging Face Hub: `hf://` checkpoint paths, fetching and pushing model folders.
+pub use ldl_hub as hub;
+
 pub use ldl_core::{
     joint_target, loss, marginals, metrics, Axis, AxisEstimate, AxisKind, AxisTargets,
     EncodedLabel, Error, Head, Label, LabelSpace, OutOfRange, Result, MAX_JOINT_BINS,

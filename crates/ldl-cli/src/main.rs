@@ -48,7 +48,8 @@ enum Command {
     /// Held-out faces: ldl synth --count 500 --seed 99 --size 32 --out held-out &&
     ///   ldl eval runs/quickstart-faces-1/checkpoints/best.safetensors --data held-out/manifest.csv
     Eval {
-        /// The checkpoint (`checkpoints/best.safetensors` of a run).
+        /// The checkpoint (`checkpoints/best.safetensors` of a run, or a Hub path
+        /// `hf://owner/name[@revision][/file]`).
         checkpoint: PathBuf,
         /// The labelled data.
         #[arg(long)]
@@ -62,8 +63,10 @@ enum Command {
     ///
     /// Examples: ldl predict runs/bdims-1/checkpoints/best.safetensors people.csv
     ///           ldl predict runs/quickstart-faces-1/checkpoints/best.safetensors faces/ me.jpg
+    ///           ldl predict hf://ldl-rs/bdims people.csv
     Predict {
-        /// The checkpoint.
+        /// The checkpoint: a file, or a Hub path `hf://owner/name[@revision][/file]`
+        /// (downloaded into the Hugging Face cache; HF_HUB_OFFLINE=1 uses the cache only).
         checkpoint: PathBuf,
         /// A .csv file with the model's feature columns; or JPEG/PNG files and folders of
         /// them (a folder's .jpg, .jpeg and .png files, sorted by name, not recursive).
@@ -142,9 +145,35 @@ enum Command {
     /// Describe a checkpoint: its label space, model and training.
     ///
     /// Example: ldl inspect runs/quickstart-faces-1/checkpoints/best.safetensors
+    ///
+    /// From the Hub: ldl inspect hf://ldl-rs/bdims@main
     Inspect {
-        /// The checkpoint.
+        /// The checkpoint: a file, or a Hub path `hf://owner/name[@revision][/file]`.
         checkpoint: PathBuf,
+    },
+    /// Download a model repository (model.safetensors, ldl.toml, README.md) into the
+    /// Hugging Face cache, or find it there, and print its local folder.
+    ///
+    /// Example: ldl fetch ldl-rs/bdims@main
+    ///
+    /// Later, without network: HF_HUB_OFFLINE=1 ldl predict hf://ldl-rs/bdims people.csv
+    Fetch {
+        /// The repository: owner/name, optionally @revision (a branch, tag or commit).
+        repo: String,
+        /// Use the cache only; fail if the files are not there (as HF_HUB_OFFLINE=1 does).
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Upload a run (exported on the fly, as `ldl export` does) or an exported model
+    /// folder to a model repository on the Hub, creating the repository if needed. Needs
+    /// a token with write access in HF_TOKEN.
+    ///
+    /// Example: HF_TOKEN=hf_… ldl push runs/bdims-1 my-name/bdims
+    Push {
+        /// A finished run folder, or a folder written by `ldl export`.
+        run: PathBuf,
+        /// The repository: owner/name (optionally @branch).
+        repo: String,
     },
 }
 
@@ -170,6 +199,10 @@ fn main() -> ExitCode {
             pmf,
         } => predict(&checkpoint, &inputs, json, pmf),
         Command::Inspect { checkpoint } => inspect(&checkpoint),
+        Command::Fetch { repo, offline } => ldl_hub::fetch(&repo, offline)
+            .map(|folder| println!("{}", folder.display()))
+            .map_err(|e| e.to_string()),
+        Command::Push { run, repo } => push(&run, &repo),
         Command::Plot { runs, out } => plot(&runs, out.as_deref()),
         Command::Export { run, out } => ldl_train::export_run(&run, &out)
             .map(|files| {
@@ -640,6 +673,36 @@ fn inspect(checkpoint: &std::path::Path) -> Result<(), String> {
         } else {
             "no"
         }
+    );
+    Ok(())
+}
+
+/// Pushes a run folder (exported to a temporary folder first) or an exported model folder.
+fn push(run: &std::path::Path, repo: &str) -> Result<(), String> {
+    let spec: ldl_hub::RepoSpec = repo.parse().map_err(|e: ldl_hub::Error| e.to_string())?;
+    let hub = ldl_hub::Hub::from_env();
+    // Refuse early, before exporting anything, when no token is set.
+    hub.push_token().map_err(|e| e.to_string())?;
+    let exported = ldl_hub::MODEL_FILES.iter().all(|f| run.join(f).is_file());
+    let temp;
+    let folder = if exported {
+        run
+    } else {
+        temp = tempfile::Builder::new()
+            .prefix("ldl-push-")
+            .tempdir()
+            .map_err(|e| format!("cannot make a temporary folder for the export: {e}"))?;
+        ldl_train::export_run(run, temp.path()).map_err(|e| e.to_string())?;
+        temp.path()
+    };
+    let pushed = hub.push(folder, &spec).map_err(|e| e.to_string())?;
+    println!("pushed {} to {}", pushed.files.join(", "), pushed.repo);
+    if let Some(url) = pushed.commit_url {
+        println!("commit: {url}");
+    }
+    println!(
+        "use it with: ldl predict {} INPUTS",
+        spec.file(ldl_hub::DEFAULT_FILE)
     );
     Ok(())
 }

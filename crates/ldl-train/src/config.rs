@@ -393,7 +393,7 @@ pub struct ModelConfig {
     #[serde(default = "one")]
     pub width: f64,
     /// Fine-tuning: start from the weights of this ldl checkpoint (relative to the config
-    /// file) wherever name and shape match; heads of another size, and tensors it lacks,
+    /// file, or a Hub path `hf://owner/name[@revision][/file]`) wherever name and shape match; heads of another size, and tensors it lacks,
     /// keep their fresh initialisation. Ignored when resuming.
     pub init_from: Option<PathBuf>,
 }
@@ -687,7 +687,9 @@ impl Config {
             }
         }
         if let Some(init) = &config.model.init_from {
-            if init.is_relative() {
+            // `hf://owner/name` is a Hub path, not a file next to the config.
+            let hub = init.to_str().is_some_and(ldl_hub::is_hub_path);
+            if init.is_relative() && !hub {
                 let joined = folder.join(init);
                 config.model.init_from = Some(std::path::absolute(&joined).unwrap_or(joined));
             }

@@ -47,6 +47,10 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] ldl_core::Error),
 
+    /// From the Hub (an `hf://` checkpoint).
+    #[error(transparent)]
+    Hub(#[from] ldl_hub::Error),
+
     /// From candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -9,8 +9,9 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
-/// The files [`export_run`] writes, in order.
-pub const MODEL_FILES: [&str; 3] = ["model.safetensors", "ldl.toml", "README.md"];
+/// The files [`export_run`] writes, in order: the layout of an ldl model repository on the
+/// Hub.
+pub const MODEL_FILES: [&str; 3] = ldl_hub::MODEL_FILES;
 
 /// Writes the model folder of the finished run in `run_dir` into `out_dir`:
 /// - `model.safetensors`: the best checkpoint (weights, BatchNorm statistics, and in its

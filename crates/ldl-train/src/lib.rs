@@ -32,7 +32,7 @@ pub use plot::{plot_groups, plot_runs, RunCurves};
 pub fn device(name: &str) -> Result<candle_core::Device> {
     Ok(ldl_models::device(name)?)
 }
-pub use trained::{Prediction, PredictionInput, TrainedModel};
+pub use trained::{local_checkpoint, Prediction, PredictionInput, TrainedModel};
 pub use trainer::{
     evaluate, request_stop, resume, train, EpochRecord, Evaluation, LossSummary, MeanPredictor,
     Progress, RunSummary,

@@ -1,6 +1,6 @@
 //! Using a trained checkpoint: evaluating it on labelled data and predicting with it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use ldl_core::AxisEstimate;
@@ -57,12 +57,26 @@ impl std::fmt::Display for PredictionInput {
     }
 }
 
+/// The local file for a checkpoint path: an `hf://owner/name[@revision][/file]` path is
+/// downloaded into the Hugging Face cache, or found there (offline with `HF_HUB_OFFLINE=1`);
+/// any other path is returned as it is.
+pub fn local_checkpoint(path: &Path) -> Result<PathBuf> {
+    match path.to_str() {
+        Some(text) if ldl_hub::is_hub_path(text) => Ok(ldl_hub::local_path(text)?),
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
 /// Images predicted per forward pass.
 const PREDICT_BATCH: usize = 32;
 
 impl TrainedModel {
-    /// Loads a checkpoint of a training run.
+    /// Loads a checkpoint of a training run, or the `model.safetensors` of an exported
+    /// model folder. An `hf://owner/name[@revision][/file]` path is downloaded first (or
+    /// found in the Hugging Face cache), see [`local_checkpoint`].
     pub fn load(path: &Path, device: &Device) -> Result<TrainedModel> {
+        let local = local_checkpoint(path)?;
+        let path = local.as_path();
         let (model, _vars, info) = Model::from_checkpoint(path, device)?;
         let field = |key: &str| {
             info.extra.get(key).ok_or_else(|| {

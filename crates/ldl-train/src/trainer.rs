@@ -257,8 +257,9 @@ fn run(
     let (model, vars) = Model::build(&backbone, &space, seed, &device)?;
     let mut init = match (&config.model.init_from, resume_from) {
         (Some(path), None) => {
-            let (tensors, _) = read_checkpoint(path, &device)?;
-            Some(ldl_models::load_matching(&vars, &tensors, path)?)
+            let local = crate::trained::local_checkpoint(path)?;
+            let (tensors, _) = read_checkpoint(&local, &device)?;
+            Some(ldl_models::load_matching(&vars, &tensors, &local)?)
         }
         _ => None,
     };

@@ -1,0 +1,208 @@
+//! The error type of `ldl-hub`: one line each, naming the thing and what to try.
+
+/// Everything that can go wrong between ldl and the Hub.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A string that is not a Hub path.
+    #[error(
+        "`{input}` is not a Hub path: {reason}; expected hf://owner/name[@revision][/path/in/repo], \
+         e.g. hf://ldl-rs/ages or hf://ldl-rs/ages@v1/model.safetensors"
+    )]
+    BadPath {
+        /// The string given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A string that is not a repository id.
+    #[error(
+        "`{input}` is not a model repository: {reason}; expected owner/name[@revision], \
+         e.g. ldl-rs/ages or ldl-rs/ages@v1"
+    )]
+    BadRepo {
+        /// The string given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The repository does not exist (or is private and the token cannot see it).
+    #[error(
+        "repository {repo} not found on {endpoint}: check the owner/name spelling; \
+         if it is private, set HF_TOKEN to a token that can read it"
+    )]
+    RepoNotFound {
+        /// `owner/name`.
+        repo: String,
+        /// The Hub's base URL.
+        endpoint: String,
+    },
+
+    /// The repository has no such branch, tag or commit.
+    #[error(
+        "revision `{revision}` not found in {repo}: name a branch, tag or commit of the \
+         repository after @ (the default is main)"
+    )]
+    RevisionNotFound {
+        /// `owner/name`.
+        repo: String,
+        /// The revision asked for.
+        revision: String,
+    },
+
+    /// The repository exists but has no such file at that revision.
+    #[error(
+        "{repo} has no file `{file}` at revision {revision}: check the path after the \
+         repository (the default is model.safetensors), or the revision"
+    )]
+    FileNotFound {
+        /// `owner/name`.
+        repo: String,
+        /// The revision asked for.
+        revision: String,
+        /// The path in the repository.
+        file: String,
+    },
+
+    /// The Hub wants (other) credentials: HTTP 401 or 403.
+    #[error("{}", auth_message(.repo, *.status, *.gated, *.token_set))]
+    AuthRequired {
+        /// `owner/name`.
+        repo: String,
+        /// The HTTP status (401 or 403).
+        status: u16,
+        /// Whether the Hub said the repository is gated.
+        gated: bool,
+        /// Whether a token was sent.
+        token_set: bool,
+    },
+
+    /// The Hub could not be reached (connection refused, DNS failure, timeout).
+    #[error(
+        "cannot reach the Hub at {endpoint} ({detail}): check the network connection and \
+         HF_ENDPOINT, or work from the cache with --offline / HF_HUB_OFFLINE=1"
+    )]
+    NoNetwork {
+        /// The Hub's base URL.
+        endpoint: String,
+        /// The transport error.
+        detail: String,
+    },
+
+    /// Offline, and the file is not in the cache.
+    #[error(
+        "{what} is not in the cache at {cache}; run `ldl fetch {repo}` with network, \
+         or unset HF_HUB_OFFLINE"
+    )]
+    NotCached {
+        /// The Hub path.
+        what: String,
+        /// `owner/name[@revision]`, as `ldl fetch` takes it.
+        repo: String,
+        /// The cache folder.
+        cache: String,
+    },
+
+    /// A download that does not match what the Hub announced; it was removed from the cache.
+    #[error(
+        "the download of {what} is corrupt or truncated: {detail}; nothing was kept in the \
+         cache: run the command again"
+    )]
+    Corrupt {
+        /// The Hub path.
+        what: String,
+        /// What did not match.
+        detail: String,
+    },
+
+    /// Pushing without a token.
+    #[error(
+        "pushing needs a Hub token with write access: set HF_TOKEN \
+         (create one at https://huggingface.co/settings/tokens)"
+    )]
+    TokenMissing,
+
+    /// Pushing in offline mode.
+    #[error("cannot push in offline mode: unset HF_HUB_OFFLINE to upload")]
+    OfflinePush,
+
+    /// The folder to push is not an exported model folder.
+    #[error(
+        "{folder} is not a model folder: it has no {file}; write one with \
+         `ldl export RUN_DIR --out DIR`, or push a run folder with `ldl push RUN_DIR owner/name`"
+    )]
+    NotAModelFolder {
+        /// The folder given.
+        folder: String,
+        /// The missing file.
+        file: String,
+    },
+
+    /// The Hub refused an upload.
+    #[error(
+        "the Hub refused the upload to {repo} ({detail}): HF_TOKEN needs write access to \
+         that namespace"
+    )]
+    PushDenied {
+        /// `owner/name`.
+        repo: String,
+        /// The Hub's answer.
+        detail: String,
+    },
+
+    /// The client could not be set up (typically a malformed endpoint URL).
+    #[error("cannot set up a Hub client for {endpoint}: {detail}; check HF_ENDPOINT")]
+    Client {
+        /// The Hub's base URL.
+        endpoint: String,
+        /// Why.
+        detail: String,
+    },
+
+    /// Anything else the Hub or the cache reported.
+    #[error("Hub request for {what} failed: {detail}")]
+    Other {
+        /// The Hub path or repository.
+        what: String,
+        /// The underlying error.
+        detail: String,
+    },
+}
+
+fn auth_message(repo: &str, status: u16, gated: bool, token_set: bool) -> String {
+    if gated {
+        format!(
+            "{repo} is gated (HTTP {status}): accept its conditions on the repository's Hub \
+             page, then set HF_TOKEN to a token of that account"
+        )
+    } else if token_set {
+        format!(
+            "{repo} refused the token in HF_TOKEN (HTTP {status}): use a token that can read \
+             this repository, or check the owner/name spelling"
+        )
+    } else {
+        format!(
+            "{repo} needs authentication (HTTP {status}): it is private or does not exist; \
+             set HF_TOKEN to a token that can read it, or check the owner/name spelling"
+        )
+    }
+}
+
+impl Error {
+    /// The same error about `revision` where it named the commit a fetch pinned instead.
+    pub(crate) fn for_revision(self, revision: &str) -> Self {
+        match self {
+            Error::FileNotFound { repo, file, .. } => Error::FileNotFound {
+                repo,
+                file,
+                revision: revision.to_string(),
+            },
+            e => e,
+        }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,2 @@
+//! Test helpers.
+pub mod fake_hub;

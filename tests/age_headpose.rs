@@ -108,3 +108,27 @@ fn a_joint_pose_head_learns_on_a_tiny_budget() {
     assert!(!keys.contains(&"yaw/ld"), "{keys:?}");
     assert_heads_learn(&parts, &["age", "yaw+pitch"]);
 }
+
+#[test]
+fn evenly_spaced_axes_have_a_config_form_and_uneven_ones_are_refused() {
+    use ldl::train::AxisConfig;
+    // Steps whose recomputation from the centres is an ulp off the given one.
+    for axis in [
+        ldl::Axis::linear("x", 0.0, 0.3, 0.1).unwrap(),
+        ldl::Axis::linear("x", 1.5, 2.7, 0.3).unwrap(),
+        ldl::Axis::circular("x", 0.0, 0.3, 0.1).unwrap(),
+        ldl::Axis::circular("hour", 0.0, 24.0, 0.1).unwrap(),
+        ldl::Axis::categorical("c", ["p", "q"]).unwrap(),
+    ] {
+        let config = AxisConfig::from_axis(&axis).unwrap();
+        let text = toml::to_string(&config).unwrap();
+        let back: AxisConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, config);
+    }
+    let uneven = ldl::Axis::from_centers("dose", vec![0.0, 0.5, 2.0]).unwrap();
+    let err = AxisConfig::from_axis(&uneven).unwrap_err().to_string();
+    assert!(
+        err.contains("`dose`") && err.contains("not evenly spaced"),
+        "{err}"
+    );
+}

@@ -552,3 +552,53 @@ fn a_model_has_one_head_per_group_and_survives_a_checkpoint() {
         assert_eq!(f64_rows(a), f64_rows(b));
     }
 }
+
+#[test]
+fn two_groups_cannot_share_a_head_name() {
+    // `a`+`b+c` and `a+b`+`c` would both be `a+b+c`, and share one set of weights.
+    let axis = |name: &str| Axis::linear(name, 0.0, 3.0, 1.0).unwrap();
+    let space = LabelSpace::new(vec![axis("a"), axis("b+c"), axis("a+b"), axis("c")])
+        .unwrap()
+        .with_joint(&["a", "b+c"])
+        .unwrap();
+    let err = space.with_joint(&["a+b", "c"]).unwrap_err().to_string();
+    assert!(
+        err.contains("`a+b+c`") && err.contains("another group"),
+        "{err}"
+    );
+}
+
+#[test]
+fn joint_l_exp_stays_accurate_in_f32_on_a_large_grid() {
+    // A prediction concentrated on the diagonal of a 1000 × 1000 grid: its covariance is
+    // nearly singular and its variances are of order K²/12, next to which the floor
+    // vanishes in f32. The f32 loss must agree with the f64 one, not turn NaN.
+    let k = 1000;
+    let a = Axis::linear("a", 0.0, (k - 1) as f64, 1.0).unwrap();
+    let b = Axis::linear("b", 0.0, (k - 1) as f64, 1.0).unwrap();
+    let space = LabelSpace::new(vec![a, b])
+        .unwrap()
+        .with_joint(&["a", "b"])
+        .unwrap();
+    let labels = vec![vec![Label::value(500.0), Label::value(500.0)]];
+    let mut z = vec![-60.0f64; k * k];
+    for i in 0..k {
+        z[i * k + i] = 0.0;
+    }
+    let logits = Tensor::from_vec(z, (1, k * k), &Device::Cpu).unwrap();
+    let exp = |dtype: DType| {
+        let targets = space.targets(&labels, dtype, &Device::Cpu).unwrap();
+        let out = FullKl::default()
+            .compute(&space, &[logits.to_dtype(dtype).unwrap()], &targets)
+            .unwrap();
+        out.part_values()
+            .unwrap()
+            .into_iter()
+            .find(|(key, _)| key == "a+b/exp")
+            .unwrap()
+            .1
+    };
+    let (single, double) = (exp(DType::F32), exp(DType::F64));
+    assert!(double.is_finite() && double > 1000.0, "{double}");
+    assert_close(single, double, 1e-3, "f32 joint L_exp");
+}

@@ -214,9 +214,11 @@ impl LabelSpace {
             )));
         }
         let name = members.join("+");
-        if self.axes.iter().any(|a| a.name() == name) {
+        // Heads are stored by name (`heads.<name>`): two of one name would share weights.
+        if self.axes.iter().any(|a| a.name() == name) || self.heads.iter().any(|h| h.name == name) {
             return Err(Error::InvalidLabelSpace(format!(
-                "joint group {members:?}: its name `{name}` is also an axis name"
+                "joint group {members:?}: its name `{name}` is already the name of an axis or \
+                 another group; rename an axis (e.g. without `+`)"
             )));
         }
         let head = Head {

@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::model::{BackboneConfig, Model};
 
 /// Header key marking an `ldl` checkpoint.
-const FORMAT_KEY: &str = "format";
-const FORMAT: &str = "ldl";
+pub(crate) const FORMAT_KEY: &str = "format";
+pub(crate) const FORMAT: &str = "ldl";
 const VERSION_KEY: &str = "ldl.version";
 const LABEL_SPACE_KEY: &str = "ldl.label_space";
 const MODEL_KEY: &str = "ldl.model";

@@ -11,7 +11,7 @@ use crate::layers::{global_average_pool, max_pool_2x2, ConvBnRelu};
 pub const MIN_INPUT_SIZE: usize = 32;
 
 /// The channel layout of VGG-16 in units of the base width `c`; `0` marks a 2×2 max-pool.
-const LAYOUT: [usize; 18] = [1, 1, 0, 2, 2, 0, 4, 4, 4, 0, 8, 8, 8, 0, 8, 8, 8, 0];
+pub(crate) const LAYOUT: [usize; 18] = [1, 1, 0, 2, 2, 0, 4, 4, 4, 0, 8, 8, 8, 0, 8, 8, 8, 0];
 
 /// The configuration of a DLDL-v2 network: VGG-16's layout
 /// `[c, c, M, 2c, 2c, M, 4c×3, M, 8c×3, M, 8c×3, M]`, every convolution 3×3 (stride 1,

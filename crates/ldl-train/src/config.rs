@@ -98,27 +98,41 @@ impl AxisConfig {
                 Some(classes.clone()),
             ),
         };
-        let config = AxisConfig {
+        let config = |step: Option<f64>| AxisConfig {
             name: axis.name().to_string(),
             kind,
             unit: axis.unit().to_string(),
             min,
             max,
-            step: (!axis.is_categorical()).then(|| axis.step()),
+            step,
             period,
-            classes,
+            classes: classes.clone(),
             default_std: (!axis.is_categorical()).then(|| axis.default_std()),
             out_of_range: axis.out_of_range(),
         };
-        // Evenly spaced bins rebuild exactly; uneven ones have no config form.
-        match config.build() {
-            Ok(rebuilt) if rebuilt == *axis => Ok(config),
-            _ => Err(Error::Config(format!(
-                "axis `{}`: its bins are not evenly spaced, which a config cannot express; \
-                 train it through the library API",
-                axis.name()
-            ))),
+        if axis.is_categorical() {
+            return Ok(config(None));
         }
+        // The step recomputed from the centres can be an ulp off the one the axis was
+        // made with (0.3 / 3 = 0.09999999999999999): try it rounded to fewer digits too.
+        // Evenly spaced bins rebuild exactly with one of them; uneven ones have no config
+        // form.
+        let step = axis.step();
+        let rounded = |digits: i32| {
+            let scale = 10f64.powi(digits - 1 - step.abs().log10().floor() as i32);
+            (step * scale).round() / scale
+        };
+        [step, rounded(12), rounded(6)]
+            .into_iter()
+            .map(|s| config(Some(s)))
+            .find(|c| c.build().is_ok_and(|rebuilt| rebuilt == *axis))
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "axis `{}`: its bins are not evenly spaced, which a config cannot \
+                     express; train it through the library API",
+                    axis.name()
+                ))
+            })
     }
 }
 
@@ -392,6 +406,10 @@ pub struct ModelConfig {
     /// Width multiplier of the age networks (default 1).
     #[serde(default = "one")]
     pub width: f64,
+    /// Biases in the age networks' convolutions (default false, as DLDL-v2; VGG-16's
+    /// ImageNet weights have them).
+    #[serde(default)]
+    pub conv_bias: bool,
     /// Fine-tuning: start from the weights of this ldl checkpoint (relative to the config
     /// file, or a Hub path `hf://owner/name[@revision][/file]`) wherever name and shape match; heads of another size, and tensors it lacks,
     /// keep their fresh initialisation. Ignored when resuming.
@@ -418,6 +436,7 @@ impl Default for ModelConfig {
             batch_norm: true,
             dropout: 0.0,
             width: 1.0,
+            conv_bias: false,
             init_from: None,
         }
     }
@@ -983,10 +1002,11 @@ impl Config {
     pub fn backbone(&self, features: usize) -> Result<BackboneConfig> {
         let m = &self.model;
         let vgg = |base: VggConfig| -> Result<BackboneConfig> {
-            Ok(base
+            let mut config = base
                 .with_width(m.width)
-                .map_err(|e| Error::Config(format!("`model.width`: {e}")))?
-                .into())
+                .map_err(|e| Error::Config(format!("`model.width`: {e}")))?;
+            config.conv_bias = m.conv_bias;
+            Ok(config.into())
         };
         match m.backbone.as_str() {
             "mlp" => {

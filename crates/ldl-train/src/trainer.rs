@@ -258,8 +258,7 @@ fn run(
     let mut init = match (&config.model.init_from, resume_from) {
         (Some(path), None) => {
             let local = crate::trained::local_checkpoint(path)?;
-            let (tensors, _) = read_checkpoint(&local, &device)?;
-            Some(ldl_models::load_matching(&vars, &tensors, &local)?)
+            Some(ldl_models::load_pretrained(&vars, &local, &device)?)
         }
         _ => None,
     };

@@ -13,7 +13,7 @@
 // Index loops over small matrices read like the formulas they implement.
 #![allow(clippy::needless_range_loop)]
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 
 use super::full_kl::kl_divergence;
 use super::tensor_math::{log_softmax, log_sum_exp_keepdim, moments, offsets_in_bins};
@@ -91,9 +91,10 @@ impl<'a> JointGroup<'a> {
     }
 
     /// Offsets of the grid cells from the target along member `j`, in bins of that axis,
-    /// `(batch, bins)`.
+    /// `(batch, bins)`, in f64.
     fn grid_offsets(&self, j: usize) -> Result<Tensor> {
-        let offsets = offsets_in_bins(self.axes[j], &self.targets[j].value)?;
+        let value = self.targets[j].value.to_dtype(DType::F64)?;
+        let offsets = offsets_in_bins(self.axes[j], &value)?;
         let batch = offsets.dim(0)?;
         let (before, k, after) = split_at(&self.shape, j);
         Ok(offsets
@@ -103,6 +104,10 @@ impl<'a> JointGroup<'a> {
             .reshape((batch, before * k * after))?)
     }
 
+    /// Computed in f64 whatever the logits' dtype: on a large grid the variances are
+    /// of order K²/12 bins², next to which the floor vanishes in f32, and the Cholesky
+    /// step `Σ₂₂ − Σ₁₂²/Σ₁₁` of a prediction concentrated along a line would cancel to
+    /// nothing (or below).
     fn expectation_kl(
         &self,
         log_q: &Tensor,
@@ -110,6 +115,9 @@ impl<'a> JointGroup<'a> {
         target_moments: TargetMoments,
         floor: f64,
     ) -> Result<Tensor> {
+        let dtype = log_q.dtype();
+        let log_q = &log_q.to_dtype(DType::F64)?;
+        let p = &p.to_dtype(DType::F64)?;
         let d = self.shape.len();
         let offsets = (0..d)
             .map(|j| self.grid_offsets(j))
@@ -124,7 +132,10 @@ impl<'a> JointGroup<'a> {
                 let zeros = mean_q[0].zeros_like()?.detach();
                 let mut cov = vec![vec![zeros.clone(); d]; d];
                 for j in 0..d {
-                    let std = self.targets[j].std.affine(1.0 / self.axes[j].step(), 0.0)?;
+                    let std = self.targets[j]
+                        .std
+                        .to_dtype(DType::F64)?
+                        .affine(1.0 / self.axes[j].step(), 0.0)?;
                     cov[j][j] = std.sqr()?;
                 }
                 (vec![zeros; d], cov)
@@ -133,7 +144,7 @@ impl<'a> JointGroup<'a> {
         let detach = |v: Vec<Tensor>| v.into_iter().map(|t| t.detach()).collect::<Vec<_>>();
         let mean_p = detach(mean_p);
         let cov_p = cov_p.into_iter().map(detach).collect::<Vec<_>>();
-        gaussian_kl(&mean_p, &cov_p, &mean_q, &cov_q, floor)
+        Ok(gaussian_kl(&mean_p, &cov_p, &mean_q, &cov_q, floor)?.to_dtype(dtype)?)
     }
 
     fn smoothness(&self, log_q: &Tensor) -> Result<Tensor> {

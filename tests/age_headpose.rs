@@ -132,3 +132,19 @@ fn evenly_spaced_axes_have_a_config_form_and_uneven_ones_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_bad_joint_group_names_its_key() {
+    let path = "configs/age_headpose_joint.toml";
+    let text = std::fs::read_to_string(path)
+        .unwrap()
+        .replace(r#"axes = ["yaw", "pitch"]"#, r#"axes = ["yaw", "roll"]"#);
+    let err = Config::parse(Path::new(path), &text, &[])
+        .and_then(|config| config.validate())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`task.joint[0].axes`") && err.contains("no axis `roll`"),
+        "{err}"
+    );
+}

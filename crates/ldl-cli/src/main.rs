@@ -308,6 +308,12 @@ fn epoch_line(record: &EpochRecord, epochs: usize) -> String {
         }
     }
     line.push_str(&format!("  ({:.0} samples/s)", record.samples_per_second));
+    if record.skipped_batches > 0 {
+        line.push_str(&format!(
+            "  {} batches skipped (non-finite)",
+            record.skipped_batches
+        ));
+    }
     line
 }
 
@@ -318,7 +324,11 @@ fn train(
     quiet: bool,
 ) -> Result<(), String> {
     let config_path = match (path, resume) {
-        (_, Some(run_dir)) => run_dir.join("config.toml"),
+        (_, Some(run_dir)) => {
+            // Refuse a folder that cannot be resumed before reading anything from it.
+            ldl_train::check_resumable(run_dir).map_err(|e| e.to_string())?;
+            run_dir.join("config.toml")
+        }
         (Some(path), None) => path.to_path_buf(),
         (None, None) => return Err("give a config file, or --resume RUN_DIR".into()),
     };
@@ -403,6 +413,13 @@ fn train(
             listed(&init.new),
             init.skipped.len(),
             listed(&init.skipped)
+        );
+    }
+    if summary.skipped_batches > 0 {
+        println!(
+            "{} batches were skipped for a non-finite loss or gradient (per epoch in \
+             metrics.jsonl)",
+            summary.skipped_batches
         );
     }
     if !summary.skipped.is_empty() {

@@ -3,8 +3,7 @@
 //! that the file alone rebuilds the model and decodes its outputs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -37,7 +36,8 @@ pub struct CheckpointInfo {
 /// Writes every variable of `vars` and the model's description to `path`.
 ///
 /// The file is written next to its destination under a temporary name, flushed to disk
-/// and renamed into place, so a crash never leaves a half-written file under `path`.
+/// and renamed into place ([`crate::durable::write_atomically`]), so a crash never leaves
+/// a half-written file under `path`.
 pub fn save_checkpoint(path: &Path, vars: &VarMap, model: &Model) -> Result<()> {
     save_checkpoint_with(path, vars, model, &BTreeMap::new())
 }
@@ -96,22 +96,11 @@ pub fn save_checkpoint_with(
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::checkpoint(path, "the path has no file name"))?;
-    let mut temporary = PathBuf::from(path);
-    temporary.set_file_name(format!(".{}.partial", file_name.to_string_lossy()));
-    let io = |what: &str, e: std::io::Error| Error::checkpoint(path, format!("{what}: {e}"));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temporary).map_err(|e| io("cannot create", e))?;
-        file.write_all(bytes).map_err(|e| io("cannot write", e))?;
-        file.sync_all().map_err(|e| io("cannot flush to disk", e))?;
-        std::fs::rename(&temporary, path).map_err(|e| io("cannot move into place", e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
+    if path.file_name().is_none() {
+        return Err(Error::checkpoint(path, "the path has no file name"));
     }
-    result
+    crate::durable::write_atomically(path, bytes)
+        .map_err(|e| Error::checkpoint(path, format!("cannot write: {e}")))
 }
 
 /// Reads a checkpoint's tensors (onto `device`) and its description.

@@ -20,6 +20,7 @@ mod checkpoint;
 mod conv_cpu;
 mod cpu_storage;
 mod device;
+pub mod durable;
 mod error;
 mod init;
 mod layers;

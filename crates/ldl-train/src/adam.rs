@@ -50,11 +50,7 @@ impl Adam {
             tensors.insert(format!("first.{name}"), self.first_moments[i].clone());
             tensors.insert(format!("second.{name}"), self.second_moments[i].clone());
         }
-        let mut partial = path.as_os_str().to_owned();
-        partial.push(".partial");
-        let partial = std::path::PathBuf::from(partial);
-        candle_core::safetensors::save(&tensors, &partial)?;
-        std::fs::rename(&partial, path).map_err(|e| crate::Error::output(path, e))
+        Ok(ldl_models::durable::save_tensors(path, &tensors)?)
     }
 
     /// Loads moments saved by [`Adam::save_moments`], checking names and shapes.

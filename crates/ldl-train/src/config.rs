@@ -517,6 +517,24 @@ pub struct OptimConfig {
     /// The factor (default 0.1).
     #[serde(default = "default_lr_gamma")]
     pub lr_gamma: f64,
+    /// What a NaN or infinite loss or gradient does: stop the run (default) or skip the
+    /// batch and count it.
+    #[serde(default)]
+    pub on_nonfinite: OnNonFinite,
+}
+
+/// `optim.on_nonfinite`: what a batch with a NaN or infinite loss or gradient does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNonFinite {
+    /// Stop the run with a message naming the epoch, the batch, and the loss part or the
+    /// variable; the last committed epoch stays saved (the default).
+    #[default]
+    Stop,
+    /// Leave the weights, the optimiser and the BatchNorm statistics as they were before
+    /// the batch, count it (`skipped_batches` in `metrics.jsonl` and `summary.json`) and
+    /// go on. An epoch whose every batch is skipped still stops the run.
+    Skip,
 }
 
 fn default_lr() -> f64 {
@@ -548,6 +566,7 @@ impl Default for OptimConfig {
             epochs: default_epochs(),
             lr_step_epochs: default_lr_step(),
             lr_gamma: default_lr_gamma(),
+            on_nonfinite: OnNonFinite::default(),
         }
     }
 }

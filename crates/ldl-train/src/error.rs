@@ -26,6 +26,21 @@ pub enum Error {
         epoch: usize,
     },
 
+    /// Saving the run failed (a full disk, a file-size limit, an I/O error). The folder
+    /// still holds the last committed epoch, and `--resume` continues from it.
+    #[error(
+        "{cause}; the run stopped, keeping epoch {epoch}: fix the cause (free space, lift \
+         the file-size limit) and run `ldl train --resume {run_dir}`"
+    )]
+    Save {
+        /// What failed: the file and the system's reason.
+        cause: String,
+        /// The run folder.
+        run_dir: String,
+        /// The last committed epoch (0: the initial weights).
+        epoch: usize,
+    },
+
     /// A loss or gradient turned NaN or infinite.
     #[error("{0}")]
     Numeric(String),

@@ -6,10 +6,12 @@
 mod adam;
 mod allocator;
 mod build;
+mod commit;
 mod compare;
 mod config;
 mod error;
 mod export;
+mod numeric;
 mod plot;
 mod trained;
 mod trainer;
@@ -20,7 +22,7 @@ pub use build::loss;
 pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult, MeanStd};
 pub use config::{
     AxisConfig, AxisKindName, Config, DataConfig, FacesConfig, LabelConfig, LossConfig,
-    ModelConfig, Monitor, OptimConfig, RunConfig, SplitConfig, TaskConfig,
+    ModelConfig, Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig,
 };
 pub use error::{Error, Result};
 pub use export::{export_run, MODEL_FILES};
@@ -34,6 +36,6 @@ pub fn device(name: &str) -> Result<candle_core::Device> {
 }
 pub use trained::{local_checkpoint, Prediction, PredictionInput, TrainedModel};
 pub use trainer::{
-    evaluate, request_stop, resume, train, EpochRecord, Evaluation, LossSummary, MeanPredictor,
-    Progress, RunSummary,
+    check_resumable, evaluate, request_stop, resume, train, EpochRecord, Evaluation, LossSummary,
+    MeanPredictor, Progress, RunSummary,
 };

@@ -3,7 +3,6 @@
 //! `metrics.jsonl`, checkpoints and `summary.json`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -21,8 +20,10 @@ use ldl_models::{load_into, read_checkpoint, save_checkpoint_with, trainable_var
 use serde::{Deserialize, Serialize};
 
 use crate::adam::Adam;
-use crate::config::{Config, Source};
+use crate::commit::RunFiles;
+use crate::config::{Config, OnNonFinite, Source};
 use crate::error::{Error, Result};
+use crate::numeric::{self, RunningStats};
 
 /// Loss parts averaged over a split: the total and `axis/component` values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +58,9 @@ pub struct EpochRecord {
     pub train_seconds: f64,
     /// Training throughput.
     pub samples_per_second: f64,
+    /// Batches left out for a NaN or infinite loss or gradient
+    /// (`optim.on_nonfinite = "skip"`).
+    pub skipped_batches: usize,
 }
 
 /// What a finished run reports (`summary.json`).
@@ -76,6 +80,10 @@ pub struct RunSummary {
     pub samples: [usize; 3],
     /// Samples left out as bad (`on_bad_sample = "skip"`), as `file:line: reason`.
     pub skipped: Vec<String>,
+    /// Training batches left out for a NaN or infinite loss or gradient, over all epochs
+    /// (`optim.on_nonfinite = "skip"`; per epoch in `metrics.jsonl`).
+    #[serde(default)]
+    pub skipped_batches: usize,
     /// Trainable parameters.
     pub parameters: usize,
     /// Wall time of the whole run.
@@ -156,10 +164,12 @@ fn mean_predictor(space: &LabelSpace, splits: &Splits) -> Result<Vec<MeanPredict
     Ok(out)
 }
 
-/// Where a run stands after an epoch (`state.json`), with `checkpoints/last.safetensors`
-/// and `checkpoints/optimizer.safetensors` enough to resume it exactly.
+/// Where a run stands after an epoch (`state.json`, the commit record of `commit.rs`),
+/// with `checkpoints/last.safetensors` and `checkpoints/optimizer.safetensors` enough to
+/// resume it exactly.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RunState {
+    /// The last committed epoch (0: the initial weights).
     epoch: usize,
     adam_steps: u64,
     best: Option<(usize, Evaluation)>,
@@ -169,6 +179,47 @@ struct RunState {
     /// What `model.init_from` loaded when the run started.
     #[serde(default)]
     init: Option<ldl_models::InitReport>,
+    /// Batches skipped so far (`optim.on_nonfinite = "skip"`).
+    #[serde(default)]
+    skipped_batches: usize,
+}
+
+impl RunState {
+    /// Before the first epoch.
+    fn start(init: Option<ldl_models::InitReport>) -> RunState {
+        RunState {
+            epoch: 0,
+            adam_steps: 0,
+            best: None,
+            since_improvement: 0,
+            init,
+            skipped_batches: 0,
+        }
+    }
+
+    /// Takes in epoch `epoch`'s validation results; true when they are the best so far
+    /// (by `monitor`, so the epoch becomes the `best` checkpoint).
+    fn evaluated(
+        &mut self,
+        epoch: usize,
+        evaluation: &Evaluation,
+        monitor: &crate::config::Monitor,
+    ) -> bool {
+        let score = |e: &Evaluation| monitor.score(e).unwrap_or(f64::INFINITY);
+        let improved = self
+            .best
+            .as_ref()
+            .is_none_or(|(_, b)| score(evaluation) < score(b));
+        self.since_improvement = if improved {
+            0
+        } else {
+            self.since_improvement + 1
+        };
+        if improved {
+            self.best = Some((epoch, evaluation.clone()));
+        }
+        improved
+    }
 }
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -219,19 +270,159 @@ pub fn train(config: &Config, observe: &mut dyn FnMut(Progress<'_>)) -> Result<R
 
 /// Continues the run in `run_dir` from its last completed epoch, with its saved config
 /// (and `overrides`, e.g. `optim.epochs=90` to train longer). With the same seed on the
-/// same device, the result equals an uninterrupted run's.
+/// same device, the result equals an uninterrupted run's, also after the run was killed
+/// at any moment (see the commit protocol of the run folder in `commit.rs`).
 pub fn resume(
     run_dir: &Path,
     overrides: &[String],
     observe: &mut dyn FnMut(Progress<'_>),
 ) -> Result<RunSummary> {
+    let state = read_state(run_dir)?;
     let config = Config::load(&run_dir.join("config.toml"), overrides)?;
-    run(&config, Some(run_dir), observe)
+    run(&config, Some((run_dir, state)), observe)
+}
+
+/// Checks that `run_dir` can be resumed (a run folder with its `config.toml` and a valid
+/// `state.json`), so that a caller can refuse clearly before anything else. [`resume`]
+/// checks the same.
+pub fn check_resumable(run_dir: &Path) -> Result<()> {
+    read_state(run_dir).map(|_| ())
+}
+
+/// The committed state of a run folder, or why it cannot be resumed.
+fn read_state(run_dir: &Path) -> Result<RunState> {
+    let refuse = |why: &str| Error::Usage(format!("{}: cannot resume: {why}", run_dir.display()));
+    let start_again = "start the run again with `ldl train CONFIG`";
+    if !run_dir.is_dir() {
+        return Err(refuse(
+            "no such folder; give a run folder written by `ldl train`",
+        ));
+    }
+    if !run_dir.join("config.toml").is_file() {
+        return Err(refuse(
+            "it has no config.toml, so it is not a run folder written by `ldl train`",
+        ));
+    }
+    let path = run_dir.join("state.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(refuse(&format!(
+                "it has no state.json: the run stopped before its first checkpoint was saved; \
+                 {start_again}"
+            )))
+        }
+        Err(e) => return Err(refuse(&format!("cannot read state.json: {e}"))),
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        refuse(&format!(
+            "state.json is not a valid run state ({e}); it was changed or damaged outside ldl: \
+             {start_again}"
+        ))
+    })
+}
+
+/// What the saved checkpoints are, for messages that stop a run.
+fn kept(run_dir: &Path, epoch: usize) -> String {
+    format!(
+        "the last good checkpoint (epoch {epoch}) in {} is intact",
+        run_dir.join("checkpoints").display()
+    )
+}
+
+/// A failed save of epoch `epoch + 1` (or of the outputs after the last epoch) as the
+/// error that names the file, the cause and how to go on from epoch `epoch`.
+fn save_failed(error: Error, run_dir: &Path, epoch: usize) -> Error {
+    Error::Save {
+        cause: error.to_string(),
+        run_dir: run_dir.display().to_string(),
+        epoch,
+    }
+}
+
+/// What the checkpoints of an epoch are written from.
+struct Saver<'a> {
+    vars: &'a candle_nn::VarMap,
+    model: &'a Model,
+    header: &'a BTreeMap<String, String>,
+    names: &'a [String],
+}
+
+impl Saver<'_> {
+    /// Writes the epoch's checkpoints into the staging folder `dir` (`best` only when the
+    /// epoch improved on the best).
+    fn stage(&self, dir: &Path, adam: &Adam, improved: bool) -> Result<()> {
+        let save =
+            |name: &str| save_checkpoint_with(&dir.join(name), self.vars, self.model, self.header);
+        save("last.safetensors")?;
+        if improved {
+            save("best.safetensors")?;
+        }
+        adam.save_moments(self.names, &dir.join("optimizer.safetensors"))
+    }
+
+    /// Saves `state`'s epoch as one step (see `commit.rs`).
+    fn commit(
+        &self,
+        files: &RunFiles,
+        adam: &Adam,
+        state: &RunState,
+        record: Option<&EpochRecord>,
+        improved: bool,
+    ) -> Result<()> {
+        let json = serde_json::to_string(state).map_err(|e| Error::output(&files.state, e))?;
+        files.commit_epoch(
+            state.epoch,
+            record,
+            &mut |dir| self.stage(dir, adam, improved),
+            json.as_bytes(),
+        )
+    }
+}
+
+/// The result of one training step.
+enum Step {
+    /// Adam stepped; the batch's loss.
+    Done {
+        total: f64,
+        parts: Vec<(String, f64)>,
+    },
+    /// The loss or a gradient was not finite; nothing was changed but the BatchNorm
+    /// statistics (the caller restores or stops).
+    NonFinite(String),
+}
+
+/// Forward, loss, backward and an Adam step on one batch, unless the loss, a gradient or
+/// a BatchNorm statistic (`statistics`) is NaN or infinite.
+fn train_step(
+    model: &Model,
+    loss: &dyn Loss,
+    space: &LabelSpace,
+    batch: &Batch,
+    adam: &mut Adam,
+    vars: &[(String, candle_core::Var)],
+    statistics: &[(String, candle_core::Var)],
+) -> Result<Step> {
+    let logits = model.forward_t(&batch.inputs, true)?;
+    let out = loss.compute(space, &logits, &batch.targets)?;
+    let parts = out.part_values()?;
+    let total = out.total_value()?;
+    if let Some(problem) = numeric::loss_problem(total, &parts) {
+        return Ok(Step::NonFinite(problem));
+    }
+    let grads = out.total.backward()?;
+    if let Some(problem) = numeric::step_problem(&grads, vars, statistics)? {
+        return Ok(Step::NonFinite(format!(
+            "{problem} (the loss, {total}, is finite)"
+        )));
+    }
+    adam.step(&grads)?;
+    Ok(Step::Done { total, parts })
 }
 
 fn run(
     config: &Config,
-    resume_from: Option<&Path>,
+    resume_from: Option<(&Path, RunState)>,
     observe: &mut dyn FnMut(Progress<'_>),
 ) -> Result<RunSummary> {
     // A stop asked for during an earlier run in this process does not carry over.
@@ -255,7 +446,7 @@ fn run(
     let seed = config.run.seed;
     let backbone = config.backbone(feature_names.len())?;
     let (model, vars) = Model::build(&backbone, &space, seed, &device)?;
-    let mut init = match (&config.model.init_from, resume_from) {
+    let init = match (&config.model.init_from, &resume_from) {
         (Some(path), None) => {
             let local = crate::trained::local_checkpoint(path)?;
             Some(ldl_models::load_pretrained(&vars, &local, &device)?)
@@ -264,84 +455,127 @@ fn run(
     };
     let loss = crate::build::loss(&config.loss, &space)?;
     let monitor = config.monitor()?;
-    let trainable: Vec<candle_core::Var> =
-        trainable_vars(&vars).into_iter().map(|(_, v)| v).collect();
-    let parameters = trainable.iter().map(|v| v.elem_count()).sum();
-    let mut adam = Adam::new(trainable, config.optim.lr, config.optim.weight_decay)?;
+    let trainable = trainable_vars(&vars);
+    let parameters = trainable.iter().map(|(_, v)| v.elem_count()).sum();
+    let mut adam = Adam::new(
+        trainable.iter().map(|(_, v)| v.clone()).collect(),
+        config.optim.lr,
+        config.optim.weight_decay,
+    )?;
+    let names: Vec<String> = trainable.iter().map(|(n, _)| n.clone()).collect();
+    let statistics = numeric::running_statistics(&vars)?;
 
-    let run_dir = match resume_from {
-        Some(dir) => dir.to_path_buf(),
+    let run_dir = match &resume_from {
+        Some((dir, _)) => dir.to_path_buf(),
         None => new_run_dir(&config.run.output_dir, &config.task.name)?,
     };
+    let files = RunFiles::new(&run_dir)?;
+    if let Some((_, state)) = &resume_from {
+        // Before anything is read or written: back to the committed epoch.
+        files.recover(state.epoch)?;
+    }
     let config_text = toml::to_string(config).map_err(|e| Error::output(&run_dir, e))?;
-    write_file(&run_dir.join("config.toml"), config_text.as_bytes())?;
+    write_atomically(&run_dir.join("config.toml"), config_text.as_bytes())?;
     // Stored in every checkpoint, so that it alone can reproduce the inputs' preprocessing.
     let mut header = BTreeMap::new();
     header.insert("train.config".to_string(), config_text);
-    let names = serde_json::to_string(&feature_names).map_err(|e| Error::output(&run_dir, e))?;
-    header.insert("train.features".to_string(), names);
+    let names_json =
+        serde_json::to_string(&feature_names).map_err(|e| Error::output(&run_dir, e))?;
+    header.insert("train.features".to_string(), names_json);
     if let Some(s) = &standardizer {
         let json = serde_json::to_string(s).map_err(|e| Error::output(&run_dir, e))?;
         header.insert("train.standardizer".to_string(), json);
     }
 
     let data = Data::new(config, &space, &splits, &device)?;
-    let checkpoints = run_dir.join("checkpoints");
-    std::fs::create_dir_all(&checkpoints).map_err(|e| Error::output(&checkpoints, e))?;
-    let metrics_path = run_dir.join("metrics.jsonl");
-    let names: Vec<String> = trainable_vars(&vars).into_iter().map(|(n, _)| n).collect();
-    let state_path = run_dir.join("state.json");
-    let optimizer_path = checkpoints.join("optimizer.safetensors");
-    let mut best: Option<(usize, Evaluation)> = None;
-    let mut first_epoch = 1;
-    let mut epochs_trained = 0;
-    let mut since_improvement = 0;
-    if resume_from.is_some() {
-        let text = std::fs::read_to_string(&state_path)
-            .map_err(|e| Error::Config(format!("{}: cannot resume: {e}", state_path.display())))?;
-        let state: RunState = serde_json::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: cannot resume: {e}", state_path.display())))?;
-        let last = checkpoints.join("last.safetensors");
-        let (tensors, _) = read_checkpoint(&last, &device)?;
-        load_into(&vars, &tensors, &last)?;
-        adam.load_moments(&names, &optimizer_path, &device)?;
-        adam.steps = state.adam_steps;
-        best = state.best;
-        first_epoch = state.epoch + 1;
-        epochs_trained = state.epoch;
-        since_improvement = state.since_improvement;
-        init = state.init;
-    }
+    let saver = Saver {
+        vars: &vars,
+        model: &model,
+        header: &header,
+        names: &names,
+    };
+    let mut state = match resume_from {
+        Some((_, state)) => {
+            let last = files.checkpoints.join("last.safetensors");
+            let (tensors, _) = read_checkpoint(&last, &device)?;
+            load_into(&vars, &tensors, &last)?;
+            let optimizer = files.checkpoints.join("optimizer.safetensors");
+            adam.load_moments(&names, &optimizer, &device)?;
+            adam.steps = state.adam_steps;
+            state
+        }
+        None => {
+            // Epoch 0, the initial weights: a run killed in its first epoch resumes too.
+            let state = RunState::start(init);
+            saver
+                .commit(&files, &adam, &state, None, false)
+                .map_err(|e| Error::Output {
+                    path: run_dir.display().to_string(),
+                    message: format!(
+                        "cannot save the initial checkpoint: {e}; fix the cause and start the \
+                         run again"
+                    ),
+                })?;
+            state
+        }
+    };
 
-    for epoch in first_epoch..=config.optim.epochs {
+    let on_nonfinite = config.optim.on_nonfinite;
+    for epoch in state.epoch + 1..=config.optim.epochs {
         // Dropout masks restart from (seed, epoch), like the shuffling and augmentation.
         model.reseed_dropout(ldl_data::mix_seed(seed, epoch as u64));
         let decays = ((epoch - 1) / config.optim.lr_step_epochs) as i32;
         adam.lr = config.optim.lr * config.optim.lr_gamma.powi(decays);
+        let kept = kept(&run_dir, state.epoch);
         let epoch_start = Instant::now();
         let mut totals = Accumulator::default();
         let batches = data.train_batches();
         let mut samples = 0;
+        let mut seen = 0;
+        let mut skipped_batches = Vec::new();
         for (index, batch) in data.train(epoch as u64)?.enumerate() {
             if stop_requested() {
-                if epoch > 1 {
+                if state.epoch > 0 {
                     // Best effort: a plotting failure must not hide how to resume.
                     let _ = write_plots(&run_dir);
                 }
                 return Err(Error::Interrupted {
                     run_dir: run_dir.display().to_string(),
-                    epoch: epoch - 1,
+                    epoch: state.epoch,
                 });
             }
             let batch = on_device(batch?, &device)?;
-            let logits = model.forward_t(&batch.inputs, true)?;
-            let out = loss.compute(&space, &logits, &batch.targets)?;
-            let values = out.part_values()?;
-            let total = out.total_value()?;
-            check_finite(total, &values, epoch, index)?;
-            adam.step(&out.total.backward()?)?;
-            totals.add(total, &values, batch.indices.len());
-            samples += batch.indices.len();
+            seen += 1;
+            let before = match on_nonfinite {
+                OnNonFinite::Skip => Some(RunningStats::save(&statistics)?),
+                OnNonFinite::Stop => None,
+            };
+            let step = train_step(
+                &model,
+                loss.as_ref(),
+                &space,
+                &batch,
+                &mut adam,
+                &trainable,
+                &statistics,
+            )?;
+            match step {
+                Step::Done { total, parts } => {
+                    totals.add(total, &parts, batch.indices.len());
+                    samples += batch.indices.len();
+                }
+                Step::NonFinite(problem) => {
+                    let place = format!("epoch {epoch}, batch {} of {batches}", index + 1);
+                    let Some(before) = before else {
+                        return Err(Error::Numeric(format!(
+                            "{place}: {problem}; the run stopped and {kept}; lower optim.lr, \
+                             check the data, or set optim.on_nonfinite = \"skip\""
+                        )));
+                    };
+                    before.restore()?;
+                    skipped_batches.push(format!("{place}: {problem}"));
+                }
+            }
             observe(Progress::Batch {
                 epoch,
                 done: index + 1,
@@ -350,6 +584,17 @@ fn run(
                 loss: totals.mean_total(),
                 seconds: epoch_start.elapsed().as_secs_f64(),
             });
+        }
+        if seen > 0 && skipped_batches.len() == seen {
+            return Err(Error::Numeric(format!(
+                "epoch {epoch}: all {seen} batches had a non-finite loss or gradient and were \
+                 skipped (the last: {}); nothing can be learnt, so the run stopped and {kept}; \
+                 lower optim.lr or check the data",
+                skipped_batches
+                    .last()
+                    .map(String::as_str)
+                    .unwrap_or_default()
+            )));
         }
         let train_seconds = epoch_start.elapsed().as_secs_f64();
         observe(Progress::Validating { epoch });
@@ -364,11 +609,11 @@ fn run(
         } else {
             None
         };
-        check_state(&vars, epoch)?;
+        numeric::check_state(&vars, epoch, &kept)?;
         if let Some(evaluation) = &validation {
             if !evaluation.loss.total.is_finite() {
                 return Err(Error::Numeric(format!(
-                    "epoch {epoch}: the validation loss is {}; the last checkpoint is intact",
+                    "epoch {epoch}: the validation loss is {}; {kept}",
                     evaluation.loss.total
                 )));
             }
@@ -380,53 +625,37 @@ fn run(
             validation,
             train_seconds,
             samples_per_second: samples as f64 / train_seconds.max(1e-9),
+            skipped_batches: skipped_batches.len(),
         };
-        append_line(&metrics_path, &record)?;
-        save_checkpoint_with(
-            &checkpoints.join("last.safetensors"),
-            &vars,
-            &model,
-            &header,
-        )?;
-        if let Some(evaluation) = &record.validation {
-            let score = |e: &Evaluation| monitor.score(e).unwrap_or(f64::INFINITY);
-            let improved = best
-                .as_ref()
-                .is_none_or(|(_, b)| score(evaluation) < score(b));
-            since_improvement = if improved { 0 } else { since_improvement + 1 };
-            if improved {
-                save_checkpoint_with(
-                    &checkpoints.join("best.safetensors"),
-                    &vars,
-                    &model,
-                    &header,
-                )?;
-                best = Some((epoch, evaluation.clone()));
-            }
-        }
-        adam.save_moments(&names, &optimizer_path)?;
-        let state = RunState {
-            epoch,
-            adam_steps: adam.steps,
-            best: best.clone(),
-            since_improvement,
-            init: init.clone(),
+        let previous = state.epoch;
+        let improved = match &record.validation {
+            Some(evaluation) => state.evaluated(epoch, evaluation, &monitor),
+            None => false,
         };
-        let json = serde_json::to_string(&state).map_err(|e| Error::output(&state_path, e))?;
-        write_atomically(&state_path, json.as_bytes())?;
+        state.epoch = epoch;
+        state.adam_steps = adam.steps;
+        state.skipped_batches += skipped_batches.len();
+        saver
+            .commit(&files, &adam, &state, Some(&record), improved)
+            .map_err(|e| save_failed(e, &run_dir, previous))?;
         observe(Progress::Epoch(&record));
-        epochs_trained = epoch;
-        if config.run.patience.is_some_and(|p| since_improvement >= p) {
+        if config
+            .run
+            .patience
+            .is_some_and(|p| state.since_improvement >= p)
+        {
             break;
         }
     }
 
-    let (best_epoch, best_validation) =
-        best.ok_or_else(|| Error::Numeric("no validation result was recorded".into()))?;
+    let (best_epoch, best_validation) = state
+        .best
+        .clone()
+        .ok_or_else(|| Error::Numeric("no validation result was recorded".into()))?;
     let test = if splits.test.is_empty() {
         None
     } else {
-        let best_path = checkpoints.join("best.safetensors");
+        let best_path = files.checkpoints.join("best.safetensors");
         let (tensors, _) = read_checkpoint(&best_path, &device)?;
         load_into(&vars, &tensors, &best_path)?;
         Some(evaluate(
@@ -439,7 +668,7 @@ fn run(
     };
     let summary = RunSummary {
         run_dir: run_dir.clone(),
-        epochs: epochs_trained,
+        epochs: state.epoch,
         best_epoch,
         best_validation,
         test,
@@ -449,15 +678,19 @@ fn run(
             splits.test.len(),
         ],
         skipped: skipped.into_iter().chain(data.skipped_images()).collect(),
+        skipped_batches: state.skipped_batches,
         parameters,
         seconds: started.elapsed().as_secs_f64(),
         mean_predictor: mean_predictor(&space, &splits)?,
-        init,
+        init: state.init.clone(),
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::output(&run_dir, e))?;
-    write_plots(&run_dir)?;
-    // Last, and whole or not at all: a summary.json means the run finished.
-    write_atomically(&run_dir.join("summary.json"), json.as_bytes())?;
+    let finish = || -> Result<()> {
+        write_plots(&run_dir)?;
+        // Last, and whole or not at all: a summary.json means the run finished.
+        write_atomically(&run_dir.join("summary.json"), json.as_bytes())
+    };
+    finish().map_err(|e| save_failed(e, &run_dir, state.epoch))?;
     Ok(summary)
 }
 
@@ -730,43 +963,6 @@ impl Accumulator {
     }
 }
 
-/// Every variable, BatchNorm statistics included, must stay finite.
-fn check_state(vars: &candle_nn::VarMap, epoch: usize) -> Result<()> {
-    let data = vars
-        .data()
-        .lock()
-        .map_err(|_| Error::Numeric("the variable map's lock is poisoned".into()))?;
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    for name in names {
-        let values = data[name]
-            .flatten_all()?
-            .to_dtype(DType::F64)?
-            .to_vec1::<f64>()?;
-        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
-            return Err(Error::Numeric(format!(
-                "epoch {epoch}: `{name}` holds {bad}; the last checkpoint is intact"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn check_finite(total: f64, parts: &[(String, f64)], epoch: usize, batch: usize) -> Result<()> {
-    if total.is_finite() {
-        return Ok(());
-    }
-    let bad: Vec<String> = parts
-        .iter()
-        .filter(|(_, v)| !v.is_finite())
-        .map(|(k, v)| format!("{k} = {v}"))
-        .collect();
-    Err(Error::Numeric(format!(
-        "epoch {epoch}, batch {batch}: the loss is {total} ({}); the last checkpoint is intact",
-        bad.join(", ")
-    )))
-}
-
 /// `OUTPUT/TASK-N` for the first `N` not taken.
 fn new_run_dir(output: &Path, task: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(output).map_err(|e| Error::output(output, e))?;
@@ -781,36 +977,7 @@ fn new_run_dir(output: &Path, task: &str) -> Result<PathBuf> {
     unreachable!("some run number is free")
 }
 
-/// Writes under a temporary name, flushes and renames, so `path` is old or new, never half.
+/// Writes `path` whole or not at all ([`ldl_models::durable::write_atomically`]).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let result = (|| {
-        let mut file = std::fs::File::create(&partial)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&partial, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&partial);
-        Error::output(path, e)
-    })
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|e| Error::output(path, e))
-}
-
-fn append_line(path: &Path, record: &impl Serialize) -> Result<()> {
-    let mut line = serde_json::to_string(record).map_err(|e| Error::output(path, e))?;
-    line.push('\n');
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| Error::output(path, e))?;
-    // One write call per line, so a line is appended whole.
-    file.write_all(line.as_bytes())
-        .map_err(|e| Error::output(path, e))
+    ldl_models::durable::write_atomically(path, bytes).map_err(|e| Error::output(path, e))
 }

@@ -107,7 +107,7 @@ impl RunFiles {
                 std::fs::remove_dir_all(&staged).map_err(|e| Error::output(&staged, e))?;
             }
         }
-        for dir in [&self.dir, &self.checkpoints] {
+        for dir in [&self.dir, &self.checkpoints, &self.dir.join("plots")] {
             remove_partials(dir)?;
         }
         self.truncate_metrics(committed)
@@ -172,9 +172,14 @@ fn install(staged: &Path, checkpoints: &Path) -> Result<()> {
     sync_dir(checkpoints).map_err(|e| Error::output(checkpoints, e))
 }
 
-/// Removes the temporary files (`*.partial`) that a killed write left in `dir`.
+/// Removes the temporary files (`*.partial`) that a killed write left in `dir` (if the
+/// folder exists).
 fn remove_partials(dir: &Path) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::output(dir, e))?;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::output(dir, e)),
+    };
     for entry in entries {
         let entry = entry.map_err(|e| Error::output(dir, e))?;
         if entry.file_name().to_string_lossy().ends_with(".partial") && entry.path().is_file() {
@@ -297,11 +302,14 @@ mod tests {
         std::fs::create_dir(&staged).unwrap();
         std::fs::write(staged.join(".last.safetensors.partial"), "tw").unwrap();
         std::fs::write(files.dir.join(".state.json.partial"), "{").unwrap();
+        std::fs::create_dir(files.dir.join("plots")).unwrap();
+        std::fs::write(files.dir.join("plots/.losses.png.partial"), "PN").unwrap();
         std::fs::write(&files.metrics, "{\"epoch\":1}\n{\"epoch\":2}\n{\"epo").unwrap();
         files.recover(1).unwrap();
         assert_eq!(read(&files.checkpoints.join("last.safetensors")), "one");
         assert!(!staged.exists());
         assert!(!files.dir.join(".state.json.partial").exists());
+        assert!(!files.dir.join("plots/.losses.png.partial").exists());
         assert_eq!(read(&files.metrics), "{\"epoch\":1}\n");
     }
 

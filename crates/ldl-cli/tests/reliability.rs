@@ -359,3 +359,82 @@ fn resume_refuses_a_folder_it_cannot_continue() {
     assert!(err.contains("state.json is not a valid run state"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// The run's `summary.json`, parsed.
+fn summary(run_dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap()
+}
+
+/// A run that early stopping ended, killed after its last commit but before its
+/// `summary.json` (the file removed stands for the kill): the resume trains no further
+/// epoch, and ends where the uninterrupted run ended.
+#[test]
+fn an_early_stopped_run_killed_before_its_summary_trains_no_further() {
+    let task = Task::new("[32]", 30);
+    succeed(task.train("stopped").args(["--set", "run.patience=1"]));
+    let run = task.run_dir("stopped");
+    let finished = summary(&run);
+    let epochs = finished["epochs"].as_u64().unwrap() as usize;
+    assert!(epochs < 30, "early stopping must end the run (it ran {epochs})");
+    let lines = metrics(&run);
+    let last = tensors(&run.join("checkpoints/last.safetensors"));
+
+    std::fs::remove_file(run.join("summary.json")).unwrap();
+    succeed(&mut task.resume("stopped", &[]));
+    let resumed = summary(&run);
+    assert_eq!(resumed["epochs"], finished["epochs"]);
+    assert_eq!(resumed["best_epoch"], finished["best_epoch"]);
+    assert_eq!(committed(&run), epochs);
+    assert!(metrics(&run) == lines, "the resume trained again");
+    assert_eq!(tensors(&run.join("checkpoints/last.safetensors")), last);
+}
+
+/// A resume refused because an override does not fit the saved checkpoints leaves the
+/// run folder as it was: its `config.toml` is unchanged, and a resume without the bad
+/// override continues.
+#[test]
+fn a_refused_resume_leaves_the_run_folder_resumable() {
+    let task = Task::new("[32]", 2);
+    succeed(&mut task.train("run"));
+    let run = task.run_dir("run");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let out = task
+        .resume("run", &["--set", "model.hidden=[16]", "--set", "optim.epochs=3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("last.safetensors"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(run.join("config.toml")).unwrap(),
+        config
+    );
+    succeed(&mut task.resume("run", &["--set", "optim.epochs=3"]));
+    assert_eq!(committed(&run), 3);
+}
+
+/// A finished run resumed to train longer has no `summary.json` until it finishes again:
+/// killed on the way, its old summary (of fewer epochs) must not claim that the run
+/// with the new `config.toml` finished.
+#[test]
+fn a_run_resumed_to_train_longer_is_unfinished_until_it_ends() {
+    let task = Task::new("[128, 128]", 2);
+    succeed(&mut task.train("run"));
+    let run = task.run_dir("run");
+    assert!(run.join("summary.json").is_file());
+    let mut child = spawn(&mut task.resume("run", &["--set", "optim.epochs=40"]));
+    kill_when(&mut child, "an epoch after the old end", || {
+        std::fs::read_to_string(run.join("state.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .is_some_and(|state| state["epoch"].as_u64().is_some_and(|e| e >= 3))
+    });
+    assert!(
+        !run.join("summary.json").exists(),
+        "a summary.json of {} epochs is left in a run of {} committed epochs",
+        summary(&run)["epochs"],
+        committed(&run)
+    );
+    succeed(&mut task.resume("run", &[]));
+    assert_eq!(summary(&run)["epochs"], 40);
+}

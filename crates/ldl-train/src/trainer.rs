@@ -475,10 +475,10 @@ fn run(
         files.recover(state.epoch)?;
     }
     let config_text = toml::to_string(config).map_err(|e| Error::output(&run_dir, e))?;
-    write_atomically(&run_dir.join("config.toml"), config_text.as_bytes())?;
+    let config_path = run_dir.join("config.toml");
     // Stored in every checkpoint, so that it alone can reproduce the inputs' preprocessing.
     let mut header = BTreeMap::new();
-    header.insert("train.config".to_string(), config_text);
+    header.insert("train.config".to_string(), config_text.clone());
     let names_json =
         serde_json::to_string(&feature_names).map_err(|e| Error::output(&run_dir, e))?;
     header.insert("train.features".to_string(), names_json);
@@ -502,9 +502,16 @@ fn run(
             let optimizer = files.checkpoints.join("optimizer.safetensors");
             adam.load_moments(&names, &optimizer, &device)?;
             adam.steps = state.adam_steps;
+            // Only now that the checkpoints fit the config (with its overrides) is it
+            // saved: a refused resume leaves the folder resumable as it was. The old
+            // summary goes first: a summary.json means the run of config.toml finished,
+            // and is written again when it does.
+            remove_durably(&run_dir.join("summary.json"))?;
+            write_atomically(&config_path, config_text.as_bytes())?;
             state
         }
         None => {
+            write_atomically(&config_path, config_text.as_bytes())?;
             // Epoch 0, the initial weights: a run killed in its first epoch resumes too.
             let state = RunState::start(init);
             saver
@@ -521,7 +528,19 @@ fn run(
     };
 
     let on_nonfinite = config.optim.on_nonfinite;
-    for epoch in state.epoch + 1..=config.optim.epochs {
+    let patience_ran_out = |state: &RunState| {
+        config
+            .run
+            .patience
+            .is_some_and(|p| state.since_improvement >= p)
+    };
+    // A run that early stopping ended, killed before its summary.json, trains no further.
+    let first_epoch = if patience_ran_out(&state) {
+        config.optim.epochs.max(state.epoch) + 1
+    } else {
+        state.epoch + 1
+    };
+    for epoch in first_epoch..=config.optim.epochs {
         // Dropout masks restart from (seed, epoch), like the shuffling and augmentation.
         model.reseed_dropout(ldl_data::mix_seed(seed, epoch as u64));
         let decays = ((epoch - 1) / config.optim.lr_step_epochs) as i32;
@@ -639,11 +658,7 @@ fn run(
             .commit(&files, &adam, &state, Some(&record), improved)
             .map_err(|e| save_failed(e, &run_dir, previous))?;
         observe(Progress::Epoch(&record));
-        if config
-            .run
-            .patience
-            .is_some_and(|p| state.since_improvement >= p)
-        {
+        if patience_ran_out(&state) {
             break;
         }
     }
@@ -975,6 +990,16 @@ fn new_run_dir(output: &Path, task: &str) -> Result<PathBuf> {
         }
     }
     unreachable!("some run number is free")
+}
+
+/// Removes `path` if it is there, and flushes its folder so the removal survives a
+/// power cut.
+fn remove_durably(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => ldl_models::durable::sync_parent(path).map_err(|e| Error::output(path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::output(path, e)),
+    }
 }
 
 /// Writes `path` whole or not at all ([`ldl_models::durable::write_atomically`]).

@@ -131,6 +131,8 @@ fn a_skipped_batch_is_counted_and_the_run_finishes() {
         .map(|m| m["skipped_batches"].as_u64().unwrap())
         .collect();
     assert_eq!(skipped, [1, 1, 1]);
+    // Adam stepped only on the 9 kept batches of each epoch's 10.
+    assert_eq!(json(&run_dir.join("state.json"))["adam_steps"], 27);
     assert!(summary.best_validation.loss.total.is_finite());
     assert_loads_finite(&run_dir.join("checkpoints/last.safetensors"));
 }

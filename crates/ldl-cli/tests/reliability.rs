@@ -358,6 +358,24 @@ fn resume_refuses_a_folder_it_cannot_continue() {
     let err = refused("empty");
     assert!(err.contains("state.json is not a valid run state"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // Well-formed, but naming an epoch that the run never saved (the largest there is,
+    // which once overflowed the first epoch to train).
+    succeed(&mut task.train("trained"));
+    std::fs::write(
+        task.run_dir("trained").join("state.json"),
+        format!(
+            "{{\"epoch\": {}, \"adam_steps\": 0, \"best\": null, \"since_improvement\": 0}}",
+            u64::MAX
+        ),
+    )
+    .unwrap();
+    let err = refused("trained");
+    assert!(
+        err.contains("cannot resume: state.json names epoch") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
 /// The run's `summary.json`, parsed.

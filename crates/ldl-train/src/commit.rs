@@ -80,9 +80,19 @@ impl RunFiles {
             std::fs::create_dir(&staged).map_err(|e| Error::output(&staged, e))?;
             stage(&staged)?;
             sync_dir(&staged).map_err(|e| Error::output(&staged, e))?;
+            // The staging folder's own name must be on disk before the commit too, or a
+            // power cut could leave a state.json naming an epoch whose files are gone.
+            sync_dir(&self.checkpoints).map_err(|e| Error::output(&self.checkpoints, e))?;
             write_atomically(&self.state, state).map_err(|e| Error::output(&self.state, e))
         })();
         if let Err(error) = before_commit {
+            if std::fs::read(&self.state).is_ok_and(|saved| saved == state) {
+                // The rename into state.json was done and only flushing its folder failed:
+                // the epoch is committed as far as a resume can tell, so its files must
+                // stay. Install them; the error still stops the run.
+                let _ = install(&staged, &self.checkpoints);
+                return Err(error);
+            }
             // Nothing was committed: the staged files and the epoch's metrics line are of
             // no use to a resume, and the line must not claim an epoch that is not saved.
             // Best effort: the error to report is the first one.
@@ -146,6 +156,14 @@ impl RunFiles {
         write_atomically(&self.metrics, kept.as_bytes())
             .map_err(|e| Error::output(&self.metrics, e))
     }
+}
+
+/// Whether `metrics.jsonl` at `path` has a whole line of epoch `epoch`.
+pub(crate) fn holds_epoch(path: &Path, epoch: usize) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| {
+        text.split_inclusive('\n')
+            .any(|line| line.ends_with('\n') && line_epoch(line) == Some(epoch))
+    })
 }
 
 /// The `epoch` of a `metrics.jsonl` line, if it is one.

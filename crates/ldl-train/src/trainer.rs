@@ -314,12 +314,23 @@ fn read_state(run_dir: &Path) -> Result<RunState> {
         }
         Err(e) => return Err(refuse(&format!("cannot read state.json: {e}"))),
     };
-    serde_json::from_str(&text).map_err(|e| {
+    let state: RunState = serde_json::from_str(&text).map_err(|e| {
         refuse(&format!(
             "state.json is not a valid run state ({e}); it was changed or damaged outside ldl: \
              {start_again}"
         ))
-    })
+    })?;
+    // Every committed epoch after 0 has its metrics.jsonl line (appended before the
+    // commit, and never cut back once committed).
+    if state.epoch > 0 && !crate::commit::holds_epoch(&run_dir.join("metrics.jsonl"), state.epoch)
+    {
+        return Err(refuse(&format!(
+            "state.json names epoch {}, which metrics.jsonl does not hold; the folder was \
+             changed or damaged outside ldl: {start_again}",
+            state.epoch
+        )));
+    }
+    Ok(state)
 }
 
 /// What the saved checkpoints are, for messages that stop a run.
@@ -536,9 +547,9 @@ fn run(
     };
     // A run that early stopping ended, killed before its summary.json, trains no further.
     let first_epoch = if patience_ran_out(&state) {
-        config.optim.epochs.max(state.epoch) + 1
+        config.optim.epochs.max(state.epoch).saturating_add(1)
     } else {
-        state.epoch + 1
+        state.epoch.saturating_add(1)
     };
     for epoch in first_epoch..=config.optim.epochs {
         // Dropout masks restart from (seed, epoch), like the shuffling and augmentation.

@@ -456,3 +456,26 @@ fn a_run_resumed_to_train_longer_is_unfinished_until_it_ends() {
     succeed(&mut task.resume("run", &[]));
     assert_eq!(summary(&run)["epochs"], 40);
 }
+
+/// A failure after the commit (installing the staged files) names the epoch that
+/// `state.json` now holds, the one a resume continues from, not the one before it.
+#[test]
+fn a_failure_after_the_commit_names_the_committed_epoch() {
+    let task = Task::new("[32]", 1);
+    succeed(&mut task.train("run"));
+    let run = task.run_dir("run");
+    // `best.safetensors` as a folder that is not empty: renaming the staged one over it
+    // fails (epoch 2 improves on epoch 1, so it stages a best).
+    let best = run.join("checkpoints/best.safetensors");
+    std::fs::remove_file(&best).unwrap();
+    std::fs::create_dir(&best).unwrap();
+    std::fs::write(best.join("in-the-way"), "").unwrap();
+    let out = task
+        .resume("run", &["--set", "optim.epochs=2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(committed(&run), 2, "{stderr}");
+    assert!(stderr.contains("keeping epoch 2"), "{stderr}");
+}

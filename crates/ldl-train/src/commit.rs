@@ -106,6 +106,14 @@ impl RunFiles {
         install(&staged, &self.checkpoints)
     }
 
+    /// The epoch `state.json` names, if it can be read: after a failed
+    /// [`RunFiles::commit_epoch`], the new epoch when the failure came after the commit.
+    pub fn committed_epoch(&self) -> Option<usize> {
+        let text = std::fs::read_to_string(&self.state).ok()?;
+        let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+        value.get("epoch")?.as_u64().map(|e| e as usize)
+    }
+
     /// Brings the folder back to the committed epoch `committed` after a kill (see the
     /// module): staged checkpoints are installed or removed, temporary files removed and
     /// `metrics.jsonl` cut back to the committed epochs.

@@ -667,7 +667,11 @@ fn run(
         state.skipped_batches += skipped_batches.len();
         saver
             .commit(&files, &adam, &state, Some(&record), improved)
-            .map_err(|e| save_failed(e, &run_dir, previous))?;
+            .map_err(|e| {
+                // A failure after the commit (installing the files) keeps the new epoch.
+                let kept = files.committed_epoch().unwrap_or(previous);
+                save_failed(e, &run_dir, kept)
+            })?;
         observe(Progress::Epoch(&record));
         if patience_ran_out(&state) {
             break;

@@ -393,7 +393,10 @@ fn an_early_stopped_run_killed_before_its_summary_trains_no_further() {
     let run = task.run_dir("stopped");
     let finished = summary(&run);
     let epochs = finished["epochs"].as_u64().unwrap() as usize;
-    assert!(epochs < 30, "early stopping must end the run (it ran {epochs})");
+    assert!(
+        epochs < 30,
+        "early stopping must end the run (it ran {epochs})"
+    );
     let lines = metrics(&run);
     let last = tensors(&run.join("checkpoints/last.safetensors"));
 
@@ -417,7 +420,10 @@ fn a_refused_resume_leaves_the_run_folder_resumable() {
     let run = task.run_dir("run");
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
     let out = task
-        .resume("run", &["--set", "model.hidden=[16]", "--set", "optim.epochs=3"])
+        .resume(
+            "run",
+            &["--set", "model.hidden=[16]", "--set", "optim.epochs=3"],
+        )
         .output()
         .unwrap();
     assert!(!out.status.success());

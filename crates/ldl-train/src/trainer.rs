@@ -322,8 +322,7 @@ fn read_state(run_dir: &Path) -> Result<RunState> {
     })?;
     // Every committed epoch after 0 has its metrics.jsonl line (appended before the
     // commit, and never cut back once committed).
-    if state.epoch > 0 && !crate::commit::holds_epoch(&run_dir.join("metrics.jsonl"), state.epoch)
-    {
+    if state.epoch > 0 && !crate::commit::holds_epoch(&run_dir.join("metrics.jsonl"), state.epoch) {
         return Err(refuse(&format!(
             "state.json names epoch {}, which metrics.jsonl does not hold; the folder was \
              changed or damaged outside ldl: {start_again}",

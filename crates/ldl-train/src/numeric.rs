@@ -128,10 +128,69 @@ pub(crate) fn check_state(vars: &candle_nn::VarMap, epoch: usize, kept: &str) ->
     Ok(())
 }
 
+/// Adam's moments must stay finite too: a gradient that is finite but larger than about
+/// 1.8e19 has an infinite square, and an infinite second moment silently freezes its
+/// weight (every later update of it is 0) and is saved with the optimiser's state.
+pub(crate) fn check_moments(
+    adam: &crate::adam::Adam,
+    names: &[String],
+    epoch: usize,
+    kept: &str,
+) -> Result<()> {
+    let moments = [
+        ("first", &adam.first_moments),
+        ("second", &adam.second_moments),
+    ];
+    for (kind, tensors) in moments {
+        for (name, tensor) in names.iter().zip(tensors.iter()) {
+            let values = tensor
+                .flatten_all()?
+                .to_dtype(DType::F64)?
+                .to_vec1::<f64>()?;
+            if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+                return Err(Error::Numeric(format!(
+                    "epoch {epoch}: Adam's {kind} moment of `{name}` holds {bad} (a gradient \
+                     too large to square in f32); {kept}; lower optim.lr or standardise the \
+                     inputs"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// A gradient of 1e20 is finite, so the step is taken, but its square is not: the
+    /// second moment is infinite, which the end-of-epoch check names.
+    #[test]
+    fn an_infinite_adam_moment_is_found() {
+        let device = Device::Cpu;
+        let weight = Var::new(&[1.0f32, 1.0], &device).unwrap();
+        let loss = weight
+            .as_tensor()
+            .affine(1e20, 0.0)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let vars = [("w".to_string(), weight.clone())];
+        assert_eq!(step_problem(&grads, &vars, &[]).unwrap(), None);
+        let mut adam = crate::adam::Adam::new(vec![weight], 0.1, 0.0).unwrap();
+        let names = ["w".to_string()];
+        check_moments(&adam, &names, 1, "kept").unwrap();
+        adam.step(&grads).unwrap();
+        let err = check_moments(&adam, &names, 1, "kept")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("epoch 1: Adam's second moment of `w` holds inf"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_non_finite_loss_names_axis_and_part() {

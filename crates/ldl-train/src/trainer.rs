@@ -639,6 +639,7 @@ fn run(
             None
         };
         numeric::check_state(&vars, epoch, &kept)?;
+        numeric::check_moments(&adam, &names, epoch, &kept)?;
         if let Some(evaluation) = &validation {
             if !evaluation.loss.total.is_finite() {
                 return Err(Error::Numeric(format!(

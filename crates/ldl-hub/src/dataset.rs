@@ -304,10 +304,11 @@ impl Hub {
             let files = files_under(&snapshot);
             let chosen =
                 select(&files, config, split).map_err(|present| Error::NoParquetFiles {
-                    dataset: format!("{dataset} (from the cache)"),
-                    revision: revision.to_string(),
-                    config: config.to_string(),
-                    split: split.to_string(),
+                    dataset: format!(
+                        "{} (revision {revision}, from the cache)",
+                        dataset.repo_id()
+                    ),
+                    wanted: format!("config `{config}`, split `{split}`"),
                     present,
                 })?;
             return Ok(chosen
@@ -320,10 +321,8 @@ impl Hub {
                 .collect());
         };
         let chosen = select(&files, config, split).map_err(|present| Error::NoParquetFiles {
-            dataset: dataset.to_string(),
-            revision: revision.to_string(),
-            config: config.to_string(),
-            split: split.to_string(),
+            dataset: format!("{} (revision {revision})", dataset.repo_id()),
+            wanted: format!("config `{config}`, split `{split}`"),
             present,
         })?;
         let folder = dataset.cache_folder();

@@ -186,19 +186,14 @@ pub enum Error {
 
     /// No parquet files of the requested config and split.
     #[error(
-        "dataset {dataset} has no parquet files for config `{config}`, split `{split}` at \
-         revision {revision}; it has: {present}; set data.hub.config and data.hub.split \
-         (or validation_split, test_split) to one of these"
+        "dataset {dataset} has no parquet files for {wanted}; it has: {present}; set \
+         data.hub.config and data.hub.split (or validation_split, test_split) to one of these"
     )]
     NoParquetFiles {
-        /// `owner/name[@revision]`.
+        /// `owner/name` and the revision listed.
         dataset: String,
-        /// The revision listed.
-        revision: String,
-        /// The config asked for.
-        config: String,
-        /// The split asked for.
-        split: String,
+        /// The config and split asked for.
+        wanted: String,
         /// The config and split pairs that exist.
         present: String,
     },

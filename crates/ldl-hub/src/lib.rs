@@ -1,5 +1,7 @@
 //! Hugging Face Hub support for `ldl`: `hf://owner/name[@revision][/file]` checkpoint paths,
-//! fetching an exported model folder into the standard Hugging Face cache, and pushing one.
+//! fetching an exported model folder into the standard Hugging Face cache, and pushing one;
+//! and the parquet files of datasets ([`Hub::dataset_files`], [`open_parquet`]), the
+//! training data of `[data] source = "hub"`.
 //!
 //! A model repository written by `ldl export` holds [`MODEL_FILES`]: `model.safetensors`
 //! (weights, with the label space and config in its header), `ldl.toml` and a model card

@@ -896,10 +896,15 @@ impl Config {
             if split.column.is_some() {
                 return fail(key, "give split files or a split column, not both".into());
             }
-            if self.data.source.starts_with("builtin:")
-                || file.starts_with("builtin:")
-                || self.data.source == HUB_SOURCE
-            {
+            if self.data.source == HUB_SOURCE {
+                return fail(
+                    key,
+                    "a Hub dataset takes its other splits from the dataset: use \
+                     data.hub.validation_split / data.hub.test_split"
+                        .into(),
+                );
+            }
+            if self.data.source.starts_with("builtin:") || file.starts_with("builtin:") {
                 return fail(
                     key,
                     "split files need a file source, not a built-in one".into(),

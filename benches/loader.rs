@@ -46,6 +46,7 @@ fn bench_loader(c: &mut Criterion) {
             origin: SampleOrigin {
                 file: Arc::new(PathBuf::from("bench")),
                 line: i + 2,
+                row: None,
             },
         })
         .collect();

@@ -25,7 +25,8 @@ pub use ldl_data as data;
 /// Task configs, the optimiser and the training loop.
 pub use ldl_train as train;
 
-/// The Hugging Face Hub: `hf://` checkpoint paths, fetching and pushing model folders.
+/// The Hugging Face Hub: `hf://` checkpoint paths, fetching and pushing model folders,
+/// the parquet files of datasets.
 pub use ldl_hub as hub;
 
 pub use ldl_core::{

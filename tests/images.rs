@@ -42,6 +42,7 @@ fn sample(path: PathBuf, line: usize, yaw: f64) -> Sample {
         origin: SampleOrigin {
             file: Arc::new(PathBuf::from("manifest.csv")),
             line,
+            row: None,
         },
     }
 }

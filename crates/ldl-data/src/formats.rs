@@ -104,6 +104,7 @@ pub fn read_utkface(folder: &Path, space: &LabelSpace, policy: OnBadSample) -> R
                 origin: SampleOrigin {
                     file: Arc::new(path.clone()),
                     line: 0,
+                    row: None,
                 },
                 input: Input::ImagePath(path),
                 labels,
@@ -213,6 +214,7 @@ impl<'a> LineReader<'a> {
                 origin: SampleOrigin {
                     file: Arc::clone(&self.path),
                     line,
+                    row: None,
                 },
             })
         });

@@ -27,21 +27,34 @@ pub struct RgbImage {
 
 /// Decodes a JPEG or PNG file into RGB. Errors name the file and say what is wrong.
 pub fn decode(path: &Path) -> Result<RgbImage> {
-    let bad = |message: String| Error::file(path, message);
-    let mut reader = image::ImageReader::open(path)
+    let reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
+    decode_with_limits(reader).map_err(|message| Error::file(path, message))
+}
+
+/// Decodes an encoded JPEG or PNG image held in memory (as read from a parquet file) into
+/// RGB, with the same limits as [`decode`]. Errors say what is wrong; the caller names the
+/// sample.
+pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::Spec(format!("cannot read the image bytes: {e}")))?;
+    decode_with_limits(reader).map_err(Error::Spec)
+}
+
+fn decode_with_limits<R: std::io::BufRead + std::io::Seek>(
+    mut reader: image::ImageReader<R>,
+) -> std::result::Result<RgbImage, String> {
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(512 * 1024 * 1024);
     reader.limits(limits);
-    let decoded = reader.decode().map_err(|e| {
-        bad(format!(
-            "cannot decode the image ({e}); only JPEG and PNG are read"
-        ))
-    })?;
+    let decoded = reader
+        .decode()
+        .map_err(|e| format!("cannot decode the image ({e}); only JPEG and PNG are read"))?;
     let rgb = decoded.to_rgb8();
     Ok(RgbImage {
         width: rgb.width(),

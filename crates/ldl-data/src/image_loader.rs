@@ -324,6 +324,7 @@ impl BatchJob {
         let sample = &self.samples[index];
         let image = match &sample.input {
             Input::ImagePath(path) => decode(path)?,
+            Input::ImageBytes(bytes) => crate::image::decode_bytes(bytes)?,
             Input::Synthetic { generator, index } => crate::render(generator, *index).image,
             Input::Features(_) => {
                 return Err(Error::Spec(format!(

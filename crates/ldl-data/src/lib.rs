@@ -19,7 +19,7 @@ mod table;
 pub use builtin::{builtin_csv, read_builtin, BUILTIN_DATASETS};
 pub use error::{Error, Result};
 pub use formats::{read_chalearn, read_dldl_list, read_utkface};
-pub use image::{decode, Augment, Geometry, ImagePipeline, RgbImage, MAX_IMAGE_SIDE};
+pub use image::{decode, decode_bytes, Augment, Geometry, ImagePipeline, RgbImage, MAX_IMAGE_SIDE};
 pub use image_loader::{ImageBatches, ImageLoader, LabelEffects};
 pub use loader::{mix as mix_seed, Batch, FeatureLoader};
 pub use sample::{Input, Sample, SampleOrigin};
@@ -30,6 +30,6 @@ pub use synth::{
     SynthFace, FACE_COLUMNS, MAX_FACES,
 };
 pub use table::{
-    parse_csv, read_csv, read_feature_rows, read_jsonl, AxisColumns, InputColumns, LabelColumns,
-    OnBadSample, SkippedSample, Table, TableSpec,
+    parse_csv, read_csv, read_feature_rows, read_jsonl, read_rows, AxisColumns, Cell, InputColumns,
+    LabelColumns, OnBadSample, Rows, SkippedSample, Table, TableSpec,
 };

@@ -12,6 +12,9 @@ pub enum Input {
     Features(Vec<f32>),
     /// An image file, decoded when batched.
     ImagePath(PathBuf),
+    /// An encoded image (JPEG or PNG) held in memory, as read from a parquet file; decoded
+    /// when batched, like a file.
+    ImageBytes(Arc<[u8]>),
     /// Face `index` of the synthetic face generator, rendered when batched.
     Synthetic {
         /// The generator's settings (shared by every sample of the set).
@@ -27,13 +30,28 @@ pub struct SampleOrigin {
     /// The file it was read from.
     pub file: Arc<PathBuf>,
     /// Its line in that file (1-based); 0 when the file is the sample itself (an image
-    /// of a folder-based dataset such as UTKFace).
+    /// of a folder-based dataset such as UTKFace), or when `row` is set.
     pub line: usize,
+    /// Its row (0-based) in a file of rows rather than lines (a parquet file).
+    pub row: Option<u64>,
+}
+
+impl SampleOrigin {
+    /// Line `line` of `file` (0: the file itself).
+    pub fn line(file: Arc<PathBuf>, line: usize) -> SampleOrigin {
+        SampleOrigin {
+            file,
+            line,
+            row: None,
+        }
+    }
 }
 
 impl std::fmt::Display for SampleOrigin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.line == 0 {
+        if let Some(row) = self.row {
+            write!(f, "{} row {row}", self.file.display())
+        } else if self.line == 0 {
             write!(f, "{}", self.file.display())
         } else {
             write!(f, "{}:{}", self.file.display(), self.line)

@@ -82,9 +82,11 @@ fn features_of(sample: &Sample, width: usize) -> Result<&[f32]> {
             sample.origin,
             features.len()
         ))),
-        Input::ImagePath(_) | Input::Synthetic { .. } => Err(Error::Spec(format!(
-            "{}: standardisation needs feature inputs, not images",
-            sample.origin
-        ))),
+        Input::ImagePath(_) | Input::ImageBytes(_) | Input::Synthetic { .. } => {
+            Err(Error::Spec(format!(
+                "{}: standardisation needs feature inputs, not images",
+                sample.origin
+            )))
+        }
     }
 }

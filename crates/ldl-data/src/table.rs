@@ -297,11 +297,48 @@ pub fn read_jsonl(
     Ok(table)
 }
 
-/// One cell of a row.
-enum Cell {
+/// One cell of a row of an in-memory table ([`read_rows`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// Text (parsed as a number where a number is needed, as in a CSV file).
     Text(String),
+    /// A number.
     Number(f64),
+    /// Binary data: an encoded image (JPEG or PNG).
+    Bytes(Arc<[u8]>),
+    /// No value (a null).
     Missing,
+}
+
+/// Rows of named columns held in memory (as read from a parquet file), for [`read_rows`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rows {
+    /// The name of the rows' file in messages (e.g. its Hub path); samples are named
+    /// `NAME row N`, N counted from 0.
+    pub name: String,
+    /// The column names.
+    pub columns: Vec<String>,
+    /// The rows, each with one cell per column.
+    pub rows: Vec<Vec<Cell>>,
+}
+
+/// Reads samples from rows held in memory, with the columns of `spec`. An image column
+/// holds encoded images ([`Cell::Bytes`]), which become [`Input::ImageBytes`]. Errors and
+/// skipped samples name `rows.name` and the row.
+pub fn read_rows(
+    rows: &Rows,
+    spec: &TableSpec,
+    space: &LabelSpace,
+    policy: OnBadSample,
+) -> Result<Table> {
+    let path = Path::new(&rows.name);
+    let mut plan = Plan::new(path, &rows.columns, spec, space)?;
+    plan.rows = true;
+    let mut table = plan.empty_table();
+    for (index, cells) in rows.rows.iter().enumerate() {
+        plan.add(&mut table, cells, index, policy)?;
+    }
+    Ok(table)
 }
 
 impl Cell {
@@ -312,6 +349,7 @@ impl Cell {
                 .parse::<f64>()
                 .map_err(|_| format!("column `{column}`: `{text}` is not a number"))?,
             Cell::Missing => return Err(format!("column `{column}` is missing")),
+            Cell::Bytes(_) => return Err(format!("column `{column}` holds bytes, not a number")),
         };
         if value.is_finite() {
             Ok(value)
@@ -337,6 +375,7 @@ impl Cell {
         match self {
             Cell::Text(text) if !text.is_empty() => Ok(text.clone()),
             Cell::Number(n) => Ok(n.to_string()),
+            Cell::Bytes(_) => Err(format!("column `{column}` holds bytes, not text")),
             _ => Err(format!("column `{column}` is empty")),
         }
     }
@@ -353,6 +392,8 @@ struct Plan {
     group: Option<(String, usize)>,
     split: Option<(String, usize)>,
     feature_names: Vec<String>,
+    /// Rows of an in-memory table: `line` is a 0-based row index.
+    rows: bool,
 }
 
 enum PlannedInput {
@@ -464,6 +505,7 @@ impl Plan {
             group: spec.group.as_deref().map(column).transpose()?,
             split: spec.split.as_deref().map(column).transpose()?,
             feature_names,
+            rows: false,
         })
     }
 
@@ -485,9 +527,16 @@ impl Plan {
         match self.sample(cells, line) {
             Ok(sample) => table.samples.push(sample),
             Err(reason) => match policy {
+                OnBadSample::Error if self.rows => {
+                    return Err(Error::file(&self.path, format!("row {line}: {reason}")))
+                }
                 OnBadSample::Error => return Err(Error::row(&self.path, line, reason)),
                 OnBadSample::Skip => table.skipped.push(SkippedSample {
-                    location: format!("{}:{line}", self.path.display()),
+                    location: if self.rows {
+                        format!("{} row {line}", self.path.display())
+                    } else {
+                        format!("{}:{line}", self.path.display())
+                    },
                     reason,
                 }),
             },
@@ -508,6 +557,16 @@ impl Plan {
                     .map(|c| cell(c)?.feature(&c.0))
                     .collect::<std::result::Result<Vec<f32>, String>>()?,
             ),
+            PlannedInput::Image(name, i) if self.rows => match cell(&(name.clone(), *i))? {
+                Cell::Bytes(bytes) => Input::ImageBytes(Arc::clone(bytes)),
+                Cell::Missing => {
+                    return Err(format!(
+                        "column `{name}` has no image bytes (a null, or an image given only \
+                         by a path)"
+                    ))
+                }
+                _ => return Err(format!("column `{name}` holds no image bytes")),
+            },
             PlannedInput::Image(name, i) => {
                 let relative = cell(&(name.clone(), *i))?.text(name)?;
                 let path = self.folder.join(&relative);
@@ -551,9 +610,14 @@ impl Plan {
             labels,
             group: text_of(&self.group)?,
             split: text_of(&self.split)?,
-            origin: SampleOrigin {
-                file: Arc::clone(&self.path),
-                line,
+            origin: if self.rows {
+                SampleOrigin {
+                    file: Arc::clone(&self.path),
+                    line: 0,
+                    row: Some(line as u64),
+                }
+            } else {
+                SampleOrigin::line(Arc::clone(&self.path), line)
             },
         })
     }

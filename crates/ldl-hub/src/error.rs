@@ -161,6 +161,77 @@ pub enum Error {
         detail: String,
     },
 
+    /// A string that is not a dataset id.
+    #[error(
+        "`{input}` is not a dataset: {reason}; expected owner/name[@revision], \
+         e.g. data.hub.dataset = \"ldl-rs/faces\" or \"ldl-rs/faces@main\""
+    )]
+    BadDataset {
+        /// The string given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The dataset has no parquet conversion on the Hub.
+    #[error(
+        "dataset {dataset} has no parquet conversion on the Hub (no revision \
+         refs/convert/parquet); if it keeps parquet files on a branch, name it: \
+         data.hub.dataset = \"{dataset}@main\""
+    )]
+    NotConverted {
+        /// `owner/name`.
+        dataset: String,
+    },
+
+    /// No parquet files of the requested config and split.
+    #[error(
+        "dataset {dataset} has no parquet files for {wanted}; it has: {present}; set \
+         data.hub.config and data.hub.split (or validation_split, test_split) to one of these"
+    )]
+    NoParquetFiles {
+        /// `owner/name` and the revision listed.
+        dataset: String,
+        /// The config and split asked for.
+        wanted: String,
+        /// The config and split pairs that exist.
+        present: String,
+    },
+
+    /// Offline (or the Hub unreachable), and the dataset's files are not in the cache.
+    #[error(
+        "the parquet files of dataset {dataset} (revision {revision}) are not in the cache \
+         at {cache}; run once with network (unset HF_HUB_OFFLINE) to download them"
+    )]
+    DatasetNotCached {
+        /// `owner/name[@revision]`.
+        dataset: String,
+        /// The revision.
+        revision: String,
+        /// The cache folder.
+        cache: String,
+    },
+
+    /// A file that is not a readable parquet file, or one ldl cannot read.
+    #[error("{file}: {detail}")]
+    Parquet {
+        /// The file's Hub path.
+        file: String,
+        /// What is wrong and what to do.
+        detail: String,
+    },
+
+    /// A column named in the config that the parquet file does not have.
+    #[error("{file}: no column `{column}`; the columns are: {available}")]
+    MissingColumn {
+        /// The file's Hub path.
+        file: String,
+        /// The column asked for.
+        column: String,
+        /// The file's columns, with their types.
+        available: String,
+    },
+
     /// Anything else the Hub or the cache reported.
     #[error("Hub request for {what} failed: {detail}")]
     Other {

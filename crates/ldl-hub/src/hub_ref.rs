@@ -33,7 +33,7 @@ pub struct RepoSpec {
 }
 
 /// Why `part` is not a valid owner or repository name, if it is not.
-fn name_problem(what: &str, part: &str) -> Option<String> {
+pub(crate) fn name_problem(what: &str, part: &str) -> Option<String> {
     if part.is_empty() {
         return Some(format!("the {what} is empty"));
     }

@@ -1,5 +1,7 @@
 //! Hugging Face Hub support for `ldl`: `hf://owner/name[@revision][/file]` checkpoint paths,
-//! fetching an exported model folder into the standard Hugging Face cache, and pushing one.
+//! fetching an exported model folder into the standard Hugging Face cache, and pushing one;
+//! and the parquet files of datasets ([`Hub::dataset_files`], [`open_parquet`]), the
+//! training data of `[data] source = "hub"`.
 //!
 //! A model repository written by `ldl export` holds [`MODEL_FILES`]: `model.safetensors`
 //! (weights, with the label space and config in its header), `ldl.toml` and a model card
@@ -19,17 +21,23 @@
 //! explicitly, which is what tests do.
 #![warn(missing_docs)]
 
+mod dataset;
 mod error;
 mod hub_ref;
+mod parquet_rows;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use hf_hub::repository::CommitOperation;
-use hf_hub::{HFClientSync, HFError, HFRepositorySync, RepoTypeModel};
+use hf_hub::{HFClientSync, HFError, HFRepositorySync, RepoType, RepoTypeModel};
 
+pub use dataset::{DatasetSpec, ParquetFile, PARQUET_REVISION};
 pub use error::{Error, Result};
 pub use hub_ref::{HubRef, RepoSpec};
+pub use parquet_rows::{
+    open_parquet, ColumnKind, ParquetFileReader, ParquetRows, ReadBudget, Value,
+};
 
 /// The prefix of a Hub path.
 pub const SCHEME: &str = "hf://";
@@ -206,8 +214,20 @@ impl Hub {
         hub_ref: &HubRef,
     ) -> Result<PathBuf> {
         let repo = client.model(hub_ref.owner.clone(), hub_ref.name.clone());
-        let repo_folder = cache.join(format!("models--{}--{}", hub_ref.owner, hub_ref.name));
-        let blobs = repo_folder.join("blobs");
+        let folder = format!("models--{}--{}", hub_ref.owner, hub_ref.name);
+        self.download(&repo, cache, &folder, hub_ref)
+    }
+
+    /// Downloads (or finds in the cache) `hub_ref.file` of `repo`, whose cache folder is
+    /// `cache/folder`, checking a fresh download against its ETag.
+    fn download<T: RepoType>(
+        &self,
+        repo: &HFRepositorySync<T>,
+        cache: &Path,
+        folder: &str,
+        hub_ref: &HubRef,
+    ) -> Result<PathBuf> {
+        let blobs = cache.join(folder).join("blobs");
         let before = blob_names(&blobs);
         let result = repo
             .download_file()
@@ -220,7 +240,7 @@ impl Hub {
                 verify_fresh(&path, &before, hub_ref)?;
                 Ok(path)
             }
-            Err(e) => Err(self.classify(&repo, hub_ref, cache, &blobs, &before, e)),
+            Err(e) => Err(self.classify(repo, hub_ref, cache, &blobs, &before, e)),
         }
     }
 
@@ -329,9 +349,9 @@ impl Hub {
     }
 
     /// One clear error for a failed download.
-    fn classify(
+    fn classify<T: RepoType>(
         &self,
-        repo: &HFRepositorySync<RepoTypeModel>,
+        repo: &HFRepositorySync<T>,
         hub_ref: &HubRef,
         cache: &Path,
         blobs: &Path,

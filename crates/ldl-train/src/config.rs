@@ -192,9 +192,12 @@ pub enum AxisKindName {
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// `builtin:NAME` (the tables `builtin:bdims` and `builtin:abalone`, or the synthetic
-    /// face generator `builtin:faces`, rendered in memory) or a path to a `.csv` or
-    /// `.jsonl` file, relative to the config file.
+    /// face generator `builtin:faces`, rendered in memory), `hub` (the parquet files of a
+    /// Hugging Face dataset, `[data.hub]`) or a path to a `.csv` or `.jsonl` file, relative
+    /// to the config file.
     pub source: String,
+    /// The Hub dataset of `source = "hub"` (`[data.hub]`).
+    pub hub: Option<HubDataConfig>,
     /// The synthetic faces of `builtin:faces` (`[data.faces]`).
     #[serde(default)]
     pub faces: FacesConfig,
@@ -242,6 +245,38 @@ pub struct DataConfig {
 fn yes() -> bool {
     true
 }
+
+/// `[data.hub]`: a dataset on the Hugging Face Hub, read from its parquet files (by
+/// default the Hub's parquet conversion, revision `refs/convert/parquet`). Its columns are
+/// mapped like a table's: `data.image_column` (an `Image` feature or a binary column),
+/// `data.features`, `[data.labels]`, `data.group_column`, `data.split.column`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubDataConfig {
+    /// `owner/name[@revision]`.
+    pub dataset: String,
+    /// The config (subset): the folder of the parquet conversion (default `default`).
+    #[serde(default = "default_hub_config")]
+    pub config: String,
+    /// The split trained on (default `train`).
+    #[serde(default = "default_hub_split")]
+    pub split: String,
+    /// A split of the dataset used for validation; replaces the validation fraction.
+    pub validation_split: Option<String>,
+    /// A split of the dataset used for testing; replaces the test fraction.
+    pub test_split: Option<String>,
+}
+
+fn default_hub_config() -> String {
+    "default".into()
+}
+
+fn default_hub_split() -> String {
+    "train".into()
+}
+
+/// The `data.source` that reads `[data.hub]`.
+pub const HUB_SOURCE: &str = "hub";
 
 /// `[data.faces]`: the set of synthetic faces `builtin:faces` renders (in memory, at
 /// `data.image_size`). Its table has the columns `age`, `apparent_age`,
@@ -702,7 +737,7 @@ impl Config {
             })?;
         }
         let folder = path.parent().unwrap_or(Path::new(""));
-        if !config.data.source.starts_with("builtin:") {
+        if !config.data.source.starts_with("builtin:") && config.data.source != HUB_SOURCE {
             let source = Path::new(&config.data.source);
             if source.is_relative() {
                 // Absolute, so that the copy saved in the run folder still finds the data.
@@ -870,6 +905,7 @@ impl Config {
                 ),
             );
         }
+        self.check_hub()?;
         let split = &self.data.split;
         for (key, file) in [
             ("data.split.validation_source", &split.validation_source),
@@ -878,6 +914,14 @@ impl Config {
             let Some(file) = file else { continue };
             if split.column.is_some() {
                 return fail(key, "give split files or a split column, not both".into());
+            }
+            if self.data.source == HUB_SOURCE {
+                return fail(
+                    key,
+                    "a Hub dataset takes its other splits from the dataset: use \
+                     data.hub.validation_split / data.hub.test_split"
+                        .into(),
+                );
             }
             if self.data.source.starts_with("builtin:") || file.starts_with("builtin:") {
                 return fail(
@@ -1094,6 +1138,81 @@ impl AxisConfig {
     }
 }
 
+impl Config {
+    /// Checks `source = "hub"` against `[data.hub]` and the keys that do not apply to it.
+    fn check_hub(&self) -> Result<()> {
+        let fail = |key: &str, message: String| Err(Error::Config(format!("`{key}`: {message}")));
+        let data = &self.data;
+        let hub = data.source == HUB_SOURCE;
+        match (&data.hub, hub) {
+            (None, true) => {
+                return fail(
+                    "data.source",
+                    "`hub` reads a Hub dataset: add [data.hub] with dataset = \"owner/name\""
+                        .into(),
+                )
+            }
+            (Some(_), false) => {
+                return fail(
+                    "data.hub",
+                    format!(
+                        "[data.hub] is read only with source = \"hub\" (the source is `{}`)",
+                        data.source
+                    ),
+                )
+            }
+            (None, false) => return Ok(()),
+            (Some(_), true) => {}
+        }
+        let Some(h) = &data.hub else { return Ok(()) };
+        if let Err(e) = h.dataset.parse::<ldl_hub::DatasetSpec>() {
+            return fail("data.hub.dataset", e.to_string());
+        }
+        for (key, value) in [("data.hub.config", &h.config), ("data.hub.split", &h.split)] {
+            if value.trim().is_empty() || value.contains('/') {
+                return fail(key, format!("`{value}` must be a name without `/`"));
+            }
+        }
+        for (key, value) in [
+            ("data.hub.validation_split", &h.validation_split),
+            ("data.hub.test_split", &h.test_split),
+        ] {
+            let Some(value) = value else { continue };
+            if value.trim().is_empty() || value.contains('/') {
+                return fail(key, format!("`{value}` must be a name without `/`"));
+            }
+            if *value == h.split {
+                return fail(
+                    key,
+                    format!("`{value}` is also the training split (data.hub.split)"),
+                );
+            }
+            if data.split.column.is_some() {
+                return fail(key, "give hub splits or a split column, not both".into());
+            }
+        }
+        if data.format != "table" {
+            return fail(
+                "data.format",
+                format!(
+                    "a Hub dataset is read as a table of columns; remove data.format = \"{}\" \
+                     and map the columns with data.image_column and [data.labels]",
+                    data.format
+                ),
+            );
+        }
+        if data.images.is_some() {
+            return fail(
+                "data.images",
+                "a Hub dataset holds its images in a column: remove data.images and set \
+                 data.image_column"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// The source name of the synthetic face generator.
 pub(crate) const FACES: &str = "builtin:faces";
 
@@ -1106,6 +1225,8 @@ pub(crate) enum Source<'a> {
     ChaLearn(PathBuf),
     DldlList(PathBuf),
     UtkFace(PathBuf),
+    /// A split of `[data.hub]`'s dataset.
+    Hub(&'a str),
 }
 
 impl DataConfig {
@@ -1119,12 +1240,20 @@ impl DataConfig {
     }
 
     /// How `source` (the main source or a split's file) is read, given `format`.
-    pub(crate) fn source_of<'s>(&self, source: &'s str) -> Result<Source<'s>> {
+    pub(crate) fn source_of<'s>(&'s self, source: &'s str) -> Result<Source<'s>> {
         if source == FACES {
             return Ok(Source::Faces);
         }
         if let Some(name) = source.strip_prefix("builtin:") {
             return Ok(Source::Builtin(name));
+        }
+        if source == HUB_SOURCE {
+            return match &self.hub {
+                Some(hub) => Ok(Source::Hub(&hub.split)),
+                None => Err(Error::Config(
+                    "`data.source`: `hub` needs [data.hub] with dataset = \"owner/name\"".into(),
+                )),
+            };
         }
         let path = PathBuf::from(source);
         match self.format.as_str() {

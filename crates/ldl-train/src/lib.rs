@@ -11,6 +11,7 @@ mod compare;
 mod config;
 mod error;
 mod export;
+mod hub_data;
 mod numeric;
 mod plot;
 mod trained;
@@ -21,11 +22,13 @@ pub use allocator::tune_allocator_for_training;
 pub use build::loss;
 pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult, MeanStd};
 pub use config::{
-    AxisConfig, AxisKindName, Config, DataConfig, FacesConfig, LabelConfig, LossConfig,
-    ModelConfig, Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig,
+    AxisConfig, AxisKindName, Config, DataConfig, FacesConfig, HubDataConfig, LabelConfig,
+    LossConfig, ModelConfig, Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig,
+    TaskConfig,
 };
 pub use error::{Error, Result};
 pub use export::{export_run, MODEL_FILES};
+pub use hub_data::read_hub_split;
 pub use ldl_core::AxisKind;
 pub use ldl_data::{write_synthetic_set, SynthConfig};
 pub use plot::{plot_groups, plot_runs, RunCurves};

@@ -746,9 +746,30 @@ fn load_splits(config: &Config, space: &LabelSpace) -> Result<(Splits, Vec<Strin
         let splits = split_by_column(table.samples, &SplitNames::default())?;
         return Ok((splits, table.feature_names, skipped));
     }
-    let mut read_file = |file: &Option<String>| -> Result<Option<Vec<Sample>>> {
-        let Some(file) = file else { return Ok(None) };
-        let part = read_table(config, config.data.source_of(file)?, space)?;
+    // Validation and test sources: files beside a local source, splits of a Hub dataset.
+    let (validation_source, test_source) = match &config.data.hub {
+        Some(hub) if config.data.source == crate::config::HUB_SOURCE => (
+            hub.validation_split.as_deref().map(Source::Hub),
+            hub.test_split.as_deref().map(Source::Hub),
+        ),
+        _ => (
+            split
+                .validation_source
+                .as_deref()
+                .map(|f| config.data.source_of(f))
+                .transpose()?,
+            split
+                .test_source
+                .as_deref()
+                .map(|f| config.data.source_of(f))
+                .transpose()?,
+        ),
+    };
+    let mut read_file = |source: Option<Source<'_>>| -> Result<Option<Vec<Sample>>> {
+        let Some(source) = source else {
+            return Ok(None);
+        };
+        let part = read_table(config, source, space)?;
         skipped.extend(
             part.skipped
                 .iter()
@@ -756,8 +777,8 @@ fn load_splits(config: &Config, space: &LabelSpace) -> Result<(Splits, Vec<Strin
         );
         Ok(Some(part.samples))
     };
-    let validation_file = read_file(&split.validation_source)?;
-    let test_file = read_file(&split.test_source)?;
+    let validation_file = read_file(validation_source)?;
+    let test_file = read_file(test_source)?;
     // Splits without a file are drawn from the source by their fraction.
     let splits = match (validation_file, test_file) {
         (None, None) => split_by_fractions(table.samples, split.validation, split.test, seed)?,
@@ -807,6 +828,9 @@ fn read_table(config: &Config, source: Source<'_>, space: &LabelSpace) -> Result
         Source::ChaLearn(path) => read_chalearn(&path, images, space, policy)?,
         Source::DldlList(path) => read_dldl_list(&path, images, space, policy)?,
         Source::UtkFace(path) => read_utkface(&path, space, policy)?,
+        Source::Hub(split) => {
+            crate::hub_data::read_hub_split(config, &ldl_hub::Hub::from_env(), split, space)?
+        }
     })
 }
 

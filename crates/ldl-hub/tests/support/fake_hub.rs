@@ -5,6 +5,10 @@
 //!   content, as for LFS files), `X-Repo-Commit`, `Content-Length`; 404 with the Hub's
 //!   `X-Error-Code` (`RepoNotFound`, `RevisionNotFound`, `EntryNotFound`); 401 for a private
 //!   repository without the right token.
+//! - Datasets: `GET /api/datasets/{owner}/{name}/revision/{revision}` (the repository's
+//!   info at a revision: `sha` and `siblings`, as the Hub lists the files of
+//!   `refs/convert/parquet`) and `HEAD|GET /datasets/{owner}/{name}/resolve/{revision}/{file}`,
+//!   answered like the model routes.
 //! - `POST /api/repos/create`, `POST /api/models/{owner}/{name}/preupload/{revision}` (every
 //!   file "regular", so uploads come inline) and `POST /api/models/{owner}/{name}/commit/{revision}`.
 #![allow(dead_code)]
@@ -111,6 +115,26 @@ impl FakeHub {
         );
         r.branches.insert("main".into(), commit.clone());
         state.repos.insert(repo.to_string(), r);
+        commit
+    }
+
+    /// Adds (or replaces) the dataset repository `repo` (`owner/name`) with one commit on the
+    /// branch `revision` (e.g. `refs/convert/parquet`) holding `files` (paths in the
+    /// repository); returns that commit.
+    pub fn add_dataset(&self, repo: &str, revision: &str, files: &[(&str, &[u8])]) -> String {
+        let mut state = self.state.lock().unwrap();
+        state.commits_made += 1;
+        let commit = commit_id(state.commits_made);
+        let mut r = Repo::default();
+        r.commits.insert(
+            commit.clone(),
+            files
+                .iter()
+                .map(|(f, b)| (f.to_string(), b.to_vec()))
+                .collect(),
+        );
+        r.branches.insert(revision.into(), commit.clone());
+        state.repos.insert(format!("datasets/{repo}"), r);
         commit
     }
 
@@ -276,8 +300,52 @@ fn route(request: &Request, state: &Mutex<State>, addr: SocketAddr) -> Response 
     let path = request.path.split('?').next().unwrap_or("").to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (request.method.as_str(), segments.as_slice()) {
-        ("HEAD" | "GET", [owner, name, "resolve", revision, file @ ..]) if !file.is_empty() => {
-            let repo_id = format!("{owner}/{name}");
+        ("GET", ["api", "datasets", owner, name, "revision", revision]) => {
+            let Some(repo) = st.repos.get(&format!("datasets/{owner}/{name}")) else {
+                return error(404, "RepoNotFound", "Repository not found");
+            };
+            if repo.private && !authorized(request) {
+                return error(
+                    401,
+                    "RepoNotFound",
+                    "Invalid credentials in Authorization header",
+                );
+            }
+            let revision = revision.replace("%2F", "/");
+            let commit = if repo.commits.contains_key(&revision) {
+                revision.clone()
+            } else if let Some(c) = repo.branches.get(&revision) {
+                c.clone()
+            } else {
+                return error(404, "RevisionNotFound", "Invalid rev id");
+            };
+            let siblings: Vec<serde_json::Value> = repo.commits[&commit]
+                .keys()
+                .map(|f| serde_json::json!({ "rfilename": f }))
+                .collect();
+            let mut r = response(
+                200,
+                serde_json::json!({
+                    "id": format!("{owner}/{name}"),
+                    "sha": commit,
+                    "private": repo.private,
+                    "siblings": siblings,
+                })
+                .to_string(),
+            );
+            r.headers
+                .push(("Content-Type".into(), "application/json".into()));
+            r
+        }
+        ("HEAD" | "GET", [owner, name, "resolve", revision, file @ ..])
+        | ("HEAD" | "GET", ["datasets", owner, name, "resolve", revision, file @ ..])
+            if !file.is_empty() =>
+        {
+            let repo_id = if segments[0] == "datasets" {
+                format!("datasets/{owner}/{name}")
+            } else {
+                format!("{owner}/{name}")
+            };
             let file = file.join("/");
             let truncate = st.truncate;
             let Some(repo) = st.repos.get(&repo_id) else {

@@ -1,2 +1,3 @@
 //! Test helpers.
 pub mod fake_hub;
+pub mod parquet_file;

@@ -1,0 +1,460 @@
+//! Datasets on the Hub: the parquet files of one config and split, listed by the Hub (the
+//! same listing `candle-datasets`' `hub::from_hub` uses: the dataset's info at the revision
+//! `refs/convert/parquet`) and downloaded through [`Hub`]'s checked, offline-aware path.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use hf_hub::HFError;
+
+use crate::error::{Error, Result};
+use crate::{Hub, HubRef};
+
+/// The revision where the Hub keeps its parquet conversion of a dataset: one folder per
+/// config, one sub-folder per split (`default/train/0000.parquet`, …).
+pub const PARQUET_REVISION: &str = "refs/convert/parquet";
+
+/// A dataset repository on the Hub: `owner/name[@revision]`. Without a revision, its
+/// parquet conversion ([`PARQUET_REVISION`]) is read.
+///
+/// ```
+/// use ldl_hub::DatasetSpec;
+/// let d: DatasetSpec = "ldl-rs/faces".parse()?;
+/// assert_eq!((d.owner.as_str(), d.name.as_str(), d.revision()), ("ldl-rs", "faces", "refs/convert/parquet"));
+/// let d: DatasetSpec = "ldl-rs/faces@main".parse()?;
+/// assert_eq!(d.revision(), "main");
+/// # Ok::<(), ldl_hub::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DatasetSpec {
+    /// The user or organisation.
+    pub owner: String,
+    /// The dataset's name.
+    pub name: String,
+    /// A branch, tag or commit; `None` for [`PARQUET_REVISION`].
+    pub revision_given: Option<String>,
+}
+
+impl DatasetSpec {
+    /// The revision read: the one given, else [`PARQUET_REVISION`].
+    pub fn revision(&self) -> &str {
+        self.revision_given.as_deref().unwrap_or(PARQUET_REVISION)
+    }
+
+    /// `owner/name`.
+    pub fn repo_id(&self) -> String {
+        format!("{}/{}", self.owner, self.name)
+    }
+
+    /// The Hub path of a file of the dataset, for messages:
+    /// `hf://datasets/owner/name[@revision]/path` (the revision shown when one was given).
+    pub fn file_name(&self, path: &str) -> String {
+        match &self.revision_given {
+            Some(r) => format!("hf://datasets/{}/{}@{r}/{path}", self.owner, self.name),
+            None => format!("hf://datasets/{}/{}/{path}", self.owner, self.name),
+        }
+    }
+
+    fn cache_folder(&self) -> String {
+        format!("datasets--{}--{}", self.owner, self.name)
+    }
+}
+
+impl fmt::Display for DatasetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.owner, self.name)?;
+        if let Some(r) = &self.revision_given {
+            write!(f, "@{r}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for DatasetSpec {
+    type Err = Error;
+
+    fn from_str(input: &str) -> Result<Self> {
+        let bad = |reason: String| Error::BadDataset {
+            input: input.to_string(),
+            reason,
+        };
+        let text = input
+            .strip_prefix("hf://datasets/")
+            .or_else(|| input.strip_prefix("datasets/"))
+            .unwrap_or(input);
+        let (repo, revision) = match text.split_once('@') {
+            Some((repo, revision)) => (repo, Some(revision)),
+            None => (text, None),
+        };
+        let (owner, name) = repo
+            .split_once('/')
+            .ok_or_else(|| bad("it has no `/` between owner and name".into()))?;
+        if let Some(problem) = crate::hub_ref::name_problem("owner", owner)
+            .or_else(|| crate::hub_ref::name_problem("name", name))
+        {
+            return Err(bad(problem));
+        }
+        if let Some(r) = revision {
+            // Branch names of the Hub may hold `/` (refs/convert/parquet, refs/pr/1).
+            if r.is_empty()
+                || r.starts_with('/')
+                || r.ends_with('/')
+                || r.contains("//")
+                || r.contains("..")
+                || r.chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '@' | '\\'))
+            {
+                return Err(bad(format!(
+                    "the revision `{r}` is empty, or has a space, `\\`, `@`, `..` or an empty part"
+                )));
+            }
+        }
+        Ok(DatasetSpec {
+            owner: owner.to_string(),
+            name: name.to_string(),
+            revision_given: revision.map(str::to_string),
+        })
+    }
+}
+
+/// A parquet file of a dataset, in the local cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParquetFile {
+    /// Its Hub path, for messages: `hf://datasets/owner/name/default/train/0000.parquet`.
+    pub name: String,
+    /// Its path in the repository.
+    pub path_in_repo: String,
+    /// The file in the cache.
+    pub local: PathBuf,
+}
+
+/// The config and split a parquet file of a dataset belongs to, from its path:
+/// `CONFIG/SPLIT/NNNN.parquet` (the Hub's conversion; `partial-SPLIT` for a partial one),
+/// `CONFIG/NAME-SPLIT.parquet` (older conversions), `data/SPLIT-00000-of-00001.parquet`
+/// (`push_to_hub`), `SPLIT.parquet`.
+fn config_and_split(path: &str) -> Option<(String, String)> {
+    let stem = path.strip_suffix(".parquet")?;
+    let parts: Vec<&str> = stem.split('/').collect();
+    let (config, split) = match parts.as_slice() {
+        [file] => ("default".to_string(), split_of_stem(file)),
+        [config, file] => (config.to_string(), split_of_stem(file)),
+        [config, split, ..] => (config.to_string(), split.to_string()),
+        [] => return None,
+    };
+    let split = split
+        .strip_prefix("partial-")
+        .map(str::to_string)
+        .unwrap_or(split);
+    Some((config, split))
+}
+
+/// `train` of `train`, `train-00000-of-00002` and `faces-train`.
+fn split_of_stem(stem: &str) -> String {
+    let mut stem = stem;
+    // A shard suffix: -00000-of-00002.
+    let parts: Vec<&str> = stem.rsplitn(4, '-').collect();
+    if parts.len() == 4
+        && parts[1] == "of"
+        && [parts[0], parts[2]]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    {
+        stem = parts[3];
+    }
+    // A plain split name, or DATASET-SPLIT (older conversions).
+    stem.rsplit('-').next().unwrap_or(stem).to_string()
+}
+
+/// The files of `files` (paths in the repository) of `config` and `split`, sorted by path;
+/// `Err` with the `config/split` pairs present when there are none. A `data/` folder (as
+/// `push_to_hub` writes) stands for the config `default` when there is no `default/` one.
+fn select(files: &[String], config: &str, split: &str) -> std::result::Result<Vec<String>, String> {
+    let layouts: Vec<(String, (String, String))> = files
+        .iter()
+        .filter_map(|f| config_and_split(f).map(|cs| (f.clone(), cs)))
+        .collect();
+    let has_default = layouts.iter().any(|(_, (c, _))| c == "default");
+    let config_of = |c: &str| -> String {
+        if c == "data" && !has_default {
+            "default".to_string()
+        } else {
+            c.to_string()
+        }
+    };
+    let mut chosen: Vec<String> = layouts
+        .iter()
+        .filter(|(_, (c, s))| config_of(c) == config && s == split)
+        .map(|(f, _)| f.clone())
+        .collect();
+    chosen.sort();
+    if chosen.is_empty() {
+        let mut present: Vec<String> = layouts
+            .iter()
+            .map(|(_, (c, s))| format!("config `{}` split `{s}`", config_of(c)))
+            .collect();
+        present.sort();
+        present.dedup();
+        return Err(if present.is_empty() {
+            "no parquet files at all".to_string()
+        } else {
+            present.join(", ")
+        });
+    }
+    Ok(chosen)
+}
+
+/// Every file under `folder`, as `/`-separated paths relative to it, sorted.
+fn files_under(folder: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![folder.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(relative) = path.strip_prefix(folder) {
+                let parts: Vec<String> = relative
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push(parts.join("/"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+impl Hub {
+    /// The parquet files of `split` in `config` of the dataset, downloaded into the cache or
+    /// found there, sorted by path (the row order is the files' order, then each file's).
+    ///
+    /// The Hub lists the files of the dataset's revision (by default its parquet conversion,
+    /// [`PARQUET_REVISION`]); each is downloaded like a model file (checked against its
+    /// SHA-256 ETag). Offline ([`Hub::offline`]), or when the Hub cannot be reached, the
+    /// files come from the cached snapshot of that revision.
+    pub fn dataset_files(
+        &self,
+        dataset: &DatasetSpec,
+        config: &str,
+        split: &str,
+    ) -> Result<Vec<ParquetFile>> {
+        let client = self.client(None)?;
+        let (sync, cache) = &client;
+        let revision = dataset.revision();
+        let as_ref = |file: &str| HubRef {
+            owner: dataset.owner.clone(),
+            name: dataset.name.clone(),
+            revision: revision.to_string(),
+            file: file.to_string(),
+        };
+        let repo = sync.dataset(dataset.owner.clone(), dataset.name.clone());
+        let listed = if self.offline {
+            None
+        } else {
+            match repo.info().revision(revision.to_string()).send() {
+                Ok(info) => Some(
+                    info.siblings
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|s| s.rfilename)
+                        .collect::<Vec<_>>(),
+                ),
+                Err(e @ HFError::Request { .. }) => {
+                    // Unreachable: work from the cache if it has the revision.
+                    if self.cached_snapshot(cache, dataset).is_none() {
+                        return Err(self.dataset_error(
+                            dataset,
+                            cache,
+                            self.classify_common(&as_ref(""), e),
+                        ));
+                    }
+                    None
+                }
+                Err(HFError::RevisionNotFound {
+                    context: Some(context),
+                    ..
+                }) if context.error_code.as_deref() == Some("RepoNotFound") => {
+                    // The info request names the revision, so any 404 reads as a missing
+                    // revision; the Hub's error code tells a missing repository apart.
+                    return Err(Error::RepoNotFound {
+                        repo: format!("datasets/{}", dataset.repo_id()),
+                        endpoint: self.endpoint_name(),
+                    });
+                }
+                Err(e) => {
+                    return Err(self.dataset_error(
+                        dataset,
+                        cache,
+                        self.classify_common(&as_ref(""), e),
+                    ))
+                }
+            }
+        };
+        let Some(files) = listed else {
+            // From the cache: the snapshot of the revision, as an earlier run left it.
+            let Some(snapshot) = self.cached_snapshot(cache, dataset) else {
+                return Err(Error::DatasetNotCached {
+                    dataset: dataset.to_string(),
+                    revision: revision.to_string(),
+                    cache: cache.display().to_string(),
+                });
+            };
+            let files = files_under(&snapshot);
+            let chosen =
+                select(&files, config, split).map_err(|present| Error::NoParquetFiles {
+                    dataset: format!(
+                        "{} (revision {revision}, from the cache)",
+                        dataset.repo_id()
+                    ),
+                    wanted: format!("config `{config}`, split `{split}`"),
+                    present,
+                })?;
+            return Ok(chosen
+                .into_iter()
+                .map(|f| ParquetFile {
+                    name: dataset.file_name(&f),
+                    local: snapshot.join(&f),
+                    path_in_repo: f,
+                })
+                .collect());
+        };
+        let chosen = select(&files, config, split).map_err(|present| Error::NoParquetFiles {
+            dataset: format!("{} (revision {revision})", dataset.repo_id()),
+            wanted: format!("config `{config}`, split `{split}`"),
+            present,
+        })?;
+        let folder = dataset.cache_folder();
+        chosen
+            .into_iter()
+            .map(|f| {
+                let local = self
+                    .download(&repo, cache, &folder, &as_ref(&f))
+                    .map_err(|e| self.dataset_error(dataset, cache, e))?;
+                Ok(ParquetFile {
+                    name: dataset.file_name(&f),
+                    local,
+                    path_in_repo: f,
+                })
+            })
+            .collect()
+    }
+
+    /// The cached snapshot folder of the dataset's revision, if the cache has one.
+    fn cached_snapshot(&self, cache: &Path, dataset: &DatasetSpec) -> Option<PathBuf> {
+        let repo = cache.join(dataset.cache_folder());
+        let revision = dataset.revision();
+        let commit = match std::fs::read_to_string(repo.join("refs").join(revision)) {
+            Ok(text) => text.trim().to_string(),
+            Err(_) => revision.to_string(),
+        };
+        let snapshot = repo.join("snapshots").join(commit);
+        snapshot.is_dir().then_some(snapshot)
+    }
+
+    /// A model-worded error, reworded for a dataset.
+    fn dataset_error(&self, dataset: &DatasetSpec, cache: &Path, e: Error) -> Error {
+        match e {
+            Error::RepoNotFound { endpoint, .. } => Error::RepoNotFound {
+                repo: format!("datasets/{}", dataset.repo_id()),
+                endpoint,
+            },
+            Error::RevisionNotFound { .. } if dataset.revision_given.is_none() => {
+                Error::NotConverted {
+                    dataset: dataset.repo_id(),
+                }
+            }
+            Error::RevisionNotFound { revision, .. } => Error::RevisionNotFound {
+                repo: format!("datasets/{}", dataset.repo_id()),
+                revision,
+            },
+            Error::AuthRequired {
+                repo,
+                status,
+                gated,
+                token_set,
+            } => Error::AuthRequired {
+                repo: format!("datasets/{repo}"),
+                status,
+                gated,
+                token_set,
+            },
+            Error::NotCached { .. } => Error::DatasetNotCached {
+                dataset: dataset.to_string(),
+                revision: dataset.revision().to_string(),
+                cache: cache.display().to_string(),
+            },
+            Error::Corrupt { what, detail } => Error::Corrupt {
+                what: what.replacen("hf://", "hf://datasets/", 1),
+                detail,
+            },
+            e => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts() {
+        for (path, config, split) in [
+            ("default/train/0000.parquet", "default", "train"),
+            ("default/partial-train/0003.parquet", "default", "train"),
+            ("plain_text/test/0000.parquet", "plain_text", "test"),
+            (
+                "default/utkface-validation.parquet",
+                "default",
+                "validation",
+            ),
+            ("data/train-00000-of-00002.parquet", "data", "train"),
+            ("test.parquet", "default", "test"),
+        ] {
+            assert_eq!(
+                config_and_split(path),
+                Some((config.to_string(), split.to_string())),
+                "{path}"
+            );
+        }
+        assert_eq!(config_and_split("README.md"), None);
+    }
+
+    #[test]
+    fn selection_is_sorted_and_lists_what_exists() {
+        let files: Vec<String> = [
+            "default/train/0001.parquet",
+            "default/test/0000.parquet",
+            "default/train/0000.parquet",
+            ".gitattributes",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            select(&files, "default", "train").unwrap(),
+            ["default/train/0000.parquet", "default/train/0001.parquet"]
+        );
+        let e = select(&files, "default", "val").unwrap_err();
+        assert_eq!(
+            e,
+            "config `default` split `test`, config `default` split `train`"
+        );
+        let pushed: Vec<String> = ["data/train-00000-of-00001.parquet".to_string()].to_vec();
+        assert_eq!(select(&pushed, "default", "train").unwrap(), pushed);
+    }
+
+    #[test]
+    fn dataset_ids() {
+        let d: DatasetSpec = "hf://datasets/o/n@refs/pr/1".parse().unwrap();
+        assert_eq!(d.revision(), "refs/pr/1");
+        assert_eq!(
+            d.file_name("a.parquet"),
+            "hf://datasets/o/n@refs/pr/1/a.parquet"
+        );
+        for bad in ["o", "o/", "/n", "o/n@", "o/n@a b", "o/n@../x"] {
+            let e = bad.parse::<DatasetSpec>().unwrap_err();
+            assert!(matches!(e, Error::BadDataset { .. }), "{bad}: {e:?}");
+        }
+    }
+}

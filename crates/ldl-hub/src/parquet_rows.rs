@@ -1,0 +1,369 @@
+//! Reading the columns ldl needs from a parquet file into memory: numbers, text, and
+//! bytes (an image as a binary column, or a Hugging Face `Image` feature: a struct of
+//! `bytes` and `path`). Malformed files give an error, never a panic, and sizes are
+//! checked against a [`ReadBudget`] from the file's metadata before anything is read.
+
+use std::fmt;
+use std::fs::File;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Arc;
+
+use parquet::basic::{Compression, ConvertedType, LogicalType, Repetition, Type as Physical};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::Field;
+use parquet::schema::types::{Type, TypePtr};
+
+use crate::error::{Error, Result};
+
+/// One cell, as ldl reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A null.
+    Missing,
+    /// Any integer, float or boolean (`true` is 1).
+    Number(f64),
+    /// A string.
+    Text(String),
+    /// Binary data: a binary column, or the `bytes` of an image struct.
+    Bytes(Arc<[u8]>),
+}
+
+/// What a top-level column holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// Integers, floats or booleans.
+    Number,
+    /// Strings.
+    Text,
+    /// Binary data.
+    Binary,
+    /// A struct with a binary `bytes` field (the Hugging Face `Image` feature).
+    Image,
+    /// Anything else (lists, maps, other structs, dates, decimals), described.
+    Other(String),
+}
+
+impl fmt::Display for ColumnKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColumnKind::Number => write!(f, "number"),
+            ColumnKind::Text => write!(f, "string"),
+            ColumnKind::Binary => write!(f, "binary"),
+            ColumnKind::Image => write!(f, "image struct {{bytes, path}}"),
+            ColumnKind::Other(what) => write!(f, "{what}"),
+        }
+    }
+}
+
+/// Limits on what a dataset may take in memory, shared by the files read into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBudget {
+    /// Rows left.
+    pub rows: u64,
+    /// Bytes left (the uncompressed size of the columns read, from the files' metadata).
+    pub bytes: u64,
+    /// The largest single value (an encoded image), in bytes.
+    pub value_bytes: usize,
+}
+
+impl Default for ReadBudget {
+    /// 20 million rows, 16 GiB, 64 MiB per value.
+    fn default() -> Self {
+        ReadBudget {
+            rows: 20_000_000,
+            bytes: 16 << 30,
+            value_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The chosen columns of a parquet file, row by row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParquetRows {
+    /// The file's name in messages (its Hub path).
+    pub file: String,
+    /// The names of the columns read, in the order of each row's values.
+    pub columns: Vec<String>,
+    /// The rows, in file order.
+    pub rows: Vec<Vec<Value>>,
+}
+
+/// An open parquet file: its schema is known, nothing else is read yet.
+pub struct ParquetFileReader {
+    name: String,
+    reader: SerializedFileReader<File>,
+    schema: Vec<(String, ColumnKind)>,
+}
+
+/// Opens the parquet file `path`, named `name` in messages. A file that is not parquet, or
+/// whose footer is damaged, is an error.
+pub fn open_parquet(path: &Path, name: &str) -> Result<ParquetFileReader> {
+    let bad = |detail: String| Error::Parquet {
+        file: name.to_string(),
+        detail,
+    };
+    let file = File::open(path).map_err(|e| bad(format!("cannot open {}: {e}", path.display())))?;
+    let opened = catch_unwind(AssertUnwindSafe(|| SerializedFileReader::new(file)))
+        .map_err(|_| bad(not_parquet("the parquet reader failed on its footer")))?;
+    let reader = opened.map_err(|e| bad(not_parquet(&e.to_string())))?;
+    let schema = reader
+        .metadata()
+        .file_metadata()
+        .schema()
+        .get_fields()
+        .iter()
+        .map(|t| (t.name().to_string(), kind_of(t)))
+        .collect();
+    Ok(ParquetFileReader {
+        name: name.to_string(),
+        reader,
+        schema,
+    })
+}
+
+fn not_parquet(detail: &str) -> String {
+    format!(
+        "not a readable parquet file ({detail}); the file may be damaged or another format: \
+         the dataset's files must be parquet"
+    )
+}
+
+/// The kind of a top-level column.
+fn kind_of(t: &Type) -> ColumnKind {
+    let info = t.get_basic_info();
+    if info.has_repetition() && info.repetition() == Repetition::REPEATED {
+        return ColumnKind::Other("repeated field".into());
+    }
+    if t.is_group() {
+        if matches!(
+            info.logical_type_ref(),
+            Some(LogicalType::List | LogicalType::Map)
+        ) || matches!(
+            info.converted_type(),
+            ConvertedType::LIST | ConvertedType::MAP | ConvertedType::MAP_KEY_VALUE
+        ) {
+            return ColumnKind::Other("list or map".into());
+        }
+        let fields = t.get_fields();
+        let has_bytes = fields
+            .iter()
+            .any(|f| f.name() == "bytes" && kind_of(f) == ColumnKind::Binary);
+        if has_bytes {
+            return ColumnKind::Image;
+        }
+        let names: Vec<&str> = fields.iter().map(|f| f.name()).collect();
+        return ColumnKind::Other(format!("struct {{{}}}", names.join(", ")));
+    }
+    let text = matches!(
+        info.logical_type_ref(),
+        Some(LogicalType::String | LogicalType::Enum | LogicalType::Json)
+    ) || matches!(
+        info.converted_type(),
+        ConvertedType::UTF8 | ConvertedType::ENUM | ConvertedType::JSON
+    );
+    let decimal = matches!(info.logical_type_ref(), Some(LogicalType::Decimal { .. }))
+        || info.converted_type() == ConvertedType::DECIMAL;
+    let temporal = matches!(
+        info.logical_type_ref(),
+        Some(LogicalType::Date | LogicalType::Time { .. } | LogicalType::Timestamp { .. })
+    ) || matches!(
+        info.converted_type(),
+        ConvertedType::DATE
+            | ConvertedType::TIME_MILLIS
+            | ConvertedType::TIME_MICROS
+            | ConvertedType::TIMESTAMP_MILLIS
+            | ConvertedType::TIMESTAMP_MICROS
+    );
+    if decimal {
+        return ColumnKind::Other("decimal".into());
+    }
+    if temporal {
+        return ColumnKind::Other("date or time".into());
+    }
+    match t.get_physical_type() {
+        Physical::BOOLEAN
+        | Physical::INT32
+        | Physical::INT64
+        | Physical::FLOAT
+        | Physical::DOUBLE => ColumnKind::Number,
+        Physical::BYTE_ARRAY | Physical::FIXED_LEN_BYTE_ARRAY if text => ColumnKind::Text,
+        Physical::BYTE_ARRAY | Physical::FIXED_LEN_BYTE_ARRAY => ColumnKind::Binary,
+        Physical::INT96 => ColumnKind::Other("timestamp (int96)".into()),
+    }
+}
+
+impl ParquetFileReader {
+    /// The top-level columns and what they hold, in file order.
+    pub fn schema(&self) -> &[(String, ColumnKind)] {
+        &self.schema
+    }
+
+    /// The columns as `name (kind)`, comma-separated, for messages.
+    pub fn describe_columns(&self) -> String {
+        self.schema
+            .iter()
+            .map(|(n, k)| format!("{n} ({k})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The kind of the column `name`; an error listing the columns when there is none.
+    pub fn kind(&self, name: &str) -> Result<&ColumnKind> {
+        self.schema
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, k)| k)
+            .ok_or_else(|| Error::MissingColumn {
+                file: self.name.clone(),
+                column: name.to_string(),
+                available: self.describe_columns(),
+            })
+    }
+
+    /// The number of rows, from the metadata.
+    pub fn num_rows(&self) -> u64 {
+        self.reader.metadata().file_metadata().num_rows().max(0) as u64
+    }
+
+    /// Reads `columns` (each must exist) of every row, taking the rows and the columns'
+    /// uncompressed size from `budget` first: a file over the budget is refused before it
+    /// is read.
+    pub fn read(&self, columns: &[String], budget: &mut ReadBudget) -> Result<ParquetRows> {
+        let bad = |detail: String| Error::Parquet {
+            file: self.name.clone(),
+            detail,
+        };
+        let fields = self.reader.metadata().file_metadata().schema().get_fields();
+        let mut chosen: Vec<TypePtr> = Vec::new();
+        for name in columns {
+            self.kind(name)?;
+            if let Some(f) = fields.iter().find(|f| f.name() == name) {
+                chosen.push(f.clone());
+            }
+        }
+        let rows = self.num_rows();
+        if rows > budget.rows {
+            return Err(bad(format!(
+                "{rows} rows is more than the {} left to read; use a smaller split",
+                budget.rows
+            )));
+        }
+        let mut bytes: u64 = 0;
+        for group in self.reader.metadata().row_groups() {
+            for chunk in group.columns() {
+                let top = chunk
+                    .column_path()
+                    .parts()
+                    .first()
+                    .cloned()
+                    .unwrap_or_default();
+                if !columns.contains(&top) {
+                    continue;
+                }
+                match chunk.compression() {
+                    Compression::UNCOMPRESSED | Compression::SNAPPY | Compression::GZIP(_) => {}
+                    other => {
+                        return Err(bad(format!(
+                            "column `{top}` is compressed with {other:?}, which ldl does not \
+                             read; it reads snappy (pyarrow's and the Hub's default), gzip \
+                             and uncompressed parquet: re-save the file with one of these"
+                        )))
+                    }
+                }
+                bytes = bytes.saturating_add(chunk.uncompressed_size().max(0) as u64);
+            }
+        }
+        if bytes > budget.bytes {
+            return Err(bad(format!(
+                "its columns take {bytes} bytes uncompressed, more than the {} left to read \
+                 into memory; use a smaller split",
+                budget.bytes
+            )));
+        }
+        let projection = Type::group_type_builder("schema")
+            .with_fields(chosen)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        let value_limit = budget.value_bytes;
+        let read = catch_unwind(AssertUnwindSafe(|| -> std::result::Result<_, String> {
+            let iter = self
+                .reader
+                .get_row_iter(Some(projection))
+                .map_err(|e| e.to_string())?;
+            let mut out = Vec::with_capacity(rows.min(1 << 20) as usize);
+            for (index, row) in iter.enumerate() {
+                let row = row.map_err(|e| format!("row {index}: {e}"))?;
+                let mut values = vec![Value::Missing; columns.len()];
+                for (name, field) in row.get_column_iter() {
+                    if let Some(i) = columns.iter().position(|c| c == name) {
+                        values[i] = value_of(field, name, value_limit)
+                            .map_err(|e| format!("row {index}: {e}"))?;
+                    }
+                }
+                out.push(values);
+                if out.len() as u64 > rows {
+                    return Err("more rows than its metadata announces".to_string());
+                }
+            }
+            Ok(out)
+        }));
+        let out = match read {
+            Ok(Ok(out)) => out,
+            Ok(Err(detail)) => return Err(bad(format!("cannot read the file: {detail}"))),
+            Err(_) => {
+                return Err(bad(not_parquet(
+                    "the parquet reader failed on its data pages",
+                )))
+            }
+        };
+        budget.rows -= out.len() as u64;
+        budget.bytes -= bytes;
+        Ok(ParquetRows {
+            file: self.name.clone(),
+            columns: columns.to_vec(),
+            rows: out,
+        })
+    }
+}
+
+/// A cell's value; an image struct gives its `bytes`.
+fn value_of(field: &Field, column: &str, limit: usize) -> std::result::Result<Value, String> {
+    let bytes = |b: &[u8]| -> std::result::Result<Value, String> {
+        if b.len() > limit {
+            Err(format!(
+                "column `{column}` holds {} bytes, more than the {limit} a value may have",
+                b.len()
+            ))
+        } else {
+            Ok(Value::Bytes(Arc::from(b)))
+        }
+    };
+    Ok(match field {
+        Field::Null => Value::Missing,
+        Field::Bool(b) => Value::Number(f64::from(u8::from(*b))),
+        Field::Byte(v) => Value::Number(f64::from(*v)),
+        Field::Short(v) => Value::Number(f64::from(*v)),
+        Field::Int(v) => Value::Number(f64::from(*v)),
+        Field::Long(v) => Value::Number(*v as f64),
+        Field::UByte(v) => Value::Number(f64::from(*v)),
+        Field::UShort(v) => Value::Number(f64::from(*v)),
+        Field::UInt(v) => Value::Number(f64::from(*v)),
+        Field::ULong(v) => Value::Number(*v as f64),
+        Field::Float16(v) => Value::Number(f64::from(*v)),
+        Field::Float(v) => Value::Number(f64::from(*v)),
+        Field::Double(v) => Value::Number(*v),
+        Field::Str(s) => Value::Text(s.clone()),
+        Field::Bytes(b) => bytes(b.data())?,
+        Field::Group(row) => {
+            match row
+                .get_column_iter()
+                .find(|(name, _)| name.as_str() == "bytes")
+            {
+                Some((_, Field::Bytes(b))) => bytes(b.data())?,
+                _ => Value::Missing,
+            }
+        }
+        other => Value::Text(other.to_string()),
+    })
+}

@@ -30,6 +30,6 @@ pub use synth::{
     SynthFace, FACE_COLUMNS, MAX_FACES,
 };
 pub use table::{
-    parse_csv, read_csv, read_feature_rows, read_jsonl, AxisColumns, InputColumns, LabelColumns,
+    parse_csv, parse_jsonl, read_csv, read_feature_rows, read_jsonl, AxisColumns, InputColumns, LabelColumns,
     OnBadSample, SkippedSample, Table, TableSpec,
 };

@@ -30,6 +30,6 @@ pub use synth::{
     SynthFace, FACE_COLUMNS, MAX_FACES,
 };
 pub use table::{
-    parse_csv, read_csv, read_feature_rows, read_jsonl, read_rows, AxisColumns, Cell, InputColumns,
-    LabelColumns, OnBadSample, Rows, SkippedSample, Table, TableSpec,
+    parse_csv, parse_jsonl, read_csv, read_feature_rows, read_jsonl, read_rows, AxisColumns, Cell,
+    InputColumns, LabelColumns, OnBadSample, Rows, SkippedSample, Table, TableSpec,
 };

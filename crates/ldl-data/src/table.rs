@@ -263,6 +263,17 @@ pub fn read_jsonl(
     policy: OnBadSample,
 ) -> Result<Table> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_jsonl(path, &text, spec, space, policy)
+}
+
+/// Reads JSONL text; `path` names it in messages and anchors relative image paths.
+pub fn parse_jsonl(
+    path: &Path,
+    text: &str,
+    spec: &TableSpec,
+    space: &LabelSpace,
+    policy: OnBadSample,
+) -> Result<Table> {
     let mut rows = Vec::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

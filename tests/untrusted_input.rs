@@ -114,7 +114,10 @@ fn mutated_seeds_never_panic() {
             for round in 0..MUTATIONS_PER_SEED {
                 let other = &seeds[rng.gen_range(0..seeds.len())];
                 let data = mutate(seed, other, &mut rng);
-                let what = format!("{name} seed {index} mutation {round} ({} bytes)", data.len());
+                let what = format!(
+                    "{name} seed {index} mutation {round} ({} bytes)",
+                    data.len()
+                );
                 if let Err(message) = run(target, &data, &what) {
                     assert!(!message.trim().is_empty(), "{what}: an empty message");
                     refused += 1;

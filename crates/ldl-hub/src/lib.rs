@@ -21,6 +21,7 @@
 //! explicitly, which is what tests do.
 #![warn(missing_docs)]
 
+mod checksum;
 mod dataset;
 mod error;
 mod hub_ref;
@@ -29,6 +30,7 @@ mod parquet_rows;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use checksum::Checksum;
 use hf_hub::repository::CommitOperation;
 use hf_hub::{HFClientSync, HFError, HFRepositorySync, RepoType, RepoTypeModel};
 
@@ -494,8 +496,9 @@ fn remove_incomplete(blobs: &Path, before: &HashSet<String>) -> bool {
     removed
 }
 
-/// Checks a blob downloaded by this call against its ETag when that is a SHA-256; a mismatch
-/// removes the blob and its snapshot link, so the next try downloads it again.
+/// Checks a blob downloaded by this call against its ETag (a SHA-256 for LFS files, a git
+/// blob SHA-1 for files in git); a mismatch removes the blob and its snapshot link, so the
+/// next try downloads it again.
 fn verify_fresh(path: &Path, before: &HashSet<String>, hub_ref: &HubRef) -> Result<()> {
     let Ok(target) = std::fs::read_link(path) else {
         return Ok(()); // Not a link into blobs (a copy): nothing to compare against.
@@ -511,10 +514,13 @@ fn verify_fresh(path: &Path, before: &HashSet<String>, hub_ref: &HubRef) -> Resu
     else {
         return Ok(());
     };
-    if before.contains(&etag) || etag.len() != 64 || !etag.chars().all(|c| c.is_ascii_hexdigit()) {
+    if before.contains(&etag) {
         return Ok(());
     }
-    let actual = match sha256_file(&blob) {
+    let Some(checksum) = Checksum::of_etag(&etag) else {
+        return Ok(());
+    };
+    let actual = match checksum.of_file(&blob) {
         Ok(digest) => digest,
         Err(e) => {
             return Err(Error::Other {
@@ -531,28 +537,11 @@ fn verify_fresh(path: &Path, before: &HashSet<String>, hub_ref: &HubRef) -> Resu
     let _ = std::fs::remove_file(&blob);
     Err(Error::Corrupt {
         what: hub_ref.to_string(),
-        detail: format!("{size} bytes whose SHA-256 is {actual}, not the ETag {etag}"),
+        detail: format!(
+            "{size} bytes whose {} is {actual}, not the ETag {etag}",
+            checksum.name()
+        ),
     })
-}
-
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest as _;
-    use std::io::Read as _;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }
 
 #[cfg(test)]

@@ -253,6 +253,37 @@ fn a_short_body_is_caught_by_the_etag_and_removed() {
 }
 
 #[test]
+fn a_short_file_kept_in_git_is_caught_by_its_git_blob_id() {
+    // ldl.toml is not an LFS file: its ETag is git's blob id, a SHA-1, not a SHA-256.
+    let fake = FakeHub::start();
+    model_repo(&fake, "o/n");
+    let toml = fake.files("o/n")["ldl.toml"].clone();
+    fake.truncate(Some(Truncate::ShortBody));
+    let cache = tempfile::tempdir().unwrap();
+    let e = hub(&fake, cache.path())
+        .resolve(&r("hf://o/n/ldl.toml"))
+        .unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("{} bytes", toml.len() / 2)),
+        "{text}"
+    );
+    assert!(text.contains("git SHA-1"), "{text}");
+    assert!(
+        text.contains(&support::fake_hub::git_blob_sha1(&toml)),
+        "{text}"
+    );
+    assert_nothing_usable(cache.path());
+
+    fake.truncate(None);
+    let path = hub(&fake, cache.path())
+        .resolve(&r("hf://o/n/ldl.toml"))
+        .unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), toml);
+}
+
+#[test]
 fn fetch_gets_the_model_folder_at_one_commit() {
     let mut fake = FakeHub::start();
     let commit = model_repo(&fake, "o/n");

@@ -23,8 +23,7 @@ pub use build::loss;
 pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult, MeanStd};
 pub use config::{
     AxisConfig, AxisKindName, Config, DataConfig, FacesConfig, HubDataConfig, LabelConfig,
-    LossConfig, ModelConfig, Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig,
-    TaskConfig,
+    LossConfig, ModelConfig, Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig,
 };
 pub use error::{Error, Result};
 pub use export::{export_run, MODEL_FILES};

@@ -2,7 +2,8 @@
 //! requests ldl makes, with no network beyond the loopback.
 //!
 //! - `HEAD|GET /{owner}/{name}/resolve/{revision}/{file}`: 200 with `ETag` (the SHA-256 of the
-//!   content, as for LFS files), `X-Repo-Commit`, `Content-Length`; 404 with the Hub's
+//!   content for LFS files, the git blob SHA-1 for others, as the Hub does), `X-Repo-Commit`,
+//!   `Content-Length`; 404 with the Hub's
 //!   `X-Error-Code` (`RepoNotFound`, `RevisionNotFound`, `EntryNotFound`); 401 for a private
 //!   repository without the right token.
 //! - Datasets: `GET /api/datasets/{owner}/{name}/revision/{revision}` (the repository's
@@ -373,7 +374,7 @@ fn route(request: &Request, state: &Mutex<State>, addr: SocketAddr) -> Response 
             };
             let mut r = response(200, bytes.clone());
             r.headers
-                .push(("ETag".into(), format!("\"{}\"", sha256(bytes))));
+                .push(("ETag".into(), format!("\"{}\"", etag(&file, bytes))));
             r.headers.push(("X-Repo-Commit".into(), commit));
             r.headers
                 .push(("Content-Type".into(), "application/octet-stream".into()));
@@ -480,6 +481,30 @@ fn route(request: &Request, state: &Mutex<State>, addr: SocketAddr) -> Response 
         }
         _ => error(404, "NotFound", "Not found"),
     }
+}
+
+/// The ETag the Hub gives a file: the SHA-256 of LFS files (weights, parquet), the git
+/// blob id of files kept in git (configs, cards).
+pub fn etag(file: &str, bytes: &[u8]) -> String {
+    let lfs = [".safetensors", ".parquet", ".bin"];
+    if lfs.iter().any(|suffix| file.ends_with(suffix)) {
+        sha256(bytes)
+    } else {
+        git_blob_sha1(bytes)
+    }
+}
+
+/// git's object id of a file: the SHA-1 of `blob LEN\0` and the content.
+pub fn git_blob_sha1(bytes: &[u8]) -> String {
+    use sha1::Digest as _;
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(format!("blob {}\0", bytes.len()).as_bytes());
+    hasher.update(bytes);
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The lowercase hex SHA-256 of `bytes`.

@@ -278,4 +278,16 @@ fn hub_keys_are_checked_with_the_config() {
         e.contains("`data.hub.validation_split`: `train` is also the training split"),
         "{e}"
     );
+    let e = config(
+        dir.path(),
+        &MAPPING.replace(
+            "dataset = \"ldl-rs/faces\"",
+            "dataset = \"ldl-rs/faces\"\nvalidation_split = \"test\"\ntest_split = \"test\"",
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("`data.hub.test_split`: `test` is also the validation split"),
+        "{e}"
+    );
 }

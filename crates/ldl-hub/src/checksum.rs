@@ -3,7 +3,6 @@
 //! parquet) and the git blob SHA-1 for files kept in git (`ldl.toml`, `README.md`), so
 //! every fresh download can be checked against it.
 
-use std::io::Read as _;
 use std::path::Path;
 
 use sha1::Digest as _;

@@ -149,21 +149,20 @@ fn config_and_split(path: &str) -> Option<(String, String)> {
     Some((config, split))
 }
 
-/// `train` of `train`, `train-00000-of-00002` and `faces-train`.
+/// `train` of `train`, `train-00000-of-00002`, `train-00000-of-00002-5f1c7e2a9b3d4c6e`
+/// (`push_to_hub` before datasets 2.15 added a fingerprint) and `faces-train`.
 fn split_of_stem(stem: &str) -> String {
-    let mut stem = stem;
-    // A shard suffix: -00000-of-00002.
-    let parts: Vec<&str> = stem.rsplitn(4, '-').collect();
-    if parts.len() == 4
-        && parts[1] == "of"
-        && [parts[0], parts[2]]
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-    {
-        stem = parts[3];
-    }
-    // A plain split name, or DATASET-SPLIT (older conversions).
-    stem.rsplit('-').next().unwrap_or(stem).to_string()
+    let digits = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit());
+    let parts: Vec<&str> = stem.split('-').collect();
+    // A shard suffix -NNNNN-of-NNNNN[-FINGERPRINT]: the split comes before it.
+    let shard = (1..parts.len().saturating_sub(1))
+        .find(|&i| parts[i] == "of" && digits(parts[i - 1]) && digits(parts[i + 1]));
+    let name = match shard {
+        Some(i) if i >= 2 => &parts[..i - 1],
+        _ => &parts[..],
+    };
+    // A plain split name, or DATASET-SPLIT (older conversions). Split names have no `-`.
+    name.last().map(|s| s.to_string()).unwrap_or_default()
 }
 
 /// The files of `files` (paths in the repository) of `config` and `split`, sorted by path;
@@ -204,26 +203,41 @@ fn select(files: &[String], config: &str, split: &str) -> std::result::Result<Ve
     Ok(chosen)
 }
 
-/// Every file under `folder`, as `/`-separated paths relative to it, sorted.
-fn files_under(folder: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![folder.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(relative) = path.strip_prefix(folder) {
-                let parts: Vec<String> = relative
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect();
-                out.push(parts.join("/"));
-            }
-        }
-    }
-    out.sort();
-    out
+/// Where the list of a split's files is kept once all of them are downloaded:
+/// `CACHE/datasets--OWNER--NAME/ldl-splits/REVISION/CONFIG/SPLIT.json`, with every name
+/// reduced to characters that cannot leave the folder.
+fn split_record(cache: &Path, dataset: &DatasetSpec, config: &str, split: &str) -> PathBuf {
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '%'
+                }
+            })
+            .collect()
+    };
+    cache
+        .join(dataset.cache_folder())
+        .join("ldl-splits")
+        .join(safe(dataset.revision()))
+        .join(safe(config))
+        .join(format!("{}.json", safe(split)))
+}
+
+fn read_split_record(path: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Written whole or not at all (a temporary file renamed into place).
+fn write_split_record(path: &Path, files: &[String]) -> std::io::Result<()> {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(folder)?;
+    let partial = path.with_extension("json.partial");
+    std::fs::write(&partial, serde_json::to_string(files)?)?;
+    std::fs::rename(&partial, path)
 }
 
 impl Hub {
@@ -301,16 +315,28 @@ impl Hub {
                     cache: cache.display().to_string(),
                 });
             };
-            let files = files_under(&snapshot);
-            let chosen =
-                select(&files, config, split).map_err(|present| Error::NoParquetFiles {
-                    dataset: format!(
-                        "{} (revision {revision}, from the cache)",
-                        dataset.repo_id()
-                    ),
-                    wanted: format!("config `{config}`, split `{split}`"),
-                    present,
-                })?;
+            // Only a split recorded as downloaded whole, with every file still there: a
+            // run killed half-way must not leave a smaller split that looks complete.
+            let not_cached = |detail: String| Error::SplitNotCached {
+                dataset: dataset.to_string(),
+                revision: revision.to_string(),
+                wanted: format!("split `{split}` of config `{config}`"),
+                detail,
+            };
+            let record = split_record(cache, dataset, config, split);
+            let chosen = read_split_record(&record)
+                .ok_or_else(|| not_cached("it was never downloaded whole".into()))?;
+            let missing: Vec<&String> = chosen
+                .iter()
+                .filter(|f| !snapshot.join(f).is_file())
+                .collect();
+            if let Some(first) = missing.first() {
+                return Err(not_cached(format!(
+                    "{} of its {} files are missing (`{first}` …)",
+                    missing.len(),
+                    chosen.len()
+                )));
+            }
             return Ok(chosen
                 .into_iter()
                 .map(|f| ParquetFile {
@@ -326,19 +352,22 @@ impl Hub {
             present,
         })?;
         let folder = dataset.cache_folder();
-        chosen
-            .into_iter()
+        let files = chosen
+            .iter()
             .map(|f| {
                 let local = self
-                    .download(&repo, cache, &folder, &as_ref(&f))
+                    .download(&repo, cache, &folder, &as_ref(f))
                     .map_err(|e| self.dataset_error(dataset, cache, e))?;
                 Ok(ParquetFile {
-                    name: dataset.file_name(&f),
+                    name: dataset.file_name(f),
                     local,
-                    path_in_repo: f,
+                    path_in_repo: f.clone(),
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        // Best effort: without the record, offline use of this split says to go online.
+        let _ = write_split_record(&split_record(cache, dataset, config, split), &chosen);
+        Ok(files)
     }
 
     /// The cached snapshot folder of the dataset's revision, if the cache has one.
@@ -410,6 +439,11 @@ mod tests {
                 "validation",
             ),
             ("data/train-00000-of-00002.parquet", "data", "train"),
+            (
+                "data/test-00000-of-00001-5f1c7e2a9b3d4c6e.parquet",
+                "data",
+                "test",
+            ),
             ("test.parquet", "default", "test"),
         ] {
             assert_eq!(

@@ -212,6 +212,23 @@ pub enum Error {
         cache: String,
     },
 
+    /// Offline (or the Hub unreachable), and a split's files are not all in the cache: it was
+    /// never downloaded whole, or some of its files were removed since.
+    #[error(
+        "{wanted} of dataset {dataset} (revision {revision}) is not complete in the cache: \
+         {detail}; run once with network (unset HF_HUB_OFFLINE) to download it"
+    )]
+    SplitNotCached {
+        /// `owner/name[@revision]`.
+        dataset: String,
+        /// The revision.
+        revision: String,
+        /// `split `train` of config `default``.
+        wanted: String,
+        /// What is missing.
+        detail: String,
+    },
+
     /// A file that is not a readable parquet file, or one ldl cannot read.
     #[error("{file}: {detail}")]
     Parquet {

@@ -25,6 +25,7 @@ mod checksum;
 mod dataset;
 mod error;
 mod hub_ref;
+mod parquet_footer;
 mod parquet_rows;
 
 use std::collections::HashSet;

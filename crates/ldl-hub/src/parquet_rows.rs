@@ -61,7 +61,8 @@ impl fmt::Display for ColumnKind {
 pub struct ReadBudget {
     /// Rows left.
     pub rows: u64,
-    /// Bytes left (the uncompressed size of the columns read, from the files' metadata).
+    /// Bytes left: checked against the columns' uncompressed size in the metadata before a
+    /// file is read, and against the memory its values take as they are read.
     pub bytes: u64,
     /// The largest single value (an encoded image), in bytes.
     pub value_bytes: usize,
@@ -103,7 +104,10 @@ pub fn open_parquet(path: &Path, name: &str) -> Result<ParquetFileReader> {
         file: name.to_string(),
         detail,
     };
-    let file = File::open(path).map_err(|e| bad(format!("cannot open {}: {e}", path.display())))?;
+    let mut file =
+        File::open(path).map_err(|e| bad(format!("cannot open {}: {e}", path.display())))?;
+    // Before the parquet crate sees it: a deeply nested schema would overflow its stack.
+    crate::parquet_footer::check_footer(&mut file).map_err(|e| bad(not_parquet(&e)))?;
     let opened = catch_unwind(AssertUnwindSafe(|| SerializedFileReader::new(file)))
         .map_err(|_| bad(not_parquet("the parquet reader failed on its footer")))?;
     let reader = opened.map_err(|e| bad(not_parquet(&e.to_string())))?;
@@ -175,6 +179,9 @@ fn kind_of(t: &Type) -> ColumnKind {
             | ConvertedType::TIMESTAMP_MILLIS
             | ConvertedType::TIMESTAMP_MICROS
     );
+    if matches!(info.logical_type_ref(), Some(LogicalType::Float16)) {
+        return ColumnKind::Number;
+    }
     if decimal {
         return ColumnKind::Other("decimal".into());
     }
@@ -281,11 +288,18 @@ impl ParquetFileReader {
                 budget.bytes
             )));
         }
-        let projection = Type::group_type_builder("schema")
+        // The projection's root must carry the file's own root name (pyarrow's `schema`,
+        // Spark's `spark_schema`, DuckDB's `duckdb_schema`, …), or the reader refuses it.
+        let root = self.reader.metadata().file_metadata().schema().name();
+        let projection = Type::group_type_builder(root)
             .with_fields(chosen)
             .build()
             .map_err(|e| bad(e.to_string()))?;
         let value_limit = budget.value_bytes;
+        // The metadata's sizes are what is stored: a dictionary-encoded value repeated in
+        // many rows is stored once but copied into each, so what is loaded is counted too.
+        let byte_limit = budget.bytes;
+        let mut loaded: u64 = 0;
         let read = catch_unwind(AssertUnwindSafe(|| -> std::result::Result<_, String> {
             let iter = self
                 .reader
@@ -300,6 +314,13 @@ impl ParquetFileReader {
                         values[i] = value_of(field, name, value_limit)
                             .map_err(|e| format!("row {index}: {e}"))?;
                     }
+                }
+                loaded = loaded.saturating_add(values.iter().map(memory_of).sum::<u64>());
+                if loaded > byte_limit {
+                    return Err(format!(
+                        "its values take more than the {byte_limit} bytes left to read into \
+                         memory (from row {index} on); use a smaller split"
+                    ));
                 }
                 out.push(values);
                 if out.len() as u64 > rows {
@@ -318,13 +339,23 @@ impl ParquetFileReader {
             }
         };
         budget.rows -= out.len() as u64;
-        budget.bytes -= bytes;
+        budget.bytes -= bytes.max(loaded).min(budget.bytes);
         Ok(ParquetRows {
             file: self.name.clone(),
             columns: columns.to_vec(),
             rows: out,
         })
     }
+}
+
+/// The memory a value takes once read: the cell itself and what it owns.
+fn memory_of(value: &Value) -> u64 {
+    let owned = match value {
+        Value::Bytes(b) => b.len(),
+        Value::Text(t) => t.len(),
+        Value::Missing | Value::Number(_) => 0,
+    };
+    (std::mem::size_of::<Value>() + owned) as u64
 }
 
 /// A cell's value; an image struct gives its `bytes`.

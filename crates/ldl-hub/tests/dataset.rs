@@ -152,11 +152,12 @@ fn the_cache_serves_offline_and_without_the_server() {
     let e = offline
         .dataset_files(&ds("o/faces"), "default", "test")
         .unwrap_err();
-    assert!(matches!(e, Error::NoParquetFiles { .. }), "{e:?}");
-    assert!(
-        e.to_string()
-            .starts_with("dataset o/faces (revision refs/convert/parquet, from the cache) has no"),
-        "{e}"
+    assert!(matches!(e, Error::SplitNotCached { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "split `test` of config `default` of dataset o/faces (revision refs/convert/parquet) \
+         is not complete in the cache: it was never downloaded whole; run once with network \
+         (unset HF_HUB_OFFLINE) to download it"
     );
 
     let e = offline
@@ -180,6 +181,32 @@ fn the_cache_serves_offline_and_without_the_server() {
         .dataset_files(&ds("o/elsewhere"), "default", "train")
         .unwrap_err();
     assert!(matches!(e, Error::NoNetwork { .. }), "{e:?}");
+}
+
+#[test]
+fn a_split_with_files_missing_from_the_cache_is_not_read_as_complete() {
+    let mut fake = FakeHub::start();
+    faces_dataset(&fake, "o/faces");
+    let cache = tempfile::tempdir().unwrap();
+    let files = hub(&fake, cache.path())
+        .dataset_files(&ds("o/faces"), "default", "train")
+        .unwrap();
+    assert_eq!(files.len(), 2);
+    // As a run killed before the second file, or a cleaned cache, leaves it.
+    std::fs::remove_file(&files[1].local).unwrap();
+    fake.stop();
+    for offline in [false, true] {
+        let e = hub(&fake, cache.path())
+            .offline(offline)
+            .dataset_files(&ds("o/faces"), "default", "train")
+            .unwrap_err();
+        assert!(matches!(e, Error::SplitNotCached { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("1 of its 2 files are missing (`default/train/0001.parquet` …)"),
+            "{text}"
+        );
+    }
 }
 
 #[test]

@@ -712,8 +712,14 @@ impl Config {
     /// Reads and checks a config file, applying `key.path=value` overrides (as from
     /// `--set`). Relative data paths are resolved against the file's folder.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("{}: cannot read: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let reason = if e.kind() == std::io::ErrorKind::InvalidData {
+                "not UTF-8 text; a config is a TOML text file".to_string()
+            } else {
+                e.to_string()
+            };
+            Error::Config(format!("{}: cannot read: {reason}", path.display()))
+        })?;
         Config::parse(path, &text, overrides)
     }
 
@@ -1189,6 +1195,14 @@ impl Config {
             }
             if data.split.column.is_some() {
                 return fail(key, "give hub splits or a split column, not both".into());
+            }
+        }
+        if let (Some(v), Some(t)) = (&h.validation_split, &h.test_split) {
+            if v == t {
+                return fail(
+                    "data.hub.test_split",
+                    format!("`{t}` is also the validation split (data.hub.validation_split)"),
+                );
             }
         }
         if data.format != "table" {

@@ -11,7 +11,7 @@
 //! `tests/fuzz/regressions/NAME/*` on stable Rust.
 #![allow(missing_docs)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::{DType, Tensor};
 use ldl::data::{
@@ -28,9 +28,11 @@ pub type Outcome = Result<String, String>;
 /// A task config: parse (with the line-numbered errors and suggestions), validate, then
 /// build everything the trainer derives from it before reading data.
 pub fn config(data: &[u8]) -> Outcome {
-    let text = std::str::from_utf8(data).map_err(|e| format!("not UTF-8: {e}"))?;
-    let config = ldl::train::Config::parse(Path::new("fuzz/config.toml"), text, &[])
-        .map_err(|e| e.to_string())?;
+    // Through a file, as `ldl train` reads it: reading (UTF-8) is part of what is tested.
+    let path = scratch_file("config.toml", data)?;
+    let loaded = ldl::train::Config::load(&path, &[]);
+    let _ = std::fs::remove_file(&path);
+    let config = loaded.map_err(|e| e.to_string())?;
     config.validate().map_err(|e| e.to_string())?;
     let space = config.label_space().map_err(|e| e.to_string())?;
     config.monitor().map_err(|e| e.to_string())?;

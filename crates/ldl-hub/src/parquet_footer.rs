@@ -1,0 +1,299 @@
+//! A look at a parquet file's footer before the parquet crate parses it. The crate builds
+//! the schema tree, and later drops it, by recursion without a depth limit, so a footer of a
+//! few hundred kilobytes describing groups nested tens of thousands deep overflows the stack:
+//! an abort that no `catch_unwind` can stop. This walks the footer's Thrift compact encoding
+//! without recursion into the schema, and refuses a footer that is too large or a schema
+//! nested deeper than any real dataset's.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+
+/// The largest footer read: real ones, even of files with thousands of row groups, are a
+/// few megabytes at most.
+pub(crate) const MAX_FOOTER_BYTES: u64 = 64 << 20;
+
+/// The deepest schema accepted: a Hugging Face `Image` is 2 levels deep, a list of structs 4.
+pub(crate) const MAX_SCHEMA_DEPTH: usize = 64;
+
+/// How deep Thrift values may nest inside the footer's fields (logical types are 2 deep).
+const MAX_VALUE_DEPTH: usize = 32;
+
+/// Checks the footer of the parquet file `file`: its size, and the depth of its schema.
+/// `Err` says what is wrong, in words for a message.
+pub(crate) fn check_footer(file: &mut File) -> Result<(), String> {
+    let length = file.metadata().map_err(|e| e.to_string())?.len();
+    if length < 12 {
+        return Err(format!("{length} bytes is too short for a parquet file"));
+    }
+    let mut tail = [0u8; 8];
+    file.seek(SeekFrom::End(-8))
+        .and_then(|_| file.read_exact(&mut tail))
+        .map_err(|e| e.to_string())?;
+    if &tail[4..] != b"PAR1" {
+        return Err("it does not end with parquet's `PAR1` marker".into());
+    }
+    let footer = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if footer > length - 12 {
+        return Err(format!(
+            "its footer claims {footer} bytes of a {length}-byte file"
+        ));
+    }
+    if footer > MAX_FOOTER_BYTES {
+        return Err(format!(
+            "its footer takes {footer} bytes, more than the {MAX_FOOTER_BYTES} ldl reads"
+        ));
+    }
+    let mut bytes = vec![0u8; footer as usize];
+    file.seek(SeekFrom::End(-8 - footer as i64))
+        .and_then(|_| file.read_exact(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    let children = schema_children(&bytes)?;
+    check_depth(&children)
+}
+
+/// The `num_children` of each schema element of a `FileMetaData`, in order.
+fn schema_children(footer: &[u8]) -> Result<Vec<i64>, String> {
+    let mut input = Compact {
+        bytes: footer,
+        at: 0,
+    };
+    let mut children = Vec::new();
+    let mut last = 0i16;
+    while let Some((id, kind)) = input.field_header(&mut last)? {
+        if id == 2 && kind == LIST {
+            let (count, element) = input.collection_header()?;
+            for _ in 0..count {
+                if element != STRUCT {
+                    return Err("its schema is not a list of elements".into());
+                }
+                children.push(input.schema_element()?);
+            }
+        } else {
+            input.skip(kind, 0)?;
+        }
+    }
+    Ok(children)
+}
+
+/// The depth of the tree the flat schema list describes (each element followed by its
+/// children), or `Err` when it is deeper than [`MAX_SCHEMA_DEPTH`] or inconsistent.
+fn check_depth(children: &[i64]) -> Result<(), String> {
+    // Children still expected by each open group, outermost first.
+    let mut open: Vec<i64> = Vec::new();
+    for (index, &count) in children.iter().enumerate() {
+        if index > 0 && open.is_empty() {
+            return Err("its schema has elements after the root's last child".into());
+        }
+        if let Some(slots) = open.last_mut() {
+            *slots -= 1;
+        }
+        if count < 0 {
+            return Err(format!("schema element {index} has {count} children"));
+        }
+        if count > 0 {
+            open.push(count);
+            if open.len() > MAX_SCHEMA_DEPTH {
+                return Err(format!(
+                    "its schema nests groups more than {MAX_SCHEMA_DEPTH} deep"
+                ));
+            }
+        }
+        while open.last() == Some(&0) {
+            open.pop();
+        }
+    }
+    Ok(())
+}
+
+const BOOL_TRUE: u8 = 1;
+const BOOL_FALSE: u8 = 2;
+const BYTE: u8 = 3;
+const I16: u8 = 4;
+const I32: u8 = 5;
+const I64: u8 = 6;
+const DOUBLE: u8 = 7;
+const BINARY: u8 = 8;
+const LIST: u8 = 9;
+const SET: u8 = 10;
+const MAP: u8 = 11;
+const STRUCT: u8 = 12;
+const UUID: u8 = 13;
+
+/// A reader of the Thrift compact protocol over a byte slice.
+struct Compact<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Compact<'_> {
+    fn truncated() -> String {
+        "its footer ends in the middle of a value".into()
+    }
+
+    fn byte(&mut self) -> Result<u8, String> {
+        let b = *self.bytes.get(self.at).ok_or_else(Self::truncated)?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn advance(&mut self, n: u64) -> Result<(), String> {
+        let end = (self.at as u64)
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len() as u64)
+            .ok_or_else(Self::truncated)?;
+        self.at = end as usize;
+        Ok(())
+    }
+
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut value = 0u64;
+        for shift in (0..70).step_by(7) {
+            let b = self.byte()?;
+            value |= u64::from(b & 0x7f) << shift.min(63);
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("its footer holds a malformed number".into())
+    }
+
+    fn zigzag(&mut self) -> Result<i64, String> {
+        let v = self.varint()?;
+        Ok((v >> 1) as i64 ^ -((v & 1) as i64))
+    }
+
+    /// The next field's id and type, or `None` at the end of the struct.
+    fn field_header(&mut self, last: &mut i16) -> Result<Option<(i16, u8)>, String> {
+        let b = self.byte()?;
+        if b == 0 {
+            return Ok(None);
+        }
+        let delta = (b >> 4) as i16;
+        let id = if delta == 0 {
+            self.zigzag()? as i16
+        } else {
+            last.wrapping_add(delta)
+        };
+        *last = id;
+        Ok(Some((id, b & 0x0f)))
+    }
+
+    /// A list's or set's element count and element type.
+    fn collection_header(&mut self) -> Result<(u64, u8), String> {
+        let b = self.byte()?;
+        let count = match b >> 4 {
+            15 => self.varint()?,
+            short => u64::from(short),
+        };
+        // Every element takes at least a byte: a larger count is a lie.
+        if count > (self.bytes.len() - self.at) as u64 {
+            return Err(Self::truncated());
+        }
+        Ok((count, b & 0x0f))
+    }
+
+    /// A `SchemaElement`'s `num_children` (field 5), 0 when absent.
+    fn schema_element(&mut self) -> Result<i64, String> {
+        let mut last = 0i16;
+        let mut children = 0;
+        while let Some((id, kind)) = self.field_header(&mut last)? {
+            if id == 5 && kind == I32 {
+                children = self.zigzag()?;
+            } else {
+                self.skip(kind, 1)?;
+            }
+        }
+        Ok(children)
+    }
+
+    /// Skips one value of type `kind`, `depth` values deep.
+    fn skip(&mut self, kind: u8, depth: usize) -> Result<(), String> {
+        if depth > MAX_VALUE_DEPTH {
+            return Err("its footer nests values too deep".into());
+        }
+        match kind {
+            // In a struct a boolean is all in its field header.
+            BOOL_TRUE | BOOL_FALSE => Ok(()),
+            BYTE => self.advance(1),
+            I16 | I32 | I64 => self.varint().map(|_| ()),
+            DOUBLE => self.advance(8),
+            BINARY => {
+                let n = self.varint()?;
+                self.advance(n)
+            }
+            UUID => self.advance(16),
+            LIST | SET => {
+                let (count, element) = self.collection_header()?;
+                for _ in 0..count {
+                    self.skip_element(element, depth + 1)?;
+                }
+                Ok(())
+            }
+            MAP => {
+                let count = self.varint()?;
+                if count == 0 {
+                    return Ok(());
+                }
+                if count > (self.bytes.len() - self.at) as u64 {
+                    return Err(Self::truncated());
+                }
+                let types = self.byte()?;
+                for _ in 0..count {
+                    self.skip_element(types >> 4, depth + 1)?;
+                    self.skip_element(types & 0x0f, depth + 1)?;
+                }
+                Ok(())
+            }
+            STRUCT => {
+                let mut last = 0i16;
+                while let Some((_, field)) = self.field_header(&mut last)? {
+                    self.skip(field, depth + 1)?;
+                }
+                Ok(())
+            }
+            other => Err(format!("its footer holds an unknown value type {other}")),
+        }
+    }
+
+    /// Skips a collection element: there a boolean takes a byte.
+    fn skip_element(&mut self, kind: u8, depth: usize) -> Result<(), String> {
+        match kind {
+            BOOL_TRUE | BOOL_FALSE => self.advance(1),
+            other => self.skip(other, depth),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_follows_the_flat_schema() {
+        // root { a; g { b; h { c } } }: depth 3.
+        assert!(check_depth(&[2, 0, 2, 0, 1, 0]).is_ok());
+        let deep: Vec<i64> = std::iter::repeat_n(1, MAX_SCHEMA_DEPTH + 1)
+            .chain([0])
+            .collect();
+        assert!(check_depth(&deep)
+            .unwrap_err()
+            .contains("more than 64 deep"));
+        assert!(check_depth(&[1, 0, 0]).is_err(), "a stray element");
+        assert!(check_depth(&[1, -1]).is_err());
+    }
+
+    #[test]
+    fn compact_numbers_decode() {
+        // zigzag: 0 → 0, 1 → −1, 2 → 1, 300 → 150.
+        let mut c = Compact {
+            bytes: &[0x00, 0x01, 0x02, 0xac, 0x02],
+            at: 0,
+        };
+        assert_eq!(c.zigzag().unwrap(), 0);
+        assert_eq!(c.zigzag().unwrap(), -1);
+        assert_eq!(c.zigzag().unwrap(), 1);
+        assert_eq!(c.zigzag().unwrap(), 150);
+        assert!(c.byte().is_err());
+    }
+}

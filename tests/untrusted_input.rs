@@ -1,8 +1,9 @@
 //! Untrusted files never crash `ldl`: the fuzz targets' bodies (tests/fuzz/src/lib.rs)
 //! replayed on stable Rust over
 //! - the seeds (tests/fuzz/seeds/TARGET/*), which must be accepted: they are real files;
-//! - every input a fuzzing run found to crash (tests/fuzz/regressions/TARGET/NAME), which
-//!   must now be refused with a message containing the text of NAME.expect;
+//! - the inputs in tests/fuzz/regressions/TARGET/NAME (any a fuzzing run found to crash,
+//!   and hand-made hostile files: a decompression bomb, a pickle, forged headers), which
+//!   must be refused with a message containing the text of NAME.expect;
 //! - seeded mutations of the seeds (bit flips, byte changes, truncations, splices), which
 //!   may be accepted or refused but never panic.
 //!

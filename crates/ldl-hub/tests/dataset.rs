@@ -4,19 +4,10 @@
 
 mod support;
 
-use std::path::Path;
-
-use ldl_hub::{open_parquet, ColumnKind, DatasetSpec, Error, Hub, ReadBudget, Value};
+use ldl_hub::{open_parquet, ColumnKind, DatasetSpec, Error, ReadBudget, Value};
 use support::fake_hub::FakeHub;
+use support::hub;
 use support::parquet_file::{parquet_bytes, png, Column};
-
-fn hub(fake: &FakeHub, cache: &Path) -> Hub {
-    Hub::default()
-        .endpoint(fake.endpoint())
-        .cache_dir(cache)
-        .retries(0)
-        .env_token(false)
-}
 
 fn ds(s: &str) -> DatasetSpec {
     s.parse().unwrap()

@@ -5,16 +5,9 @@ mod support;
 
 use std::path::Path;
 
-use ldl_hub::{Error, Hub, HubRef, RepoSpec};
+use ldl_hub::{Error, HubRef, RepoSpec};
 use support::fake_hub::{FakeHub, Truncate, TOKEN};
-
-fn hub(fake: &FakeHub, cache: &Path) -> Hub {
-    Hub::default()
-        .endpoint(fake.endpoint())
-        .cache_dir(cache)
-        .retries(0)
-        .env_token(false)
-}
+use support::hub;
 
 fn r(s: &str) -> HubRef {
     s.parse().unwrap()

@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ldl_hub::{open_parquet, DatasetSpec, Hub, ReadBudget, Value};
+use ldl_hub::{open_parquet, DatasetSpec, ReadBudget, Value};
 use parquet::basic::{Compression, Repetition, Type as Physical};
 use parquet::data_type::{ByteArray, ByteArrayType, DoubleType};
 use parquet::file::properties::WriterProperties;
@@ -79,11 +79,7 @@ fn push_to_hub_shards_with_a_fingerprint_belong_to_their_split() {
     );
     let cache = tempfile::tempdir().unwrap();
     let spec: DatasetSpec = "o/pushed@main".parse().unwrap();
-    let hub = Hub::default()
-        .endpoint(fake.endpoint())
-        .cache_dir(cache.path())
-        .retries(0)
-        .env_token(false);
+    let hub = support::hub(&fake, cache.path());
     for (split, expected) in [("train", vec![1.0, 2.0]), ("test", vec![3.0])] {
         let files = hub.dataset_files(&spec, "default", split).unwrap();
         assert_eq!(files.len(), 1, "{split}");

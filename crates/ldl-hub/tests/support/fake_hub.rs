@@ -294,6 +294,34 @@ fn authorized(request: &Request) -> bool {
     request.headers.get("authorization").map(String::as_str) == Some(&format!("Bearer {TOKEN}"))
 }
 
+/// The repository and the commit `revision` (a commit, or a branch; `/` as `%2F`) names,
+/// or the Hub's answer when there is none or the request may not see it.
+fn commit_of<'s>(
+    st: &'s State,
+    repo_id: &str,
+    revision: &str,
+    request: &Request,
+) -> Result<(&'s Repo, String), Response> {
+    let Some(repo) = st.repos.get(repo_id) else {
+        return Err(error(404, "RepoNotFound", "Repository not found"));
+    };
+    if repo.private && !authorized(request) {
+        return Err(error(
+            401,
+            "RepoNotFound",
+            "Invalid credentials in Authorization header",
+        ));
+    }
+    let revision = revision.replace("%2F", "/");
+    if repo.commits.contains_key(&revision) {
+        Ok((repo, revision))
+    } else if let Some(c) = repo.branches.get(&revision) {
+        Ok((repo, c.clone()))
+    } else {
+        Err(error(404, "RevisionNotFound", "Invalid rev id"))
+    }
+}
+
 fn route(request: &Request, state: &Mutex<State>, addr: SocketAddr) -> Response {
     let mut st = state.lock().unwrap();
     st.requests
@@ -302,24 +330,11 @@ fn route(request: &Request, state: &Mutex<State>, addr: SocketAddr) -> Response 
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (request.method.as_str(), segments.as_slice()) {
         ("GET", ["api", "datasets", owner, name, "revision", revision]) => {
-            let Some(repo) = st.repos.get(&format!("datasets/{owner}/{name}")) else {
-                return error(404, "RepoNotFound", "Repository not found");
-            };
-            if repo.private && !authorized(request) {
-                return error(
-                    401,
-                    "RepoNotFound",
-                    "Invalid credentials in Authorization header",
-                );
-            }
-            let revision = revision.replace("%2F", "/");
-            let commit = if repo.commits.contains_key(&revision) {
-                revision.clone()
-            } else if let Some(c) = repo.branches.get(&revision) {
-                c.clone()
-            } else {
-                return error(404, "RevisionNotFound", "Invalid rev id");
-            };
+            let (repo, commit) =
+                match commit_of(&st, &format!("datasets/{owner}/{name}"), revision, request) {
+                    Ok(found) => found,
+                    Err(response) => return response,
+                };
             let siblings: Vec<serde_json::Value> = repo.commits[&commit]
                 .keys()
                 .map(|f| serde_json::json!({ "rfilename": f }))
@@ -349,23 +364,9 @@ fn route(request: &Request, state: &Mutex<State>, addr: SocketAddr) -> Response 
             };
             let file = file.join("/");
             let truncate = st.truncate;
-            let Some(repo) = st.repos.get(&repo_id) else {
-                return error(404, "RepoNotFound", "Repository not found");
-            };
-            if repo.private && !authorized(request) {
-                return error(
-                    401,
-                    "RepoNotFound",
-                    "Invalid credentials in Authorization header",
-                );
-            }
-            let revision = revision.replace("%2F", "/");
-            let commit = if repo.commits.contains_key(&revision) {
-                revision.clone()
-            } else if let Some(c) = repo.branches.get(&revision) {
-                c.clone()
-            } else {
-                return error(404, "RevisionNotFound", "Invalid rev id");
+            let (repo, commit) = match commit_of(&st, &repo_id, revision, request) {
+                Ok(found) => found,
+                Err(response) => return response,
             };
             let Some(bytes) = repo.commits[&commit].get(&file) else {
                 let mut r = error(404, "EntryNotFound", "Entry not found");

@@ -103,26 +103,18 @@ impl FakeHub {
     /// Adds (or replaces) the repository `repo` (`owner/name`) with one commit on `main`
     /// holding `files`; returns that commit.
     pub fn add_repo(&self, repo: &str, files: &[(&str, &[u8])]) -> String {
-        let mut state = self.state.lock().unwrap();
-        state.commits_made += 1;
-        let commit = commit_id(state.commits_made);
-        let mut r = Repo::default();
-        r.commits.insert(
-            commit.clone(),
-            files
-                .iter()
-                .map(|(f, b)| (f.to_string(), b.to_vec()))
-                .collect(),
-        );
-        r.branches.insert("main".into(), commit.clone());
-        state.repos.insert(repo.to_string(), r);
-        commit
+        self.add_commit(repo.to_string(), "main", files)
     }
 
     /// Adds (or replaces) the dataset repository `repo` (`owner/name`) with one commit on the
     /// branch `revision` (e.g. `refs/convert/parquet`) holding `files` (paths in the
     /// repository); returns that commit.
     pub fn add_dataset(&self, repo: &str, revision: &str, files: &[(&str, &[u8])]) -> String {
+        self.add_commit(format!("datasets/{repo}"), revision, files)
+    }
+
+    /// The repository `repo_id` (as routes key it) with one commit on `branch`.
+    fn add_commit(&self, repo_id: String, branch: &str, files: &[(&str, &[u8])]) -> String {
         let mut state = self.state.lock().unwrap();
         state.commits_made += 1;
         let commit = commit_id(state.commits_made);
@@ -134,8 +126,8 @@ impl FakeHub {
                 .map(|(f, b)| (f.to_string(), b.to_vec()))
                 .collect(),
         );
-        r.branches.insert(revision.into(), commit.clone());
-        state.repos.insert(format!("datasets/{repo}"), r);
+        r.branches.insert(branch.into(), commit.clone());
+        state.repos.insert(repo_id, r);
         commit
     }
 

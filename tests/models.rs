@@ -221,6 +221,71 @@ fn conv2d_matches_candle_and_finite_differences() {
     }
 }
 
+/// Larger convolutions than the finite-difference test can afford, against candle's own
+/// `conv2d` and its autograd: images unfolded in several bands of rows, and small images
+/// unfolded several samples to one gemm (with a last group shorter than the others).
+#[test]
+fn conv2d_bands_and_sample_groups_match_candle() {
+    // Two threads, as group sizes depend on the thread count.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let mut r = rng(21);
+    for (n, c_in, h, w, c_out, padding) in [
+        // 144 × 37 columns per row: 7 bands in f64, 4 in f32.
+        (3, 16, 40, 37, 8, 1),
+        (2, 16, 41, 40, 5, 0),
+        // 30 pixels: groups of 4 and 3 samples.
+        (7, 8, 5, 6, 4, 1),
+        // 16 pixels: groups of 3 and 2.
+        (5, 32, 4, 4, 16, 1),
+    ] {
+        let case = format!("{n}×{c_in}×{h}×{w}, {c_out} kernels, padding {padding}");
+        let x_values = random_tensor(&mut r, &[n, c_in, h, w]);
+        let k_values = random_tensor(&mut r, &[c_out, c_in, 3, 3]);
+        let x = Tensor::from_vec(x_values, (n, c_in, h, w), &Device::Cpu).unwrap();
+        let kernel = Tensor::from_vec(k_values, (c_out, c_in, 3, 3), &Device::Cpu).unwrap();
+        for dtype in [DType::F64, DType::F32] {
+            let tolerance = if dtype == DType::F64 { 1e-10 } else { 1e-3 };
+            let x = Var::from_tensor(&x.to_dtype(dtype).unwrap()).unwrap();
+            let kernel = Var::from_tensor(&kernel.to_dtype(dtype).unwrap()).unwrap();
+            let (ours, theirs) = pool.install(|| {
+                let ours = conv2d(&x, &kernel, padding).unwrap();
+                let theirs = x.conv2d(&kernel, padding, 1, 1, 1).unwrap();
+                (ours, theirs)
+            });
+            let probe_values = random_tensor(&mut r, ours.dims());
+            let probe = Tensor::from_vec(probe_values, ours.dims(), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let gradients = |y: &Tensor| {
+                let grads = pool.install(|| (y * &probe).unwrap().sum_all().unwrap().backward());
+                let grads = grads.unwrap();
+                let get = |v: &Var| to_vec(grads.get(v.as_tensor()).unwrap());
+                (get(&x), get(&kernel))
+            };
+            let (dx, dk) = gradients(&ours);
+            let (dx_candle, dk_candle) = gradients(&theirs);
+            for (what, a, b) in [
+                ("output", to_vec(&ours), to_vec(&theirs)),
+                ("input gradient", dx, dx_candle),
+                ("kernel gradient", dk, dk_candle),
+            ] {
+                assert_eq!(a.len(), b.len(), "{case} {what}");
+                let scale = b.iter().fold(1f64, |m, v| m.max(v.abs()));
+                for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+                    assert!(
+                        (a - b).abs() <= tolerance * scale,
+                        "{case} {dtype:?} {what}[{i}]: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The fused BatchNorm + ReLU against candle's BatchNorm followed by ReLU (outputs and
 /// running statistics, training and evaluation) and against finite differences.
 #[test]
@@ -548,4 +613,152 @@ fn tiny_age_net_overfits_one_batch() {
         "L_ld went from {first:.3} to {last:.3}, not below 0.05 in 400 steps"
     );
     let _ = D::Minus1;
+}
+
+/// Cosine of the angle between two vectors.
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// The features and every trainable variable's gradient (in the variable's dtype) of
+/// `sum(features · probe)`, for one forward in training mode on input `x`.
+fn features_and_gradients(
+    forward: &dyn Fn(&Tensor) -> Tensor,
+    vars: &VarMap,
+    x: &Tensor,
+    probe: &Tensor,
+) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+    let features = forward(x);
+    assert_eq!(features.dtype(), DType::F32, "f32 features for the heads");
+    let grads = (&features * probe)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let gradients = ldl::models::trainable_vars(vars)
+        .into_iter()
+        .map(|(name, var)| {
+            assert_eq!(var.dtype(), DType::F32, "{name} stays f32");
+            let grad = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
+            assert_eq!(grad.dtype(), DType::F32, "{name}'s gradient");
+            (name, grad.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        })
+        .collect();
+    (
+        features.flatten_all().unwrap().to_vec1().unwrap(),
+        gradients,
+    )
+}
+
+/// Checks that a half-precision pass is close to the f32 one but not the same pass.
+fn assert_close_but_not_equal(
+    f32_pass: &(Vec<f32>, Vec<(String, Vec<f32>)>),
+    half_pass: &(Vec<f32>, Vec<(String, Vec<f32>)>),
+) {
+    let (features, gradients) = f32_pass;
+    let (half_features, half_gradients) = half_pass;
+    assert_ne!(features, half_features, "the half-precision path ran");
+    let scale = features.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = features
+        .iter()
+        .zip(half_features)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst < 0.02 * scale,
+        "features differ by {worst} (scale {scale})"
+    );
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let largest = gradients.iter().map(|(_, g)| norm(g)).fold(0.0, f64::max);
+    for ((name, g), (_, h)) in gradients.iter().zip(half_gradients) {
+        if norm(g) < 1e-3 * largest {
+            // A bias before BatchNorm: its true gradient is zero, both are rounding noise.
+            assert!(norm(h) < 1e-2 * largest, "{name}: {} vs {largest}", norm(h));
+            continue;
+        }
+        // Small gradients (BatchNorm's, a few % of the largest) are sums of terms that
+        // nearly cancel, and the ReLU masks of the two passes differ near zero.
+        let needed = if norm(g) > 0.1 * largest { 0.98 } else { 0.9 };
+        let c = cosine(g, h);
+        assert!(
+            c > needed,
+            "{name}: cosine {c} between f32 and half gradients"
+        );
+    }
+}
+
+#[test]
+fn half_precision_blocks_track_f32_and_train_the_f32_weights() {
+    // `Precision::Bf16` (CUDA) feeds the backbone bf16 images: every conv block computes in
+    // the dtype of its input, with its f32 weight cast on the fly, BatchNorm in f32, and
+    // f32 features. candle has no bf16 matrix product on the CPU, so f16 stands in for
+    // bf16 here: the same code path, chosen by the input's dtype alone.
+    let vars = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+    let vgg = ldl::models::Vgg::new(&VggConfig::tiny_age_net(), vb).unwrap();
+    ldl::models::seeded_init(&vars, 4).unwrap();
+    let images = random_images(5, 4, 32);
+    let probe = random_images(6, 4, 32)
+        .flatten_from(1)
+        .unwrap()
+        .narrow(1, 0, 128)
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    let forward = |x: &Tensor| vgg.forward_t(x, true).unwrap();
+    let f32_pass = features_and_gradients(&forward, &vars, &images, &probe);
+    let half = images.to_dtype(DType::F16).unwrap();
+    let half_pass = features_and_gradients(&forward, &vars, &half, &probe);
+    assert_close_but_not_equal(&f32_pass, &half_pass);
+    // BatchNorm's running statistics stay f32 and were updated by the half pass too.
+    let data = vars.data().lock().unwrap();
+    let mean = &data["features.0.bn.running_mean"];
+    assert_eq!(mean.dtype(), DType::F32);
+    assert!(
+        mean.abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            > 0.0
+    );
+    drop(data);
+    // Evaluation mode too.
+    let eval = |x: &Tensor| vgg.forward_t(x, false).unwrap().flatten_all().unwrap();
+    let (a, b) = (eval(&images), eval(&half));
+    let diff = (&a - &b).unwrap().abs().unwrap().max(0).unwrap();
+    let scale = a.abs().unwrap().max(0).unwrap();
+    assert!(diff.to_scalar::<f32>().unwrap() < 0.02 * scale.to_scalar::<f32>().unwrap());
+}
+
+#[test]
+fn mlp_half_precision_products_track_f32() {
+    let config = MlpConfig {
+        inputs: 21,
+        hidden: vec![64, 32],
+        batch_norm: true,
+        dropout: 0.0,
+    };
+    let vars = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+    let mut mlp = ldl::models::Mlp::new(&config, 0, vb).unwrap();
+    ldl::models::seeded_init(&vars, 8).unwrap();
+    let mut r = rng(9);
+    let values: Vec<f32> = (0..16 * 21).map(|_| r.gen_range(-2.0..2.0)).collect();
+    let x = Tensor::from_vec(values, (16, 21), &Device::Cpu).unwrap();
+    let values: Vec<f32> = (0..16 * 32).map(|_| r.gen_range(-1.0..1.0)).collect();
+    let probe = Tensor::from_vec(values, (16, 32), &Device::Cpu).unwrap();
+    let f32_pass = {
+        let forward = |x: &Tensor| mlp.forward_t(x, true).unwrap();
+        features_and_gradients(&forward, &vars, &x, &probe)
+    };
+    mlp.set_compute_dtype(DType::F16);
+    let forward = |x: &Tensor| mlp.forward_t(x, true).unwrap();
+    let half_pass = features_and_gradients(&forward, &vars, &x, &probe);
+    assert_close_but_not_equal(&f32_pass, &half_pass);
 }

@@ -1043,3 +1043,32 @@ fn compare_reports_accuracy_on_categorical_axes() {
     let table = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(table.contains("| full-kl | sex | accuracy |"), "{table}");
 }
+
+#[test]
+fn bf16_is_refused_on_the_cpu_and_unknown_precisions_by_name() {
+    let err = config_error(BDIMS, &["run.precision=\"bf16\""]);
+    assert!(
+        err.contains("`run.precision`") && err.contains("needs a CUDA device"),
+        "{err}"
+    );
+    let err = config_error(BDIMS, &["run.precision=\"fp16\""]);
+    assert!(err.contains("fp16") && err.contains("bf16"), "{err}");
+    // With `auto` the config cannot tell; training refuses once `auto` gave the CPU, before
+    // reading any data or writing a run folder.
+    let output = tempfile::tempdir().unwrap();
+    let overrides = vec![
+        "run.precision=\"bf16\"".to_string(),
+        "run.device=\"auto\"".to_string(),
+        format!("run.output_dir={:?}", output.path().display().to_string()),
+    ];
+    let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap();
+    assert_eq!(config.run.precision, ldl::models::Precision::Bf16);
+    if ldl::models::device("auto").unwrap().is_cpu() {
+        let err = train(&config, &mut |_| {}).unwrap_err().to_string();
+        assert!(
+            err.contains("needs a CUDA device") && err.contains("auto"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(output.path()).unwrap().count(), 0);
+    }
+}

@@ -13,7 +13,12 @@
 //!   image batch).
 //!
 //! Samples run in parallel on rayon with a single-threaded gemm each; a batch smaller
-//! than the thread count hands the threads to gemm instead.
+//! than the thread count hands the threads to gemm instead. Small images are unfolded a
+//! group of samples at a time into one column matrix, so that each gemm is wide enough
+//! to pay for packing the weights.
+
+use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -123,6 +128,17 @@ impl Geometry {
         self.out_channels * self.pixels()
     }
 
+    /// How many samples share one gemm. Small images make short gemms (a 4×4 output is 16
+    /// columns) that spend their time packing the weights; side by side in one column
+    /// matrix, a group of samples reaches [`GROUP_COLUMNS`] columns, while the batch
+    /// still splits into at least one group per thread.
+    fn group(&self) -> usize {
+        let threads = rayon::current_num_threads().max(1);
+        let wanted = GROUP_COLUMNS.div_ceil(self.pixels().max(1));
+        let per_thread = self.batch.div_ceil(threads);
+        wanted.min(per_thread).max(1)
+    }
+
     /// For kernel offset `j` along a row, the output columns whose input column
     /// `ox + j − p` lies inside the image.
     fn valid_columns(&self, j: usize) -> (usize, usize) {
@@ -134,29 +150,79 @@ impl Geometry {
         (first, end.max(first))
     }
 
-    /// Unfolds one sample `(C_in, H, W)` into `cols`, `[patch, pixels]` row-major.
-    fn im2col<T: Float>(&self, image: &[T], cols: &mut [T]) {
-        let pixels = self.pixels();
+    /// Output rows per band when one sample is unfolded a band at a time: the band's
+    /// columns take at most [`BAND_BYTES`], so that they are still in the core's cache
+    /// when gemm reads them.
+    fn band_rows<T>(&self) -> usize {
+        let row_bytes = self.patch() * self.out_w * std::mem::size_of::<T>();
+        (BAND_BYTES / row_bytes.max(1)).clamp(1, self.out_h.max(1))
+    }
+
+    /// Unfolds output rows `rows` of one sample `(C_in, H, W)` into `cols`, a row-major
+    /// `[patch, row_len]` matrix, from column `first_column` on (`rows.len() · out_w`
+    /// columns).
+    fn im2col<T: Float>(
+        &self,
+        image: &[T],
+        cols: &mut [T],
+        row_len: usize,
+        first_column: usize,
+        rows: Range<usize>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            unsafe { self.im2col_avx2(image, cols, row_len, first_column, rows) };
+            return;
+        }
+        self.im2col_portable(image, cols, row_len, first_column, rows);
+    }
+
+    /// [`Geometry::im2col`] compiled for AVX2: the copies move 32 bytes at a time
+    /// instead of baseline x86-64's 16, which matters as the columns are 9× the image.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn im2col_avx2<T: Float>(
+        &self,
+        image: &[T],
+        cols: &mut [T],
+        row_len: usize,
+        first_column: usize,
+        rows: Range<usize>,
+    ) {
+        self.im2col_portable(image, cols, row_len, first_column, rows);
+    }
+
+    #[inline(always)]
+    fn im2col_portable<T: Float>(
+        &self,
+        image: &[T],
+        cols: &mut [T],
+        row_len: usize,
+        first_column: usize,
+        rows: Range<usize>,
+    ) {
+        let columns = rows.len() * self.out_w;
         for c in 0..self.in_channels {
             let plane = &image[c * self.height * self.width..][..self.height * self.width];
             for i in 0..self.kernel_h {
                 for j in 0..self.kernel_w {
                     let row = (c * self.kernel_h + i) * self.kernel_w + j;
-                    let row = &mut cols[row * pixels..][..pixels];
+                    let row = &mut cols[row * row_len + first_column..][..columns];
                     let (first, end) = self.valid_columns(j);
-                    for oy in 0..self.out_h {
-                        let out = &mut row[oy * self.out_w..][..self.out_w];
+                    for (band_row, oy) in rows.clone().enumerate() {
+                        let out = &mut row[band_row * self.out_w..][..self.out_w];
                         let iy = oy + i;
                         if iy < self.padding || iy - self.padding >= self.height {
-                            out.fill(T::ZERO);
+                            fill_short(out, T::ZERO);
                             continue;
                         }
                         let line = &plane[(iy - self.padding) * self.width..][..self.width];
-                        out[..first].fill(T::ZERO);
-                        out[end..].fill(T::ZERO);
+                        fill_short(&mut out[..first], T::ZERO);
+                        fill_short(&mut out[end..], T::ZERO);
                         if end > first {
                             let start = first + j - self.padding;
-                            out[first..end].copy_from_slice(&line[start..start + end - first]);
+                            copy_short(&mut out[first..end], &line[start..start + end - first]);
                         }
                     }
                 }
@@ -164,6 +230,83 @@ impl Geometry {
         }
     }
 }
+
+/// The most bytes of columns one band of a sample unfolds into (see
+/// [`Geometry::band_rows`]): well inside a core's L2 cache.
+const BAND_BYTES: usize = 256 * 1024;
+
+/// Copies `src` into `dst` (equal lengths) with inline moves of fixed-size blocks.
+///
+/// im2col copies one short run per kernel offset and output row (a 64-pixel row is 64
+/// values, an 8-pixel row 8): `copy_from_slice` calls `memcpy` for each, and the calls
+/// cost more than the copying. Lengths between blocks are covered by two overlapping
+/// blocks, one from each end.
+#[inline(always)]
+fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    #[inline(always)]
+    fn block<T: Copy, const N: usize>(dst: &mut [T], src: &[T], at: usize) {
+        let to: &mut [T; N] = (&mut dst[at..at + N]).try_into().expect("block in range");
+        let from: &[T; N] = (&src[at..at + N]).try_into().expect("block in range");
+        *to = *from;
+    }
+    let n = dst.len();
+    assert_eq!(n, src.len(), "copy_short lengths");
+    match n {
+        0 => {}
+        1 => dst[0] = src[0],
+        2..4 => {
+            block::<T, 1>(dst, src, 0);
+            block::<T, 1>(dst, src, n / 2);
+            block::<T, 1>(dst, src, n - 1);
+        }
+        4..8 => {
+            block::<T, 4>(dst, src, 0);
+            block::<T, 4>(dst, src, n - 4);
+        }
+        8..16 => {
+            block::<T, 8>(dst, src, 0);
+            block::<T, 8>(dst, src, n - 8);
+        }
+        _ => {
+            let mut at = 0;
+            while at + 16 <= n {
+                block::<T, 16>(dst, src, at);
+                at += 16;
+            }
+            if at < n {
+                block::<T, 16>(dst, src, n - 16);
+            }
+        }
+    }
+}
+
+/// `dst.fill(value)` with inline stores, for the same reason as [`copy_short`].
+#[inline(always)]
+fn fill_short<T: Copy>(dst: &mut [T], value: T) {
+    let n = dst.len();
+    if n < 16 {
+        for slot in dst.iter_mut() {
+            // Volatile: keeps LLVM from turning this short loop back into a `memset` call.
+            // SAFETY: `slot` is a valid, exclusive reference.
+            unsafe { std::ptr::write_volatile(slot, value) };
+        }
+        return;
+    }
+    let mut at = 0;
+    while at + 16 <= n {
+        let to: &mut [T; 16] = (&mut dst[at..at + 16]).try_into().expect("block in range");
+        *to = [value; 16];
+        at += 16;
+    }
+    if at < n {
+        let to: &mut [T; 16] = (&mut dst[n - 16..]).try_into().expect("block in range");
+        *to = [value; 16];
+    }
+}
+
+/// Columns a gemm should see at least (see [`Geometry::group`]): measured at
+/// TinyAgeNet's and ThinAgeNet's shapes, gains stop around here.
+const GROUP_COLUMNS: usize = 512;
 
 /// The float types the gemm path handles.
 trait Float: Copy + Send + Sync + std::ops::AddAssign + 'static {
@@ -181,22 +324,42 @@ impl Float for f64 {
     const ONE: Self = 1.0;
 }
 
-/// A row-major matrix view for [`matmul`]: data, rows, columns, and whether to read it
-/// transposed.
+/// A row-major matrix view for [`matmul`]: data, rows, columns, the distance between
+/// rows (at least `cols`), and whether to read it transposed.
 struct View<'a, T> {
     data: &'a [T],
     rows: usize,
     cols: usize,
+    row_stride: usize,
     transposed: bool,
 }
 
-impl<T> View<'_, T> {
+impl<'a, T> View<'a, T> {
+    /// A dense `rows × cols` matrix.
+    fn dense(data: &'a [T], rows: usize, cols: usize) -> Self {
+        View {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            transposed: false,
+        }
+    }
+
+    /// The same matrix, read transposed.
+    fn t(self) -> Self {
+        View {
+            transposed: !self.transposed,
+            ..self
+        }
+    }
+
     /// (row stride, column stride) of the logical matrix.
     fn strides(&self) -> (isize, isize) {
         if self.transposed {
-            (1, self.cols as isize)
+            (1, self.row_stride as isize)
         } else {
-            (self.cols as isize, 1)
+            (self.row_stride as isize, 1)
         }
     }
 
@@ -219,11 +382,62 @@ impl<T> View<'_, T> {
     }
 }
 
-/// `dst (m×n, row-major) = [dst +] lhs · rhs`.
-fn matmul<T: Float>(dst: &mut [T], lhs: View<T>, rhs: View<T>, accumulate: bool, threads: usize) {
+/// `dst = lhs · rhs`, `dst` an `m × n` matrix whose rows are `dst_stride` apart; `dst`
+/// need not be initialised (gemm only writes it).
+fn matmul_into<T: Float>(
+    dst: &mut [MaybeUninit<T>],
+    dst_stride: usize,
+    lhs: View<T>,
+    rhs: View<T>,
+    threads: usize,
+) {
+    // SAFETY: gemm does not read `dst` when not accumulating.
+    unsafe {
+        gemm_strided(
+            dst.as_mut_ptr().cast(),
+            dst.len(),
+            dst_stride,
+            lhs,
+            rhs,
+            false,
+            threads,
+        )
+    }
+}
+
+/// `dst = [dst +] lhs · rhs` on an initialised `dst`, as in [`matmul_into`].
+fn matmul<T: Float>(
+    dst: &mut [T],
+    dst_stride: usize,
+    lhs: View<T>,
+    rhs: View<T>,
+    accumulate: bool,
+    threads: usize,
+) {
+    // SAFETY: `dst` is an initialised, exclusively borrowed slice.
+    let (ptr, len) = (dst.as_mut_ptr(), dst.len());
+    unsafe { gemm_strided(ptr, len, dst_stride, lhs, rhs, accumulate, threads) }
+}
+
+/// gemm on `dst`, `dst_len` elements at `dst`, exclusively borrowed.
+///
+/// # Safety
+/// `dst` must be valid for writes of `dst_len` elements, and initialised if `accumulate`.
+unsafe fn gemm_strided<T: Float>(
+    dst: *mut T,
+    dst_len: usize,
+    dst_stride: usize,
+    lhs: View<T>,
+    rhs: View<T>,
+    accumulate: bool,
+    threads: usize,
+) {
     let (m, k) = lhs.shape();
     let (k2, n) = rhs.shape();
-    assert!(k == k2 && dst.len() == m * n, "matmul shapes");
+    assert!(
+        k == k2 && n <= dst_stride && (m == 0 || (m - 1) * dst_stride + n <= dst_len),
+        "matmul shapes"
+    );
     assert!(lhs.fits() && rhs.fits(), "matmul buffers");
     let (lhs_rs, lhs_cs) = lhs.strides();
     let (rhs_rs, rhs_cs) = rhs.strides();
@@ -233,15 +447,16 @@ fn matmul<T: Float>(dst: &mut [T], lhs: View<T>, rhs: View<T>, accumulate: bool,
         gemm::Parallelism::None
     };
     // SAFETY: the asserts above keep every index gemm computes from these strides inside
-    // the slices; `dst` is exclusively borrowed and does not alias the inputs.
+    // the buffers; `dst` is exclusively borrowed and does not alias the inputs. Without
+    // `accumulate`, gemm sets its `alpha` to zero and never reads `dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            dst_stride as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs_cs,
@@ -289,72 +504,140 @@ fn dispatch2(
     }
 }
 
+/// The first `len` elements of `buffer`, grown (never shrunk) to hold them: a sample's
+/// last band is shorter than the others, and the next sample's first band would
+/// otherwise zero the difference again.
+fn grow<T: Float>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
+    if buffer.len() < len {
+        buffer.resize(len, T::ZERO);
+    }
+    &mut buffer[..len]
+}
+
+/// Unfolds a group of whole samples side by side: `[patch, samples · pixels]`; returns
+/// the row length.
+fn group_columns<T: Float>(g: &Geometry, images: &[T], cols: &mut Vec<T>) -> usize {
+    let samples = images.len() / g.input_len();
+    let row_len = samples * g.pixels();
+    let cols = grow(cols, g.patch() * row_len);
+    for (s, image) in images.chunks(g.input_len()).enumerate() {
+        g.im2col(image, cols, row_len, s * g.pixels(), 0..g.out_h);
+    }
+    row_len
+}
+
+/// The bands of output rows one sample is unfolded in.
+fn bands<T>(g: &Geometry) -> impl Iterator<Item = Range<usize>> {
+    let rows = g.band_rows::<T>();
+    let out_h = g.out_h;
+    (0..out_h)
+        .step_by(rows)
+        .map(move |start| start..(start + rows).min(out_h))
+}
+
+/// The weights as the left operand: `[C_out, patch]`.
+fn weights<'a, T>(g: &Geometry, w: &'a [T]) -> View<'a, T> {
+    View::dense(w, g.out_channels, g.patch())
+}
+
+/// `y = W · cols(x)`, a tile at a time: each sample in bands of output rows whose columns
+/// stay in cache, or, for small images, groups of samples side by side (see
+/// [`Geometry::group`]).
 fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
-    let mut y = vec![T::ZERO; g.batch * g.output_len()];
-    let threads = gemm_threads(g.batch);
-    y.par_chunks_mut(g.output_len())
-        .zip(x.par_chunks(g.input_len()))
+    let len = g.batch * g.output_len();
+    // Not zeroed first: every element is written once below (bands cover every output
+    // row, groups every sample).
+    let mut y = Vec::with_capacity(len);
+    let group = g.group();
+    let threads = gemm_threads(g.batch.div_ceil(group));
+    let pixels = g.pixels();
+    y.spare_capacity_mut()[..len]
+        .par_chunks_mut(group * g.output_len())
+        .zip(x.par_chunks(group * g.input_len()))
         .with_max_len(1)
         .for_each_init(
-            || vec![T::ZERO; g.patch() * g.pixels()],
-            |cols, (out, image)| {
-                g.im2col(image, cols);
-                matmul(
-                    out,
-                    View {
-                        data: w,
-                        rows: g.out_channels,
-                        cols: g.patch(),
-                        transposed: false,
-                    },
-                    View {
-                        data: cols,
-                        rows: g.patch(),
-                        cols: g.pixels(),
-                        transposed: false,
-                    },
-                    false,
-                    threads,
-                );
+            || (Vec::new(), Vec::new()),
+            |(cols, products), (out, images)| {
+                if group == 1 {
+                    for rows in bands::<T>(g) {
+                        let columns = rows.len() * g.out_w;
+                        let cols = grow(cols, g.patch() * columns);
+                        g.im2col(images, cols, columns, 0, rows.clone());
+                        let rhs = View::dense(cols, g.patch(), columns);
+                        let dst = &mut out[rows.start * g.out_w..];
+                        matmul_into(dst, pixels, weights(g, w), rhs, threads);
+                    }
+                    return;
+                }
+                // `products` is `[C_out, samples · pixels]`, spread per sample after.
+                let row_len = group_columns(g, images, cols);
+                let products = grow(products, g.out_channels * row_len);
+                let rhs = View::dense(&cols[..], g.patch(), row_len);
+                matmul(products, row_len, weights(g, w), rhs, false, threads);
+                for (s, sample) in out.chunks_mut(g.output_len()).enumerate() {
+                    for (o, channel) in sample.chunks_mut(pixels).enumerate() {
+                        let from = &products[o * row_len + s * pixels..][..pixels];
+                        for (to, value) in channel.iter_mut().zip(from) {
+                            to.write(*value);
+                        }
+                    }
+                }
             },
         );
+    // SAFETY: the loop above wrote all `len` elements.
+    unsafe { y.set_len(len) };
     y
 }
 
+/// `dW = Σ dy · cols(x)ᵀ`, tiled as [`forward`].
 fn weight_gradient<T: Float>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     let len = g.out_channels * g.patch();
-    let threads = gemm_threads(g.batch);
-    // dWᵀ [patch, C_out] = Σ_n cols(x[n]) · dy[n]ᵀ: gemm reduces over the pixels several
-    // times faster in this orientation than as dy[n] · cols(x[n])ᵀ.
+    let group = g.group();
+    let threads = gemm_threads(g.batch.div_ceil(group));
+    let pixels = g.pixels();
+    // dWᵀ [patch, C_out] = Σ_tiles cols · dyᵀ: gemm reduces over the pixels several
+    // times faster in this orientation than as dy · colsᵀ.
     let transposed = x
-        .par_chunks(g.input_len())
-        .zip(dy.par_chunks(g.output_len()))
+        .par_chunks(group * g.input_len())
+        .zip(dy.par_chunks(group * g.output_len()))
         .with_max_len(1)
         .fold(
-            || (vec![T::ZERO; len], vec![T::ZERO; g.patch() * g.pixels()]),
-            |(mut dw, mut cols), (image, grad)| {
-                g.im2col(image, &mut cols);
-                matmul(
-                    &mut dw,
-                    View {
-                        data: &cols,
-                        rows: g.patch(),
-                        cols: g.pixels(),
-                        transposed: false,
-                    },
-                    View {
-                        data: grad,
-                        rows: g.out_channels,
-                        cols: g.pixels(),
-                        transposed: true,
-                    },
-                    true,
-                    threads,
-                );
-                (dw, cols)
+            || (vec![T::ZERO; len], Vec::new(), Vec::new()),
+            |(mut dw, mut cols, mut gathered), (images, grads)| {
+                if group == 1 {
+                    for rows in bands::<T>(g) {
+                        let columns = rows.len() * g.out_w;
+                        let cols = grow(&mut cols, g.patch() * columns);
+                        g.im2col(images, cols, columns, 0, rows.clone());
+                        // The band of the output gradient: `[C_out, columns]`, rows
+                        // `pixels` apart.
+                        let grad = View {
+                            data: &grads[rows.start * g.out_w..],
+                            rows: g.out_channels,
+                            cols: columns,
+                            row_stride: pixels,
+                            transposed: false,
+                        };
+                        let lhs = View::dense(cols, g.patch(), columns);
+                        matmul(&mut dw, g.out_channels, lhs, grad.t(), true, threads);
+                    }
+                    return (dw, cols, gathered);
+                }
+                let row_len = group_columns(g, images, &mut cols);
+                // The group's output gradients in the columns' layout.
+                let gathered_now = grow(&mut gathered, g.out_channels * row_len);
+                for (s, sample) in grads.chunks(g.output_len()).enumerate() {
+                    for (o, channel) in sample.chunks(pixels).enumerate() {
+                        gathered_now[o * row_len + s * pixels..][..pixels].copy_from_slice(channel);
+                    }
+                }
+                let lhs = View::dense(&cols[..], g.patch(), row_len);
+                let grad = View::dense(gathered_now, g.out_channels, row_len);
+                matmul(&mut dw, g.out_channels, lhs, grad.t(), true, threads);
+                (dw, cols, gathered)
             },
         )
-        .map(|(dw, _)| dw)
+        .map(|(dw, _, _)| dw)
         .reduce(
             || vec![T::ZERO; len],
             |mut a, b| {

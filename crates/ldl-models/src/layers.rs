@@ -5,6 +5,7 @@ use candle_core::{DType, ModuleT, Tensor, D};
 use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
 
 use crate::error::Result;
+use crate::precision::weight_like;
 use crate::{norm_relu_cpu, pool_cpu};
 
 /// A 3×3 convolution (stride 1, padding 1), BatchNorm and ReLU: the unit of the
@@ -35,13 +36,23 @@ impl ConvBnRelu {
 
     /// Forward pass; `train` selects batch statistics (and updates the running ones)
     /// or the running statistics.
+    ///
+    /// The convolution runs in the dtype of `x` (its weight is cast to it, see
+    /// [`crate::Precision`]); BatchNorm runs in its own variables' dtype, and the result
+    /// comes back in the dtype of `x`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         // The gemm convolution: candle's CPU conv backward is several times slower.
-        let mut x = crate::conv2d(x, self.conv.weight(), 1)?;
+        let mut y = crate::conv2d(x, &weight_like(self.conv.weight(), x)?, 1)?;
         if let Some(bias) = self.conv.bias() {
-            x = x.broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
+            y = y.broadcast_add(&weight_like(bias, &y)?.reshape((1, (), 1, 1))?)?;
         }
-        batch_norm_relu(&self.bn, &x, train)
+        let norm_dtype = self.bn.running_mean().dtype();
+        if y.dtype() == norm_dtype {
+            return batch_norm_relu(&self.bn, &y, train);
+        }
+        // Mixed precision: batch statistics over bf16 values lose too much.
+        let normalised = batch_norm_relu(&self.bn, &y.to_dtype(norm_dtype)?, train)?;
+        Ok(normalised.to_dtype(x.dtype())?)
     }
 }
 

@@ -28,6 +28,7 @@ mod mlp;
 mod model;
 mod norm_relu_cpu;
 mod pool_cpu;
+mod precision;
 mod pretrained;
 mod vgg;
 
@@ -42,5 +43,6 @@ pub use init::seeded_init;
 pub use layers::{batch_norm_relu, global_average_pool, max_pool_2x2, ConvBnRelu};
 pub use mlp::{Mlp, MlpConfig};
 pub use model::{is_running_statistic, parameter_count, trainable_vars, BackboneConfig, Model};
+pub use precision::Precision;
 pub use pretrained::{load_pretrained, vgg16_bn_key_map};
 pub use vgg::{Vgg, VggConfig, MIN_INPUT_SIZE};

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use candle_core::{Module, ModuleT, Tensor};
+use candle_core::{DType, Module, ModuleT, Tensor};
 use candle_nn::{BatchNorm, BatchNormConfig, Linear, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -71,6 +71,25 @@ struct HiddenLayer {
     bn: Option<BatchNorm>,
 }
 
+impl HiddenLayer {
+    /// The linear layer, its product computed in `compute` (the weight cast to it, the
+    /// result back in the dtype of `x`: see [`crate::Precision`]).
+    fn forward(&self, x: &Tensor, compute: DType) -> Result<Tensor> {
+        if x.dtype() == compute {
+            return Ok(self.linear.forward(x)?);
+        }
+        let weight = self.linear.weight().to_dtype(compute)?;
+        let mut y = x
+            .to_dtype(compute)?
+            .matmul(&weight.t()?)?
+            .to_dtype(x.dtype())?;
+        if let Some(bias) = self.linear.bias() {
+            y = y.broadcast_add(bias)?;
+        }
+        Ok(y)
+    }
+}
+
 /// A multi-layer perceptron: features `(N, inputs)` to `(N, output_features)`.
 ///
 /// Dropout masks come from a ChaCha RNG seeded at construction, so training is
@@ -79,6 +98,8 @@ pub struct Mlp {
     config: MlpConfig,
     layers: Vec<HiddenLayer>,
     dropout_rng: Mutex<ChaCha8Rng>,
+    /// The dtype of the linear layers' products (f32 unless set by the model).
+    compute_dtype: DType,
 }
 
 impl std::fmt::Debug for Mlp {
@@ -113,7 +134,14 @@ impl Mlp {
             config: config.clone(),
             layers,
             dropout_rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+            compute_dtype: vb.dtype(),
         })
+    }
+
+    /// Computes the linear layers' products in `dtype` (bf16 for mixed precision, see
+    /// [`crate::Precision`]); everything else stays in the variables' dtype.
+    pub fn set_compute_dtype(&mut self, dtype: DType) {
+        self.compute_dtype = dtype;
     }
 
     /// Restarts the dropout masks' RNG from `seed` (the trainer does this every epoch, so
@@ -142,7 +170,7 @@ impl Mlp {
         }
         let mut x = x.clone();
         for layer in &self.layers {
-            x = layer.linear.forward(&x)?;
+            x = layer.forward(&x, self.compute_dtype)?;
             if let Some(bn) = &layer.bn {
                 x = bn.forward_t(&x, train)?;
             }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::init::seeded_init;
 use crate::mlp::{Mlp, MlpConfig};
+use crate::precision::Precision;
 use crate::vgg::{Vgg, VggConfig};
 
 /// Which backbone a model uses.
@@ -87,6 +88,7 @@ pub struct Model {
     space: LabelSpace,
     backbone: Backbone,
     heads: Vec<Linear>,
+    precision: Precision,
 }
 
 impl std::fmt::Debug for Model {
@@ -125,6 +127,7 @@ impl Model {
             space: space.clone(),
             backbone,
             heads,
+            precision: Precision::F32,
         })
     }
 
@@ -141,6 +144,45 @@ impl Model {
         let model = Model::new(config, space, seed, vb)?;
         seeded_init(&vars, seed)?;
         Ok((model, vars))
+    }
+
+    /// Sets the number type of the forward and backward passes (f32 by default; see
+    /// [`Precision`] for what bf16 changes). The variables keep their dtype. bf16 is
+    /// refused on the CPU, where candle has no bf16 matrix product.
+    ///
+    /// ```
+    /// use candle_core::Device;
+    /// use ldl_core::{Axis, LabelSpace};
+    /// use ldl_models::{BackboneConfig, Model, Precision};
+    /// let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0)?])?;
+    /// let (mut model, _vars) = Model::build(&BackboneConfig::tiny_age_net(), &space, 1, &Device::Cpu)?;
+    /// model.set_precision(Precision::F32)?;
+    /// let refused = model.set_precision(Precision::Bf16).unwrap_err();
+    /// assert!(refused.to_string().contains("needs a CUDA device"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        if let Some(head) = self.heads.first() {
+            precision.check_device(head.weight().device())?;
+        }
+        self.precision = precision;
+        if let Backbone::Mlp(mlp) = &mut self.backbone {
+            let dtype = match precision {
+                // The variables' own dtype: f32 from `build`, whatever `new` was given.
+                Precision::F32 => self
+                    .heads
+                    .first()
+                    .map_or(DType::F32, |h| h.weight().dtype()),
+                Precision::Bf16 => DType::BF16,
+            };
+            mlp.set_compute_dtype(dtype);
+        }
+        Ok(())
+    }
+
+    /// The number type of the forward and backward passes.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Restarts the dropout RNG (if the backbone has dropout) from `seed`.
@@ -165,12 +207,19 @@ impl Model {
     /// (updating the running ones) and enables dropout.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
         let features = match &self.backbone {
-            Backbone::Vgg(vgg) => vgg.forward_t(x, train)?,
+            Backbone::Vgg(vgg) => match self.precision {
+                Precision::F32 => vgg.forward_t(x, train)?,
+                // The convolutions compute in the dtype of their input.
+                Precision::Bf16 => vgg.forward_t(&x.to_dtype(DType::BF16)?, train)?,
+            },
             Backbone::Mlp(mlp) => mlp.forward_t(x, train)?,
         };
         self.heads
             .iter()
-            .map(|head| Ok(head.forward(&features)?))
+            .map(|head| {
+                let features = features.to_dtype(head.weight().dtype())?;
+                Ok(head.forward(&features)?)
+            })
             .collect()
     }
 }

@@ -167,8 +167,10 @@ fn relu_gradient<T: Float>(y: T, dy: T) -> T {
 
 fn forward<T: Float>(x: &[T], scale: &[f64], shift: &[f64], plane: usize) -> Vec<T> {
     let channels = scale.len();
-    let mut y = vec![T::ZERO; x.len()];
-    y.par_chunks_mut(plane)
+    // Not zeroed first: every element is written once below.
+    let mut y = Vec::with_capacity(x.len());
+    y.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(plane)
         .zip(x.par_chunks(plane))
         .enumerate()
         .for_each(|(block, (out, input))| {
@@ -176,9 +178,11 @@ fn forward<T: Float>(x: &[T], scale: &[f64], shift: &[f64], plane: usize) -> Vec
             let (a, b) = (T::from_f64(scale[c]), T::from_f64(shift[c]));
             for (o, &v) in out.iter_mut().zip(input) {
                 let z = a * v + b;
-                *o = if z > T::ZERO { z } else { T::ZERO };
+                o.write(if z > T::ZERO { z } else { T::ZERO });
             }
         });
+    // SAFETY: the chunks above cover all `x.len()` elements and wrote each.
+    unsafe { y.set_len(x.len()) };
     y
 }
 

@@ -28,8 +28,11 @@ fn pool<T: Copy + PartialOrd + Send + Sync + Default>(
 ) -> Vec<T> {
     let (out_h, out_w) = (height / 2, width / 2);
     let planes = x.len() / (height * width);
-    let mut y = vec![T::default(); planes * out_h * out_w];
-    y.par_chunks_mut(out_h * out_w)
+    let len = planes * out_h * out_w;
+    // Not zeroed first: every element is written once below.
+    let mut y = Vec::with_capacity(len);
+    y.spare_capacity_mut()[..len]
+        .par_chunks_mut(out_h * out_w)
         .zip(x.par_chunks(height * width))
         .for_each(|(out, plane)| {
             for oy in 0..out_h {
@@ -37,10 +40,12 @@ fn pool<T: Copy + PartialOrd + Send + Sync + Default>(
                     let [a, b, c, d] = window(width, oy, ox).map(|i| plane[i]);
                     let ab = if b > a { b } else { a };
                     let cd = if d > c { d } else { c };
-                    out[oy * out_w + ox] = if cd > ab { cd } else { ab };
+                    out[oy * out_w + ox].write(if cd > ab { cd } else { ab });
                 }
             }
         });
+    // SAFETY: the chunks above cover all `len` elements (one plane each, every pixel).
+    unsafe { y.set_len(len) };
     y
 }
 

@@ -1,6 +1,6 @@
 //! ThinAgeNet and TinyAgeNet: DLDL-v2's VGG-16-shaped networks with fewer channels.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -142,7 +142,9 @@ impl Vgg {
         &self.config
     }
 
-    /// Features `(N, 8c)`; `train` switches BatchNorm to batch statistics.
+    /// Features `(N, 8c)`; `train` switches BatchNorm to batch statistics. The
+    /// convolutions compute in the dtype of `x` (bf16 for mixed precision, see
+    /// [`crate::Precision`]); the features are f32 (or the variables' dtype).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (_, channels, height, width) = x.dims4()?;
         if channels != self.config.input_channels {
@@ -162,6 +164,10 @@ impl Vgg {
                 Some(block) => block.forward_t(&x, train)?,
                 None => max_pool_2x2(&x)?,
             };
+        }
+        // A mean over many pixels in bf16 would lose digits: pool in f32.
+        if matches!(x.dtype(), DType::BF16 | DType::F16) {
+            x = x.to_dtype(DType::F32)?;
         }
         global_average_pool(&x)
     }

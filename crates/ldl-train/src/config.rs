@@ -616,6 +616,10 @@ pub struct RunConfig {
     /// `cpu` (default), `cuda`, `cuda:N` or `auto`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// `f32` (default) or `bf16`: mixed precision, bf16 products and activations with f32
+    /// weights, normalisation and loss (see [`ldl_models::Precision`]); CUDA only.
+    #[serde(default)]
+    pub precision: ldl_models::Precision,
     /// The folder runs are written under, relative to the working directory (default
     /// `runs`); each run gets its own subfolder `TASK-N`.
     #[serde(default = "default_output")]
@@ -669,6 +673,18 @@ impl std::fmt::Display for Monitor {
     }
 }
 
+/// Why `precision` cannot run on `device`, if it cannot.
+pub(crate) fn precision_refusal(
+    precision: ldl_models::Precision,
+    device: &candle_core::Device,
+) -> Option<String> {
+    match precision.check_device(device) {
+        Ok(()) => None,
+        Err(ldl_models::Error::Device(message)) => Some(message),
+        Err(other) => Some(other.to_string()),
+    }
+}
+
 fn default_device() -> String {
     "cpu".into()
 }
@@ -686,6 +702,7 @@ impl Default for RunConfig {
         RunConfig {
             seed: 0,
             device: default_device(),
+            precision: ldl_models::Precision::F32,
             output_dir: default_output(),
             eval_every: 1,
             patience: None,
@@ -820,6 +837,12 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let fail = |key: &str, message: String| Err(Error::Config(format!("`{key}`: {message}")));
         self.label_space()?;
+        if self.run.device.trim() == "cpu" {
+            if let Some(refused) = precision_refusal(self.run.precision, &candle_core::Device::Cpu)
+            {
+                return fail("run.precision", refused);
+            }
+        }
         let table = match self.data.format.as_str() {
             "table" => true,
             "chalearn" | "dldl-list" | "utkface" => false,

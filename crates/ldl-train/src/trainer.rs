@@ -440,6 +440,14 @@ fn run(
     let started = Instant::now();
     config.validate()?;
     let space = config.label_space()?;
+    let device = ldl_models::device(&config.run.device)?;
+    // Before the data is read: `run.device = "auto"` may have found no GPU.
+    if let Some(refused) = crate::config::precision_refusal(config.run.precision, &device) {
+        return Err(Error::Config(format!(
+            "`run.precision`: {refused} (`run.device = \"{}\"` gave the CPU)",
+            config.run.device
+        )));
+    }
     let (mut splits, feature_names, skipped) = load_splits(config, &space)?;
     let images = config.data.reads_images();
     let standardizer = if config.data.standardize && !images {
@@ -452,10 +460,10 @@ fn run(
         None
     };
 
-    let device = ldl_models::device(&config.run.device)?;
     let seed = config.run.seed;
     let backbone = config.backbone(feature_names.len())?;
-    let (model, vars) = Model::build(&backbone, &space, seed, &device)?;
+    let (mut model, vars) = Model::build(&backbone, &space, seed, &device)?;
+    model.set_precision(config.run.precision)?;
     let init = match (&config.model.init_from, &resume_from) {
         (Some(path), None) => {
             let local = crate::trained::local_checkpoint(path)?;

@@ -17,6 +17,7 @@
 #   LDL_BENCH_DEVICE [cuda]  LDL_BENCH_SIZE [224]  LDL_BENCH_BATCH [32]
 #   LDL_BENCH_FACES [3000: about 2100 training faces, 65 steps per epoch]
 #   LDL_BENCH_EPOCHS [3]  LDL_BENCH_THREADS [number of CPUs]  LDL_BENCH_WIDTH [1.0]
+#   LDL_BENCH_PRECISION [f32; bf16 for mixed precision]
 #   LDL_BENCH_DIR [a temporary folder, removed afterwards]
 
 set -euo pipefail
@@ -36,6 +37,7 @@ faces=${LDL_BENCH_FACES:-3000}
 epochs=${LDL_BENCH_EPOCHS:-3}
 threads=${LDL_BENCH_THREADS:-$(nproc)}
 width=${LDL_BENCH_WIDTH:-1.0}
+precision=${LDL_BENCH_PRECISION:-f32}
 
 command -v "$ldl" >/dev/null || {
     echo "gpu-bench: cannot run '$ldl'; pass the ldl command (or run-on-gpu.sh) as argument" >&2
@@ -88,11 +90,12 @@ epochs = $epochs
 [run]
 seed = 1
 device = "$device"
+precision = "$precision"
 output_dir = "$work/runs"
 EOF
 
 echo "ldl: $ldl ($("$ldl" --version))"
-echo "ThinAgeNet (width $width) ${size}×${size}, batch $batch, $faces faces, $epochs epochs, device $device, $threads loader threads"
+echo "ThinAgeNet (width $width) ${size}×${size}, batch $batch, $faces faces, $epochs epochs, device $device, $precision, $threads loader threads"
 command -v nvidia-smi >/dev/null &&
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 "$ldl" train "$work/bench.toml" --quiet

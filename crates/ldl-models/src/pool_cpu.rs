@@ -80,8 +80,12 @@ fn unpool<T: Copy + PartialEq + Send + Sync + Default>(
     (height, width): (usize, usize),
 ) -> Vec<T> {
     let (out_h, out_w) = (height / 2, width / 2);
-    let mut dx = vec![T::default(); x.len()];
-    dx.par_chunks_mut(height * width)
+    let zero = T::default();
+    // Not zeroed first: every element is written once below, the cells that lose their
+    // window and an odd last row or column with zero.
+    let mut dx = Vec::with_capacity(x.len());
+    dx.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(height * width)
         .zip(x.par_chunks(height * width))
         .zip(
             y.par_chunks(out_h * out_w)
@@ -89,18 +93,43 @@ fn unpool<T: Copy + PartialEq + Send + Sync + Default>(
         )
         .for_each(|((grad, plane), (maxima, grads))| {
             for oy in 0..out_h {
+                let (top, bottom) = grad[2 * oy * width..][..2 * width].split_at_mut(width);
+                let (upper, lower) = plane[2 * oy * width..][..2 * width].split_at(width);
                 for ox in 0..out_w {
-                    let o = oy * out_w + ox;
-                    let cells = window(width, oy, ox);
-                    // A NaN maximum matches nothing: its gradient goes to the first cell.
-                    let first = cells
-                        .iter()
-                        .position(|&i| plane[i] == maxima[o])
-                        .unwrap_or(0);
-                    grad[cells[first]] = grads[o];
+                    let (m, g) = (maxima[oy * out_w + ox], grads[oy * out_w + ox]);
+                    let cells = [
+                        upper[2 * ox],
+                        upper[2 * ox + 1],
+                        lower[2 * ox],
+                        lower[2 * ox + 1],
+                    ];
+                    // The first cell equal to the maximum, in scan order; a NaN maximum
+                    // matches nothing and its gradient goes to the first cell. Selects,
+                    // not branches: which cell wins is unpredictable.
+                    let b = cells[1] == m && cells[0] != m;
+                    let c = cells[2] == m && cells[0] != m && cells[1] != m;
+                    let d = cells[3] == m && cells[0] != m && cells[1] != m && cells[2] != m;
+                    let a = !(b || c || d);
+                    let pick = |hit: bool| if hit { g } else { zero };
+                    top[2 * ox].write(pick(a));
+                    top[2 * ox + 1].write(pick(b));
+                    bottom[2 * ox].write(pick(c));
+                    bottom[2 * ox + 1].write(pick(d));
+                }
+                if width % 2 == 1 {
+                    top[width - 1].write(zero);
+                    bottom[width - 1].write(zero);
+                }
+            }
+            if height % 2 == 1 {
+                for cell in &mut grad[(height - 1) * width..] {
+                    cell.write(zero);
                 }
             }
         });
+    // SAFETY: the chunks above cover all `x.len()` elements (one plane each) and wrote
+    // every cell of every plane: each window's four, the odd column, the odd row.
+    unsafe { dx.set_len(x.len()) };
     dx
 }
 

@@ -36,7 +36,7 @@ fn inputs(batch: usize, size: usize, space: &LabelSpace) -> (Tensor, Vec<AxisTar
 
 fn bench_networks(c: &mut Criterion) {
     // As `ldl train` does: without it, freed activations go back to the OS every step.
-    ldl::train::tune_allocator_for_training();
+    ldl::train::tune_for_training();
     let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0).unwrap()]).unwrap();
     let cases = [
         Case {

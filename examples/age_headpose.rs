@@ -102,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(25);
     let config = config(joint, faces, epochs)?;
-    ldl::train::tune_allocator_for_training();
+    ldl::train::tune_for_training();
 
     let summary = ldl::train::train(&config, &mut |progress| {
         if let Progress::Epoch(record) = progress {

@@ -29,7 +29,7 @@ fn time(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    ldl::train::tune_allocator_for_training();
+    ldl::train::tune_for_training();
     let device = Device::Cpu;
     let batch = 32;
     // (input channels, output channels, image side) of TinyAgeNet's distinct convolutions.

@@ -222,8 +222,10 @@ fn conv2d_matches_candle_and_finite_differences() {
 }
 
 /// Larger convolutions than the finite-difference test can afford, against candle's own
-/// `conv2d` and its autograd: images unfolded in several bands of rows, and small images
-/// unfolded several samples to one gemm (with a last group shorter than the others).
+/// `conv2d` and its autograd: with 8 or more input channels the Winograd path (odd sizes,
+/// paddings 0–2, bands of tile rows, groups of samples), and im2col for the others
+/// (images unfolded in several bands of rows, small images several samples to one gemm,
+/// with a last group shorter than the others).
 #[test]
 fn conv2d_bands_and_sample_groups_match_candle() {
     // Two threads, as group sizes depend on the thread count.
@@ -240,6 +242,8 @@ fn conv2d_bands_and_sample_groups_match_candle() {
         (7, 8, 5, 6, 4, 1),
         // 16 pixels: groups of 3 and 2.
         (5, 32, 4, 4, 16, 1),
+        // Padding 2: the outputs are larger than the image.
+        (2, 8, 7, 9, 8, 2),
     ] {
         let case = format!("{n}×{c_in}×{h}×{w}, {c_out} kernels, padding {padding}");
         let x_values = random_tensor(&mut r, &[n, c_in, h, w]);

@@ -178,7 +178,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    ldl_train::tune_allocator_for_training();
+    ldl_train::tune_for_training();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train {

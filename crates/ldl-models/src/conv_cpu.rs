@@ -25,6 +25,8 @@ use rayon::prelude::*;
 
 use crate::cpu_storage::slice;
 
+mod winograd;
+
 use crate::error::Result;
 
 /// `x ⊛ w` with stride 1 and `padding` zeros on every side: `x` is `(N, C_in, H, W)`, `w`
@@ -309,19 +311,31 @@ fn fill_short<T: Copy>(dst: &mut [T], value: T) {
 const GROUP_COLUMNS: usize = 512;
 
 /// The float types the gemm path handles.
-trait Float: Copy + Send + Sync + std::ops::AddAssign + 'static {
+trait Float:
+    Copy
+    + Send
+    + Sync
+    + std::ops::AddAssign
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + 'static
+{
     const ZERO: Self;
     const ONE: Self;
+    const HALF: Self;
 }
 
 impl Float for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    const HALF: Self = 0.5;
 }
 
 impl Float for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    const HALF: Self = 0.5;
 }
 
 /// A row-major matrix view for [`matmul`]: data, rows, columns, the distance between
@@ -544,6 +558,9 @@ fn weights<'a, T>(g: &Geometry, w: &'a [T]) -> View<'a, T> {
 /// stay in cache, or, for small images, groups of samples side by side (see
 /// [`Geometry::group`]).
 fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
+    if winograd::applies(g) {
+        return winograd::forward(g, x, w);
+    }
     let len = g.batch * g.output_len();
     // Not zeroed first: every element is written once below (bands cover every output
     // row, groups every sample).
@@ -591,6 +608,9 @@ fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
 
 /// `dW = Σ dy · cols(x)ᵀ`, tiled as [`forward`].
 fn weight_gradient<T: Float>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+    if winograd::applies(g) {
+        return winograd::weight_gradient(g, x, dy);
+    }
     let len = g.out_channels * g.patch();
     let group = g.group();
     let threads = gemm_threads(g.batch.div_ceil(group));

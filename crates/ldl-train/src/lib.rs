@@ -4,7 +4,6 @@
 #![warn(missing_docs)]
 
 mod adam;
-mod allocator;
 mod build;
 mod commit;
 mod compare;
@@ -14,11 +13,11 @@ mod export;
 mod hub_data;
 mod numeric;
 mod plot;
+mod runtime_tuning;
 mod trained;
 mod trainer;
 
 pub use adam::Adam;
-pub use allocator::tune_allocator_for_training;
 pub use build::loss;
 pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult, MeanStd};
 pub use config::{
@@ -31,6 +30,7 @@ pub use hub_data::read_hub_split;
 pub use ldl_core::AxisKind;
 pub use ldl_data::{write_synthetic_set, SynthConfig};
 pub use plot::{plot_groups, plot_runs, RunCurves};
+pub use runtime_tuning::{tune_for_training, CANDLE_SPIN_LIMIT};
 
 /// Parses a device name (`cpu`, `cuda`, `cuda:N`, `auto`).
 pub fn device(name: &str) -> Result<candle_core::Device> {

@@ -6,9 +6,13 @@
 //! position ξ of the 4×4 transform:
 //!
 //! - kernel: `U = G·g·Gᵀ`, stored `[16][C_out][C_in]`;
-//! - input: `V = Bᵀ·d·B` per channel and tile, stored `[16][C_in][tiles]`;
-//! - products: `M[ξ] = U[ξ] · V[ξ]`, `[C_out, tiles]`, one gemm each;
+//! - input: `V = Bᵀ·d·B` per channel and tile, stored `[16][tiles][C_in]`;
+//! - products: `M[ξ] = V[ξ] · U[ξ]ᵀ`, `[tiles][C_out]`, one gemm each;
 //! - output: `Y = Aᵀ·m·A` per output channel and tile, the 2×2 block.
+//!
+//! The transforms work channels last (every step combines a vector of all channels of a
+//! pixel), so they vectorise however few tiles a row holds; the image goes channels last
+//! on the way in, the result back to planes on the way out.
 //!
 //! That is 16 multiplications per tile and channel pair instead of 36: the gemms do
 //! 2.25× less work than im2col's, and the transformed input is 4× the image instead of
@@ -49,15 +53,6 @@ fn zip2<T: Copy>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
 fn zip3<T: Copy>(out: &mut [T], a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) {
     for (o, ((&a, &b), &c)) in out.iter_mut().zip(a.iter().zip(b).zip(c)) {
         *o = f(a, b, c);
-    }
-}
-
-/// Splits `row` into its even and odd elements.
-#[inline(always)]
-fn deinterleave<T: Copy>(row: &[T], even: &mut [T], odd: &mut [T]) {
-    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2)) {
-        *e = pair[0];
-        *o = pair[1];
     }
 }
 
@@ -113,135 +108,152 @@ impl Tiles {
     }
 }
 
-/// Fills `v`, `[16][C_in][tiles]`, with the transformed patches `Bᵀ·d·B` of `images`
+/// Fills `v`, `[16][tiles][C_in]`, with the transformed patches `Bᵀ·d·B` of `images`
 /// (Bᵀ's rows are (1, 0, −1, 0), (0, 1, 1, 0), (0, −1, 1, 0), (0, 1, 0, −1)).
 ///
-/// A row of tiles at a time, so that every loop runs along image rows and vectorises:
-/// first `Bᵀ` combines the four input rows of the tile row (`t`, indexed by image
-/// column + padding, zero outside the image), then `B` combines columns
-/// `2·tx … 2·tx + 3` of `t` into the 16 outputs of each tile.
-#[inline(always)]
+/// Channels last: the input rows a band needs are first copied, zero-padded, into
+/// `[row][column][C_in]` (`stage`), so that every step of the transform combines whole
+/// vectors of channels, long enough to vectorise even where a row holds a few tiles.
 fn transform_input<T: Float>(
     g: &Geometry,
     images: &[T],
     tiles: &Tiles,
     v: &mut [T],
-    scratch: &mut Vec<T>,
+    stage: &mut Vec<T>,
 ) {
+    let channels = g.in_channels;
     let count = tiles.count();
     let per_row = tiles.per_row;
+    // Padded columns: image column `x` at `x + p`; the last tile reads column 2·per_row + 1.
     let span = 2 * per_row + 2;
-    let half = per_row + 1;
-    let scratch = grow(scratch, 4 * span + g.width + 2 * half);
-    let (t, rest) = scratch.split_at_mut(4 * span);
-    let (zeros, parity) = rest.split_at_mut(g.width);
-    let (even, odd) = parity.split_at_mut(half);
-    zeros.fill(T::ZERO);
-    let zeros = &*zeros;
-    // Columns of `t` the image covers: index `x` is image column `x − p`.
-    let (first, end) = (g.padding.min(span), (g.width + g.padding).min(span));
+    let rows = 2 * tiles.rows.len() + 2;
+    let stage = grow(stage, rows * span * channels + 16 * channels);
+    let (padded, t) = stage.split_at_mut(rows * span * channels);
     for (s, image) in images.chunks(g.input_len()).enumerate() {
-        for c in 0..g.in_channels {
+        padded.fill(T::ZERO);
+        for c in 0..channels {
             let plane = &image[c * g.height * g.width..][..g.height * g.width];
-            let line = |y: usize| match y.checked_sub(g.padding) {
-                Some(y) if y < g.height => &plane[y * g.width..][..g.width],
-                _ => zeros,
-            };
-            for (band_row, ty) in tiles.rows.clone().enumerate() {
-                let d = [0, 1, 2, 3].map(|i| &line(2 * ty + i)[..end - first]);
-                let (t0, rest) = t.split_at_mut(span);
-                let (t1, rest) = rest.split_at_mut(span);
-                let (t2, t3) = rest.split_at_mut(span);
-                for row in [&mut *t0, &mut *t1, &mut *t2, &mut *t3] {
-                    row[..first].fill(T::ZERO);
-                    row[end..].fill(T::ZERO);
+            for r in 0..rows {
+                let Some(y) = (2 * tiles.rows.start + r).checked_sub(g.padding) else {
+                    continue;
+                };
+                if y >= g.height {
+                    continue;
                 }
-                zip2(&mut t0[first..end], d[0], d[2], |a, b| a - b);
-                zip2(&mut t1[first..end], d[1], d[2], |a, b| a + b);
-                zip2(&mut t2[first..end], d[2], d[1], |a, b| a - b);
-                zip2(&mut t3[first..end], d[1], d[3], |a, b| a - b);
-                let column = (s * tiles.rows.len() + band_row) * per_row;
-                for (r, q) in t.chunks_exact(span).enumerate() {
-                    // Tile tx reads columns 2·tx … 2·tx + 3 of q: even[tx], odd[tx],
-                    // even[tx + 1], odd[tx + 1], each a unit-stride stream.
-                    deinterleave(q, even, odd);
-                    let stream = |xi: usize| (xi * g.in_channels + c) * count + column;
-                    let (a, rest) = v.split_at_mut(stream(4 * r + 1));
-                    let v0 = &mut a[stream(4 * r)..][..per_row];
-                    let (b, rest) = rest.split_at_mut(stream(4 * r + 2) - stream(4 * r + 1));
-                    let v1 = &mut b[..per_row];
-                    let (e, rest) = rest.split_at_mut(stream(4 * r + 3) - stream(4 * r + 2));
-                    let v2 = &mut e[..per_row];
-                    let v3 = &mut rest[..per_row];
-                    let (e0, e1) = (&even[..per_row], &even[1..=per_row]);
-                    let (o0, o1) = (&odd[..per_row], &odd[1..=per_row]);
-                    zip2(v0, e0, e1, |a, b| a - b);
-                    zip2(v1, o0, e1, |a, b| a + b);
-                    zip2(v2, e1, o0, |a, b| a - b);
-                    zip2(v3, o0, o1, |a, b| a - b);
+                let line = &plane[y * g.width..][..g.width];
+                let row = &mut padded[(r * span + g.padding) * channels..];
+                for (cell, &value) in row.chunks_mut(channels).zip(line) {
+                    cell[c] = value;
+                }
+            }
+        }
+        for band_row in 0..tiles.rows.len() {
+            for tx in 0..per_row {
+                let d = |i: usize, j: usize| {
+                    &padded[((2 * band_row + i) * span + 2 * tx + j) * channels..][..channels]
+                };
+                // Bᵀ·d, row r and column j at t[(4·r + j)·C ..].
+                for j in 0..4 {
+                    let (d0, d1, d2, d3) = (d(0, j), d(1, j), d(2, j), d(3, j));
+                    let row = |r: usize| (4 * r + j) * channels;
+                    zip2(&mut t[row(0)..][..channels], d0, d2, |a, b| a - b);
+                    zip2(&mut t[row(1)..][..channels], d1, d2, |a, b| a + b);
+                    zip2(&mut t[row(2)..][..channels], d2, d1, |a, b| a - b);
+                    zip2(&mut t[row(3)..][..channels], d1, d3, |a, b| a - b);
+                }
+                // (Bᵀ·d)·B into the 16 streams.
+                let column = (s * tiles.rows.len() + band_row) * per_row + tx;
+                for r in 0..4 {
+                    let q = |j: usize| &t[(4 * r + j) * channels..][..channels];
+                    let at = |xi: usize| (xi * count + column) * channels;
+                    zip2(&mut v[at(4 * r)..][..channels], q(0), q(2), |a, b| a - b);
+                    zip2(&mut v[at(4 * r + 1)..][..channels], q(1), q(2), |a, b| {
+                        a + b
+                    });
+                    zip2(&mut v[at(4 * r + 2)..][..channels], q(2), q(1), |a, b| {
+                        a - b
+                    });
+                    zip2(&mut v[at(4 * r + 3)..][..channels], q(1), q(3), |a, b| {
+                        a - b
+                    });
                 }
             }
         }
     }
 }
 
-/// Writes the output pixels of `tiles` from the products `m`, `[16][C_out][tiles]`, into
+/// Writes the output pixels of `tiles` from the products `m`, `[16][tiles][C_out]`, into
 /// `out`, the outputs of the task's samples: `Y = Aᵀ·m·A` per tile (Aᵀ's rows are
-/// (1, 1, 1, 0) and (0, 1, −1, −1)), a row of tiles at a time as [`transform_input`].
-#[inline(always)]
+/// (1, 1, 1, 0) and (0, 1, −1, −1)), channels last into `stage`, then transposed into
+/// the output's planes.
 fn transform_output<T: Float>(
     g: &Geometry,
     m: &[T],
     tiles: &Tiles,
     out: &mut [MaybeUninit<T>],
-    scratch: &mut Vec<T>,
+    stage: &mut Vec<T>,
 ) {
+    let channels = g.out_channels;
     let count = tiles.count();
     let per_row = tiles.per_row;
-    let scratch = grow(scratch, 10 * per_row);
-    let (scratch, columns) = scratch.split_at_mut(8 * per_row);
+    let first_row = 2 * tiles.rows.start;
+    let rows = (2 * tiles.rows.end).min(g.out_h) - first_row;
+    let stage = grow(stage, rows * g.out_w * channels + 8 * channels);
+    let (block, t) = stage.split_at_mut(rows * g.out_w * channels);
     for (s, sample) in out.chunks_mut(g.output_len()).enumerate() {
-        for o in 0..g.out_channels {
-            let plane = &mut sample[o * g.pixels()..][..g.pixels()];
-            for (band_row, ty) in tiles.rows.clone().enumerate() {
-                let column = (s * tiles.rows.len() + band_row) * per_row;
-                let stream =
-                    |xi: usize| &m[(xi * g.out_channels + o) * count + column..][..per_row];
-                // Aᵀ·m: two rows of four columns, each a vector over the tiles.
-                let (upper, lower) = scratch.split_at_mut(4 * per_row);
+        for band_row in 0..tiles.rows.len() {
+            for tx in 0..per_row {
+                let column = (s * tiles.rows.len() + band_row) * per_row + tx;
+                let m = |i: usize, j: usize| {
+                    &m[((4 * i + j) * count + column) * channels..][..channels]
+                };
+                // Aᵀ·m: row r, column j at t[(4·r + j)·C ..].
                 for j in 0..4 {
-                    let (m0, m1, m2, m3) =
-                        (stream(j), stream(4 + j), stream(8 + j), stream(12 + j));
-                    let up = &mut upper[j * per_row..][..per_row];
-                    zip3(up, m0, m1, m2, |a, b, c| a + b + c);
-                    let low = &mut lower[j * per_row..][..per_row];
-                    zip3(low, m1, m2, m3, |a, b, c| a - b - c);
+                    let (m0, m1, m2, m3) = (m(0, j), m(1, j), m(2, j), m(3, j));
+                    zip3(&mut t[j * channels..][..channels], m0, m1, m2, |a, b, c| {
+                        a + b + c
+                    });
+                    zip3(
+                        &mut t[(4 + j) * channels..][..channels],
+                        m1,
+                        m2,
+                        m3,
+                        |a, b, c| a - b - c,
+                    );
                 }
-                // (Aᵀ·m)·A: output columns 2·tx and 2·tx + 1 of rows 2·ty and 2·ty + 1.
-                for (r, half) in [&*upper, &*lower].into_iter().enumerate() {
-                    let oy = 2 * ty + r;
-                    if oy >= g.out_h {
+                // (Aᵀ·m)·A: the 2×2 outputs; an odd last row or column keeps half a tile.
+                for r in 0..2 {
+                    let local = 2 * band_row + r;
+                    if local >= rows {
                         continue;
                     }
-                    let (p0, p1) = (&half[..per_row], &half[per_row..2 * per_row]);
-                    let (p2, p3) = (&half[2 * per_row..3 * per_row], &half[3 * per_row..]);
-                    let (left, right) = columns.split_at_mut(per_row);
-                    zip3(left, p0, p1, p2, |a, b, c| a + b + c);
-                    zip3(right, p1, p2, p3, |a, b, c| a - b - c);
-                    let line = &mut plane[oy * g.out_w..][..g.out_w];
-                    let pairs = g.out_w / 2;
-                    for (pair, (&l, &r)) in line[..2 * pairs]
-                        .chunks_exact_mut(2)
-                        .zip(left.iter().zip(right.iter()))
-                    {
-                        pair[0].write(l);
-                        pair[1].write(r);
-                    }
-                    // An odd last column keeps the first half of its tile.
-                    if g.out_w % 2 == 1 {
-                        line[g.out_w - 1].write(left[pairs]);
+                    let p = |j: usize| &t[(4 * r + j) * channels..][..channels];
+                    let at = |ox: usize| (local * g.out_w + ox) * channels;
+                    let ox = 2 * tx;
+                    zip3(
+                        &mut block[at(ox)..][..channels],
+                        p(0),
+                        p(1),
+                        p(2),
+                        |a, b, c| a + b + c,
+                    );
+                    if ox + 1 < g.out_w {
+                        zip3(
+                            &mut block[at(ox + 1)..][..channels],
+                            p(1),
+                            p(2),
+                            p(3),
+                            |a, b, c| a - b - c,
+                        );
                     }
                 }
+            }
+        }
+        // Channels last → the output's planes.
+        for o in 0..channels {
+            let plane = &mut sample[o * g.pixels() + first_row * g.out_w..][..rows * g.out_w];
+            for (cell, pixel) in plane.iter_mut().zip(block.chunks_exact(channels)) {
+                cell.write(pixel[o]);
             }
         }
     }
@@ -296,18 +308,15 @@ impl Plan {
     }
 }
 
-/// The 16 products `M[ξ] = U[ξ] · V[ξ]` for `count` tiles.
+/// The 16 products `M[ξ] = V[ξ] · U[ξ]ᵀ`, `[tiles][C_out]`, for `count` tiles.
 fn multiply<T: Float>(g: &Geometry, u: &[T], v: &[T], m: &mut [T], count: usize, threads: usize) {
     let (outputs, inputs) = (g.out_channels, g.in_channels);
     for xi in 0..16 {
-        let lhs = View::dense(
-            &u[xi * outputs * inputs..][..outputs * inputs],
-            outputs,
-            inputs,
-        );
-        let rhs = View::dense(&v[xi * inputs * count..][..inputs * count], inputs, count);
-        let dst = &mut m[xi * outputs * count..][..outputs * count];
-        matmul(dst, count, lhs, rhs, false, threads);
+        let lhs = View::dense(&v[xi * count * inputs..][..count * inputs], count, inputs);
+        let kernel = &u[xi * outputs * inputs..][..outputs * inputs];
+        let rhs = View::dense(kernel, outputs, inputs).t();
+        let dst = &mut m[xi * count * outputs..][..count * outputs];
+        matmul(dst, outputs, lhs, rhs, false, threads);
     }
 }
 
@@ -340,74 +349,70 @@ pub(super) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     y
 }
 
-/// Fills `dm`, `[16][C_out][tiles]`, with `A·dY·Aᵀ` of every 2×2 tile of the output
+/// Fills `dm`, `[16][tiles][C_out]`, with `A·dY·Aᵀ` of every 2×2 tile of the output
 /// gradients `grads` (outputs past an odd edge count as zero): the transposed output
-/// transform, which carries the gradient back to the products. A row of tiles at a time
-/// as [`transform_input`].
-#[inline(always)]
+/// transform, which carries the gradient back to the products. Channels last, as
+/// [`transform_input`].
 fn transform_output_gradient<T: Float>(
     g: &Geometry,
     grads: &[T],
     tiles: &Tiles,
     dm: &mut [T],
-    scratch: &mut Vec<T>,
+    stage: &mut Vec<T>,
 ) {
+    let channels = g.out_channels;
     let count = tiles.count();
-    let n = tiles.per_row;
-    // Two padded gradient rows, then the tile columns split by parity (a, b from the
-    // upper row, c, d from the lower), then one row of A·dY (p, q).
-    let scratch = grow(scratch, 4 * n + 6 * n);
-    let (padded, rest) = scratch.split_at_mut(4 * n);
-    let (split, pq) = rest.split_at_mut(4 * n);
+    let per_row = tiles.per_row;
+    let (rows, columns) = (2 * tiles.rows.len(), 2 * per_row);
+    let stage = grow(stage, rows * columns * channels + 8 * channels);
+    let (block, t) = stage.split_at_mut(rows * columns * channels);
     for (s, sample) in grads.chunks(g.output_len()).enumerate() {
-        for o in 0..g.out_channels {
+        block.fill(T::ZERO);
+        for o in 0..channels {
             let plane = &sample[o * g.pixels()..][..g.pixels()];
-            for (band_row, ty) in tiles.rows.clone().enumerate() {
-                for (r, row) in padded.chunks_exact_mut(2 * n).enumerate() {
-                    row.fill(T::ZERO);
-                    let oy = 2 * ty + r;
-                    if oy < g.out_h {
-                        row[..g.out_w].copy_from_slice(&plane[oy * g.out_w..][..g.out_w]);
-                    }
+            for r in 0..rows {
+                let oy = 2 * tiles.rows.start + r;
+                if oy >= g.out_h {
+                    break;
                 }
-                let (a, rest) = split.split_at_mut(n);
-                let (b, rest) = rest.split_at_mut(n);
-                let (c, d) = rest.split_at_mut(n);
-                deinterleave(&padded[..2 * n], a, b);
-                deinterleave(&padded[2 * n..], c, d);
-                let column = (s * tiles.rows.len() + band_row) * n;
-                let (p, q) = pq.split_at_mut(n);
+                let line = &plane[oy * g.out_w..][..g.out_w];
+                let row = &mut block[r * columns * channels..][..columns * channels];
+                for (cell, &value) in row.chunks_mut(channels).zip(line) {
+                    cell[o] = value;
+                }
+            }
+        }
+        for band_row in 0..tiles.rows.len() {
+            for tx in 0..per_row {
+                let at = |r: usize, q: usize| {
+                    &block[((2 * band_row + r) * columns + 2 * tx + q) * channels..][..channels]
+                };
+                let (a, b, c, d) = (at(0, 0), at(0, 1), at(1, 0), at(1, 1));
+                // A·dY: A's rows are (1, 0), (1, 1), (1, −1), (0, −1); row i at
+                // t[2·i·C ..] (first column) and t[(2·i + 1)·C ..] (second).
+                let (first, rest) = t.split_at_mut(2 * channels);
+                first[..channels].copy_from_slice(a);
+                first[channels..].copy_from_slice(b);
+                zip2(&mut rest[..channels], a, c, |x, y| x + y);
+                zip2(&mut rest[channels..2 * channels], b, d, |x, y| x + y);
+                zip2(&mut rest[2 * channels..3 * channels], a, c, |x, y| x - y);
+                zip2(&mut rest[3 * channels..4 * channels], b, d, |x, y| x - y);
+                zip2(&mut rest[4 * channels..5 * channels], c, c, |x, _| {
+                    T::ZERO - x
+                });
+                zip2(&mut rest[5 * channels..6 * channels], d, d, |x, _| {
+                    T::ZERO - x
+                });
+                // (A·dY)·Aᵀ along each row: (p, p + q, p − q, −q).
+                let column = (s * tiles.rows.len() + band_row) * per_row + tx;
                 for i in 0..4 {
-                    // Row i of A·dY; A's rows are (1, 0), (1, 1), (1, −1), (0, −1).
-                    match i {
-                        0 => {
-                            p.copy_from_slice(a);
-                            q.copy_from_slice(b);
-                        }
-                        1 => {
-                            zip2(p, a, c, |x, y| x + y);
-                            zip2(q, b, d, |x, y| x + y);
-                        }
-                        2 => {
-                            zip2(p, a, c, |x, y| x - y);
-                            zip2(q, b, d, |x, y| x - y);
-                        }
-                        _ => {
-                            zip2(p, c, c, |x, _| T::ZERO - x);
-                            zip2(q, d, d, |x, _| T::ZERO - x);
-                        }
-                    }
-                    // (A·dY)·Aᵀ along the row: (p, p + q, p − q, −q).
-                    let stream = |j: usize| ((4 * i + j) * g.out_channels + o) * count + column;
-                    for (j, dst) in (0..4).map(|j| (j, stream(j))) {
-                        let dst = &mut dm[dst..][..n];
-                        match j {
-                            0 => dst.copy_from_slice(p),
-                            1 => zip2(dst, p, q, |x, y| x + y),
-                            2 => zip2(dst, p, q, |x, y| x - y),
-                            _ => zip2(dst, q, q, |x, _| T::ZERO - x),
-                        }
-                    }
+                    let p = &t[2 * i * channels..][..channels];
+                    let q = &t[(2 * i + 1) * channels..][..channels];
+                    let at = |j: usize| ((4 * i + j) * count + column) * channels;
+                    dm[at(0)..][..channels].copy_from_slice(p);
+                    zip2(&mut dm[at(1)..][..channels], p, q, |x, y| x + y);
+                    zip2(&mut dm[at(2)..][..channels], p, q, |x, y| x - y);
+                    zip2(&mut dm[at(3)..][..channels], q, q, |x, _| T::ZERO - x);
                 }
             }
         }
@@ -468,15 +473,13 @@ pub(super) fn weight_gradient<T: Float>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
                     transform_input(g, images, &tiles, v, &mut scratch);
                     transform_output_gradient(g, grads, &tiles, dm, &mut scratch);
                     for xi in 0..16 {
-                        let lhs = View::dense(
-                            &dm[xi * outputs * count..][..outputs * count],
-                            outputs,
-                            count,
-                        );
+                        // dU[ξ] += DM[ξ]ᵀ · V[ξ]: [C_out, tiles] · [tiles, C_in].
+                        let transformed = &dm[xi * count * outputs..][..count * outputs];
+                        let lhs = View::dense(transformed, count, outputs).t();
                         let rhs =
-                            View::dense(&v[xi * inputs * count..][..inputs * count], inputs, count);
+                            View::dense(&v[xi * count * inputs..][..count * inputs], count, inputs);
                         let dst = &mut du[xi * outputs * inputs..][..outputs * inputs];
-                        matmul(dst, inputs, lhs, rhs.t(), true, plan.threads);
+                        matmul(dst, inputs, lhs, rhs, true, plan.threads);
                     }
                 }
                 (du, v, dm, scratch)

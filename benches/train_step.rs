@@ -5,7 +5,6 @@
 //! `cargo bench --bench train_step`
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ldl::loss::{FullKl, Loss};
 use ldl::models::{trainable_vars, BackboneConfig, Model};
@@ -57,22 +56,16 @@ fn bench_networks(c: &mut Criterion) {
     for case in cases {
         let (model, vars) = Model::build(&case.backbone, &space, 0, &Device::Cpu).unwrap();
         let trainable: Vec<Var> = trainable_vars(&vars).into_iter().map(|(_, v)| v).collect();
-        let mut optimizer = AdamW::new(
-            trainable,
-            ParamsAdamW {
-                lr: 1e-3,
-                weight_decay: 0.0,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        // The optimiser `ldl train` runs (PyTorch's Adam semantics).
+        let mut optimizer = ldl::train::Adam::new(trainable, 1e-3, 0.0).unwrap();
         let (images, targets) = inputs(case.batch, case.size, &space);
         let loss = FullKl::default();
         group.bench_function(format!("{}/train_step", case.name), |b| {
             b.iter(|| {
                 let logits = model.forward_t(&images, true).unwrap();
                 let out = loss.compute(&space, &logits, &targets).unwrap();
-                optimizer.backward_step(&out.total).unwrap();
+                let grads = out.total.backward().unwrap();
+                optimizer.step(&grads).unwrap();
                 black_box(out.total_value().unwrap())
             })
         });

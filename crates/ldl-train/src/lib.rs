@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 mod adam;
+mod adam_cpu;
 mod build;
 mod commit;
 mod compare;

@@ -766,3 +766,216 @@ fn mlp_half_precision_products_track_f32() {
     let half_pass = features_and_gradients(&forward, &vars, &x, &probe);
     assert_close_but_not_equal(&f32_pass, &half_pass);
 }
+
+/// Forward pass and both gradients of `conv2d` against candle's direct convolution over a
+/// sweep of small shapes: every kernel size from 1 to 5 with every padding below it,
+/// images down to one pixel, outputs one row or column wide, 1–9 samples, channel counts
+/// on both sides of the Winograd threshold, and pools of 1, 2, 3 and 5 threads.
+#[test]
+fn conv2d_edge_shapes_match_candle() {
+    let mut r = rng(77);
+    let mut cases = Vec::new();
+    for k in 1..=5usize {
+        for padding in 0..k {
+            for (h, w) in [(1, 1), (1, 4), (3, 1), (2, 5), (5, 5), (6, 3), (7, 8)] {
+                if h + 2 * padding < k || w + 2 * padding < k {
+                    continue;
+                }
+                for (n, c_in, c_out) in [(1, 1, 1), (3, 3, 2), (5, 8, 3), (2, 9, 8), (9, 10, 1)] {
+                    cases.push((n, c_in, h, w, c_out, k, padding));
+                }
+            }
+        }
+    }
+    for threads in [1, 2, 3, 5] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for &(n, c_in, h, w, c_out, k, padding) in &cases {
+            let case = format!(
+                "{threads} threads, {n}×{c_in}×{h}×{w}, {c_out} {k}×{k} kernels, padding {padding}"
+            );
+            let x_values = random_tensor(&mut r, &[n, c_in, h, w]);
+            let k_values = random_tensor(&mut r, &[c_out, c_in, k, k]);
+            let x = Var::from_tensor(
+                &Tensor::from_vec(x_values, (n, c_in, h, w), &Device::Cpu).unwrap(),
+            )
+            .unwrap();
+            let kernel = Var::from_tensor(
+                &Tensor::from_vec(k_values, (c_out, c_in, k, k), &Device::Cpu).unwrap(),
+            )
+            .unwrap();
+            // Freed NaN buffers of the sizes involved: memory the op leaves unwritten
+            // would likely show as NaN.
+            let poison = || {
+                for len in [
+                    n * c_in * h * w,
+                    n * c_out * (h + 2 * padding) * (w + 2 * padding),
+                ] {
+                    drop(std::hint::black_box(vec![f64::NAN; len]));
+                }
+            };
+            let (ours, theirs) = pool.install(|| {
+                poison();
+                (
+                    conv2d(&x, &kernel, padding).unwrap(),
+                    x.conv2d(&kernel, padding, 1, 1, 1).unwrap(),
+                )
+            });
+            let probe_values = random_tensor(&mut r, theirs.dims());
+            let probe = Tensor::from_vec(probe_values, theirs.dims(), &Device::Cpu).unwrap();
+            let gradients = |y: &Tensor| {
+                let grads = pool
+                    .install(|| {
+                        poison();
+                        (y * &probe).unwrap().sum_all().unwrap().backward()
+                    })
+                    .unwrap();
+                let get = |v: &Var| to_vec(grads.get(v.as_tensor()).unwrap());
+                (get(&x), get(&kernel))
+            };
+            assert_eq!(ours.dims(), theirs.dims(), "{case}");
+            let (dx, dk) = gradients(&ours);
+            let (dx_candle, dk_candle) = gradients(&theirs);
+            for (what, a, b) in [
+                ("output", to_vec(&ours), to_vec(&theirs)),
+                ("input gradient", dx, dx_candle),
+                ("kernel gradient", dk, dk_candle),
+            ] {
+                assert_eq!(a.len(), b.len(), "{case} {what}");
+                let scale = b.iter().fold(1f64, |m, v| m.max(v.abs()));
+                for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-12 * scale,
+                        "{case} {what}[{i}]: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The max-pool gradient on windows with tied maxima and NaNs: each output's gradient goes
+/// whole to the first cell of its window equal to the maximum (scan order), a NaN maximum's
+/// to the first cell, and an odd last row and column get none.
+#[test]
+fn max_pool_gradient_goes_to_the_first_of_tied_maxima() {
+    let nan = f64::NAN;
+    #[rustfmt::skip]
+    let values = vec![
+        2.0, 2.0,   1.0, 3.0,   0.0, 0.0,   -0.0, 0.0,   9.0,
+        1.0, 1.0,   3.0, 3.0,   5.0, 5.0,    0.0, -0.0,  9.0,
+        nan, 1.0,   1.0, nan,   4.0, 4.0,    7.0, 7.0,   9.0,
+        2.0, 3.0,   0.0, 0.0,   4.0, 4.0,    7.0, 7.0,   9.0,
+        9.0, 9.0,   9.0, 9.0,   9.0, 9.0,    9.0, 9.0,   9.0,
+    ];
+    let (h, w) = (5, 9);
+    for dtype in [DType::F64, DType::F32] {
+        let x = Var::from_tensor(
+            &Tensor::from_vec(values.clone(), (1, 1, h, w), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
+        )
+        .unwrap();
+        let y = max_pool_2x2(&x).unwrap();
+        assert_eq!(y.dims(), &[1, 1, 2, 4]);
+        let weights: Vec<f64> = (1..=8).map(|v| v as f64).collect();
+        let probe = Tensor::from_vec(weights.clone(), (1, 1, 2, 4), &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let grads = (&y * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let dx = to_vec(grads.get(x.as_tensor()).unwrap());
+        let maxima = to_vec(&y);
+        let mut expected = vec![0.0; h * w];
+        for oy in 0..2 {
+            for ox in 0..4 {
+                let cells = [
+                    2 * oy * w + 2 * ox,
+                    2 * oy * w + 2 * ox + 1,
+                    (2 * oy + 1) * w + 2 * ox,
+                    (2 * oy + 1) * w + 2 * ox + 1,
+                ];
+                let m = maxima[oy * 4 + ox];
+                let first = cells.iter().position(|&i| values[i] == m).unwrap_or(0);
+                expected[cells[first]] = weights[oy * 4 + ox];
+            }
+        }
+        assert_eq!(dx, expected, "{dtype:?}");
+    }
+}
+
+/// Winograd-sized convolutions (3×3, 32 channels each side) whose single samples are cut
+/// into several bands of tile rows, the last one shorter, with odd output sizes, paddings
+/// 0–2, and batches whose last sample group holds one sample: outputs and both gradients
+/// against candle's direct convolution, f64 and f32.
+#[test]
+fn conv2d_winograd_bands_match_candle() {
+    let mut r = rng(91);
+    for threads in [1, 2, 4] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for (n, h, w, padding) in [
+            (1, 29, 31, 1),
+            (3, 29, 31, 1),
+            (3, 30, 33, 0),
+            (1, 27, 29, 2),
+            (5, 9, 70, 2),
+        ] {
+            let (c_in, c_out) = (32, 32);
+            let case = format!("{threads} threads, {n}×{c_in}×{h}×{w}, padding {padding}");
+            let x_values = random_tensor(&mut r, &[n, c_in, h, w]);
+            let k_values = random_tensor(&mut r, &[c_out, c_in, 3, 3]);
+            let x = Tensor::from_vec(x_values, (n, c_in, h, w), &Device::Cpu).unwrap();
+            let kernel = Tensor::from_vec(k_values, (c_out, c_in, 3, 3), &Device::Cpu).unwrap();
+            for dtype in [DType::F64, DType::F32] {
+                let tolerance = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+                let x = Var::from_tensor(&x.to_dtype(dtype).unwrap()).unwrap();
+                let kernel = Var::from_tensor(&kernel.to_dtype(dtype).unwrap()).unwrap();
+                let (ours, theirs) = pool.install(|| {
+                    (
+                        conv2d(&x, &kernel, padding).unwrap(),
+                        x.conv2d(&kernel, padding, 1, 1, 1).unwrap(),
+                    )
+                });
+                let probe_values = random_tensor(&mut r, theirs.dims());
+                let probe = Tensor::from_vec(probe_values, theirs.dims(), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                let gradients = |y: &Tensor| {
+                    let grads = pool
+                        .install(|| (y * &probe).unwrap().sum_all().unwrap().backward())
+                        .unwrap();
+                    let get = |v: &Var| to_vec(grads.get(v.as_tensor()).unwrap());
+                    (get(&x), get(&kernel))
+                };
+                let (dx, dk) = gradients(&ours);
+                let (dx_candle, dk_candle) = gradients(&theirs);
+                for (what, a, b) in [
+                    ("output", to_vec(&ours), to_vec(&theirs)),
+                    ("input gradient", dx, dx_candle),
+                    ("kernel gradient", dk, dk_candle),
+                ] {
+                    assert_eq!(a.len(), b.len(), "{case} {what}");
+                    let scale = b.iter().fold(1f64, |m, v| m.max(v.abs()));
+                    for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+                        assert!(
+                            (a - b).abs() <= tolerance * scale,
+                            "{case} {dtype:?} {what}[{i}]: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -171,39 +171,6 @@ impl Geometry {
         first_column: usize,
         rows: Range<usize>,
     ) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above.
-            unsafe { self.im2col_avx2(image, cols, row_len, first_column, rows) };
-            return;
-        }
-        self.im2col_portable(image, cols, row_len, first_column, rows);
-    }
-
-    /// [`Geometry::im2col`] compiled for AVX2: the copies move 32 bytes at a time
-    /// instead of baseline x86-64's 16, which matters as the columns are 9× the image.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn im2col_avx2<T: Float>(
-        &self,
-        image: &[T],
-        cols: &mut [T],
-        row_len: usize,
-        first_column: usize,
-        rows: Range<usize>,
-    ) {
-        self.im2col_portable(image, cols, row_len, first_column, rows);
-    }
-
-    #[inline(always)]
-    fn im2col_portable<T: Float>(
-        &self,
-        image: &[T],
-        cols: &mut [T],
-        row_len: usize,
-        first_column: usize,
-        rows: Range<usize>,
-    ) {
         let columns = rows.len() * self.out_w;
         for c in 0..self.in_channels {
             let plane = &image[c * self.height * self.width..][..self.height * self.width];

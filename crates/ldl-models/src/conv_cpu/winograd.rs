@@ -31,6 +31,13 @@ use super::{gemm_threads, grow, matmul, Float, Geometry, View};
 /// with 3 colour channels, stays on im2col).
 const MIN_INPUT_CHANNELS: usize = 8;
 
+/// (Input, output) channel pairs below which im2col is used: with few channels the 16
+/// gemms are too small to pay for the transforms. TinyAgeNet's second layer (16 → 16
+/// channels, 256 pairs) on im2col makes its 64×64, batch-32 training step 114–121 ms
+/// instead of 130–137 ms with Winograd there (two alternating runs each of
+/// `cargo bench --bench train_step -- tiny`, 2 cores); from 16 → 32 on, Winograd is faster.
+const MIN_CHANNEL_PAIRS: usize = 512;
+
 /// The most bytes of transformed input and products one task holds at a time (a band of
 /// tile rows of one sample, or a group of small samples): within a core's L2 cache.
 const BAND_BYTES: usize = 512 * 1024;
@@ -58,7 +65,10 @@ fn zip3<T: Copy>(out: &mut [T], a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -
 
 /// Whether the Winograd path computes this convolution.
 pub(super) fn applies(g: &Geometry) -> bool {
-    g.kernel_h == 3 && g.kernel_w == 3 && g.in_channels >= MIN_INPUT_CHANNELS
+    g.kernel_h == 3
+        && g.kernel_w == 3
+        && g.in_channels >= MIN_INPUT_CHANNELS
+        && g.in_channels * g.out_channels >= MIN_CHANNEL_PAIRS
 }
 
 /// Tiles per row and per column of the output.
@@ -129,17 +139,28 @@ fn transform_input<T: Float>(
     let rows = 2 * tiles.rows.len() + 2;
     let stage = grow(stage, rows * span * channels + 16 * channels);
     let (padded, t) = stage.split_at_mut(rows * span * channels);
+    // The image row staged as row `r`, if it is inside the image.
+    let source = |r: usize| {
+        (2 * tiles.rows.start + r)
+            .checked_sub(g.padding)
+            .filter(|&y| y < g.height)
+    };
     for (s, image) in images.chunks(g.input_len()).enumerate() {
-        padded.fill(T::ZERO);
+        // Zeros where no pixel is copied: the padding columns, and rows outside the image.
+        for (r, row) in padded.chunks_exact_mut(span * channels).enumerate() {
+            if source(r).is_some() {
+                row[..g.padding * channels].fill(T::ZERO);
+                row[(g.padding + g.width) * channels..].fill(T::ZERO);
+            } else {
+                row.fill(T::ZERO);
+            }
+        }
         for c in 0..channels {
             let plane = &image[c * g.height * g.width..][..g.height * g.width];
             for r in 0..rows {
-                let Some(y) = (2 * tiles.rows.start + r).checked_sub(g.padding) else {
+                let Some(y) = source(r) else {
                     continue;
                 };
-                if y >= g.height {
-                    continue;
-                }
                 let line = &plane[y * g.width..][..g.width];
                 let row = &mut padded[(r * span + g.padding) * channels..];
                 for (cell, &value) in row.chunks_mut(channels).zip(line) {
@@ -367,7 +388,14 @@ fn transform_output_gradient<T: Float>(
     let stage = grow(stage, rows * columns * channels + 8 * channels);
     let (block, t) = stage.split_at_mut(rows * columns * channels);
     for (s, sample) in grads.chunks(g.output_len()).enumerate() {
-        block.fill(T::ZERO);
+        // Zeros past the last output column, and for rows past the last output row.
+        for (r, row) in block.chunks_exact_mut(columns * channels).enumerate() {
+            if 2 * tiles.rows.start + r < g.out_h {
+                row[g.out_w * channels..].fill(T::ZERO);
+            } else {
+                row.fill(T::ZERO);
+            }
+        }
         for o in 0..channels {
             let plane = &sample[o * g.pixels()..][..g.pixels()];
             for r in 0..rows {

@@ -246,46 +246,84 @@ fn conv2d_bands_and_sample_groups_match_candle() {
         (2, 8, 7, 9, 8, 2),
     ] {
         let case = format!("{n}×{c_in}×{h}×{w}, {c_out} kernels, padding {padding}");
-        let x_values = random_tensor(&mut r, &[n, c_in, h, w]);
-        let k_values = random_tensor(&mut r, &[c_out, c_in, 3, 3]);
-        let x = Tensor::from_vec(x_values, (n, c_in, h, w), &Device::Cpu).unwrap();
-        let kernel = Tensor::from_vec(k_values, (c_out, c_in, 3, 3), &Device::Cpu).unwrap();
-        for dtype in [DType::F64, DType::F32] {
-            let tolerance = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
-            let x = Var::from_tensor(&x.to_dtype(dtype).unwrap()).unwrap();
-            let kernel = Var::from_tensor(&kernel.to_dtype(dtype).unwrap()).unwrap();
-            let (ours, theirs) = pool.install(|| {
-                let ours = conv2d(&x, &kernel, padding).unwrap();
-                let theirs = x.conv2d(&kernel, padding, 1, 1, 1).unwrap();
-                (ours, theirs)
-            });
-            let probe_values = random_tensor(&mut r, ours.dims());
-            let probe = Tensor::from_vec(probe_values, ours.dims(), &Device::Cpu)
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap();
-            let gradients = |y: &Tensor| {
-                let grads = pool.install(|| (y * &probe).unwrap().sum_all().unwrap().backward());
-                let grads = grads.unwrap();
-                let get = |v: &Var| to_vec(grads.get(v.as_tensor()).unwrap());
-                (get(&x), get(&kernel))
-            };
-            let (dx, dk) = gradients(&ours);
-            let (dx_candle, dk_candle) = gradients(&theirs);
-            for (what, a, b) in [
-                ("output", to_vec(&ours), to_vec(&theirs)),
-                ("input gradient", dx, dx_candle),
-                ("kernel gradient", dk, dk_candle),
-            ] {
-                assert_eq!(a.len(), b.len(), "{case} {what}");
-                let scale = b.iter().fold(1f64, |m, v| m.max(v.abs()));
-                for (i, (a, b)) in a.iter().zip(&b).enumerate() {
-                    assert!(
-                        (a - b).abs() <= tolerance * scale,
-                        "{case} {dtype:?} {what}[{i}]: {a} vs {b}"
-                    );
-                }
-            }
+        check_3x3_conv_in_f64_and_f32(&pool, &mut r, (n, c_in, h, w, c_out), padding, &case);
+    }
+}
+
+/// [`assert_conv_matches_candle`] for a random 3×3 convolution of `(N, C_in, H, W)`
+/// images to `C_out` channels, in f64 (to 1e-12) and f32 (to 1e-5).
+fn check_3x3_conv_in_f64_and_f32(
+    pool: &rayon::ThreadPool,
+    r: &mut rand_chacha::ChaCha8Rng,
+    (n, c_in, h, w, c_out): (usize, usize, usize, usize, usize),
+    padding: usize,
+    case: &str,
+) {
+    let x_values = random_tensor(r, &[n, c_in, h, w]);
+    let k_values = random_tensor(r, &[c_out, c_in, 3, 3]);
+    let x = Tensor::from_vec(x_values, (n, c_in, h, w), &Device::Cpu).unwrap();
+    let kernel = Tensor::from_vec(k_values, (c_out, c_in, 3, 3), &Device::Cpu).unwrap();
+    for (dtype, tolerance) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
+        let (x, kernel) = (x.to_dtype(dtype).unwrap(), kernel.to_dtype(dtype).unwrap());
+        assert_conv_matches_candle(pool, r, &x, &kernel, padding, tolerance, case, &|| {});
+    }
+}
+
+/// Checks [`conv2d`] against candle's direct `conv2d` and its autograd, run on `pool`:
+/// the output and both gradients of `Σ y·probe` (a random probe), each within
+/// `tolerance` times the largest magnitude of candle's values (at least 1). `before`
+/// runs on the pool before each pass.
+#[allow(clippy::too_many_arguments)]
+fn assert_conv_matches_candle(
+    pool: &rayon::ThreadPool,
+    r: &mut rand_chacha::ChaCha8Rng,
+    x: &Tensor,
+    kernel: &Tensor,
+    padding: usize,
+    tolerance: f64,
+    case: &str,
+    before: &(dyn Fn() + Sync),
+) {
+    let x = Var::from_tensor(x).unwrap();
+    let kernel = Var::from_tensor(kernel).unwrap();
+    let (ours, theirs) = pool.install(|| {
+        before();
+        (
+            conv2d(&x, &kernel, padding).unwrap(),
+            x.conv2d(&kernel, padding, 1, 1, 1).unwrap(),
+        )
+    });
+    assert_eq!(ours.dims(), theirs.dims(), "{case}");
+    let probe_values = random_tensor(r, theirs.dims());
+    let probe = Tensor::from_vec(probe_values, theirs.dims(), &Device::Cpu)
+        .unwrap()
+        .to_dtype(x.dtype())
+        .unwrap();
+    let gradients = |y: &Tensor| {
+        let grads = pool
+            .install(|| {
+                before();
+                (y * &probe).unwrap().sum_all().unwrap().backward()
+            })
+            .unwrap();
+        let get = |v: &Var| to_vec(grads.get(v.as_tensor()).unwrap());
+        (get(&x), get(&kernel))
+    };
+    let (dx, dk) = gradients(&ours);
+    let (dx_candle, dk_candle) = gradients(&theirs);
+    for (what, a, b) in [
+        ("output", to_vec(&ours), to_vec(&theirs)),
+        ("input gradient", dx, dx_candle),
+        ("kernel gradient", dk, dk_candle),
+    ] {
+        assert_eq!(a.len(), b.len(), "{case} {what}");
+        let scale = b.iter().fold(1f64, |m, v| m.max(v.abs()));
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (a - b).abs() <= tolerance * scale,
+                "{case} {:?} {what}[{i}]: {a} vs {b}",
+                x.dtype()
+            );
         }
     }
 }
@@ -798,14 +836,8 @@ fn conv2d_edge_shapes_match_candle() {
             );
             let x_values = random_tensor(&mut r, &[n, c_in, h, w]);
             let k_values = random_tensor(&mut r, &[c_out, c_in, k, k]);
-            let x = Var::from_tensor(
-                &Tensor::from_vec(x_values, (n, c_in, h, w), &Device::Cpu).unwrap(),
-            )
-            .unwrap();
-            let kernel = Var::from_tensor(
-                &Tensor::from_vec(k_values, (c_out, c_in, k, k), &Device::Cpu).unwrap(),
-            )
-            .unwrap();
+            let x = Tensor::from_vec(x_values, (n, c_in, h, w), &Device::Cpu).unwrap();
+            let kernel = Tensor::from_vec(k_values, (c_out, c_in, k, k), &Device::Cpu).unwrap();
             // Freed NaN buffers of the sizes involved: memory the op leaves unwritten
             // would likely show as NaN.
             let poison = || {
@@ -816,42 +848,7 @@ fn conv2d_edge_shapes_match_candle() {
                     drop(std::hint::black_box(vec![f64::NAN; len]));
                 }
             };
-            let (ours, theirs) = pool.install(|| {
-                poison();
-                (
-                    conv2d(&x, &kernel, padding).unwrap(),
-                    x.conv2d(&kernel, padding, 1, 1, 1).unwrap(),
-                )
-            });
-            let probe_values = random_tensor(&mut r, theirs.dims());
-            let probe = Tensor::from_vec(probe_values, theirs.dims(), &Device::Cpu).unwrap();
-            let gradients = |y: &Tensor| {
-                let grads = pool
-                    .install(|| {
-                        poison();
-                        (y * &probe).unwrap().sum_all().unwrap().backward()
-                    })
-                    .unwrap();
-                let get = |v: &Var| to_vec(grads.get(v.as_tensor()).unwrap());
-                (get(&x), get(&kernel))
-            };
-            assert_eq!(ours.dims(), theirs.dims(), "{case}");
-            let (dx, dk) = gradients(&ours);
-            let (dx_candle, dk_candle) = gradients(&theirs);
-            for (what, a, b) in [
-                ("output", to_vec(&ours), to_vec(&theirs)),
-                ("input gradient", dx, dx_candle),
-                ("kernel gradient", dk, dk_candle),
-            ] {
-                assert_eq!(a.len(), b.len(), "{case} {what}");
-                let scale = b.iter().fold(1f64, |m, v| m.max(v.abs()));
-                for (i, (a, b)) in a.iter().zip(&b).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-12 * scale,
-                        "{case} {what}[{i}]: {a} vs {b}"
-                    );
-                }
-            }
+            assert_conv_matches_candle(&pool, &mut r, &x, &kernel, padding, 1e-12, &case, &poison);
         }
     }
 }
@@ -931,51 +928,8 @@ fn conv2d_winograd_bands_match_candle() {
             (1, 27, 29, 2),
             (5, 9, 70, 2),
         ] {
-            let (c_in, c_out) = (32, 32);
-            let case = format!("{threads} threads, {n}×{c_in}×{h}×{w}, padding {padding}");
-            let x_values = random_tensor(&mut r, &[n, c_in, h, w]);
-            let k_values = random_tensor(&mut r, &[c_out, c_in, 3, 3]);
-            let x = Tensor::from_vec(x_values, (n, c_in, h, w), &Device::Cpu).unwrap();
-            let kernel = Tensor::from_vec(k_values, (c_out, c_in, 3, 3), &Device::Cpu).unwrap();
-            for dtype in [DType::F64, DType::F32] {
-                let tolerance = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
-                let x = Var::from_tensor(&x.to_dtype(dtype).unwrap()).unwrap();
-                let kernel = Var::from_tensor(&kernel.to_dtype(dtype).unwrap()).unwrap();
-                let (ours, theirs) = pool.install(|| {
-                    (
-                        conv2d(&x, &kernel, padding).unwrap(),
-                        x.conv2d(&kernel, padding, 1, 1, 1).unwrap(),
-                    )
-                });
-                let probe_values = random_tensor(&mut r, theirs.dims());
-                let probe = Tensor::from_vec(probe_values, theirs.dims(), &Device::Cpu)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap();
-                let gradients = |y: &Tensor| {
-                    let grads = pool
-                        .install(|| (y * &probe).unwrap().sum_all().unwrap().backward())
-                        .unwrap();
-                    let get = |v: &Var| to_vec(grads.get(v.as_tensor()).unwrap());
-                    (get(&x), get(&kernel))
-                };
-                let (dx, dk) = gradients(&ours);
-                let (dx_candle, dk_candle) = gradients(&theirs);
-                for (what, a, b) in [
-                    ("output", to_vec(&ours), to_vec(&theirs)),
-                    ("input gradient", dx, dx_candle),
-                    ("kernel gradient", dk, dk_candle),
-                ] {
-                    assert_eq!(a.len(), b.len(), "{case} {what}");
-                    let scale = b.iter().fold(1f64, |m, v| m.max(v.abs()));
-                    for (i, (a, b)) in a.iter().zip(&b).enumerate() {
-                        assert!(
-                            (a - b).abs() <= tolerance * scale,
-                            "{case} {dtype:?} {what}[{i}]: {a} vs {b}"
-                        );
-                    }
-                }
-            }
+            let case = format!("{threads} threads, {n}×32×{h}×{w}, padding {padding}");
+            check_3x3_conv_in_f64_and_f32(&pool, &mut r, (n, 32, h, w, 32), padding, &case);
         }
     }
 }

@@ -909,6 +909,49 @@ fn max_pool_gradient_goes_to_the_first_of_tied_maxima() {
     }
 }
 
+/// The composed max-pool that CUDA (and every dtype without ldl's CPU op) takes: bf16 on
+/// the CPU runs it here. Forward values and the first-of-tied-maxima gradient as the op.
+#[test]
+fn composed_max_pool_gives_the_gradient_to_the_first_of_tied_maxima() {
+    #[rustfmt::skip]
+    let values: Vec<f32> = vec![
+        2.0, 2.0,   1.0, 3.0,   0.0, 0.0,   -0.0, 0.0,   9.0,
+        1.0, 1.0,   3.0, 3.0,   5.0, 5.0,    0.0, -0.0,  9.0,
+        1.5, 1.0,   1.0, 0.5,   4.0, 4.0,    7.0, 7.0,   9.0,
+        2.0, 3.0,   0.0, 0.0,   4.0, 4.0,    7.0, 7.0,   9.0,
+        9.0, 9.0,   9.0, 9.0,   9.0, 9.0,    9.0, 9.0,   9.0,
+    ];
+    let (h, w) = (5, 9);
+    let input = Tensor::from_vec(values.clone(), (1, 1, h, w), &Device::Cpu).unwrap();
+    let x = Var::from_tensor(&input).unwrap();
+    let y = max_pool_2x2(&x.to_dtype(DType::BF16).unwrap()).unwrap();
+    assert_eq!(y.dtype(), DType::BF16);
+    let maxima = to_vec(&y.to_dtype(DType::F64).unwrap());
+    assert_eq!(maxima, [2.0, 3.0, 5.0, 0.0, 3.0, 1.0, 4.0, 7.0]);
+    let probe = Tensor::arange(1f32, 9.0, &Device::Cpu)
+        .unwrap()
+        .reshape((1, 1, 2, 4))
+        .unwrap();
+    let grads = (y.to_dtype(DType::F32).unwrap() * &probe)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let dx = to_vec(grads.get(x.as_tensor()).unwrap());
+    // Window by window: the first cell (row-major within the window) holding the maximum.
+    let mut expected = vec![0.0; h * w];
+    for (window, &first) in [0, 3, w + 4, 6, 3 * w + 1, 2 * w + 2, 2 * w + 4, 2 * w + 6]
+        .iter()
+        .enumerate()
+    {
+        expected[first] = (window + 1) as f64;
+    }
+    // Window 1 holds 3 at (0,3), (1,2) and (1,3): the first is (0,3). Window 3 holds
+    // -0, 0, 0, -0, all equal: (0,6). Windows 6 and 7 are four equal values.
+    assert_eq!(dx, expected);
+}
+
 /// Winograd-sized convolutions (3×3, 32 channels each side) whose single samples are cut
 /// into several bands of tile rows, the last one shorter, with odd output sizes, paddings
 /// 0–2, and batches whose last sample group holds one sample: outputs and both gradients

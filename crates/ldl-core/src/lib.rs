@@ -33,6 +33,9 @@
 #![warn(missing_docs)]
 
 mod axis;
+/// Loading ldl's CUDA kernels (with the `cuda` feature).
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod error;
 mod label;
 mod label_space;

@@ -33,8 +33,9 @@ use crate::error::Result;
 /// is `(C_out, C_in, k_h, k_w)`, the result `(N, C_out, H + 2p − k_h + 1, W + 2p − k_w + 1)`.
 ///
 /// f32 and f64 tensors on the CPU with a square kernel and `padding < k` take the gemm
-/// path described in the module docs; everything else uses candle's own `conv2d`, with
-/// identical results up to rounding.
+/// path described in the module docs; CUDA tensors in builds with the `cudnn` feature take
+/// cuDNN's forward and gradient routines (see `conv_cudnn`); everything else uses candle's
+/// own `conv2d`, with identical results up to rounding.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -57,6 +58,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
         && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
         && x.dtype() == w.dtype()
         && square_kernel;
+    #[cfg(feature = "cudnn")]
+    if crate::conv_cudnn::handles(x, w, padding) {
+        return Ok(crate::conv_cudnn::conv2d(x, w, padding)?);
+    }
     if !fast {
         return Ok(x.conv2d(w, padding, 1, 1, 1)?);
     }

@@ -19,7 +19,7 @@ pub fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
         "auto" => Ok(if candle_core::utils::cuda_is_available() {
-            Device::new_cuda(0).unwrap_or(Device::Cpu)
+            cuda(0).unwrap_or(Device::Cpu)
         } else {
             Device::Cpu
         }),
@@ -40,6 +40,9 @@ fn cuda(ordinal: usize) -> Result<Device> {
              rebuild with `--features cuda` or use `cpu`"
         )));
     }
-    Device::new_cuda(ordinal)
-        .map_err(|e| Error::Device(format!("cannot open `cuda:{ordinal}`: {e}")))
+    let device = Device::new_cuda(ordinal)
+        .map_err(|e| Error::Device(format!("cannot open `cuda:{ordinal}`: {e}")))?;
+    // As PyTorch's caching allocator: freed memory stays for the next step.
+    crate::keep_freed_gpu_memory(&device)?;
+    Ok(device)
 }

@@ -47,7 +47,7 @@ impl ConvBnRelu {
             y = y.broadcast_add(&weight_like(bias, &y)?.reshape((1, (), 1, 1))?)?;
         }
         let norm_dtype = self.bn.running_mean().dtype();
-        if y.dtype() == norm_dtype {
+        if y.dtype() == norm_dtype || fused_on_cuda(&self.bn, &y) {
             return batch_norm_relu(&self.bn, &y, train);
         }
         // Mixed precision: batch statistics over bf16 values lose too much.
@@ -56,15 +56,30 @@ impl ConvBnRelu {
     }
 }
 
+/// Whether `batch_norm_relu` takes `x` on CUDA in its own dtype (bf16 included): the
+/// fused kernels normalise in f32 whatever they read.
+fn fused_on_cuda(bn: &BatchNorm, x: &Tensor) -> bool {
+    #[cfg(feature = "cuda")]
+    if let Some((gamma, _)) = bn.weight_and_bias() {
+        return crate::norm_relu_cuda::supported(x, gamma);
+    }
+    let _ = (bn, x);
+    false
+}
+
 /// `relu(bn(x))` for `(N, C, H, W)` input; in training mode the batch statistics
 /// normalise and update the running ones (momentum and the unbiased variance as PyTorch).
 ///
-/// On the CPU (f32/f64) this is one fused pass each way (see `norm_relu_cpu`); elsewhere
-/// candle's BatchNorm and ReLU.
+/// On the CPU (f32/f64) this is one fused pass each way (see `norm_relu_cpu`); on CUDA
+/// (f32/bf16) fused kernels (see `norm_relu_cuda`); elsewhere candle's BatchNorm and ReLU.
 pub fn batch_norm_relu(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
     let Some((gamma, beta)) = bn.weight_and_bias() else {
         return Ok(bn.forward_t(x, train)?.relu()?);
     };
+    #[cfg(feature = "cuda")]
+    if crate::norm_relu_cuda::supported(x, gamma) {
+        return crate::norm_relu_cuda::batch_norm_relu(bn, gamma, beta, x, train);
+    }
     if !norm_relu_cpu::supported(x, gamma) || x.elem_count() == 0 {
         return Ok(bn.forward_t(x, train)?.relu()?);
     }
@@ -121,13 +136,16 @@ fn update_running_statistics(
 /// 2×2 max-pooling with stride 2, as PyTorch's `MaxPool2d(2, 2)`: an odd last row or
 /// column is dropped, and the gradient goes to the first maximum of each window.
 ///
-/// On the CPU (f32/f64) this is ldl's own op (see `pool_cpu`). Elsewhere it uses candle's
-/// `max_pool2d`, whose backward in 0.11 scales each maximum's gradient by (number of
-/// maxima in the window) / 4 instead of passing it whole: the output there is
-/// `y + 3·(y − detach(y))`, exactly `y`, with four times candle's gradient, which is the
-/// true gradient wherever a window has one maximum. Inputs smaller than 2×2 are an error.
+/// On the CPU (f32/f64) this is ldl's own op (see `pool_cpu`), on CUDA (f32/bf16) ldl's
+/// kernels (see `pool_cuda`). Elsewhere it is composed of candle ops whose autograd gives
+/// the same gradient: the four values of each
+/// window side by side, the index of the first maximum (`argmax`, detached), and that value
+/// picked with `where_cond`, which passes the gradient to the picked value only. candle's
+/// own `max_pool2d` is not used: its backward in 0.11 scales each maximum's gradient by
+/// (number of maxima in the window) / 4, and misplaces gradients on odd sizes. Inputs
+/// smaller than 2×2 are an error.
 pub fn max_pool_2x2(x: &Tensor) -> Result<Tensor> {
-    let (_, _, height, width) = x.dims4()?;
+    let (batch, channels, height, width) = x.dims4()?;
     if height < 2 || width < 2 {
         return Err(candle_core::Error::Msg(format!(
             "2×2 max-pooling needs inputs of at least 2×2 pixels, got {height}×{width}"
@@ -137,16 +155,25 @@ pub fn max_pool_2x2(x: &Tensor) -> Result<Tensor> {
     if x.elem_count() > 0 && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
         return Ok(x.contiguous()?.apply_op1(pool_cpu::MaxPool2x2)?);
     }
-    let x = if height % 2 == 1 || width % 2 == 1 {
-        // candle's backward also misplaces gradients on odd sizes: crop first.
-        x.narrow(2, 0, height - height % 2)?
-            .narrow(3, 0, width - width % 2)?
-    } else {
-        x.clone()
-    };
-    let pooled = x.max_pool2d(2)?;
-    // y + 3·(y − detach(y)): exactly y, with four times candle's gradient.
-    Ok((&pooled + ((&pooled - pooled.detach())? * 3.0)?)?)
+    #[cfg(feature = "cuda")]
+    if crate::pool_cuda::supported(x) {
+        return Ok(x.contiguous()?.apply_op1(crate::pool_cuda::MaxPool2x2)?);
+    }
+    let (rows, columns) = (height / 2, width / 2);
+    // (N, C, H/2, 2, W/2, 2) → (N, C, H/2, W/2, 4): each window's values side by side.
+    let windows = x
+        .narrow(2, 0, 2 * rows)?
+        .narrow(3, 0, 2 * columns)?
+        .reshape((batch, channels, rows, 2, columns, 2))?
+        .permute((0, 1, 2, 4, 3, 5))?
+        .reshape((batch, channels, rows, columns, 4))?;
+    let shape = windows.shape().clone();
+    // candle's argmax keeps the lowest index among equal maxima, on the CPU and on CUDA.
+    let first = windows.detach().argmax_keepdim(D::Minus1)?;
+    let positions = Tensor::arange(0u32, 4, x.device())?.broadcast_as(&shape)?;
+    let picked = positions.eq(&first.broadcast_as(&shape)?)?;
+    let zeros = Tensor::zeros(&shape, x.dtype(), x.device())?;
+    Ok(picked.where_cond(&windows, &zeros)?.sum(D::Minus1)?)
 }
 
 /// Mean over the spatial dimensions: `(N, C, H, W) → (N, C)`.

@@ -18,7 +18,12 @@
 
 mod checkpoint;
 mod conv_cpu;
+#[cfg(feature = "cudnn")]
+mod conv_cudnn;
 mod cpu_storage;
+#[cfg(feature = "cuda")]
+mod cuda_kernels;
+mod cuda_pool;
 mod device;
 pub mod durable;
 mod error;
@@ -27,7 +32,11 @@ mod layers;
 mod mlp;
 mod model;
 mod norm_relu_cpu;
+#[cfg(feature = "cuda")]
+mod norm_relu_cuda;
 mod pool_cpu;
+#[cfg(feature = "cuda")]
+mod pool_cuda;
 mod precision;
 mod pretrained;
 mod vgg;
@@ -37,6 +46,7 @@ pub use checkpoint::{
     CheckpointInfo, InitReport,
 };
 pub use conv_cpu::conv2d;
+pub use cuda_pool::{gpu_memory_peaks, keep_freed_gpu_memory, reset_gpu_memory_peaks, PoolPeaks};
 pub use device::device;
 pub use error::{Error, Result};
 pub use init::seeded_init;

@@ -23,8 +23,8 @@ pub struct Adam {
     beta1: f64,
     beta2: f64,
     eps: f64,
-    /// Whether CPU variables take the fused in-place update (always, but in the tests
-    /// that compare it with the tensor ops).
+    /// Whether CPU and CUDA variables take the fused in-place update (always, but in the
+    /// tests that compare it with the tensor ops).
     fused: bool,
 }
 
@@ -101,22 +101,28 @@ impl Adam {
         let t = self.steps as i32;
         let bias1 = 1.0 - self.beta1.powi(t);
         let bias2 = 1.0 - self.beta2.powi(t);
+        let constants = crate::adam_cpu::StepConstants {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            bias1,
+            bias2,
+        };
         for (i, var) in self.vars.iter().enumerate() {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
             };
             let (first, second) = (&self.first_moments[i], &self.second_moments[i]);
-            if self.fused && crate::adam_cpu::applies(&[var.as_tensor(), grad, first, second]) {
-                let constants = crate::adam_cpu::StepConstants {
-                    beta1: self.beta1,
-                    beta2: self.beta2,
-                    eps: self.eps,
-                    lr: self.lr,
-                    weight_decay: self.weight_decay,
-                    bias1,
-                    bias2,
-                };
+            let tensors = [var.as_tensor(), grad, first, second];
+            if self.fused && crate::adam_cpu::applies(&tensors) {
                 crate::adam_cpu::step(var.as_tensor(), grad, first, second, constants)?;
+                continue;
+            }
+            #[cfg(feature = "cuda")]
+            if self.fused && crate::adam_cuda::applies(&tensors) {
+                crate::adam_cuda::step(var.as_tensor(), grad, first, second, constants)?;
                 continue;
             }
             let grad = if self.weight_decay > 0.0 {

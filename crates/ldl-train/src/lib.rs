@@ -5,6 +5,8 @@
 
 mod adam;
 mod adam_cpu;
+#[cfg(feature = "cuda")]
+mod adam_cuda;
 mod build;
 mod commit;
 mod compare;

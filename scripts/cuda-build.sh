@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# Build the `ldl` command with CUDA (`--features cuda`) on a Linux x86_64 machine that
-# has no GPU, and package it for a machine that has one.
+# Build the `ldl` command with CUDA and cuDNN (`--features cudnn`) on a Linux x86_64
+# machine that has no GPU, with the GPU tests and the step timing, and package them for a
+# machine that has one.
 #
 # What it does, step by step (each step is skipped when its result is already there):
 #   1. downloads the pinned CUDA 13.0 wheels from PyPI with `pip download --no-deps`
-#      (nvcc, its crt headers and NVVM, CCCL, the runtime, NVRTC, cuRAND and cuBLAS);
+#      (nvcc, its crt headers and NVVM, CCCL, the runtime, NVRTC, cuRAND, cuBLAS and cuDNN);
 #   2. unzips them into one toolkit tree, $LDL_CUDA_DIR/root/nvidia/cu13/{bin,include,lib},
-#      and adds the unversioned `lib*.so` links the linker looks for;
+#      and adds the unversioned `lib*.so` links the linker looks for (of cuDNN's wheel only
+#      the headers and the `libcudnn.so.9` the linker needs: its engines are 1 GB);
 #   3. checks that nvcc runs and compiles a kernel to PTX;
 #   4. writes a stub `libcuda.so` (soname libcuda.so.1) into lib/stubs, exporting every `cu*`
 #      driver function that cudarc's bindings declare: the driver library only exists where
 #      the NVIDIA driver is installed, and the linker only needs the names;
-#   5. runs `cargo build --release --locked -p ldl-cli --features cuda` with the PTX built
-#      for one compute capability (no nvidia-smi is needed);
-#   6. packs the `ldl` binary, a `run-on-gpu.sh` launcher and scripts/gpu-bench.sh (a
-#      ThinAgeNet 224×224 training-step timing) into an xz tarball.
+#   5. runs `cargo build --release --locked -p ldl-cli --features cudnn` with the PTX built
+#      for one compute capability (no nvidia-smi is needed), then builds the GPU tests
+#      (tests/gpu.rs) and examples/step_timing.rs the same way;
+#   6. packs the `ldl` binary, `gpu-tests`, `step-timing`, a `run-on-gpu.sh` launcher,
+#      scripts/gpu-check.sh (the whole GPU check, see there), scripts/gpu-bench.sh (an
+#      end-to-end `ldl train` timing) and the PyTorch reference into an xz tarball.
+#
+# LDL_CUDA_FEATURES=cuda builds without cuDNN (candle's own CUDA convolutions) and packs
+# only `ldl` and the launchers.
 #
 # Usage: scripts/cuda-build.sh [OUTPUT_DIR]         (run from anywhere inside the repository)
 #
@@ -30,12 +37,15 @@
 #   LDL_DIST_DIR          output folder for the tarball when no argument is given (default: dist)
 #
 # At run time the binary needs the NVIDIA driver (it links libcuda.so.1, which the driver
-# provides) and the CUDA 13 libraries libcudart.so.13, libcublas.so.13, libcublasLt.so.13 and
-# libcurand.so.10; `run-on-gpu.sh` puts their folder on LD_LIBRARY_PATH
-# (set LDL_CUDA_LIBS to choose it). The driver must support CUDA 13.0.
+# provides) and the CUDA 13 libraries libcudart.so.13, libcublas.so.13, libcublasLt.so.13,
+# libcurand.so.10, libnvrtc.so.13 and cuDNN 9 (libcudnn.so.9 and its engine libraries);
+# `run-on-gpu.sh` finds their folders (PyTorch's CUDA 13 wheels hold them all) and puts
+# them on LD_LIBRARY_PATH (LDL_CUDA_LIBS, a colon-separated list, chooses them instead).
+# The driver must support CUDA 13.0.
 #
 # This script was written and checked on machines without a GPU: the binary it produces
-# compiles and links, but it has not been run on a GPU by this script's author.
+# compiles and links here; the package ran on an NVIDIA H200 on 2026-12-04 (see
+# docs/performance.md).
 
 set -euo pipefail
 
@@ -47,6 +57,7 @@ step() { echo "==> $*"; }
 
 CUDA_DIR=${LDL_CUDA_DIR:-$HOME/.cache/ldl-cuda}
 TARGET_DIR=${LDL_CUDA_TARGET_DIR:-$HOME/.cache/ldl-cuda-target}
+FEATURES=${LDL_CUDA_FEATURES:-cudnn}
 COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 OUT_DIR=${1:-${LDL_DIST_DIR:-dist}}
 
@@ -65,6 +76,7 @@ WHEELS=(
     nvidia-cuda-nvrtc==13.0.88
     nvidia-curand==10.4.0.35
     nvidia-cublas==13.0.2.14
+    nvidia-cudnn-cu13==9.21.1.3
 )
 
 case $(uname -s)-$(uname -m) in
@@ -72,6 +84,7 @@ case $(uname -s)-$(uname -m) in
     *) die "only Linux x86_64 is supported (this is $(uname -s) $(uname -m))" ;;
 esac
 [[ $COMPUTE_CAP =~ ^[0-9]+$ ]] || die "CUDA_COMPUTE_CAP must be a number like 90, not '$COMPUTE_CAP'"
+[[ $FEATURES == cuda || $FEATURES == cudnn ]] || die "LDL_CUDA_FEATURES must be cuda or cudnn, not '$FEATURES'"
 
 REPO=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel 2>/dev/null) ||
     die "run this script from a checkout of the ldl repository"
@@ -122,15 +135,22 @@ for pin in "${WHEELS[@]}"; do
     stamp=$TREE/.unpacked/$(basename "$whl")
     [[ -e $stamp ]] && continue
     echo "    unpacking $(basename "$whl")"
-    if command -v unzip >/dev/null; then
-        unzip -q -o "$whl" 'nvidia/*' -d "$TREE" || die "cannot unzip $whl (delete it and rerun)"
-    else
-        python3 - "$whl" "$TREE" <<'EOF' || die "cannot unzip $whl (delete it and rerun)"
-import sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z:
-    z.extractall(sys.argv[2], [n for n in z.namelist() if n.startswith("nvidia/")])
-EOF
-    fi
+    # cuDNN: the headers and the library the linker needs, not the engines it loads at run time.
+    case $pin in
+        nvidia-cudnn-*) prefixes=('nvidia/cudnn/include/' 'nvidia/cudnn/lib/libcudnn.so.') ;;
+        *) prefixes=('nvidia/') ;;
+    esac
+    python3 - "$whl" "$TREE" "${prefixes[@]}" <<'PY' || die "cannot unzip $whl (delete it and rerun)"
+import os, stat, sys, zipfile
+wheel, tree, prefixes = sys.argv[1], sys.argv[2], tuple(sys.argv[3:])
+with zipfile.ZipFile(wheel) as z:
+    for info in z.infolist():
+        if info.filename.startswith(prefixes) and not info.is_dir():
+            path = z.extract(info, tree)
+            # zipfile drops the executable bits (nvcc, ptxas, ...); put them back.
+            if (info.external_attr >> 16) & stat.S_IXUSR:
+                os.chmod(path, 0o755)
+PY
     touch "$stamp"
 done
 [[ -d $CUDA_ROOT/bin && -d $CUDA_ROOT/include && -d $CUDA_ROOT/lib ]] ||
@@ -144,6 +164,9 @@ for lib in "$CUDA_ROOT"/lib/lib*.so.*; do
     link=$CUDA_ROOT/lib/${name%%.so.*}.so
     [[ -e $link ]] || ln -s "$name" "$link"
 done
+CUDNN_LIB=$TREE/nvidia/cudnn/lib/libcudnn.so.9
+[[ -f $CUDNN_LIB ]] || die "the cuDNN wheel did not produce $CUDNN_LIB; delete $TREE and rerun"
+ln -sfn "$CUDNN_LIB" "$CUDA_ROOT/lib/libcudnn.so"
 
 # 3. nvcc -------------------------------------------------------------------------------
 step "3/6 nvcc"
@@ -189,11 +212,14 @@ else
 fi
 
 # 5. Build ------------------------------------------------------------------------------
-step "5/6 cargo build --release -p ldl-cli --features cuda (sm_$COMPUTE_CAP, target dir $TARGET_DIR)"
+step "5/6 cargo build --release -p ldl-cli --features $FEATURES (sm_$COMPUTE_CAP, target dir $TARGET_DIR)"
 start=$(date +%s)
-env CUDA_ROOT="$CUDA_ROOT" CUDA_PATH="$CUDA_ROOT" CUDA_HOME="$CUDA_ROOT" NVCC="$NVCC" \
-    PATH="$CUDA_ROOT/bin:$PATH" CUDA_COMPUTE_CAP="$COMPUTE_CAP" CARGO_TARGET_DIR="$TARGET_DIR" \
-    cargo build --release --locked -p ldl-cli --features cuda ||
+cuda_cargo() {
+    env CUDA_ROOT="$CUDA_ROOT" CUDA_PATH="$CUDA_ROOT" CUDA_HOME="$CUDA_ROOT" NVCC="$NVCC" \
+        PATH="$CUDA_ROOT/bin:$PATH" CUDA_COMPUTE_CAP="$COMPUTE_CAP" CARGO_TARGET_DIR="$TARGET_DIR" \
+        cargo "$@"
+}
+cuda_cargo build --release --locked -p ldl-cli --features "$FEATURES" ||
     die "cargo build failed (see above)"
 BIN=$TARGET_DIR/release/ldl
 [[ -x $BIN ]] || die "the build finished but $BIN is missing"
@@ -202,6 +228,24 @@ needed=$(readelf -d "$BIN" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' 
 [[ -n $needed ]] && echo "    needs: $needed"
 grep -q "libcuda.so.1" <<<"$needed" || [[ -z $needed ]] ||
     die "$BIN does not link libcuda.so.1: was it built with --features cuda?"
+extras=()
+if [[ $FEATURES == cudnn ]]; then
+    cuda_cargo build --release --locked --features cudnn --example step_timing ||
+        die "building examples/step_timing.rs failed (see above)"
+    cuda_cargo test --release --locked --features cudnn --test gpu --no-run ||
+        die "building tests/gpu.rs failed (see above)"
+    # The test binary's path, from cargo's own report.
+    tests_bin=$(cuda_cargo test --release --locked --features cudnn --test gpu --no-run \
+        --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable"):
+        print(m["executable"])')
+    [[ -x $tests_bin ]] || die "cannot find the test binary of tests/gpu.rs"
+    extras=("$TARGET_DIR/release/examples/step_timing:step-timing" "$tests_bin:gpu-tests")
+    echo "    also built: examples/step_timing.rs, tests/gpu.rs"
+fi
 
 # 6. Package ----------------------------------------------------------------------------
 step "6/6 package"
@@ -212,37 +256,14 @@ OUT_DIR=$(cd "$OUT_DIR" && pwd)
 stage=$probe/$name
 mkdir -p "$stage"
 cp "$BIN" "$stage/ldl"
-cat >"$stage/run-on-gpu.sh" <<'EOF'
-#!/usr/bin/env bash
-# Runs the CUDA build of `ldl` next to this script: `./run-on-gpu.sh train config.toml ...`.
-# Needs the NVIDIA driver (libcuda.so.1, CUDA 13.0 or newer) and the CUDA 13 libraries
-# libcudart.so.13, libcublas.so.13, libcublasLt.so.13 and libcurand.so.10:
-# their folder comes from LDL_CUDA_LIBS, else ./lib, the CUDA toolkit in /usr/local, or the
-# `nvidia-*` pip wheels of the first python3.
-set -euo pipefail
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-libs=${LDL_CUDA_LIBS:-}
-if [[ -z $libs ]]; then
-    wheels=$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))' 2>/dev/null || true)
-    for dir in "$here/lib" /usr/local/cuda-13.0/lib64 /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib $wheels; do
-        if [[ -e $dir/libcublas.so.13 ]]; then
-            libs=$dir
-            break
-        fi
-    done
-fi
-if [[ -z $libs ]]; then
-    echo "run-on-gpu.sh: cannot find the CUDA 13 libraries (libcublas.so.13 ...); set LDL_CUDA_LIBS to their folder" >&2
-    exit 1
-fi
-export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-exec "$here/ldl" "$@"
-EOF
-cp scripts/gpu-bench.sh "$stage/gpu-bench.sh"
-chmod +x "$stage/run-on-gpu.sh" "$stage/ldl" "$stage/gpu-bench.sh"
+for pair in "${extras[@]}"; do
+    cp "${pair%%:*}" "$stage/${pair##*:}"
+done
+cp scripts/run-on-gpu.sh scripts/gpu-bench.sh scripts/gpu-check.sh benches/reference/train_step_torch.py "$stage/"
+chmod +x "$stage"/*.sh "$stage/ldl"
 tarball=$OUT_DIR/$name.tar.xz
 tar -C "$probe" -cJf "$tarball" "$name" || die "cannot write $tarball"
 echo
 echo "binary:  $BIN"
 echo "package: $tarball ($(du -h "$tarball" | cut -f1))"
-echo "on the GPU machine: tar -xJf $name.tar.xz && $name/run-on-gpu.sh --help && $name/gpu-bench.sh"
+echo "on the GPU machine: tar -xJf $name.tar.xz && $name/gpu-check.sh"

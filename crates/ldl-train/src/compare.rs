@@ -9,36 +9,8 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::plot::{plot_groups, RunCurves};
-use crate::trainer::{train, Progress, RunSummary};
-
-/// Mean and sample standard deviation of a set of runs' values.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct MeanStd {
-    /// The mean.
-    pub mean: f64,
-    /// The sample standard deviation (0 for one run).
-    pub std: f64,
-}
-
-impl MeanStd {
-    /// Of `values` (NaN when empty).
-    pub fn of(values: &[f64]) -> MeanStd {
-        let n = values.len() as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let std = if values.len() > 1 {
-            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-        } else {
-            0.0
-        };
-        MeanStd { mean, std }
-    }
-}
-
-impl std::fmt::Display for MeanStd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:.3} ± {:.3}", self.mean, self.std)
-    }
-}
+use crate::records::{MeanStd, RunSummary};
+use crate::trainer::{train, Progress};
 
 /// One loss's results on one axis, over the seeds: MAE on ordered axes, accuracy on
 /// categorical ones.
@@ -177,7 +149,7 @@ pub fn compare(
     let mut files = plot_groups(&groups, out_dir)?;
     let markdown = markdown_table(config, &seed_list, &results);
     let md = out_dir.join("results.md");
-    crate::trainer::write_atomically(&md, markdown.as_bytes())?;
+    crate::output::write_atomically(&md, markdown.as_bytes())?;
     let mut comparison = Comparison {
         seeds: seed_list,
         results,
@@ -188,7 +160,7 @@ pub fn compare(
     comparison.files = files;
     let json =
         serde_json::to_string_pretty(&comparison).map_err(|e| Error::output(&json_path, e))?;
-    crate::trainer::write_atomically(&json_path, json.as_bytes())?;
+    crate::output::write_atomically(&json_path, json.as_bytes())?;
     Ok(comparison)
 }
 

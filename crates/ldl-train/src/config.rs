@@ -13,7 +13,9 @@ use ldl_data::{
 use ldl_models::{BackboneConfig, MlpConfig, VggConfig};
 use serde::{Deserialize, Serialize};
 
+pub use crate::build::LossConfig;
 use crate::error::{Error, Result};
+use crate::suggest::{nearest, suggestion};
 
 /// A whole task config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -477,59 +479,6 @@ impl Default for ModelConfig {
     }
 }
 
-/// `[loss]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LossConfig {
-    /// `full-kl` (default), `kl`, `dldl-v2`, `mean-variance`.
-    #[serde(default = "default_loss")]
-    pub kind: String,
-    /// DLDL-v2's λ for every axis (default 1).
-    #[serde(default = "one")]
-    pub lambda: f64,
-    /// DLDL-v2's λ per axis, overriding `lambda`.
-    #[serde(default)]
-    pub axis_lambda: BTreeMap<String, f64>,
-    /// Mean-variance λ1 (default 0.2).
-    #[serde(default = "default_lambda_mean")]
-    pub lambda_mean: f64,
-    /// Mean-variance λ2 (default 0.05).
-    #[serde(default = "default_lambda_variance")]
-    pub lambda_variance: f64,
-    /// `pmf` (default) or `nominal`: where the target moments come from.
-    #[serde(default = "default_moments")]
-    pub target_moments: String,
-}
-
-fn default_loss() -> String {
-    "full-kl".into()
-}
-
-fn default_lambda_mean() -> f64 {
-    0.2
-}
-
-fn default_lambda_variance() -> f64 {
-    0.05
-}
-
-fn default_moments() -> String {
-    "pmf".into()
-}
-
-impl Default for LossConfig {
-    fn default() -> Self {
-        LossConfig {
-            kind: default_loss(),
-            lambda: 1.0,
-            axis_lambda: BTreeMap::new(),
-            lambda_mean: default_lambda_mean(),
-            lambda_variance: default_lambda_variance(),
-            target_moments: default_moments(),
-        }
-    }
-}
-
 /// `[optim]`: Adam with a step schedule, as DLDL-v2 trains.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -654,7 +603,7 @@ pub enum Monitor {
 
 impl Monitor {
     /// The monitored value of an evaluation, oriented so that lower is better.
-    pub fn score(&self, evaluation: &crate::Evaluation) -> Option<f64> {
+    pub fn score(&self, evaluation: &crate::records::Evaluation) -> Option<f64> {
         match self {
             Monitor::Loss => Some(evaluation.loss.total),
             Monitor::Mae(axis) => evaluation.metrics.axis(axis)?.mae,
@@ -1356,39 +1305,4 @@ fn explain(error: &toml::de::Error) -> String {
         Some(key) => format!("{}\nhint: did you mean `{key}`?", message.trim_end()),
         None => message,
     }
-}
-
-/// ` (did you mean `x`?)` for the candidate nearest `word`, or nothing when none is near.
-pub(crate) fn suggestion(word: &str, candidates: &[&str]) -> String {
-    nearest(word, candidates)
-        .map(|c| format!(" (did you mean `{c}`?)"))
-        .unwrap_or_default()
-}
-
-/// The candidate within a small edit distance of `word`, if any.
-fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
-        .min()
-        .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            current.push(
-                (previous[j] + cost)
-                    .min(previous[j + 1] + 1)
-                    .min(current[j] + 1),
-            );
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }

@@ -60,7 +60,7 @@ pub fn export_run(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
     let bytes = with_header_entry(&bytes, "train.config", &config_text)
         .map_err(|why| Error::Usage(format!("{}: {why}", checkpoint.display())))?;
     let model_path = out_dir.join(MODEL_FILES[0]);
-    crate::trainer::write_atomically(&model_path, &bytes)?;
+    crate::output::write_atomically(&model_path, &bytes)?;
 
     let description = Description {
         task: config.task.clone(),
@@ -75,11 +75,11 @@ pub fn export_run(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
             .map_err(|e| Error::Usage(format!("cannot describe the model as TOML: {e}")))?,
     );
     let toml_path = out_dir.join(MODEL_FILES[1]);
-    crate::trainer::write_atomically(&toml_path, toml_text.as_bytes())?;
+    crate::output::write_atomically(&toml_path, toml_text.as_bytes())?;
 
     let card = model_card(&config, &summary, &info.version);
     let card_path = out_dir.join(MODEL_FILES[2]);
-    crate::trainer::write_atomically(&card_path, card.as_bytes())?;
+    crate::output::write_atomically(&card_path, card.as_bytes())?;
     Ok(vec![model_path, toml_path, card_path])
 }
 

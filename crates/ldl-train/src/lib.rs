@@ -12,17 +12,21 @@ mod commit;
 mod compare;
 mod config;
 mod error;
+mod evaluation;
 mod export;
 mod hub_data;
 mod numeric;
+mod output;
 mod plot;
+mod records;
 mod runtime_tuning;
+mod suggest;
 mod trained;
 mod trainer;
 
 pub use adam::Adam;
 pub use build::loss;
-pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult, MeanStd};
+pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult};
 pub use config::{
     AxisConfig, AxisKindName, Config, DataConfig, FacesConfig, HubDataConfig, LabelConfig,
     LossConfig, ModelConfig, Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig,
@@ -39,8 +43,7 @@ pub use runtime_tuning::{tune_for_training, CANDLE_SPIN_LIMIT};
 pub fn device(name: &str) -> Result<candle_core::Device> {
     Ok(ldl_models::device(name)?)
 }
+pub use evaluation::evaluate;
+pub use records::{EpochRecord, Evaluation, LossSummary, MeanPredictor, MeanStd, RunSummary};
 pub use trained::{local_checkpoint, Prediction, PredictionInput, TrainedModel};
-pub use trainer::{
-    check_resumable, evaluate, request_stop, resume, train, EpochRecord, Evaluation, LossSummary,
-    MeanPredictor, Progress, RunSummary,
-};
+pub use trainer::{check_resumable, request_stop, resume, train, Progress};

@@ -197,7 +197,7 @@ fn write_figure<'s>(
         draw_panels(&root, panels, y_label, series_of)?;
         root.present().map_err(plot_error)?;
     }
-    crate::trainer::write_atomically(&svg, text.as_bytes())?;
+    crate::output::write_atomically(&svg, text.as_bytes())?;
     let png = out_dir.join(format!("{stem}.png"));
     let mut pixels = vec![0u8; (size.0 * size.1 * 3) as usize];
     {
@@ -209,7 +209,7 @@ fn write_figure<'s>(
     image::codecs::png::PngEncoder::new(&mut encoded)
         .write_image_rgb(&pixels, size)
         .map_err(|e| Error::output(&png, e))?;
-    crate::trainer::write_atomically(&png, &encoded)?;
+    crate::output::write_atomically(&png, &encoded)?;
     Ok(vec![svg, png])
 }
 
@@ -320,7 +320,7 @@ impl Aggregate {
             let (mut points, mut spread) = (Vec::new(), Vec::new());
             for (epoch, values) in by_epoch {
                 if values.len() == runs.len() {
-                    let stats = crate::compare::MeanStd::of(&values);
+                    let stats = crate::records::MeanStd::of(&values);
                     points.push((epoch as f64, stats.mean));
                     spread.push(stats.std);
                 }

@@ -9,7 +9,8 @@ use ldl_models::{CheckpointInfo, Model};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::trainer::{evaluate, Evaluation};
+use crate::evaluation::evaluate;
+use crate::records::Evaluation;
 
 /// A model loaded from a checkpoint written by [`crate::train`], with what it needs to
 /// read new data: its training config, feature names and standardisation.

@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
+use candle_core::DType;
 use ldl_core::loss::Loss;
-use ldl_core::metrics::{Metrics, MetricsReport};
-use ldl_core::AxisTargets;
 use ldl_core::LabelSpace;
 use ldl_data::{
     read_builtin, read_chalearn, read_csv, read_dldl_list, read_jsonl, read_synthetic_faces,
@@ -23,92 +21,10 @@ use crate::adam::Adam;
 use crate::commit::RunFiles;
 use crate::config::{Config, OnNonFinite, Source};
 use crate::error::{Error, Result};
+use crate::evaluation::{evaluate, on_device, Accumulator};
 use crate::numeric::{self, RunningStats};
-
-/// Loss parts averaged over a split: the total and `axis/component` values.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LossSummary {
-    /// The weighted total.
-    pub total: f64,
-    /// Unweighted parts by key (`age/ld`, …).
-    pub parts: BTreeMap<String, f64>,
-}
-
-/// The validation results of one epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Evaluation {
-    /// The loss on the split.
-    pub loss: LossSummary,
-    /// Every metric per axis.
-    pub metrics: MetricsReport,
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EpochRecord {
-    /// 1-based epoch.
-    pub epoch: usize,
-    /// The learning rate used.
-    pub lr: f64,
-    /// The training loss (batch means averaged over the epoch's samples).
-    pub train: LossSummary,
-    /// Validation results, on evaluation epochs.
-    pub validation: Option<Evaluation>,
-    /// Wall time of the epoch's training part.
-    pub train_seconds: f64,
-    /// Training throughput.
-    pub samples_per_second: f64,
-    /// Batches left out for a NaN or infinite loss or gradient
-    /// (`optim.on_nonfinite = "skip"`).
-    pub skipped_batches: usize,
-}
-
-/// What a finished run reports (`summary.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunSummary {
-    /// The run folder.
-    pub run_dir: PathBuf,
-    /// The last epoch trained (fewer than configured when early stopping ended the run).
-    pub epochs: usize,
-    /// The epoch with the best validation score (`run.monitor`; the `best` checkpoint).
-    pub best_epoch: usize,
-    /// Validation results at the best epoch.
-    pub best_validation: Evaluation,
-    /// Test results of the best checkpoint, when there is a test split.
-    pub test: Option<Evaluation>,
-    /// Samples per split: train, validation, test.
-    pub samples: [usize; 3],
-    /// Samples left out as bad (`on_bad_sample = "skip"`), as `file:line: reason`.
-    pub skipped: Vec<String>,
-    /// Training batches left out for a NaN or infinite loss or gradient, over all epochs
-    /// (`optim.on_nonfinite = "skip"`; per epoch in `metrics.jsonl`).
-    #[serde(default)]
-    pub skipped_batches: usize,
-    /// Trainable parameters.
-    pub parameters: usize,
-    /// Wall time of the whole run.
-    pub seconds: f64,
-    /// What always predicting the training mean scores, per ordered axis: the floor a
-    /// trained model must beat.
-    pub mean_predictor: Vec<MeanPredictor>,
-    /// With `model.init_from`: the tensors loaded from that checkpoint, newly initialised
-    /// and skipped.
-    pub init: Option<ldl_models::InitReport>,
-}
-
-/// The MAE of always predicting the training split's mean target value (the circular
-/// mean on a circle) on one axis.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MeanPredictor {
-    /// The axis.
-    pub axis: String,
-    /// The constant prediction.
-    pub value: f64,
-    /// Its MAE on the validation split.
-    pub validation_mae: f64,
-    /// Its MAE on the test split, when there is one.
-    pub test_mae: Option<f64>,
-}
+use crate::output::write_atomically;
+use crate::records::{EpochRecord, Evaluation, MeanPredictor, RunSummary};
 
 /// [`MeanPredictor`] for every linear and circular axis.
 fn mean_predictor(space: &LabelSpace, splits: &Splits) -> Result<Vec<MeanPredictor>> {
@@ -842,56 +758,6 @@ fn read_table(config: &Config, source: Source<'_>, space: &LabelSpace) -> Result
     })
 }
 
-/// Loss and metrics of the model (in evaluation mode) over batches.
-pub fn evaluate(
-    model: &Model,
-    loss: &dyn Loss,
-    space: &LabelSpace,
-    batches: impl Iterator<Item = ldl_data::Result<Batch>>,
-    device: &candle_core::Device,
-) -> Result<Evaluation> {
-    let mut totals = Accumulator::default();
-    let mut metrics = Metrics::new(space);
-    for batch in batches {
-        let batch = on_device(batch?, device)?;
-        let logits: Vec<Tensor> = model.forward_t(&batch.inputs, false)?;
-        let out = loss.compute(space, &logits, &batch.targets)?;
-        totals.add(out.total_value()?, &out.part_values()?, batch.indices.len());
-        metrics.update(&logits, &batch.targets)?;
-    }
-    if totals.samples == 0 {
-        return Err(Error::Usage(
-            "nothing was evaluated: every sample of the split was left out (see the skipped \
-             samples; with on_bad_sample = \"skip\" a split can end up empty)"
-                .into(),
-        ));
-    }
-    Ok(Evaluation {
-        loss: totals.summary(),
-        metrics: metrics.report(),
-    })
-}
-
-/// Moves a batch to the training device (a no-op where it already is).
-fn on_device(batch: Batch, device: &candle_core::Device) -> Result<Batch> {
-    let move_to = |t: &Tensor| t.to_device(device);
-    Ok(Batch {
-        inputs: move_to(&batch.inputs)?,
-        targets: batch
-            .targets
-            .iter()
-            .map(|t| {
-                Ok(AxisTargets {
-                    pmf: move_to(&t.pmf)?,
-                    value: move_to(&t.value)?,
-                    std: move_to(&t.std)?,
-                })
-            })
-            .collect::<Result<_>>()?,
-        indices: batch.indices,
-    })
-}
-
 /// The batches of each split, from feature vectors or from images.
 // One value per run: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -994,37 +860,6 @@ impl<'a> Data<'a> {
     }
 }
 
-/// Sample-weighted means of batch losses.
-#[derive(Default)]
-struct Accumulator {
-    samples: usize,
-    total: f64,
-    parts: BTreeMap<String, f64>,
-}
-
-impl Accumulator {
-    fn add(&mut self, total: f64, parts: &[(String, f64)], samples: usize) {
-        let weight = samples as f64;
-        self.samples += samples;
-        self.total += total * weight;
-        for (key, value) in parts {
-            *self.parts.entry(key.clone()).or_default() += value * weight;
-        }
-    }
-
-    fn mean_total(&self) -> f64 {
-        self.total / self.samples.max(1) as f64
-    }
-
-    fn summary(&self) -> LossSummary {
-        let n = self.samples.max(1) as f64;
-        LossSummary {
-            total: self.total / n,
-            parts: self.parts.iter().map(|(k, v)| (k.clone(), v / n)).collect(),
-        }
-    }
-}
-
 /// `OUTPUT/TASK-N` for the first `N` not taken.
 fn new_run_dir(output: &Path, task: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(output).map_err(|e| Error::output(output, e))?;
@@ -1047,9 +882,4 @@ fn remove_durably(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::output(path, e)),
     }
-}
-
-/// Writes `path` whole or not at all ([`ldl_models::durable::write_atomically`]).
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    ldl_models::durable::write_atomically(path, bytes).map_err(|e| Error::output(path, e))
 }

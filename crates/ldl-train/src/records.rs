@@ -1,0 +1,123 @@
+//! What a run reports, as written to its folder: one [`EpochRecord`] per line of
+//! `metrics.jsonl`, the [`RunSummary`] of `summary.json`, and the values inside them. A
+//! leaf of the crate: every other module may use it, it uses none of them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ldl_core::metrics::MetricsReport;
+use serde::{Deserialize, Serialize};
+
+/// Loss parts averaged over a split: the total and `axis/component` values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LossSummary {
+    /// The weighted total.
+    pub total: f64,
+    /// Unweighted parts by key (`age/ld`, …).
+    pub parts: BTreeMap<String, f64>,
+}
+
+/// The validation results of one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// The loss on the split.
+    pub loss: LossSummary,
+    /// Every metric per axis.
+    pub metrics: MetricsReport,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// The learning rate used.
+    pub lr: f64,
+    /// The training loss (batch means averaged over the epoch's samples).
+    pub train: LossSummary,
+    /// Validation results, on evaluation epochs.
+    pub validation: Option<Evaluation>,
+    /// Wall time of the epoch's training part.
+    pub train_seconds: f64,
+    /// Training throughput.
+    pub samples_per_second: f64,
+    /// Batches left out for a NaN or infinite loss or gradient
+    /// (`optim.on_nonfinite = "skip"`).
+    pub skipped_batches: usize,
+}
+
+/// What a finished run reports (`summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// The last epoch trained (fewer than configured when early stopping ended the run).
+    pub epochs: usize,
+    /// The epoch with the best validation score (`run.monitor`; the `best` checkpoint).
+    pub best_epoch: usize,
+    /// Validation results at the best epoch.
+    pub best_validation: Evaluation,
+    /// Test results of the best checkpoint, when there is a test split.
+    pub test: Option<Evaluation>,
+    /// Samples per split: train, validation, test.
+    pub samples: [usize; 3],
+    /// Samples left out as bad (`on_bad_sample = "skip"`), as `file:line: reason`.
+    pub skipped: Vec<String>,
+    /// Training batches left out for a NaN or infinite loss or gradient, over all epochs
+    /// (`optim.on_nonfinite = "skip"`; per epoch in `metrics.jsonl`).
+    #[serde(default)]
+    pub skipped_batches: usize,
+    /// Trainable parameters.
+    pub parameters: usize,
+    /// Wall time of the whole run.
+    pub seconds: f64,
+    /// What always predicting the training mean scores, per ordered axis: the floor a
+    /// trained model must beat.
+    pub mean_predictor: Vec<MeanPredictor>,
+    /// With `model.init_from`: the tensors loaded from that checkpoint, newly initialised
+    /// and skipped.
+    pub init: Option<ldl_models::InitReport>,
+}
+
+/// The MAE of always predicting the training split's mean target value (the circular
+/// mean on a circle) on one axis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeanPredictor {
+    /// The axis.
+    pub axis: String,
+    /// The constant prediction.
+    pub value: f64,
+    /// Its MAE on the validation split.
+    pub validation_mae: f64,
+    /// Its MAE on the test split, when there is one.
+    pub test_mae: Option<f64>,
+}
+
+/// Mean and sample standard deviation of a set of runs' values.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MeanStd {
+    /// The mean.
+    pub mean: f64,
+    /// The sample standard deviation (0 for one run).
+    pub std: f64,
+}
+
+impl MeanStd {
+    /// Of `values` (NaN when empty).
+    pub fn of(values: &[f64]) -> MeanStd {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let std = if values.len() > 1 {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        MeanStd { mean, std }
+    }
+}
+
+impl std::fmt::Display for MeanStd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3} ± {:.3}", self.mean, self.std)
+    }
+}

@@ -104,7 +104,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = config(joint, faces, epochs)?;
     ldl::train::tune_for_training();
 
-    let summary = ldl::train::train(&config, &mut |progress| {
+    let summary = ldl::train::train(&config, &ldl::train::StopToken::new(), &mut |progress| {
         if let Progress::Epoch(record) = progress {
             let mae: Vec<String> = record
                 .validation

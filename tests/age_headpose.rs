@@ -48,7 +48,7 @@ fn first_and_last_epoch(joint: bool) -> Vec<(String, f64, f64)> {
     config.optim.batch_size = 16;
     config.run.output_dir = dir.path().to_path_buf();
     let mut epochs = Vec::new();
-    let summary = train(&config, &mut |progress| {
+    let summary = train(&config, &ldl::train::StopToken::new(), &mut |progress| {
         if let Progress::Epoch(record) = progress {
             epochs.push(record.train.parts.clone());
         }

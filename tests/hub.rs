@@ -18,7 +18,9 @@ fn tiny_run(output: &Path) -> std::path::PathBuf {
         format!("run.output_dir={:?}", output.display().to_string()),
     ];
     let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap();
-    train(&config, &mut |_| {}).unwrap().run_dir
+    train(&config, &ldl::train::StopToken::new(), &mut |_| {})
+        .unwrap()
+        .run_dir
 }
 
 fn people(dir: &Path) -> std::path::PathBuf {

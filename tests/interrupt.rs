@@ -1,9 +1,9 @@
 //! Stopping a run (as Ctrl-C does) keeps the last completed epoch, and resuming finishes
-//! it. Alone in its file: the stop request is process-wide.
+//! it.
 
 use std::path::Path;
 
-use ldl::train::{request_stop, resume, train, Config, Error, Progress};
+use ldl::train::{resume, train, Config, Error, Progress, StopToken};
 
 #[test]
 fn a_stopped_run_resumes_to_the_same_result() {
@@ -19,11 +19,12 @@ fn a_stopped_run_resumes_to_the_same_result() {
         ];
         Config::parse(Path::new("configs/bdims.toml"), text, &overrides).unwrap()
     };
-    let straight = train(&config("straight"), &mut |_| {}).unwrap();
-    let err = train(&config("stopped"), &mut |progress| {
+    let straight = train(&config("straight"), &StopToken::new(), &mut |_| {}).unwrap();
+    let stop = StopToken::new();
+    let err = train(&config("stopped"), &stop, &mut |progress| {
         if let Progress::Epoch(record) = progress {
             if record.epoch == 1 {
-                request_stop();
+                stop.stop();
             }
         }
     })
@@ -33,7 +34,7 @@ fn a_stopped_run_resumes_to_the_same_result() {
     };
     assert_eq!(*epoch, 1);
     assert!(err.to_string().contains("ldl train --resume"), "{err}");
-    let resumed = resume(Path::new(run_dir), &[], &mut |_| {}).unwrap();
+    let resumed = resume(Path::new(run_dir), &[], &StopToken::new(), &mut |_| {}).unwrap();
     assert_eq!(resumed.best_validation, straight.best_validation);
     assert_eq!(resumed.test, straight.test);
 }

@@ -54,7 +54,7 @@ fn a_nan_loss_stops_the_run_naming_where_and_keeps_the_checkpoint() {
             "optim.lr_gamma=1e300",
         ],
     );
-    let err = train(&config, &mut |_| {}).unwrap_err();
+    let err = train(&config, &ldl::train::StopToken::new(), &mut |_| {}).unwrap_err();
     assert!(matches!(err, Error::Numeric(_)), "{err:?}");
     let message = err.to_string();
     for part in [
@@ -114,7 +114,9 @@ fn a_skipped_batch_is_counted_and_the_run_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let text = with_huge_features(dir.path(), 1);
     let stop = config(dir.path(), &text, &["optim.epochs=3"]);
-    let err = train(&stop, &mut |_| {}).unwrap_err().to_string();
+    let err = train(&stop, &ldl::train::StopToken::new(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("epoch 1, batch "), "{err}");
 
     let skip = config(
@@ -122,7 +124,7 @@ fn a_skipped_batch_is_counted_and_the_run_finishes() {
         &text,
         &["optim.epochs=3", "optim.on_nonfinite=\"skip\""],
     );
-    let summary = train(&skip, &mut |_| {}).unwrap();
+    let summary = train(&skip, &ldl::train::StopToken::new(), &mut |_| {}).unwrap();
     assert_eq!(summary.skipped_batches, 3);
     let run_dir: PathBuf = summary.run_dir.clone();
     assert_eq!(json(&run_dir.join("summary.json"))["skipped_batches"], 3);
@@ -147,7 +149,9 @@ fn an_epoch_of_skipped_batches_stops_the_run() {
         &text,
         &["optim.epochs=3", "optim.on_nonfinite=\"skip\""],
     );
-    let err = train(&config, &mut |_| {}).unwrap_err().to_string();
+    let err = train(&config, &ldl::train::StopToken::new(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with("epoch 1: all 10 batches had a non-finite loss or gradient"),
         "{err}"

@@ -300,7 +300,7 @@ fn bdims_run(
     ];
     overrides.extend(extra.iter().map(|s| s.to_string()));
     let config = ldl::train::Config::parse(std::path::Path::new("q.toml"), BDIMS, &overrides)?;
-    ldl::train::train(&config, &mut |_| {})
+    ldl::train::train(&config, &ldl::train::StopToken::new(), &mut |_| {})
 }
 
 #[test]

@@ -125,7 +125,7 @@ fn run(output: &Path, seed: u64) -> ldl::train::RunSummary {
     let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap();
     // Every batch, then validation, then the epoch's record, in order.
     let mut events = Vec::new();
-    let summary = train(&config, &mut |progress| {
+    let summary = train(&config, &ldl::train::StopToken::new(), &mut |progress| {
         events.push(match progress {
             Progress::Batch {
                 epoch,
@@ -390,7 +390,7 @@ output_dir = {output:?}
     );
     let config_path = dir.path().join("faces.toml");
     let config = Config::parse(&config_path, &text, &[]).unwrap();
-    let summary = train(&config, &mut |_| {}).unwrap();
+    let summary = train(&config, &ldl::train::StopToken::new(), &mut |_| {}).unwrap();
     assert_eq!(summary.samples, [18, 6, 0]);
     assert_eq!(summary.parameters, 934_869);
     let mae = summary
@@ -435,7 +435,7 @@ fn a_task_trains_on_the_built_in_faces() {
     .collect();
     let config =
         Config::parse(Path::new("configs/quickstart.toml"), QUICKSTART, &overrides).unwrap();
-    let summary = train(&config, &mut |_| {}).unwrap();
+    let summary = train(&config, &ldl::train::StopToken::new(), &mut |_| {}).unwrap();
     assert_eq!(summary.samples.iter().sum::<usize>(), 96);
     assert!(
         summary.samples.iter().all(|&n| n > 0),
@@ -575,12 +575,23 @@ fn training_four_epochs_equals_two_then_resuming_for_two() {
         ];
         Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap()
     };
-    let straight = train(&parse(4, "straight"), &mut |_| {}).unwrap();
-    let first = train(&parse(2, "resumed"), &mut |_| {}).unwrap();
+    let straight = train(
+        &parse(4, "straight"),
+        &ldl::train::StopToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let first = train(
+        &parse(2, "resumed"),
+        &ldl::train::StopToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
     let mut resumed_epochs = Vec::new();
     let resumed = ldl::train::resume(
         &first.run_dir,
         &["optim.epochs=4".to_string()],
+        &ldl::train::StopToken::new(),
         &mut |progress| {
             if let Progress::Epoch(record) = progress {
                 resumed_epochs.push(record.epoch)
@@ -618,7 +629,7 @@ fn early_stopping_ends_the_run_after_the_patience_runs_out() {
         format!("run.output_dir={:?}", output.path().display().to_string()),
     ];
     let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap();
-    let summary = train(&config, &mut |_| {}).unwrap();
+    let summary = train(&config, &ldl::train::StopToken::new(), &mut |_| {}).unwrap();
     assert!(summary.epochs < 60, "stopped at {}", summary.epochs);
     assert_eq!(summary.epochs, summary.best_epoch + 2);
     assert_eq!(
@@ -638,7 +649,15 @@ fn compare_trains_each_loss_with_each_seed() {
     let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap();
     let losses = ["full-kl".to_string(), "dldl-v2:0.5".to_string()];
     let out = output.path().join("comparison");
-    let comparison = ldl::train::compare(&config, &losses, 2, &out, &mut |_, _| {}).unwrap();
+    let comparison = ldl::train::compare(
+        &config,
+        &losses,
+        2,
+        &out,
+        &ldl::train::StopToken::new(),
+        &mut |_, _| {},
+    )
+    .unwrap();
     assert_eq!(comparison.seeds, [1, 2]);
     assert_eq!(comparison.results.len(), 2);
     for result in &comparison.results {
@@ -730,20 +749,39 @@ fn compare_trains_each_loss_with_each_seed() {
     assert!(table.contains("| dldl-v2:0.5 | weight/l1 |"), "{table}");
     assert!(table.contains("lowest validation loss"), "{table}");
     // A bad loss name stops before anything trains.
-    let err = ldl::train::compare(&config, &["full-k".to_string()], 1, &out, &mut |_, _| {})
-        .unwrap_err()
-        .to_string();
+    let err = ldl::train::compare(
+        &config,
+        &["full-k".to_string()],
+        1,
+        &out,
+        &ldl::train::StopToken::new(),
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("full-k"), "{err}");
     // Run again: the finished runs are reused, nothing trains twice, same results.
-    let again = ldl::train::compare(&config, &losses, 2, &out, &mut |_, _| {
-        panic!("nothing should train again")
-    })
+    let again = ldl::train::compare(
+        &config,
+        &losses,
+        2,
+        &out,
+        &ldl::train::StopToken::new(),
+        &mut |_, _| panic!("nothing should train again"),
+    )
     .unwrap();
     assert_eq!(again.results, comparison.results);
     for spec in ["dldl-v2:x", "full-kl:1"] {
-        let err = ldl::train::compare(&config, &[spec.to_string()], 1, &out, &mut |_, _| {})
-            .unwrap_err()
-            .to_string();
+        let err = ldl::train::compare(
+            &config,
+            &[spec.to_string()],
+            1,
+            &out,
+            &ldl::train::StopToken::new(),
+            &mut |_, _| {},
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains(spec), "{err}");
     }
 }
@@ -788,13 +826,13 @@ fn splits_can_come_from_separate_files() {
         all
     };
     let config = Config::parse(&path, &config_text, &overrides(&[])).unwrap();
-    let summary = train(&config, &mut |_| {}).unwrap();
+    let summary = train(&config, &ldl::train::StopToken::new(), &mut |_| {}).unwrap();
     assert_eq!(summary.samples, [300, 100, rows.len() - 400]);
 
     // Only a validation file: the test split is drawn from the source.
     let only_validation = config_text.replace(", test_source = \"test.csv\"", ", test = 0.1");
     let config = Config::parse(&path, &only_validation, &overrides(&[])).unwrap();
-    let summary = train(&config, &mut |_| {}).unwrap();
+    let summary = train(&config, &ldl::train::StopToken::new(), &mut |_| {}).unwrap();
     assert_eq!(summary.samples, [270, 100, 30]);
 
     let err = Config::parse(
@@ -816,7 +854,7 @@ fn splits_can_come_from_separate_files() {
         &overrides(&["optim.epochs=8", "run.monitor=\"weight/mae\""]),
     )
     .unwrap();
-    let summary = train(&config, &mut |_| {}).unwrap();
+    let summary = train(&config, &ldl::train::StopToken::new(), &mut |_| {}).unwrap();
     let lines = std::fs::read_to_string(summary.run_dir.join("metrics.jsonl")).unwrap();
     let maes: Vec<f64> = lines
         .lines()
@@ -862,7 +900,9 @@ fn splits_can_come_from_separate_files() {
 
     let missing = config_text.replace("val.csv", "nowhere.csv");
     let config = Config::parse(&path, &missing, &overrides(&[])).unwrap();
-    let err = train(&config, &mut |_| {}).unwrap_err().to_string();
+    let err = train(&config, &ldl::train::StopToken::new(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("nowhere.csv"), "{err}");
 }
 
@@ -878,7 +918,12 @@ fn init_from_loads_matching_tensors_and_reports_the_rest() {
         overrides.extend(extra.iter().map(|s| s.to_string()));
         Config::parse(Path::new("configs/bdims.toml"), text, &overrides).unwrap()
     };
-    let pretrained = train(&parse(BDIMS, &[]), &mut |_| {}).unwrap();
+    let pretrained = train(
+        &parse(BDIMS, &[]),
+        &ldl::train::StopToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
     let checkpoint = pretrained.run_dir.join("checkpoints/best.safetensors");
     // The new task: height renamed (a new head; the old one is skipped), weight on a
     // coarser grid (41 bins instead of 81: a new head), age unchanged (loaded).
@@ -888,7 +933,12 @@ fn init_from_loads_matching_tensors_and_reports_the_rest() {
         .replacen("max = 120\nstep = 1", "max = 120\nstep = 2", 1);
     assert!(task.contains("stature = { value") && task.contains("step = 2"));
     let init = format!("model.init_from={:?}", checkpoint.display().to_string());
-    let summary = train(&parse(&task, &[&init]), &mut |_| {}).unwrap();
+    let summary = train(
+        &parse(&task, &[&init]),
+        &ldl::train::StopToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
     let report = summary.init.clone().expect("an init report");
     assert_eq!(
         report.new,
@@ -908,14 +958,19 @@ fn init_from_loads_matching_tensors_and_reports_the_rest() {
     let resumed = ldl::train::resume(
         &summary.run_dir,
         &["optim.epochs=3".to_string()],
+        &ldl::train::StopToken::new(),
         &mut |_| {},
     )
     .unwrap();
     assert_eq!(resumed.init.as_ref(), Some(&report));
 
-    let wider = train(&parse(&task, &[&init, "model.hidden=[48]"]), &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let wider = train(
+        &parse(&task, &[&init, "model.hidden=[48]"]),
+        &ldl::train::StopToken::new(),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         wider.contains("backbone.") && wider.contains("shape"),
         "{wider}"
@@ -932,7 +987,7 @@ fn a_finished_run_exports_as_a_model_folder() {
         format!("run.output_dir={:?}", output.path().display().to_string()),
     ];
     let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap();
-    let summary = train(&config, &mut |_| {}).unwrap();
+    let summary = train(&config, &ldl::train::StopToken::new(), &mut |_| {}).unwrap();
     let folder = output.path().join("model");
     let files = ldl::train::export_run(&summary.run_dir, &folder).unwrap();
     let names: Vec<String> = files
@@ -1031,8 +1086,15 @@ fn compare_reports_accuracy_on_categorical_axes() {
     .unwrap();
     assert_eq!(config.task.axes[0].name, "sex");
     let out = output.path().join("comparison");
-    let comparison =
-        ldl::train::compare(&config, &["full-kl".to_string()], 1, &out, &mut |_, _| {}).unwrap();
+    let comparison = ldl::train::compare(
+        &config,
+        &["full-kl".to_string()],
+        1,
+        &out,
+        &ldl::train::StopToken::new(),
+        &mut |_, _| {},
+    )
+    .unwrap();
     let sex = &comparison.results[0].axes[0];
     assert_eq!(
         (sex.axis.as_str(), sex.metric.as_str()),
@@ -1064,7 +1126,9 @@ fn bf16_is_refused_on_the_cpu_and_unknown_precisions_by_name() {
     let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap();
     assert_eq!(config.run.precision, ldl::models::Precision::Bf16);
     if ldl::models::device("auto").unwrap().is_cpu() {
-        let err = train(&config, &mut |_| {}).unwrap_err().to_string();
+        let err = train(&config, &ldl::train::StopToken::new(), &mut |_| {})
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("needs a CUDA device") && err.contains("auto"),
             "{err}"

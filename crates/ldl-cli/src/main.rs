@@ -234,6 +234,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// A stop token that Ctrl-C sets: the run finishes the batch in progress, keeps the last
+/// completed epoch and says how to go on.
+fn stop_on_ctrl_c() -> ldl_train::StopToken {
+    let stop = ldl_train::StopToken::new();
+    let handle = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        eprintln!("\nstopping after this batch (Ctrl-C)…");
+        handle.stop();
+    });
+    stop
+}
+
 fn compare(
     path: &std::path::Path,
     losses: &[String],
@@ -254,8 +266,9 @@ fn compare(
             println!("{label:<24} {}", epoch_line(record, epochs));
         }
     };
-    let comparison =
-        ldl_train::compare(&config, losses, seeds, &out, &mut print).map_err(|e| e.to_string())?;
+    let stop = stop_on_ctrl_c();
+    let comparison = ldl_train::compare(&config, losses, seeds, &out, &stop, &mut print)
+        .map_err(|e| e.to_string())?;
     let table = std::fs::read_to_string(out.join("results.md")).map_err(|e| e.to_string())?;
     println!("\n{table}");
     for file in &comparison.files {
@@ -377,14 +390,10 @@ fn train(
             Progress::Batch { .. } => {}
         }
     };
-    // Ctrl-C: finish the batch in progress, keep the last completed epoch, say how to go on.
-    let _ = ctrlc::set_handler(|| {
-        eprintln!("\nstopping after this batch (Ctrl-C)…");
-        ldl_train::request_stop();
-    });
+    let stop = stop_on_ctrl_c();
     let summary = match resume {
-        Some(run_dir) => ldl_train::resume(run_dir, overrides, &mut print_progress),
-        None => ldl_train::train(&config, &mut print_progress),
+        Some(run_dir) => ldl_train::resume(run_dir, overrides, &stop, &mut print_progress),
+        None => ldl_train::train(&config, &stop, &mut print_progress),
     }
     .map_err(|e| e.to_string())?;
     println!(

@@ -9,8 +9,10 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::plot::{plot_groups, RunCurves};
+use crate::records::Progress;
 use crate::records::{MeanStd, RunSummary};
-use crate::trainer::{train, Progress};
+use crate::stop::StopToken;
+use crate::trainer::train;
 
 /// One loss's results on one axis, over the seeds: MAE on ordered axes, accuracy on
 /// categorical ones.
@@ -88,12 +90,14 @@ fn parse_loss_spec(spec: &str) -> Result<(&str, Option<f64>)> {
 /// `run.seed + 1`, …), with runs in `out_dir/runs` (a finished run of the same config
 /// found there is reused, so an interrupted comparison continues), and writes into `out_dir` the mean ± std
 /// curves per loss (`losses.{png,svg}`: every validation loss component; `mae.{png,svg}`)
-/// and the results table (`results.md`, `results.json`).
+/// and the results table (`results.md`, `results.json`). `stop` ends the run in progress
+/// as in [`crate::train`]; the comparison then returns its error.
 pub fn compare(
     config: &Config,
     losses: &[String],
     seeds: usize,
     out_dir: &Path,
+    stop: &StopToken,
     observe: &mut dyn FnMut(&str, Progress<'_>),
 ) -> Result<Comparison> {
     if losses.is_empty() || seeds == 0 {
@@ -130,7 +134,7 @@ pub fn compare(
         // Rerunning an interrupted comparison trains only what is missing.
         let summary = match finished_run(variant) {
             Some(summary) => summary,
-            None => train(variant, &mut |progress| observe(&label, progress))?,
+            None => train(variant, stop, &mut |progress| observe(&label, progress))?,
         };
         summaries.entry(loss.clone()).or_default().push(summary);
     }

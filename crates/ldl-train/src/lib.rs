@@ -7,10 +7,12 @@ mod adam;
 mod adam_cpu;
 #[cfg(feature = "cuda")]
 mod adam_cuda;
+mod batches;
 mod build;
 mod commit;
 mod compare;
 mod config;
+mod epoch;
 mod error;
 mod evaluation;
 mod export;
@@ -20,6 +22,8 @@ mod output;
 mod plot;
 mod records;
 mod runtime_tuning;
+mod schedule;
+mod stop;
 mod suggest;
 mod trained;
 mod trainer;
@@ -44,6 +48,9 @@ pub fn device(name: &str) -> Result<candle_core::Device> {
     Ok(ldl_models::device(name)?)
 }
 pub use evaluation::evaluate;
-pub use records::{EpochRecord, Evaluation, LossSummary, MeanPredictor, MeanStd, RunSummary};
+pub use records::{
+    EpochRecord, Evaluation, LossSummary, MeanPredictor, MeanStd, Progress, RunSummary,
+};
+pub use stop::StopToken;
 pub use trained::{local_checkpoint, Prediction, PredictionInput, TrainedModel};
-pub use trainer::{check_resumable, request_stop, resume, train, Progress};
+pub use trainer::{check_resumable, resume, train};

@@ -1,5 +1,6 @@
-//! What a run reports, as written to its folder: one [`EpochRecord`] per line of
-//! `metrics.jsonl`, the [`RunSummary`] of `summary.json`, and the values inside them. A
+//! What a run reports: one [`EpochRecord`] per line of `metrics.jsonl`, the
+//! [`RunSummary`] of `summary.json`, the values inside them, and the [`Progress`] it
+//! shows while it runs. A
 //! leaf of the crate: every other module may use it, it uses none of them.
 
 use std::collections::BTreeMap;
@@ -120,4 +121,31 @@ impl std::fmt::Display for MeanStd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:.3} ± {:.3}", self.mean, self.std)
     }
+}
+
+/// What the trainer reports while it runs, for progress output.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    /// A training batch of `epoch` finished.
+    Batch {
+        /// The epoch (from 1).
+        epoch: usize,
+        /// Batches done in this epoch.
+        done: usize,
+        /// Batches in the epoch.
+        batches: usize,
+        /// Training samples seen in this epoch so far.
+        samples: usize,
+        /// The epoch's mean training loss so far.
+        loss: f64,
+        /// Seconds since the epoch started.
+        seconds: f64,
+    },
+    /// The training batches of `epoch` are done; validation runs now.
+    Validating {
+        /// The epoch.
+        epoch: usize,
+    },
+    /// An epoch finished and its record was written to `metrics.jsonl`.
+    Epoch(&'a EpochRecord),
 }

@@ -11,20 +11,23 @@ use ldl_core::loss::Loss;
 use ldl_core::LabelSpace;
 use ldl_data::{
     read_builtin, read_chalearn, read_csv, read_dldl_list, read_jsonl, read_synthetic_faces,
-    read_utkface, split_by_column, split_by_fractions, Batch, FeatureLoader, ImageLoader,
-    ImagePipeline, Sample, SplitNames, Splits, Standardizer,
+    read_utkface, split_by_column, split_by_fractions, Sample, SplitNames, Splits, Standardizer,
 };
 use ldl_models::{load_into, read_checkpoint, save_checkpoint_with, trainable_vars, Model};
 use serde::{Deserialize, Serialize};
 
 use crate::adam::Adam;
+use crate::batches::Data;
 use crate::commit::RunFiles;
-use crate::config::{Config, OnNonFinite, Source};
+use crate::config::{Config, Source};
+use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
 use crate::error::{Error, Result};
-use crate::evaluation::{evaluate, on_device, Accumulator};
-use crate::numeric::{self, RunningStats};
+use crate::evaluation::evaluate;
+use crate::numeric;
 use crate::output::write_atomically;
-use crate::records::{EpochRecord, Evaluation, MeanPredictor, RunSummary};
+use crate::records::{EpochRecord, Evaluation, MeanPredictor, Progress, RunSummary};
+use crate::schedule::StepSchedule;
+use crate::stop::StopToken;
 
 /// [`MeanPredictor`] for every linear and circular axis.
 fn mean_predictor(space: &LabelSpace, splits: &Splits) -> Result<Vec<MeanPredictor>> {
@@ -136,52 +139,22 @@ impl RunState {
         }
         improved
     }
+
+    /// Whether early stopping (`run.patience`) ends the run here.
+    fn patience_ran_out(&self, patience: Option<usize>) -> bool {
+        patience.is_some_and(|p| self.since_improvement >= p)
+    }
 }
 
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Asks a running training loop to stop at the next batch boundary (e.g. from a Ctrl-C
-/// handler). The epoch in progress is dropped; the last completed one stays saved and
-/// `resume` continues from it.
-pub fn request_stop() {
-    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
-fn stop_requested() -> bool {
-    STOP.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-/// What the trainer reports while it runs, for progress output.
-#[derive(Debug, Clone, Copy)]
-pub enum Progress<'a> {
-    /// A training batch of `epoch` finished.
-    Batch {
-        /// The epoch (from 1).
-        epoch: usize,
-        /// Batches done in this epoch.
-        done: usize,
-        /// Batches in the epoch.
-        batches: usize,
-        /// Training samples seen in this epoch so far.
-        samples: usize,
-        /// The epoch's mean training loss so far.
-        loss: f64,
-        /// Seconds since the epoch started.
-        seconds: f64,
-    },
-    /// The training batches of `epoch` are done; validation runs now.
-    Validating {
-        /// The epoch.
-        epoch: usize,
-    },
-    /// An epoch finished and its record was written to `metrics.jsonl`.
-    Epoch(&'a EpochRecord),
-}
-
-/// Trains as `config` says, in a new run folder. `observe` sees every batch and epoch
-/// (for progress output; `&mut |_| {}` ignores them).
-pub fn train(config: &Config, observe: &mut dyn FnMut(Progress<'_>)) -> Result<RunSummary> {
-    run(config, None, observe)
+/// Trains as `config` says, in a new run folder, until the last epoch, early stopping or
+/// `stop`. `observe` sees every batch and epoch (for progress output; `&mut |_| {}`
+/// ignores them).
+pub fn train(
+    config: &Config,
+    stop: &StopToken,
+    observe: &mut dyn FnMut(Progress<'_>),
+) -> Result<RunSummary> {
+    run(config, None, stop, observe)
 }
 
 /// Continues the run in `run_dir` from its last completed epoch, with its saved config
@@ -191,11 +164,12 @@ pub fn train(config: &Config, observe: &mut dyn FnMut(Progress<'_>)) -> Result<R
 pub fn resume(
     run_dir: &Path,
     overrides: &[String],
+    stop: &StopToken,
     observe: &mut dyn FnMut(Progress<'_>),
 ) -> Result<RunSummary> {
     let state = read_state(run_dir)?;
     let config = Config::load(&run_dir.join("config.toml"), overrides)?;
-    run(&config, Some((run_dir, state)), observe)
+    run(&config, Some((run_dir, state)), stop, observe)
 }
 
 /// Checks that `run_dir` can be resumed (a run folder with its `config.toml` and a valid
@@ -306,56 +280,38 @@ impl Saver<'_> {
     }
 }
 
-/// The result of one training step.
-enum Step {
-    /// Adam stepped; the batch's loss.
-    Done {
-        total: f64,
-        parts: Vec<(String, f64)>,
-    },
-    /// The loss or a gradient was not finite; nothing was changed but the BatchNorm
-    /// statistics (the caller restores or stops).
-    NonFinite(String),
+/// The inputs of a run: its splits (standardised for feature data) and what they hold.
+struct Inputs {
+    splits: Splits,
+    feature_names: Vec<String>,
+    /// Samples left out as bad while reading, as `file:line: reason`.
+    skipped: Vec<String>,
+    standardizer: Option<Standardizer>,
 }
 
-/// Forward, loss, backward and an Adam step on one batch, unless the loss, a gradient or
-/// a BatchNorm statistic (`statistics`) is NaN or infinite.
-fn train_step(
-    model: &Model,
-    loss: &dyn Loss,
-    space: &LabelSpace,
-    batch: &Batch,
-    adam: &mut Adam,
-    vars: &[(String, candle_core::Var)],
-    statistics: &[(String, candle_core::Var)],
-) -> Result<Step> {
-    let logits = model.forward_t(&batch.inputs, true)?;
-    let out = loss.compute(space, &logits, &batch.targets)?;
-    let parts = out.part_values()?;
-    let total = out.total_value()?;
-    if let Some(problem) = numeric::loss_problem(total, &parts) {
-        return Ok(Step::NonFinite(problem));
+impl Inputs {
+    fn load(config: &Config, space: &LabelSpace) -> Result<Inputs> {
+        let (mut splits, feature_names, skipped) = load_splits(config, space)?;
+        let standardizer = if config.data.standardize && !config.data.reads_images() {
+            let standardizer = Standardizer::fit(&feature_names, &splits.train)?;
+            for split in [&mut splits.train, &mut splits.validation, &mut splits.test] {
+                standardizer.apply_to(split)?;
+            }
+            Some(standardizer)
+        } else {
+            None
+        };
+        Ok(Inputs {
+            splits,
+            feature_names,
+            skipped,
+            standardizer,
+        })
     }
-    let grads = out.total.backward()?;
-    if let Some(problem) = numeric::step_problem(&grads, vars, statistics)? {
-        return Ok(Step::NonFinite(format!(
-            "{problem} (the loss, {total}, is finite)"
-        )));
-    }
-    adam.step(&grads)?;
-    Ok(Step::Done { total, parts })
 }
 
-fn run(
-    config: &Config,
-    resume_from: Option<(&Path, RunState)>,
-    observe: &mut dyn FnMut(Progress<'_>),
-) -> Result<RunSummary> {
-    // A stop asked for during an earlier run in this process does not carry over.
-    STOP.store(false, std::sync::atomic::Ordering::SeqCst);
-    let started = Instant::now();
-    config.validate()?;
-    let space = config.label_space()?;
+/// The device of `run.device`, refused when it cannot compute in `run.precision`.
+fn training_device(config: &Config) -> Result<candle_core::Device> {
     let device = ldl_models::device(&config.run.device)?;
     // Before the data is read: `run.device = "auto"` may have found no GPU.
     if let Some(refused) = crate::config::precision_refusal(config.run.precision, &device) {
@@ -364,288 +320,427 @@ fn run(
             config.run.device
         )));
     }
-    let (mut splits, feature_names, skipped) = load_splits(config, &space)?;
-    let images = config.data.reads_images();
-    let standardizer = if config.data.standardize && !images {
-        let standardizer = Standardizer::fit(&feature_names, &splits.train)?;
-        for split in [&mut splits.train, &mut splits.validation, &mut splits.test] {
-            standardizer.apply_to(split)?;
-        }
-        Some(standardizer)
-    } else {
-        None
-    };
+    Ok(device)
+}
 
-    let seed = config.run.seed;
-    let backbone = config.backbone(feature_names.len())?;
-    let (mut model, vars) = Model::build(&backbone, &space, seed, &device)?;
-    model.set_precision(config.run.precision)?;
-    let init = match (&config.model.init_from, &resume_from) {
-        (Some(path), None) => {
-            let local = crate::trained::local_checkpoint(path)?;
-            Some(ldl_models::load_pretrained(&vars, &local, &device)?)
-        }
-        _ => None,
+/// The config as saved in the run folder, and the header of every checkpoint: the config,
+/// the feature names and the standardiser, so that a checkpoint alone can reproduce the
+/// inputs' preprocessing.
+fn checkpoint_header(
+    config: &Config,
+    inputs: &Inputs,
+    run_dir: &Path,
+) -> Result<(String, BTreeMap<String, String>)> {
+    let json_error = |e| Error::output(run_dir, e);
+    let config_text = toml::to_string(config).map_err(|e| Error::output(run_dir, e))?;
+    let mut header = BTreeMap::new();
+    header.insert("train.config".to_string(), config_text.clone());
+    let names = serde_json::to_string(&inputs.feature_names).map_err(json_error)?;
+    header.insert("train.features".to_string(), names);
+    if let Some(s) = &inputs.standardizer {
+        let json = serde_json::to_string(s).map_err(json_error)?;
+        header.insert("train.standardizer".to_string(), json);
+    }
+    Ok((config_text, header))
+}
+
+/// The state a run starts from: a resumed run's last committed epoch (its weights and
+/// Adam's moments loaded), or epoch 0, whose initial weights are committed first so that a
+/// run killed in its first epoch resumes too. The config is saved either way.
+fn start_or_resume(
+    (resumed, init, config_text): (Option<RunState>, Option<ldl_models::InitReport>, &str),
+    saver: &Saver<'_>,
+    files: &RunFiles,
+    adam: &mut Adam,
+    run_dir: &Path,
+    device: &candle_core::Device,
+) -> Result<RunState> {
+    let config_path = run_dir.join("config.toml");
+    let Some(state) = resumed else {
+        write_atomically(&config_path, config_text.as_bytes())?;
+        let state = RunState::start(init);
+        saver
+            .commit(files, adam, &state, None, false)
+            .map_err(|e| Error::Output {
+                path: run_dir.display().to_string(),
+                message: format!(
+                    "cannot save the initial checkpoint: {e}; fix the cause and start the run \
+                     again"
+                ),
+            })?;
+        return Ok(state);
     };
-    let loss = crate::build::loss(&config.loss, &space)?;
-    let monitor = config.monitor()?;
-    let trainable = trainable_vars(&vars);
-    let parameters = trainable.iter().map(|(_, v)| v.elem_count()).sum();
-    let mut adam = Adam::new(
-        trainable.iter().map(|(_, v)| v.clone()).collect(),
-        config.optim.lr,
-        config.optim.weight_decay,
+    let last = files.checkpoints.join("last.safetensors");
+    let (tensors, _) = read_checkpoint(&last, device)?;
+    load_into(saver.vars, &tensors, &last)?;
+    let optimizer = files.checkpoints.join("optimizer.safetensors");
+    adam.load_moments(saver.names, &optimizer, device)?;
+    adam.steps = state.adam_steps;
+    // Only now that the checkpoints fit the config (with its overrides) is it saved: a
+    // refused resume leaves the folder resumable as it was. The old summary goes first: a
+    // summary.json means the run of config.toml finished, and is written again when it does.
+    remove_durably(&run_dir.join("summary.json"))?;
+    write_atomically(&config_path, config_text.as_bytes())?;
+    Ok(state)
+}
+
+/// The validation split's results on evaluation epochs (every `run.eval_every` and the
+/// last), refused when the loss is not finite.
+fn validate_epoch(
+    context: &EpochContext<'_>,
+    config: &Config,
+    epoch: usize,
+    kept: &str,
+) -> Result<Option<Evaluation>> {
+    if epoch % config.run.eval_every != 0 && epoch != config.optim.epochs {
+        return Ok(None);
+    }
+    let evaluation = evaluate(
+        context.model,
+        context.loss,
+        context.space,
+        context.data.validation()?,
+        context.device,
     )?;
-    let names: Vec<String> = trainable.iter().map(|(n, _)| n.clone()).collect();
-    let statistics = numeric::running_statistics(&vars)?;
+    if !evaluation.loss.total.is_finite() {
+        return Err(Error::Numeric(format!(
+            "epoch {epoch}: the validation loss is {}; {kept}",
+            evaluation.loss.total
+        )));
+    }
+    Ok(Some(evaluation))
+}
 
-    let run_dir = match &resume_from {
-        Some((dir, _)) => dir.to_path_buf(),
-        None => new_run_dir(&config.run.output_dir, &config.task.name)?,
+/// The model of a run and what its training steps and checkpoints need of it.
+struct Network {
+    model: Model,
+    vars: candle_nn::VarMap,
+    /// The trainable variables by name (Adam's, in this order).
+    trainable: Vec<(String, candle_core::Var)>,
+    names: Vec<String>,
+    /// BatchNorm's running statistics.
+    statistics: Vec<(String, candle_core::Var)>,
+}
+
+impl Network {
+    /// The configured model, seeded, with `model.init_from` loaded into a fresh run.
+    fn build(
+        config: &Config,
+        space: &LabelSpace,
+        features: usize,
+        device: &candle_core::Device,
+        fresh: bool,
+    ) -> Result<(Network, Option<ldl_models::InitReport>)> {
+        let backbone = config.backbone(features)?;
+        let (mut model, vars) = Model::build(&backbone, space, config.run.seed, device)?;
+        model.set_precision(config.run.precision)?;
+        let init = match &config.model.init_from {
+            Some(path) if fresh => {
+                let local = crate::trained::local_checkpoint(path)?;
+                Some(ldl_models::load_pretrained(&vars, &local, device)?)
+            }
+            _ => None,
+        };
+        let trainable = trainable_vars(&vars);
+        let names = trainable.iter().map(|(n, _)| n.clone()).collect();
+        let statistics = numeric::running_statistics(&vars)?;
+        let network = Network {
+            model,
+            vars,
+            trainable,
+            names,
+            statistics,
+        };
+        Ok((network, init))
+    }
+
+    fn adam(&self, config: &Config) -> Result<Adam> {
+        let vars = self.trainable.iter().map(|(_, v)| v.clone()).collect();
+        Adam::new(vars, config.optim.lr, config.optim.weight_decay)
+    }
+
+    fn parameters(&self) -> usize {
+        self.trainable.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    fn saver<'a>(&'a self, header: &'a BTreeMap<String, String>) -> Saver<'a> {
+        Saver {
+            vars: &self.vars,
+            model: &self.model,
+            header,
+            names: &self.names,
+        }
+    }
+}
+
+fn run(
+    config: &Config,
+    resume_from: Option<(&Path, RunState)>,
+    stop: &StopToken,
+    observe: &mut dyn FnMut(Progress<'_>),
+) -> Result<RunSummary> {
+    let started = Instant::now();
+    config.validate()?;
+    let space = config.label_space()?;
+    let device = training_device(config)?;
+    let inputs = Inputs::load(config, &space)?;
+    let features = inputs.feature_names.len();
+    let (mut network, init) =
+        Network::build(config, &space, features, &device, resume_from.is_none())?;
+    let mut adam = network.adam(config)?;
+    let loss = crate::build::loss(&config.loss, &space)?;
+
+    let (run_dir, resumed) = match resume_from {
+        Some((dir, state)) => (dir.to_path_buf(), Some(state)),
+        None => (
+            new_run_dir(&config.run.output_dir, &config.task.name)?,
+            None,
+        ),
     };
     let files = RunFiles::new(&run_dir)?;
-    if let Some((_, state)) = &resume_from {
+    if let Some(state) = &resumed {
         // Before anything is read or written: back to the committed epoch.
         files.recover(state.epoch)?;
     }
-    let config_text = toml::to_string(config).map_err(|e| Error::output(&run_dir, e))?;
-    let config_path = run_dir.join("config.toml");
-    // Stored in every checkpoint, so that it alone can reproduce the inputs' preprocessing.
-    let mut header = BTreeMap::new();
-    header.insert("train.config".to_string(), config_text.clone());
-    let names_json =
-        serde_json::to_string(&feature_names).map_err(|e| Error::output(&run_dir, e))?;
-    header.insert("train.features".to_string(), names_json);
-    if let Some(s) = &standardizer {
-        let json = serde_json::to_string(s).map_err(|e| Error::output(&run_dir, e))?;
-        header.insert("train.standardizer".to_string(), json);
+    let (config_text, header) = checkpoint_header(config, &inputs, &run_dir)?;
+    let data = Data::new(config, &space, &inputs.splits, &device)?;
+    let saver = network.saver(&header);
+    let start = (resumed, init, config_text.as_str());
+    let mut state = start_or_resume(start, &saver, &files, &mut adam, &run_dir, &device)?;
+
+    let epochs = Epochs {
+        config,
+        space: &space,
+        data: &data,
+        device: &device,
+        loss: loss.as_ref(),
+        monitor: config.monitor()?,
+        files: &files,
+        header: &header,
+        run_dir: &run_dir,
+    };
+    epochs.train(&mut network, &mut adam, &mut state, stop, observe)?;
+
+    let finished = Finished {
+        space: &space,
+        inputs: &inputs,
+        data: &data,
+        loss: loss.as_ref(),
+        parameters: network.parameters(),
+        started,
+    };
+    finished.summarise(&network, &files, &state, &run_dir, &device)
+}
+
+/// What the epochs of a run share.
+struct Epochs<'a> {
+    config: &'a Config,
+    space: &'a LabelSpace,
+    data: &'a Data<'a>,
+    device: &'a candle_core::Device,
+    loss: &'a dyn Loss,
+    monitor: crate::config::Monitor,
+    files: &'a RunFiles,
+    header: &'a BTreeMap<String, String>,
+    run_dir: &'a Path,
+}
+
+impl Epochs<'_> {
+    /// Trains from the epoch after `state`'s to the last (or to early stopping, or
+    /// `stop`), committing each.
+    fn train(
+        &self,
+        network: &mut Network,
+        adam: &mut Adam,
+        state: &mut RunState,
+        stop: &StopToken,
+        observe: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<()> {
+        let config = self.config;
+        let schedule = StepSchedule::of(&config.optim);
+        let patience = config.run.patience;
+        // A run that early stopping ended, killed before its summary.json, trains no further.
+        let first_epoch = if state.patience_ran_out(patience) {
+            config.optim.epochs.max(state.epoch).saturating_add(1)
+        } else {
+            state.epoch.saturating_add(1)
+        };
+        for epoch in first_epoch..=config.optim.epochs {
+            // Dropout masks restart from (seed, epoch), like the shuffling and augmentation.
+            let dropout_seed = ldl_data::mix_seed(config.run.seed, epoch as u64);
+            network.model.reseed_dropout(dropout_seed);
+            adam.lr = schedule.lr(epoch);
+            let record = self.epoch(network, adam, state, epoch, stop, observe)?;
+            observe(Progress::Epoch(&record));
+            if state.patience_ran_out(patience) {
+                break;
+            }
+        }
+        Ok(())
     }
 
-    let data = Data::new(config, &space, &splits, &device)?;
-    let saver = Saver {
-        vars: &vars,
-        model: &model,
-        header: &header,
-        names: &names,
-    };
-    let mut state = match resume_from {
-        Some((_, state)) => {
-            let last = files.checkpoints.join("last.safetensors");
-            let (tensors, _) = read_checkpoint(&last, &device)?;
-            load_into(&vars, &tensors, &last)?;
-            let optimizer = files.checkpoints.join("optimizer.safetensors");
-            adam.load_moments(&names, &optimizer, &device)?;
-            adam.steps = state.adam_steps;
-            // Only now that the checkpoints fit the config (with its overrides) is it
-            // saved: a refused resume leaves the folder resumable as it was. The old
-            // summary goes first: a summary.json means the run of config.toml finished,
-            // and is written again when it does.
-            remove_durably(&run_dir.join("summary.json"))?;
-            write_atomically(&config_path, config_text.as_bytes())?;
-            state
-        }
-        None => {
-            write_atomically(&config_path, config_text.as_bytes())?;
-            // Epoch 0, the initial weights: a run killed in its first epoch resumes too.
-            let state = RunState::start(init);
-            saver
-                .commit(&files, &adam, &state, None, false)
-                .map_err(|e| Error::Output {
-                    path: run_dir.display().to_string(),
-                    message: format!(
-                        "cannot save the initial checkpoint: {e}; fix the cause and start the \
-                         run again"
-                    ),
-                })?;
-            state
-        }
-    };
-
-    let on_nonfinite = config.optim.on_nonfinite;
-    let patience_ran_out = |state: &RunState| {
-        config
-            .run
-            .patience
-            .is_some_and(|p| state.since_improvement >= p)
-    };
-    // A run that early stopping ended, killed before its summary.json, trains no further.
-    let first_epoch = if patience_ran_out(&state) {
-        config.optim.epochs.max(state.epoch).saturating_add(1)
-    } else {
-        state.epoch.saturating_add(1)
-    };
-    for epoch in first_epoch..=config.optim.epochs {
-        // Dropout masks restart from (seed, epoch), like the shuffling and augmentation.
-        model.reseed_dropout(ldl_data::mix_seed(seed, epoch as u64));
-        let decays = ((epoch - 1) / config.optim.lr_step_epochs) as i32;
-        adam.lr = config.optim.lr * config.optim.lr_gamma.powi(decays);
-        let kept = kept(&run_dir, state.epoch);
-        let epoch_start = Instant::now();
-        let mut totals = Accumulator::default();
-        let batches = data.train_batches();
-        let mut samples = 0;
-        let mut seen = 0;
-        let mut skipped_batches = Vec::new();
-        for (index, batch) in data.train(epoch as u64)?.enumerate() {
-            if stop_requested() {
+    /// Trains, validates and commits epoch `epoch`; its record.
+    fn epoch(
+        &self,
+        network: &Network,
+        adam: &mut Adam,
+        state: &mut RunState,
+        epoch: usize,
+        stop: &StopToken,
+        observe: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<EpochRecord> {
+        let kept = kept(self.run_dir, state.epoch);
+        let context = EpochContext {
+            model: &network.model,
+            loss: self.loss,
+            space: self.space,
+            data: self.data,
+            device: self.device,
+            trainable: &network.trainable,
+            statistics: &network.statistics,
+            on_nonfinite: self.config.optim.on_nonfinite,
+        };
+        let trained = match train_epoch(&context, adam, epoch, &kept, stop, observe)? {
+            EpochOutcome::Trained(trained) => trained,
+            EpochOutcome::Stopped => {
                 if state.epoch > 0 {
                     // Best effort: a plotting failure must not hide how to resume.
-                    let _ = write_plots(&run_dir);
+                    let _ = write_plots(self.run_dir);
                 }
                 return Err(Error::Interrupted {
-                    run_dir: run_dir.display().to_string(),
+                    run_dir: self.run_dir.display().to_string(),
                     epoch: state.epoch,
                 });
             }
-            let batch = on_device(batch?, &device)?;
-            seen += 1;
-            let before = match on_nonfinite {
-                OnNonFinite::Skip => Some(RunningStats::save(&statistics)?),
-                OnNonFinite::Stop => None,
-            };
-            let step = train_step(
-                &model,
-                loss.as_ref(),
-                &space,
-                &batch,
-                &mut adam,
-                &trainable,
-                &statistics,
-            )?;
-            match step {
-                Step::Done { total, parts } => {
-                    totals.add(total, &parts, batch.indices.len());
-                    samples += batch.indices.len();
-                }
-                Step::NonFinite(problem) => {
-                    let place = format!("epoch {epoch}, batch {} of {batches}", index + 1);
-                    let Some(before) = before else {
-                        return Err(Error::Numeric(format!(
-                            "{place}: {problem}; the run stopped and {kept}; lower optim.lr, \
-                             check the data, or set optim.on_nonfinite = \"skip\""
-                        )));
-                    };
-                    before.restore()?;
-                    skipped_batches.push(format!("{place}: {problem}"));
-                }
-            }
-            observe(Progress::Batch {
-                epoch,
-                done: index + 1,
-                batches,
-                samples,
-                loss: totals.mean_total(),
-                seconds: epoch_start.elapsed().as_secs_f64(),
-            });
-        }
-        if seen > 0 && skipped_batches.len() == seen {
-            return Err(Error::Numeric(format!(
-                "epoch {epoch}: all {seen} batches had a non-finite loss or gradient and were \
-                 skipped (the last: {}); nothing can be learnt, so the run stopped and {kept}; \
-                 lower optim.lr or check the data",
-                skipped_batches
-                    .last()
-                    .map(String::as_str)
-                    .unwrap_or_default()
-            )));
-        }
-        let train_seconds = epoch_start.elapsed().as_secs_f64();
-        observe(Progress::Validating { epoch });
-        let validation = if epoch % config.run.eval_every == 0 || epoch == config.optim.epochs {
-            Some(evaluate(
-                &model,
-                loss.as_ref(),
-                &space,
-                data.validation()?,
-                &device,
-            )?)
-        } else {
-            None
         };
-        numeric::check_state(&vars, epoch, &kept)?;
-        numeric::check_moments(&adam, &names, epoch, &kept)?;
-        if let Some(evaluation) = &validation {
-            if !evaluation.loss.total.is_finite() {
-                return Err(Error::Numeric(format!(
-                    "epoch {epoch}: the validation loss is {}; {kept}",
-                    evaluation.loss.total
-                )));
-            }
-        }
+        observe(Progress::Validating { epoch });
+        let validation = validate_epoch(&context, self.config, epoch, &kept)?;
+        numeric::check_state(&network.vars, epoch, &kept)?;
+        numeric::check_moments(adam, &network.names, epoch, &kept)?;
         let record = EpochRecord {
             epoch,
             lr: adam.lr,
-            train: totals.summary(),
+            train: trained.totals.summary(),
             validation,
-            train_seconds,
-            samples_per_second: samples as f64 / train_seconds.max(1e-9),
-            skipped_batches: skipped_batches.len(),
+            train_seconds: trained.seconds,
+            samples_per_second: trained.samples as f64 / trained.seconds.max(1e-9),
+            skipped_batches: trained.skipped_batches.len(),
         };
-        let previous = state.epoch;
-        let improved = match &record.validation {
-            Some(evaluation) => state.evaluated(epoch, evaluation, &monitor),
-            None => false,
-        };
-        state.epoch = epoch;
-        state.adam_steps = adam.steps;
-        state.skipped_batches += skipped_batches.len();
-        saver
-            .commit(&files, &adam, &state, Some(&record), improved)
-            .map_err(|e| {
-                // A failure after the commit (installing the files) keeps the new epoch.
-                let kept = files.committed_epoch().unwrap_or(previous);
-                save_failed(e, &run_dir, kept)
-            })?;
-        observe(Progress::Epoch(&record));
-        if patience_ran_out(&state) {
-            break;
-        }
+        let saver = network.saver(self.header);
+        commit_epoch(
+            &saver,
+            self.files,
+            adam,
+            state,
+            &record,
+            &self.monitor,
+            self.run_dir,
+        )?;
+        Ok(record)
     }
+}
 
-    let (best_epoch, best_validation) = state
-        .best
-        .clone()
-        .ok_or_else(|| Error::Numeric("no validation result was recorded".into()))?;
-    let test = if splits.test.is_empty() {
-        None
-    } else {
-        let best_path = files.checkpoints.join("best.safetensors");
-        let (tensors, _) = read_checkpoint(&best_path, &device)?;
-        load_into(&vars, &tensors, &best_path)?;
-        Some(evaluate(
-            &model,
-            loss.as_ref(),
-            &space,
-            data.test()?,
-            &device,
-        )?)
+/// Takes epoch `record.epoch` into `state` (its validation against the best so far) and
+/// commits it: checkpoints, `metrics.jsonl` and `state.json` as one step.
+fn commit_epoch(
+    saver: &Saver<'_>,
+    files: &RunFiles,
+    adam: &Adam,
+    state: &mut RunState,
+    record: &EpochRecord,
+    monitor: &crate::config::Monitor,
+    run_dir: &Path,
+) -> Result<()> {
+    let previous = state.epoch;
+    let improved = match &record.validation {
+        Some(evaluation) => state.evaluated(record.epoch, evaluation, monitor),
+        None => false,
     };
-    let summary = RunSummary {
-        run_dir: run_dir.clone(),
-        epochs: state.epoch,
-        best_epoch,
-        best_validation,
-        test,
-        samples: [
-            splits.train.len(),
-            splits.validation.len(),
-            splits.test.len(),
-        ],
-        skipped: skipped.into_iter().chain(data.skipped_images()).collect(),
-        skipped_batches: state.skipped_batches,
-        parameters,
-        seconds: started.elapsed().as_secs_f64(),
-        mean_predictor: mean_predictor(&space, &splits)?,
-        init: state.init.clone(),
-    };
-    let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::output(&run_dir, e))?;
-    let finish = || -> Result<()> {
-        write_plots(&run_dir)?;
-        // Last, and whole or not at all: a summary.json means the run finished.
-        write_atomically(&run_dir.join("summary.json"), json.as_bytes())
-    };
-    finish().map_err(|e| save_failed(e, &run_dir, state.epoch))?;
-    Ok(summary)
+    state.epoch = record.epoch;
+    state.adam_steps = adam.steps;
+    state.skipped_batches += record.skipped_batches;
+    saver
+        .commit(files, adam, state, Some(record), improved)
+        .map_err(|e| {
+            // A failure after the commit (installing the files) keeps the new epoch.
+            let kept = files.committed_epoch().unwrap_or(previous);
+            save_failed(e, run_dir, kept)
+        })
+}
+
+/// What the end of a run reports from.
+struct Finished<'a> {
+    space: &'a LabelSpace,
+    inputs: &'a Inputs,
+    data: &'a Data<'a>,
+    loss: &'a dyn Loss,
+    parameters: usize,
+    started: Instant,
+}
+
+impl Finished<'_> {
+    /// Tests the best checkpoint, then writes the plots and, last, `summary.json`.
+    fn summarise(
+        self,
+        network: &Network,
+        files: &RunFiles,
+        state: &RunState,
+        run_dir: &Path,
+        device: &candle_core::Device,
+    ) -> Result<RunSummary> {
+        let (best_epoch, best_validation) = state
+            .best
+            .clone()
+            .ok_or_else(|| Error::Numeric("no validation result was recorded".into()))?;
+        let splits = &self.inputs.splits;
+        let test = if splits.test.is_empty() {
+            None
+        } else {
+            let best_path = files.checkpoints.join("best.safetensors");
+            let (tensors, _) = read_checkpoint(&best_path, device)?;
+            load_into(&network.vars, &tensors, &best_path)?;
+            let batches = self.data.test()?;
+            Some(evaluate(
+                &network.model,
+                self.loss,
+                self.space,
+                batches,
+                device,
+            )?)
+        };
+        let summary = RunSummary {
+            run_dir: run_dir.to_path_buf(),
+            epochs: state.epoch,
+            best_epoch,
+            best_validation,
+            test,
+            samples: [
+                splits.train.len(),
+                splits.validation.len(),
+                splits.test.len(),
+            ],
+            skipped: self
+                .inputs
+                .skipped
+                .iter()
+                .cloned()
+                .chain(self.data.skipped_images())
+                .collect(),
+            skipped_batches: state.skipped_batches,
+            parameters: self.parameters,
+            seconds: self.started.elapsed().as_secs_f64(),
+            mean_predictor: mean_predictor(self.space, splits)?,
+            init: state.init.clone(),
+        };
+        let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::output(run_dir, e))?;
+        let finish = || -> Result<()> {
+            write_plots(run_dir)?;
+            // Last, and whole or not at all: a summary.json means the run finished.
+            write_atomically(&run_dir.join("summary.json"), json.as_bytes())
+        };
+        finish().map_err(|e| save_failed(e, run_dir, state.epoch))?;
+        Ok(summary)
+    }
 }
 
 /// The training curves of a run folder into `RUN_DIR/plots`.
@@ -756,108 +851,6 @@ fn read_table(config: &Config, source: Source<'_>, space: &LabelSpace) -> Result
             crate::hub_data::read_hub_split(config, &ldl_hub::Hub::from_env(), split, space)?
         }
     })
-}
-
-/// The batches of each split, from feature vectors or from images.
-// One value per run: the variants' sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-enum Data<'a> {
-    Features {
-        train: FeatureLoader<'a>,
-        validation: FeatureLoader<'a>,
-        test: FeatureLoader<'a>,
-    },
-    Images {
-        train: ImageLoader,
-        validation: ImageLoader,
-        test: ImageLoader,
-    },
-}
-
-type Batches<'b> = Box<dyn Iterator<Item = ldl_data::Result<Batch>> + 'b>;
-
-impl<'a> Data<'a> {
-    fn new(
-        config: &Config,
-        space: &LabelSpace,
-        splits: &'a Splits,
-        device: &candle_core::Device,
-    ) -> Result<Self> {
-        let batch = config.optim.batch_size;
-        let seed = config.run.seed;
-        if !config.data.reads_images() {
-            let loader = |samples: &'a [Sample]| -> Result<FeatureLoader<'a>> {
-                Ok(FeatureLoader::new(samples, space, batch)?.on(device, DType::F32))
-            };
-            // A last training batch of one sample would give BatchNorm a variance of 0/0.
-            let lone_last = splits.train.len() % batch == 1;
-            return Ok(Data::Features {
-                train: loader(&splits.train)?.shuffled(seed).drop_last(lone_last),
-                validation: loader(&splits.validation)?,
-                test: loader(&splits.test)?,
-            });
-        }
-        let pipeline = ImagePipeline::new(config.data.image_size);
-        let threads = config.data.loader_threads;
-        let loader = |samples: &[Sample]| -> ldl_data::Result<ImageLoader> {
-            Ok(
-                ImageLoader::new(samples.to_vec(), space, pipeline.clone(), batch, threads)?
-                    .on_bad_sample(config.data.on_bad_sample),
-            )
-        };
-        Ok(Data::Images {
-            train: loader(&splits.train)?.shuffled(seed).augmented(
-                config.data.augment.clone(),
-                config.data.label_effects.clone(),
-            )?,
-            validation: loader(&splits.validation)?,
-            test: loader(&splits.test)?,
-        })
-    }
-
-    /// Images left out while batching (`on_bad_sample = "skip"`), as `file:line: reason`.
-    fn skipped_images(&self) -> Vec<String> {
-        match self {
-            Data::Features { .. } => Vec::new(),
-            Data::Images {
-                train,
-                validation,
-                test,
-            } => [train, validation, test]
-                .iter()
-                .flat_map(|loader| loader.skipped())
-                .map(|s| format!("{}: {}", s.location, s.reason))
-                .collect(),
-        }
-    }
-
-    fn train_batches(&self) -> usize {
-        match self {
-            Data::Features { train, .. } => train.batches(),
-            Data::Images { train, .. } => train.batches(),
-        }
-    }
-
-    fn train(&self, epoch: u64) -> Result<Batches<'_>> {
-        Ok(match self {
-            Data::Features { train, .. } => Box::new(train.epoch(epoch)),
-            Data::Images { train, .. } => Box::new(train.epoch(epoch)),
-        })
-    }
-
-    fn validation(&self) -> Result<Batches<'_>> {
-        Ok(match self {
-            Data::Features { validation, .. } => Box::new(validation.epoch(0)),
-            Data::Images { validation, .. } => Box::new(validation.epoch(0)),
-        })
-    }
-
-    fn test(&self) -> Result<Batches<'_>> {
-        Ok(match self {
-            Data::Features { test, .. } => Box::new(test.epoch(0)),
-            Data::Images { test, .. } => Box::new(test.epoch(0)),
-        })
-    }
 }
 
 /// `OUTPUT/TASK-N` for the first `N` not taken.

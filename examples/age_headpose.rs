@@ -11,7 +11,9 @@
 //! cargo run --release --example age_headpose -- --faces 2000 --epochs 5
 //! ```
 
-use ldl::train::{Config, DataConfig, FacesConfig, LabelConfig, Progress, TaskConfig};
+use ldl::train::{
+    Backbone, Config, DataConfig, FacesConfig, LabelConfig, LossConfig, Progress, TaskConfig,
+};
 use ldl::{Axis, LabelSpace};
 
 /// The label space: three axes in two units; with `joint`, yaw and pitch share one
@@ -74,15 +76,15 @@ pub fn config(
     data.labels.insert("pitch".into(), column("pitch", None));
 
     let mut config = Config::new(task, data);
-    config.model.backbone = "tiny-age-net".into();
+    config.model.backbone = Backbone::TinyAgeNet;
     config.model.width = 0.5;
-    config.loss.kind = "full-kl".into();
+    // The default loss: full-KL, which needs no weights between the three heads.
+    config.loss = LossConfig::default();
     config.optim.lr = 0.003;
     config.optim.batch_size = 32;
     config.optim.epochs = epochs;
     config.optim.lr_step_epochs = 20;
     config.run.seed = 1;
-    config.validate()?;
     Ok(config)
 }
 
@@ -101,7 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|v| v.parse())
         .transpose()?
         .unwrap_or(25);
-    let config = config(joint, faces, epochs)?;
+    let config = config(joint, faces, epochs)?.check()?;
     ldl::train::tune_for_training();
 
     let summary = ldl::train::train(&config, &ldl::train::StopToken::new(), &mut |progress| {

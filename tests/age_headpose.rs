@@ -8,9 +8,9 @@ mod example;
 
 use std::path::Path;
 
-use ldl::train::{train, Config, Progress};
+use ldl::train::{train, CheckedConfig, Config, Progress};
 
-fn from_file(path: &str) -> Config {
+fn from_file(path: &str) -> CheckedConfig {
     let text = std::fs::read_to_string(path).unwrap();
     Config::parse(Path::new(path), &text, &[]).unwrap()
 }
@@ -47,6 +47,7 @@ fn first_and_last_epoch(joint: bool) -> Vec<(String, f64, f64)> {
     config.model.width = 0.25;
     config.optim.batch_size = 16;
     config.run.output_dir = dir.path().to_path_buf();
+    let config = config.check().unwrap();
     let mut epochs = Vec::new();
     let summary = train(&config, &ldl::train::StopToken::new(), &mut |progress| {
         if let Progress::Epoch(record) = progress {
@@ -140,7 +141,6 @@ fn a_bad_joint_group_names_its_key() {
         .unwrap()
         .replace(r#"axes = ["yaw", "pitch"]"#, r#"axes = ["yaw", "roll"]"#);
     let err = Config::parse(Path::new(path), &text, &[])
-        .and_then(|config| config.validate())
         .unwrap_err()
         .to_string();
     assert!(

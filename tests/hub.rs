@@ -109,7 +109,7 @@ fn hub_paths_are_not_made_relative_to_the_config() {
     // A local path still is.
     let config = Config::load(&path, &["model.init_from=\"init.safetensors\"".into()]).unwrap();
     assert_eq!(
-        config.model.init_from.unwrap(),
+        config.model.init_from.clone().unwrap(),
         std::path::absolute(dir.path().join("init.safetensors")).unwrap()
     );
 }

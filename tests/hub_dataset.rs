@@ -12,7 +12,7 @@ use std::path::Path;
 
 use ldl::data::{decode_bytes, Input};
 use ldl::hub::Hub;
-use ldl::train::{read_hub_split, Config};
+use ldl::train::{read_hub_split, CheckedConfig, Config};
 use ldl::Label;
 use parquet_file::{parquet_bytes, png, Column};
 
@@ -38,7 +38,7 @@ fn faces(from: u32, to: u32) -> Vec<u8> {
     ])
 }
 
-fn config(dir: &Path, data: &str) -> Result<Config, String> {
+fn config(dir: &Path, data: &str) -> Result<CheckedConfig, String> {
     let text = format!(
         r#"
 [task]

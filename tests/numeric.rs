@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use ldl::train::{train, Config, Error};
+use ldl::train::{train, CheckedConfig, Config, Error};
 
 const BDIMS: &str = include_str!("../configs/bdims.toml");
 
-fn config(dir: &Path, text: &str, extra: &[&str]) -> Config {
+fn config(dir: &Path, text: &str, extra: &[&str]) -> CheckedConfig {
     let mut overrides = vec![format!(
         "run.output_dir={:?}",
         dir.join("runs").display().to_string()

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
-use ldl::train::{train, Adam, Config, Progress};
+use ldl::train::{train, Adam, Config, LossKind, Progress};
 
 const BDIMS: &str = include_str!("../configs/bdims.toml");
 
@@ -21,7 +21,7 @@ fn config_error(text: &str, overrides: &[&str]) -> String {
 fn the_bdims_config_parses_with_its_defaults() {
     let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &[]).unwrap();
     assert_eq!(config.task.axes.len(), 3);
-    assert_eq!(config.loss.kind, "full-kl");
+    assert_eq!(config.loss.kind(), LossKind::FullKl);
     assert_eq!(config.run.device, "cpu");
     assert_eq!(
         config.label_space().unwrap().axis("weight").unwrap().len(),
@@ -106,7 +106,7 @@ fn overrides_set_any_key_and_are_checked() {
     let config = Config::parse(Path::new("q.toml"), BDIMS, &overrides).unwrap();
     assert_eq!(config.optim.epochs, 3);
     assert_eq!(config.model.hidden, [8, 4]);
-    assert_eq!(config.loss.kind, "dldl-v2");
+    assert_eq!(config.loss.kind(), LossKind::DldlV2);
     let err = config_error(BDIMS, &["optim.epochz=3"]);
     assert!(
         err.contains("--set") && err.contains("did you mean `epochs`?"),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use ldl_train::{Config, EpochRecord, Progress, TrainedModel};
+use ldl_train::{Backbone, Config, EpochRecord, Progress, TrainedModel};
 
 #[derive(Parser)]
 #[command(
@@ -439,8 +439,7 @@ fn train(
     }
     println!(
         "best epoch {} ({}):",
-        summary.best_epoch,
-        config.monitor().map_err(|e| e.to_string())?
+        summary.best_epoch, config.run.monitor
     );
     let splits = [
         ("validation", Some(&summary.best_validation)),
@@ -501,7 +500,8 @@ fn eval(
     let evaluation = trained.evaluate_file(data).map_err(|e| e.to_string())?;
     println!(
         "loss {:.4} ({})",
-        evaluation.loss.total, trained.config.loss.kind
+        evaluation.loss.total,
+        trained.config.loss.kind()
     );
     println!(
         "{:<10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8}",
@@ -675,8 +675,8 @@ fn inspect(checkpoint: &std::path::Path) -> Result<(), String> {
         }
     }
     let model = &trained.config.model;
-    match model.backbone.as_str() {
-        "mlp" => println!("model: mlp, hidden {:?}", model.hidden),
+    match model.backbone {
+        Backbone::Mlp => println!("model: mlp, hidden {:?}", model.hidden),
         other => println!("model: {other}, width {}", model.width),
     }
     if trained.config.data.reads_images() {
@@ -687,7 +687,7 @@ fn inspect(checkpoint: &std::path::Path) -> Result<(), String> {
     }
     println!(
         "loss: {}; optimiser: Adam lr {} for {} epochs; seed {}",
-        trained.config.loss.kind,
+        trained.config.loss.kind(),
         trained.config.optim.lr,
         trained.config.optim.epochs,
         trained.config.run.seed

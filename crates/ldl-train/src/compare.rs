@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, LossConfig, LossKind};
 use crate::error::{Error, Result};
 use crate::plot::{plot_groups, RunCurves};
 use crate::records::Progress;
@@ -69,21 +69,55 @@ pub struct Comparison {
 }
 
 /// A loss of `ldl compare`: `kind`, or `dldl-v2:λ` for DLDL-v2 with that λ on every axis.
-fn parse_loss_spec(spec: &str) -> Result<(&str, Option<f64>)> {
-    let Some((kind, lambda)) = spec.split_once(':') else {
-        return Ok((spec, None));
+fn parse_loss_spec(spec: &str) -> Result<(LossKind, Option<f64>)> {
+    let (kind, lambda) = match spec.split_once(':') {
+        Some((kind, lambda)) => (kind, Some(lambda)),
+        None => (spec, None),
+    };
+    let kind: LossKind = kind
+        .parse()
+        .map_err(|e| Error::Usage(format!("compare, loss `{spec}`: {e}")))?;
+    let Some(lambda) = lambda else {
+        return Ok((kind, None));
     };
     let value: f64 = lambda.parse().map_err(|_| {
         Error::Usage(format!(
             "compare, loss `{spec}`: `{lambda}` is not a number; write e.g. `dldl-v2:0.1`"
         ))
     })?;
-    if kind != "dldl-v2" {
+    if kind != LossKind::DldlV2 {
         return Err(Error::Usage(format!(
             "compare, loss `{spec}`: only `dldl-v2:λ` takes a λ (the same on every axis)"
         )));
     }
     Ok((kind, Some(value)))
+}
+
+/// The `[loss]` of a comparison's variant: `kind`, with the base config's parameters
+/// when it is the same kind and the base's target moments where both read them; `lambda`
+/// (DLDL-v2's) on every axis when given.
+fn variant_loss(base: &LossConfig, kind: LossKind, lambda: Option<f64>) -> LossConfig {
+    let mut loss = if base.kind() == kind {
+        base.clone()
+    } else {
+        LossConfig::of_kind(kind)
+    };
+    if let Some(moments) = base.target_moments() {
+        loss = loss.with_target_moments(moments);
+    }
+    if let (
+        LossConfig::DldlV2 {
+            lambda: variant_lambda,
+            axis_lambda,
+            ..
+        },
+        Some(given),
+    ) = (&mut loss, lambda)
+    {
+        *variant_lambda = given;
+        axis_lambda.clear();
+    }
+    loss
 }
 
 /// Trains `config` with every loss in `losses` and `seeds` seeds (`run.seed`,
@@ -112,18 +146,14 @@ pub fn compare(
         let (kind, lambda) = parse_loss_spec(loss)?;
         for &seed in &seed_list {
             let mut variant = config.clone();
-            variant.loss.kind = kind.to_string();
-            if let Some(lambda) = lambda {
-                variant.loss.lambda = lambda;
-                variant.loss.axis_lambda.clear();
-            }
+            variant.loss = variant_loss(&config.loss, kind, lambda);
             variant.run.seed = seed;
             variant.run.output_dir = out_dir.join("runs");
             // `dldl-v2:0.1` → `dldl-v2-lambda0.1` in folder names.
             let folder = loss.replace(':', "-lambda");
             variant.task.name = format!("{}-{folder}-seed{seed}", config.task.name);
-            variant
-                .validate()
+            let variant = variant
+                .check()
                 .map_err(|e| Error::Usage(format!("compare, loss `{loss}`: {e}")))?;
             variants.push((loss.clone(), variant));
         }
@@ -263,10 +293,7 @@ fn loss_result(loss: &str, runs: &[RunSummary], curves: &[RunCurves]) -> LossRes
 }
 
 fn markdown_table(config: &Config, seeds: &[u64], results: &[LossResult]) -> String {
-    let best = config
-        .monitor()
-        .map(|m| m.to_string())
-        .unwrap_or_else(|_| "best validation score".into());
+    let best = &config.run.monitor;
     let mut out = format!(
         "# {}: losses compared over seeds {}\n\nMean ± std over the seeds. Each metric on the \
          validation split at the last epoch (final) and at the best epoch ({best}), with its \

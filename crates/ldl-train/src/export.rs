@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::config::Config;
+use crate::config::{Backbone, Config};
 use crate::error::{Error, Result};
 
 /// The files [`export_run`] writes, in order: the layout of an ldl model repository on the
@@ -176,8 +176,8 @@ fn model_card(config: &Config, summary: &Value, version: &str) -> String {
         let _ = writeln!(card, "| {} | {kind} | {} | {range} |", axis.name, axis.unit);
     }
     let model = &config.model;
-    let backbone = match model.backbone.as_str() {
-        "mlp" => format!("MLP, hidden layers {:?}", model.hidden),
+    let backbone = match model.backbone {
+        Backbone::Mlp => format!("MLP, hidden layers {:?}", model.hidden),
         other => format!(
             "{other}, width {}, inputs {}×{} RGB",
             model.width, config.data.image_size, config.data.image_size
@@ -190,7 +190,7 @@ fn model_card(config: &Config, summary: &Value, version: &str) -> String {
          - Data: `{}`; {} training / {} validation / {} test samples.\n\
          - Best epoch: {} ({} epochs trained, {:.0} s).",
         summary["parameters"],
-        config.loss.kind,
+        config.loss.kind(),
         config.optim.lr,
         config.optim.epochs,
         config.optim.batch_size,

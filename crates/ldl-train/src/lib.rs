@@ -8,7 +8,6 @@ mod adam_cpu;
 #[cfg(feature = "cuda")]
 mod adam_cuda;
 mod batches;
-mod build;
 mod commit;
 mod compare;
 mod config;
@@ -29,11 +28,11 @@ mod trained;
 mod trainer;
 
 pub use adam::Adam;
-pub use build::loss;
 pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult};
 pub use config::{
-    AxisConfig, AxisKindName, Config, DataConfig, FacesConfig, HubDataConfig, LabelConfig,
-    LossConfig, ModelConfig, Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig,
+    AxisConfig, AxisKindName, Backbone, CheckedConfig, Config, DataConfig, DataFormat, FacesConfig,
+    HubDataConfig, JointConfig, LabelConfig, LossConfig, LossKind, ModelConfig, Monitor,
+    OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig,
 };
 pub use error::{Error, Result};
 pub use export::{export_run, MODEL_FILES};

@@ -7,7 +7,7 @@ use ldl_core::AxisEstimate;
 use ldl_data::{read_csv, read_feature_rows, read_jsonl, OnBadSample, Standardizer};
 use ldl_models::{CheckpointInfo, Model};
 
-use crate::config::Config;
+use crate::config::{CheckedConfig, Config, DataFormat};
 use crate::error::{Error, Result};
 use crate::evaluation::evaluate;
 use crate::records::Evaluation;
@@ -19,8 +19,8 @@ pub struct TrainedModel {
     pub model: Model,
     /// The checkpoint's description.
     pub info: CheckpointInfo,
-    /// The config it was trained with.
-    pub config: Config,
+    /// The config it was trained with, checked.
+    pub config: CheckedConfig,
     /// The feature columns, in order.
     pub features: Vec<String>,
     /// The standardisation fitted on its training split, if it used one.
@@ -113,9 +113,9 @@ impl TrainedModel {
     /// as in the `manifest.csv` of `ldl synth`). Images are prepared as validation images.
     pub fn evaluate_file(&self, data: &Path) -> Result<Evaluation> {
         let space = self.model.label_space();
-        let loss = crate::build::loss(&self.config.loss, space)?;
+        let loss = self.config.loss();
         let batch = self.config.optim.batch_size;
-        let mut spec = self.config.table_spec()?;
+        let mut spec = self.config.table_spec().clone();
         spec.split = None;
         spec.group = None;
         let read_table =
@@ -125,11 +125,11 @@ impl TrainedModel {
             };
         if self.config.data.reads_images() {
             let policy = OnBadSample::Error;
-            let table = match self.config.data.format.as_str() {
-                "chalearn" => ldl_data::read_chalearn(data, None, space, policy)?,
-                "dldl-list" => ldl_data::read_dldl_list(data, None, space, policy)?,
-                "utkface" => ldl_data::read_utkface(data, space, policy)?,
-                _ => {
+            let table = match self.config.data.format {
+                DataFormat::ChaLearn => ldl_data::read_chalearn(data, None, space, policy)?,
+                DataFormat::DldlList => ldl_data::read_dldl_list(data, None, space, policy)?,
+                DataFormat::UtkFace => ldl_data::read_utkface(data, space, policy)?,
+                DataFormat::Table => {
                     let column = self.config.data.image_column.as_deref().unwrap_or("image");
                     spec.input = ldl_data::InputColumns::Image(column.to_string());
                     read_table(&spec)?
@@ -143,13 +143,7 @@ impl TrainedModel {
                 batch,
                 self.config.data.loader_threads,
             )?;
-            return evaluate(
-                &self.model,
-                loss.as_ref(),
-                space,
-                loader.epoch(0),
-                &self.device,
-            );
+            return evaluate(&self.model, loss, space, loader.epoch(0), &self.device);
         }
         spec.input = ldl_data::InputColumns::Features(self.features.clone());
         let mut samples = read_table(&spec)?.samples;
@@ -157,13 +151,7 @@ impl TrainedModel {
             standardizer.apply_to(&mut samples)?;
         }
         let batches = ldl_data::FeatureLoader::new(&samples, space, batch)?;
-        evaluate(
-            &self.model,
-            loss.as_ref(),
-            space,
-            batches.epoch(0),
-            &self.device,
-        )
+        evaluate(&self.model, loss, space, batches.epoch(0), &self.device)
     }
 
     /// Predictions for every row of a `.csv` file with the model's feature columns.

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::adam::Adam;
 use crate::batches::Data;
 use crate::commit::RunFiles;
-use crate::config::{Config, Source};
+use crate::config::{CheckedConfig, Config, Monitor, Source};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
 use crate::error::{Error, Result};
 use crate::evaluation::evaluate;
@@ -118,12 +118,7 @@ impl RunState {
 
     /// Takes in epoch `epoch`'s validation results; true when they are the best so far
     /// (by `monitor`, so the epoch becomes the `best` checkpoint).
-    fn evaluated(
-        &mut self,
-        epoch: usize,
-        evaluation: &Evaluation,
-        monitor: &crate::config::Monitor,
-    ) -> bool {
+    fn evaluated(&mut self, epoch: usize, evaluation: &Evaluation, monitor: &Monitor) -> bool {
         let score = |e: &Evaluation| monitor.score(e).unwrap_or(f64::INFINITY);
         let improved = self
             .best
@@ -150,7 +145,7 @@ impl RunState {
 /// `stop`. `observe` sees every batch and epoch (for progress output; `&mut |_| {}`
 /// ignores them).
 pub fn train(
-    config: &Config,
+    config: &CheckedConfig,
     stop: &StopToken,
     observe: &mut dyn FnMut(Progress<'_>),
 ) -> Result<RunSummary> {
@@ -290,8 +285,8 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn load(config: &Config, space: &LabelSpace) -> Result<Inputs> {
-        let (mut splits, feature_names, skipped) = load_splits(config, space)?;
+    fn load(config: &CheckedConfig) -> Result<Inputs> {
+        let (mut splits, feature_names, skipped) = load_splits(config)?;
         let standardizer = if config.data.standardize && !config.data.reads_images() {
             let standardizer = Standardizer::fit(&feature_names, &splits.train)?;
             for split in [&mut splits.train, &mut splits.validation, &mut splits.test] {
@@ -425,14 +420,13 @@ struct Network {
 impl Network {
     /// The configured model, seeded, with `model.init_from` loaded into a fresh run.
     fn build(
-        config: &Config,
-        space: &LabelSpace,
+        config: &CheckedConfig,
         features: usize,
         device: &candle_core::Device,
         fresh: bool,
     ) -> Result<(Network, Option<ldl_models::InitReport>)> {
-        let backbone = config.backbone(features)?;
-        let (mut model, vars) = Model::build(&backbone, space, config.run.seed, device)?;
+        let backbone = config.backbone(features);
+        let (mut model, vars) = Model::build(&backbone, config.space(), config.run.seed, device)?;
         model.set_precision(config.run.precision)?;
         let init = match &config.model.init_from {
             Some(path) if fresh => {
@@ -474,21 +468,18 @@ impl Network {
 }
 
 fn run(
-    config: &Config,
+    config: &CheckedConfig,
     resume_from: Option<(&Path, RunState)>,
     stop: &StopToken,
     observe: &mut dyn FnMut(Progress<'_>),
 ) -> Result<RunSummary> {
     let started = Instant::now();
-    config.validate()?;
-    let space = config.label_space()?;
+    let space = config.space();
     let device = training_device(config)?;
-    let inputs = Inputs::load(config, &space)?;
+    let inputs = Inputs::load(config)?;
     let features = inputs.feature_names.len();
-    let (mut network, init) =
-        Network::build(config, &space, features, &device, resume_from.is_none())?;
+    let (mut network, init) = Network::build(config, features, &device, resume_from.is_none())?;
     let mut adam = network.adam(config)?;
-    let loss = crate::build::loss(&config.loss, &space)?;
 
     let (run_dir, resumed) = match resume_from {
         Some((dir, state)) => (dir.to_path_buf(), Some(state)),
@@ -503,18 +494,18 @@ fn run(
         files.recover(state.epoch)?;
     }
     let (config_text, header) = checkpoint_header(config, &inputs, &run_dir)?;
-    let data = Data::new(config, &space, &inputs.splits, &device)?;
+    let data = Data::new(config, space, &inputs.splits, &device)?;
     let saver = network.saver(&header);
     let start = (resumed, init, config_text.as_str());
     let mut state = start_or_resume(start, &saver, &files, &mut adam, &run_dir, &device)?;
 
     let epochs = Epochs {
         config,
-        space: &space,
+        space,
         data: &data,
         device: &device,
-        loss: loss.as_ref(),
-        monitor: config.monitor()?,
+        loss: config.loss(),
+        monitor: config.run.monitor.clone(),
         files: &files,
         header: &header,
         run_dir: &run_dir,
@@ -522,10 +513,10 @@ fn run(
     epochs.train(&mut network, &mut adam, &mut state, stop, observe)?;
 
     let finished = Finished {
-        space: &space,
+        space,
         inputs: &inputs,
         data: &data,
-        loss: loss.as_ref(),
+        loss: config.loss(),
         parameters: network.parameters(),
         started,
     };
@@ -539,7 +530,7 @@ struct Epochs<'a> {
     data: &'a Data<'a>,
     device: &'a candle_core::Device,
     loss: &'a dyn Loss,
-    monitor: crate::config::Monitor,
+    monitor: Monitor,
     files: &'a RunFiles,
     header: &'a BTreeMap<String, String>,
     run_dir: &'a Path,
@@ -648,7 +639,7 @@ fn commit_epoch(
     adam: &Adam,
     state: &mut RunState,
     record: &EpochRecord,
-    monitor: &crate::config::Monitor,
+    monitor: &Monitor,
     run_dir: &Path,
 ) -> Result<()> {
     let previous = state.epoch;
@@ -752,8 +743,8 @@ fn write_plots(run_dir: &Path) -> Result<()> {
 
 /// Reads the source, splits it, and returns the splits, the feature names and the
 /// skipped samples.
-fn load_splits(config: &Config, space: &LabelSpace) -> Result<(Splits, Vec<String>, Vec<String>)> {
-    let table = read_table(config, config.data.source()?, space)?;
+fn load_splits(config: &CheckedConfig) -> Result<(Splits, Vec<String>, Vec<String>)> {
+    let table = read_table(config, config.data.source()?)?;
     let mut skipped: Vec<String> = table
         .skipped
         .iter()
@@ -788,7 +779,7 @@ fn load_splits(config: &Config, space: &LabelSpace) -> Result<(Splits, Vec<Strin
         let Some(source) = source else {
             return Ok(None);
         };
-        let part = read_table(config, source, space)?;
+        let part = read_table(config, source)?;
         skipped.extend(
             part.skipped
                 .iter()
@@ -831,19 +822,19 @@ fn load_splits(config: &Config, space: &LabelSpace) -> Result<(Splits, Vec<Strin
 }
 
 /// Reads one table of the task's data.
-fn read_table(config: &Config, source: Source<'_>, space: &LabelSpace) -> Result<ldl_data::Table> {
-    let spec = config.table_spec();
+fn read_table(config: &CheckedConfig, source: Source<'_>) -> Result<ldl_data::Table> {
+    let (spec, space) = (config.table_spec(), config.space());
     let policy = config.data.on_bad_sample;
     let images = config.data.images.as_deref();
     Ok(match source {
         Source::Faces => {
             let faces = &config.data.faces;
             let generator = faces.generator(config.data.image_size, config.run.seed);
-            read_synthetic_faces(&generator, faces.count, &spec?, space, policy)?
+            read_synthetic_faces(&generator, faces.count, spec, space, policy)?
         }
-        Source::Builtin(name) => read_builtin(name, &spec?, space, policy)?,
-        Source::Csv(path) => read_csv(&path, &spec?, space, policy)?,
-        Source::Jsonl(path) => read_jsonl(&path, &spec?, space, policy)?,
+        Source::Builtin(name) => read_builtin(name, spec, space, policy)?,
+        Source::Csv(path) => read_csv(&path, spec, space, policy)?,
+        Source::Jsonl(path) => read_jsonl(&path, spec, space, policy)?,
         Source::ChaLearn(path) => read_chalearn(&path, images, space, policy)?,
         Source::DldlList(path) => read_dldl_list(&path, images, space, policy)?,
         Source::UtkFace(path) => read_utkface(&path, space, policy)?,

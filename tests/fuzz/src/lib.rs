@@ -25,21 +25,17 @@ use ldl::{Axis, LabelSpace};
 /// or the error message a user would see.
 pub type Outcome = Result<String, String>;
 
-/// A task config: parse (with the line-numbered errors and suggestions), validate, then
-/// build everything the trainer derives from it before reading data.
+/// A task config: parse (with the line-numbered errors and suggestions) and check, which
+/// builds everything the trainer derives from it before reading data.
 pub fn config(data: &[u8]) -> Outcome {
     // Through a file, as `ldl train` reads it: reading (UTF-8) is part of what is tested.
     let path = scratch_file("config.toml", data)?;
     let loaded = ldl::train::Config::load(&path, &[]);
     let _ = std::fs::remove_file(&path);
     let config = loaded.map_err(|e| e.to_string())?;
-    config.validate().map_err(|e| e.to_string())?;
-    let space = config.label_space().map_err(|e| e.to_string())?;
-    config.monitor().map_err(|e| e.to_string())?;
-    config.table_spec().map_err(|e| e.to_string())?;
-    let backbone = config.backbone(3).map_err(|e| e.to_string())?;
+    let space = config.space();
     // What a model of this config would store, without building it.
-    let elements = backbone.stored_elements(&space);
+    let elements = config.backbone(3).stored_elements(space);
     Ok(format!("{} heads, {elements} numbers", space.heads().len()))
 }
 

@@ -1,0 +1,145 @@
+//! The check step: a parsed [`Config`] becomes a [`CheckedConfig`] once, carrying what the
+//! check built, so that training and evaluation never validate or parse again.
+
+use std::sync::Arc;
+
+use ldl_core::loss::Loss;
+use ldl_core::LabelSpace;
+use ldl_data::TableSpec;
+use ldl_models::BackboneConfig;
+
+use super::{Config, LossConfig};
+use crate::error::{Error, Result};
+
+/// A config whose every key was checked, with the label space, loss, backbone and column
+/// spec it describes. Read the config's keys through it (it dereferences to [`Config`]);
+/// to change one, take [`CheckedConfig::into_config`], change it and check again.
+#[derive(Clone)]
+pub struct CheckedConfig {
+    config: Config,
+    space: LabelSpace,
+    loss: Arc<dyn Loss>,
+    backbone: BackboneConfig,
+    table_spec: TableSpec,
+}
+
+impl Config {
+    /// Checks what serde cannot (ranges, combinations, names against the axes) and builds
+    /// what the config describes. Every error names its key (`optim.lr`,
+    /// `task.joint[0].axes`) and what to change.
+    pub fn check(self) -> Result<CheckedConfig> {
+        let space = self.task.label_space()?;
+        self.check_precision()?;
+        self.data.check(&self.task)?;
+        self.optim.check()?;
+        self.run.monitor.check(&space)?;
+        let backbone = self.model.backbone_config(0)?;
+        self.check_inputs_fit_backbone()?;
+        let table_spec = self.data.check_inputs()?;
+        self.check_run()?;
+        let loss = self.loss.build(&space)?.into();
+        Ok(CheckedConfig {
+            config: self,
+            space,
+            loss,
+            backbone,
+            table_spec,
+        })
+    }
+
+    /// bf16 on a CPU is refused here; other devices are checked when opened.
+    fn check_precision(&self) -> Result<()> {
+        if self.run.device.trim() != "cpu" {
+            return Ok(());
+        }
+        match super::precision_refusal(self.run.precision, &candle_core::Device::Cpu) {
+            Some(refused) => Err(Error::Config(format!("`run.precision`: {refused}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// An image network needs image inputs, the MLP feature columns.
+    fn check_inputs_fit_backbone(&self) -> Result<()> {
+        let backbone = self.model.backbone;
+        if backbone.reads_images() == self.data.reads_images() {
+            return Ok(());
+        }
+        let message = if backbone.reads_images() {
+            format!("`{backbone}` reads images; set data.image_column or an image format")
+        } else {
+            "`mlp` reads feature columns, but the data are images; use tiny-age-net or \
+             thin-age-net"
+                .into()
+        };
+        Err(Error::Config(format!("`model.backbone`: {message}")))
+    }
+
+    /// `run.patience` and `run.eval_every`.
+    fn check_run(&self) -> Result<()> {
+        if self.run.patience == Some(0) {
+            return Err(Error::Config(
+                "`run.patience`: must be ≥ 1 (or left out to train every epoch)".into(),
+            ));
+        }
+        if self.run.eval_every == 0 {
+            return Err(Error::Config("`run.eval_every`: must be ≥ 1".into()));
+        }
+        Ok(())
+    }
+}
+
+impl CheckedConfig {
+    /// The config as checked.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The config, to change and check again.
+    pub fn into_config(self) -> Config {
+        self.config
+    }
+
+    /// The label space of `[task]`.
+    pub fn space(&self) -> &LabelSpace {
+        &self.space
+    }
+
+    /// The loss of `[loss]` for that label space.
+    pub fn loss(&self) -> &dyn Loss {
+        self.loss.as_ref()
+    }
+
+    /// The loss's config.
+    pub fn loss_config(&self) -> &LossConfig {
+        &self.config.loss
+    }
+
+    /// The backbone of `[model]`, for inputs of `features` features (the MLP's input
+    /// width; the image networks ignore it).
+    pub fn backbone(&self, features: usize) -> BackboneConfig {
+        let mut backbone = self.backbone.clone();
+        if let BackboneConfig::Mlp(mlp) = &mut backbone {
+            mlp.inputs = features;
+        }
+        backbone
+    }
+
+    /// The column spec of `[data]` (for table sources).
+    pub fn table_spec(&self) -> &TableSpec {
+        &self.table_spec
+    }
+}
+
+impl std::ops::Deref for CheckedConfig {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl std::fmt::Debug for CheckedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CheckedConfig").field(&self.config).finish()
+    }
+}

@@ -1,0 +1,615 @@
+//! `[data]`: where the samples come from, their columns, splits and preprocessing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ldl_data::{
+    Augment, InputColumns, LabelColumns, LabelEffects, OnBadSample, SynthConfig, TableSpec,
+};
+use serde::{Deserialize, Serialize};
+
+use super::keyword::{keyword_conversions, Keyword};
+use super::task::TaskConfig;
+use crate::error::{Error, Result};
+
+/// `[data]`: the source table, its columns, splits and preprocessing. `source` is
+/// required; every other key has a default ([`DataConfig::new`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `builtin:NAME` (the tables `builtin:bdims` and `builtin:abalone`, or the synthetic
+    /// face generator `builtin:faces`, rendered in memory), `hub` (the parquet files of a
+    /// Hugging Face dataset, `[data.hub]`) or a path to a `.csv` or `.jsonl` file, relative
+    /// to the config file.
+    pub source: String,
+    /// The Hub dataset of `source = "hub"` (`[data.hub]`).
+    pub hub: Option<HubDataConfig>,
+    /// The synthetic faces of `builtin:faces` (`[data.faces]`).
+    #[serde(default)]
+    pub faces: FacesConfig,
+    /// How the source is laid out (default `table`).
+    #[serde(default)]
+    pub format: DataFormat,
+    /// The folder images are relative to, for `chalearn` and `dldl-list` (default: the
+    /// list's folder).
+    pub images: Option<PathBuf>,
+    /// Feature columns, in order; all columns not used otherwise when absent.
+    pub features: Option<Vec<String>>,
+    /// A column of image paths (relative to the table): the inputs are images.
+    pub image_column: Option<String>,
+    /// Side of the square images the network sees (default 64).
+    #[serde(default = "default_image_size")]
+    pub image_size: u32,
+    /// Training-time augmentation of images (none by default).
+    #[serde(default)]
+    pub augment: Augment,
+    /// How augmentation changes labels (which axes a flip negates, which a rotation
+    /// adds to).
+    #[serde(default)]
+    pub label_effects: LabelEffects,
+    /// Threads decoding images (default 2).
+    #[serde(default = "default_loader_threads")]
+    pub loader_threads: usize,
+    /// The label columns of each axis (`[data.labels.AXIS]`; `table` format only).
+    #[serde(default)]
+    pub labels: BTreeMap<String, LabelConfig>,
+    /// A subject-id column: splits keep a subject's samples together.
+    pub group_column: Option<String>,
+    /// How to split train / validation / test.
+    #[serde(default)]
+    pub split: SplitConfig,
+    /// Standardise features with the training split's mean and std (default true).
+    #[serde(default = "default_standardize")]
+    pub standardize: bool,
+    /// `error` (default) or `skip` for bad samples.
+    #[serde(default)]
+    pub on_bad_sample: OnBadSample,
+}
+
+// The defaults of [data] that are not their type's default, stated once: serde reads
+// them for absent keys, `DataConfig::new` for configs built in code.
+fn default_image_size() -> u32 {
+    64
+}
+fn default_loader_threads() -> usize {
+    2
+}
+fn default_standardize() -> bool {
+    true
+}
+
+/// `data.format`: how the source is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DataFormat {
+    /// CSV or JSONL with `[data.labels]` (`table`, the default).
+    #[default]
+    Table,
+    /// ChaLearn LAP apparent age: image, mean, std (`chalearn`).
+    ChaLearn,
+    /// DLDL's `path age sigma` lines (`dldl-list`).
+    DldlList,
+    /// A folder of `AGE_GENDER_RACE_DATE.jpg` files (`utkface`).
+    UtkFace,
+}
+
+impl Keyword for DataFormat {
+    const KEY: &'static str = "data.format";
+    const WHAT: &'static str = "format";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("table", DataFormat::Table),
+        ("chalearn", DataFormat::ChaLearn),
+        ("dldl-list", DataFormat::DldlList),
+        ("utkface", DataFormat::UtkFace),
+    ];
+}
+keyword_conversions!(DataFormat);
+
+/// `[data.hub]`: a dataset on the Hugging Face Hub, read from its parquet files (by
+/// default the Hub's parquet conversion, revision `refs/convert/parquet`). Its columns are
+/// mapped like a table's: `data.image_column` (an `Image` feature or a binary column),
+/// `data.features`, `[data.labels]`, `data.group_column`, `data.split.column`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubDataConfig {
+    /// `owner/name[@revision]`.
+    pub dataset: String,
+    /// The config (subset): the folder of the parquet conversion (default `default`).
+    #[serde(default = "default_hub_config")]
+    pub config: String,
+    /// The split trained on (default `train`).
+    #[serde(default = "default_hub_split")]
+    pub split: String,
+    /// A split of the dataset used for validation; replaces the validation fraction.
+    pub validation_split: Option<String>,
+    /// A split of the dataset used for testing; replaces the test fraction.
+    pub test_split: Option<String>,
+}
+
+fn default_hub_config() -> String {
+    "default".into()
+}
+fn default_hub_split() -> String {
+    "train".into()
+}
+
+/// The `data.source` that reads `[data.hub]`.
+pub const HUB_SOURCE: &str = "hub";
+
+/// The source name of the synthetic face generator.
+pub(crate) const FACES: &str = "builtin:faces";
+
+/// `[data.faces]`: the set of synthetic faces `builtin:faces` renders (in memory, at
+/// `data.image_size`). Its table has the columns `age`, `apparent_age`,
+/// `apparent_age_std`, `yaw`, `pitch`, `roll` and `identity`, for `[data.labels]` and
+/// `data.group_column`. Every key has a default ([`FacesConfig::default`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FacesConfig {
+    /// How many faces (default 5000).
+    pub count: u64,
+    /// The generator's seed (default: `run.seed`): face `i` of a seed is always the same.
+    pub seed: Option<u64>,
+    /// How many distinct people the faces belong to (default 500).
+    pub identities: u64,
+    /// Largest |yaw| in degrees (default 90).
+    pub max_yaw: f64,
+    /// Largest |pitch| in degrees (default 60).
+    pub max_pitch: f64,
+    /// Largest |roll| in degrees (default 30).
+    pub max_roll: f64,
+}
+
+impl Default for FacesConfig {
+    fn default() -> Self {
+        FacesConfig {
+            count: 5000,
+            seed: None,
+            identities: 500,
+            max_yaw: 90.0,
+            max_pitch: 60.0,
+            max_roll: 30.0,
+        }
+    }
+}
+
+impl FacesConfig {
+    /// The generator's settings for images of `size` pixels, seeded by `run_seed` unless
+    /// `seed` is set.
+    pub fn generator(&self, size: u32, run_seed: u64) -> SynthConfig {
+        SynthConfig {
+            size,
+            seed: self.seed.unwrap_or(run_seed),
+            identities: self.identities,
+            max_yaw: self.max_yaw,
+            max_pitch: self.max_pitch,
+            max_roll: self.max_roll,
+        }
+    }
+
+    /// Checks the count and the pose ranges, naming the key.
+    fn check(&self) -> Result<()> {
+        let fail = |key: &str, message: String| {
+            Err(Error::Config(format!("`data.faces.{key}`: {message}")))
+        };
+        if self.count == 0 || self.count > ldl_data::MAX_FACES {
+            let (count, max) = (self.count, ldl_data::MAX_FACES);
+            return fail("count", format!("must be in 1..={max}, got {count}"));
+        }
+        for (key, value, limit) in [
+            ("max_yaw", self.max_yaw, 180.0),
+            ("max_pitch", self.max_pitch, 90.0),
+            ("max_roll", self.max_roll, 180.0),
+        ] {
+            if !(0.0..=limit).contains(&value) {
+                return fail(key, format!("must be in [0, {limit}] degrees, got {value}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[data.labels.AXIS]`: exactly one of `value`, `distribution`, `class`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelConfig {
+    /// The value column.
+    pub value: Option<String>,
+    /// A per-sample std column (with `value`).
+    pub std: Option<String>,
+    /// One column per bin with an explicit distribution.
+    pub distribution: Option<Vec<String>>,
+    /// A class name or index column (categorical axes).
+    pub class: Option<String>,
+}
+
+impl LabelConfig {
+    /// The columns as the table reader takes them, or why the combination is invalid.
+    fn columns(&self, axis: &str) -> Result<LabelColumns> {
+        match (&self.value, &self.distribution, &self.class, &self.std) {
+            (Some(value), None, None, std) => Ok(LabelColumns::Value {
+                value: value.clone(),
+                std: std.clone(),
+            }),
+            (None, Some(columns), None, None) => Ok(LabelColumns::Distribution(columns.clone())),
+            (None, None, Some(column), None) => Ok(LabelColumns::Class(column.clone())),
+            _ => Err(Error::Config(format!(
+                "`data.labels.{axis}`: give exactly one of `value` (with an optional `std`), \
+                 `distribution` or `class`"
+            ))),
+        }
+    }
+}
+
+/// `[data.split]`. Every key has a default ([`SplitConfig::default`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SplitConfig {
+    /// A column naming each sample's split (`train`, `val`, `test`); overrides fractions.
+    pub column: Option<String>,
+    /// Fraction of samples for validation (default 0.2).
+    pub validation: f64,
+    /// Fraction of samples for test (default 0).
+    pub test: f64,
+    /// A separate file of validation samples, in the source's format and columns
+    /// (relative to the config file); replaces the validation fraction.
+    pub validation_source: Option<String>,
+    /// A separate file of test samples, likewise; replaces the test fraction.
+    pub test_source: Option<String>,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        SplitConfig {
+            column: None,
+            validation: 0.2,
+            test: 0.0,
+            validation_source: None,
+            test_source: None,
+        }
+    }
+}
+
+/// The data source as the trainer reads it.
+pub(crate) enum Source<'a> {
+    Faces,
+    Builtin(&'a str),
+    Csv(PathBuf),
+    Jsonl(PathBuf),
+    ChaLearn(PathBuf),
+    DldlList(PathBuf),
+    UtkFace(PathBuf),
+    /// A split of `[data.hub]`'s dataset.
+    Hub(&'a str),
+}
+
+impl DataConfig {
+    /// `[data]` reading from `source` (e.g. `builtin:faces`, a CSV file) with every other
+    /// key at its default.
+    pub fn new(source: impl Into<String>) -> DataConfig {
+        DataConfig {
+            source: source.into(),
+            hub: None,
+            faces: FacesConfig::default(),
+            format: DataFormat::default(),
+            images: None,
+            features: None,
+            image_column: None,
+            image_size: default_image_size(),
+            augment: Augment::default(),
+            label_effects: LabelEffects::default(),
+            loader_threads: default_loader_threads(),
+            labels: BTreeMap::new(),
+            group_column: None,
+            split: SplitConfig::default(),
+            standardize: default_standardize(),
+            on_bad_sample: OnBadSample::default(),
+        }
+    }
+
+    /// True when the inputs are images (an image column, or an image-list format).
+    pub fn reads_images(&self) -> bool {
+        self.image_column.is_some() || self.format != DataFormat::Table || self.source == FACES
+    }
+
+    /// The column spec of `[data]`.
+    pub fn table_spec(&self) -> Result<TableSpec> {
+        let input = match (&self.image_column, &self.features) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "`data`: give `image_column` or `features`, not both".into(),
+                ))
+            }
+            (Some(column), None) => InputColumns::Image(column.clone()),
+            (None, Some(columns)) => InputColumns::Features(columns.clone()),
+            (None, None) => InputColumns::AllOtherColumns,
+        };
+        let mut spec = TableSpec::new(input);
+        for (axis, label) in &self.labels {
+            spec = spec.with_label(axis.clone(), label.columns(axis)?);
+        }
+        spec.group = self.group_column.clone();
+        spec.split = self.split.column.clone();
+        Ok(spec)
+    }
+
+    pub(crate) fn source(&self) -> Result<Source<'_>> {
+        self.source_of(&self.source)
+    }
+
+    /// How `source` (the main source or a split's file) is read, given `format`.
+    pub(crate) fn source_of<'s>(&'s self, source: &'s str) -> Result<Source<'s>> {
+        if source == FACES {
+            return Ok(Source::Faces);
+        }
+        if let Some(name) = source.strip_prefix("builtin:") {
+            return Ok(Source::Builtin(name));
+        }
+        if source == HUB_SOURCE {
+            return match &self.hub {
+                Some(hub) => Ok(Source::Hub(&hub.split)),
+                None => Err(Error::Config(
+                    "`data.source`: `hub` needs [data.hub] with dataset = \"owner/name\"".into(),
+                )),
+            };
+        }
+        let path = PathBuf::from(source);
+        match self.format {
+            DataFormat::ChaLearn => return Ok(Source::ChaLearn(path)),
+            DataFormat::DldlList => return Ok(Source::DldlList(path)),
+            DataFormat::UtkFace => return Ok(Source::UtkFace(path)),
+            DataFormat::Table => {}
+        }
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("csv") => Ok(Source::Csv(path)),
+            Some("jsonl") => Ok(Source::Jsonl(path)),
+            _ => Err(Error::Config(format!(
+                "`{source}` is neither `builtin:NAME` nor a .csv or .jsonl file"
+            ))),
+        }
+    }
+
+    /// Makes the file paths of `[data]` absolute against `folder` (the config file's),
+    /// so that the copy saved in the run folder still finds the data.
+    pub(crate) fn resolve_paths(&mut self, folder: &Path) {
+        let absolute = |path: &Path| {
+            let joined = folder.join(path);
+            std::path::absolute(&joined).unwrap_or(joined)
+        };
+        let is_file = !self.source.starts_with("builtin:") && self.source != HUB_SOURCE;
+        let split = &mut self.split;
+        let files = [&mut split.validation_source, &mut split.test_source];
+        let source = is_file.then_some(&mut self.source);
+        for file in files.into_iter().flatten().chain(source) {
+            if Path::new(file.as_str()).is_relative() {
+                *file = absolute(Path::new(file.as_str()))
+                    .to_string_lossy()
+                    .into_owned();
+            }
+        }
+        if let Some(images) = &mut self.images {
+            if images.is_relative() {
+                *images = absolute(images);
+            }
+        }
+    }
+
+    /// Checks what serde cannot (label columns against the axes, the split files, the
+    /// Hub dataset, the faces, image sizes, augmentation), naming the key.
+    pub(crate) fn check(&self, task: &TaskConfig) -> Result<()> {
+        self.check_labels(task)?;
+        let min_size = ldl_models::MIN_INPUT_SIZE as u32;
+        if self.image_size < min_size && self.reads_images() {
+            return fail(
+                "data.image_size",
+                format!("must be at least {min_size}, got {}", self.image_size),
+            );
+        }
+        self.check_label_effects(task)?;
+        self.check_hub()?;
+        self.check_split_files()?;
+        if self.source == FACES {
+            if self.image_column.is_some()
+                || self.features.is_some()
+                || self.format != DataFormat::Table
+            {
+                return fail(
+                    "data.source",
+                    "`builtin:faces` renders its own images: remove data.image_column, \
+                     data.features and data.format"
+                        .into(),
+                );
+            }
+            self.faces.check()?;
+        }
+        Ok(())
+    }
+
+    /// The remaining checks, after the model's: the image size's upper bound, the
+    /// augmentation and the column spec.
+    pub(crate) fn check_inputs(&self) -> Result<TableSpec> {
+        if self.image_size > 1024 {
+            return fail(
+                "data.image_size",
+                format!("must be at most 1024, got {}", self.image_size),
+            );
+        }
+        self.augment
+            .validate()
+            .map_err(|e| Error::Config(format!("`data.augment`: {e}")))?;
+        self.table_spec()
+    }
+
+    /// Every axis has label columns in a table, and every label names an axis.
+    fn check_labels(&self, task: &TaskConfig) -> Result<()> {
+        if self.format == DataFormat::Table {
+            if let Some(axis) = task
+                .axes
+                .iter()
+                .find(|a| !self.labels.contains_key(&a.name))
+            {
+                let name = &axis.name;
+                return fail(
+                    "data.labels",
+                    format!("axis `{name}` has no label columns; add [data.labels.{name}]"),
+                );
+            }
+        }
+        if let Some(name) = self
+            .labels
+            .keys()
+            .find(|name| !task.axes.iter().any(|a| &a.name == *name))
+        {
+            return fail(
+                &format!("data.labels.{name}"),
+                format!("`{name}` is not an axis of [task]"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Flips and rotations of images with pose labels need label effects.
+    fn check_label_effects(&self, task: &TaskConfig) -> Result<()> {
+        let geometric = self.augment.flip || self.augment.rotation > 0.0;
+        let effects = &self.label_effects;
+        let no_effects = effects.negate_on_flip.is_empty() && effects.rotation_adds_to.is_none();
+        let pose_axis = task
+            .axes
+            .iter()
+            .find(|a| matches!(a.name.as_str(), "yaw" | "roll"));
+        match pose_axis {
+            Some(axis) if geometric && no_effects => fail(
+                "data.label_effects",
+                format!(
+                    "flips and rotations change the `{}` label, but no label effects are set; \
+                     add label_effects = {{ negate_on_flip = [\"yaw\", \"roll\"], \
+                     rotation_adds_to = \"roll\" }} (keeping the axes you have)",
+                    axis.name
+                ),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Split files: not with a split column, a Hub dataset or a built-in source.
+    fn check_split_files(&self) -> Result<()> {
+        let split = &self.split;
+        for (key, file) in [
+            ("data.split.validation_source", &split.validation_source),
+            ("data.split.test_source", &split.test_source),
+        ] {
+            let Some(file) = file else { continue };
+            if split.column.is_some() {
+                return fail(key, "give split files or a split column, not both".into());
+            }
+            if self.source == HUB_SOURCE {
+                return fail(
+                    key,
+                    "a Hub dataset takes its other splits from the dataset: use \
+                     data.hub.validation_split / data.hub.test_split"
+                        .into(),
+                );
+            }
+            if self.source.starts_with("builtin:") || file.starts_with("builtin:") {
+                return fail(
+                    key,
+                    "split files need a file source, not a built-in one".into(),
+                );
+            }
+            if let Err(e) = self.source_of(file) {
+                return fail(key, e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks `source = "hub"` against `[data.hub]` and the keys that do not apply to it.
+    fn check_hub(&self) -> Result<()> {
+        let hub = match (&self.hub, self.source == HUB_SOURCE) {
+            (None, true) => {
+                return fail(
+                    "data.source",
+                    "`hub` reads a Hub dataset: add [data.hub] with dataset = \"owner/name\""
+                        .into(),
+                )
+            }
+            (Some(_), false) => {
+                return fail(
+                    "data.hub",
+                    format!(
+                        "[data.hub] is read only with source = \"hub\" (the source is `{}`)",
+                        self.source
+                    ),
+                )
+            }
+            (None, false) => return Ok(()),
+            (Some(hub), true) => hub,
+        };
+        hub.check(self.split.column.is_some())?;
+        if self.format != DataFormat::Table {
+            return fail(
+                "data.format",
+                format!(
+                    "a Hub dataset is read as a table of columns; remove data.format = \"{}\" \
+                     and map the columns with data.image_column and [data.labels]",
+                    self.format
+                ),
+            );
+        }
+        if self.images.is_some() {
+            return fail(
+                "data.images",
+                "a Hub dataset holds its images in a column: remove data.images and set \
+                 data.image_column"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl HubDataConfig {
+    /// Checks the dataset name and the split names; `split_column` says whether
+    /// `data.split.column` is set too.
+    fn check(&self, split_column: bool) -> Result<()> {
+        if let Err(e) = self.dataset.parse::<ldl_hub::DatasetSpec>() {
+            return fail("data.hub.dataset", e.to_string());
+        }
+        let name_check = |key: &str, value: &str| {
+            if value.trim().is_empty() || value.contains('/') {
+                return fail(key, format!("`{value}` must be a name without `/`"));
+            }
+            Ok(())
+        };
+        name_check("data.hub.config", &self.config)?;
+        name_check("data.hub.split", &self.split)?;
+        for (key, value) in [
+            ("data.hub.validation_split", &self.validation_split),
+            ("data.hub.test_split", &self.test_split),
+        ] {
+            let Some(value) = value else { continue };
+            name_check(key, value)?;
+            if *value == self.split {
+                return fail(
+                    key,
+                    format!("`{value}` is also the training split (data.hub.split)"),
+                );
+            }
+            if split_column {
+                return fail(key, "give hub splits or a split column, not both".into());
+            }
+        }
+        match (&self.validation_split, &self.test_split) {
+            (Some(v), Some(t)) if v == t => fail(
+                "data.hub.test_split",
+                format!("`{t}` is also the validation split (data.hub.validation_split)"),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The error of a bad value at `key`.
+fn fail<T>(key: &str, message: String) -> Result<T> {
+    Err(Error::Config(format!("`{key}`: {message}")))
+}

@@ -1,0 +1,123 @@
+//! The declarative task config: a TOML file with `[task]`, `[data]`, `[model]`, `[loss]`,
+//! `[optim]` and `[run]`. Every section but `[task]` and `[data]` has defaults; unknown
+//! keys are refused with the nearest valid key suggested. `docs/config.md` documents
+//! every key.
+//!
+//! A [`Config`] is what the file says, in types: every choice among names is an enum
+//! ([`Backbone`], [`LossConfig`], [`DataFormat`], [`Monitor`], the precision), every
+//! default stated once, in the section's `Default` (or, for `[data]`, beside its field).
+//! [`Config::check`] turns it into a [`CheckedConfig`] once: the ranges and
+//! combinations serde cannot check, and what they build (the label space, the loss,
+//! the backbone, the column spec). Training takes only a checked config, so nothing
+//! downstream validates again.
+//!
+//! | module | section |
+//! |---|---|
+//! | `task.rs` | `[task]`: axes and joint groups → the label space |
+//! | `data.rs` | `[data]`: source, format, columns, splits, faces, Hub |
+//! | `model.rs` | `[model]`: the backbone |
+//! | `loss.rs` | `[loss]`: the loss with its own parameters |
+//! | `optim.rs` | `[optim]`: Adam and the step schedule |
+//! | `run.rs` | `[run]`: seed, device, outputs, monitor |
+//! | `checked.rs` | the check step and what it builds |
+//! | `text.rs` | reading a file, `--set` overrides, toml's messages |
+
+mod checked;
+mod data;
+pub(crate) mod keyword;
+mod loss;
+mod model;
+mod optim;
+mod run;
+mod task;
+mod text;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use checked::CheckedConfig;
+pub(crate) use data::Source;
+pub use data::{
+    DataConfig, DataFormat, FacesConfig, HubDataConfig, LabelConfig, SplitConfig, HUB_SOURCE,
+};
+pub use loss::{LossConfig, LossKind};
+pub use model::{Backbone, ModelConfig};
+pub use optim::{OnNonFinite, OptimConfig};
+pub(crate) use run::precision_refusal;
+pub use run::{Monitor, RunConfig};
+pub use task::{AxisConfig, AxisKindName, JointConfig, TaskConfig};
+
+use crate::error::Result;
+
+/// A whole task config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The label space.
+    pub task: TaskConfig,
+    /// Where the samples come from and how they split.
+    pub data: DataConfig,
+    /// The network.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// The loss.
+    #[serde(default)]
+    pub loss: LossConfig,
+    /// The optimiser and schedule.
+    #[serde(default)]
+    pub optim: OptimConfig,
+    /// Seed, device, outputs.
+    #[serde(default)]
+    pub run: RunConfig,
+}
+
+impl Config {
+    /// A config for `task` and `data` with every other section at its defaults (set
+    /// `model`, `loss`, `optim` and `run` afterwards, then [`Config::check`] it). For
+    /// building configs in code; see `examples/age_headpose.rs`.
+    pub fn new(task: TaskConfig, data: DataConfig) -> Config {
+        Config {
+            task,
+            data,
+            model: ModelConfig::default(),
+            loss: LossConfig::default(),
+            optim: OptimConfig::default(),
+            run: RunConfig::default(),
+        }
+    }
+
+    /// Reads and checks a config file, applying `key.path=value` overrides (as from
+    /// `--set`). Relative data paths are resolved against the file's folder.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<CheckedConfig> {
+        let text = text::read(path)?;
+        Config::parse(path, &text, overrides)
+    }
+
+    /// Parses and checks config text; `path` names it in messages and anchors relative
+    /// paths.
+    pub fn parse(path: &Path, text: &str, overrides: &[String]) -> Result<CheckedConfig> {
+        let mut config: Config = text::parse(path, text, overrides)?;
+        let folder = path.parent().unwrap_or(Path::new(""));
+        config.data.resolve_paths(folder);
+        if let Some(init) = &config.model.init_from {
+            // `hf://owner/name` is a Hub path, not a file next to the config.
+            let hub = init.to_str().is_some_and(ldl_hub::is_hub_path);
+            if init.is_relative() && !hub {
+                let joined = folder.join(init);
+                config.model.init_from = Some(std::path::absolute(&joined).unwrap_or(joined));
+            }
+        }
+        config.check()
+    }
+
+    /// The label space of `[task]`.
+    pub fn label_space(&self) -> Result<ldl_core::LabelSpace> {
+        self.task.label_space()
+    }
+
+    /// The column spec of `[data]`.
+    pub fn table_spec(&self) -> Result<ldl_data::TableSpec> {
+        self.data.table_spec()
+    }
+}

@@ -1,0 +1,114 @@
+//! `[model]`: the backbone and its sizes.
+
+use std::path::PathBuf;
+
+use ldl_models::{BackboneConfig, MlpConfig, VggConfig};
+use serde::{Deserialize, Serialize};
+
+use super::keyword::{keyword_conversions, Keyword};
+use crate::error::{Error, Result};
+
+/// `[model]`. Every key has a default ([`ModelConfig::default`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// The network (default `mlp`).
+    pub backbone: Backbone,
+    /// Hidden layer widths of the MLP (default `[64, 64]`).
+    pub hidden: Vec<usize>,
+    /// BatchNorm in the MLP's hidden layers (default true).
+    pub batch_norm: bool,
+    /// Dropout after the MLP's hidden layers (default 0).
+    pub dropout: f64,
+    /// Width multiplier of the age networks (default 1).
+    pub width: f64,
+    /// Biases in the age networks' convolutions (default false, as DLDL-v2; VGG-16's
+    /// ImageNet weights have them).
+    pub conv_bias: bool,
+    /// Fine-tuning: start from the weights of this ldl checkpoint (relative to the config
+    /// file, or a Hub path `hf://owner/name[@revision][/file]`) wherever name and shape
+    /// match; heads of another size, and tensors it lacks, keep their fresh
+    /// initialisation. Ignored when resuming.
+    pub init_from: Option<PathBuf>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            backbone: Backbone::Mlp,
+            hidden: vec![64, 64],
+            batch_norm: true,
+            dropout: 0.0,
+            width: 1.0,
+            conv_bias: false,
+            init_from: None,
+        }
+    }
+}
+
+/// `model.backbone`: the network under the heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Backbone {
+    /// A multi-layer perceptron over feature columns (`mlp`).
+    #[default]
+    Mlp,
+    /// DLDL-v2's TinyAgeNet for images (`tiny-age-net`).
+    TinyAgeNet,
+    /// DLDL-v2's ThinAgeNet for images (`thin-age-net`).
+    ThinAgeNet,
+}
+
+impl Keyword for Backbone {
+    const KEY: &'static str = "model.backbone";
+    const WHAT: &'static str = "backbone";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("mlp", Backbone::Mlp),
+        ("tiny-age-net", Backbone::TinyAgeNet),
+        ("thin-age-net", Backbone::ThinAgeNet),
+    ];
+}
+keyword_conversions!(Backbone);
+
+impl Backbone {
+    /// True for the networks that read images.
+    pub fn reads_images(self) -> bool {
+        self != Backbone::Mlp
+    }
+}
+
+impl ModelConfig {
+    /// The backbone for inputs of `features` features (the MLP's input width; image
+    /// networks ignore it), or why the sizes are invalid, naming the key.
+    pub fn backbone_config(&self, features: usize) -> Result<BackboneConfig> {
+        let vgg = |base: VggConfig| -> Result<BackboneConfig> {
+            let mut config = base
+                .with_width(self.width)
+                .map_err(|e| Error::Config(format!("`model.width`: {e}")))?;
+            config.conv_bias = self.conv_bias;
+            Ok(config.into())
+        };
+        match self.backbone {
+            Backbone::Mlp => {
+                if !(0.0..1.0).contains(&self.dropout) {
+                    return Err(Error::Config(format!(
+                        "`model.dropout`: must be in [0, 1), got {}",
+                        self.dropout
+                    )));
+                }
+                if self.hidden.contains(&0) {
+                    return Err(Error::Config("`model.hidden`: widths must be ≥ 1".into()));
+                }
+                Ok(MlpConfig {
+                    inputs: features,
+                    hidden: self.hidden.clone(),
+                    batch_norm: self.batch_norm,
+                    dropout: self.dropout,
+                }
+                .into())
+            }
+            Backbone::TinyAgeNet => vgg(VggConfig::tiny_age_net()),
+            Backbone::ThinAgeNet => vgg(VggConfig::thin_age_net()),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! `[run]`: seed, device, precision, outputs, evaluation and early stopping.
+
+use std::path::PathBuf;
+
+use ldl_core::LabelSpace;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// `[run]`. Every key has a default ([`RunConfig::default`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// The seed of everything random: initialisation, shuffling, splits, dropout
+    /// (default 0).
+    pub seed: u64,
+    /// `cpu` (default), `cuda`, `cuda:N` or `auto`.
+    pub device: String,
+    /// `f32` (default) or `bf16`: mixed precision, bf16 products and activations with f32
+    /// weights, normalisation and loss (see [`ldl_models::Precision`]); CUDA only.
+    pub precision: ldl_models::Precision,
+    /// The folder runs are written under, relative to the working directory (default
+    /// `runs`); each run gets its own subfolder `TASK-N`.
+    pub output_dir: PathBuf,
+    /// Evaluate on the validation split every this many epochs (default 1).
+    pub eval_every: usize,
+    /// Stop when the monitored validation score has not improved for this many
+    /// evaluations (off when absent).
+    pub patience: Option<usize>,
+    /// What picks the best checkpoint and drives `patience` (default `loss`).
+    pub monitor: Monitor,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            seed: 0,
+            device: "cpu".into(),
+            precision: ldl_models::Precision::F32,
+            output_dir: PathBuf::from("runs"),
+            eval_every: 1,
+            patience: None,
+            monitor: Monitor::Loss,
+        }
+    }
+}
+
+/// `run.monitor`: a validation quantity to optimise, spelled `loss`, `AXIS/mae` or
+/// `AXIS/accuracy`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Monitor {
+    /// The validation loss (lower is better; the default).
+    #[default]
+    Loss,
+    /// The validation MAE of an ordered axis (lower is better).
+    Mae(String),
+    /// The validation accuracy of a categorical axis (higher is better).
+    Accuracy(String),
+}
+
+impl Monitor {
+    /// The monitored value of an evaluation, oriented so that lower is better.
+    pub fn score(&self, evaluation: &crate::records::Evaluation) -> Option<f64> {
+        match self {
+            Monitor::Loss => Some(evaluation.loss.total),
+            Monitor::Mae(axis) => evaluation.metrics.axis(axis)?.mae,
+            Monitor::Accuracy(axis) => evaluation.metrics.axis(axis)?.accuracy.map(|a| -a),
+        }
+    }
+
+    /// Checks the axis against `space`: MAE needs an ordered axis, accuracy a categorical
+    /// one.
+    pub fn check(&self, space: &LabelSpace) -> Result<()> {
+        let bad = |why: String| Err(Error::Config(format!("`run.monitor`: {why}")));
+        let (axis, wants_categorical) = match self {
+            Monitor::Loss => return Ok(()),
+            Monitor::Mae(axis) => (axis, false),
+            Monitor::Accuracy(axis) => (axis, true),
+        };
+        let Some(found) = space.axis(axis) else {
+            let names: Vec<&str> = space.axes().iter().map(|a| a.name()).collect();
+            return bad(format!(
+                "`{axis}` is not an axis of [task] ({})",
+                names.join(", ")
+            ));
+        };
+        match (wants_categorical, found.is_categorical()) {
+            (false, true) => bad(format!("`{axis}` is categorical: use `{axis}/accuracy`")),
+            (true, false) => bad(format!("`{axis}` is ordered: use `{axis}/mae`")),
+            _ => Ok(()),
+        }
+    }
+
+    /// How a config spells it.
+    pub fn spelling(&self) -> String {
+        match self {
+            Monitor::Loss => "loss".into(),
+            Monitor::Mae(axis) => format!("{axis}/mae"),
+            Monitor::Accuracy(axis) => format!("{axis}/accuracy"),
+        }
+    }
+}
+
+impl TryFrom<String> for Monitor {
+    type Error = String;
+
+    fn try_from(text: String) -> std::result::Result<Self, String> {
+        if text == "loss" {
+            return Ok(Monitor::Loss);
+        }
+        let bad = |why: String| format!("`run.monitor`: {why}");
+        let Some((axis, metric)) = text.split_once('/') else {
+            return Err(bad(format!(
+                "`{text}`: use `loss`, `AXIS/mae` or `AXIS/accuracy`"
+            )));
+        };
+        match metric {
+            "mae" => Ok(Monitor::Mae(axis.to_string())),
+            "accuracy" => Ok(Monitor::Accuracy(axis.to_string())),
+            _ => Err(bad(format!(
+                "unknown metric `{metric}`; use `mae` or `accuracy`"
+            ))),
+        }
+    }
+}
+
+impl From<Monitor> for String {
+    fn from(monitor: Monitor) -> String {
+        monitor.spelling()
+    }
+}
+
+impl std::fmt::Display for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Monitor::Loss => write!(f, "lowest validation loss"),
+            Monitor::Mae(axis) => write!(f, "lowest validation {axis} MAE"),
+            Monitor::Accuracy(axis) => write!(f, "highest validation {axis} accuracy"),
+        }
+    }
+}
+
+/// Why `precision` cannot run on `device`, if it cannot.
+pub(crate) fn precision_refusal(
+    precision: ldl_models::Precision,
+    device: &candle_core::Device,
+) -> Option<String> {
+    match precision.check_device(device) {
+        Ok(()) => None,
+        Err(ldl_models::Error::Device(message)) => Some(message),
+        Err(other) => Some(other.to_string()),
+    }
+}

@@ -1,0 +1,96 @@
+//! Config text: reading a file, applying `--set key=value` overrides, and toml's
+//! messages with the nearest valid key suggested.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::suggest::nearest;
+
+/// The text of the config file at `path`.
+pub(super) fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        let reason = if e.kind() == std::io::ErrorKind::InvalidData {
+            "not UTF-8 text; a config is a TOML text file".to_string()
+        } else {
+            e.to_string()
+        };
+        Error::Config(format!("{}: cannot read: {reason}", path.display()))
+    })
+}
+
+/// `text` parsed, with `overrides` applied; `path` names it in messages.
+pub(super) fn parse<T: DeserializeOwned>(
+    path: &Path,
+    text: &str,
+    overrides: &[String],
+) -> Result<T> {
+    let at = |e: toml::de::Error| Error::Config(format!("{}: {}", path.display(), explain(&e)));
+    // Parse the text as written first, so that errors point at its lines.
+    let parsed: T = toml::from_str(text).map_err(at)?;
+    if overrides.is_empty() {
+        return Ok(parsed);
+    }
+    let mut value: toml::Value = toml::from_str(text).map_err(at)?;
+    for assignment in overrides {
+        apply_override(&mut value, assignment)?;
+    }
+    value.try_into().map_err(|e: toml::de::Error| {
+        Error::Config(format!(
+            "{} with --set {}: {}",
+            path.display(),
+            overrides.join(" "),
+            explain(&e)
+        ))
+    })
+}
+
+/// Sets `a.b.c = value` in a TOML document; the value is read as TOML (`0.01`, `true`,
+/// `[1, 2]`, `"text"`), or taken as a string if it does not parse.
+fn apply_override(document: &mut toml::Value, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| {
+        Error::Config(format!(
+            "--set `{assignment}`: expected KEY=VALUE, e.g. optim.lr=0.01"
+        ))
+    })?;
+    let key = key.trim();
+    let value = toml::from_str::<toml::Table>(&format!("v = {}", raw.trim()))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut node = document;
+    for (i, part) in parts.iter().enumerate() {
+        let table = node.as_table_mut().ok_or_else(|| {
+            Error::Config(format!(
+                "--set `{key}`: `{}` is not a table",
+                parts[..i].join(".")
+            ))
+        })?;
+        if i + 1 == parts.len() {
+            table.insert(part.to_string(), value);
+            return Ok(());
+        }
+        node = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    Err(Error::Config(format!("--set `{assignment}`: empty key")))
+}
+
+/// toml's message, with the nearest valid key suggested for an unknown one.
+fn explain(error: &toml::de::Error) -> String {
+    let message = error.to_string();
+    let Some(rest) = message.split("unknown field `").nth(1) else {
+        return message;
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message;
+    };
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    match nearest(unknown, &candidates) {
+        Some(key) => format!("{}\nhint: did you mean `{key}`?", message.trim_end()),
+        None => message,
+    }
+}

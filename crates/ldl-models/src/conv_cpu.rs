@@ -23,7 +23,8 @@ use std::ops::Range;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu_storage::slice;
+use crate::cpu_float::CpuFloat;
+use crate::cpu_storage::{filled_by, map2};
 
 mod winograd;
 
@@ -168,7 +169,7 @@ impl Geometry {
     /// Unfolds output rows `rows` of one sample `(C_in, H, W)` into `cols`, a row-major
     /// `[patch, row_len]` matrix, from column `first_column` on (`rows.len() · out_w`
     /// columns).
-    fn im2col<T: Float>(
+    fn im2col<T: CpuFloat>(
         &self,
         image: &[T],
         cols: &mut [T],
@@ -282,34 +283,6 @@ fn fill_short<T: Copy>(dst: &mut [T], value: T) {
 /// TinyAgeNet's and ThinAgeNet's shapes, gains stop around here.
 const GROUP_COLUMNS: usize = 512;
 
-/// The float types the gemm path handles.
-trait Float:
-    Copy
-    + Send
-    + Sync
-    + std::ops::AddAssign
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + 'static
-{
-    const ZERO: Self;
-    const ONE: Self;
-    const HALF: Self;
-}
-
-impl Float for f32 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    const HALF: Self = 0.5;
-}
-
-impl Float for f64 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    const HALF: Self = 0.5;
-}
-
 /// A row-major matrix view for [`matmul`]: data, rows, columns, the distance between
 /// rows (at least `cols`), and whether to read it transposed.
 struct View<'a, T> {
@@ -370,7 +343,7 @@ impl<'a, T> View<'a, T> {
 
 /// `dst = lhs · rhs`, `dst` an `m × n` matrix whose rows are `dst_stride` apart; `dst`
 /// need not be initialised (gemm only writes it).
-fn matmul_into<T: Float>(
+fn matmul_into<T: CpuFloat>(
     dst: &mut [MaybeUninit<T>],
     dst_stride: usize,
     lhs: View<T>,
@@ -392,7 +365,7 @@ fn matmul_into<T: Float>(
 }
 
 /// `dst = [dst +] lhs · rhs` on an initialised `dst`, as in [`matmul_into`].
-fn matmul<T: Float>(
+fn matmul<T: CpuFloat>(
     dst: &mut [T],
     dst_stride: usize,
     lhs: View<T>,
@@ -409,7 +382,7 @@ fn matmul<T: Float>(
 ///
 /// # Safety
 /// `dst` must be valid for writes of `dst_len` elements, and initialised if `accumulate`.
-unsafe fn gemm_strided<T: Float>(
+unsafe fn gemm_strided<T: CpuFloat>(
     dst: *mut T,
     dst_len: usize,
     dst_stride: usize,
@@ -470,30 +443,10 @@ fn gemm_threads(batch: usize) -> usize {
     }
 }
 
-/// Runs `f` on the f32 or f64 slices of two storages and wraps the result.
-fn dispatch2(
-    a: (&CpuStorage, &Layout),
-    b: (&CpuStorage, &Layout),
-    f32_op: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
-    f64_op: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
-) -> candle_core::Result<CpuStorage> {
-    match (a.0, b.0) {
-        (CpuStorage::F32(x), CpuStorage::F32(y)) => Ok(CpuStorage::F32(f32_op(
-            slice(x, a.1, "conv2d")?,
-            slice(y, b.1, "conv2d")?,
-        ))),
-        (CpuStorage::F64(x), CpuStorage::F64(y)) => Ok(CpuStorage::F64(f64_op(
-            slice(x, a.1, "conv2d")?,
-            slice(y, b.1, "conv2d")?,
-        ))),
-        _ => candle_core::bail!("conv2d: both tensors must be f32 or both f64"),
-    }
-}
-
 /// The first `len` elements of `buffer`, grown (never shrunk) to hold them: a sample's
 /// last band is shorter than the others, and the next sample's first band would
 /// otherwise zero the difference again.
-fn grow<T: Float>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
+fn grow<T: CpuFloat>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
     if buffer.len() < len {
         buffer.resize(len, T::ZERO);
     }
@@ -502,7 +455,7 @@ fn grow<T: Float>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
 
 /// Unfolds a group of whole samples side by side: `[patch, samples · pixels]`; returns
 /// the row length.
-fn group_columns<T: Float>(g: &Geometry, images: &[T], cols: &mut Vec<T>) -> usize {
+fn group_columns<T: CpuFloat>(g: &Geometry, images: &[T], cols: &mut Vec<T>) -> usize {
     let samples = images.len() / g.input_len();
     let row_len = samples * g.pixels();
     let cols = grow(cols, g.patch() * row_len);
@@ -529,57 +482,59 @@ fn weights<'a, T>(g: &Geometry, w: &'a [T]) -> View<'a, T> {
 /// `y = W · cols(x)`, a tile at a time: each sample in bands of output rows whose columns
 /// stay in cache, or, for small images, groups of samples side by side (see
 /// [`Geometry::group`]).
-fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
+fn forward<T: CpuFloat>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
+    // Every output sample pairs with an input sample below (the zip would stop short).
+    assert_eq!(x.len(), g.batch * g.input_len(), "conv2d input length");
     if winograd::applies(g) {
         return winograd::forward(g, x, w);
     }
     let len = g.batch * g.output_len();
-    // Not zeroed first: every element is written once below (bands cover every output
-    // row, groups every sample).
-    let mut y = Vec::with_capacity(len);
     let group = g.group();
     let threads = gemm_threads(g.batch.div_ceil(group));
     let pixels = g.pixels();
-    y.spare_capacity_mut()[..len]
-        .par_chunks_mut(group * g.output_len())
-        .zip(x.par_chunks(group * g.input_len()))
-        .with_max_len(1)
-        .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(cols, products), (out, images)| {
-                if group == 1 {
-                    for rows in bands::<T>(g) {
-                        let columns = rows.len() * g.out_w;
-                        let cols = grow(cols, g.patch() * columns);
-                        g.im2col(images, cols, columns, 0, rows.clone());
-                        let rhs = View::dense(cols, g.patch(), columns);
-                        let dst = &mut out[rows.start * g.out_w..];
-                        matmul_into(dst, pixels, weights(g, w), rhs, threads);
+    let fill = |y: &mut [MaybeUninit<T>]| {
+        y.par_chunks_mut(group * g.output_len())
+            .zip(x.par_chunks(group * g.input_len()))
+            .with_max_len(1)
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(cols, products), (out, images)| {
+                    if group == 1 {
+                        for rows in bands::<T>(g) {
+                            let columns = rows.len() * g.out_w;
+                            let cols = grow(cols, g.patch() * columns);
+                            g.im2col(images, cols, columns, 0, rows.clone());
+                            let rhs = View::dense(cols, g.patch(), columns);
+                            let dst = &mut out[rows.start * g.out_w..];
+                            matmul_into(dst, pixels, weights(g, w), rhs, threads);
+                        }
+                        return;
                     }
-                    return;
-                }
-                // `products` is `[C_out, samples · pixels]`, spread per sample after.
-                let row_len = group_columns(g, images, cols);
-                let products = grow(products, g.out_channels * row_len);
-                let rhs = View::dense(&cols[..], g.patch(), row_len);
-                matmul(products, row_len, weights(g, w), rhs, false, threads);
-                for (s, sample) in out.chunks_mut(g.output_len()).enumerate() {
-                    for (o, channel) in sample.chunks_mut(pixels).enumerate() {
-                        let from = &products[o * row_len + s * pixels..][..pixels];
-                        for (to, value) in channel.iter_mut().zip(from) {
-                            to.write(*value);
+                    // `products` is `[C_out, samples · pixels]`, spread per sample after.
+                    let row_len = group_columns(g, images, cols);
+                    let products = grow(products, g.out_channels * row_len);
+                    let rhs = View::dense(&cols[..], g.patch(), row_len);
+                    matmul(products, row_len, weights(g, w), rhs, false, threads);
+                    for (s, sample) in out.chunks_mut(g.output_len()).enumerate() {
+                        for (o, channel) in sample.chunks_mut(pixels).enumerate() {
+                            let from = &products[o * row_len + s * pixels..][..pixels];
+                            for (to, value) in channel.iter_mut().zip(from) {
+                                to.write(*value);
+                            }
                         }
                     }
-                }
-            },
-        );
-    // SAFETY: the loop above wrote all `len` elements.
-    unsafe { y.set_len(len) };
-    y
+                },
+            )
+    };
+    // SAFETY: `fill` writes all `len` elements: the chunks cover `y`, one group of
+    // samples each, and pair with as many input chunks (asserted above); a lone
+    // sample's bands cover every output row and gemm writes each band in every output
+    // channel; a group's products are copied to every channel of every sample.
+    unsafe { filled_by(len, fill) }
 }
 
 /// `dW = Σ dy · cols(x)ᵀ`, tiled as [`forward`].
-fn weight_gradient<T: Float>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     if winograd::applies(g) {
         return winograd::weight_gradient(g, x, dy);
     }
@@ -652,7 +607,7 @@ fn weight_gradient<T: Float>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
 /// of the output gradient with the kernel flipped in space and with input and output
 /// channels swapped, padded by `k − 1 − p`. Running it through the forward path replaces
 /// a scatter-add (col2im) with a copy (im2col).
-fn input_gradient<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
+fn input_gradient<T: CpuFloat>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
     let (kh, kw) = (g.kernel_h, g.kernel_w);
     let mut flipped = vec![T::ZERO; w.len()];
     for o in 0..g.out_channels {
@@ -697,7 +652,8 @@ impl CustomOp2 for Forward {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let out = dispatch2(
+        let out = map2(
+            "conv2d",
             (s1, l1),
             (s2, l2),
             |x, w| forward(g, x, w),
@@ -749,7 +705,8 @@ impl CustomOp2 for WeightGradient {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let out = dispatch2(
+        let out = map2(
+            "conv2d",
             (s1, l1),
             (s2, l2),
             |x, dy| weight_gradient(g, x, dy),
@@ -776,7 +733,8 @@ impl CustomOp2 for InputGradient {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let out = dispatch2(
+        let out = map2(
+            "conv2d",
             (s1, l1),
             (s2, l2),
             |dy, w| input_gradient(g, dy, w),

@@ -20,6 +20,7 @@ mod checkpoint;
 mod conv_cpu;
 #[cfg(feature = "cudnn")]
 mod conv_cudnn;
+mod cpu_float;
 mod cpu_storage;
 #[cfg(feature = "cuda")]
 mod cuda_kernels;
@@ -46,6 +47,7 @@ pub use checkpoint::{
     CheckpointInfo, InitReport,
 };
 pub use conv_cpu::conv2d;
+pub use cpu_float::CpuFloat;
 pub use cuda_pool::{gpu_memory_peaks, keep_freed_gpu_memory, reset_gpu_memory_peaks, PoolPeaks};
 pub use device::device;
 pub use error::{Error, Result};

@@ -12,10 +12,13 @@
 //! `dβ = Σg`, `dγ = Σg·x̂`, `dx = γ/σ · (g − Σg/M − x̂·Σ(g·x̂)/M)`.
 //! Evaluation mode uses the running statistics as constants: `dx = γ/σ · g`.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu_storage::{map3, slice};
+use crate::cpu_float::CpuFloat;
+use crate::cpu_storage::{filled_by, map3, slice};
 
 /// Per-channel statistics the op normalises with, in f64.
 #[derive(Debug, Clone)]
@@ -50,7 +53,7 @@ pub(crate) fn channel_stats(x: &Tensor) -> candle_core::Result<ChannelStats> {
     }
 }
 
-fn stats_of<T: Float>(x: &[T], (batch, channels, plane): (usize, usize, usize)) -> ChannelStats {
+fn stats_of<T: CpuFloat>(x: &[T], (batch, channels, plane): (usize, usize, usize)) -> ChannelStats {
     let count = (batch * plane) as f64;
     let (mean, variance) = (0..channels)
         .into_par_iter()
@@ -97,51 +100,13 @@ fn vector(t: &Tensor) -> candle_core::Result<Vec<f64>> {
     t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
 }
 
-/// The float types of the fused path. The per-element loops run in `T` (so they
-/// vectorise), the per-channel sums finish in f64.
-trait Float:
-    Copy
-    + Send
-    + Sync
-    + PartialOrd
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::AddAssign
-    + 'static
-{
-    const ZERO: Self;
-    fn to_f64(self) -> f64;
-    fn from_f64(v: f64) -> Self;
-}
-
-impl Float for f32 {
-    const ZERO: Self = 0.0;
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-}
-
-impl Float for f64 {
-    const ZERO: Self = 0.0;
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-}
-
 /// Independent partial sums: a single running sum is one long dependency chain that
 /// cannot vectorise.
 const LANES: usize = 8;
 
 /// `Σ f(i)` over `0..len` in `LANES` partial sums of `T`, returned in f64.
 #[inline(always)]
-fn lane_sum<T: Float>(len: usize, mut f: impl FnMut(usize) -> T) -> f64 {
+fn lane_sum<T: CpuFloat>(len: usize, mut f: impl FnMut(usize) -> T) -> f64 {
     let mut lanes = [T::ZERO; LANES];
     let full = len - len % LANES;
     for base in (0..full).step_by(LANES) {
@@ -155,7 +120,7 @@ fn lane_sum<T: Float>(len: usize, mut f: impl FnMut(usize) -> T) -> f64 {
 
 /// Two sums `(Σ f(i).0, Σ f(i).1)` as [`lane_sum`] computes one.
 #[inline(always)]
-fn lane_sum2<T: Float>(len: usize, mut f: impl FnMut(usize) -> (T, T)) -> (f64, f64) {
+fn lane_sum2<T: CpuFloat>(len: usize, mut f: impl FnMut(usize) -> (T, T)) -> (f64, f64) {
     let mut first = [T::ZERO; LANES];
     let mut second = [T::ZERO; LANES];
     let full = len - len % LANES;
@@ -180,7 +145,7 @@ fn lane_sum2<T: Float>(len: usize, mut f: impl FnMut(usize) -> (T, T)) -> (f64, 
 /// half the activations are zero, and a mispredicted branch per element costs more than
 /// the arithmetic).
 #[inline(always)]
-fn relu_gradient<T: Float>(y: T, dy: T) -> T {
+fn relu_gradient<T: CpuFloat>(y: T, dy: T) -> T {
     if y > T::ZERO {
         dy
     } else {
@@ -188,25 +153,25 @@ fn relu_gradient<T: Float>(y: T, dy: T) -> T {
     }
 }
 
-fn forward<T: Float>(x: &[T], scale: &[f64], shift: &[f64], plane: usize) -> Vec<T> {
+/// `max(0, scale·x + shift)` per channel, the per-element loop in `T`.
+fn forward<T: CpuFloat>(x: &[T], scale: &[f64], shift: &[f64], plane: usize) -> Vec<T> {
     let channels = scale.len();
-    // Not zeroed first: every element is written once below.
-    let mut y = Vec::with_capacity(x.len());
-    y.spare_capacity_mut()[..x.len()]
-        .par_chunks_mut(plane)
-        .zip(x.par_chunks(plane))
-        .enumerate()
-        .for_each(|(block, (out, input))| {
-            let c = block % channels;
-            let (a, b) = (T::from_f64(scale[c]), T::from_f64(shift[c]));
-            for (o, &v) in out.iter_mut().zip(input) {
-                let z = a * v + b;
-                o.write(if z > T::ZERO { z } else { T::ZERO });
-            }
-        });
-    // SAFETY: the chunks above cover all `x.len()` elements and wrote each.
-    unsafe { y.set_len(x.len()) };
-    y
+    let fill = |y: &mut [MaybeUninit<T>]| {
+        y.par_chunks_mut(plane)
+            .zip(x.par_chunks(plane))
+            .enumerate()
+            .for_each(|(block, (out, input))| {
+                let c = block % channels;
+                let (a, b) = (T::from_f64(scale[c]), T::from_f64(shift[c]));
+                for (o, &v) in out.iter_mut().zip(input) {
+                    let z = a * v + b;
+                    o.write(if z > T::ZERO { z } else { T::ZERO });
+                }
+            })
+    };
+    // SAFETY: `fill` writes all `x.len()` elements: the blocks of `y` pair with the
+    // equally long blocks of `x`, and each output element with one input element.
+    unsafe { filled_by(x.len(), fill) }
 }
 
 impl CustomOp3 for NormRelu {
@@ -281,12 +246,12 @@ impl CustomOp3 for NormRelu {
 }
 
 fn to_f64(s: &CpuStorage, l: &Layout) -> candle_core::Result<Vec<f64>> {
+    fn widened<T: CpuFloat>(v: &[T]) -> Vec<f64> {
+        v.iter().map(|&x| x.to_f64()).collect()
+    }
     match s {
-        CpuStorage::F32(v) => Ok(slice(v, l, "norm-relu")?
-            .iter()
-            .map(|&x| x as f64)
-            .collect()),
-        CpuStorage::F64(v) => Ok(slice(v, l, "norm-relu")?.to_vec()),
+        CpuStorage::F32(v) => Ok(widened(slice(v, l, "norm-relu")?)),
+        CpuStorage::F64(v) => Ok(widened(slice(v, l, "norm-relu")?)),
         _ => candle_core::bail!("norm-relu: expected f32 or f64"),
     }
 }
@@ -297,7 +262,7 @@ struct GradientSums {
     inv_std: Vec<f64>,
 }
 
-fn gradient_sums<T: Float>(
+fn gradient_sums<T: CpuFloat>(
     x: &[T],
     y: &[T],
     dy: &[T],
@@ -375,7 +340,7 @@ struct InputGradient {
     batch_statistics: bool,
 }
 
-fn input_gradient<T: Float>(
+fn input_gradient<T: CpuFloat>(
     x: &[T],
     y: &[T],
     dy: &[T],
@@ -384,36 +349,36 @@ fn input_gradient<T: Float>(
     plane: usize,
 ) -> Vec<T> {
     let channels = op.mean.len();
-    // Not zeroed first: every element is written once below.
-    let mut dx = Vec::with_capacity(x.len());
-    dx.spare_capacity_mut()[..x.len()]
-        .par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(block, out)| {
-            let c = block % channels;
-            let start = block * plane;
-            let a = op.gamma[c] * op.inv_std[c];
-            let (mean_g, mean_g_xhat) = if op.batch_statistics {
-                (op.sum_g[c] / count as f64, op.sum_g_xhat[c] / count as f64)
-            } else {
-                (0.0, 0.0)
-            };
-            // a·(g − mean_g − x̂·mean_g_xhat) = a·g + slope·x + offset.
-            let slope = -a * op.inv_std[c] * mean_g_xhat;
-            let offset = -a * mean_g - slope * op.mean[c];
-            let (a, slope, offset) = (T::from_f64(a), T::from_f64(slope), T::from_f64(offset));
-            let range = start..start + plane;
-            for ((o, &x), (&y, &dy)) in out
-                .iter_mut()
-                .zip(&x[range.clone()])
-                .zip(y[range.clone()].iter().zip(&dy[range]))
-            {
-                o.write(a * relu_gradient(y, dy) + slope * x + offset);
-            }
-        });
-    // SAFETY: the chunks above cover all `x.len()` elements and wrote each.
-    unsafe { dx.set_len(x.len()) };
-    dx
+    let fill = |dx: &mut [MaybeUninit<T>]| {
+        dx.par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(block, out)| {
+                let c = block % channels;
+                let start = block * plane;
+                let a = op.gamma[c] * op.inv_std[c];
+                let (mean_g, mean_g_xhat) = if op.batch_statistics {
+                    (op.sum_g[c] / count as f64, op.sum_g_xhat[c] / count as f64)
+                } else {
+                    (0.0, 0.0)
+                };
+                // a·(g − mean_g − x̂·mean_g_xhat) = a·g + slope·x + offset.
+                let slope = -a * op.inv_std[c] * mean_g_xhat;
+                let offset = -a * mean_g - slope * op.mean[c];
+                let (a, slope, offset) = (T::from_f64(a), T::from_f64(slope), T::from_f64(offset));
+                let range = start..start + plane;
+                for ((o, &x), (&y, &dy)) in out
+                    .iter_mut()
+                    .zip(&x[range.clone()])
+                    .zip(y[range.clone()].iter().zip(&dy[range]))
+                {
+                    o.write(a * relu_gradient(y, dy) + slope * x + offset);
+                }
+            })
+    };
+    // SAFETY: `fill` writes all `x.len()` elements: every block of `dx` is `plane` long
+    // and zips with `plane` elements each of `x`, `y` and `dy` (the indexing panics,
+    // before anything is returned, if one of them is shorter).
+    unsafe { filled_by(x.len(), fill) }
 }
 
 impl CustomOp3 for InputGradient {

@@ -7,10 +7,13 @@
 //! window, as PyTorch does. An odd last row or column is dropped, as in PyTorch's
 //! `MaxPool2d(2, 2)`.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu_storage::{map3, slice};
+use crate::cpu_float::CpuFloat;
+use crate::cpu_storage::{filled_by, map3, slice};
 
 /// `(N, C, H, W) → (N, C, ⌊H/2⌋, ⌊W/2⌋)`.
 pub(crate) struct MaxPool2x2;
@@ -22,31 +25,26 @@ fn window(width: usize, oy: usize, ox: usize) -> [usize; 4] {
     [top, top + 1, top + width, top + width + 1]
 }
 
-fn pool<T: Copy + PartialOrd + Send + Sync + Default>(
-    x: &[T],
-    (height, width): (usize, usize),
-) -> Vec<T> {
+fn pool<T: CpuFloat>(x: &[T], (height, width): (usize, usize)) -> Vec<T> {
     let (out_h, out_w) = (height / 2, width / 2);
     let planes = x.len() / (height * width);
-    let len = planes * out_h * out_w;
-    // Not zeroed first: every element is written once below.
-    let mut y = Vec::with_capacity(len);
-    y.spare_capacity_mut()[..len]
-        .par_chunks_mut(out_h * out_w)
-        .zip(x.par_chunks(height * width))
-        .for_each(|(out, plane)| {
-            for oy in 0..out_h {
-                for ox in 0..out_w {
-                    let [a, b, c, d] = window(width, oy, ox).map(|i| plane[i]);
-                    let ab = if b > a { b } else { a };
-                    let cd = if d > c { d } else { c };
-                    out[oy * out_w + ox].write(if cd > ab { cd } else { ab });
+    let fill = |y: &mut [MaybeUninit<T>]| {
+        y.par_chunks_mut(out_h * out_w)
+            .zip(x.par_chunks(height * width))
+            .for_each(|(out, plane)| {
+                for oy in 0..out_h {
+                    for ox in 0..out_w {
+                        let [a, b, c, d] = window(width, oy, ox).map(|i| plane[i]);
+                        let ab = if b > a { b } else { a };
+                        let cd = if d > c { d } else { c };
+                        out[oy * out_w + ox].write(if cd > ab { cd } else { ab });
+                    }
                 }
-            }
-        });
-    // SAFETY: the chunks above cover all `len` elements (one plane each, every pixel).
-    unsafe { y.set_len(len) };
-    y
+            })
+    };
+    // SAFETY: `fill` writes all `planes · out_h · out_w` elements: one chunk per input
+    // plane, every pixel of each.
+    unsafe { filled_by(planes * out_h * out_w, fill) }
 }
 
 impl CustomOp1 for MaxPool2x2 {
@@ -73,64 +71,66 @@ impl CustomOp1 for MaxPool2x2 {
 /// `(x, y, dy) → dx`: each `dy` goes to the first input of its window equal to the max.
 struct Unpool;
 
-fn unpool<T: Copy + PartialEq + Send + Sync + Default>(
-    x: &[T],
-    y: &[T],
-    dy: &[T],
-    (height, width): (usize, usize),
-) -> Vec<T> {
+fn unpool<T: CpuFloat>(x: &[T], y: &[T], dy: &[T], (height, width): (usize, usize)) -> Vec<T> {
     let (out_h, out_w) = (height / 2, width / 2);
-    let zero = T::default();
-    // Not zeroed first: every element is written once below, the cells that lose their
-    // window and an odd last row or column with zero.
-    let mut dx = Vec::with_capacity(x.len());
-    dx.spare_capacity_mut()[..x.len()]
-        .par_chunks_mut(height * width)
-        .zip(x.par_chunks(height * width))
-        .zip(
-            y.par_chunks(out_h * out_w)
-                .zip(dy.par_chunks(out_h * out_w)),
-        )
-        .for_each(|((grad, plane), (maxima, grads))| {
-            for oy in 0..out_h {
-                let (top, bottom) = grad[2 * oy * width..][..2 * width].split_at_mut(width);
-                let (upper, lower) = plane[2 * oy * width..][..2 * width].split_at(width);
-                for ox in 0..out_w {
-                    let (m, g) = (maxima[oy * out_w + ox], grads[oy * out_w + ox]);
-                    let cells = [
-                        upper[2 * ox],
-                        upper[2 * ox + 1],
-                        lower[2 * ox],
-                        lower[2 * ox + 1],
-                    ];
-                    // The first cell equal to the maximum, in scan order; a NaN maximum
-                    // matches nothing and its gradient goes to the first cell. Selects,
-                    // not branches: which cell wins is unpredictable.
-                    let b = cells[1] == m && cells[0] != m;
-                    let c = cells[2] == m && cells[0] != m && cells[1] != m;
-                    let d = cells[3] == m && cells[0] != m && cells[1] != m && cells[2] != m;
-                    let a = !(b || c || d);
-                    let pick = |hit: bool| if hit { g } else { zero };
-                    top[2 * ox].write(pick(a));
-                    top[2 * ox + 1].write(pick(b));
-                    bottom[2 * ox].write(pick(c));
-                    bottom[2 * ox + 1].write(pick(d));
+    let zero = T::ZERO;
+    let planes = x.len() / (height * width);
+    // Every plane of `dx` pairs with a plane of `y` and `dy` below (the zip would stop
+    // short).
+    assert!(
+        y.len() == planes * out_h * out_w && dy.len() == y.len(),
+        "max-unpool: input lengths"
+    );
+    // Every element is written once: the cells that lose their window and an odd last
+    // row or column with zero.
+    let fill = |dx: &mut [MaybeUninit<T>]| {
+        dx.par_chunks_mut(height * width)
+            .zip(x.par_chunks(height * width))
+            .zip(
+                y.par_chunks(out_h * out_w)
+                    .zip(dy.par_chunks(out_h * out_w)),
+            )
+            .for_each(|((grad, plane), (maxima, grads))| {
+                for oy in 0..out_h {
+                    let (top, bottom) = grad[2 * oy * width..][..2 * width].split_at_mut(width);
+                    let (upper, lower) = plane[2 * oy * width..][..2 * width].split_at(width);
+                    for ox in 0..out_w {
+                        let (m, g) = (maxima[oy * out_w + ox], grads[oy * out_w + ox]);
+                        let cells = [
+                            upper[2 * ox],
+                            upper[2 * ox + 1],
+                            lower[2 * ox],
+                            lower[2 * ox + 1],
+                        ];
+                        // The first cell equal to the maximum, in scan order; a NaN maximum
+                        // matches nothing and its gradient goes to the first cell. Selects,
+                        // not branches: which cell wins is unpredictable.
+                        let b = cells[1] == m && cells[0] != m;
+                        let c = cells[2] == m && cells[0] != m && cells[1] != m;
+                        let d = cells[3] == m && cells[0] != m && cells[1] != m && cells[2] != m;
+                        let a = !(b || c || d);
+                        let pick = |hit: bool| if hit { g } else { zero };
+                        top[2 * ox].write(pick(a));
+                        top[2 * ox + 1].write(pick(b));
+                        bottom[2 * ox].write(pick(c));
+                        bottom[2 * ox + 1].write(pick(d));
+                    }
+                    if width % 2 == 1 {
+                        top[width - 1].write(zero);
+                        bottom[width - 1].write(zero);
+                    }
                 }
-                if width % 2 == 1 {
-                    top[width - 1].write(zero);
-                    bottom[width - 1].write(zero);
+                if height % 2 == 1 {
+                    for cell in &mut grad[(height - 1) * width..] {
+                        cell.write(zero);
+                    }
                 }
-            }
-            if height % 2 == 1 {
-                for cell in &mut grad[(height - 1) * width..] {
-                    cell.write(zero);
-                }
-            }
-        });
-    // SAFETY: the chunks above cover all `x.len()` elements (one plane each) and wrote
-    // every cell of every plane: each window's four, the odd column, the odd row.
-    unsafe { dx.set_len(x.len()) };
-    dx
+            })
+    };
+    // SAFETY: `fill` writes all `x.len()` elements: one chunk per plane (each paired
+    // with its window maxima and gradients, asserted above), and every cell
+    // of every plane: each window's four, the odd column, the odd row.
+    unsafe { filled_by(x.len(), fill) }
 }
 
 impl CustomOp3 for Unpool {

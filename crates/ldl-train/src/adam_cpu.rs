@@ -7,6 +7,7 @@
 //! bit (checked by the tests below).
 
 use candle_core::{CpuStorage, DType, InplaceOp3, Layout, Tensor};
+use ldl_models::CpuFloat;
 use rayon::prelude::*;
 
 /// Elements per parallel task.
@@ -51,47 +52,15 @@ pub(crate) fn step(
     param.inplace_op3(first, second, &Update(k))
 }
 
-/// The float types of the kernels, with the operations candle's affine map uses.
-trait Float:
-    Copy
-    + Send
-    + Sync
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::Div<Output = Self>
-{
-    fn of(v: f64) -> Self;
-    fn sqrt(self) -> Self;
-}
-
-impl Float for f32 {
-    fn of(v: f64) -> Self {
-        v as f32
-    }
-    fn sqrt(self) -> Self {
-        f32::sqrt(self)
-    }
-}
-
-impl Float for f64 {
-    fn of(v: f64) -> Self {
-        v
-    }
-    fn sqrt(self) -> Self {
-        f64::sqrt(self)
-    }
-}
-
 /// `x·mul + add`, candle's affine map, with its constants in `T`.
 #[inline(always)]
-fn affine<T: Float>(x: T, mul: f64, add: f64) -> T {
-    x * T::of(mul) + T::of(add)
+fn affine<T: CpuFloat>(x: T, mul: f64, add: f64) -> T {
+    x * T::from_f64(mul) + T::from_f64(add)
 }
 
 /// The gradient with L2 weight decay, `g + affine(θ, wd, 0)`, as the composed update.
 #[inline(always)]
-fn decayed<T: Float>(g: T, theta: T, weight_decay: f64) -> T {
+fn decayed<T: CpuFloat>(g: T, theta: T, weight_decay: f64) -> T {
     if weight_decay > 0.0 {
         g + affine(theta, weight_decay, 0.0)
     } else {
@@ -114,7 +83,7 @@ struct Moment {
 }
 
 impl Moment {
-    fn run<T: Float>(&self, moment: &mut [T], grad: &[T], param: &[T]) {
+    fn run<T: CpuFloat>(&self, moment: &mut [T], grad: &[T], param: &[T]) {
         let k = self.k;
         let (beta, second) = (if self.second { k.beta2 } else { k.beta1 }, self.second);
         moment
@@ -162,7 +131,7 @@ impl InplaceOp3 for Moment {
 struct Update(StepConstants);
 
 impl Update {
-    fn run<T: Float>(&self, param: &mut [T], first: &[T], second: &[T]) {
+    fn run<T: CpuFloat>(&self, param: &mut [T], first: &[T], second: &[T]) {
         let k = self.0;
         param
             .par_chunks_mut(CHUNK)

@@ -24,7 +24,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{gemm_threads, grow, matmul, Float, Geometry, View};
+use super::{gemm_threads, grow, matmul, Geometry, View};
+use crate::cpu_float::CpuFloat;
+use crate::cpu_storage::filled_by;
 
 /// Input channels below which im2col is used: the transformed products reduce over the
 /// input channels alone, and a gemm that short runs far below its peak (the first layer,
@@ -77,7 +79,7 @@ fn tiles(g: &Geometry) -> (usize, usize) {
 }
 
 /// `U = G·g·Gᵀ` for every (output, input) channel pair, `[16][C_out][C_in]`.
-fn transform_kernel<T: Float>(g: &Geometry, w: &[T]) -> Vec<T> {
+fn transform_kernel<T: CpuFloat>(g: &Geometry, w: &[T]) -> Vec<T> {
     let (outputs, inputs) = (g.out_channels, g.in_channels);
     let mut u = vec![T::ZERO; 16 * outputs * inputs];
     for o in 0..outputs {
@@ -124,7 +126,7 @@ impl Tiles {
 /// Channels last: the input rows a band needs are first copied, zero-padded, into
 /// `[row][column][C_in]` (`stage`), so that every step of the transform combines whole
 /// vectors of channels, long enough to vectorise even where a row holds a few tiles.
-fn transform_input<T: Float>(
+fn transform_input<T: CpuFloat>(
     g: &Geometry,
     images: &[T],
     tiles: &Tiles,
@@ -207,7 +209,7 @@ fn transform_input<T: Float>(
 /// `out`, the outputs of the task's samples: `Y = Aᵀ·m·A` per tile (Aᵀ's rows are
 /// (1, 1, 1, 0) and (0, 1, −1, −1)), channels last into `stage`, then transposed into
 /// the output's planes.
-fn transform_output<T: Float>(
+fn transform_output<T: CpuFloat>(
     g: &Geometry,
     m: &[T],
     tiles: &Tiles,
@@ -330,7 +332,14 @@ impl Plan {
 }
 
 /// The 16 products `M[ξ] = V[ξ] · U[ξ]ᵀ`, `[tiles][C_out]`, for `count` tiles.
-fn multiply<T: Float>(g: &Geometry, u: &[T], v: &[T], m: &mut [T], count: usize, threads: usize) {
+fn multiply<T: CpuFloat>(
+    g: &Geometry,
+    u: &[T],
+    v: &[T],
+    m: &mut [T],
+    count: usize,
+    threads: usize,
+) {
     let (outputs, inputs) = (g.out_channels, g.in_channels);
     for xi in 0..16 {
         let lhs = View::dense(&v[xi * count * inputs..][..count * inputs], count, inputs);
@@ -342,39 +351,41 @@ fn multiply<T: Float>(g: &Geometry, u: &[T], v: &[T], m: &mut [T], count: usize,
 }
 
 /// The convolution of `x` with `w` (3×3, stride 1, `g.padding`), as [`super::forward`].
-pub(super) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
+pub(super) fn forward<T: CpuFloat>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     let u = transform_kernel(g, w);
     let plan = Plan::of::<T>(g);
     let len = g.batch * g.output_len();
-    let mut y = Vec::with_capacity(len);
-    y.spare_capacity_mut()[..len]
-        .par_chunks_mut(plan.group * g.output_len())
-        .zip(x.par_chunks(plan.group * g.input_len()))
-        .with_max_len(1)
-        .for_each_init(
-            || (Vec::new(), Vec::new(), Vec::new()),
-            |(v, m, scratch), (out, images)| {
-                for tiles in plan.tile_sets(images.len() / g.input_len()) {
-                    let count = tiles.count();
-                    let v = grow(v, 16 * g.in_channels * count);
-                    let m = grow(m, 16 * g.out_channels * count);
-                    transform_input(g, images, &tiles, v, scratch);
-                    multiply(g, &u, v, m, count, plan.threads);
-                    transform_output(g, m, &tiles, out, scratch);
-                }
-            },
-        );
-    // SAFETY: every task wrote all the output pixels of its samples: the tiles cover
-    // every output row and column.
-    unsafe { y.set_len(len) };
-    y
+    // Every output sample pairs with an input sample below (the zip would stop short).
+    assert_eq!(x.len(), g.batch * g.input_len(), "conv2d input length");
+    let fill = |y: &mut [MaybeUninit<T>]| {
+        y.par_chunks_mut(plan.group * g.output_len())
+            .zip(x.par_chunks(plan.group * g.input_len()))
+            .with_max_len(1)
+            .for_each_init(
+                || (Vec::new(), Vec::new(), Vec::new()),
+                |(v, m, scratch), (out, images)| {
+                    for tiles in plan.tile_sets(images.len() / g.input_len()) {
+                        let count = tiles.count();
+                        let v = grow(v, 16 * g.in_channels * count);
+                        let m = grow(m, 16 * g.out_channels * count);
+                        transform_input(g, images, &tiles, v, scratch);
+                        multiply(g, &u, v, m, count, plan.threads);
+                        transform_output(g, m, &tiles, out, scratch);
+                    }
+                },
+            )
+    };
+    // SAFETY: `fill` writes all `len` elements: the chunks cover `y` and pair with as
+    // many input chunks (asserted above), and every task writes all the output pixels
+    // of its samples (the tiles cover every output row and column).
+    unsafe { filled_by(len, fill) }
 }
 
 /// Fills `dm`, `[16][tiles][C_out]`, with `A·dY·Aᵀ` of every 2×2 tile of the output
 /// gradients `grads` (outputs past an odd edge count as zero): the transposed output
 /// transform, which carries the gradient back to the products. Channels last, as
 /// [`transform_input`].
-fn transform_output_gradient<T: Float>(
+fn transform_output_gradient<T: CpuFloat>(
     g: &Geometry,
     grads: &[T],
     tiles: &Tiles,
@@ -449,7 +460,7 @@ fn transform_output_gradient<T: Float>(
 
 /// `dW = Gᵀ·dU·G` per channel pair, from `dU`, `[16][C_out][C_in]`, into the kernel's
 /// layout `[C_out][C_in][3][3]`.
-fn kernel_gradient<T: Float>(g: &Geometry, du: &[T]) -> Vec<T> {
+fn kernel_gradient<T: CpuFloat>(g: &Geometry, du: &[T]) -> Vec<T> {
     let (outputs, inputs) = (g.out_channels, g.in_channels);
     // Gᵀ·x for a 4-vector: Gᵀ's rows are (1, ½, ½, 0), (0, ½, −½, 0), (0, ½, ½, 1).
     let g_t = |x: [T; 4]| {
@@ -483,7 +494,7 @@ fn kernel_gradient<T: Float>(g: &Geometry, du: &[T]) -> Vec<T> {
 /// transformed input patches and `A·dY·Aᵀ` the transformed output gradients,
 /// `dU[ξ] = Σ_tiles (A·dY·Aᵀ)[ξ] · V[ξ]ᵀ` (16 gemms that reduce over the tiles) and
 /// `dW = Gᵀ·dU·G`.
-pub(super) fn weight_gradient<T: Float>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+pub(super) fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     let plan = Plan::of::<T>(g);
     let (outputs, inputs) = (g.out_channels, g.in_channels);
     let len = 16 * outputs * inputs;

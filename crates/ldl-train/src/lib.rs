@@ -7,6 +7,7 @@ mod adam;
 mod adam_cpu;
 #[cfg(feature = "cuda")]
 mod adam_cuda;
+mod axis_table;
 mod batches;
 mod build;
 mod commit;
@@ -21,6 +22,7 @@ mod numeric;
 mod output;
 mod plot;
 mod records;
+mod run_folder;
 mod runtime_tuning;
 mod schedule;
 mod stop;
@@ -29,6 +31,7 @@ mod trained;
 mod trainer;
 
 pub use adam::Adam;
+pub use axis_table::{AxisRow, AxisTable};
 pub use build::loss;
 pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult};
 pub use config::{
@@ -51,6 +54,7 @@ pub use evaluation::evaluate;
 pub use records::{
     EpochRecord, Evaluation, LossSummary, MeanPredictor, MeanStd, Progress, RunSummary,
 };
+pub use run_folder::{Run, RunFolder};
 pub use stop::StopToken;
 pub use trained::{local_checkpoint, Prediction, PredictionInput, TrainedModel};
 pub use trainer::{check_resumable, resume, train};

@@ -1,12 +1,18 @@
-//! The `ldl` command.
+//! The `ldl` command: it parses the arguments, calls the library and presents what it
+//! returns.
+
+mod error;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use error::CliError;
 use indicatif::{ProgressBar, ProgressStyle};
-use ldl_train::{Backbone, Config, EpochRecord, Progress, TrainedModel};
+use ldl_train::{
+    AxisTable, Backbone, Config, EpochRecord, Progress, RunFolder, RunSummary, TrainedModel,
+};
 
 #[derive(Parser)]
 #[command(
@@ -201,7 +207,7 @@ fn main() -> ExitCode {
         Command::Inspect { checkpoint } => inspect(&checkpoint),
         Command::Fetch { repo, offline } => ldl_hub::fetch(&repo, offline)
             .map(|folder| println!("{}", folder.display()))
-            .map_err(|e| e.to_string()),
+            .map_err(CliError::from),
         Command::Push { run, repo } => push(&run, &repo),
         Command::Plot { runs, out } => plot(&runs, out.as_deref()),
         Command::Export { run, out } => ldl_train::export_run(&run, &out)
@@ -210,7 +216,7 @@ fn main() -> ExitCode {
                     println!("{}", file.display());
                 }
             })
-            .map_err(|e| e.to_string()),
+            .map_err(CliError::from),
         Command::Compare {
             config,
             losses,
@@ -252,8 +258,8 @@ fn compare(
     seeds: usize,
     overrides: &[String],
     out: Option<&std::path::Path>,
-) -> Result<(), String> {
-    let config = Config::load(path, overrides).map_err(|e| e.to_string())?;
+) -> Result<(), CliError> {
+    let config = Config::load(path, overrides)?;
     let out = out.map(PathBuf::from).unwrap_or_else(|| {
         config
             .run
@@ -267,28 +273,25 @@ fn compare(
         }
     };
     let stop = stop_on_ctrl_c();
-    let comparison = ldl_train::compare(&config, losses, seeds, &out, &stop, &mut print)
-        .map_err(|e| e.to_string())?;
-    let table = std::fs::read_to_string(out.join("results.md")).map_err(|e| e.to_string())?;
-    println!("\n{table}");
+    let comparison = ldl_train::compare(&config, losses, seeds, &out, &stop, &mut print)?;
+    println!("\n{}", comparison.markdown(&config));
     for file in &comparison.files {
         println!("{}", file.display());
     }
     Ok(())
 }
 
-fn plot(runs: &[PathBuf], out: Option<&std::path::Path>) -> Result<(), String> {
+fn plot(runs: &[PathBuf], out: Option<&std::path::Path>) -> Result<(), CliError> {
     let curves = runs
         .iter()
         .map(|run| ldl_train::RunCurves::read(run))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+        .collect::<Result<Vec<_>, _>>()?;
     let out = match (out, runs) {
         (Some(out), _) => out.to_path_buf(),
         (None, [run]) => run.join("plots"),
         (None, _) => PathBuf::from("plots"),
     };
-    for file in ldl_train::plot_runs(&curves, &out).map_err(|e| e.to_string())? {
+    for file in ldl_train::plot_runs(&curves, &out)? {
         println!("{}", file.display());
     }
     Ok(())
@@ -335,28 +338,35 @@ fn train(
     resume: Option<&std::path::Path>,
     overrides: &[String],
     quiet: bool,
-) -> Result<(), String> {
-    let config_path = match (path, resume) {
+) -> Result<(), CliError> {
+    let config = match (path, resume) {
         (_, Some(run_dir)) => {
             // Refuse a folder that cannot be resumed before reading anything from it.
-            ldl_train::check_resumable(run_dir).map_err(|e| e.to_string())?;
-            run_dir.join("config.toml")
+            ldl_train::check_resumable(run_dir)?;
+            RunFolder::new(run_dir).config(overrides)?
         }
-        (Some(path), None) => path.to_path_buf(),
-        (None, None) => return Err("give a config file, or --resume RUN_DIR".into()),
+        (Some(path), None) => Config::load(path, overrides)?,
+        (None, None) => {
+            return Err(CliError::Usage(
+                "give a config file, or --resume RUN_DIR".into(),
+            ))
+        }
     };
-    let config = Config::load(&config_path, overrides).map_err(|e| e.to_string())?;
-    let axes: Vec<(String, String)> = config
-        .task
-        .axes
-        .iter()
-        .map(|a| (a.name.clone(), a.unit.clone()))
-        .collect();
-    let epochs = config.optim.epochs;
-    // A live bar per epoch on a terminal; plain per-epoch lines when piped or logged.
+    let mut print_progress = progress_printer(config.optim.epochs, quiet);
+    let stop = stop_on_ctrl_c();
+    let summary = match resume {
+        Some(run_dir) => ldl_train::resume(run_dir, overrides, &stop, &mut print_progress)?,
+        None => ldl_train::train(&config, &stop, &mut print_progress)?,
+    };
+    print_summary(&summary, &config)
+}
+
+/// What `ldl train` shows while it runs: a live bar per epoch on a terminal, plain
+/// per-epoch lines when piped or logged, nothing with `--quiet`.
+fn progress_printer(epochs: usize, quiet: bool) -> impl FnMut(Progress<'_>) {
     let mut bar: Option<ProgressBar> = None;
     let interactive = !quiet && std::io::stdout().is_terminal();
-    let mut print_progress = |progress: Progress<'_>| {
+    move |progress| {
         if quiet {
             return;
         }
@@ -389,13 +399,12 @@ fn train(
             }
             Progress::Batch { .. } => {}
         }
-    };
-    let stop = stop_on_ctrl_c();
-    let summary = match resume {
-        Some(run_dir) => ldl_train::resume(run_dir, overrides, &stop, &mut print_progress),
-        None => ldl_train::train(&config, &stop, &mut print_progress),
     }
-    .map_err(|e| e.to_string())?;
+}
+
+/// How a finished run went: sizes and time, what was initialised or skipped, and the
+/// per-axis results at the best epoch.
+fn print_summary(summary: &RunSummary, config: &Config) -> Result<(), CliError> {
     println!(
         "done in {:.1} s: {} train / {} validation / {} test samples, {} parameters",
         summary.seconds,
@@ -441,88 +450,32 @@ fn train(
         "best epoch {} ({}):",
         summary.best_epoch, config.run.monitor
     );
-    let splits = [
-        ("validation", Some(&summary.best_validation)),
-        ("test", summary.test.as_ref()),
-    ];
-    for (name, evaluation) in splits {
-        let Some(evaluation) = evaluation else {
-            continue;
-        };
-        for report in &evaluation.metrics.axes {
-            let unit = axes
-                .iter()
-                .find(|(n, _)| n == &report.axis)
-                .map(|(_, u)| u.as_str())
-                .unwrap_or("");
-            let baseline = summary
-                .mean_predictor
-                .iter()
-                .find(|m| m.axis == report.axis)
-                .and_then(|m| match name {
-                    "test" => m.test_mae,
-                    _ => Some(m.validation_mae),
-                });
-            match (report.mae, report.accuracy) {
-                (Some(mae), _) => println!(
-                    "  {name:<10} {:<8} MAE {mae:.3} {unit}, predicted std {:.2} {unit}{}",
-                    report.axis,
-                    report.mean_predicted_std.unwrap_or(f64::NAN),
-                    baseline
-                        .map(|b| format!(
-                            " (training-mean predictor: MAE {b:.3}; ratio {:.2})",
-                            mae / b
-                        ))
-                        .unwrap_or_default()
-                ),
-                (None, Some(accuracy)) => {
-                    println!("  {name:<10} {:<8} accuracy {accuracy:.3}", report.axis)
-                }
-                _ => {}
-            }
-        }
-    }
+    print!("{}", AxisTable::of_run(summary).lines());
     println!("run folder: {}", summary.run_dir.display());
     Ok(())
 }
 
-fn load(checkpoint: &std::path::Path) -> Result<TrainedModel, String> {
-    let device = ldl_train::device("cpu").map_err(|e| e.to_string())?;
-    TrainedModel::load(checkpoint, &device).map_err(|e| e.to_string())
+fn load(checkpoint: &std::path::Path) -> Result<TrainedModel, CliError> {
+    let device = ldl_train::device("cpu")?;
+    Ok(TrainedModel::load(checkpoint, &device)?)
 }
 
 fn eval(
     checkpoint: &std::path::Path,
     data: &std::path::Path,
     json: Option<&std::path::Path>,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     let trained = load(checkpoint)?;
-    let evaluation = trained.evaluate_file(data).map_err(|e| e.to_string())?;
+    let evaluation = trained.evaluate_file(data)?;
     println!(
         "loss {:.4} ({})",
         evaluation.loss.total,
         trained.config.loss.kind()
     );
-    println!(
-        "{:<10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8}",
-        "axis", "samples", "MAE", "ε-error", "pred. std", "KL", "cosine"
-    );
-    for report in &evaluation.metrics.axes {
-        let number = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
-        println!(
-            "{:<10} {:>8} {:>8} {:>8} {:>10} {:>9.4} {:>8.4}",
-            report.axis,
-            report.samples,
-            number(report.mae),
-            number(report.epsilon_error),
-            number(report.mean_predicted_std),
-            report.ldl.kl_divergence,
-            report.ldl.cosine
-        );
-    }
+    print!("{}", AxisTable::of_evaluation(&evaluation).columns());
     if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&evaluation).map_err(|e| e.to_string())?;
-        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = serde_json::to_string_pretty(&evaluation)?;
+        std::fs::write(path, text).map_err(CliError::file(path, "write"))?;
     }
     Ok(())
 }
@@ -535,31 +488,31 @@ fn is_image(path: &std::path::Path) -> bool {
 }
 
 /// Image files and folders → the image files, in order (a folder's sorted by name).
-fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
     let mut files = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            let entries = std::fs::read_dir(input)
-                .map_err(|e| format!("{}: cannot list the folder: {e}", input.display()))?;
+            let entries =
+                std::fs::read_dir(input).map_err(CliError::file(input, "list the folder"))?;
             let mut found: Vec<PathBuf> = entries
                 .filter_map(|entry| entry.ok().map(|entry| entry.path()))
                 .filter(|path| path.is_file() && is_image(path))
                 .collect();
             if found.is_empty() {
-                return Err(format!(
+                return Err(CliError::Usage(format!(
                     "{}: no .jpg, .jpeg or .png files in this folder",
                     input.display()
-                ));
+                )));
             }
             found.sort();
             files.extend(found);
         } else if is_image(input) {
             files.push(input.clone());
         } else {
-            return Err(format!(
+            return Err(CliError::Usage(format!(
                 "{}: not an image (.jpg, .jpeg, .png) or a folder; a .csv file goes alone",
                 input.display()
-            ));
+            )));
         }
     }
     Ok(files)
@@ -570,13 +523,12 @@ fn predict(
     inputs: &[PathBuf],
     json: bool,
     pmf: bool,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     let trained = load(checkpoint)?;
     let predictions = match inputs {
         [table] if !table.is_dir() && !is_image(table) => trained.predict_file(table),
         _ => trained.predict_images(&image_files(inputs)?),
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     let source_column = match predictions.first().map(|p| &p.input) {
         Some(ldl_train::PredictionInput::Image(_)) => "image",
         _ => "line",
@@ -592,10 +544,9 @@ fn predict(
             };
             object.insert(source_column.into(), source);
             for (i, axis) in space.axes().iter().enumerate() {
-                let mut value = serde_json::to_value(&p.axes[i]).map_err(|e| e.to_string())?;
+                let mut value = serde_json::to_value(&p.axes[i])?;
                 if pmf {
-                    value["distribution"] =
-                        serde_json::to_value(&p.distributions[i]).map_err(|e| e.to_string())?;
+                    value["distribution"] = serde_json::to_value(&p.distributions[i])?;
                 }
                 object.insert(axis.name().to_string(), value);
             }
@@ -637,7 +588,7 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-fn inspect(checkpoint: &std::path::Path) -> Result<(), String> {
+fn inspect(checkpoint: &std::path::Path) -> Result<(), CliError> {
     let trained = load(checkpoint)?;
     println!(
         "checkpoint {} (written by ldl-models {})",
@@ -704,11 +655,11 @@ fn inspect(checkpoint: &std::path::Path) -> Result<(), String> {
 }
 
 /// Pushes a run folder (exported to a temporary folder first) or an exported model folder.
-fn push(run: &std::path::Path, repo: &str) -> Result<(), String> {
-    let spec: ldl_hub::RepoSpec = repo.parse().map_err(|e: ldl_hub::Error| e.to_string())?;
+fn push(run: &std::path::Path, repo: &str) -> Result<(), CliError> {
+    let spec: ldl_hub::RepoSpec = repo.parse().map_err(CliError::Hub)?;
     let hub = ldl_hub::Hub::from_env();
     // Refuse early, before exporting anything, when no token is set.
-    hub.push_token().map_err(|e| e.to_string())?;
+    hub.push_token()?;
     let exported = ldl_hub::MODEL_FILES.iter().all(|f| run.join(f).is_file());
     let temp;
     let folder = if exported {
@@ -717,11 +668,14 @@ fn push(run: &std::path::Path, repo: &str) -> Result<(), String> {
         temp = tempfile::Builder::new()
             .prefix("ldl-push-")
             .tempdir()
-            .map_err(|e| format!("cannot make a temporary folder for the export: {e}"))?;
-        ldl_train::export_run(run, temp.path()).map_err(|e| e.to_string())?;
+            .map_err(CliError::file(
+                std::env::temp_dir(),
+                "make a temporary folder for the export in",
+            ))?;
+        ldl_train::export_run(run, temp.path())?;
         temp.path()
     };
-    let pushed = hub.push(folder, &spec).map_err(|e| e.to_string())?;
+    let pushed = hub.push(folder, &spec)?;
     println!("pushed {} to {}", pushed.files.join(", "), pushed.repo);
     if let Some(url) = pushed.commit_url {
         println!("commit: {url}");
@@ -733,9 +687,11 @@ fn push(run: &std::path::Path, repo: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn synth(count: u64, out: &std::path::Path, size: u32, seed: u64) -> Result<(), String> {
+fn synth(count: u64, out: &std::path::Path, size: u32, seed: u64) -> Result<(), CliError> {
     if !(8..=224).contains(&size) {
-        return Err(format!("--size must be between 8 and 224, got {size}"));
+        return Err(CliError::Usage(format!(
+            "--size must be between 8 and 224, got {size}"
+        )));
     }
     let config = ldl_train::SynthConfig {
         size,
@@ -743,7 +699,7 @@ fn synth(count: u64, out: &std::path::Path, size: u32, seed: u64) -> Result<(), 
         ..Default::default()
     };
     let start = std::time::Instant::now();
-    ldl_train::write_synthetic_set(&config, count, out).map_err(|e| e.to_string())?;
+    ldl_train::write_synthetic_set(&config, count, out).map_err(ldl_train::Error::from)?;
     println!(
         "wrote {count} faces of {size}×{size} to {} in {:.1} s (manifest.csv, chalearn.csv)",
         out.display(),

@@ -4,19 +4,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, LossConfig, LossKind};
 use crate::error::{Error, Result};
 use crate::plot::{plot_groups, RunCurves};
-use crate::records::Progress;
-use crate::records::{MeanStd, RunSummary};
+use crate::records::{MeanStd, Progress, RunSummary};
+use crate::run_folder::RunFolder;
 use crate::stop::StopToken;
 use crate::trainer::train;
 
 /// One loss's results on one axis, over the seeds: MAE on ordered axes, accuracy on
 /// categorical ones.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AxisResult {
     /// The axis.
     pub axis: String,
@@ -33,7 +33,7 @@ pub struct AxisResult {
 }
 
 /// One loss component's validation value at the last epoch, over the seeds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ComponentResult {
     /// The log key (`age/exp`, `yaw+pitch/smooth`, `weight/l1`).
     pub key: String,
@@ -42,7 +42,7 @@ pub struct ComponentResult {
 }
 
 /// One loss's results over the seeds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LossResult {
     /// The loss (`loss.kind`).
     pub loss: String,
@@ -58,7 +58,7 @@ pub struct LossResult {
 }
 
 /// What `ldl compare` wrote.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
     /// The seeds every loss was trained with.
     pub seeds: Vec<u64>,
@@ -162,7 +162,7 @@ pub fn compare(
     for (loss, variant) in &variants {
         let label = format!("{loss} seed {}", variant.run.seed);
         // Rerunning an interrupted comparison trains only what is missing.
-        let summary = match finished_run(variant) {
+        let summary = match finished_run(variant)? {
             Some(summary) => summary,
             None => train(variant, stop, &mut |progress| observe(&label, progress))?,
         };
@@ -181,14 +181,13 @@ pub fn compare(
     }
     std::fs::create_dir_all(out_dir).map_err(|e| Error::output(out_dir, e))?;
     let mut files = plot_groups(&groups, out_dir)?;
-    let markdown = markdown_table(config, &seed_list, &results);
-    let md = out_dir.join("results.md");
-    crate::output::write_atomically(&md, markdown.as_bytes())?;
     let mut comparison = Comparison {
         seeds: seed_list,
         results,
         files: Vec::new(),
     };
+    let md = out_dir.join("results.md");
+    crate::output::write_atomically(&md, comparison.markdown(config).as_bytes())?;
     let json_path = out_dir.join("results.json");
     files.extend([md, json_path.clone()]);
     comparison.files = files;
@@ -198,11 +197,12 @@ pub fn compare(
     Ok(comparison)
 }
 
-/// A finished run of exactly this config in its output folder (`NAME-1`, `NAME-2`, …:
-/// a `summary.json`, and a `config.toml` equal to the config), if there is one.
-fn finished_run(config: &Config) -> Option<RunSummary> {
-    let wanted = toml::to_string(config).ok()?;
-    (1..)
+/// A finished run of exactly this config in its output folder (`NAME-1`, `NAME-2`, …),
+/// if there is one. A folder whose config differs, or that cannot be read as a config,
+/// is another run; a summary that cannot be read is an error, since its folder would
+/// otherwise be trained again beside it.
+fn finished_run(config: &Config) -> Result<Option<RunSummary>> {
+    let folders = (1..)
         .map(|n| {
             config
                 .run
@@ -210,15 +210,18 @@ fn finished_run(config: &Config) -> Option<RunSummary> {
                 .join(format!("{}-{n}", config.task.name))
         })
         .take_while(|dir| dir.is_dir())
-        .find_map(|dir| {
-            let saved = std::fs::read_to_string(dir.join("config.toml")).ok()?;
-            if saved != wanted {
-                return None;
+        .map(RunFolder::new);
+    for folder in folders {
+        if folder.config(&[]).ok().as_ref().map(|c| c.config()) != Some(config) {
+            continue;
+        }
+        if let Some(summary) = folder.summary()? {
+            if summary.run_dir == folder.dir() {
+                return Ok(Some(summary));
             }
-            let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
-            let summary: RunSummary = serde_json::from_str(&text).ok()?;
-            (summary.run_dir == dir).then_some(summary)
-        })
+        }
+    }
+    Ok(None)
 }
 
 fn loss_result(loss: &str, runs: &[RunSummary], curves: &[RunCurves]) -> LossResult {
@@ -292,9 +295,21 @@ fn loss_result(loss: &str, runs: &[RunSummary], curves: &[RunCurves]) -> LossRes
     }
 }
 
-fn markdown_table(config: &Config, seeds: &[u64], results: &[LossResult]) -> String {
+impl Comparison {
+    /// The results table of `results.md` for a comparison of `config`: per loss and
+    /// axis the final, best and test values, then the validation loss components.
+    pub fn markdown(&self, config: &Config) -> String {
+        let mut out = title(config, &self.seeds);
+        out.push_str(&axes_table(&self.results));
+        out.push_str(&components_table(&self.results));
+        out
+    }
+}
+
+/// The heading and what the table's numbers are.
+fn title(config: &Config, seeds: &[u64]) -> String {
     let best = &config.run.monitor;
-    let mut out = format!(
+    format!(
         "# {}: losses compared over seeds {}\n\nMean ± std over the seeds. Each metric on the \
          validation split at the last epoch (final) and at the best epoch ({best}), with its \
          ε-error; the test split's for the best checkpoint.\n\n",
@@ -304,8 +319,14 @@ fn markdown_table(config: &Config, seeds: &[u64], results: &[LossResult]) -> Str
             .map(|s| s.to_string())
             .collect::<Vec<_>>()
             .join(", ")
+    )
+}
+
+/// Per loss and axis: the metric at the last and the best epoch, the test split's.
+fn axes_table(results: &[LossResult]) -> String {
+    let mut out = String::from(
+        "| loss | axis | metric | final | best | ε-error (best) | test | best epoch |\n",
     );
-    out.push_str("| loss | axis | metric | final | best | ε-error (best) | test | best epoch |\n");
     out.push_str("|---|---|---|---|---|---|---|---|\n");
     let or_dash = |v: Option<MeanStd>| v.map(|m| m.to_string()).unwrap_or_else(|| "–".into());
     for result in results {
@@ -323,7 +344,12 @@ fn markdown_table(config: &Config, seeds: &[u64], results: &[LossResult]) -> Str
             ));
         }
     }
-    out.push_str(
+    out
+}
+
+/// Per loss, every validation loss component at the last epoch.
+fn components_table(results: &[LossResult]) -> String {
+    let mut out = String::from(
         "\nValidation loss components at the last epoch (unweighted, in nats; DLDL-v2's `l1` \
          is in the axis unit and enters the total multiplied by λ):\n\n| loss | component | \
          final |\n|---|---|---|\n",

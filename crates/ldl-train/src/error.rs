@@ -41,6 +41,20 @@ pub enum Error {
         epoch: usize,
     },
 
+    /// A file of a run folder that is missing or not as `ldl train` writes it: the
+    /// message names the file (and line), what is wrong, and what to do.
+    #[error("{file}{}: {problem}; {fix}", .line.map(|n| format!(" line {n}")).unwrap_or_default())]
+    RunFolder {
+        /// The file (`RUN_DIR/metrics.jsonl`).
+        file: String,
+        /// The 1-based line, when one line is at fault.
+        line: Option<usize>,
+        /// What is wrong.
+        problem: String,
+        /// What to do about it.
+        fix: String,
+    },
+
     /// A loss or gradient turned NaN or infinite.
     #[error("{0}")]
     Numeric(String),

@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::axis_table::AxisTable;
 use crate::config::{Backbone, Config};
 use crate::error::{Error, Result};
+use crate::records::RunSummary;
+use crate::run_folder::RunFolder;
 
 /// The files [`export_run`] writes, in order: the layout of an ldl model repository on the
 /// Hub.
@@ -26,33 +29,20 @@ pub const MODEL_FILES: [&str; 3] = ldl_hub::MODEL_FILES;
 /// and `data.images` are dropped, and the output folder becomes `runs` (in the
 /// checkpoint's stored config too).
 pub fn export_run(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
-    let missing = |what: &str| {
-        Error::Usage(format!(
-            "{}: no {what}; export a run folder written by `ldl train` that finished",
-            run_dir.display()
-        ))
-    };
     let checkpoint = run_dir.join("checkpoints/best.safetensors");
-    let config_path = run_dir.join("config.toml");
-    let summary_path = run_dir.join("summary.json");
-    for (path, what) in [
-        (&checkpoint, "checkpoints/best.safetensors"),
-        (&config_path, "config.toml"),
-        (&summary_path, "summary.json"),
-    ] {
-        if !path.is_file() {
-            return Err(missing(what));
-        }
+    if !checkpoint.is_file() {
+        return Err(Error::Usage(format!(
+            "{}: no checkpoints/best.safetensors; export a run folder written by `ldl train` \
+             that finished",
+            run_dir.display()
+        )));
     }
-    let config = Config::load(&config_path, &[])?;
-    let summary: Value = serde_json::from_str(
-        &std::fs::read_to_string(&summary_path).map_err(|e| Error::output(&summary_path, e))?,
-    )
-    .map_err(|e| Error::Usage(format!("{}: not valid JSON: {e}", summary_path.display())))?;
+    let run = RunFolder::new(run_dir).read()?;
+    let summary = run.finished()?;
     // The checkpoint must load: a corrupt one is refused here, not by the people using it.
     let (_, info) = ldl_models::read_checkpoint(&checkpoint, &candle_core::Device::Cpu)?;
 
-    let config = shareable(&config);
+    let config = shareable(&run.config);
     let config_text = toml::to_string(&config)
         .map_err(|e| Error::Usage(format!("cannot describe the config as TOML: {e}")))?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::output(out_dir, e))?;
@@ -77,7 +67,7 @@ pub fn export_run(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
     let toml_path = out_dir.join(MODEL_FILES[1]);
     crate::output::write_atomically(&toml_path, toml_text.as_bytes())?;
 
-    let card = model_card(&config, &summary, &info.version);
+    let card = model_card(&config, summary, &info.version);
     let card_path = out_dir.join(MODEL_FILES[2]);
     crate::output::write_atomically(&card_path, card.as_bytes())?;
     Ok(vec![model_path, toml_path, card_path])
@@ -152,89 +142,18 @@ fn source_name(source: &str) -> String {
         .unwrap_or_else(|| source.to_string())
 }
 
-fn model_card(config: &Config, summary: &Value, version: &str) -> String {
-    let mut card = String::new();
-    let task = &config.task;
-    let _ = writeln!(card, "# {}\n", task.name);
-    let _ = writeln!(
-        card,
-        "A label distribution learning model trained with ldl {version}: one distribution \
-         over discretised bins per axis, decoded to a mean, a std and a mode.\n"
+/// The model card: what the model estimates, how it was trained, its results, how to use
+/// it.
+fn model_card(config: &Config, summary: &RunSummary, version: &str) -> String {
+    let mut card = format!(
+        "# {}\n\nA label distribution learning model trained with ldl {version}: one \
+         distribution over discretised bins per axis, decoded to a mean, a std and a mode.\n\n",
+        config.task.name
     );
-    let _ = writeln!(
-        card,
-        "## Axes\n\n| axis | kind | unit | range |\n|---|---|---|---|"
-    );
-    for axis in &task.axes {
-        let range = match (&axis.classes, axis.min, axis.max, axis.step, axis.period) {
-            (Some(classes), ..) => classes.join(", "),
-            (None, Some(min), Some(max), Some(step), _) => format!("{min} to {max}, step {step}"),
-            (None, _, _, Some(step), Some(period)) => format!("period {period}, step {step}"),
-            _ => String::new(),
-        };
-        let kind = format!("{:?}", axis.kind).to_lowercase();
-        let _ = writeln!(card, "| {} | {kind} | {} | {range} |", axis.name, axis.unit);
-    }
-    let model = &config.model;
-    let backbone = match model.backbone {
-        Backbone::Mlp => format!("MLP, hidden layers {:?}", model.hidden),
-        other => format!(
-            "{other}, width {}, inputs {}×{} RGB",
-            model.width, config.data.image_size, config.data.image_size
-        ),
-    };
-    let _ = writeln!(
-        card,
-        "\n## Model and training\n\n- Backbone: {backbone}; {} trainable parameters.\n\
-         - Loss: `{}`. Adam, learning rate {}, {} epochs, batch {}, seed {}.\n\
-         - Data: `{}`; {} training / {} validation / {} test samples.\n\
-         - Best epoch: {} ({} epochs trained, {:.0} s).",
-        summary["parameters"],
-        config.loss.kind(),
-        config.optim.lr,
-        config.optim.epochs,
-        config.optim.batch_size,
-        config.run.seed,
-        source_name(&config.data.source),
-        summary["samples"][0],
-        summary["samples"][1],
-        summary["samples"][2],
-        summary["best_epoch"],
-        summary["epochs"],
-        summary["seconds"].as_f64().unwrap_or(f64::NAN),
-    );
-    let _ = writeln!(
-        card,
-        "\n## Results\n\n| split | axis | MAE | training-mean predictor's MAE | accuracy |\n|---|---|---|---|---|"
-    );
-    for (split, key, baseline_key) in [
-        ("validation", "best_validation", "validation_mae"),
-        ("test", "test", "test_mae"),
-    ] {
-        let Some(axes) = summary[key]["metrics"]["axes"].as_array() else {
-            continue;
-        };
-        for axis in axes {
-            let name = axis["axis"].as_str().unwrap_or("");
-            let unit = axis["unit"].as_str().unwrap_or("");
-            let number = |v: &Value, suffix: &str| {
-                v.as_f64()
-                    .map(|v| format!("{v:.3}{suffix}"))
-                    .unwrap_or_else(|| "–".into())
-            };
-            let baseline = summary["mean_predictor"]
-                .as_array()
-                .and_then(|all| all.iter().find(|m| m["axis"] == name))
-                .map(|m| number(&m[baseline_key], &format!(" {unit}")))
-                .unwrap_or_else(|| "–".into());
-            let _ = writeln!(
-                card,
-                "| {split} | {name} | {} | {baseline} | {} |",
-                number(&axis["mae"], &format!(" {unit}")),
-                number(&axis["accuracy"], "")
-            );
-        }
-    }
+    card.push_str(&axes_section(config));
+    card.push_str(&training_section(config, summary));
+    card.push_str("\n## Results\n\n");
+    card.push_str(&AxisTable::of_run(summary).markdown());
     let _ = writeln!(
         card,
         "\n## Use\n\n```sh\nldl predict model.safetensors {}\nldl inspect model.safetensors\n```\n\n\
@@ -249,4 +168,49 @@ fn model_card(config: &Config, summary: &Value, version: &str) -> String {
         config.run.seed
     );
     card
+}
+
+/// The axes: kind, unit and range of each.
+fn axes_section(config: &Config) -> String {
+    let mut out = String::from("## Axes\n\n| axis | kind | unit | range |\n|---|---|---|---|\n");
+    for axis in &config.task.axes {
+        let range = match (&axis.classes, axis.min, axis.max, axis.step, axis.period) {
+            (Some(classes), ..) => classes.join(", "),
+            (None, Some(min), Some(max), Some(step), _) => format!("{min} to {max}, step {step}"),
+            (None, _, _, Some(step), Some(period)) => format!("period {period}, step {step}"),
+            _ => String::new(),
+        };
+        let kind = format!("{:?}", axis.kind).to_lowercase();
+        let _ = writeln!(out, "| {} | {kind} | {} | {range} |", axis.name, axis.unit);
+    }
+    out
+}
+
+/// The model, loss, optimiser and data, and how the run went.
+fn training_section(config: &Config, summary: &RunSummary) -> String {
+    let model = &config.model;
+    let backbone = match model.backbone {
+        Backbone::Mlp => format!("MLP, hidden layers {:?}", model.hidden),
+        other => format!(
+            "{other}, width {}, inputs {}×{} RGB",
+            model.width, config.data.image_size, config.data.image_size
+        ),
+    };
+    let [train, validation, test] = summary.samples;
+    format!(
+        "\n## Model and training\n\n- Backbone: {backbone}; {} trainable parameters.\n\
+         - Loss: `{}`. Adam, learning rate {}, {} epochs, batch {}, seed {}.\n\
+         - Data: `{}`; {train} training / {validation} validation / {test} test samples.\n\
+         - Best epoch: {} ({} epochs trained, {:.0} s).\n",
+        summary.parameters,
+        config.loss.kind(),
+        config.optim.lr,
+        config.optim.epochs,
+        config.optim.batch_size,
+        config.run.seed,
+        source_name(&config.data.source),
+        summary.best_epoch,
+        summary.epochs,
+        summary.seconds,
+    )
 }

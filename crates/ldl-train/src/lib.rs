@@ -7,6 +7,7 @@ mod adam;
 mod adam_cpu;
 #[cfg(feature = "cuda")]
 mod adam_cuda;
+mod axis_table;
 mod batches;
 mod commit;
 mod compare;
@@ -20,6 +21,7 @@ mod numeric;
 mod output;
 mod plot;
 mod records;
+mod run_folder;
 mod runtime_tuning;
 mod schedule;
 mod stop;
@@ -28,6 +30,7 @@ mod trained;
 mod trainer;
 
 pub use adam::Adam;
+pub use axis_table::{AxisRow, AxisTable};
 pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult};
 pub use config::{
     AxisConfig, AxisKindName, Backbone, CheckedConfig, Config, DataConfig, DataFormat, FacesConfig,
@@ -50,6 +53,7 @@ pub use evaluation::evaluate;
 pub use records::{
     EpochRecord, Evaluation, LossSummary, MeanPredictor, MeanStd, Progress, RunSummary,
 };
+pub use run_folder::{Run, RunFolder};
 pub use stop::StopToken;
 pub use trained::{local_checkpoint, Prediction, PredictionInput, TrainedModel};
 pub use trainer::{check_resumable, resume, train};

@@ -11,14 +11,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
+use ldl_core::metrics::AxisReport;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
-use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::records::EpochRecord;
+use crate::run_folder::RunFolder;
 
-/// One run's curves, read from its `metrics.jsonl`.
+/// One run's curves, from the epoch records of its `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunCurves {
     /// A name for legends: the run folder's name.
@@ -36,19 +39,23 @@ pub struct RunCurves {
 }
 
 impl RunCurves {
-    /// Reads `RUN_DIR/metrics.jsonl`.
+    /// Reads the epoch records of the run folder `run_dir` ([`RunFolder::epochs`]).
     pub fn read(run_dir: &Path) -> Result<RunCurves> {
-        let path = run_dir.join("metrics.jsonl");
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::Usage(format!(
-                "{}: cannot read ({e}); give a run folder written by `ldl train`",
-                path.display()
-            ))
-        })?;
-        let name = run_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| run_dir.display().to_string());
+        let folder = RunFolder::new(run_dir);
+        let epochs = folder.epochs()?;
+        if epochs.is_empty() {
+            return Err(Error::RunFolder {
+                file: run_dir.join("metrics.jsonl").display().to_string(),
+                line: None,
+                problem: "no epochs recorded yet".into(),
+                fix: "plot the run once its first epoch has finished".into(),
+            });
+        }
+        Ok(RunCurves::from_epochs(folder.name(), &epochs))
+    }
+
+    /// The curves of the epoch records of a run named `name`.
+    pub fn from_epochs(name: String, epochs: &[EpochRecord]) -> RunCurves {
         let mut curves = RunCurves {
             name,
             train_loss: BTreeMap::new(),
@@ -57,65 +64,43 @@ impl RunCurves {
             metric_label: BTreeMap::new(),
             axis_order: Vec::new(),
         };
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
+        let add = |into: &mut BTreeMap<String, Vec<(f64, f64)>>, key: &str, point| {
+            into.entry(key.to_string()).or_default().push(point);
+        };
+        for record in epochs {
+            let epoch = record.epoch as f64;
+            for (part, &value) in &record.train.parts {
+                add(&mut curves.train_loss, part, (epoch, value));
+            }
+            let Some(validation) = &record.validation else {
                 continue;
-            }
-            let bad = |what: &str| Error::Usage(format!("{}:{}: {what}", path.display(), i + 1));
-            let record: Value =
-                serde_json::from_str(line).map_err(|e| bad(&format!("not JSON: {e}")))?;
-            let epoch = record["epoch"].as_f64().ok_or_else(|| bad("no `epoch`"))?;
-            let parts = |value: &Value, into: &mut BTreeMap<String, Vec<(f64, f64)>>| {
-                if let Some(parts) = value.as_object() {
-                    for (part, v) in parts {
-                        if let Some(v) = v.as_f64() {
-                            into.entry(part.clone()).or_default().push((epoch, v));
-                        }
-                    }
-                }
             };
-            parts(&record["train"]["parts"], &mut curves.train_loss);
-            parts(
-                &record["validation"]["loss"]["parts"],
-                &mut curves.validation_loss,
-            );
-            if let Some(axes) = record["validation"]["metrics"]["axes"].as_array() {
-                for axis in axes {
-                    let Some(name) = axis["axis"].as_str() else {
-                        continue;
-                    };
-                    let (value, label) = match (axis["mae"].as_f64(), axis["accuracy"].as_f64()) {
-                        (Some(mae), _) => {
-                            let unit = axis["unit"].as_str().unwrap_or("");
-                            let label = if unit.is_empty() {
-                                "MAE".to_string()
-                            } else {
-                                format!("MAE ({unit})")
-                            };
-                            (mae, label)
-                        }
-                        (None, Some(accuracy)) => (accuracy, "accuracy".to_string()),
-                        _ => continue,
-                    };
-                    curves
-                        .validation_metric
-                        .entry(name.to_string())
-                        .or_default()
-                        .push((epoch, value));
-                    curves.metric_label.insert(name.to_string(), label);
-                    if !curves.axis_order.iter().any(|a| a == name) {
-                        curves.axis_order.push(name.to_string());
-                    }
+            for (part, &value) in &validation.loss.parts {
+                add(&mut curves.validation_loss, part, (epoch, value));
+            }
+            for axis in &validation.metrics.axes {
+                let Some((value, label)) = metric(axis) else {
+                    continue;
+                };
+                add(&mut curves.validation_metric, &axis.axis, (epoch, value));
+                curves.metric_label.insert(axis.axis.clone(), label);
+                if !curves.axis_order.contains(&axis.axis) {
+                    curves.axis_order.push(axis.axis.clone());
                 }
             }
         }
-        if curves.train_loss.is_empty() {
-            return Err(Error::Usage(format!(
-                "{}: no epochs recorded yet",
-                path.display()
-            )));
-        }
-        Ok(curves)
+        curves
+    }
+}
+
+/// The curve of an axis: MAE (in its unit) on an ordered axis, accuracy on a
+/// categorical one, with its y label.
+fn metric(axis: &AxisReport) -> Option<(f64, String)> {
+    match (axis.mae, axis.accuracy) {
+        (Some(mae), _) if axis.unit.is_empty() => Some((mae, "MAE".to_string())),
+        (Some(mae), _) => Some((mae, format!("MAE ({})", axis.unit))),
+        (None, Some(accuracy)) => Some((accuracy, "accuracy".to_string())),
+        (None, None) => None,
     }
 }
 
@@ -435,6 +420,9 @@ impl<'a> Series<'a> {
     }
 }
 
+/// The chart of one panel: epochs along x, values along y.
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
@@ -444,20 +432,7 @@ fn draw_panel<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
-    for line in series {
-        for (i, &(x, y)) in line.points.iter().enumerate() {
-            let spread = line.spread.map_or(0.0, |s| s[i]);
-            if y.is_finite() && spread.is_finite() {
-                x_max = x_max.max(x);
-                y_min = y_min.min(y - spread);
-                y_max = y_max.max(y + spread);
-            }
-        }
-    }
-    if !y_min.is_finite() {
-        (y_min, y_max) = (0.0, 1.0);
-    }
+    let (x_max, y_min, y_max) = extent(series);
     let pad = ((y_max - y_min) * 0.05).max(1e-6);
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 18))
@@ -478,52 +453,9 @@ where
         .map_err(plot_error)?;
     for line in series {
         if let Some(spread) = line.spread {
-            // The ± std band: upper edge forward, lower edge back.
-            let band: Vec<(f64, f64)> = line
-                .points
-                .iter()
-                .zip(spread)
-                .map(|(&(x, y), s)| (x, y + s))
-                .chain(
-                    line.points
-                        .iter()
-                        .zip(spread)
-                        .rev()
-                        .map(|(&(x, y), s)| (x, y - s)),
-                )
-                .filter(|p| p.1.is_finite())
-                .collect();
-            chart
-                .draw_series(std::iter::once(Polygon::new(
-                    band,
-                    line.colour.mix(0.2).filled(),
-                )))
-                .map_err(plot_error)?;
+            draw_band(&mut chart, line, spread)?;
         }
-        let (name, colour, dashed) = (&line.name, line.colour, line.dashed);
-        let points: Vec<(f64, f64)> = line
-            .points
-            .iter()
-            .copied()
-            .filter(|p| p.1.is_finite())
-            .collect();
-        let style = ShapeStyle::from(colour).stroke_width(2);
-        let legend_style = style;
-        if dashed {
-            chart
-                .draw_series(DashedLineSeries::new(points, 6, 4, style))
-                .map_err(plot_error)?
-                .label(name.as_str())
-                .legend(move |(x, y)| {
-                    DashedPathElement::new(vec![(x, y), (x + 18, y)], 4, 3, legend_style)
-                });
-        } else {
-            chart
-                .draw_series(LineSeries::new(points, style))
-                .map_err(plot_error)?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], legend_style));
-        }
+        draw_line(&mut chart, line)?;
     }
     chart
         .configure_series_labels()
@@ -533,5 +465,81 @@ where
         .position(SeriesLabelPosition::UpperRight)
         .draw()
         .map_err(plot_error)?;
+    Ok(())
+}
+
+/// The last epoch and the lowest and highest finite values (± spread) of the lines;
+/// (0, 1) for the values when there are none.
+fn extent(series: &[Series]) -> (f64, f64, f64) {
+    let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    for line in series {
+        for (i, &(x, y)) in line.points.iter().enumerate() {
+            let spread = line.spread.map_or(0.0, |s| s[i]);
+            if y.is_finite() && spread.is_finite() {
+                x_max = x_max.max(x);
+                y_min = y_min.min(y - spread);
+                y_max = y_max.max(y + spread);
+            }
+        }
+    }
+    if !y_min.is_finite() {
+        (y_min, y_max) = (0.0, 1.0);
+    }
+    (x_max, y_min, y_max)
+}
+
+/// The ± std band of a line, filled: upper edge forward, lower edge back.
+fn draw_band<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    line: &Series,
+    spread: &[f64],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let upper = line
+        .points
+        .iter()
+        .zip(spread)
+        .map(|(&(x, y), s)| (x, y + s));
+    let lower = line.points.iter().zip(spread).rev();
+    let band: Vec<(f64, f64)> = upper
+        .chain(lower.map(|(&(x, y), s)| (x, y - s)))
+        .filter(|p| p.1.is_finite())
+        .collect();
+    chart
+        .draw_series(std::iter::once(Polygon::new(
+            band,
+            line.colour.mix(0.2).filled(),
+        )))
+        .map_err(plot_error)?;
+    Ok(())
+}
+
+/// A line through the finite points, solid or dashed, with its legend entry.
+fn draw_line<DB: DrawingBackend>(chart: &mut Chart<'_, DB>, line: &Series) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let points: Vec<(f64, f64)> = line
+        .points
+        .iter()
+        .copied()
+        .filter(|p| p.1.is_finite())
+        .collect();
+    let style = ShapeStyle::from(line.colour).stroke_width(2);
+    if line.dashed {
+        chart
+            .draw_series(DashedLineSeries::new(points, 6, 4, style))
+            .map_err(plot_error)?
+            .label(line.name.as_str())
+            .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 18, y)], 4, 3, style));
+    } else {
+        chart
+            .draw_series(LineSeries::new(points, style))
+            .map_err(plot_error)?
+            .label(line.name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+    }
     Ok(())
 }

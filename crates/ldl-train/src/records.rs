@@ -28,7 +28,7 @@ pub struct Evaluation {
 }
 
 /// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// 1-based epoch.
     pub epoch: usize,
@@ -95,7 +95,7 @@ pub struct MeanPredictor {
 }
 
 /// Mean and sample standard deviation of a set of runs' values.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MeanStd {
     /// The mean.
     pub mean: f64,

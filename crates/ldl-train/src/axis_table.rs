@@ -1,0 +1,261 @@
+//! The per-axis results of a run or of an evaluation as one table: which rows there are
+//! (each axis on the validation split at the best epoch, then on the test split) and what
+//! each holds (the metrics, the training-mean predictor's MAE beside them) are decided
+//! once, here, and presented three ways: the lines `ldl train` prints, the results table
+//! of the model card, and the columns of `ldl eval`.
+
+use std::fmt::Write as _;
+
+use ldl_core::metrics::AxisReport;
+
+use crate::records::{Evaluation, RunSummary};
+
+/// One axis's results on one split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AxisRow<'a> {
+    /// The split: `validation` or `test` (empty for an evaluation of other data).
+    pub split: &'static str,
+    /// Every metric of the axis there.
+    pub report: &'a AxisReport,
+    /// The MAE of always predicting the training mean on this split, on ordered axes.
+    pub baseline_mae: Option<f64>,
+}
+
+/// The per-axis results, row by row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AxisTable<'a> {
+    /// The rows: the splits in order, each with its axes in label-space order.
+    pub rows: Vec<AxisRow<'a>>,
+}
+
+impl<'a> AxisTable<'a> {
+    /// A finished run's results: the validation split at the best epoch, then the test
+    /// split (when there is one) for the best checkpoint.
+    pub fn of_run(summary: &'a RunSummary) -> AxisTable<'a> {
+        let splits = [
+            ("validation", Some(&summary.best_validation)),
+            ("test", summary.test.as_ref()),
+        ];
+        let mut rows = Vec::new();
+        for (split, evaluation) in splits {
+            let Some(evaluation) = evaluation else {
+                continue;
+            };
+            rows.extend(evaluation.metrics.axes.iter().map(|report| {
+                let baseline = summary
+                    .mean_predictor
+                    .iter()
+                    .find(|m| m.axis == report.axis);
+                AxisRow {
+                    split,
+                    report,
+                    baseline_mae: baseline.and_then(|m| match split {
+                        "test" => m.test_mae,
+                        _ => Some(m.validation_mae),
+                    }),
+                }
+            }));
+        }
+        AxisTable { rows }
+    }
+
+    /// An evaluation of other data (`ldl eval`): one row per axis, without a baseline.
+    pub fn of_evaluation(evaluation: &'a Evaluation) -> AxisTable<'a> {
+        let rows = evaluation
+            .metrics
+            .axes
+            .iter()
+            .map(|report| AxisRow {
+                split: "",
+                report,
+                baseline_mae: None,
+            })
+            .collect();
+        AxisTable { rows }
+    }
+
+    /// One indented line per row, as `ldl train` ends: MAE with the predicted std and
+    /// the ratio to the baseline on ordered axes, accuracy on categorical ones.
+    pub fn lines(&self) -> String {
+        let mut out = String::new();
+        for AxisRow {
+            split,
+            report,
+            baseline_mae,
+        } in &self.rows
+        {
+            let (axis, unit) = (&report.axis, &report.unit);
+            let _ = match (report.mae, report.accuracy) {
+                (Some(mae), _) => writeln!(
+                    out,
+                    "  {split:<10} {axis:<8} MAE {mae:.3} {unit}, predicted std {:.2} {unit}{}",
+                    report.mean_predicted_std.unwrap_or(f64::NAN),
+                    baseline_mae
+                        .map(|b| format!(
+                            " (training-mean predictor: MAE {b:.3}; ratio {:.2})",
+                            mae / b
+                        ))
+                        .unwrap_or_default()
+                ),
+                (None, Some(accuracy)) => {
+                    writeln!(out, "  {split:<10} {axis:<8} accuracy {accuracy:.3}")
+                }
+                _ => Ok(()),
+            };
+        }
+        out
+    }
+
+    /// A Markdown table, as the model card shows it: MAE and the baseline's in the axis
+    /// unit, accuracy, `–` where a value does not apply.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from(
+            "| split | axis | MAE | training-mean predictor's MAE | accuracy |\n\
+             |---|---|---|---|---|\n",
+        );
+        let number = |v: Option<f64>, suffix: &str| {
+            v.map(|v| format!("{v:.3}{suffix}"))
+                .unwrap_or_else(|| "–".into())
+        };
+        for row in &self.rows {
+            let unit = format!(" {}", row.report.unit);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                row.split,
+                row.report.axis,
+                number(row.report.mae, &unit),
+                number(row.baseline_mae, &unit),
+                number(row.report.accuracy, "")
+            );
+        }
+        out
+    }
+
+    /// Aligned columns with a header, as `ldl eval` prints them: every axis's MAE,
+    /// ε-error and predicted std (`-` where they do not apply), KL and cosine.
+    pub fn columns(&self) -> String {
+        let mut out = format!(
+            "{:<10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8}\n",
+            "axis", "samples", "MAE", "ε-error", "pred. std", "KL", "cosine"
+        );
+        let number = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+        for AxisRow { report, .. } in &self.rows {
+            let _ = writeln!(
+                out,
+                "{:<10} {:>8} {:>8} {:>8} {:>10} {:>9.4} {:>8.4}",
+                report.axis,
+                report.samples,
+                number(report.mae),
+                number(report.epsilon_error),
+                number(report.mean_predicted_std),
+                report.ldl.kl_divergence,
+                report.ldl.cosine
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{LossSummary, MeanPredictor};
+    use ldl_core::metrics::{LdlMeasures, MetricsReport};
+
+    fn report(axis: &str, unit: &str, mae: Option<f64>, accuracy: Option<f64>) -> AxisReport {
+        AxisReport {
+            axis: axis.into(),
+            unit: unit.into(),
+            samples: 60,
+            mae,
+            epsilon_error: mae.map(|_| 0.5),
+            cumulative_scores: Vec::new(),
+            mean_predicted_std: mae.map(|_| 2.0),
+            accuracy,
+            ldl: LdlMeasures {
+                chebyshev: 0.1,
+                clark: 0.2,
+                canberra: 0.3,
+                kl_divergence: 0.8,
+                cosine: 0.6,
+                intersection: 0.5,
+            },
+        }
+    }
+
+    fn evaluation(size_mae: f64) -> Evaluation {
+        Evaluation {
+            loss: LossSummary {
+                total: 1.0,
+                parts: Default::default(),
+            },
+            metrics: MetricsReport {
+                axes: vec![
+                    report("size", "cm", Some(size_mae), None),
+                    report("colour", "", None, Some(0.25)),
+                ],
+            },
+        }
+    }
+
+    fn summary() -> RunSummary {
+        RunSummary {
+            run_dir: "runs/cat-1".into(),
+            epochs: 3,
+            best_epoch: 2,
+            best_validation: evaluation(1.5),
+            test: Some(evaluation(1.6)),
+            samples: [180, 60, 60],
+            skipped: Vec::new(),
+            skipped_batches: 0,
+            parameters: 436,
+            seconds: 1.0,
+            mean_predictor: vec![MeanPredictor {
+                axis: "size".into(),
+                value: 5.0,
+                validation_mae: 2.0,
+                test_mae: None,
+            }],
+            init: None,
+        }
+    }
+
+    #[test]
+    fn a_run_reads_as_lines_with_the_baseline_where_there_is_one() {
+        let summary = summary();
+        assert_eq!(
+            AxisTable::of_run(&summary).lines(),
+            "  validation size     MAE 1.500 cm, predicted std 2.00 cm (training-mean \
+             predictor: MAE 2.000; ratio 0.75)\n  \
+             validation colour   accuracy 0.250\n  \
+             test       size     MAE 1.600 cm, predicted std 2.00 cm\n  \
+             test       colour   accuracy 0.250\n"
+        );
+    }
+
+    #[test]
+    fn a_run_reads_as_the_model_cards_table() {
+        let summary = summary();
+        assert_eq!(
+            AxisTable::of_run(&summary).markdown(),
+            "| split | axis | MAE | training-mean predictor's MAE | accuracy |\n\
+             |---|---|---|---|---|\n\
+             | validation | size | 1.500 cm | 2.000 cm | – |\n\
+             | validation | colour | – | – | 0.250 |\n\
+             | test | size | 1.600 cm | – | – |\n\
+             | test | colour | – | – | 0.250 |\n"
+        );
+    }
+
+    #[test]
+    fn an_evaluation_reads_as_columns() {
+        let evaluation = evaluation(1.5);
+        assert_eq!(
+            AxisTable::of_evaluation(&evaluation).columns(),
+            "axis        samples      MAE  ε-error  pred. std        KL   cosine\n\
+             size             60    1.500    0.500      2.000    0.8000   0.6000\n\
+             colour           60        -        -          -    0.8000   0.6000\n"
+        );
+    }
+}

@@ -67,8 +67,9 @@ impl Default for LossConfig {
     }
 }
 
-/// The loss of `[loss]`.
-pub fn loss(config: &LossConfig, space: &LabelSpace) -> Result<Box<dyn Loss>> {
+/// Builds the loss that `[loss]` describes, for `space` (a per-axis λ must name one of
+/// its axes).
+pub fn build_loss(config: &LossConfig, space: &LabelSpace) -> Result<Box<dyn Loss>> {
     let moments = match config.target_moments.as_str() {
         "pmf" => TargetMoments::Pmf,
         "nominal" => TargetMoments::Nominal,

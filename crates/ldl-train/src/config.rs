@@ -976,7 +976,7 @@ impl Config {
         if self.run.eval_every == 0 {
             return fail("run.eval_every", "must be ≥ 1".into());
         }
-        crate::build::loss(&self.loss, &self.label_space()?)?;
+        crate::build::build_loss(&self.loss, &self.label_space()?)?;
         self.backbone(1)?;
         Ok(())
     }

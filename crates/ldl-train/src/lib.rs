@@ -29,7 +29,7 @@ mod trained;
 mod trainer;
 
 pub use adam::Adam;
-pub use build::loss;
+pub use build::build_loss;
 pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult};
 pub use config::{
     AxisConfig, AxisKindName, Config, DataConfig, FacesConfig, HubDataConfig, LabelConfig,

@@ -113,7 +113,7 @@ impl TrainedModel {
     /// as in the `manifest.csv` of `ldl synth`). Images are prepared as validation images.
     pub fn evaluate_file(&self, data: &Path) -> Result<Evaluation> {
         let space = self.model.label_space();
-        let loss = crate::build::loss(&self.config.loss, space)?;
+        let loss = crate::build::build_loss(&self.config.loss, space)?;
         let batch = self.config.optim.batch_size;
         let mut spec = self.config.table_spec()?;
         spec.split = None;

@@ -488,7 +488,7 @@ fn run(
     let (mut network, init) =
         Network::build(config, &space, features, &device, resume_from.is_none())?;
     let mut adam = network.adam(config)?;
-    let loss = crate::build::loss(&config.loss, &space)?;
+    let loss = crate::build::build_loss(&config.loss, &space)?;
 
     let (run_dir, resumed) = match resume_from {
         Some((dir, state)) => (dir.to_path_buf(), Some(state)),

@@ -5,8 +5,8 @@
 //! `cargo run --release --example loss_facts`
 
 use candle_core::{DType, Device, Tensor, Var};
-use ldl::loss::{full_kl_parts, DldlV2, FullKl, Loss, TargetMoments};
-use ldl::{Axis, Label, LabelSpace};
+use ldl::loss::{DldlV2, FullKl, Loss, TargetMoments};
+use ldl::{Axis, AxisTargets, Label, LabelSpace};
 
 fn scalar(t: &Tensor) -> candle_core::Result<f64> {
     t.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()
@@ -21,10 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let p = age.encode(&Label::value_with_std(50.0, s))?.pmf;
         let p = Tensor::from_vec(p, (1, 101), &device)?;
         // Logits must be finite: floor the probabilities that underflowed to 0.
-        let parts = full_kl_parts(&p.clamp(1e-300, 1.0)?.log()?, &p, &age)?;
+        let target = AxisTargets::from_pmf(&p, &age)?;
+        let parts = FullKl::default().axis_parts(&p.clamp(1e-300, 1.0)?.log()?, &target, &age)?;
         println!(
             "  s = {s}: L_smooth = {:.5}, 1/(2s²) = {:.5}",
-            scalar(&parts.smooth)?,
+            scalar(&parts["smooth"])?,
             1.0 / (2.0 * s * s)
         );
     }
@@ -47,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .axis_parts(&ideal, &targets[0], &age)?;
         println!(
             "  target moments = {name}: L_exp = {:.4}",
-            scalar(&parts.exp)?
+            scalar(&parts["exp"])?
         );
     }
 

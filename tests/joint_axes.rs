@@ -10,7 +10,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;
-use ldl::loss::{joint_full_kl_parts, multivariate_normal_kl, DldlV2, FullKl, Kl, Loss};
+use ldl::loss::{multivariate_normal_kl, DldlV2, FullKl, Kl, Loss};
 use ldl::metrics::Metrics;
 use ldl::models::{save_checkpoint, BackboneConfig, MlpConfig, Model};
 use ldl::{joint_target, marginals, Axis, Label, LabelSpace};
@@ -235,8 +235,10 @@ fn joint_case(axes: [Axis; 2], labels: [(f64, f64); 2], seed: u64, f32_logits: b
     } else {
         1e-10
     };
-    let (got_ld, got_exp, got_smooth) =
-        joint_full_kl_parts(&logits, &[&axes[0], &axes[1]], &targets).unwrap();
+    let parts = FullKl::default()
+        .group_parts(&logits, &targets, &[&axes[0], &axes[1]])
+        .unwrap();
+    let (got_ld, got_exp, got_smooth) = (&parts["ld"], &parts["exp"], &parts["smooth"]);
     assert_close(scalar(&got_ld.get(0).unwrap()), ld, tolerance, "joint L_ld");
     assert_close(
         scalar(&got_exp.get(0).unwrap()),

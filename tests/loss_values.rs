@@ -5,9 +5,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;
-use ldl::loss::{
-    dldl_v2_parts, full_kl_parts, kl_part, DldlV2, FullKl, Kl, Loss, MeanVariance, TargetMoments,
-};
+use ldl::loss::{DldlV2, FullKl, Kl, Loss, MeanVariance, TargetMoments};
 use ldl::{Axis, AxisTargets, Label, LabelSpace};
 
 // Case A: axis 0, 1, 2; p = (0.2, 0.5, 0.3); logits (0.1, 0.7, −0.4). Expected values
@@ -33,12 +31,14 @@ fn case_a() -> (Axis, Tensor, Tensor) {
 #[test]
 fn full_kl_terms_match_the_closed_form_on_three_bins() {
     let (axis, z, p) = case_a();
-    let parts = full_kl_parts(&z, &p, &axis).unwrap();
-    assert_close(to_vec(&parts.ld)[0], A_LD, 1e-12, "ld");
-    assert_close(to_vec(&parts.exp)[0], A_EXP, 1e-12, "exp");
-    assert_close(to_vec(&parts.smooth)[0], A_SMOOTH, 1e-12, "smooth");
+    let parts = FullKl::default()
+        .axis_parts(&z, &pmf_targets(&p, &axis), &axis)
+        .unwrap();
+    assert_close(to_vec(&parts["ld"])[0], A_LD, 1e-12, "ld");
+    assert_close(to_vec(&parts["exp"])[0], A_EXP, 1e-12, "exp");
+    assert_close(to_vec(&parts["smooth"])[0], A_SMOOTH, 1e-12, "smooth");
     assert_close(
-        to_vec(&parts.sum().unwrap())[0],
+        to_vec(&parts.total().unwrap())[0],
         A_LD + A_EXP + A_SMOOTH,
         1e-12,
         "sum",
@@ -48,17 +48,20 @@ fn full_kl_terms_match_the_closed_form_on_three_bins() {
 #[test]
 fn dldl_v2_terms_match_the_closed_form_on_three_bins() {
     let (axis, z, p) = case_a();
-    let parts = dldl_v2_parts(&z, &p, &axis, 0.7).unwrap();
-    assert_close(to_vec(&parts.ld)[0], A_LD, 1e-12, "ld");
-    assert_close(to_vec(&parts.l1)[0], A_L1, 1e-12, "l1");
+    let parts = DldlV2::new(0.7)
+        .unwrap()
+        .axis_parts(&z, &pmf_targets(&p, &axis), &axis)
+        .unwrap();
+    assert_close(to_vec(&parts["ld"])[0], A_LD, 1e-12, "ld");
+    assert_close(to_vec(&parts["l1"])[0], A_L1, 1e-12, "l1");
     assert_close(
         to_vec(&parts.total().unwrap())[0],
         A_LD + 0.7 * A_L1,
         1e-12,
         "total",
     );
-    assert!(dldl_v2_parts(&z, &p, &axis, -1.0).is_err());
-    assert!(dldl_v2_parts(&z, &p, &axis, f64::NAN).is_err());
+    assert!(DldlV2::new(-1.0).is_err());
+    assert!(DldlV2::new(f64::NAN).is_err());
 }
 
 #[test]
@@ -116,17 +119,26 @@ fn full_kl_terms_match_the_closed_form_on_a_circular_axis() {
     let axis = Axis::circular("angle", 0.0, 360.0, 90.0).unwrap();
     let p = matrix(&[vec![0.1, 0.2, 0.3, 0.4]]);
     let z = matrix(&[vec![0.3, -0.2, 0.5, 0.1]]);
-    let parts = full_kl_parts(&z, &p, &axis).unwrap();
-    assert_close(to_vec(&parts.ld)[0], 0.13395859810904093, 1e-12, "ld");
-    assert_close(to_vec(&parts.exp)[0], 0.03787692059044412, 1e-12, "exp");
+    let targets = pmf_targets(&p, &axis);
+    let parts = FullKl::default().axis_parts(&z, &targets, &axis).unwrap();
+    assert_close(to_vec(&parts["ld"])[0], 0.13395859810904093, 1e-12, "ld");
+    assert_close(to_vec(&parts["exp"])[0], 0.03787692059044412, 1e-12, "exp");
     assert_close(
-        to_vec(&parts.smooth)[0],
+        to_vec(&parts["smooth"])[0],
         0.11304410713795948,
         1e-12,
         "smooth",
     );
-    let v2 = dldl_v2_parts(&z, &p, &axis, 1.0).unwrap();
-    assert_close(to_vec(&v2.l1)[0], 18.59729743936663, 1e-11, "l1 in degrees");
+    let v2 = DldlV2::new(1.0)
+        .unwrap()
+        .axis_parts(&z, &targets, &axis)
+        .unwrap();
+    assert_close(
+        to_vec(&v2["l1"])[0],
+        18.59729743936663,
+        1e-11,
+        "l1 in degrees",
+    );
 }
 
 // Case C: five bins 10, 12, …, 18 and a Gaussian label y = 13, s = 1.5, with nominal
@@ -167,14 +179,19 @@ fn nominal_target_moments_use_the_label_value_and_std() {
     let expected = 0.5 * (v_q / v_p).ln() + (v_p + (mu_p - mu_q).powi(2)) / (2.0 * v_q) - 0.5;
     let loss = FullKl::default().with_target_moments(TargetMoments::Nominal);
     let parts = loss.axis_parts(&z, &targets[0], &axis).unwrap();
-    assert_close(to_vec(&parts.exp)[0], expected, 1e-12, "nominal exp");
+    assert_close(to_vec(&parts["exp"])[0], expected, 1e-12, "nominal exp");
 
     let v2 = DldlV2::new(1.0)
         .unwrap()
         .with_target_moments(TargetMoments::Nominal)
         .axis_parts(&z, &targets[0], &axis)
         .unwrap();
-    assert_close(to_vec(&v2.l1)[0], (mu_q - 13.0).abs(), 1e-12, "nominal l1");
+    assert_close(
+        to_vec(&v2["l1"])[0],
+        (mu_q - 13.0).abs(),
+        1e-12,
+        "nominal l1",
+    );
 }
 
 #[test]
@@ -194,12 +211,12 @@ fn nominal_moments_leave_a_floor_at_the_axis_end_and_pmf_moments_do_not() {
     let pmf = FullKl::default()
         .axis_parts(&z, &targets[0], &axis)
         .unwrap();
-    assert!(to_vec(&pmf.exp)[0].abs() < 1e-12);
+    assert!(to_vec(&pmf["exp"])[0].abs() < 1e-12);
     let nominal = FullKl::default()
         .with_target_moments(TargetMoments::Nominal)
         .axis_parts(&z, &targets[0], &axis)
         .unwrap();
-    let floor = to_vec(&nominal.exp)[0];
+    let floor = to_vec(&nominal["exp"])[0];
     assert!((floor - 0.79).abs() < 0.01, "nominal floor {floor}");
 }
 
@@ -327,10 +344,16 @@ fn full_kl_matches_the_scalar_reference_on_random_inputs() {
         };
         let p_rows: Vec<Vec<f64>> = (0..6).map(|_| random_pmf(&mut r, k)).collect();
         let z_rows: Vec<Vec<f64>> = (0..6).map(|_| random_logits(&mut r, k, 4.0)).collect();
-        let parts = full_kl_parts(&matrix(&z_rows), &matrix(&p_rows), &axis).unwrap();
         let targets = AxisTargets::from_pmf(&matrix(&p_rows), &axis).unwrap();
+        let parts = FullKl::default()
+            .axis_parts(&matrix(&z_rows), &targets, &axis)
+            .unwrap();
         let centres = to_vec(&targets.value);
-        let (ld, exp, smooth) = (to_vec(&parts.ld), to_vec(&parts.exp), to_vec(&parts.smooth));
+        let (ld, exp, smooth) = (
+            to_vec(&parts["ld"]),
+            to_vec(&parts["exp"]),
+            to_vec(&parts["smooth"]),
+        );
         for s in 0..6 {
             let reference = reference_full_kl(
                 &p_rows[s],
@@ -350,9 +373,9 @@ fn full_kl_matches_the_scalar_reference_on_random_inputs() {
                 &format!("smooth K={k} {period:?}"),
             );
         }
-        let kl = kl_part(&matrix(&z_rows), &matrix(&p_rows), &axis).unwrap();
-        for (a, b) in to_vec(&kl).iter().zip(&ld) {
-            assert_close(*a, *b, 1e-12, "kl_part equals the ld part");
+        let kl = Kl.axis_parts(&matrix(&z_rows), &targets, &axis).unwrap();
+        for (a, b) in to_vec(&kl["ld"]).iter().zip(&ld) {
+            assert_close(*a, *b, 1e-12, "Kl's ld part equals the full-KL ld part");
         }
     }
 }
@@ -413,9 +436,12 @@ fn mismatched_shapes_are_refused_with_the_axis_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("the batch is empty"), "{err}");
-    // A target row that is not a distribution is refused by the per-axis functions.
+    // A target row that is not a distribution is refused when its targets are built.
     let bad = matrix(&[vec![0.5; 11]]);
-    let err = full_kl_parts(&matrix(&[vec![0.0; 11]]), &bad, &axis)
+    let err = AxisTargets::from_pmf(&bad, &axis)
+        .and_then(|targets| {
+            FullKl::default().axis_parts(&matrix(&[vec![0.0; 11]]), &targets, &axis)
+        })
         .unwrap_err()
         .to_string();
     assert!(err.contains("sums to 5.5"), "{err}");

@@ -104,6 +104,12 @@ pub fn matrix(rows: &[Vec<f64>]) -> Tensor {
     Tensor::from_vec(flat, (rows.len(), k), &Device::Cpu).unwrap()
 }
 
+/// One axis's targets built from `(batch, K)` target distributions alone (the target
+/// value is each row's mean), as the per-axis losses take them.
+pub fn pmf_targets(pmf: &Tensor, axis: &ldl::Axis) -> ldl::AxisTargets {
+    ldl::AxisTargets::from_pmf(pmf, axis).unwrap()
+}
+
 /// All elements of a tensor of any rank, in row-major order, as f64.
 pub fn to_vec(t: &Tensor) -> Vec<f64> {
     t.flatten_all()

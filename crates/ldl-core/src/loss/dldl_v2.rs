@@ -5,8 +5,11 @@ use std::collections::BTreeMap;
 use candle_core::Tensor;
 
 use super::full_kl::kl_divergence;
+use super::joint::JointGroup;
 use super::tensor_math::{log_softmax, moments, offsets_in_bins};
-use super::{assemble, check_weight, conform_targets, Component, Loss, LossOutput, TargetMoments};
+use super::{
+    assemble, check_weight, conform_targets, AxisParts, Component, Loss, LossOutput, TargetMoments,
+};
 use crate::axis::Axis;
 use crate::error::{Error, Result};
 use crate::label_space::{AxisTargets, LabelSpace};
@@ -49,24 +52,6 @@ pub struct DldlV2 {
     target_moments: TargetMoments,
 }
 
-/// DLDL-v2's components of one axis, per sample (shape `(batch,)`).
-#[derive(Debug, Clone)]
-pub struct DldlV2Parts {
-    /// `KL(p ‖ q)` in nats.
-    pub ld: Tensor,
-    /// `|μ_p − μ_q|` in the axis unit (unweighted; zeros on categorical axes).
-    pub l1: Tensor,
-    /// The weight of `l1` in the total.
-    pub lambda: f64,
-}
-
-impl DldlV2Parts {
-    /// `ld + λ · l1`, per sample.
-    pub fn total(&self) -> Result<Tensor> {
-        Ok((&self.ld + self.l1.affine(self.lambda, 0.0)?)?)
-    }
-}
-
 impl DldlV2 {
     /// The loss with the same `λ` on every axis.
     pub fn new(lambda: f64) -> Result<Self> {
@@ -97,24 +82,9 @@ impl DldlV2 {
         self.per_axis.get(axis).copied().unwrap_or(self.lambda)
     }
 
-    /// The components of one axis, per sample.
-    pub fn axis_parts(
-        &self,
-        logits: &Tensor,
-        targets: &AxisTargets,
-        axis: &Axis,
-    ) -> Result<DldlV2Parts> {
-        let targets = conform_targets(axis, logits, targets)?;
-        let log_q = log_softmax(logits)?;
-        let ld = kl_divergence(&targets.pmf, &log_q)?;
-        if axis.is_categorical() {
-            let l1 = ld.zeros_like()?.detach();
-            return Ok(DldlV2Parts {
-                ld,
-                l1,
-                lambda: 0.0,
-            });
-        }
+    /// `|μ_p − μ_q|` per sample in the axis unit, from `ln q` and targets already
+    /// conformed to it.
+    fn l1(&self, log_q: &Tensor, targets: &AxisTargets, axis: &Axis) -> Result<Tensor> {
         let offsets = offsets_in_bins(axis, &targets.value)?;
         let (mean_q, _) = moments(&log_q.exp()?, &offsets)?;
         let gap = match self.target_moments {
@@ -125,12 +95,7 @@ impl DldlV2 {
             // Offsets are measured from the nominal value, whose offset is 0.
             TargetMoments::Nominal => mean_q.neg()?,
         };
-        let l1 = gap.abs()?.affine(axis.step(), 0.0)?;
-        Ok(DldlV2Parts {
-            ld,
-            l1,
-            lambda: self.lambda(axis.name()),
-        })
+        Ok(gap.abs()?.affine(axis.step(), 0.0)?)
     }
 
     fn check_axes(&self, space: &LabelSpace) -> Result<()> {
@@ -148,6 +113,51 @@ impl Loss for DldlV2 {
         "dldl-v2"
     }
 
+    fn axis_parts(&self, logits: &Tensor, target: &AxisTargets, axis: &Axis) -> Result<AxisParts> {
+        let target = conform_targets(axis, logits, target)?;
+        let log_q = log_softmax(logits)?;
+        let mut components = vec![Component::new(
+            "ld",
+            1.0,
+            kl_divergence(&target.pmf, &log_q)?,
+        )];
+        if !axis.is_categorical() {
+            let l1 = self.l1(&log_q, &target, axis)?;
+            components.push(Component::new("l1", self.lambda(axis.name()), l1));
+        }
+        Ok(AxisParts::new(components))
+    }
+
+    /// `L_ld` over the grid; each member's L1 on its marginal's expectation.
+    fn group_parts(
+        &self,
+        logits: &Tensor,
+        targets: &[AxisTargets],
+        axes: &[&Axis],
+    ) -> Result<AxisParts> {
+        let group = JointGroup::new(axes, logits, targets)?;
+        let log_q = log_softmax(logits)?;
+        let mut components = vec![Component::new(
+            "ld",
+            1.0,
+            kl_divergence(&group.target()?, &log_q)?,
+        )];
+        for ((axis, target), log_marginal) in group
+            .axes
+            .iter()
+            .zip(&group.targets)
+            .zip(group.log_marginals(&log_q)?)
+        {
+            // Through log_softmax like any one-axis logits: the marginal's L1 is the
+            // one-axis L1 of the marginal.
+            let l1 = self.l1(&log_softmax(&log_marginal)?, target, axis)?;
+            let lambda = self.lambda(axis.name());
+            components.push(Component::new("l1", lambda, l1).of_axis(axis.name()));
+        }
+        Ok(AxisParts::new(components))
+    }
+
+    /// Refuses a per-axis λ for an axis the space does not have, then assembles.
     fn compute(
         &self,
         space: &LabelSpace,
@@ -155,52 +165,6 @@ impl Loss for DldlV2 {
         targets: &[AxisTargets],
     ) -> Result<LossOutput> {
         self.check_axes(space)?;
-        assemble(
-            space,
-            logits,
-            targets,
-            |axis, z, target| {
-                let parts = self.axis_parts(z, target, axis)?;
-                let mut components = vec![Component::new("ld", 1.0, parts.ld)];
-                if !axis.is_categorical() {
-                    components.push(Component::new("l1", self.lambda(axis.name()), parts.l1));
-                }
-                Ok(components)
-            },
-            |group, z| {
-                // L_ld over the grid; each member's L1 on its marginal's expectation.
-                let log_q = log_softmax(z)?;
-                let mut components = vec![Component::new(
-                    "ld",
-                    1.0,
-                    kl_divergence(&group.target()?, &log_q)?,
-                )];
-                for ((axis, target), log_marginal) in group
-                    .axes
-                    .iter()
-                    .zip(&group.targets)
-                    .zip(group.log_marginals(&log_q)?)
-                {
-                    let parts = self.axis_parts(&log_marginal, target, axis)?;
-                    let lambda = self.lambda(axis.name());
-                    components.push(Component::new("l1", lambda, parts.l1).of_axis(axis.name()));
-                }
-                Ok(components)
-            },
-        )
+        assemble(self, space, logits, targets)
     }
-}
-
-/// DLDL-v2's components of one axis with target moments from the target pmf.
-///
-/// `logits` and `target` have shape `(batch, K)`; works for f32 and f64. The parts are
-/// unweighted; [`DldlV2Parts::total`] gives `ld + lambda · l1`.
-pub fn dldl_v2_parts(
-    logits: &Tensor,
-    target: &Tensor,
-    axis: &Axis,
-    lambda: f64,
-) -> Result<DldlV2Parts> {
-    let targets = AxisTargets::from_pmf(target, axis)?;
-    DldlV2::new(lambda)?.axis_parts(logits, &targets, axis)
 }

@@ -4,13 +4,14 @@ use candle_core::{DType, Tensor, D};
 
 use super::fused_cpu::FullKlCpu;
 
+use super::joint::JointGroup;
 use super::tensor_math::{
     log_softmax, log_sum_exp_keepdim, moments, negative_entropy, offsets_in_bins,
 };
-use super::{assemble, conform_targets, Component, Loss, LossOutput, TargetMoments};
+use super::{conform_targets, AxisParts, Component, Loss, TargetMoments};
 use crate::axis::{Axis, AxisKind};
 use crate::error::{Error, Result};
-use crate::label_space::{AxisTargets, LabelSpace};
+use crate::label_space::AxisTargets;
 
 /// The default variance floor of `L_exp`, in bins² (see [`FullKl::with_variance_floor`]).
 pub const DEFAULT_VARIANCE_FLOOR: f64 = 1e-3;
@@ -54,24 +55,6 @@ impl Default for FullKl {
             variance_floor: DEFAULT_VARIANCE_FLOOR,
             fused_cpu_kernel: true,
         }
-    }
-}
-
-/// The three full-KL components of one axis, per sample (shape `(batch,)`), in nats.
-#[derive(Debug, Clone)]
-pub struct FullKlParts {
-    /// `KL(p ‖ q)`.
-    pub ld: Tensor,
-    /// `KL(N(μ_p, v_p) ‖ N(μ_q, v_q))` (zeros on categorical axes).
-    pub exp: Tensor,
-    /// The smoothness KL (zeros on categorical axes).
-    pub smooth: Tensor,
-}
-
-impl FullKlParts {
-    /// `ld + exp + smooth`, per sample.
-    pub fn sum(&self) -> Result<Tensor> {
-        Ok(((&self.ld + &self.exp)? + &self.smooth)?)
     }
 }
 
@@ -120,41 +103,38 @@ impl FullKl {
         self.variance_floor
     }
 
-    /// The components of one axis, per sample.
-    pub fn axis_parts(
+    /// `(ld, exp, smooth)` of one axis, per sample; `None` for the last two on a
+    /// categorical axis.
+    fn terms(
         &self,
         logits: &Tensor,
         targets: &AxisTargets,
         axis: &Axis,
-    ) -> Result<FullKlParts> {
+    ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let targets = conform_targets(axis, logits, targets)?;
         let fusable = matches!(logits.dtype(), DType::F32 | DType::F64)
             && logits.device().is_cpu()
             && !axis.is_categorical();
         if self.fused_cpu_kernel && fusable {
-            return self.fused_parts(logits, &targets, axis);
+            let (ld, exp, smooth) = self.fused_terms(logits, &targets, axis)?;
+            return Ok((ld, Some((exp, smooth))));
         }
         let log_q = log_softmax(logits)?;
         let ld = kl_divergence(&targets.pmf, &log_q)?;
         if axis.is_categorical() {
-            let zeros = ld.zeros_like()?.detach();
-            return Ok(FullKlParts {
-                ld,
-                exp: zeros.clone(),
-                smooth: zeros,
-            });
+            return Ok((ld, None));
         }
         let exp = self.expectation_kl(&log_q, &targets, axis)?;
         let smooth = smoothness_kl(&log_q, axis)?;
-        Ok(FullKlParts { ld, exp, smooth })
+        Ok((ld, Some((exp, smooth))))
     }
 
-    fn fused_parts(
+    fn fused_terms(
         &self,
         logits: &Tensor,
         targets: &AxisTargets,
         axis: &Axis,
-    ) -> Result<FullKlParts> {
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let step = axis.step();
         let nominal_variance = match self.target_moments {
             TargetMoments::Pmf => None,
@@ -181,11 +161,7 @@ impl FullKl {
             op,
         )?;
         let column = |i: usize| -> Result<Tensor> { Ok(parts.narrow(1, i, 1)?.squeeze(1)?) };
-        Ok(FullKlParts {
-            ld: column(0)?,
-            exp: column(1)?,
-            smooth: column(2)?,
-        })
+        Ok((column(0)?, column(1)?, column(2)?))
     }
 
     /// `KL(N(μ_p, v_p) ‖ N(μ_q, v_q))`, measured in bins from the target value.
@@ -216,59 +192,30 @@ impl Loss for FullKl {
         "full-kl"
     }
 
-    fn compute(
-        &self,
-        space: &LabelSpace,
-        logits: &[Tensor],
-        targets: &[AxisTargets],
-    ) -> Result<LossOutput> {
-        assemble(
-            space,
-            logits,
-            targets,
-            |axis, z, target| {
-                let parts = self.axis_parts(z, target, axis)?;
-                let mut components = vec![Component::new("ld", 1.0, parts.ld)];
-                if !axis.is_categorical() {
-                    components.push(Component::new("exp", 1.0, parts.exp));
-                    components.push(Component::new("smooth", 1.0, parts.smooth));
-                }
-                Ok(components)
-            },
-            |group, z| {
-                let (ld, exp, smooth) =
-                    group.full_kl(z, self.target_moments, self.variance_floor)?;
-                Ok(vec![
-                    Component::new("ld", 1.0, ld),
-                    Component::new("exp", 1.0, exp),
-                    Component::new("smooth", 1.0, smooth),
-                ])
-            },
-        )
+    fn axis_parts(&self, logits: &Tensor, target: &AxisTargets, axis: &Axis) -> Result<AxisParts> {
+        let (ld, moment_terms) = self.terms(logits, target, axis)?;
+        let mut components = vec![Component::new("ld", 1.0, ld)];
+        if let Some((exp, smooth)) = moment_terms {
+            components.push(Component::new("exp", 1.0, exp));
+            components.push(Component::new("smooth", 1.0, smooth));
+        }
+        Ok(AxisParts::new(components))
     }
-}
 
-/// The full-KL components of one axis with the default options (target moments from the
-/// target pmf, variance floor 1e-3 bins²).
-///
-/// `logits` and `target` have shape `(batch, K)`; the target rows are distributions
-/// (validated: finite, ≥ 0, summing to 1 within 1e-4). Works for f32 and f64 tensors.
-/// The results have shape `(batch,)`.
-///
-/// ```
-/// use candle_core::{Device, Tensor};
-/// use ldl_core::{loss::full_kl_parts, Axis};
-/// let axis = Axis::linear("x", 0.0, 2.0, 1.0)?;
-/// let target = Tensor::new(&[[0.2f64, 0.5, 0.3]], &Device::Cpu)?;
-/// let logits = target.log()?; // q = p
-/// let parts = full_kl_parts(&logits, &target, &axis)?;
-/// assert!(parts.ld.to_vec1::<f64>()?[0].abs() < 1e-12);
-/// assert!(parts.exp.to_vec1::<f64>()?[0].abs() < 1e-12);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn full_kl_parts(logits: &Tensor, target: &Tensor, axis: &Axis) -> Result<FullKlParts> {
-    let targets = AxisTargets::from_pmf(target, axis)?;
-    FullKl::default().axis_parts(logits, &targets, axis)
+    fn group_parts(
+        &self,
+        logits: &Tensor,
+        targets: &[AxisTargets],
+        axes: &[&Axis],
+    ) -> Result<AxisParts> {
+        let group = JointGroup::new(axes, logits, targets)?;
+        let (ld, exp, smooth) = group.full_kl(logits, self.target_moments, self.variance_floor)?;
+        Ok(AxisParts::new(vec![
+            Component::new("ld", 1.0, ld),
+            Component::new("exp", 1.0, exp),
+            Component::new("smooth", 1.0, smooth),
+        ]))
+    }
 }
 
 /// `KL(p ‖ q) = Σ p (ln p − ln q)` per row, from `ln q`; `0 · ln 0 = 0`.

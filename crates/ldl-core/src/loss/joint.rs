@@ -20,7 +20,7 @@ use super::tensor_math::{log_softmax, log_sum_exp_keepdim, moments, offsets_in_b
 use super::{conform_targets_to, TargetMoments};
 use crate::axis::{Axis, AxisKind};
 use crate::error::{Error, Result};
-use crate::label_space::{joint_target, AxisTargets, Head, LabelSpace};
+use crate::label_space::{joint_target, AxisTargets};
 
 /// A joint group's members and their targets for one batch, checked and cast to the
 /// logits' dtype and device.
@@ -31,23 +31,48 @@ pub(crate) struct JointGroup<'a> {
 }
 
 impl<'a> JointGroup<'a> {
+    /// Checks a group's logits `(batch, K₁·…·K_d)` and its members' targets, and casts
+    /// the targets to the logits' dtype and device.
     pub(crate) fn new(
-        space: &'a LabelSpace,
-        head: &Head,
+        axes: &[&'a Axis],
         logits: &Tensor,
         targets: &[AxisTargets],
     ) -> Result<JointGroup<'a>> {
-        let (batch, _) = logits.dims2()?;
-        let axes: Vec<&Axis> = head.axes().iter().map(|&a| &space.axes()[a]).collect();
-        let targets = head
-            .axes()
+        let names: Vec<&str> = axes.iter().map(|a| a.name()).collect();
+        let name = names.join("+");
+        if axes.is_empty() || targets.len() != axes.len() {
+            return Err(Error::Shape(format!(
+                "joint group `{name}`: {} axes and {} targets; need one target per axis and \
+                 at least one axis",
+                axes.len(),
+                targets.len()
+            )));
+        }
+        if let Some(axis) = axes.iter().find(|a| a.is_categorical()) {
+            return Err(Error::InvalidLabelSpace(format!(
+                "joint group `{name}`: `{}` is categorical; joint groups are for linear and \
+                 circular axes, whose bins have an order",
+                axis.name()
+            )));
+        }
+        let shape: Vec<usize> = axes.iter().map(|a| a.len()).collect();
+        let bins: usize = shape.iter().product();
+        let batch = match logits.dims() {
+            &[batch, got] if got == bins => batch,
+            dims => {
+                return Err(Error::Shape(format!(
+                    "joint group `{name}`: logits have shape {dims:?}, expected (batch, {bins})"
+                )))
+            }
+        };
+        let targets = axes
             .iter()
-            .zip(&axes)
-            .map(|(&a, axis)| conform_targets_to(axis, logits, batch, &targets[a]))
+            .zip(targets)
+            .map(|(axis, target)| conform_targets_to(axis, logits, batch, target))
             .collect::<Result<Vec<_>>>()?;
         Ok(JointGroup {
-            axes,
-            shape: head.shape().to_vec(),
+            axes: axes.to_vec(),
+            shape,
             targets,
         })
     }
@@ -364,26 +389,4 @@ pub fn multivariate_normal_kl(
             "multivariate normal KL: a covariance is not positive definite".into(),
         ))
     }
-}
-
-/// The full-KL components `(ld, exp, smooth)` of a joint group, per sample, for tests
-/// and analysis: `logits` `(batch, K₁·…·K_d)` row-major over the `members`' bins,
-/// `targets` the members' targets. Default options (target moments from the pmfs,
-/// variance floor 1e-3 bins²).
-pub fn joint_full_kl_parts(
-    logits: &Tensor,
-    members: &[&Axis],
-    targets: &[AxisTargets],
-) -> Result<(Tensor, Tensor, Tensor)> {
-    let names: Vec<&str> = members.iter().map(|a| a.name()).collect();
-    let space =
-        LabelSpace::new(members.iter().map(|a| (*a).clone()).collect())?.with_joint(&names)?;
-    let head = &space.heads()[0];
-    space.check_logits(std::slice::from_ref(logits))?;
-    let group = JointGroup::new(&space, head, logits, targets)?;
-    group.full_kl(
-        logits,
-        TargetMoments::Pmf,
-        super::full_kl::DEFAULT_VARIANCE_FLOOR,
-    )
 }

@@ -3,11 +3,12 @@
 use candle_core::Tensor;
 
 use super::full_kl::kl_divergence;
+use super::joint::JointGroup;
 use super::tensor_math::log_softmax;
-use super::{assemble, Component, Loss, LossOutput};
+use super::{conform_targets, AxisParts, Component, Loss};
 use crate::axis::Axis;
-use crate::error::{Error, Result};
-use crate::label_space::{AxisTargets, LabelSpace};
+use crate::error::Result;
+use crate::label_space::AxisTargets;
 
 /// DLDL's loss: `L_ld = KL(p ‖ q)` per axis, summed over axes, averaged over the batch.
 ///
@@ -30,47 +31,20 @@ impl Loss for Kl {
         "kl"
     }
 
-    fn compute(
-        &self,
-        space: &LabelSpace,
-        logits: &[Tensor],
-        targets: &[AxisTargets],
-    ) -> Result<LossOutput> {
-        assemble(
-            space,
-            logits,
-            targets,
-            |axis, z, target| {
-                Ok(vec![Component::new(
-                    "ld",
-                    1.0,
-                    kl_part(z, &target.pmf, axis)?,
-                )])
-            },
-            |group, z| {
-                let ld = kl_divergence(&group.target()?, &log_softmax(z)?)?;
-                Ok(vec![Component::new("ld", 1.0, ld)])
-            },
-        )
+    fn axis_parts(&self, logits: &Tensor, target: &AxisTargets, axis: &Axis) -> Result<AxisParts> {
+        let target = conform_targets(axis, logits, target)?;
+        let ld = kl_divergence(&target.pmf, &log_softmax(logits)?)?;
+        Ok(AxisParts::new(vec![Component::new("ld", 1.0, ld)]))
     }
-}
 
-/// `KL(p ‖ q)` per sample (shape `(batch,)`) for logits and target distributions of
-/// shape `(batch, K)` on one axis.
-pub fn kl_part(logits: &Tensor, target: &Tensor, axis: &Axis) -> Result<Tensor> {
-    let (batch, bins) = logits.dims2()?;
-    if bins != axis.len() || target.dims() != [batch, bins] {
-        return Err(Error::Shape(format!(
-            "axis `{}`: logits {:?} and target {:?} must both have shape (batch, {})",
-            axis.name(),
-            logits.dims(),
-            target.dims(),
-            axis.len()
-        )));
+    fn group_parts(
+        &self,
+        logits: &Tensor,
+        targets: &[AxisTargets],
+        axes: &[&Axis],
+    ) -> Result<AxisParts> {
+        let group = JointGroup::new(axes, logits, targets)?;
+        let ld = kl_divergence(&group.target()?, &log_softmax(logits)?)?;
+        Ok(AxisParts::new(vec![Component::new("ld", 1.0, ld)]))
     }
-    let target = target
-        .to_device(logits.device())?
-        .to_dtype(logits.dtype())?
-        .detach();
-    kl_divergence(&target, &log_softmax(logits)?)
 }

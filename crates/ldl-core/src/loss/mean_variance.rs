@@ -2,11 +2,12 @@
 
 use candle_core::{DType, Tensor, D};
 
+use super::joint::JointGroup;
 use super::tensor_math::{log_softmax, moments, offsets_in_bins};
-use super::{assemble, check_weight, conform_targets, Component, Loss, LossOutput};
+use super::{check_weight, conform_targets, AxisParts, Component, Loss};
 use crate::axis::Axis;
-use crate::error::Result;
-use crate::label_space::{AxisTargets, LabelSpace};
+use crate::error::{Error, Result};
+use crate::label_space::AxisTargets;
 
 /// The mean-variance loss: per axis `L_softmax + λ1·L_mean + λ2·L_variance`.
 ///
@@ -43,17 +44,6 @@ impl Default for MeanVariance {
     }
 }
 
-/// The mean-variance components of one axis, per sample (shape `(batch,)`), unweighted.
-#[derive(Debug, Clone)]
-pub struct MeanVarianceParts {
-    /// Cross-entropy against the label's bin.
-    pub softmax: Tensor,
-    /// `½ (μ_q − y)²` in bins² (zeros on categorical axes).
-    pub mean: Tensor,
-    /// `v_q` in bins² (zeros on categorical axes).
-    pub variance: Tensor,
-}
-
 impl MeanVariance {
     /// The loss with weights λ1 (mean) and λ2 (variance), both finite and ≥ 0.
     pub fn new(lambda_mean: f64, lambda_variance: f64) -> Result<Self> {
@@ -63,38 +53,15 @@ impl MeanVariance {
         })
     }
 
-    /// The components of one axis, per sample.
-    pub fn axis_parts(
-        &self,
-        logits: &Tensor,
-        targets: &AxisTargets,
-        axis: &Axis,
-    ) -> Result<MeanVarianceParts> {
-        let targets = conform_targets(axis, logits, targets)?;
-        let log_q = log_softmax(logits)?;
-        if axis.is_categorical() {
-            let softmax = (&targets.pmf * &log_q)?.sum(D::Minus1)?.neg()?;
-            let zeros = softmax.zeros_like()?.detach();
-            return Ok(MeanVarianceParts {
-                softmax,
-                mean: zeros.clone(),
-                variance: zeros,
-            });
-        }
-        let offsets = offsets_in_bins(axis, &targets.value)?;
-        // The label's bin is the one nearest the label value (offset closest to 0).
-        let nearest = offsets
-            .abs()?
-            .argmin_keepdim(D::Minus1)?
-            .to_dtype(DType::U32)?;
-        let softmax = log_q.gather(&nearest, D::Minus1)?.squeeze(1)?.neg()?;
-        let (mean_q, variance) = moments(&log_q.exp()?, &offsets)?;
+    /// The weighted `mean` and `variance` components of one ordered axis, from `ln q`
+    /// and the bins' offsets from the label value.
+    fn moment_components(&self, log_q: &Tensor, offsets: &Tensor) -> Result<[Component; 2]> {
+        let (mean_q, variance) = moments(&log_q.exp()?, offsets)?;
         let mean = mean_q.sqr()?.affine(0.5, 0.0)?;
-        Ok(MeanVarianceParts {
-            softmax,
-            mean,
-            variance,
-        })
+        Ok([
+            Component::new("mean", self.lambda_mean, mean),
+            Component::new("variance", self.lambda_variance, variance),
+        ])
     }
 }
 
@@ -103,69 +70,69 @@ impl Loss for MeanVariance {
         "mean-variance"
     }
 
-    fn compute(
+    fn axis_parts(&self, logits: &Tensor, target: &AxisTargets, axis: &Axis) -> Result<AxisParts> {
+        let target = conform_targets(axis, logits, target)?;
+        let log_q = log_softmax(logits)?;
+        if axis.is_categorical() {
+            let softmax = (&target.pmf * &log_q)?.sum(D::Minus1)?.neg()?;
+            return Ok(AxisParts::new(vec![Component::new(
+                "softmax", 1.0, softmax,
+            )]));
+        }
+        let offsets = offsets_in_bins(axis, &target.value)?;
+        // The label's bin is the one nearest the label value (offset closest to 0).
+        let nearest = offsets
+            .abs()?
+            .argmin_keepdim(D::Minus1)?
+            .to_dtype(DType::U32)?;
+        let softmax = log_q.gather(&nearest, D::Minus1)?.squeeze(1)?.neg()?;
+        let mut components = vec![Component::new("softmax", 1.0, softmax)];
+        components.extend(self.moment_components(&log_q, &offsets)?);
+        Ok(AxisParts::new(components))
+    }
+
+    /// The softmax loss on the grid cell nearest the labels; mean and variance on each
+    /// member's marginal.
+    fn group_parts(
         &self,
-        space: &LabelSpace,
-        logits: &[Tensor],
+        logits: &Tensor,
         targets: &[AxisTargets],
-    ) -> Result<LossOutput> {
-        assemble(
-            space,
-            logits,
-            targets,
-            |axis, z, target| {
-                let parts = self.axis_parts(z, target, axis)?;
-                let mut components = vec![Component::new("softmax", 1.0, parts.softmax)];
-                if !axis.is_categorical() {
-                    components.push(Component::new("mean", self.lambda_mean, parts.mean));
-                    components.push(Component::new(
-                        "variance",
-                        self.lambda_variance,
-                        parts.variance,
-                    ));
-                }
-                Ok(components)
-            },
-            |group, z| {
-                // The softmax loss on the grid cell nearest the labels; mean and variance
-                // on each member's marginal.
-                let log_q = log_softmax(z)?;
-                let mut cell: Option<Tensor> = None;
-                let mut parts = Vec::new();
-                for (j, ((axis, target), log_marginal)) in group
-                    .axes
-                    .iter()
-                    .zip(&group.targets)
-                    .zip(group.log_marginals(&log_q)?)
-                    .enumerate()
-                {
-                    let stride: usize = group.shape[j + 1..].iter().product();
-                    let nearest = offsets_in_bins(axis, &target.value)?
-                        .abs()?
-                        .argmin_keepdim(D::Minus1)?
-                        .to_dtype(DType::F64)?
-                        .affine(stride as f64, 0.0)?;
-                    cell = Some(match cell {
-                        None => nearest,
-                        Some(c) => (c + nearest)?,
-                    });
-                    parts.push((axis.name(), self.axis_parts(&log_marginal, target, axis)?));
-                }
-                let cell = cell
-                    .ok_or_else(|| crate::Error::Shape("a joint group without axes".into()))?
-                    .to_dtype(DType::U32)?;
-                let softmax = log_q.gather(&cell, D::Minus1)?.squeeze(1)?.neg()?;
-                let mut components = vec![Component::new("softmax", 1.0, softmax)];
-                for (name, part) in parts {
-                    components
-                        .push(Component::new("mean", self.lambda_mean, part.mean).of_axis(name));
-                    components.push(
-                        Component::new("variance", self.lambda_variance, part.variance)
-                            .of_axis(name),
-                    );
-                }
-                Ok(components)
-            },
-        )
+        axes: &[&Axis],
+    ) -> Result<AxisParts> {
+        let group = JointGroup::new(axes, logits, targets)?;
+        let log_q = log_softmax(logits)?;
+        let mut cell: Option<Tensor> = None;
+        let mut members = Vec::new();
+        for (j, ((axis, target), log_marginal)) in group
+            .axes
+            .iter()
+            .zip(&group.targets)
+            .zip(group.log_marginals(&log_q)?)
+            .enumerate()
+        {
+            let stride: usize = group.shape[j + 1..].iter().product();
+            let offsets = offsets_in_bins(axis, &target.value)?;
+            let nearest = offsets
+                .abs()?
+                .argmin_keepdim(D::Minus1)?
+                .to_dtype(DType::F64)?
+                .affine(stride as f64, 0.0)?;
+            cell = Some(match cell {
+                None => nearest,
+                Some(c) => (c + nearest)?,
+            });
+            // Through log_softmax like any one-axis logits, as in the L1 of DLDL-v2.
+            let log_marginal = log_softmax(&log_marginal)?;
+            for component in self.moment_components(&log_marginal, &offsets)? {
+                members.push(component.of_axis(axis.name()));
+            }
+        }
+        let cell = cell
+            .ok_or_else(|| Error::Shape("a joint group without axes".into()))?
+            .to_dtype(DType::U32)?;
+        let softmax = log_q.gather(&cell, D::Minus1)?.squeeze(1)?.neg()?;
+        let mut components = vec![Component::new("softmax", 1.0, softmax)];
+        components.extend(members);
+        Ok(AxisParts::new(components))
     }
 }

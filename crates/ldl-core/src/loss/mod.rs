@@ -5,15 +5,45 @@
 //! and returns its parts per axis and per component, so training can log `age/ld`,
 //! `age/exp`, `age/smooth`, …
 //!
-//! | loss | per axis | weights |
-//! |---|---|---|
-//! | [`FullKl`] | `L_ld + L_exp + L_smooth` | none |
-//! | [`Kl`] (DLDL) | `L_ld` | none |
-//! | [`DldlV2`] | `L_ld + λ·|μ_p − μ_q|` | λ per axis |
-//! | [`MeanVariance`] | `L_softmax + λ1·L_mean + λ2·L_variance` | λ1, λ2 |
+//! | loss | per axis | components | weights |
+//! |---|---|---|---|
+//! | [`FullKl`] | `L_ld + L_exp + L_smooth` | `ld`, `exp`, `smooth` | none |
+//! | [`Kl`] (DLDL) | `L_ld` | `ld` | none |
+//! | [`DldlV2`] | `L_ld + λ·|μ_p − μ_q|` | `ld`, `l1` | λ per axis |
+//! | [`MeanVariance`] | `L_softmax + λ1·L_mean + λ2·L_variance` | `softmax`, `mean`, `variance` | λ1, λ2 |
 //!
 //! Categorical axes have no order, so every loss uses `L_ld` (or, for mean-variance, the
 //! softmax loss) alone on them. See `docs/loss.md` for the mathematics.
+//!
+//! Every loss has the same three entry points, all on the [`Loss`] trait; the options of
+//! a loss (λ, target moments, the variance floor) live in the loss value, so the
+//! arguments are the same for all of them:
+//!
+//! | call | covers | returns |
+//! |---|---|---|
+//! | [`Loss::axis_parts`]`(logits, target, axis)` | one axis | [`AxisParts`], per sample |
+//! | [`Loss::group_parts`]`(logits, targets, axes)` | one joint group | [`AxisParts`], per sample |
+//! | [`Loss::compute`]`(space, logits, targets)` | a label space | [`LossOutput`], batch means |
+//!
+//! [`Loss::compute`] is the one assembly shared by every loss: it runs `axis_parts` or
+//! `group_parts` per head and sums the batch means of the components, weighted, into the
+//! total. [`AxisParts::total`] is the same weighted sum per sample.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use ldl_core::{loss::{DldlV2, FullKl, Loss}, Axis, AxisTargets};
+//! let axis = Axis::linear("x", 0.0, 2.0, 1.0)?;
+//! let target = AxisTargets::from_pmf(&Tensor::new(&[[0.2f64, 0.5, 0.3]], &Device::Cpu)?, &axis)?;
+//! let logits = target.pmf.log()?; // q = p
+//! let full = FullKl::default().axis_parts(&logits, &target, &axis)?;
+//! assert_eq!(full.keys(), ["ld", "exp", "smooth"]);
+//! assert!(full["exp"].to_vec1::<f64>()?[0].abs() < 1e-12);
+//! let v2 = DldlV2::new(0.5)?.axis_parts(&logits, &target, &axis)?;
+//! assert_eq!(v2.keys(), ["ld", "l1"]);
+//! assert_eq!(v2.components[1].weight, 0.5);
+//! assert!(v2.total()?.to_vec1::<f64>()?[0].abs() < 1e-12);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod dldl_v2;
 mod full_kl;
@@ -25,16 +55,15 @@ mod tensor_math;
 
 use candle_core::{Tensor, D};
 
-pub use dldl_v2::{dldl_v2_parts, DldlV2, DldlV2Parts};
-pub use full_kl::{full_kl_parts, FullKl, FullKlParts, DEFAULT_VARIANCE_FLOOR};
-pub use joint::{joint_full_kl_parts, multivariate_normal_kl};
-pub use kl::{kl_part, Kl};
-pub use mean_variance::{MeanVariance, MeanVarianceParts};
+pub use dldl_v2::DldlV2;
+pub use full_kl::{FullKl, DEFAULT_VARIANCE_FLOOR};
+pub use joint::multivariate_normal_kl;
+pub use kl::Kl;
+pub use mean_variance::MeanVariance;
 
 use crate::axis::Axis;
 use crate::error::{Error, Result};
 use crate::label_space::{AxisTargets, LabelSpace};
-use joint::JointGroup;
 
 /// Where the target's mean and variance come from in the moment-based terms
 /// (`L_exp` of the full-KL loss, the L1 term of DLDL-v2).
@@ -111,6 +140,22 @@ pub trait Loss: Send + Sync {
     /// A short name for logs (`full-kl`, `kl`, `dldl-v2`, `mean-variance`).
     fn name(&self) -> &'static str;
 
+    /// The components of one axis, per sample: `logits` of shape `(batch, K)`, `target`
+    /// the axis's targets for the same batch (checked, and cast to the logits' dtype and
+    /// device). Categorical axes get the distribution term alone.
+    fn axis_parts(&self, logits: &Tensor, target: &AxisTargets, axis: &Axis) -> Result<AxisParts>;
+
+    /// The components of one joint group, per sample: `logits` of shape
+    /// `(batch, K₁·…·K_d)`, row-major over the bins of `axes` (linear or circular), and
+    /// `targets[j]` the targets of `axes[j]`. A component of one member's marginal is
+    /// reported under that member (its [`Component::axis`]).
+    fn group_parts(
+        &self,
+        logits: &Tensor,
+        targets: &[AxisTargets],
+        axes: &[&Axis],
+    ) -> Result<AxisParts>;
+
     /// The loss of a batch: `logits[h]` belongs to `space.heads()[h]` (with no joint
     /// groups, head `a` is axis `a`) and `targets[a]` to `space.axes()[a]`.
     fn compute(
@@ -118,21 +163,28 @@ pub trait Loss: Send + Sync {
         space: &LabelSpace,
         logits: &[Tensor],
         targets: &[AxisTargets],
-    ) -> Result<LossOutput>;
+    ) -> Result<LossOutput> {
+        assemble(self, space, logits, targets)
+    }
 }
 
-/// A weighted per-sample component of one axis or joint group, before batch averaging.
-pub(crate) struct Component {
+/// One weighted component of a loss on one axis or joint group, per sample.
+#[derive(Debug, Clone)]
+pub struct Component {
+    /// The component: `ld`, `exp`, `smooth`, `l1`, `softmax`, `mean` or `variance`.
     pub name: &'static str,
+    /// The weight this component enters the total with.
     pub weight: f64,
+    /// The unweighted component per sample, shape `(batch,)`.
     pub per_sample: Tensor,
-    /// The axis the part is reported under, where it is not the head's own name (a
-    /// member axis's part inside a joint group).
+    /// The member axis a component of a joint group belongs to (DLDL-v2's `l1` and the
+    /// mean-variance terms are per member); `None` for a component of the head itself.
     pub axis: Option<String>,
 }
 
 impl Component {
-    pub(crate) fn new(name: &'static str, weight: f64, per_sample: Tensor) -> Self {
+    /// A component of the head itself.
+    pub fn new(name: &'static str, weight: f64, per_sample: Tensor) -> Self {
         Component {
             name,
             weight,
@@ -141,22 +193,90 @@ impl Component {
         }
     }
 
-    /// The same component, reported under `axis`.
-    pub(crate) fn of_axis(mut self, axis: &str) -> Self {
+    /// The same component, reported under the member axis `axis`.
+    pub fn of_axis(mut self, axis: &str) -> Self {
         self.axis = Some(axis.to_string());
         self
     }
+
+    /// The key within its head: `name`, or `axis/name` for a member's component.
+    pub fn key(&self) -> String {
+        match &self.axis {
+            None => self.name.to_string(),
+            Some(axis) => format!("{axis}/{}", self.name),
+        }
+    }
 }
 
-/// Checks shapes, runs `per_axis` on every single-axis head and `per_group` on every
+/// The components of a loss on one axis or one joint group, per sample, as
+/// [`Loss::axis_parts`] and [`Loss::group_parts`] return them.
+///
+/// Index by key (`parts["ld"]`, `parts["yaw/l1"]`) for a component's per-sample tensor;
+/// [`AxisParts::total`] is the weighted sum.
+#[derive(Debug, Clone)]
+pub struct AxisParts {
+    /// The components in log order.
+    pub components: Vec<Component>,
+}
+
+impl AxisParts {
+    /// Parts from their components.
+    pub fn new(components: Vec<Component>) -> Self {
+        AxisParts { components }
+    }
+
+    /// `Σ weight · component` per sample, shape `(batch,)`.
+    pub fn total(&self) -> Result<Tensor> {
+        let mut total: Option<Tensor> = None;
+        for component in &self.components {
+            // A weight of 1 is added as is, so that the sum is bit for bit the plain sum.
+            let weighted = if component.weight == 1.0 {
+                component.per_sample.clone()
+            } else {
+                component.per_sample.affine(component.weight, 0.0)?
+            };
+            total = Some(match total {
+                None => weighted,
+                Some(sum) => (sum + weighted)?,
+            });
+        }
+        total.ok_or_else(|| Error::Shape("a loss with no components".into()))
+    }
+
+    /// The per-sample tensor of the component with this key (see [`Component::key`]).
+    pub fn get(&self, key: &str) -> Option<&Tensor> {
+        self.components
+            .iter()
+            .find(|c| c.key() == key)
+            .map(|c| &c.per_sample)
+    }
+
+    /// The components' keys, in order.
+    pub fn keys(&self) -> Vec<String> {
+        self.components.iter().map(Component::key).collect()
+    }
+}
+
+impl std::ops::Index<&str> for AxisParts {
+    type Output = Tensor;
+
+    /// The per-sample tensor of a component; panics if there is none of that key.
+    fn index(&self, key: &str) -> &Tensor {
+        match self.get(key) {
+            Some(tensor) => tensor,
+            None => panic!("no loss component `{key}` (have {:?})", self.keys()),
+        }
+    }
+}
+
+/// Checks shapes, runs `axis_parts` on every single-axis head and `group_parts` on every
 /// joint group, averages over the batch and sums the weighted components into the
 /// total. Shared by every loss.
-pub(crate) fn assemble(
+pub(crate) fn assemble<L: Loss + ?Sized>(
+    loss: &L,
     space: &LabelSpace,
     logits: &[Tensor],
     targets: &[AxisTargets],
-    per_axis: impl Fn(&Axis, &Tensor, &AxisTargets) -> Result<Vec<Component>>,
-    per_group: impl Fn(&JointGroup, &Tensor) -> Result<Vec<Component>>,
 ) -> Result<LossOutput> {
     space.check_logits(logits)?;
     if targets.len() != space.len() {
@@ -170,14 +290,15 @@ pub(crate) fn assemble(
     let mut total: Option<Tensor> = None;
     for (head, z) in space.heads().iter().zip(logits) {
         let components = if head.is_joint() {
-            let group = JointGroup::new(space, head, z, targets)?;
-            per_group(&group, z)?
+            let axes: Vec<&Axis> = head.axes().iter().map(|&a| &space.axes()[a]).collect();
+            let members: Vec<AxisTargets> =
+                head.axes().iter().map(|&a| targets[a].clone()).collect();
+            loss.group_parts(z, &members, &axes)?
         } else {
-            let axis = &space.axes()[head.axes()[0]];
-            let target = conform_targets(axis, z, &targets[head.axes()[0]])?;
-            per_axis(axis, z, &target)?
+            let a = head.axes()[0];
+            loss.axis_parts(z, &targets[a], &space.axes()[a])?
         };
-        for component in components {
+        for component in components.components {
             let value = component.per_sample.mean(D::Minus1)?;
             let weighted = value.affine(component.weight, 0.0)?;
             total = Some(match total {

@@ -12,7 +12,8 @@
 //! ```
 
 use ldl::train::{
-    Backbone, Config, DataConfig, FacesConfig, LabelConfig, LossConfig, Progress, TaskConfig,
+    Backbone, Config, DataConfig, DataSource, FacesConfig, LabelConfig, LossConfig, Progress,
+    TaskConfig,
 };
 use ldl::{Axis, LabelSpace};
 
@@ -46,7 +47,7 @@ pub fn config(
     };
     let task = TaskConfig::from_label_space(name, &label_space(joint)?)?;
 
-    let mut data = DataConfig::new("builtin:faces");
+    let mut data = DataConfig::new(DataSource::Faces);
     data.image_size = 32;
     data.faces = FacesConfig {
         count: faces,

@@ -4,6 +4,7 @@
 //! standardisation, and batches as tensors.
 #![warn(missing_docs)]
 
+mod batch_source;
 mod builtin;
 mod error;
 mod formats;
@@ -16,6 +17,7 @@ mod standardize;
 mod synth;
 mod table;
 
+pub use batch_source::BatchSource;
 pub use builtin::{builtin_csv, read_builtin, BUILTIN_DATASETS};
 pub use error::{Error, Result};
 pub use formats::{read_chalearn, read_dldl_list, read_utkface};

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::{Error, Result};
 use crate::sample::{Input, Sample};
 
-/// A batch: inputs `(B, F)` and per-axis targets.
+/// A batch: inputs (`(B, F)` features or `(B, 3, H, W)` images) and per-axis targets.
 #[derive(Debug, Clone)]
 pub struct Batch {
     /// The inputs.

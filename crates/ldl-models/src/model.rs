@@ -1,4 +1,4 @@
-//! A model: one backbone and one linear head per axis of the label space.
+//! A model: one backbone and one linear head per head of the label space (per axis, or per joint group).
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};

@@ -2,28 +2,20 @@
 
 use candle_core::DType;
 use ldl_core::LabelSpace;
-use ldl_data::{Batch, FeatureLoader, ImageLoader, ImagePipeline, Sample, Splits};
+use ldl_data::{BatchSource, FeatureLoader, ImageLoader, ImagePipeline, Sample, Splits};
 
 use crate::config::Config;
 use crate::error::Result;
 
 /// The batches of each split, from feature vectors or from images.
-// One value per run: the variants' sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Data<'a> {
-    Features {
-        train: FeatureLoader<'a>,
-        validation: FeatureLoader<'a>,
-        test: FeatureLoader<'a>,
-    },
-    Images {
-        train: ImageLoader,
-        validation: ImageLoader,
-        test: ImageLoader,
-    },
+pub(crate) struct Data<'a> {
+    /// The training split: shuffled per epoch, augmented when it reads images.
+    pub(crate) train: Box<dyn BatchSource + 'a>,
+    /// The validation split, in file order.
+    pub(crate) validation: Box<dyn BatchSource + 'a>,
+    /// The test split, in file order.
+    pub(crate) test: Box<dyn BatchSource + 'a>,
 }
-
-pub(crate) type Batches<'b> = Box<dyn Iterator<Item = ldl_data::Result<Batch>> + 'b>;
 
 impl<'a> Data<'a> {
     pub(crate) fn new(
@@ -40,10 +32,10 @@ impl<'a> Data<'a> {
             };
             // A last training batch of one sample would give BatchNorm a variance of 0/0.
             let lone_last = splits.train.len() % batch == 1;
-            return Ok(Data::Features {
-                train: loader(&splits.train)?.shuffled(seed).drop_last(lone_last),
-                validation: loader(&splits.validation)?,
-                test: loader(&splits.test)?,
+            return Ok(Data {
+                train: Box::new(loader(&splits.train)?.shuffled(seed).drop_last(lone_last)),
+                validation: Box::new(loader(&splits.validation)?),
+                test: Box::new(loader(&splits.test)?),
             });
         }
         let pipeline = ImagePipeline::new(config.data.image_size);
@@ -54,57 +46,23 @@ impl<'a> Data<'a> {
                     .on_bad_sample(config.data.on_bad_sample),
             )
         };
-        Ok(Data::Images {
-            train: loader(&splits.train)?.shuffled(seed).augmented(
-                config.data.augment.clone(),
-                config.data.label_effects.clone(),
-            )?,
-            validation: loader(&splits.validation)?,
-            test: loader(&splits.test)?,
+        let train = loader(&splits.train)?.shuffled(seed).augmented(
+            config.data.augment.clone(),
+            config.data.label_effects.clone(),
+        )?;
+        Ok(Data {
+            train: Box::new(train),
+            validation: Box::new(loader(&splits.validation)?),
+            test: Box::new(loader(&splits.test)?),
         })
     }
 
-    /// Images left out while batching (`on_bad_sample = "skip"`), as `file:line: reason`.
-    pub(crate) fn skipped_images(&self) -> Vec<String> {
-        match self {
-            Data::Features { .. } => Vec::new(),
-            Data::Images {
-                train,
-                validation,
-                test,
-            } => [train, validation, test]
-                .iter()
-                .flat_map(|loader| loader.skipped())
-                .map(|s| format!("{}: {}", s.location, s.reason))
-                .collect(),
-        }
-    }
-
-    pub(crate) fn train_batches(&self) -> usize {
-        match self {
-            Data::Features { train, .. } => train.batches(),
-            Data::Images { train, .. } => train.batches(),
-        }
-    }
-
-    pub(crate) fn train(&self, epoch: u64) -> Result<Batches<'_>> {
-        Ok(match self {
-            Data::Features { train, .. } => Box::new(train.epoch(epoch)),
-            Data::Images { train, .. } => Box::new(train.epoch(epoch)),
-        })
-    }
-
-    pub(crate) fn validation(&self) -> Result<Batches<'_>> {
-        Ok(match self {
-            Data::Features { validation, .. } => Box::new(validation.epoch(0)),
-            Data::Images { validation, .. } => Box::new(validation.epoch(0)),
-        })
-    }
-
-    pub(crate) fn test(&self) -> Result<Batches<'_>> {
-        Ok(match self {
-            Data::Features { test, .. } => Box::new(test.epoch(0)),
-            Data::Images { test, .. } => Box::new(test.epoch(0)),
-        })
+    /// Samples left out while batching (`on_bad_sample = "skip"`), as `file:line: reason`.
+    pub(crate) fn skipped(&self) -> Vec<String> {
+        [&self.train, &self.validation, &self.test]
+            .iter()
+            .flat_map(|source| source.skipped())
+            .map(|s| format!("{}: {}", s.location, s.reason))
+            .collect()
     }
 }

@@ -64,10 +64,10 @@ pub(crate) fn train_epoch(
 ) -> Result<EpochOutcome> {
     let start = Instant::now();
     let mut totals = Accumulator::default();
-    let batches = context.data.train_batches();
+    let batches = context.data.train.batches();
     let (mut samples, mut seen) = (0, 0);
     let mut skipped_batches = Vec::new();
-    for (index, batch) in context.data.train(epoch as u64)?.enumerate() {
+    for (index, batch) in context.data.train.epoch(epoch as u64).enumerate() {
         if stop.is_stopped() {
             return Ok(EpochOutcome::Stopped);
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::axis_table::AxisTable;
-use crate::config::{Backbone, Config};
+use crate::config::{Backbone, Config, DataSource};
 use crate::error::{Error, Result};
 use crate::records::RunSummary;
 use crate::run_folder::RunFolder;
@@ -132,14 +132,14 @@ fn with_header_entry(bytes: &[u8], key: &str, value: &str) -> std::result::Resul
 
 /// The data source as a model card names it: a built-in name, or a file name without
 /// its local folder.
-fn source_name(source: &str) -> String {
-    if source.starts_with("builtin:") {
-        return source.to_string();
+fn source_name(source: &DataSource) -> DataSource {
+    match source {
+        DataSource::File(path) => match path.file_name() {
+            Some(name) => DataSource::File(name.into()),
+            None => source.clone(),
+        },
+        other => other.clone(),
     }
-    Path::new(source)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| source.to_string())
 }
 
 /// The model card: what the model estimates, how it was trained, its results, how to use

@@ -17,6 +17,7 @@ mod error;
 mod evaluation;
 mod export;
 mod hub_data;
+mod inputs;
 mod numeric;
 mod output;
 mod plot;
@@ -33,9 +34,9 @@ pub use adam::Adam;
 pub use axis_table::{AxisRow, AxisTable};
 pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult};
 pub use config::{
-    AxisConfig, AxisKindName, Backbone, CheckedConfig, Config, DataConfig, DataFormat, FacesConfig,
-    HubDataConfig, JointConfig, LabelConfig, LossConfig, LossKind, ModelConfig, Monitor,
-    OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig,
+    AxisConfig, AxisKindName, Backbone, CheckedConfig, Config, DataConfig, DataFormat, DataSource,
+    FacesConfig, HubDataConfig, JointConfig, LabelConfig, LossConfig, LossKind, ModelConfig,
+    Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig,
 };
 pub use error::{Error, Result};
 pub use export::{export_run, MODEL_FILES};

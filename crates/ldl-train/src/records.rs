@@ -18,7 +18,7 @@ pub struct LossSummary {
     pub parts: BTreeMap<String, f64>,
 }
 
-/// The validation results of one epoch.
+/// The loss and metrics of a model over one split (validation, test, or a file given to `ldl eval`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// The loss on the split.

@@ -6,82 +6,24 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::DType;
 use ldl_core::loss::Loss;
 use ldl_core::LabelSpace;
-use ldl_data::{
-    read_builtin, read_chalearn, read_csv, read_dldl_list, read_jsonl, read_synthetic_faces,
-    read_utkface, split_by_column, split_by_fractions, Sample, SplitNames, Splits, Standardizer,
-};
 use ldl_models::{load_into, read_checkpoint, save_checkpoint_with, trainable_vars, Model};
 use serde::{Deserialize, Serialize};
 
 use crate::adam::Adam;
 use crate::batches::Data;
 use crate::commit::RunFiles;
-use crate::config::{CheckedConfig, Config, Monitor, Source};
+use crate::config::{CheckedConfig, Config, Monitor};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
 use crate::error::{Error, Result};
 use crate::evaluation::evaluate;
+use crate::inputs::{mean_predictor, Inputs};
 use crate::numeric;
 use crate::output::write_atomically;
-use crate::records::{EpochRecord, Evaluation, MeanPredictor, Progress, RunSummary};
+use crate::records::{EpochRecord, Evaluation, Progress, RunSummary};
 use crate::schedule::StepSchedule;
 use crate::stop::StopToken;
-
-/// [`MeanPredictor`] for every linear and circular axis.
-fn mean_predictor(space: &LabelSpace, splits: &Splits) -> Result<Vec<MeanPredictor>> {
-    let values = |samples: &[Sample]| -> Result<Vec<Vec<f64>>> {
-        if samples.is_empty() {
-            return Ok(vec![Vec::new(); space.axes().len()]);
-        }
-        let labels: Vec<Vec<ldl_core::Label>> = samples.iter().map(|s| s.labels.clone()).collect();
-        let targets = space.targets(&labels, DType::F64, &candle_core::Device::Cpu)?;
-        targets
-            .iter()
-            .map(|t| Ok(t.value.to_vec1::<f64>()?))
-            .collect()
-    };
-    let (train, validation, test) = (
-        values(&splits.train)?,
-        values(&splits.validation)?,
-        values(&splits.test)?,
-    );
-    let mut out = Vec::new();
-    for (a, axis) in space.axes().iter().enumerate() {
-        if axis.is_categorical() || train[a].is_empty() {
-            continue;
-        }
-        let n = train[a].len() as f64;
-        let value = match axis.period() {
-            Some(period) => {
-                let start = axis.centers()[0];
-                let angle = |v: f64| (v - start) / period * std::f64::consts::TAU;
-                let (sin, cos) = train[a].iter().fold((0.0, 0.0), |(s, c), &v| {
-                    (s + angle(v).sin(), c + angle(v).cos())
-                });
-                axis.canonical_value(start + sin.atan2(cos) / std::f64::consts::TAU * period)
-            }
-            None => train[a].iter().sum::<f64>() / n,
-        };
-        let mae = |values: &[f64]| {
-            (!values.is_empty()).then(|| {
-                values
-                    .iter()
-                    .map(|&v| axis.difference(v, value).abs())
-                    .sum::<f64>()
-                    / values.len() as f64
-            })
-        };
-        out.push(MeanPredictor {
-            axis: axis.name().to_string(),
-            value,
-            validation_mae: mae(&validation[a]).unwrap_or(f64::NAN),
-            test_mae: mae(&test[a]),
-        });
-    }
-    Ok(out)
-}
 
 /// Where a run stands after an epoch (`state.json`, the commit record of `commit.rs`),
 /// with `checkpoints/last.safetensors` and `checkpoints/optimizer.safetensors` enough to
@@ -275,36 +217,6 @@ impl Saver<'_> {
     }
 }
 
-/// The inputs of a run: its splits (standardised for feature data) and what they hold.
-struct Inputs {
-    splits: Splits,
-    feature_names: Vec<String>,
-    /// Samples left out as bad while reading, as `file:line: reason`.
-    skipped: Vec<String>,
-    standardizer: Option<Standardizer>,
-}
-
-impl Inputs {
-    fn load(config: &CheckedConfig) -> Result<Inputs> {
-        let (mut splits, feature_names, skipped) = load_splits(config)?;
-        let standardizer = if config.data.standardize && !config.data.reads_images() {
-            let standardizer = Standardizer::fit(&feature_names, &splits.train)?;
-            for split in [&mut splits.train, &mut splits.validation, &mut splits.test] {
-                standardizer.apply_to(split)?;
-            }
-            Some(standardizer)
-        } else {
-            None
-        };
-        Ok(Inputs {
-            splits,
-            feature_names,
-            skipped,
-            standardizer,
-        })
-    }
-}
-
 /// The device of `run.device`, refused when it cannot compute in `run.precision`.
 fn training_device(config: &Config) -> Result<candle_core::Device> {
     let device = ldl_models::device(&config.run.device)?;
@@ -394,7 +306,7 @@ fn validate_epoch(
         context.model,
         context.loss,
         context.space,
-        context.data.validation()?,
+        context.data.validation.epoch(0),
         context.device,
     )?;
     if !evaluation.loss.total.is_finite() {
@@ -690,7 +602,7 @@ impl Finished<'_> {
             let best_path = files.checkpoints.join("best.safetensors");
             let (tensors, _) = read_checkpoint(&best_path, device)?;
             load_into(&network.vars, &tensors, &best_path)?;
-            let batches = self.data.test()?;
+            let batches = self.data.test.epoch(0);
             Some(evaluate(
                 &network.model,
                 self.loss,
@@ -715,7 +627,7 @@ impl Finished<'_> {
                 .skipped
                 .iter()
                 .cloned()
-                .chain(self.data.skipped_images())
+                .chain(self.data.skipped())
                 .collect(),
             skipped_batches: state.skipped_batches,
             parameters: self.parameters,
@@ -739,109 +651,6 @@ fn write_plots(run_dir: &Path) -> Result<()> {
     let curves = crate::plot::RunCurves::read(run_dir)?;
     crate::plot::plot_runs(&[curves], &run_dir.join("plots"))?;
     Ok(())
-}
-
-/// Reads the source, splits it, and returns the splits, the feature names and the
-/// skipped samples.
-fn load_splits(config: &CheckedConfig) -> Result<(Splits, Vec<String>, Vec<String>)> {
-    let table = read_table(config, config.data.source()?)?;
-    let mut skipped: Vec<String> = table
-        .skipped
-        .iter()
-        .map(|s| format!("{}: {}", s.location, s.reason))
-        .collect();
-    let split = &config.data.split;
-    let seed = config.run.seed;
-    if split.column.is_some() {
-        let splits = split_by_column(table.samples, &SplitNames::default())?;
-        return Ok((splits, table.feature_names, skipped));
-    }
-    // Validation and test sources: files beside a local source, splits of a Hub dataset.
-    let (validation_source, test_source) = match &config.data.hub {
-        Some(hub) if config.data.source == crate::config::HUB_SOURCE => (
-            hub.validation_split.as_deref().map(Source::Hub),
-            hub.test_split.as_deref().map(Source::Hub),
-        ),
-        _ => (
-            split
-                .validation_source
-                .as_deref()
-                .map(|f| config.data.source_of(f))
-                .transpose()?,
-            split
-                .test_source
-                .as_deref()
-                .map(|f| config.data.source_of(f))
-                .transpose()?,
-        ),
-    };
-    let mut read_file = |source: Option<Source<'_>>| -> Result<Option<Vec<Sample>>> {
-        let Some(source) = source else {
-            return Ok(None);
-        };
-        let part = read_table(config, source)?;
-        skipped.extend(
-            part.skipped
-                .iter()
-                .map(|s| format!("{}: {}", s.location, s.reason)),
-        );
-        Ok(Some(part.samples))
-    };
-    let validation_file = read_file(validation_source)?;
-    let test_file = read_file(test_source)?;
-    // Splits without a file are drawn from the source by their fraction.
-    let splits = match (validation_file, test_file) {
-        (None, None) => split_by_fractions(table.samples, split.validation, split.test, seed)?,
-        (None, Some(test)) => Splits {
-            test,
-            ..split_by_fractions(table.samples, split.validation, 0.0, seed)?
-        },
-        (Some(validation), test_file) => {
-            let (train, test) = match test_file {
-                Some(test) => (table.samples, test),
-                None if split.test > 0.0 => {
-                    // Drawn as if it were a validation fraction, then used as the test split.
-                    let drawn = split_by_fractions(table.samples, split.test, 0.0, seed)?;
-                    (drawn.train, drawn.validation)
-                }
-                None => (table.samples, Vec::new()),
-            };
-            Splits {
-                train,
-                validation,
-                test,
-            }
-        }
-    };
-    for (name, samples) in [("train", &splits.train), ("validation", &splits.validation)] {
-        if samples.is_empty() {
-            return Err(ldl_data::Error::EmptySplit(name.into()).into());
-        }
-    }
-    Ok((splits, table.feature_names, skipped))
-}
-
-/// Reads one table of the task's data.
-fn read_table(config: &CheckedConfig, source: Source<'_>) -> Result<ldl_data::Table> {
-    let (spec, space) = (config.table_spec(), config.space());
-    let policy = config.data.on_bad_sample;
-    let images = config.data.images.as_deref();
-    Ok(match source {
-        Source::Faces => {
-            let faces = &config.data.faces;
-            let generator = faces.generator(config.data.image_size, config.run.seed);
-            read_synthetic_faces(&generator, faces.count, spec, space, policy)?
-        }
-        Source::Builtin(name) => read_builtin(name, spec, space, policy)?,
-        Source::Csv(path) => read_csv(&path, spec, space, policy)?,
-        Source::Jsonl(path) => read_jsonl(&path, spec, space, policy)?,
-        Source::ChaLearn(path) => read_chalearn(&path, images, space, policy)?,
-        Source::DldlList(path) => read_dldl_list(&path, images, space, policy)?,
-        Source::UtkFace(path) => read_utkface(&path, space, policy)?,
-        Source::Hub(split) => {
-            crate::hub_data::read_hub_split(config, &ldl_hub::Hub::from_env(), split, space)?
-        }
-    })
 }
 
 /// `OUTPUT/TASK-N` for the first `N` not taken.

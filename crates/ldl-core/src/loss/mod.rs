@@ -1,6 +1,6 @@
 //! The losses: the full-KL loss and the baselines it is compared against.
 //!
-//! Every loss works on logits (one `(batch, K)` tensor per axis), goes through
+//! Every loss works on logits (one `(batch, K)` tensor per head of the label space), goes through
 //! `log_softmax` (never `ln` of a probability), is differentiable with candle's autograd,
 //! and returns its parts per axis and per component, so training can log `age/ld`,
 //! `age/exp`, `age/smooth`, …

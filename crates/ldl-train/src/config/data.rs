@@ -9,6 +9,7 @@ use ldl_data::{
 use serde::{Deserialize, Serialize};
 
 use super::keyword::{keyword_conversions, Keyword};
+use super::source::{DataSource, Source};
 use super::task::TaskConfig;
 use crate::error::{Error, Result};
 
@@ -21,7 +22,7 @@ pub struct DataConfig {
     /// face generator `builtin:faces`, rendered in memory), `hub` (the parquet files of a
     /// Hugging Face dataset, `[data.hub]`) or a path to a `.csv` or `.jsonl` file, relative
     /// to the config file.
-    pub source: String,
+    pub source: DataSource,
     /// The Hub dataset of `source = "hub"` (`[data.hub]`).
     pub hub: Option<HubDataConfig>,
     /// The synthetic faces of `builtin:faces` (`[data.faces]`).
@@ -132,12 +133,6 @@ fn default_hub_config() -> String {
 fn default_hub_split() -> String {
     "train".into()
 }
-
-/// The `data.source` that reads `[data.hub]`.
-pub const HUB_SOURCE: &str = "hub";
-
-/// The source name of the synthetic face generator.
-pub(crate) const FACES: &str = "builtin:faces";
 
 /// `[data.faces]`: the set of synthetic faces `builtin:faces` renders (in memory, at
 /// `data.image_size`). Its table has the columns `age`, `apparent_age`,
@@ -253,9 +248,9 @@ pub struct SplitConfig {
     pub test: f64,
     /// A separate file of validation samples, in the source's format and columns
     /// (relative to the config file); replaces the validation fraction.
-    pub validation_source: Option<String>,
+    pub validation_source: Option<DataSource>,
     /// A separate file of test samples, likewise; replaces the test fraction.
-    pub test_source: Option<String>,
+    pub test_source: Option<DataSource>,
 }
 
 impl Default for SplitConfig {
@@ -270,25 +265,12 @@ impl Default for SplitConfig {
     }
 }
 
-/// The data source as the trainer reads it.
-pub(crate) enum Source<'a> {
-    Faces,
-    Builtin(&'a str),
-    Csv(PathBuf),
-    Jsonl(PathBuf),
-    ChaLearn(PathBuf),
-    DldlList(PathBuf),
-    UtkFace(PathBuf),
-    /// A split of `[data.hub]`'s dataset.
-    Hub(&'a str),
-}
-
 impl DataConfig {
     /// `[data]` reading from `source` (e.g. `builtin:faces`, a CSV file) with every other
     /// key at its default.
-    pub fn new(source: impl Into<String>) -> DataConfig {
+    pub fn new(source: DataSource) -> DataConfig {
         DataConfig {
-            source: source.into(),
+            source,
             hub: None,
             faces: FacesConfig::default(),
             format: DataFormat::default(),
@@ -309,7 +291,9 @@ impl DataConfig {
 
     /// True when the inputs are images (an image column, or an image-list format).
     pub fn reads_images(&self) -> bool {
-        self.image_column.is_some() || self.format != DataFormat::Table || self.source == FACES
+        self.image_column.is_some()
+            || self.format != DataFormat::Table
+            || self.source == DataSource::Faces
     }
 
     /// The column spec of `[data]`.
@@ -333,27 +317,27 @@ impl DataConfig {
         Ok(spec)
     }
 
+    /// How `data.source` is read.
     pub(crate) fn source(&self) -> Result<Source<'_>> {
         self.source_of(&self.source)
     }
 
-    /// How `source` (the main source or a split's file) is read, given `format`.
-    pub(crate) fn source_of<'s>(&'s self, source: &'s str) -> Result<Source<'s>> {
-        if source == FACES {
-            return Ok(Source::Faces);
-        }
-        if let Some(name) = source.strip_prefix("builtin:") {
-            return Ok(Source::Builtin(name));
-        }
-        if source == HUB_SOURCE {
-            return match &self.hub {
-                Some(hub) => Ok(Source::Hub(&hub.split)),
-                None => Err(Error::Config(
-                    "`data.source`: `hub` needs [data.hub] with dataset = \"owner/name\"".into(),
-                )),
-            };
-        }
-        let path = PathBuf::from(source);
+    /// How `source` (the main source or a split's file) is read, given `data.format`.
+    pub(crate) fn source_of<'s>(&'s self, source: &'s DataSource) -> Result<Source<'s>> {
+        let path = match source {
+            DataSource::Faces => return Ok(Source::Faces),
+            DataSource::Builtin(name) => return Ok(Source::Builtin(name)),
+            DataSource::Hub => {
+                return match &self.hub {
+                    Some(hub) => Ok(Source::Hub(&hub.split)),
+                    None => Err(Error::Config(
+                        "`data.source`: `hub` needs [data.hub] with dataset = \"owner/name\""
+                            .into(),
+                    )),
+                }
+            }
+            DataSource::File(path) => path.as_path(),
+        };
         match self.format {
             DataFormat::ChaLearn => return Ok(Source::ChaLearn(path)),
             DataFormat::DldlList => return Ok(Source::DldlList(path)),
@@ -364,7 +348,8 @@ impl DataConfig {
             Some("csv") => Ok(Source::Csv(path)),
             Some("jsonl") => Ok(Source::Jsonl(path)),
             _ => Err(Error::Config(format!(
-                "`{source}` is neither `builtin:NAME` nor a .csv or .jsonl file"
+                "`{source}` is neither `builtin:NAME` nor a .csv or .jsonl file (or set \
+                 data.format for an image list)"
             ))),
         }
     }
@@ -376,15 +361,13 @@ impl DataConfig {
             let joined = folder.join(path);
             std::path::absolute(&joined).unwrap_or(joined)
         };
-        let is_file = !self.source.starts_with("builtin:") && self.source != HUB_SOURCE;
         let split = &mut self.split;
-        let files = [&mut split.validation_source, &mut split.test_source];
-        let source = is_file.then_some(&mut self.source);
-        for file in files.into_iter().flatten().chain(source) {
-            if Path::new(file.as_str()).is_relative() {
-                *file = absolute(Path::new(file.as_str()))
-                    .to_string_lossy()
-                    .into_owned();
+        let sources = [&mut split.validation_source, &mut split.test_source];
+        for source in sources.into_iter().flatten().chain([&mut self.source]) {
+            if let DataSource::File(path) = source {
+                if path.is_relative() {
+                    *path = absolute(path);
+                }
             }
         }
         if let Some(images) = &mut self.images {
@@ -407,8 +390,11 @@ impl DataConfig {
         }
         self.check_label_effects(task)?;
         self.check_hub()?;
+        if let Err(e) = self.source() {
+            return fail("data.source", e.to_string());
+        }
         self.check_split_files()?;
-        if self.source == FACES {
+        if self.source == DataSource::Faces {
             if self.image_column.is_some()
                 || self.features.is_some()
                 || self.format != DataFormat::Table
@@ -502,7 +488,7 @@ impl DataConfig {
             if split.column.is_some() {
                 return fail(key, "give split files or a split column, not both".into());
             }
-            if self.source == HUB_SOURCE {
+            if self.source == DataSource::Hub {
                 return fail(
                     key,
                     "a Hub dataset takes its other splits from the dataset: use \
@@ -510,7 +496,7 @@ impl DataConfig {
                         .into(),
                 );
             }
-            if self.source.starts_with("builtin:") || file.starts_with("builtin:") {
+            if !self.source.is_file() || !file.is_file() {
                 return fail(
                     key,
                     "split files need a file source, not a built-in one".into(),
@@ -525,7 +511,7 @@ impl DataConfig {
 
     /// Checks `source = "hub"` against `[data.hub]` and the keys that do not apply to it.
     fn check_hub(&self) -> Result<()> {
-        let hub = match (&self.hub, self.source == HUB_SOURCE) {
+        let hub = match (&self.hub, self.source == DataSource::Hub) {
             (None, true) => {
                 return fail(
                     "data.source",

@@ -19,8 +19,10 @@
 //! | `loss.rs` | `[loss]`: the loss with its own parameters |
 //! | `optim.rs` | `[optim]`: Adam and the step schedule |
 //! | `run.rs` | `[run]`: seed, device, outputs, monitor |
+//! | `source.rs` | `data.source`: built-in, Hub or a file |
 //! | `checked.rs` | the check step and what it builds |
 //! | `text.rs` | reading a file, `--set` overrides, toml's messages |
+//! | `keyword.rs` | values spelled as one of a fixed set of names |
 
 mod checked;
 mod data;
@@ -29,23 +31,21 @@ mod loss;
 mod model;
 mod optim;
 mod run;
+mod source;
 mod task;
 mod text;
-
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 pub use checked::CheckedConfig;
-pub(crate) use data::Source;
-pub use data::{
-    DataConfig, DataFormat, FacesConfig, HubDataConfig, LabelConfig, SplitConfig, HUB_SOURCE,
-};
+pub use data::{DataConfig, DataFormat, FacesConfig, HubDataConfig, LabelConfig, SplitConfig};
 pub use loss::{LossConfig, LossKind};
 pub use model::{Backbone, ModelConfig};
 pub use optim::{OnNonFinite, OptimConfig};
 pub(crate) use run::precision_refusal;
 pub use run::{Monitor, RunConfig};
+pub use source::DataSource;
+pub(crate) use source::Source;
 pub use task::{AxisConfig, AxisKindName, JointConfig, TaskConfig};
 
 use crate::error::Result;
@@ -85,30 +85,6 @@ impl Config {
             optim: OptimConfig::default(),
             run: RunConfig::default(),
         }
-    }
-
-    /// Reads and checks a config file, applying `key.path=value` overrides (as from
-    /// `--set`). Relative data paths are resolved against the file's folder.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<CheckedConfig> {
-        let text = text::read(path)?;
-        Config::parse(path, &text, overrides)
-    }
-
-    /// Parses and checks config text; `path` names it in messages and anchors relative
-    /// paths.
-    pub fn parse(path: &Path, text: &str, overrides: &[String]) -> Result<CheckedConfig> {
-        let mut config: Config = text::parse(path, text, overrides)?;
-        let folder = path.parent().unwrap_or(Path::new(""));
-        config.data.resolve_paths(folder);
-        if let Some(init) = &config.model.init_from {
-            // `hf://owner/name` is a Hub path, not a file next to the config.
-            let hub = init.to_str().is_some_and(ldl_hub::is_hub_path);
-            if init.is_relative() && !hub {
-                let joined = folder.join(init);
-                config.model.init_from = Some(std::path::absolute(&joined).unwrap_or(joined));
-            }
-        }
-        config.check()
     }
 
     /// The label space of `[task]`.

@@ -1,12 +1,40 @@
-//! Config text: reading a file, applying `--set key=value` overrides, and toml's
-//! messages with the nearest valid key suggested.
+//! Config text: [`Config::load`] and [`Config::parse`] read a file, apply `--set
+//! key=value` overrides, anchor relative paths at the file's folder, and check the
+//! result; toml's messages come with the nearest valid key suggested.
 
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+use super::{CheckedConfig, Config};
 use crate::error::{Error, Result};
 use crate::suggest::nearest;
+
+impl Config {
+    /// Reads and checks a config file, applying `key.path=value` overrides (as from
+    /// `--set`). Relative data paths are resolved against the file's folder.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<CheckedConfig> {
+        let text = read(path)?;
+        Config::parse(path, &text, overrides)
+    }
+
+    /// Parses and checks config text; `path` names it in messages and anchors relative
+    /// paths.
+    pub fn parse(path: &Path, text: &str, overrides: &[String]) -> Result<CheckedConfig> {
+        let mut config: Config = parse(path, text, overrides)?;
+        let folder = path.parent().unwrap_or(Path::new(""));
+        config.data.resolve_paths(folder);
+        if let Some(init) = &config.model.init_from {
+            // `hf://owner/name` is a Hub path, not a file next to the config.
+            let hub = init.to_str().is_some_and(ldl_hub::is_hub_path);
+            if init.is_relative() && !hub {
+                let joined = folder.join(init);
+                config.model.init_from = Some(std::path::absolute(&joined).unwrap_or(joined));
+            }
+        }
+        config.check()
+    }
+}
 
 /// The text of the config file at `path`.
 pub(super) fn read(path: &Path) -> Result<String> {

@@ -89,6 +89,16 @@ fn bad_values_name_their_key() {
             "axis `height` has no label columns",
         ),
         ("epochs = 60", "epochs = \"many\"", "invalid type"),
+        (
+            "source = \"builtin:bdims\"",
+            "source = \"builtin:bdim\"",
+            "no built-in dataset `builtin:bdim` (did you mean `builtin:bdims`?)",
+        ),
+        (
+            "source = \"builtin:bdims\"",
+            "source = \"bdims.txt\"",
+            "bdims.txt` is neither `builtin:NAME` nor a .csv or .jsonl file",
+        ),
     ] {
         let text = BDIMS.replacen(from, to, 1);
         assert_ne!(text, BDIMS, "{from}");

@@ -69,12 +69,12 @@ fn load_splits(config: &CheckedConfig) -> Result<(Splits, Vec<String>, Vec<Strin
             split
                 .validation_source
                 .as_ref()
-                .map(|f| config.data.source_of(f))
+                .map(|f| config.data.source_of("data.split.validation_source", f))
                 .transpose()?,
             split
                 .test_source
                 .as_ref()
-                .map(|f| config.data.source_of(f))
+                .map(|f| config.data.source_of("data.split.test_source", f))
                 .transpose()?,
         ),
     };

@@ -319,21 +319,22 @@ impl DataConfig {
 
     /// How `data.source` is read.
     pub(crate) fn source(&self) -> Result<Source<'_>> {
-        self.source_of(&self.source)
+        self.source_of("data.source", &self.source)
     }
 
-    /// How `source` (the main source or a split's file) is read, given `data.format`.
-    pub(crate) fn source_of<'s>(&'s self, source: &'s DataSource) -> Result<Source<'s>> {
+    /// How `source`, the value of `key` (the main source or a split's file), is read,
+    /// given `data.format`.
+    pub(crate) fn source_of<'s>(&'s self, key: &str, source: &'s DataSource) -> Result<Source<'s>> {
         let path = match source {
             DataSource::Faces => return Ok(Source::Faces),
             DataSource::Builtin(name) => return Ok(Source::Builtin(name)),
             DataSource::Hub => {
                 return match &self.hub {
                     Some(hub) => Ok(Source::Hub(&hub.split)),
-                    None => Err(Error::Config(
-                        "`data.source`: `hub` needs [data.hub] with dataset = \"owner/name\""
-                            .into(),
-                    )),
+                    None => fail(
+                        key,
+                        "`hub` needs [data.hub] with dataset = \"owner/name\"".into(),
+                    ),
                 }
             }
             DataSource::File(path) => path.as_path(),
@@ -347,10 +348,13 @@ impl DataConfig {
         match path.extension().and_then(|e| e.to_str()) {
             Some("csv") => Ok(Source::Csv(path)),
             Some("jsonl") => Ok(Source::Jsonl(path)),
-            _ => Err(Error::Config(format!(
-                "`{source}` is neither `builtin:NAME` nor a .csv or .jsonl file (or set \
-                 data.format for an image list)"
-            ))),
+            _ => fail(
+                key,
+                format!(
+                    "`{source}` is neither `builtin:NAME` nor a .csv or .jsonl file (or set \
+                     data.format for an image list)"
+                ),
+            ),
         }
     }
 
@@ -390,9 +394,7 @@ impl DataConfig {
         }
         self.check_label_effects(task)?;
         self.check_hub()?;
-        if let Err(e) = self.source() {
-            return fail("data.source", e.to_string());
-        }
+        self.source()?;
         self.check_split_files()?;
         if self.source == DataSource::Faces {
             if self.image_column.is_some()
@@ -502,9 +504,7 @@ impl DataConfig {
                     "split files need a file source, not a built-in one".into(),
                 );
             }
-            if let Err(e) = self.source_of(file) {
-                return fail(key, e.to_string());
-            }
+            self.source_of(key, file)?;
         }
         Ok(())
     }

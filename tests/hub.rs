@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::Device;
 use ldl::hub::{Hub, HubRef};
-use ldl::train::{export_run, train, Config, Prediction, TrainedModel};
+use ldl::train::{export_run, train, Config, IfExists, Prediction, TrainedModel};
 
 const BDIMS: &str = include_str!("../configs/bdims.toml");
 
@@ -56,7 +56,7 @@ fn an_exported_run_served_by_the_hub_predicts_bit_for_bit() {
     let output = tempfile::tempdir().unwrap();
     let run_dir = tiny_run(output.path());
     let folder = output.path().join("model");
-    export_run(&run_dir, &folder).unwrap();
+    export_run(&run_dir, &folder, IfExists::Refuse).unwrap();
 
     let fake = fake_hub::FakeHub::start();
     fake.add_folder("ldl-rs/bdims", &folder);

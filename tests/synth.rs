@@ -148,3 +148,42 @@ fn the_in_memory_face_source_matches_the_generator() {
         "{err}"
     );
 }
+
+/// `write_synthetic_set` writes one manifest row per image, leaves no temporary file, and
+/// refuses a count outside `1..=MAX_FACES` before writing anything.
+#[test]
+fn a_written_set_lists_every_image_and_a_bad_count_writes_nothing() {
+    let config = SynthConfig {
+        size: 16,
+        ..SynthConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("faces");
+    for count in [0, ldl::data::MAX_FACES + 1] {
+        let err = ldl::data::write_synthetic_set(&config, count, &folder)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("must be in 1..=16777216, got {count}")),
+            "{err}"
+        );
+        assert!(!folder.exists());
+    }
+    ldl::data::write_synthetic_set(&config, 3, &folder).unwrap();
+    let manifest = std::fs::read_to_string(folder.join("manifest.csv")).unwrap();
+    let rows: Vec<&str> = manifest.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3);
+    for (i, row) in rows.iter().enumerate() {
+        let image = row.split(',').next().unwrap();
+        assert_eq!(image, format!("images/{i:06}.png"));
+        assert!(folder.join(image).is_file());
+    }
+    let chalearn = std::fs::read_to_string(folder.join("chalearn.csv")).unwrap();
+    assert_eq!(chalearn.lines().count(), 4);
+    let mut names: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["chalearn.csv", "images", "manifest.csv"]);
+}

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
-use ldl::train::{train, Adam, Config, LossKind, Progress};
+use ldl::train::{train, Adam, Config, IfExists, LossKind, Progress};
 
 const BDIMS: &str = include_str!("../configs/bdims.toml");
 
@@ -99,6 +99,21 @@ fn bad_values_name_their_key() {
             "source = \"bdims.txt\"",
             "bdims.txt` is neither `builtin:NAME` nor a .csv or .jsonl file",
         ),
+        (
+            "name = \"bdims\"",
+            "name = \"../../escape\"",
+            "`task.name`: \"../../escape\" holds '/'; it names the run folder",
+        ),
+        (
+            "name = \"bdims\"",
+            "name = \"/tmp/x\"",
+            "`task.name`: \"/tmp/x\" holds '/'",
+        ),
+        (
+            "name = \"bdims\"",
+            "name = \"\"",
+            "`task.name`: \"\" is empty",
+        ),
     ] {
         let text = BDIMS.replacen(from, to, 1);
         assert_ne!(text, BDIMS, "{from}");
@@ -124,6 +139,45 @@ fn overrides_set_any_key_and_are_checked() {
     );
     let err = config_error(BDIMS, &["optim.epochs"]);
     assert!(err.contains("expected KEY=VALUE"), "{err}");
+}
+
+#[test]
+fn a_saved_config_drops_loss_parameters_its_kind_does_not_read() {
+    // Earlier versions saved every loss parameter, with whatever value `--set` gave it,
+    // whichever loss kind read it: a run folder or checkpoint must still load.
+    let saved = BDIMS.replace(
+        "kind = \"full-kl\"",
+        "kind = \"kl\"\nlambda = 0.5\nlambda_mean = 0.5\ntarget_moments = \"nominal\"",
+    );
+    let err = config_error(&saved, &[]);
+    assert!(
+        err.contains("`loss.lambda` is read only by dldl-v2, not by loss.kind = \"kl\""),
+        "{err}"
+    );
+    let config = Config::parse_saved(Path::new("checkpoint.safetensors"), &saved).unwrap();
+    assert_eq!(config.loss, ldl::train::LossConfig::Kl);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), &saved).unwrap();
+    let folder = ldl::train::RunFolder::new(dir.path());
+    assert_eq!(folder.config(&[]).unwrap().loss, ldl::train::LossConfig::Kl);
+    // What a user sets when resuming is checked as a user's.
+    let err = folder
+        .config(&["loss.lambda_variance=0.1".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`loss.lambda_variance` is read only by mean-variance"),
+        "{err}"
+    );
+    // Parameters of the saved kind are kept.
+    let saved = BDIMS.replace("kind = \"full-kl\"", "kind = \"dldl-v2\"\nlambda = 0.5");
+    let config = Config::parse_saved(Path::new("checkpoint.safetensors"), &saved).unwrap();
+    assert!(
+        matches!(config.loss, ldl::train::LossConfig::DldlV2 { lambda, .. } if lambda == 0.5),
+        "{:?}",
+        config.loss
+    );
 }
 
 fn run(output: &Path, seed: u64) -> ldl::train::RunSummary {
@@ -999,7 +1053,7 @@ fn a_finished_run_exports_as_a_model_folder() {
     let config = Config::parse(Path::new("configs/bdims.toml"), BDIMS, &overrides).unwrap();
     let summary = train(&config, &ldl::train::StopToken::new(), &mut |_| {}).unwrap();
     let folder = output.path().join("model");
-    let files = ldl::train::export_run(&summary.run_dir, &folder).unwrap();
+    let files = ldl::train::export_run(&summary.run_dir, &folder, IfExists::Refuse).unwrap();
     let names: Vec<String> = files
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
@@ -1069,10 +1123,30 @@ fn a_finished_run_exports_as_a_model_folder() {
         .unwrap()
         .to_string();
     assert!(err.contains("nothing was evaluated"), "{err}");
-    let err = ldl::train::export_run(output.path(), &folder)
+    let err = ldl::train::export_run(output.path(), &folder, IfExists::Replace)
         .unwrap_err()
         .to_string();
     assert!(err.contains("ldl train"), "{err}");
+
+    // A second export into the folder replaces nothing unless asked to.
+    let card_before = std::fs::read(folder.join("README.md")).unwrap();
+    std::fs::write(folder.join("README.md"), "the user's own card").unwrap();
+    let err = ldl::train::export_run(&summary.run_dir, &folder, IfExists::Refuse)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("already holds model.safetensors, ldl.toml, README.md; give --force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(folder.join("README.md")).unwrap(),
+        "the user's own card"
+    );
+    ldl::train::export_run(&summary.run_dir, &folder, IfExists::Replace).unwrap();
+    assert_eq!(
+        std::fs::read(folder.join("README.md")).unwrap(),
+        card_before
+    );
 }
 
 /// `compare` on a label space with a categorical axis reports its accuracy.

@@ -89,7 +89,7 @@ enum Command {
     ///
     /// Example: ldl synth --count 1000 --out data/synthetic --size 64 --seed 1
     Synth {
-        /// How many faces.
+        /// How many faces (1 to 16777216).
         #[arg(long)]
         count: u64,
         /// The folder to write `images/`, `manifest.csv` and `chalearn.csv` into.
@@ -147,6 +147,9 @@ enum Command {
         /// The folder to write.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Replace model.safetensors, ldl.toml and README.md if the folder holds them.
+        #[arg(long)]
+        force: bool,
     },
     /// Describe a checkpoint: its label space, model and training.
     ///
@@ -210,13 +213,20 @@ fn main() -> ExitCode {
             .map_err(CliError::from),
         Command::Push { run, repo } => push(&run, &repo),
         Command::Plot { runs, out } => plot(&runs, out.as_deref()),
-        Command::Export { run, out } => ldl_train::export_run(&run, &out)
-            .map(|files| {
-                for file in files {
-                    println!("{}", file.display());
-                }
-            })
-            .map_err(CliError::from),
+        Command::Export { run, out, force } => {
+            let if_exists = if force {
+                ldl_train::IfExists::Replace
+            } else {
+                ldl_train::IfExists::Refuse
+            };
+            ldl_train::export_run(&run, &out, if_exists)
+                .map(|files| {
+                    for file in files {
+                        println!("{}", file.display());
+                    }
+                })
+                .map_err(CliError::from)
+        }
         Command::Compare {
             config,
             losses,
@@ -672,7 +682,7 @@ fn push(run: &std::path::Path, repo: &str) -> Result<(), CliError> {
                 std::env::temp_dir(),
                 "make a temporary folder for the export in",
             ))?;
-        ldl_train::export_run(run, temp.path())?;
+        ldl_train::export_run(run, temp.path(), ldl_train::IfExists::Refuse)?;
         temp.path()
     };
     let pushed = hub.push(folder, &spec)?;
@@ -691,6 +701,12 @@ fn synth(count: u64, out: &std::path::Path, size: u32, seed: u64) -> Result<(), 
     if !(8..=224).contains(&size) {
         return Err(CliError::Usage(format!(
             "--size must be between 8 and 224, got {size}"
+        )));
+    }
+    if count == 0 || count > ldl_train::MAX_FACES {
+        return Err(CliError::Usage(format!(
+            "--count must be between 1 and {}, got {count}",
+            ldl_train::MAX_FACES
         )));
     }
     let config = ldl_train::SynthConfig {

@@ -249,6 +249,46 @@ fn a_run_killed_at_any_moment_resumes_to_the_uninterrupted_result() {
         || n.starts_with("staged-")));
 }
 
+/// A resume started while the run still trains is refused, naming the training process,
+/// and leaves the run untouched; once that process is gone (killed, so the lock is
+/// released by the OS, not by the run) a resume trains on, and every epoch is in
+/// `metrics.jsonl` once.
+#[test]
+fn a_run_folder_trains_in_one_process_at_a_time() {
+    // Far more epochs than the test waits for: the run is still training when refused.
+    let task = Task::new("[64, 64]", 100_000);
+    let run = task.run_dir("locked");
+    let mut child = spawn(&mut task.train("locked"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !run.join("state.json").is_file() || committed(&run) < 1 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        assert!(Instant::now() < deadline, "no epoch was committed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Bounded, so that without the lock it would end (and succeed) instead of hanging.
+    let epochs = format!("optim.epochs={}", committed(&run) + 1);
+    let out = task.resume("locked", &["--set", &epochs]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "a second process trained: {err}");
+    let holder = format!("another ldl process (pid {}) is training", child.id());
+    assert!(err.contains(&holder), "{err}");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the refusal stopped the run"
+    );
+    kill_when(&mut child, "the refusal", || true);
+
+    let epochs = format!("optim.epochs={}", committed(&run) + 2);
+    succeed(&mut task.resume("locked", &["--set", &epochs]));
+    let numbers: Vec<u64> = metrics(&run)
+        .iter()
+        .map(|record| record["epoch"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
+    assert_eq!(numbers, expected);
+    assert_eq!(numbers.len(), committed(&run));
+}
+
 /// The limit on file sizes for a child process (RLIMIT_FSIZE), with SIGXFSZ ignored so
 /// that a write past it fails with EFBIG ("File too large") instead of killing it.
 fn with_file_size_limit(command: &mut Command, bytes: u64) -> &mut Command {

@@ -583,19 +583,26 @@ fn surface(
 
 /// Writes faces `0..count` as PNGs into `folder`, with two manifests: `manifest.csv`
 /// (`image,age,apparent_age,apparent_age_std,yaw,pitch,roll,identity`, for the `table`
-/// format) and `chalearn.csv` (`image,mean,stdv`, for the `chalearn` format). Files are
-/// written under temporary names and renamed, so an interrupted run leaves no manifest
-/// that lists missing images.
+/// format) and `chalearn.csv` (`image,mean,stdv`, for the `chalearn` format). `count` must
+/// be in `1..=MAX_FACES`. The manifests are written row by row as the images are, under
+/// temporary names renamed at the end, so memory stays flat and an interrupted run leaves
+/// no manifest that lists missing images.
 pub fn write_synthetic_set(
     config: &SynthConfig,
     count: u64,
     folder: &std::path::Path,
 ) -> crate::Result<()> {
     use crate::Error;
-    use std::fmt::Write as _;
+    if count == 0 || count > MAX_FACES {
+        return Err(Error::Spec(format!(
+            "the face count must be in 1..={MAX_FACES}, got {count}"
+        )));
+    }
     std::fs::create_dir_all(folder.join("images")).map_err(|e| Error::io(folder, e))?;
-    let mut manifest = FACE_COLUMNS.join(",") + "\n";
-    let mut chalearn = String::from("image,mean,stdv\n");
+    let mut manifest = PartialFile::create(folder, "manifest.csv")?;
+    let mut chalearn = PartialFile::create(folder, "chalearn.csv")?;
+    manifest.line(&FACE_COLUMNS.join(","))?;
+    chalearn.line("image,mean,stdv")?;
     for i in 0..count {
         let face = render(config, i);
         let name = format!("images/{i:06}.png");
@@ -609,18 +616,47 @@ pub fn write_synthetic_set(
         )
         .map_err(|e| Error::io(&path, e))?;
         let labels = face_labels(config, i);
-        let _ = writeln!(manifest, "{}", table_row(&name, &labels));
-        let _ = writeln!(
-            chalearn,
+        manifest.line(&table_row(&name, &labels))?;
+        chalearn.line(&format!(
             "{name},{:.3},{:.3}",
             face.apparent_age, face.apparent_age_std
-        );
+        ))?;
     }
-    for (file, text) in [("manifest.csv", manifest), ("chalearn.csv", chalearn)] {
-        let target = folder.join(file);
-        let partial = folder.join(format!(".{file}.partial"));
-        std::fs::write(&partial, text).map_err(|e| Error::io(&partial, e))?;
-        std::fs::rename(&partial, &target).map_err(|e| Error::io(&target, e))?;
+    manifest.finish()?;
+    chalearn.finish()
+}
+
+/// A file written line by line under `.NAME.partial`, renamed to `NAME` by
+/// [`PartialFile::finish`].
+struct PartialFile {
+    writer: std::io::BufWriter<std::fs::File>,
+    partial: std::path::PathBuf,
+    target: std::path::PathBuf,
+}
+
+impl PartialFile {
+    fn create(folder: &std::path::Path, name: &str) -> crate::Result<PartialFile> {
+        let partial = folder.join(format!(".{name}.partial"));
+        let file = std::fs::File::create(&partial).map_err(|e| crate::Error::io(&partial, e))?;
+        Ok(PartialFile {
+            writer: std::io::BufWriter::new(file),
+            partial,
+            target: folder.join(name),
+        })
     }
-    Ok(())
+
+    fn line(&mut self, text: &str) -> crate::Result<()> {
+        use std::io::Write as _;
+        writeln!(self.writer, "{text}").map_err(|e| crate::Error::io(&self.partial, e))
+    }
+
+    fn finish(self) -> crate::Result<()> {
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| crate::Error::io(&self.partial, e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| crate::Error::io(&self.partial, e))?;
+        std::fs::rename(&self.partial, &self.target).map_err(|e| crate::Error::io(&self.target, e))
+    }
 }

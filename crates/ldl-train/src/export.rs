@@ -28,7 +28,10 @@ pub const MODEL_FILES: [&str; 3] = ldl_hub::MODEL_FILES;
 /// Local paths are not written: data files appear by file name only, `model.init_from`
 /// and `data.images` are dropped, and the output folder becomes `runs` (in the
 /// checkpoint's stored config too).
-pub fn export_run(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
+///
+/// Files of those names already in `out_dir` are replaced only with
+/// [`IfExists::Replace`]; otherwise the export is refused before anything is written.
+pub fn export_run(run_dir: &Path, out_dir: &Path, if_exists: IfExists) -> Result<Vec<PathBuf>> {
     let checkpoint = run_dir.join("checkpoints/best.safetensors");
     if !checkpoint.is_file() {
         return Err(Error::Usage(format!(
@@ -41,6 +44,10 @@ pub fn export_run(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
     let summary = run.finished()?;
     // The checkpoint must load: a corrupt one is refused here, not by the people using it.
     let (_, info) = ldl_models::read_checkpoint(&checkpoint, &candle_core::Device::Cpu)?;
+
+    if if_exists == IfExists::Refuse {
+        refuse_to_replace(out_dir)?;
+    }
 
     let config = shareable(&run.config);
     let config_text = toml::to_string(&config)
@@ -71,6 +78,31 @@ pub fn export_run(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
     let card_path = out_dir.join(MODEL_FILES[2]);
     crate::output::write_atomically(&card_path, card.as_bytes())?;
     Ok(vec![model_path, toml_path, card_path])
+}
+
+/// What [`export_run`] does with files of the model folder that are already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfExists {
+    /// Refuse the export, naming them.
+    Refuse,
+    /// Replace them (`ldl export --force`).
+    Replace,
+}
+
+/// An error naming the model-folder files already in `out_dir`, if there are any.
+fn refuse_to_replace(out_dir: &Path) -> Result<()> {
+    let present: Vec<&str> = MODEL_FILES
+        .into_iter()
+        .filter(|file| out_dir.join(file).symlink_metadata().is_ok())
+        .collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{} already holds {}; give --force to replace them, or choose another --out",
+        out_dir.display(),
+        present.join(", ")
+    )))
 }
 
 /// What `ldl.toml` holds.
@@ -120,7 +152,7 @@ fn with_header_entry(bytes: &[u8], key: &str, value: &str) -> std::result::Resul
     metadata.insert(key.to_string(), Value::String(value.to_string()));
     let mut text = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
     // The format pads the header with spaces to a multiple of 8 bytes.
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - length);

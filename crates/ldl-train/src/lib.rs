@@ -23,6 +23,7 @@ mod output;
 mod plot;
 mod records;
 mod run_folder;
+mod run_lock;
 mod runtime_tuning;
 mod schedule;
 mod stop;
@@ -39,10 +40,10 @@ pub use config::{
     Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig,
 };
 pub use error::{Error, Result};
-pub use export::{export_run, MODEL_FILES};
+pub use export::{export_run, IfExists, MODEL_FILES};
 pub use hub_data::read_hub_split;
 pub use ldl_core::AxisKind;
-pub use ldl_data::{write_synthetic_set, SynthConfig};
+pub use ldl_data::{write_synthetic_set, SynthConfig, MAX_FACES};
 pub use plot::{plot_groups, plot_runs, RunCurves};
 pub use runtime_tuning::{tune_for_training, CANDLE_SPIN_LIMIT};
 

@@ -106,7 +106,7 @@ impl RunFolder {
         if !path.is_file() {
             return Err(self.not_a_run(CONFIG));
         }
-        Config::load(&path, overrides)
+        Config::load_saved(&path, overrides)
     }
 
     /// The epoch records of `metrics.jsonl`, in order; none for a run folder whose first

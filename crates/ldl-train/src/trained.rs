@@ -87,7 +87,7 @@ impl TrainedModel {
                 ))
             })
         };
-        let config = Config::parse(path, field("train.config")?, &[])?;
+        let config = Config::parse_saved(path, field("train.config")?)?;
         let features: Vec<String> = serde_json::from_str(field("train.features")?)
             .map_err(|e| Error::Usage(format!("{}: bad `train.features`: {e}", path.display())))?;
         let standardizer = match info.extra.get("train.standardizer") {

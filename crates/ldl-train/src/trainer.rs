@@ -22,6 +22,7 @@ use crate::inputs::{mean_predictor, Inputs};
 use crate::numeric;
 use crate::output::write_atomically;
 use crate::records::{EpochRecord, Evaluation, Progress, RunSummary};
+use crate::run_lock::RunLock;
 use crate::schedule::StepSchedule;
 use crate::stop::StopToken;
 
@@ -104,9 +105,13 @@ pub fn resume(
     stop: &StopToken,
     observe: &mut dyn FnMut(Progress<'_>),
 ) -> Result<RunSummary> {
+    // Refuse a folder that is no run before creating its lock file.
+    read_state(run_dir)?;
+    let lock = RunLock::acquire(run_dir)?;
+    // Read again under the lock: a process that held it may have committed since.
     let state = read_state(run_dir)?;
-    let config = Config::load(&run_dir.join("config.toml"), overrides)?;
-    run(&config, Some((run_dir, state)), stop, observe)
+    let config = Config::load_saved(&run_dir.join("config.toml"), overrides)?;
+    run(&config, Some((run_dir, state, lock)), stop, observe)
 }
 
 /// Checks that `run_dir` can be resumed (a run folder with its `config.toml` and a valid
@@ -299,7 +304,7 @@ fn validate_epoch(
     epoch: usize,
     kept: &str,
 ) -> Result<Option<Evaluation>> {
-    if epoch % config.run.eval_every != 0 && epoch != config.optim.epochs {
+    if !epoch.is_multiple_of(config.run.eval_every) && epoch != config.optim.epochs {
         return Ok(None);
     }
     let evaluation = evaluate(
@@ -381,7 +386,7 @@ impl Network {
 
 fn run(
     config: &CheckedConfig,
-    resume_from: Option<(&Path, RunState)>,
+    resume_from: Option<(&Path, RunState, RunLock)>,
     stop: &StopToken,
     observe: &mut dyn FnMut(Progress<'_>),
 ) -> Result<RunSummary> {
@@ -393,12 +398,14 @@ fn run(
     let (mut network, init) = Network::build(config, features, &device, resume_from.is_none())?;
     let mut adam = network.adam(config)?;
 
-    let (run_dir, resumed) = match resume_from {
-        Some((dir, state)) => (dir.to_path_buf(), Some(state)),
-        None => (
-            new_run_dir(&config.run.output_dir, &config.task.name)?,
-            None,
-        ),
+    // The lock is held until the run returns.
+    let (run_dir, resumed, _lock) = match resume_from {
+        Some((dir, state, lock)) => (dir.to_path_buf(), Some(state), lock),
+        None => {
+            let dir = new_run_dir(&config.run.output_dir, &config.task.name)?;
+            let lock = RunLock::acquire(&dir)?;
+            (dir, None, lock)
+        }
     };
     let files = RunFiles::new(&run_dir)?;
     if let Some(state) = &resumed {

@@ -28,6 +28,7 @@ impl Config {
     /// what the config describes. Every error names its key (`optim.lr`,
     /// `task.joint[0].axes`) and what to change.
     pub fn check(self) -> Result<CheckedConfig> {
+        self.task.check_name()?;
         let space = self.task.label_space()?;
         self.check_precision()?;
         self.data.check(&self.task)?;

@@ -2,8 +2,11 @@
 //!
 //! A config file spells the section as a flat table (`kind = "dldl-v2"`, `lambda = 0.1`);
 //! it is read into [`LossConfig`], an enum whose variants carry only their own
-//! parameters. A parameter of another kind is refused unless it holds its default value
-//! (run folders of earlier versions wrote every parameter out).
+//! parameters. In a config a user writes, a parameter of another kind is refused unless it
+//! holds its default value: it would have no effect. A saved config (a run folder's
+//! `config.toml`, a checkpoint's header) is read with such parameters dropped by
+//! [`drop_other_kinds`], since earlier versions wrote them out with whatever value `--set`
+//! gave them, and the loss that trained the run never read them.
 //!
 //! | `kind` | parameters |
 //! |---|---|
@@ -205,6 +208,33 @@ impl Default for LossTable {
     }
 }
 
+/// The parameters of `[loss]` other than `kind`, each with the kinds that read it.
+const PARAMETER_READERS: [(&str, &[LossKind]); 5] = [
+    ("lambda", &[LossKind::DldlV2]),
+    ("axis_lambda", &[LossKind::DldlV2]),
+    ("lambda_mean", &[LossKind::MeanVariance]),
+    ("lambda_variance", &[LossKind::MeanVariance]),
+    ("target_moments", &[LossKind::FullKl, LossKind::DldlV2]),
+];
+
+/// Removes from a saved config's `[loss]` table the parameters its `kind` does not read.
+/// A table whose `kind` is no known loss is left as it is, for the reader to refuse.
+pub(super) fn drop_other_kinds(loss: &mut toml::Table) {
+    let kind = match loss.get("kind") {
+        None => LossKind::FullKl,
+        Some(toml::Value::String(name)) => match LossKind::parse(name) {
+            Ok(kind) => kind,
+            Err(_) => return,
+        },
+        Some(_) => return,
+    };
+    for (key, readers) in PARAMETER_READERS {
+        if !readers.contains(&kind) {
+            loss.remove(key);
+        }
+    }
+}
+
 impl TryFrom<LossTable> for LossConfig {
     type Error = String;
 
@@ -213,33 +243,19 @@ impl TryFrom<LossTable> for LossConfig {
         let target_moments = MomentsName::parse(&table.target_moments)?.0;
         let defaults = LossTable::default();
         // Parameters another kind reads: refused when set to anything but their default.
-        let foreign = [
-            ("lambda", table.lambda != defaults.lambda, LossKind::DldlV2),
-            (
-                "axis_lambda",
-                table.axis_lambda != defaults.axis_lambda,
-                LossKind::DldlV2,
-            ),
-            (
-                "lambda_mean",
-                table.lambda_mean != defaults.lambda_mean,
-                LossKind::MeanVariance,
-            ),
-            (
-                "lambda_variance",
-                table.lambda_variance != defaults.lambda_variance,
-                LossKind::MeanVariance,
-            ),
-        ];
-        let moments_read = matches!(kind, LossKind::FullKl | LossKind::DldlV2);
-        let moments_set = table.target_moments != defaults.target_moments;
-        let refused = foreign
+        let set = |key: &str| match key {
+            "lambda" => table.lambda != defaults.lambda,
+            "axis_lambda" => table.axis_lambda != defaults.axis_lambda,
+            "lambda_mean" => table.lambda_mean != defaults.lambda_mean,
+            "lambda_variance" => table.lambda_variance != defaults.lambda_variance,
+            _ => table.target_moments != defaults.target_moments,
+        };
+        let refused = PARAMETER_READERS
             .iter()
-            .find(|(_, set, owner)| *set && *owner != kind)
-            .map(|(key, _, owner)| (*key, owner.to_string()))
-            .or_else(|| {
-                (moments_set && !moments_read)
-                    .then(|| ("target_moments", "full-kl or dldl-v2".to_string()))
+            .find(|(key, readers)| set(key) && !readers.contains(&kind))
+            .map(|(key, readers)| {
+                let owners: Vec<String> = readers.iter().map(|k| k.to_string()).collect();
+                (*key, owners.join(" or "))
             });
         if let Some((key, owner)) = refused {
             return Err(format!(

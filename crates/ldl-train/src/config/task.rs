@@ -155,7 +155,38 @@ pub enum AxisKindName {
     Categorical,
 }
 
+/// The longest `task.name`: it names run folders (`NAME-3`, `NAME-compare`), which file
+/// systems limit to 255 bytes.
+const MAX_NAME_BYTES: usize = 100;
+
 impl TaskConfig {
+    /// `task.name` names the run's folder inside `run.output_dir`, so it must be one plain
+    /// file name: not empty, at most 100 bytes, without `/`, `\`, `:` or control
+    /// characters, none of which can lead the run outside `output_dir`.
+    pub(crate) fn check_name(&self) -> Result<()> {
+        let name = &self.name;
+        let refusal = if name.is_empty() {
+            Some("is empty".to_string())
+        } else if name.len() > MAX_NAME_BYTES {
+            Some(format!(
+                "is {} bytes long (at most {MAX_NAME_BYTES})",
+                name.len()
+            ))
+        } else {
+            name.chars()
+                .find(|&c| matches!(c, '/' | '\\' | ':') || c.is_control())
+                .map(|c| format!("holds {c:?}"))
+        };
+        match refusal {
+            None => Ok(()),
+            Some(problem) => Err(Error::Config(format!(
+                "`task.name`: {:?} {problem}; it names the run folder inside run.output_dir, \
+                 so use a plain name such as \"age\" (set run.output_dir for another place)",
+                truncated(name)
+            ))),
+        }
+    }
+
     /// The label space of the axes and joint groups; an error names the entry
     /// (`task.axes[2]`, `task.joint[0].axes`).
     pub fn label_space(&self) -> Result<LabelSpace> {
@@ -218,5 +249,13 @@ impl AxisConfig {
             Some(std) => axis.with_default_std(std),
             None => Ok(axis),
         }
+    }
+}
+
+/// `name` cut to 40 characters for a message.
+fn truncated(name: &str) -> String {
+    match name.char_indices().nth(40) {
+        Some((end, _)) => format!("{}…", &name[..end]),
+        None => name.to_string(),
     }
 }

@@ -1,11 +1,17 @@
 //! Config text: [`Config::load`] and [`Config::parse`] read a file, apply `--set
 //! key=value` overrides, anchor relative paths at the file's folder, and check the
 //! result; toml's messages come with the nearest valid key suggested.
+//!
+//! A config that `ldl` saved itself (a run folder's `config.toml`, a checkpoint's header)
+//! is read with [`Config::load_saved`] and [`Config::parse_saved`]: the same checks, except
+//! that loss parameters the loss kind does not read are dropped rather than refused, since
+//! earlier versions saved them (see [`super::loss`]).
 
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+use super::loss::drop_other_kinds;
 use super::{CheckedConfig, Config};
 use crate::error::{Error, Result};
 use crate::suggest::nearest;
@@ -21,7 +27,28 @@ impl Config {
     /// Parses and checks config text; `path` names it in messages and anchors relative
     /// paths.
     pub fn parse(path: &Path, text: &str, overrides: &[String]) -> Result<CheckedConfig> {
-        let mut config: Config = parse(path, text, overrides)?;
+        Config::parse_as(Author::User, path, text, overrides)
+    }
+
+    /// [`Config::load`] for a config `ldl` saved: a run folder's `config.toml`, read again
+    /// to resume or inspect the run. The `overrides` are checked as a user's.
+    pub fn load_saved(path: &Path, overrides: &[String]) -> Result<CheckedConfig> {
+        let text = read(path)?;
+        Config::parse_as(Author::Saved, path, &text, overrides)
+    }
+
+    /// [`Config::parse`] for a config `ldl` saved, such as a checkpoint's `train.config`.
+    pub fn parse_saved(path: &Path, text: &str) -> Result<CheckedConfig> {
+        Config::parse_as(Author::Saved, path, text, &[])
+    }
+
+    fn parse_as(
+        author: Author,
+        path: &Path,
+        text: &str,
+        overrides: &[String],
+    ) -> Result<CheckedConfig> {
+        let mut config: Config = parse(author, path, text, overrides)?;
         let folder = path.parent().unwrap_or(Path::new(""));
         config.data.resolve_paths(folder);
         if let Some(init) = &config.model.init_from {
@@ -48,19 +75,40 @@ pub(super) fn read(path: &Path) -> Result<String> {
     })
 }
 
+/// Who wrote a config's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Author {
+    /// A user: every key must have an effect.
+    User,
+    /// `ldl` itself, perhaps an earlier version: loss parameters of another loss kind are
+    /// dropped.
+    Saved,
+}
+
 /// `text` parsed, with `overrides` applied; `path` names it in messages.
-pub(super) fn parse<T: DeserializeOwned>(
+fn parse<T: DeserializeOwned>(
+    author: Author,
     path: &Path,
     text: &str,
     overrides: &[String],
 ) -> Result<T> {
     let at = |e: toml::de::Error| Error::Config(format!("{}: {}", path.display(), explain(&e)));
-    // Parse the text as written first, so that errors point at its lines.
-    let parsed: T = toml::from_str(text).map_err(at)?;
-    if overrides.is_empty() {
-        return Ok(parsed);
+    if author == Author::User {
+        // Parse the text as written first, so that errors point at its lines.
+        let parsed: T = toml::from_str(text).map_err(at)?;
+        if overrides.is_empty() {
+            return Ok(parsed);
+        }
     }
     let mut value: toml::Value = toml::from_str(text).map_err(at)?;
+    if author == Author::Saved {
+        if let Some(toml::Value::Table(loss)) = value.get_mut("loss") {
+            drop_other_kinds(loss);
+        }
+    }
+    if overrides.is_empty() {
+        return value.try_into().map_err(at);
+    }
     for assignment in overrides {
         apply_override(&mut value, assignment)?;
     }

@@ -3,8 +3,6 @@
 //! parquet) and the git blob SHA-1 for files kept in git (`ldl.toml`, `README.md`), so
 //! every fresh download can be checked against it.
 
-use std::path::Path;
-
 use sha1::Digest as _;
 
 /// The hash an ETag is.
@@ -52,7 +50,7 @@ impl Checksum {
 
     /// The hash of the file at `path`, in lowercase hex.
     #[cfg(test)]
-    pub(crate) fn of_file(self, path: &Path) -> std::io::Result<String> {
+    pub(crate) fn of_file(self, path: &std::path::Path) -> std::io::Result<String> {
         let mut file = std::fs::File::open(path)?;
         let length = file.metadata()?.len();
         match self {

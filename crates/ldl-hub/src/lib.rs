@@ -38,18 +38,18 @@ use std::time::Duration;
 use cache::RepoCache;
 use hf_hub::repository::CommitOperation;
 use hf_hub::{HFClientSync, HFError, RepoTypeModel};
-use transfer::{Http, Limits, RepoKind, Remote};
+use transfer::{Http, Limits, Remote, RepoKind};
 use untrusted::{CommitId, RepoFile};
 
 pub use dataset::{DatasetSpec, ParquetFile, PARQUET_REVISION};
 pub use error::{Error, Result};
 pub use hub_ref::{HubRef, RepoSpec};
+pub use parquet_rows::{
+    open_parquet, ColumnKind, ParquetFileReader, ParquetRows, ReadBudget, Value,
+};
 pub use transfer::{
     CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FILE_SIZE, DEFAULT_READ_TIMEOUT,
     MAX_FILE_SIZE_ENV, READ_TIMEOUT_ENV,
-};
-pub use parquet_rows::{
-    open_parquet, ColumnKind, ParquetFileReader, ParquetRows, ReadBudget, Value,
 };
 
 /// The prefix of a Hub path.
@@ -379,7 +379,10 @@ impl Hub {
         }
         let cache_error = |e: std::io::Error| Error::Other {
             what: hub_ref.to_string(),
-            detail: format!("cannot write to the cache at {} ({e})", session.cache.display()),
+            detail: format!(
+                "cannot write to the cache at {} ({e})",
+                session.cache.display()
+            ),
         };
         let path = repo
             .link(&remote.commit, &file, &remote.id)
@@ -427,7 +430,10 @@ impl Hub {
         }
         let cache_error = |e: std::io::Error| Error::Other {
             what: hub_ref.to_string(),
-            detail: format!("cannot write to the cache at {} ({e})", session.cache.display()),
+            detail: format!(
+                "cannot write to the cache at {} ({e})",
+                session.cache.display()
+            ),
         };
         std::fs::create_dir_all(folder).map_err(cache_error)?;
         let partial = repo.partial_blob(&remote.id);

@@ -29,7 +29,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, ETA
 use reqwest::{StatusCode, Url};
 
 use crate::error::{Error, Result};
-use crate::untrusted::{shown, BlobId, CommitId};
+use crate::untrusted::{bare_etag, shown, BlobId, CommitId};
 use crate::{chain, HubRef, Progress};
 
 /// The environment variable of the connect timeout, in seconds.
@@ -69,7 +69,9 @@ impl Limits {
     ) -> Result<Limits> {
         let connect = match connect {
             Some(d) => d,
-            None => env_value(CONNECT_TIMEOUT_ENV, parse_seconds)?.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            None => {
+                env_value(CONNECT_TIMEOUT_ENV, parse_seconds)?.unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+            }
         };
         let read = match read {
             Some(d) => d,
@@ -95,11 +97,13 @@ fn env_value<T>(
     match std::env::var(name) {
         Err(_) => Ok(None),
         Ok(text) if text.trim().is_empty() => Ok(None),
-        Ok(text) => parse(text.trim()).map(Some).map_err(|expected| Error::BadSetting {
-            name: name.to_string(),
-            value: text.clone(),
-            expected: expected.to_string(),
-        }),
+        Ok(text) => parse(text.trim())
+            .map(Some)
+            .map_err(|expected| Error::BadSetting {
+                name: name.to_string(),
+                value: text.clone(),
+                expected: expected.to_string(),
+            }),
     }
 }
 
@@ -231,7 +235,12 @@ impl Http {
         if kind == RepoKind::Dataset {
             parts.push("datasets");
         }
-        parts.extend([r.owner.as_str(), r.name.as_str(), "resolve", r.revision.as_str()]);
+        parts.extend([
+            r.owner.as_str(),
+            r.name.as_str(),
+            "resolve",
+            r.revision.as_str(),
+        ]);
         parts.extend(r.file.split('/'));
         self.url(&parts)
     }
@@ -264,7 +273,9 @@ impl Http {
             let result = build().headers(self.auth()).send();
             let again = match &result {
                 Err(e) => e.is_connect() && !e.is_timeout(),
-                Ok(r) => r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS,
+                Ok(r) => {
+                    r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS
+                }
             };
             if !again || attempt >= self.retries {
                 return result;
@@ -297,24 +308,43 @@ impl Http {
             }
             return self.remote(r, &response);
         }
-        Err(self.refused(r, "redirect", "", &format!("is one of more than {MAX_REDIRECTS}")))
+        Err(self.refused(
+            r,
+            "redirect",
+            "",
+            &format!("is one of more than {MAX_REDIRECTS}"),
+        ))
     }
 
     /// The blob id, commit and size the HEAD `response` announces, each checked.
     fn remote(&self, r: &HubRef, response: &Response) -> Result<Remote> {
         let etag = header(response, "x-linked-etag")
             .or_else(|| header(response, ETAG.as_str()))
-            .ok_or_else(|| self.refused(r, "ETag", "", "is missing, so the download could not be checked"))?;
-        let id = BlobId::parse_etag(&etag).map_err(|why| self.refused(r, "ETag", &etag, &why))?;
+            .ok_or_else(|| {
+                self.refused(
+                    r,
+                    "ETag",
+                    "",
+                    "is missing, so the download could not be checked",
+                )
+            })?;
+        let id = BlobId::parse_etag(&etag)
+            .map_err(|why| self.refused(r, "ETag", bare_etag(&etag), &why))?;
         let commit = header(response, "x-repo-commit")
             .ok_or_else(|| self.refused(r, "X-Repo-Commit", "", "is missing"))?;
-        let commit = CommitId::parse(&commit).map_err(|why| self.refused(r, "X-Repo-Commit", &commit, &why))?;
+        let commit = CommitId::parse(&commit)
+            .map_err(|why| self.refused(r, "X-Repo-Commit", &commit, &why))?;
         let (field, size) = match header(response, "x-linked-size") {
             Some(size) => ("X-Linked-Size", size),
             None => (
                 "Content-Length",
                 header(response, CONTENT_LENGTH.as_str()).ok_or_else(|| {
-                    self.refused(r, "Content-Length", "", "is missing, so the download could not be bounded")
+                    self.refused(
+                        r,
+                        "Content-Length",
+                        "",
+                        "is missing, so the download could not be bounded",
+                    )
                 })?,
             ),
         };
@@ -340,11 +370,25 @@ impl Http {
         let response = self
             .send(|| self.get.get(url.clone()))
             .map_err(|e| self.transport(r, e))?;
+        if response.status().is_redirection() {
+            // A redirect reqwest would not follow (to another scheme): say where it led.
+            let location = header(&response, LOCATION.as_str()).unwrap_or_default();
+            let reason = match Url::parse(&location) {
+                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                    format!("leads to a `{}:` URL, not http(s)", u.scheme())
+                }
+                _ => "could not be followed".to_string(),
+            };
+            return Err(self.refused(r, "redirect (Location)", &location, &reason));
+        }
         if response.status() != StatusCode::OK {
             return Err(if response.status().is_success() {
                 Error::Other {
                     what: r.to_string(),
-                    detail: format!("the Hub answered HTTP {} instead of the file", response.status()),
+                    detail: format!(
+                        "the Hub answered HTTP {} instead of the file",
+                        response.status()
+                    ),
                 }
             } else {
                 self.status_error(r, &response, Missing::File)
@@ -432,7 +476,14 @@ impl Http {
     /// The file names of a dataset at `revision`: `GET /api/datasets/{owner}/{name}/revision/
     /// {revision}`, the `rfilename` of each of its `siblings`. The names are not checked here.
     pub(crate) fn listing(&self, r: &HubRef) -> Result<Vec<String>> {
-        let url = self.url(&["api", "datasets", &r.owner, &r.name, "revision", &r.revision]);
+        let url = self.url(&[
+            "api",
+            "datasets",
+            &r.owner,
+            &r.name,
+            "revision",
+            &r.revision,
+        ]);
         let response = self
             .send(|| self.get.get(url.clone()))
             .map_err(|e| self.transport(r, e))?;
@@ -445,11 +496,16 @@ impl Http {
             .read_to_end(&mut body)
             .map_err(|e| self.body_error(r, &Progress::default(), e))?;
         let bad = |detail: String| Error::Other {
-            what: format!("the file list of datasets/{}/{} at {}", r.owner, r.name, r.revision),
+            what: format!(
+                "the file list of datasets/{}/{} at {}",
+                r.owner, r.name, r.revision
+            ),
             detail,
         };
         if body.len() as u64 > MAX_LISTING_BYTES {
-            return Err(bad(format!("the Hub sent more than {MAX_LISTING_BYTES} bytes")));
+            return Err(bad(format!(
+                "the Hub sent more than {MAX_LISTING_BYTES} bytes"
+            )));
         }
         let info: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| bad(format!("the Hub's answer is not JSON ({e})")))?;
@@ -493,8 +549,7 @@ impl Http {
     /// A failure while reading a body: a stall, or a transfer that broke off.
     fn body_error(&self, r: &HubRef, report: &Progress, e: std::io::Error) -> Error {
         let timed_out = e.kind() == std::io::ErrorKind::TimedOut
-            || e
-                .get_ref()
+            || e.get_ref()
                 .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
                 .is_some_and(reqwest::Error::is_timeout);
         if timed_out {
@@ -542,14 +597,18 @@ impl Http {
                 gated: code == "GatedRepo",
                 token_set: self.has_token(),
             },
-            404 if matches!(code.as_str(), "RepoNotFound" | "RepositoryNotFound") => Error::RepoNotFound {
-                repo,
-                endpoint: self.endpoint_name.clone(),
-            },
-            404 if code == "RevisionNotFound" || missing == Missing::Revision => Error::RevisionNotFound {
-                repo,
-                revision: r.revision.clone(),
-            },
+            404 if matches!(code.as_str(), "RepoNotFound" | "RepositoryNotFound") => {
+                Error::RepoNotFound {
+                    repo,
+                    endpoint: self.endpoint_name.clone(),
+                }
+            }
+            404 if code == "RevisionNotFound" || missing == Missing::Revision => {
+                Error::RevisionNotFound {
+                    repo,
+                    revision: r.revision.clone(),
+                }
+            }
             404 => Error::FileNotFound {
                 repo,
                 revision: r.revision.clone(),
@@ -692,7 +751,9 @@ mod tests {
     fn only_relative_locations_are_followed_by_hand() {
         let url = Url::parse("https://hub.example/o/n/resolve/main/f").unwrap();
         assert_eq!(
-            relative_redirect(&url, "/O/n/resolve/main/f").unwrap().as_str(),
+            relative_redirect(&url, "/O/n/resolve/main/f")
+                .unwrap()
+                .as_str(),
             "https://hub.example/O/n/resolve/main/f"
         );
         assert!(relative_redirect(&url, "https://cdn.example/x").is_none());

@@ -58,19 +58,17 @@ pub(crate) struct BlobId {
 impl BlobId {
     /// `etag` (the header's value: quoted, perhaps weak `W/"…"`) if it is a blob id.
     pub(crate) fn parse_etag(etag: &str) -> Result<BlobId, Refusal> {
-        let bare = etag.strip_prefix("W/").unwrap_or(etag);
-        let bare = bare
-            .strip_prefix('"')
-            .and_then(|b| b.strip_suffix('"'))
-            .unwrap_or(bare);
+        let bare = bare_etag(etag);
         match Checksum::of_etag(bare) {
             Some(checksum) => Ok(BlobId {
                 hex: bare.to_ascii_lowercase(),
                 checksum,
             }),
-            None => Err("is not a file hash (40 hex digits for a file kept in git, 64 for an \
+            None => Err(
+                "is not a file hash (40 hex digits for a file kept in git, 64 for an \
                          LFS file), so the download could not be checked against it"
-                .into()),
+                    .into(),
+            ),
         }
     }
 
@@ -89,6 +87,14 @@ impl fmt::Display for BlobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.hex)
     }
+}
+
+/// An ETag header's value without the weak mark `W/` and the quotes.
+pub(crate) fn bare_etag(etag: &str) -> &str {
+    let bare = etag.strip_prefix("W/").unwrap_or(etag);
+    bare.strip_prefix('"')
+        .and_then(|b| b.strip_suffix('"'))
+        .unwrap_or(bare)
 }
 
 /// A path in a repository that stays inside the folder it is joined to.
@@ -172,7 +178,14 @@ mod tests {
     fn commits_are_40_hex_digits() {
         let c = "0123456789abcdefABCDEF0123456789abcdef01";
         assert_eq!(CommitId::parse(c).unwrap().as_str(), c.to_ascii_lowercase());
-        for bad in ["", "main", &"0".repeat(39), &"0".repeat(41), "../../x", &"g".repeat(40)] {
+        for bad in [
+            "",
+            "main",
+            &"0".repeat(39),
+            &"0".repeat(41),
+            "../../x",
+            &"g".repeat(40),
+        ] {
             assert!(CommitId::parse(bad).is_err(), "{bad}");
         }
     }
@@ -182,7 +195,10 @@ mod tests {
         let git = BlobId::parse_etag(&format!("\"{}\"", "a".repeat(40))).unwrap();
         assert_eq!(git.checksum(), Checksum::GitBlobSha1);
         let lfs = BlobId::parse_etag(&format!("W/\"{}\"", "B".repeat(64))).unwrap();
-        assert_eq!((lfs.checksum(), lfs.as_str()), (Checksum::Sha256, &*"b".repeat(64)));
+        assert_eq!(
+            (lfs.checksum(), lfs.as_str()),
+            (Checksum::Sha256, &*"b".repeat(64))
+        );
         for bad in [
             "\"../../../../tmp/x/victim.txt\"",
             "\"abc\"",
@@ -197,7 +213,12 @@ mod tests {
 
     #[test]
     fn repo_files_stay_inside() {
-        for ok in ["model.safetensors", "default/train/0000.parquet", "a..b/c.d", ".gitattributes"] {
+        for ok in [
+            "model.safetensors",
+            "default/train/0000.parquet",
+            "a..b/c.d",
+            ".gitattributes",
+        ] {
             assert_eq!(RepoFile::parse(ok).unwrap().as_str(), ok);
         }
         for bad in [
@@ -221,6 +242,9 @@ mod tests {
     fn shown_values_are_escaped_and_short() {
         assert_eq!(shown("a\nb"), "a\\nb");
         let long = shown(&"x".repeat(1000));
-        assert!(long.ends_with("… (1000 bytes)") && long.len() < 140, "{long}");
+        assert!(
+            long.ends_with("… (1000 bytes)") && long.len() < 140,
+            "{long}"
+        );
     }
 }

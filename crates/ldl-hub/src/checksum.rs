@@ -3,12 +3,10 @@
 //! parquet) and the git blob SHA-1 for files kept in git (`ldl.toml`, `README.md`), so
 //! every fresh download can be checked against it.
 
-use std::path::Path;
-
 use sha1::Digest as _;
 
 /// The hash an ETag is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Checksum {
     /// The SHA-256 of the content (64 hex digits): LFS files.
     Sha256,
@@ -38,8 +36,21 @@ impl Checksum {
         }
     }
 
+    /// A hasher of content of `length` bytes, fed as it arrives.
+    pub(crate) fn hasher(self, length: u64) -> Hasher {
+        match self {
+            Checksum::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            Checksum::GitBlobSha1 => {
+                let mut hasher = sha1::Sha1::new();
+                hasher.update(format!("blob {length}\0").as_bytes());
+                Hasher::GitBlobSha1(hasher)
+            }
+        }
+    }
+
     /// The hash of the file at `path`, in lowercase hex.
-    pub(crate) fn of_file(self, path: &Path) -> std::io::Result<String> {
+    #[cfg(test)]
+    pub(crate) fn of_file(self, path: &std::path::Path) -> std::io::Result<String> {
         let mut file = std::fs::File::open(path)?;
         let length = file.metadata()?.len();
         match self {
@@ -53,6 +64,35 @@ impl Checksum {
     }
 }
 
+/// A hash being computed over a download (see [`Checksum::hasher`]).
+pub(crate) enum Hasher {
+    Sha256(sha2::Sha256),
+    GitBlobSha1(sha1::Sha1),
+}
+
+impl Hasher {
+    /// Adds the next bytes.
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::GitBlobSha1(h) => h.update(bytes),
+        }
+    }
+
+    /// The hash, in lowercase hex.
+    pub(crate) fn finish(self) -> String {
+        match self {
+            Hasher::Sha256(h) => hex(&h.finalize()),
+            Hasher::GitBlobSha1(h) => hex(&h.finalize()),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
 fn digest_reader<D: sha1::Digest>(
     mut hasher: D,
     reader: &mut impl std::io::Read,
@@ -65,11 +105,7 @@ fn digest_reader<D: sha1::Digest>(
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
 }
 
 #[cfg(test)]
@@ -103,6 +139,16 @@ mod tests {
             hash_of(Checksum::Sha256, b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn streamed_hashes_match_file_hashes() {
+        for kind in [Checksum::Sha256, Checksum::GitBlobSha1] {
+            let mut hasher = kind.hasher(6);
+            hasher.update(b"hel");
+            hasher.update(b"lo\n");
+            assert_eq!(hasher.finish(), hash_of(kind, b"hello\n"), "{kind:?}");
+        }
     }
 
     #[test]

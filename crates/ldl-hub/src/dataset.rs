@@ -6,9 +6,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use hf_hub::HFError;
-
+use crate::cache::RepoCache;
 use crate::error::{Error, Result};
+use crate::transfer::RepoKind;
+use crate::untrusted::{shown, CommitId, RepoFile};
 use crate::{Hub, HubRef};
 
 /// The revision where the Hub keeps its parquet conversion of a dataset: one folder per
@@ -254,8 +255,8 @@ impl Hub {
         config: &str,
         split: &str,
     ) -> Result<Vec<ParquetFile>> {
-        let client = self.client(None)?;
-        let (sync, cache) = &client;
+        let session = self.session()?;
+        let cache = &session.cache;
         let revision = dataset.revision();
         let as_ref = |file: &str| HubRef {
             owner: dataset.owner.clone(),
@@ -263,47 +264,19 @@ impl Hub {
             revision: revision.to_string(),
             file: file.to_string(),
         };
-        let repo = sync.dataset(dataset.owner.clone(), dataset.name.clone());
         let listed = if self.offline {
             None
         } else {
-            match repo.info().revision(revision.to_string()).send() {
-                Ok(info) => Some(
-                    info.siblings
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|s| s.rfilename)
-                        .collect::<Vec<_>>(),
-                ),
-                Err(e @ HFError::Request { .. }) => {
+            match session.http.listing(&as_ref("")) {
+                Ok(files) => Some(files),
+                Err(e @ (Error::NoNetwork { .. } | Error::Stalled { .. })) => {
                     // Unreachable: work from the cache if it has the revision.
                     if self.cached_snapshot(cache, dataset).is_none() {
-                        return Err(self.dataset_error(
-                            dataset,
-                            cache,
-                            self.classify_common(&as_ref(""), e),
-                        ));
+                        return Err(self.dataset_error(dataset, cache, e));
                     }
                     None
                 }
-                Err(HFError::RevisionNotFound {
-                    context: Some(context),
-                    ..
-                }) if context.error_code.as_deref() == Some("RepoNotFound") => {
-                    // The info request names the revision, so any 404 reads as a missing
-                    // revision; the Hub's error code tells a missing repository apart.
-                    return Err(Error::RepoNotFound {
-                        repo: format!("datasets/{}", dataset.repo_id()),
-                        endpoint: self.endpoint_name(),
-                    });
-                }
-                Err(e) => {
-                    return Err(self.dataset_error(
-                        dataset,
-                        cache,
-                        self.classify_common(&as_ref(""), e),
-                    ))
-                }
+                Err(e) => return Err(self.dataset_error(dataset, cache, e)),
             }
         };
         let Some(files) = listed else {
@@ -325,6 +298,7 @@ impl Hub {
             };
             let record = split_record(cache, dataset, config, split);
             let chosen = read_split_record(&record)
+                .filter(|files| files.iter().all(|f| RepoFile::parse(f).is_ok()))
                 .ok_or_else(|| not_cached("it was never downloaded whole".into()))?;
             let missing: Vec<&String> = chosen
                 .iter()
@@ -351,13 +325,25 @@ impl Hub {
             wanted: format!("config `{config}`, split `{split}`"),
             present,
         })?;
-        let folder = dataset.cache_folder();
+        // The names become paths in the cache: all of them are checked before any download.
+        for f in &chosen {
+            if let Err(reason) = RepoFile::parse(f) {
+                return Err(Error::UnsafeResponse {
+                    endpoint: self.endpoint_name(),
+                    what: format!("the file list of datasets/{}", dataset),
+                    field: "the file name".into(),
+                    value: shown(f),
+                    reason,
+                });
+            }
+        }
         let files = chosen
             .iter()
             .map(|f| {
                 let local = self
-                    .download(&repo, cache, &folder, &as_ref(f))
-                    .map_err(|e| self.dataset_error(dataset, cache, e))?;
+                    .download(&session, RepoKind::Dataset, &as_ref(f))
+                    .map_err(|e| self.dataset_error(dataset, cache, e))?
+                    .path;
                 Ok(ParquetFile {
                     name: dataset.file_name(f),
                     local,
@@ -372,13 +358,12 @@ impl Hub {
 
     /// The cached snapshot folder of the dataset's revision, if the cache has one.
     fn cached_snapshot(&self, cache: &Path, dataset: &DatasetSpec) -> Option<PathBuf> {
-        let repo = cache.join(dataset.cache_folder());
+        let repo = RepoCache::new(cache, &dataset.cache_folder());
         let revision = dataset.revision();
-        let commit = match std::fs::read_to_string(repo.join("refs").join(revision)) {
-            Ok(text) => text.trim().to_string(),
-            Err(_) => revision.to_string(),
-        };
-        let snapshot = repo.join("snapshots").join(commit);
+        let commit = CommitId::parse(revision)
+            .ok()
+            .or_else(|| repo.read_ref(&RepoFile::parse(revision).ok()?))?;
+        let snapshot = repo.snapshot(&commit);
         snapshot.is_dir().then_some(snapshot)
     }
 
@@ -415,12 +400,58 @@ impl Hub {
                 cache: cache.display().to_string(),
             },
             Error::Corrupt { what, detail } => Error::Corrupt {
-                what: what.replacen("hf://", "hf://datasets/", 1),
+                what: dataset_path(&what),
                 detail,
+            },
+            Error::Stalled {
+                what,
+                endpoint,
+                seconds,
+            } => Error::Stalled {
+                what: dataset_path(&what),
+                endpoint,
+                seconds,
+            },
+            Error::UnsafeResponse {
+                endpoint,
+                what,
+                field,
+                value,
+                reason,
+            } => Error::UnsafeResponse {
+                endpoint,
+                what: dataset_path(&what),
+                field,
+                value,
+                reason,
+            },
+            Error::TooLarge { what, size, limit } => Error::TooLarge {
+                what: dataset_path(&what),
+                size,
+                limit,
+            },
+            Error::NoSpace {
+                what,
+                size,
+                free,
+                cache,
+            } => Error::NoSpace {
+                what: dataset_path(&what),
+                size,
+                free,
+                cache,
             },
             e => e,
         }
     }
+}
+
+/// A model-worded Hub path (`hf://o/n@rev/file`, `hf://o/n@rev/` for the listing) as the
+/// dataset's: `hf://datasets/o/n@rev/file`, `hf://datasets/o/n@rev`.
+fn dataset_path(what: &str) -> String {
+    what.replacen("hf://", "hf://datasets/", 1)
+        .trim_end_matches('/')
+        .to_string()
 }
 
 #[cfg(test)]

@@ -117,6 +117,88 @@ pub enum Error {
         detail: String,
     },
 
+    /// The Hub (or a mirror, or a proxy) sent a value ldl will not use: one that would name a
+    /// path outside the cache, or that leaves a download unchecked or unbounded. Nothing was
+    /// written for it.
+    #[error(
+        "the Hub at {endpoint} answered for {what} with {}: refused, nothing was written; \
+         a Hub, mirror or proxy that answers this is broken or hostile: check HF_ENDPOINT \
+         and any HTTP proxy",
+        unsafe_value(.field, .value, .reason)
+    )]
+    UnsafeResponse {
+        /// The Hub's base URL.
+        endpoint: String,
+        /// The Hub path or repository asked about.
+        what: String,
+        /// The header or field (`ETag`, `X-Repo-Commit`, a file name in the listing, …).
+        field: String,
+        /// The value sent, escaped and shortened; empty when it was missing.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The Hub accepted the connection but sent nothing for the read timeout.
+    #[error(
+        "{what}: the Hub at {endpoint} sent nothing for {seconds} s, so the request was given \
+         up and nothing was kept in the cache: check the network, or give a slow Hub more \
+         time with LDL_HUB_READ_TIMEOUT=SECONDS"
+    )]
+    Stalled {
+        /// The Hub path or repository asked about.
+        what: String,
+        /// The Hub's base URL.
+        endpoint: String,
+        /// The read timeout, in seconds.
+        seconds: String,
+    },
+
+    /// A file larger than the most ldl downloads.
+    #[error(
+        "{what} is {} as the Hub announces it, more than the {} ldl downloads at most; \
+         nothing was downloaded: if the file really is that large, raise the limit with \
+         LDL_HUB_MAX_FILE_SIZE=BYTES (e.g. 100G)",
+        bytes(*.size), bytes(*.limit)
+    )]
+    TooLarge {
+        /// The Hub path.
+        what: String,
+        /// The size announced, in bytes.
+        size: u64,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+
+    /// A file larger than the free space of the cache's disk.
+    #[error(
+        "{what} is {} as the Hub announces it, but only {} are free on the disk of the cache \
+         {cache}; nothing was downloaded: free some space, or set HF_HUB_CACHE to a folder on \
+         a larger disk",
+        bytes(*.size), bytes(*.free)
+    )]
+    NoSpace {
+        /// The Hub path.
+        what: String,
+        /// The size announced, in bytes.
+        size: u64,
+        /// The free space, in bytes.
+        free: u64,
+        /// The cache folder.
+        cache: String,
+    },
+
+    /// An environment variable of ldl-hub with a value it cannot use.
+    #[error("{name}=`{value}` is not {expected}: set it to one, or unset it for the default")]
+    BadSetting {
+        /// The variable.
+        name: String,
+        /// Its value.
+        value: String,
+        /// What it should be.
+        expected: String,
+    },
+
     /// Pushing without a token.
     #[error(
         "pushing needs a Hub token with write access: set HF_TOKEN \
@@ -275,6 +357,32 @@ fn auth_message(repo: &str, status: u16, gated: bool, token_set: bool) -> String
             "{repo} needs authentication (HTTP {status}): it is private or does not exist; \
              set HF_TOKEN to a token that can read it, or check the owner/name spelling"
         )
+    }
+}
+
+fn unsafe_value(field: &str, value: &str, reason: &str) -> String {
+    if value.is_empty() {
+        format!("no {field}: it {reason}")
+    } else {
+        format!("{field} `{value}`, which {reason}")
+    }
+}
+
+/// `10000000000000 bytes (9.1 TiB)`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = None;
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = Some(u);
+    }
+    match unit {
+        Some(u) => format!("{n} bytes ({value:.1} {u})"),
+        None => format!("{n} bytes"),
     }
 }
 

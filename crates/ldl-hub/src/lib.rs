@@ -21,25 +21,35 @@
 //! explicitly, which is what tests do.
 #![warn(missing_docs)]
 
+mod cache;
 mod checksum;
 mod dataset;
 mod error;
 mod hub_ref;
 mod parquet_footer;
 mod parquet_rows;
+mod transfer;
+mod untrusted;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use checksum::Checksum;
+use cache::RepoCache;
 use hf_hub::repository::CommitOperation;
-use hf_hub::{HFClientSync, HFError, HFRepositorySync, RepoType, RepoTypeModel};
+use hf_hub::{HFClientSync, HFError, RepoTypeModel};
+use transfer::{Http, Limits, Remote, RepoKind};
+use untrusted::{CommitId, RepoFile};
 
 pub use dataset::{DatasetSpec, ParquetFile, PARQUET_REVISION};
 pub use error::{Error, Result};
 pub use hub_ref::{HubRef, RepoSpec};
 pub use parquet_rows::{
     open_parquet, ColumnKind, ParquetFileReader, ParquetRows, ReadBudget, Value,
+};
+pub use transfer::{
+    CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FILE_SIZE, DEFAULT_READ_TIMEOUT,
+    MAX_FILE_SIZE_ENV, READ_TIMEOUT_ENV,
 };
 
 /// The prefix of a Hub path.
@@ -116,9 +126,32 @@ pub struct Pushed {
     pub commit_url: Option<String>,
 }
 
+/// How far a download is: reported to the callback of [`Hub::progress`] when a download
+/// starts (`done` 0), as its bytes arrive, and when it ends (`done == total`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The Hub path of the file, e.g. `hf://owner/name`.
+    pub file: String,
+    /// The bytes received so far.
+    pub done: u64,
+    /// The size the Hub announced, in bytes.
+    pub total: u64,
+}
+
+/// The callback of [`Hub::progress`].
+#[derive(Clone)]
+struct ProgressCallback(Arc<dyn Fn(&Progress) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressCallback")
+    }
+}
+
 /// Where and how to talk to the Hub. Unset fields fall back to the environment
-/// (`HF_ENDPOINT`, `HF_HUB_CACHE` / `HF_HOME`, `HF_TOKEN`) and then to the defaults
-/// (`https://huggingface.co`, `~/.cache/huggingface/hub`).
+/// (`HF_ENDPOINT`, `HF_HUB_CACHE` / `HF_HOME`, `HF_TOKEN`, `LDL_HUB_CONNECT_TIMEOUT`,
+/// `LDL_HUB_READ_TIMEOUT`, `LDL_HUB_MAX_FILE_SIZE`) and then to the defaults
+/// (`https://huggingface.co`, `~/.cache/huggingface/hub`, 30 s, 60 s, 64 GiB).
 #[derive(Debug, Clone, Default)]
 pub struct Hub {
     endpoint: Option<String>,
@@ -127,6 +160,31 @@ pub struct Hub {
     offline: bool,
     retries: Option<usize>,
     ignore_env_token: bool,
+    connect_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
+    max_file_size: Option<u64>,
+    progress: Option<ProgressCallback>,
+}
+
+/// What downloads need: the HTTP clients and the cache folder.
+struct Session {
+    http: Http,
+    cache: PathBuf,
+}
+
+/// A file in the cache, and the commit it belongs to.
+struct Cached {
+    path: PathBuf,
+    commit: CommitId,
+}
+
+/// Removes a partial download unless it was kept.
+struct PartialFile<'a>(&'a Path);
+
+impl Drop for PartialFile<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
 }
 
 impl Hub {
@@ -153,8 +211,9 @@ impl Hub {
         self
     }
 
-    /// Whether [`Hub::push`] may take its token from `HF_TOKEN` (the default) when none was
-    /// given with [`Hub::token`].
+    /// Whether a token may be taken from the environment (`HF_TOKEN`, and for downloads also
+    /// `HF_TOKEN_PATH` and `$HF_HOME/token`; the default) when none was given with
+    /// [`Hub::token`].
     pub fn env_token(mut self, allowed: bool) -> Self {
         self.ignore_env_token = !allowed;
         self
@@ -166,14 +225,42 @@ impl Hub {
         self
     }
 
-    /// How often a failed request is retried (the client's default is 5).
+    /// How often a request is retried after a refused connection or a 429/5xx answer (the
+    /// default is 2); a timeout is not retried.
     pub fn retries(mut self, retries: usize) -> Self {
         self.retries = Some(retries);
         self
     }
 
-    /// The blocking client, and its cache folder.
-    fn client(&self, token: Option<String>) -> Result<(HFClientSync, PathBuf)> {
+    /// How long to try to connect (instead of `LDL_HUB_CONNECT_TIMEOUT`; default 30 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// How long to wait for an answer, and then for each piece of a download, before giving
+    /// up (instead of `LDL_HUB_READ_TIMEOUT`; default 60 s).
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = Some(timeout);
+        self
+    }
+
+    /// The largest file downloaded, in bytes (instead of `LDL_HUB_MAX_FILE_SIZE`; default
+    /// 64 GiB). A download is also refused when the cache's disk has less space free.
+    pub fn max_file_size(mut self, bytes: u64) -> Self {
+        self.max_file_size = Some(bytes);
+        self
+    }
+
+    /// Calls `report` as downloads progress (see [`Progress`]); files found in the cache are
+    /// not reported.
+    pub fn progress(mut self, report: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(ProgressCallback(Arc::new(report)));
+        self
+    }
+
+    /// hf-hub's blocking client, for uploads.
+    fn client(&self, token: Option<String>) -> Result<HFClientSync> {
         let mut builder = hf_hub::HFClient::builder();
         if let Some(endpoint) = &self.endpoint {
             builder = builder.endpoint(endpoint.clone());
@@ -192,8 +279,45 @@ impl Hub {
             detail: e.to_string(),
         };
         let client = builder.build().map_err(failed)?;
-        let cache = client.cache_dir().to_path_buf();
-        Ok((HFClientSync::from_inner(client).map_err(failed)?, cache))
+        HFClientSync::from_inner(client).map_err(failed)
+    }
+
+    /// The clients and cache folder of downloads.
+    fn session(&self) -> Result<Session> {
+        let limits = Limits::resolve(self.connect_timeout, self.read_timeout, self.max_file_size)?;
+        let http = Http::new(
+            self.endpoint_name(),
+            self.download_token(),
+            self.retries.unwrap_or(2),
+            limits,
+        )?;
+        let cache = self
+            .cache_dir
+            .clone()
+            .unwrap_or_else(hf_hub::resolve_cache_dir);
+        Ok(Session { http, cache })
+    }
+
+    /// The token downloads send: [`Hub::token`], else (unless [`Hub::env_token`] forbids it)
+    /// the one other Hugging Face tools use: `HF_TOKEN`, the file `HF_TOKEN_PATH` names, or
+    /// `$HF_HOME/token`; none when `HF_HUB_DISABLE_IMPLICIT_TOKEN` is set.
+    fn download_token(&self) -> Option<String> {
+        if self.token.is_some() || self.ignore_env_token {
+            return self.token.clone();
+        }
+        let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if set("HF_HUB_DISABLE_IMPLICIT_TOKEN").is_some() {
+            return None;
+        }
+        let from_file = |path: PathBuf| {
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+        };
+        set("HF_TOKEN")
+            .or_else(|| set("HF_TOKEN_PATH").and_then(|p| from_file(p.into())))
+            .or_else(|| from_file(hf_hub::hf_home().join("token")))
     }
 
     fn endpoint_name(&self) -> String {
@@ -203,81 +327,150 @@ impl Hub {
             .unwrap_or_else(|| "https://huggingface.co".to_string())
     }
 
-    /// The file `hub_ref` names, downloaded into the cache or found there. A fresh download
-    /// whose ETag is a SHA-256 (as for LFS files) is checked against it; a corrupt or
-    /// truncated download is removed from the cache and reported.
+    /// The file `hub_ref` names, downloaded into the cache or found there. Every value of the
+    /// Hub's answer that becomes a path is checked first ([`Error::UnsafeResponse`]); the
+    /// download is bounded by the announced size, and checked against its ETag (a SHA-256
+    /// for LFS files, a git blob SHA-1 for others); a corrupt, truncated, oversized or stalled
+    /// download leaves nothing in the cache.
     pub fn resolve(&self, hub_ref: &HubRef) -> Result<PathBuf> {
-        let client = self.client(None)?;
-        self.resolve_with(&client, hub_ref)
+        let session = self.session()?;
+        Ok(self.download(&session, RepoKind::Model, hub_ref)?.path)
     }
 
-    fn resolve_with(
-        &self,
-        (client, cache): &(HFClientSync, PathBuf),
-        hub_ref: &HubRef,
-    ) -> Result<PathBuf> {
-        let repo = client.model(hub_ref.owner.clone(), hub_ref.name.clone());
-        let folder = format!("models--{}--{}", hub_ref.owner, hub_ref.name);
-        self.download(&repo, cache, &folder, hub_ref)
-    }
-
-    /// Downloads (or finds in the cache) `hub_ref.file` of `repo`, whose cache folder is
-    /// `cache/folder`, checking a fresh download against its ETag.
-    fn download<T: RepoType>(
-        &self,
-        repo: &HFRepositorySync<T>,
-        cache: &Path,
-        folder: &str,
-        hub_ref: &HubRef,
-    ) -> Result<PathBuf> {
-        let blobs = cache.join(folder).join("blobs");
-        let before = blob_names(&blobs);
-        let result = repo
-            .download_file()
-            .filename(hub_ref.file.clone())
-            .revision(hub_ref.revision.clone())
-            .local_files_only(self.offline)
-            .send();
-        match result {
-            Ok(path) => {
-                verify_fresh(&path, &before, hub_ref)?;
-                Ok(path)
+    /// Downloads (or finds in the cache) `hub_ref.file` of the repository: from the cache for a
+    /// commit it holds, offline, or when the Hub cannot be reached; else after a metadata
+    /// request whose values are checked, downloaded only when the blob is not cached yet.
+    fn download(&self, session: &Session, kind: RepoKind, hub_ref: &HubRef) -> Result<Cached> {
+        let file = RepoFile::parse(&hub_ref.file).map_err(|reason| Error::BadPath {
+            input: hub_ref.to_string(),
+            reason: format!("the path in the repository {reason}"),
+        })?;
+        let repo = RepoCache::new(
+            &session.cache,
+            &kind.cache_folder(&hub_ref.owner, &hub_ref.name),
+        );
+        if let Ok(commit) = CommitId::parse(&hub_ref.revision) {
+            let path = repo.snapshot_file(&commit, &file);
+            if path.is_file() {
+                return Ok(Cached { path, commit });
             }
-            Err(e) => Err(self.classify(repo, hub_ref, cache, &blobs, &before, e)),
         }
+        let from_cache = || {
+            repo.cached(&hub_ref.revision, &file)
+                .map(|(path, commit)| Cached { path, commit })
+        };
+        if self.offline {
+            return from_cache().ok_or_else(|| Error::NotCached {
+                what: hub_ref.to_string(),
+                repo: hub_ref.repo_spec(),
+                cache: session.cache.display().to_string(),
+            });
+        }
+        let remote = match session.http.metadata(kind, hub_ref) {
+            Ok(remote) => remote,
+            // Out of reach: the cached copy of the revision, if there is one.
+            Err(e @ (Error::NoNetwork { .. } | Error::Stalled { .. })) => {
+                return from_cache().ok_or(e)
+            }
+            Err(e) => return Err(e),
+        };
+        if !repo.blob(&remote.id).is_file() {
+            self.fetch_blob(session, kind, hub_ref, &repo, &remote)?;
+        }
+        let cache_error = |e: std::io::Error| Error::Other {
+            what: hub_ref.to_string(),
+            detail: format!(
+                "cannot write to the cache at {} ({e})",
+                session.cache.display()
+            ),
+        };
+        let path = repo
+            .link(&remote.commit, &file, &remote.id)
+            .map_err(cache_error)?;
+        if CommitId::parse(&hub_ref.revision).is_err() {
+            // Branch and tag names were checked by their parsers; a `..` could not get here.
+            if let Ok(revision) = RepoFile::parse(&hub_ref.revision) {
+                repo.write_ref(&revision, &remote.commit)
+                    .map_err(cache_error)?;
+            }
+        }
+        Ok(Cached {
+            path,
+            commit: remote.commit,
+        })
+    }
+
+    /// Downloads the blob `remote` announces into `blobs/`, after checking its size against
+    /// the limit and the free space; it is renamed into place only once its hash matched.
+    fn fetch_blob(
+        &self,
+        session: &Session,
+        kind: RepoKind,
+        hub_ref: &HubRef,
+        repo: &RepoCache,
+        remote: &Remote,
+    ) -> Result<()> {
+        let limit = session.http.limits().max_file_size;
+        if remote.size > limit {
+            return Err(Error::TooLarge {
+                what: hub_ref.to_string(),
+                size: remote.size,
+                limit,
+            });
+        }
+        let blob = repo.blob(&remote.id);
+        let folder = blob.parent().unwrap_or(&session.cache);
+        if let Some(free) = transfer::free_space(folder).filter(|&free| remote.size > free) {
+            return Err(Error::NoSpace {
+                what: hub_ref.to_string(),
+                size: remote.size,
+                free,
+                cache: session.cache.display().to_string(),
+            });
+        }
+        let cache_error = |e: std::io::Error| Error::Other {
+            what: hub_ref.to_string(),
+            detail: format!(
+                "cannot write to the cache at {} ({e})",
+                session.cache.display()
+            ),
+        };
+        std::fs::create_dir_all(folder).map_err(cache_error)?;
+        let partial = repo.partial_blob(&remote.id);
+        let _remove = PartialFile(&partial);
+        let report = |p: &Progress| {
+            if let Some(callback) = &self.progress {
+                (callback.0)(p)
+            }
+        };
+        session
+            .http
+            .download(kind, hub_ref, remote, &partial, &report)?;
+        repo.store_blob(&partial, &remote.id).map_err(cache_error)?;
+        Ok(())
     }
 
     /// Fetches the model folder of `repo`: [`MODEL_FILES`] at one commit of its revision.
     /// `model.safetensors` and `ldl.toml` must exist; a missing `README.md` is tolerated.
     /// Returns the cached snapshot folder.
     pub fn fetch(&self, repo: &RepoSpec) -> Result<PathBuf> {
-        let client = self.client(None)?;
-        let first = repo.file(MODEL_FILES[0]);
-        let model = self.resolve_with(&client, &first)?;
-        let folder = model
-            .parent()
-            .map(Path::to_path_buf)
-            .ok_or_else(|| Error::Other {
-                what: first.to_string(),
-                detail: "the cache returned a path without a folder".into(),
-            })?;
-        // The snapshot folder is named by the commit: the other files come from the same one.
-        let commit = folder
-            .file_name()
-            .and_then(|n| n.to_str())
-            .filter(|n| n.len() == 40 && n.chars().all(|c| c.is_ascii_hexdigit()))
-            .map(str::to_string)
-            .unwrap_or_else(|| repo.revision.clone());
+        let session = self.session()?;
+        let first = self.download(&session, RepoKind::Model, &repo.file(MODEL_FILES[0]))?;
+        // The other files come from the same commit.
         for (i, file) in MODEL_FILES.iter().enumerate().skip(1) {
             let mut r = repo.file(file);
-            r.revision = commit.clone();
-            match self.resolve_with(&client, &r) {
+            r.revision = first.commit.to_string();
+            match self.download(&session, RepoKind::Model, &r) {
                 Ok(_) => {}
                 Err(Error::FileNotFound { .. }) if i == 2 => {}
                 Err(e) => return Err(e.for_revision(&repo.revision)),
             }
         }
-        Ok(folder)
+        Ok(RepoCache::new(
+            &session.cache,
+            &RepoKind::Model.cache_folder(&repo.owner, &repo.name),
+        )
+        .snapshot(&first.commit))
     }
 
     /// Uploads [`MODEL_FILES`] from `folder` (as written by `ldl export`) to the model
@@ -302,7 +495,7 @@ impl Hub {
             operations.push(CommitOperation::add_file(file, path));
             files.push(file.to_string());
         }
-        let (client, _) = self.client(Some(token))?;
+        let client = self.client(Some(token))?;
         let repo_id = repo.repo_id();
         let as_ref = repo.file(MODEL_FILES[0]);
         client
@@ -347,65 +540,6 @@ impl Hub {
                 repo: hub_ref.repo_id(),
                 detail: e.to_string(),
             },
-            e => self.classify_common(hub_ref, e),
-        }
-    }
-
-    /// One clear error for a failed download.
-    fn classify<T: RepoType>(
-        &self,
-        repo: &HFRepositorySync<T>,
-        hub_ref: &HubRef,
-        cache: &Path,
-        blobs: &Path,
-        before: &HashSet<String>,
-        e: HFError,
-    ) -> Error {
-        match e {
-            HFError::LocalEntryNotFound { .. } => {
-                if self.offline {
-                    Error::NotCached {
-                        what: hub_ref.to_string(),
-                        repo: hub_ref.repo_spec(),
-                        cache: cache.display().to_string(),
-                    }
-                } else {
-                    // Online but unreachable: the client fell back to the cache, which lacks it.
-                    Error::NoNetwork {
-                        endpoint: self.endpoint_name(),
-                        detail: e.to_string(),
-                    }
-                }
-            }
-            HFError::EntryNotFound { context: None, .. } if !self.offline => {
-                // The download's HEAD request says only "404"; ask once more for the Hub's
-                // error code, which tells a missing repository, revision and file apart.
-                match repo
-                    .get_file_metadata()
-                    .filepath(hub_ref.file.clone())
-                    .revision(&hub_ref.revision)
-                    .send()
-                {
-                    Err(e2) => self.classify_common(hub_ref, e2),
-                    Ok(_) => Error::FileNotFound {
-                        repo: hub_ref.repo_id(),
-                        revision: hub_ref.revision.clone(),
-                        file: hub_ref.file.clone(),
-                    },
-                }
-            }
-            HFError::Request { .. } => {
-                // A transfer that broke off leaves `<blob>.incomplete` behind: remove it.
-                let partial = remove_incomplete(blobs, before);
-                if partial || e.to_string().contains("response body") {
-                    Error::Corrupt {
-                        what: hub_ref.to_string(),
-                        detail: format!("the transfer broke off ({})", chain(&e)),
-                    }
-                } else {
-                    self.classify_common(hub_ref, e)
-                }
-            }
             e => self.classify_common(hub_ref, e),
         }
     }
@@ -472,77 +606,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-/// The names of the files in a cache's `blobs` folder.
-fn blob_names(blobs: &Path) -> HashSet<String> {
-    std::fs::read_dir(blobs)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Removes the `*.incomplete` files that appeared in `blobs` since `before`; whether any did.
-fn remove_incomplete(blobs: &Path, before: &HashSet<String>) -> bool {
-    let mut removed = false;
-    for name in blob_names(blobs) {
-        if name.ends_with(".incomplete") && !before.contains(&name) {
-            removed |= std::fs::remove_file(blobs.join(&name)).is_ok();
-        }
-    }
-    removed
-}
-
-/// Checks a blob downloaded by this call against its ETag (a SHA-256 for LFS files, a git
-/// blob SHA-1 for files in git); a mismatch removes the blob and its snapshot link, so the
-/// next try downloads it again.
-fn verify_fresh(path: &Path, before: &HashSet<String>, hub_ref: &HubRef) -> Result<()> {
-    let Ok(target) = std::fs::read_link(path) else {
-        return Ok(()); // Not a link into blobs (a copy): nothing to compare against.
-    };
-    let blob = match path.parent() {
-        Some(parent) => parent.join(&target),
-        None => return Ok(()),
-    };
-    let Some(etag) = blob
-        .file_name()
-        .and_then(|n| n.to_str())
-        .map(str::to_string)
-    else {
-        return Ok(());
-    };
-    if before.contains(&etag) {
-        return Ok(());
-    }
-    let Some(checksum) = Checksum::of_etag(&etag) else {
-        return Ok(());
-    };
-    let actual = match checksum.of_file(&blob) {
-        Ok(digest) => digest,
-        Err(e) => {
-            return Err(Error::Other {
-                what: hub_ref.to_string(),
-                detail: format!("cannot read the download {}: {e}", blob.display()),
-            })
-        }
-    };
-    if actual.eq_ignore_ascii_case(&etag) {
-        return Ok(());
-    }
-    let size = std::fs::metadata(&blob).map(|m| m.len()).unwrap_or(0);
-    let _ = std::fs::remove_file(path);
-    let _ = std::fs::remove_file(&blob);
-    Err(Error::Corrupt {
-        what: hub_ref.to_string(),
-        detail: format!(
-            "{size} bytes whose {} is {actual}, not the ETag {etag}",
-            checksum.name()
-        ),
-    })
 }
 
 #[cfg(test)]

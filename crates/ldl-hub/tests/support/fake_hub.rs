@@ -12,6 +12,12 @@
 //!   answered like the model routes.
 //! - `POST /api/repos/create`, `POST /api/models/{owner}/{name}/preupload/{revision}` (every
 //!   file "regular", so uploads come inline) and `POST /api/models/{owner}/{name}/commit/{revision}`.
+//!
+//! It can also misbehave as a hostile Hub, mirror or proxy could ([`FakeHub::hostile`]): path
+//! traversal in the ETag or `X-Repo-Commit`, an ETag that is no hash, a connection that is
+//! accepted and never answered, a body that stalls half-way, a huge announced size, a body
+//! longer than announced, a redirect to another scheme. Traversal in a dataset listing needs no
+//! mode: add a file of that name with [`FakeHub::add_dataset`].
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +40,27 @@ pub enum Truncate {
     ShortBody,
 }
 
+/// How the answers about files are spoiled, as a hostile Hub could spoil them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hostile {
+    /// Every file's `ETag` is this value (unquoted; sent in quotes).
+    Etag(String),
+    /// Every file answer's `X-Repo-Commit` is this value.
+    Commit(String),
+    /// Every connection is accepted and its request read, then nothing is sent until the hub
+    /// stops.
+    Stall,
+    /// File downloads (GET) send their headers and half the body, then nothing.
+    StallBody,
+    /// File answers (HEAD and GET) announce this size; the body sent is the real one.
+    Announce(u64),
+    /// File downloads (GET) send this many bytes more than the file, without a
+    /// `Content-Length` (the body ends when the connection closes); HEAD announces the file.
+    Overflow(usize),
+    /// File downloads (GET) answer `302 Found` with this `Location`.
+    Redirect(String),
+}
+
 #[derive(Default)]
 struct Repo {
     private: bool,
@@ -45,6 +72,7 @@ struct Repo {
 struct State {
     repos: HashMap<String, Repo>,
     truncate: Option<Truncate>,
+    hostile: Option<Hostile>,
     requests: Vec<String>,
     commits_made: u64,
 }
@@ -81,8 +109,9 @@ impl FakeHub {
                     }
                     let Ok(stream) = stream else { continue };
                     let state = state.clone();
+                    let stop = stop.clone();
                     std::thread::spawn(move || {
-                        let _ = serve(stream, &state, addr);
+                        let _ = serve(stream, &state, addr, &stop);
                     });
                 }
             })
@@ -159,6 +188,11 @@ impl FakeHub {
         self.state.lock().unwrap().truncate = mode;
     }
 
+    /// Spoils the answers about files from now on (see [`Hostile`]); `None` answers well again.
+    pub fn hostile(&self, mode: Option<Hostile>) {
+        self.state.lock().unwrap().hostile = mode;
+    }
+
     /// The requests served so far, as `METHOD PATH`.
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
@@ -230,7 +264,11 @@ struct Response {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     /// Overrides the `Content-Length` sent (to announce more than is sent).
-    announced: Option<usize>,
+    announced: Option<u64>,
+    /// Sends no `Content-Length`: the body ends when the connection closes.
+    unannounced: bool,
+    /// Sends the headers and this many bytes of the body, then nothing until the hub stops.
+    stall_after: Option<usize>,
 }
 
 fn response(status: u16, body: impl Into<Vec<u8>>) -> Response {
@@ -239,6 +277,8 @@ fn response(status: u16, body: impl Into<Vec<u8>>) -> Response {
         headers: vec![],
         body: body.into(),
         announced: None,
+        unannounced: false,
+        stall_after: None,
     }
 }
 
@@ -255,27 +295,56 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         401 => "Unauthorized",
+        302 => "Found",
         404 => "Not Found",
         409 => "Conflict",
         _ => "Error",
     }
 }
 
-fn serve(mut stream: TcpStream, state: &Mutex<State>, addr: SocketAddr) -> std::io::Result<()> {
+/// Holds the connection open, sending nothing, until the hub stops (at most a minute).
+fn stall(stop: &AtomicBool) {
+    for _ in 0..1200 {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn serve(
+    mut stream: TcpStream,
+    state: &Mutex<State>,
+    addr: SocketAddr,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
     let request = read_request(&stream)?;
     let head = request.method == "HEAD";
     let r = route(&request, state, addr);
+    if state.lock().unwrap().hostile == Some(Hostile::Stall) {
+        stall(stop);
+        return Ok(());
+    }
     let mut out = format!("HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
     for (k, v) in &r.headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
-    let length = r.announced.unwrap_or(r.body.len());
-    out.push_str(&format!(
-        "Content-Length: {length}\r\nConnection: close\r\n\r\n"
-    ));
+    if !r.unannounced {
+        let length = r.announced.unwrap_or(r.body.len() as u64);
+        out.push_str(&format!("Content-Length: {length}\r\n"));
+    }
+    out.push_str("Connection: close\r\n\r\n");
     stream.write_all(out.as_bytes())?;
     if !head {
-        stream.write_all(&r.body)?;
+        match r.stall_after {
+            Some(n) => {
+                stream.write_all(&r.body[..n.min(r.body.len())])?;
+                stream.flush()?;
+                stall(stop);
+                return Ok(());
+            }
+            None => stream.write_all(&r.body)?,
+        }
     }
     stream.flush()?;
     let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -356,6 +425,7 @@ fn route(request: &Request, state: &Mutex<State>, addr: SocketAddr) -> Response 
             };
             let file = file.join("/");
             let truncate = st.truncate;
+            let hostile = st.hostile.clone();
             let (repo, commit) = match commit_of(&st, &repo_id, revision, request) {
                 Ok(found) => found,
                 Err(response) => return response,
@@ -374,13 +444,14 @@ fn route(request: &Request, state: &Mutex<State>, addr: SocketAddr) -> Response 
             if request.method == "GET" {
                 match truncate {
                     Some(Truncate::CloseEarly) => {
-                        r.announced = Some(bytes.len());
+                        r.announced = Some(bytes.len() as u64);
                         r.body.truncate(bytes.len() / 2);
                     }
                     Some(Truncate::ShortBody) => r.body.truncate(bytes.len() / 2),
                     None => {}
                 }
             }
+            spoil(&mut r, hostile, request.method == "GET");
             r
         }
         ("POST", ["api", "repos", "create"]) => {
@@ -473,6 +544,33 @@ fn route(request: &Request, state: &Mutex<State>, addr: SocketAddr) -> Response 
             )
         }
         _ => error(404, "NotFound", "Not found"),
+    }
+}
+
+/// Applies a [`Hostile`] mode to the answer `r` about a file (a download when `get`).
+fn spoil(r: &mut Response, hostile: Option<Hostile>, get: bool) {
+    let set = |r: &mut Response, name: &str, value: String| {
+        for (k, v) in r.headers.iter_mut() {
+            if k == name {
+                *v = value.clone();
+            }
+        }
+    };
+    match hostile {
+        Some(Hostile::Etag(etag)) => set(r, "ETag", format!("\"{etag}\"")),
+        Some(Hostile::Commit(commit)) => set(r, "X-Repo-Commit", commit),
+        Some(Hostile::Announce(size)) => r.announced = Some(size),
+        Some(Hostile::StallBody) if get => r.stall_after = Some(r.body.len() / 2),
+        Some(Hostile::Overflow(extra)) if get => {
+            r.unannounced = true;
+            r.body.extend(vec![b'x'; extra]);
+        }
+        Some(Hostile::Redirect(location)) if get => {
+            r.status = 302;
+            r.body.clear();
+            r.headers.push(("Location".into(), location));
+        }
+        _ => {}
     }
 }
 

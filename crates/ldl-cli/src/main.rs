@@ -208,9 +208,7 @@ fn main() -> ExitCode {
             pmf,
         } => predict(&checkpoint, &inputs, json, pmf),
         Command::Inspect { checkpoint } => inspect(&checkpoint),
-        Command::Fetch { repo, offline } => ldl_hub::fetch(&repo, offline)
-            .map(|folder| println!("{}", folder.display()))
-            .map_err(CliError::from),
+        Command::Fetch { repo, offline } => fetch(&repo, offline),
         Command::Push { run, repo } => push(&run, &repo),
         Command::Plot { runs, out } => plot(&runs, out.as_deref()),
         Command::Export { run, out, force } => {
@@ -695,6 +693,50 @@ fn push(run: &std::path::Path, repo: &str) -> Result<(), CliError> {
         spec.file(ldl_hub::DEFAULT_FILE)
     );
     Ok(())
+}
+
+/// `ldl fetch`: the model folder of `repo` into the cache, with a progress bar per file
+/// on a terminal; prints the cached folder.
+fn fetch(repo: &str, offline: bool) -> Result<(), CliError> {
+    let spec: ldl_hub::RepoSpec = repo.parse().map_err(CliError::Hub)?;
+    let bar: std::sync::Mutex<Option<(String, ProgressBar)>> = std::sync::Mutex::new(None);
+    let hub = ldl_hub::Hub::from_env()
+        .offline(offline || ldl_hub::offline_from_env())
+        .progress(move |progress| download_bar(&bar, progress));
+    let folder = hub.fetch(&spec).map_err(CliError::Hub)?;
+    println!("{}", folder.display());
+    Ok(())
+}
+
+/// Shows `progress` on the bar of its file, starting a bar for a new file and finishing it
+/// when the file is complete. Hidden when stderr is not a terminal.
+fn download_bar(
+    bar: &std::sync::Mutex<Option<(String, ProgressBar)>>,
+    progress: &ldl_hub::Progress,
+) {
+    let Ok(mut current) = bar.lock() else {
+        return;
+    };
+    if current
+        .as_ref()
+        .is_none_or(|(file, _)| *file != progress.file)
+    {
+        let new = ProgressBar::new(progress.total);
+        let style = ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        new.set_style(style);
+        new.set_message(progress.file.clone());
+        *current = Some((progress.file.clone(), new));
+    }
+    if let Some((_, bar)) = current.as_ref() {
+        bar.set_position(progress.done);
+        if progress.done >= progress.total {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 fn synth(count: u64, out: &std::path::Path, size: u32, seed: u64) -> Result<(), CliError> {

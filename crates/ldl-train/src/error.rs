@@ -76,13 +76,20 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] ldl_core::Error),
 
-    /// From the Hub (an `hf://` checkpoint).
+    /// From the Hub (an `hf://` checkpoint). Boxed: the Hub's errors carry several strings,
+    /// and every `Result` of ldl-train would otherwise be as large.
     #[error(transparent)]
-    Hub(#[from] ldl_hub::Error),
+    Hub(Box<ldl_hub::Error>),
 
     /// From candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+impl From<ldl_hub::Error> for Error {
+    fn from(error: ldl_hub::Error) -> Self {
+        Error::Hub(Box::new(error))
+    }
 }
 
 impl Error {

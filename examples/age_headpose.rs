@@ -11,9 +11,9 @@
 //! cargo run --release --example age_headpose -- --faces 2000 --epochs 5
 //! ```
 
+use ldl::data::LabelColumns;
 use ldl::train::{
-    Backbone, Config, DataConfig, DataSource, FacesConfig, LabelConfig, LossConfig, Progress,
-    TaskConfig,
+    Backbone, Config, DataConfig, DataSource, FacesConfig, LossConfig, Progress, TaskConfig,
 };
 use ldl::{Axis, LabelSpace};
 
@@ -63,11 +63,9 @@ pub fn config(
     data.augment.flip = true;
     // Mirroring a face turns its yaw around.
     data.label_effects.negate_on_flip = vec!["yaw".into()];
-    let column = |value: &str, std: Option<&str>| LabelConfig {
-        value: Some(value.into()),
+    let column = |value: &str, std: Option<&str>| LabelColumns::Value {
+        value: value.into(),
         std: std.map(Into::into),
-        distribution: None,
-        class: None,
     };
     data.labels.insert(
         "age".into(),

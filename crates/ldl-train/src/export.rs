@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::axis_table::AxisTable;
-use crate::config::{Backbone, Config, DataSource};
+use crate::config::{AxisBins, Backbone, Config, DataSource};
 use crate::error::{Error, Result};
 use crate::records::RunSummary;
 use crate::run_folder::RunFolder;
@@ -206,13 +206,12 @@ fn model_card(config: &Config, summary: &RunSummary, version: &str) -> String {
 fn axes_section(config: &Config) -> String {
     let mut out = String::from("## Axes\n\n| axis | kind | unit | range |\n|---|---|---|---|\n");
     for axis in &config.task.axes {
-        let range = match (&axis.classes, axis.min, axis.max, axis.step, axis.period) {
-            (Some(classes), ..) => classes.join(", "),
-            (None, Some(min), Some(max), Some(step), _) => format!("{min} to {max}, step {step}"),
-            (None, _, _, Some(step), Some(period)) => format!("period {period}, step {step}"),
-            _ => String::new(),
+        let range = match &axis.bins {
+            AxisBins::Linear { min, max, step } => format!("{min} to {max}, step {step}"),
+            AxisBins::Circular { period, step, .. } => format!("period {period}, step {step}"),
+            AxisBins::Categorical { classes } => classes.join(", "),
         };
-        let kind = format!("{:?}", axis.kind).to_lowercase();
+        let kind = axis.bins.kind();
         let _ = writeln!(out, "| {} | {kind} | {} | {range} |", axis.name, axis.unit);
     }
     out

@@ -9,6 +9,7 @@ mod adam_cpu;
 mod adam_cuda;
 mod axis_table;
 mod batches;
+mod best_epoch;
 mod commit;
 mod compare;
 mod config;
@@ -35,8 +36,8 @@ pub use adam::Adam;
 pub use axis_table::{AxisRow, AxisTable};
 pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult};
 pub use config::{
-    AxisConfig, AxisKindName, Backbone, CheckedConfig, Config, DataConfig, DataFormat, DataSource,
-    FacesConfig, HubDataConfig, JointConfig, LabelConfig, LossConfig, LossKind, ModelConfig,
+    AxisBins, AxisConfig, AxisKindName, Backbone, CheckedConfig, Config, DataConfig, DataFormat,
+    DataSource, FacesConfig, HubDataConfig, JointConfig, LossConfig, LossKind, ModelConfig,
     Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig,
 };
 pub use error::{Error, Result};

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adam::Adam;
 use crate::batches::Data;
+use crate::best_epoch::BestEpoch;
 use crate::commit::RunFiles;
 use crate::config::{CheckedConfig, Config, Monitor};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
@@ -34,10 +35,9 @@ struct RunState {
     /// The last committed epoch (0: the initial weights).
     epoch: usize,
     adam_steps: u64,
-    best: Option<(usize, Evaluation)>,
-    /// Evaluations since the best one (for early stopping).
-    #[serde(default)]
-    since_improvement: usize,
+    /// The best epoch and the evaluations since it (`best`, `since_improvement`).
+    #[serde(flatten)]
+    best: BestEpoch,
     /// What `model.init_from` loaded when the run started.
     #[serde(default)]
     init: Option<ldl_models::InitReport>,
@@ -52,35 +52,10 @@ impl RunState {
         RunState {
             epoch: 0,
             adam_steps: 0,
-            best: None,
-            since_improvement: 0,
+            best: BestEpoch::default(),
             init,
             skipped_batches: 0,
         }
-    }
-
-    /// Takes in epoch `epoch`'s validation results; true when they are the best so far
-    /// (by `monitor`, so the epoch becomes the `best` checkpoint).
-    fn evaluated(&mut self, epoch: usize, evaluation: &Evaluation, monitor: &Monitor) -> bool {
-        let score = |e: &Evaluation| monitor.score(e).unwrap_or(f64::INFINITY);
-        let improved = self
-            .best
-            .as_ref()
-            .is_none_or(|(_, b)| score(evaluation) < score(b));
-        self.since_improvement = if improved {
-            0
-        } else {
-            self.since_improvement + 1
-        };
-        if improved {
-            self.best = Some((epoch, evaluation.clone()));
-        }
-        improved
-    }
-
-    /// Whether early stopping (`run.patience`) ends the run here.
-    fn patience_ran_out(&self, patience: Option<usize>) -> bool {
-        patience.is_some_and(|p| self.since_improvement >= p)
     }
 }
 
@@ -470,7 +445,7 @@ impl Epochs<'_> {
         let schedule = StepSchedule::of(&config.optim);
         let patience = config.run.patience;
         // A run that early stopping ended, killed before its summary.json, trains no further.
-        let first_epoch = if state.patience_ran_out(patience) {
+        let first_epoch = if state.best.patience_ran_out(patience) {
             config.optim.epochs.max(state.epoch).saturating_add(1)
         } else {
             state.epoch.saturating_add(1)
@@ -482,7 +457,7 @@ impl Epochs<'_> {
             adam.lr = schedule.lr(epoch);
             let record = self.epoch(network, adam, state, epoch, stop, observe)?;
             observe(Progress::Epoch(&record));
-            if state.patience_ran_out(patience) {
+            if state.best.patience_ran_out(patience) {
                 break;
             }
         }
@@ -563,7 +538,7 @@ fn commit_epoch(
 ) -> Result<()> {
     let previous = state.epoch;
     let improved = match &record.validation {
-        Some(evaluation) => state.evaluated(record.epoch, evaluation, monitor),
+        Some(evaluation) => state.best.evaluated(record.epoch, evaluation, monitor),
         None => false,
     };
     state.epoch = record.epoch;
@@ -600,7 +575,8 @@ impl Finished<'_> {
     ) -> Result<RunSummary> {
         let (best_epoch, best_validation) = state
             .best
-            .clone()
+            .best()
+            .cloned()
             .ok_or_else(|| Error::Numeric("no validation result was recorded".into()))?;
         let splits = &self.inputs.splits;
         let test = if splits.test.is_empty() {

@@ -52,8 +52,8 @@ pub struct DataConfig {
     #[serde(default = "default_loader_threads")]
     pub loader_threads: usize,
     /// The label columns of each axis (`[data.labels.AXIS]`; `table` format only).
-    #[serde(default)]
-    pub labels: BTreeMap<String, LabelConfig>,
+    #[serde(default, with = "super::labels")]
+    pub labels: BTreeMap<String, LabelColumns>,
     /// A subject-id column: splits keep a subject's samples together.
     pub group_column: Option<String>,
     /// How to split train / validation / test.
@@ -204,38 +204,6 @@ impl FacesConfig {
     }
 }
 
-/// `[data.labels.AXIS]`: exactly one of `value`, `distribution`, `class`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LabelConfig {
-    /// The value column.
-    pub value: Option<String>,
-    /// A per-sample std column (with `value`).
-    pub std: Option<String>,
-    /// One column per bin with an explicit distribution.
-    pub distribution: Option<Vec<String>>,
-    /// A class name or index column (categorical axes).
-    pub class: Option<String>,
-}
-
-impl LabelConfig {
-    /// The columns as the table reader takes them, or why the combination is invalid.
-    fn columns(&self, axis: &str) -> Result<LabelColumns> {
-        match (&self.value, &self.distribution, &self.class, &self.std) {
-            (Some(value), None, None, std) => Ok(LabelColumns::Value {
-                value: value.clone(),
-                std: std.clone(),
-            }),
-            (None, Some(columns), None, None) => Ok(LabelColumns::Distribution(columns.clone())),
-            (None, None, Some(column), None) => Ok(LabelColumns::Class(column.clone())),
-            _ => Err(Error::Config(format!(
-                "`data.labels.{axis}`: give exactly one of `value` (with an optional `std`), \
-                 `distribution` or `class`"
-            ))),
-        }
-    }
-}
-
 /// `[data.split]`. Every key has a default ([`SplitConfig::default`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -310,7 +278,7 @@ impl DataConfig {
         };
         let mut spec = TableSpec::new(input);
         for (axis, label) in &self.labels {
-            spec = spec.with_label(axis.clone(), label.columns(axis)?);
+            spec = spec.with_label(axis.clone(), label.clone());
         }
         spec.group = self.group_column.clone();
         spec.split = self.split.column.clone();

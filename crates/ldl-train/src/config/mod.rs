@@ -13,20 +13,24 @@
 //!
 //! | module | section |
 //! |---|---|
-//! | `task.rs` | `[task]`: axes and joint groups → the label space |
+//! | `task.rs` | `[task]`: the name, axes and joint groups → the label space |
+//! | `axis.rs` | `[[task.axes]]`: one axis, its bins by kind |
 //! | `data.rs` | `[data]`: source, format, columns, splits, faces, Hub |
 //! | `model.rs` | `[model]`: the backbone |
 //! | `loss.rs` | `[loss]`: the loss with its own parameters |
 //! | `optim.rs` | `[optim]`: Adam and the step schedule |
 //! | `run.rs` | `[run]`: seed, device, outputs, monitor |
+//! | `labels.rs` | `[data.labels]`: each axis's label columns |
 //! | `source.rs` | `data.source`: built-in, Hub or a file |
 //! | `checked.rs` | the check step and what it builds |
 //! | `text.rs` | reading a file, `--set` overrides, toml's messages |
 //! | `keyword.rs` | values spelled as one of a fixed set of names |
 
+mod axis;
 mod checked;
 mod data;
 pub(crate) mod keyword;
+mod labels;
 mod loss;
 mod model;
 mod optim;
@@ -37,8 +41,9 @@ mod text;
 
 use serde::{Deserialize, Serialize};
 
+pub use axis::{AxisBins, AxisConfig, AxisKindName};
 pub use checked::CheckedConfig;
-pub use data::{DataConfig, DataFormat, FacesConfig, HubDataConfig, LabelConfig, SplitConfig};
+pub use data::{DataConfig, DataFormat, FacesConfig, HubDataConfig, SplitConfig};
 pub use loss::{LossConfig, LossKind};
 pub use model::{Backbone, ModelConfig};
 pub use optim::{OnNonFinite, OptimConfig};
@@ -46,7 +51,7 @@ pub(crate) use run::precision_refusal;
 pub use run::{Monitor, RunConfig};
 pub use source::DataSource;
 pub(crate) use source::Source;
-pub use task::{AxisConfig, AxisKindName, JointConfig, TaskConfig};
+pub use task::{JointConfig, TaskConfig};
 
 use crate::error::Result;
 

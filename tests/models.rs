@@ -504,6 +504,52 @@ fn batch_norm_state_differs_by_mode_and_survives_a_checkpoint() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
 
+/// A checkpoint holding a value training never saves (a NaN or infinite weight, a negative
+/// BatchNorm running variance) is refused when read, naming the tensor, so that no command
+/// predicts NaN or silently wrong numbers from it.
+#[test]
+fn a_checkpoint_with_an_impossible_value_is_refused_naming_the_tensor() {
+    let space = age_space();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("backbone.features.0.conv.weight", f32::NAN, "holds NaN"),
+        (
+            "backbone.features.0.bn.running_mean",
+            f32::INFINITY,
+            "holds inf",
+        ),
+        (
+            "backbone.features.0.bn.running_var",
+            -0.5,
+            "holds the negative variance -0.5",
+        ),
+    ];
+    for (i, (name, value, expected)) in cases.into_iter().enumerate() {
+        let (model, vars) =
+            Model::build(&BackboneConfig::tiny_age_net(), &space, 1, &Device::Cpu).unwrap();
+        {
+            let data = vars.data().lock().unwrap();
+            let var = &data[name];
+            let mut values = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            values[0] = value;
+            var.set(&Tensor::from_vec(values, var.dims(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+        let path = dir.path().join(format!("forged-{i}.safetensors"));
+        save_checkpoint(&path, &vars, &model).unwrap();
+        let err = Model::from_checkpoint(&path, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "tensor `{name}` {expected}, which no trained model holds"
+            )),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn bad_checkpoints_give_clear_errors() {
     let space = age_space();

@@ -400,6 +400,37 @@ fn a_trained_checkpoint_evaluates_and_predicts_consistently() {
     std::fs::write(&bad, "a,b\n1,2\n").unwrap();
     let err = trained.predict_file(&bad).err().unwrap().to_string();
     assert!(err.contains("no column `bia_di`"), "{err}");
+
+    // A forged feature standardisation (a negative std, a mean for another feature count)
+    // is refused when loading, not used to predict.
+    let (model, vars, info) =
+        ldl::models::Model::from_checkpoint(&checkpoint, &Device::Cpu).unwrap();
+    let standardizer: serde_json::Value =
+        serde_json::from_str(&info.extra["train.standardizer"]).unwrap();
+    for (forge, expected) in [
+        (
+            &(|s: &mut serde_json::Value| s["std"][3] = (-1.0).into()) as &dyn Fn(&mut _),
+            "`train.standardizer` holds the std -1 for `",
+        ),
+        (
+            &|s: &mut serde_json::Value| {
+                s["mean"].as_array_mut().unwrap().pop();
+            },
+            "does not hold one mean and one std for each of the 22 features",
+        ),
+    ] {
+        let mut forged = standardizer.clone();
+        forge(&mut forged);
+        let mut extra = info.extra.clone();
+        extra.insert("train.standardizer".into(), forged.to_string());
+        let path = output.path().join("forged.safetensors");
+        ldl::models::save_checkpoint_with(&path, &vars, &model, &extra).unwrap();
+        let err = ldl::train::TrainedModel::load(&path, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(expected), "{err}");
+    }
 }
 
 #[test]

@@ -139,7 +139,26 @@ pub fn read_checkpoint(
         .filter(|(k, _)| !k.starts_with("ldl.") && k.as_str() != FORMAT_KEY)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| corrupt(&e))?;
+    // Read onto the CPU first: the values are checked there before any reaches `device`.
+    let tensors =
+        candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| corrupt(&e))?;
+    if let Some(problem) = first_impossible_value(&tensors)? {
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "{problem}, which no trained model holds; the file is damaged or was not \
+                 written by ldl: use another checkpoint, or train again"
+            ),
+        ));
+    }
+    let tensors = if device.is_cpu() {
+        tensors
+    } else {
+        tensors
+            .into_iter()
+            .map(|(name, t)| Ok((name, t.to_device(device)?)))
+            .collect::<Result<_>>()?
+    };
     Ok((
         tensors,
         CheckpointInfo {
@@ -149,6 +168,30 @@ pub fn read_checkpoint(
             extra,
         },
     ))
+}
+
+/// The first value, by tensor name, that a trained model cannot hold: a NaN or an infinity
+/// anywhere (training stops before it saves one), or a negative BatchNorm running variance.
+fn first_impossible_value(tensors: &HashMap<String, Tensor>) -> Result<Option<String>> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let values = tensors[name]
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec1::<f64>()?;
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            return Ok(Some(format!("tensor `{name}` holds {bad}")));
+        }
+        if name.ends_with("running_var") {
+            if let Some(bad) = values.iter().find(|v| **v < 0.0) {
+                return Ok(Some(format!(
+                    "tensor `{name}` holds the negative variance {bad}"
+                )));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Copies checkpoint tensors into the variables of a model, checking that both hold the

@@ -91,9 +91,19 @@ impl TrainedModel {
         let features: Vec<String> = serde_json::from_str(field("train.features")?)
             .map_err(|e| Error::Usage(format!("{}: bad `train.features`: {e}", path.display())))?;
         let standardizer = match info.extra.get("train.standardizer") {
-            Some(json) => Some(serde_json::from_str(json).map_err(|e| {
-                Error::Usage(format!("{}: bad `train.standardizer`: {e}", path.display()))
-            })?),
+            Some(json) => {
+                let standardizer: Standardizer = serde_json::from_str(json).map_err(|e| {
+                    Error::Usage(format!("{}: bad `train.standardizer`: {e}", path.display()))
+                })?;
+                if let Some(problem) = standardizer_problem(&standardizer, &features) {
+                    return Err(Error::Usage(format!(
+                        "{}: `train.standardizer` {problem}; the file is damaged or was not \
+                         written by ldl: use another checkpoint, or train again",
+                        path.display()
+                    )));
+                }
+                Some(standardizer)
+            }
             None => None,
         };
         Ok(TrainedModel {
@@ -235,4 +245,38 @@ impl TrainedModel {
             })
             .collect())
     }
+}
+
+/// What makes a stored feature standardisation unusable, if anything: one mean and one
+/// std per feature, finite, and no std below 0 (0 is what a constant feature has).
+fn standardizer_problem(standardizer: &Standardizer, features: &[String]) -> Option<String> {
+    let width = features.len();
+    if standardizer.names != features
+        || standardizer.mean.len() != width
+        || standardizer.std.len() != width
+    {
+        return Some(format!(
+            "does not hold one mean and one std for each of the {width} features"
+        ));
+    }
+    let name = |i: usize| &features[i];
+    if let Some(i) = standardizer.mean.iter().position(|m| !m.is_finite()) {
+        return Some(format!(
+            "holds the mean {} for `{}`",
+            standardizer.mean[i],
+            name(i)
+        ));
+    }
+    if let Some(i) = standardizer
+        .std
+        .iter()
+        .position(|s| !s.is_finite() || *s < 0.0)
+    {
+        return Some(format!(
+            "holds the std {} for `{}`",
+            standardizer.std[i],
+            name(i)
+        ));
+    }
+    None
 }

@@ -60,6 +60,11 @@ fn every_bad_row_names_its_file_line_and_problem() {
             "not_a_number.csv:2: column `a`: `x` is not a number",
         ),
         (
+            "same_name.csv",
+            "a,age,a,age_std\n1,30,2,2\n",
+            "same_name.csv: columns 1 and 3 are both named `a`; rename one",
+        ),
+        (
             "nan.csv",
             "a,age,age_std\n1,NaN,2\n",
             "nan.csv:2: column `age`: NaN is not a finite number",

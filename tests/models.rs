@@ -550,6 +550,39 @@ fn a_checkpoint_with_an_impossible_value_is_refused_naming_the_tensor() {
     }
 }
 
+/// Fine-tuning from a checkpoint of another backbone, of which no backbone tensor fits the
+/// model, is refused instead of quietly training from scratch.
+#[test]
+fn init_from_a_checkpoint_with_nothing_to_load_is_refused() {
+    let space = age_space();
+    let (model, vars) =
+        Model::build(&BackboneConfig::tiny_age_net(), &space, 1, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.safetensors");
+    save_checkpoint(&path, &vars, &model).unwrap();
+    let mlp: BackboneConfig = MlpConfig {
+        inputs: 4,
+        hidden: vec![8],
+        batch_norm: false,
+        dropout: 0.0,
+    }
+    .into();
+    let (_, mlp_vars) = Model::build(&mlp, &space, 1, &Device::Cpu).unwrap();
+    let err = ldl::models::load_pretrained(&mlp_vars, &path, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("none of its backbone tensors has the name and shape of one of the model's"),
+        "{err}"
+    );
+    // The same checkpoint into its own backbone loads every tensor.
+    let (_, same_vars) =
+        Model::build(&BackboneConfig::tiny_age_net(), &space, 2, &Device::Cpu).unwrap();
+    let report = ldl::models::load_pretrained(&same_vars, &path, &Device::Cpu).unwrap();
+    assert!(report.new.is_empty() && report.skipped.is_empty());
+    assert_eq!(report.loaded.len(), vars.all_vars().len());
+}
+
 #[test]
 fn bad_checkpoints_give_clear_errors() {
     let space = age_space();

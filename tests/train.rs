@@ -139,6 +139,17 @@ fn overrides_set_any_key_and_are_checked() {
     );
     let err = config_error(BDIMS, &["optim.epochs"]);
     assert!(err.contains("expected KEY=VALUE"), "{err}");
+    // Content after the value is refused, not silently dropped.
+    let err = config_error(BDIMS, &["optim.epochs=3\n[run]\nseed = 9"]);
+    assert!(
+        err.contains("--set `optim.epochs`: the value holds more than one TOML value"),
+        "{err}"
+    );
+    let err = config_error(BDIMS, &["task.name=a\nb"]);
+    assert!(
+        err.contains("--set `task.name`: the value holds a line break"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -245,13 +245,32 @@ fn csv_with_header<'t>(
         .has_headers(true)
         .trim(csv::Trim::All)
         .from_reader(bytes);
-    let header = reader
+    let header: Vec<String> = reader
         .headers()
         .map_err(|e| Error::file(path, format!("cannot read the header row: {e}")))?
         .iter()
         .map(str::to_string)
         .collect();
+    check_unique_columns(path, &header)?;
     Ok((reader, header))
+}
+
+/// Two columns of one name would leave one of them unread without a word.
+fn check_unique_columns(path: &Path, header: &[String]) -> Result<()> {
+    for (i, name) in header.iter().enumerate() {
+        if let Some(j) = header[i + 1..].iter().position(|other| other == name) {
+            return Err(Error::file(
+                path,
+                format!(
+                    "columns {} and {} are both named `{name}`; rename one so that each \
+                     column has its own name",
+                    i + 1,
+                    i + j + 2
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a JSONL file: one JSON object per line, with the spec's column names as keys.

@@ -79,7 +79,22 @@ pub fn load_pretrained(vars: &VarMap, path: &Path, device: &Device) -> Result<In
     drop(bytes);
     if is_ldl {
         let (tensors, _) = read_checkpoint(path, device)?;
-        return load_matching(vars, &tensors, path);
+        let report = load_matching(vars, &tensors, path)?;
+        if !report
+            .loaded
+            .iter()
+            .any(|name| name.starts_with("backbone."))
+        {
+            // Fine-tuning from it would be training from scratch under another name.
+            return Err(Error::checkpoint(
+                path,
+                "none of its backbone tensors has the name and shape of one of the model's, \
+                 so nothing but perhaps a head bias would be loaded; it is a checkpoint of \
+                 another backbone: set model.backbone (and width) to its own, or leave \
+                 init_from out",
+            ));
+        }
+        return Ok(report);
     }
     let tensors = candle_core::safetensors::load(path, device)
         .map_err(|e| Error::checkpoint(path, format!("cannot read its tensors: {e}")))?;

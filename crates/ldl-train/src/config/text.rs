@@ -131,10 +131,25 @@ fn apply_override(document: &mut toml::Value, assignment: &str) -> Result<()> {
         ))
     })?;
     let key = key.trim();
-    let value = toml::from_str::<toml::Table>(&format!("v = {}", raw.trim()))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let value = match toml::from_str::<toml::Table>(&format!("v = {}", raw.trim())) {
+        // One value and nothing after it: `0.01`, `[8, 4]`, `"text"`.
+        Ok(mut table) => match (table.remove("v"), table.is_empty()) {
+            (Some(value), true) => value,
+            // More: a line break and further TOML after the value.
+            _ => {
+                return Err(Error::Config(format!(
+                    "--set `{key}`: the value holds more than one TOML value (a line break \
+                     and more after it); give one value, e.g. optim.lr=0.01"
+                )))
+            }
+        },
+        Err(_) if raw.contains(['\n', '\r']) => {
+            return Err(Error::Config(format!(
+                "--set `{key}`: the value holds a line break; give one value on one line"
+            )))
+        }
+        Err(_) => toml::Value::String(raw.trim().to_string()),
+    };
     let parts: Vec<&str> = key.split('.').collect();
     let mut node = document;
     for (i, part) in parts.iter().enumerate() {

@@ -28,6 +28,39 @@ pub struct MlpConfig {
 }
 
 impl MlpConfig {
+    /// `inputs` features through hidden layers of the given widths, without BatchNorm or
+    /// dropout (add them with [`MlpConfig::with_batch_norm`] and
+    /// [`MlpConfig::with_dropout`]).
+    ///
+    /// ```
+    /// use ldl_models::{BackboneConfig, MlpConfig};
+    /// let mlp = MlpConfig::new(21, [64, 32]).with_batch_norm().with_dropout(0.1);
+    /// assert_eq!(mlp.output_features(), 32);
+    /// assert_eq!(BackboneConfig::mlp(21, [64, 32]), MlpConfig::new(21, [64, 32]).into());
+    /// ```
+    pub fn new(inputs: usize, hidden: impl Into<Vec<usize>>) -> MlpConfig {
+        MlpConfig {
+            inputs,
+            hidden: hidden.into(),
+            batch_norm: false,
+            dropout: 0.0,
+        }
+    }
+
+    /// The same with BatchNorm after each hidden linear layer.
+    pub fn with_batch_norm(self) -> MlpConfig {
+        MlpConfig {
+            batch_norm: true,
+            ..self
+        }
+    }
+
+    /// The same with dropout of probability `p` after each hidden layer (checked, with
+    /// the rest, when the model is built).
+    pub fn with_dropout(self, p: f64) -> MlpConfig {
+        MlpConfig { dropout: p, ..self }
+    }
+
     /// Width of the features the heads see.
     pub fn output_features(&self) -> usize {
         self.hidden.last().copied().unwrap_or(self.inputs)

@@ -32,6 +32,12 @@ impl BackboneConfig {
         BackboneConfig::Vgg(VggConfig::tiny_age_net())
     }
 
+    /// An MLP over `inputs` features with hidden layers of the given widths
+    /// ([`MlpConfig::new`]; for BatchNorm or dropout build the [`MlpConfig`] and convert it).
+    pub fn mlp(inputs: usize, hidden: impl Into<Vec<usize>>) -> Self {
+        BackboneConfig::Mlp(MlpConfig::new(inputs, hidden))
+    }
+
     /// How many numbers a model of this backbone with heads for `space` stores (weights
     /// and BatchNorm statistics), computed without building it.
     pub fn stored_elements(&self, space: &LabelSpace) -> u128 {

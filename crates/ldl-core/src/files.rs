@@ -63,8 +63,8 @@ impl FileKind {
             // VGG-16-BN weights `init_from` maps, is about 530 MiB; Adam's moments are
             // twice a model. Larger files need LDL_MAX_CHECKPOINT_BYTES.
             FileKind::Checkpoint => 4 * GIB,
-            // `metrics.jsonl` grows by one line of a few KiB per epoch: 64 MiB holds
-            // thousands of epochs; the other records are smaller still.
+            // `metrics.jsonl` grows by one line of 1 to 5 KiB per epoch: 64 MiB holds
+            // over ten thousand epochs; the other records are a few KiB.
             FileKind::RunRecord => 64 * MIB,
         }
     }
@@ -166,7 +166,7 @@ pub enum FileProblem {
     #[error("is not UTF-8 text")]
     NotText,
     /// Any other failure, as the system reports it.
-    #[error("{0}")]
+    #[error("cannot read: {0}")]
     Io(std::io::Error),
 }
 
@@ -205,7 +205,9 @@ pub fn read_bounded(path: &Path, kind: FileKind) -> Result<Vec<u8>, FileError> {
     };
     let limit = kind.limit().map_err(fail)?;
     let file = open(path).map_err(fail)?;
-    let size = regular_size(&file).map_err(fail)?;
+    // Asked of the open file, not of the path, which could name another file by now.
+    let metadata = file.metadata().map_err(|e| fail(FileProblem::Io(e)))?;
+    let size = regular_size(&metadata).map_err(fail)?;
     if size > limit {
         return Err(fail(FileProblem::TooLarge {
             kind,
@@ -267,10 +269,16 @@ fn open_problem(path: &Path, error: std::io::Error) -> FileProblem {
     FileProblem::Io(error)
 }
 
-/// The size of the opened `file` if it is a regular file (asked of the open file itself,
-/// so the path cannot be swapped in between), else what it is.
-fn regular_size(file: &File) -> Result<u64, FileProblem> {
-    let metadata = file.metadata().map_err(FileProblem::Io)?;
+/// Whether `path` names a regular file (following links), without opening it: a quick
+/// check of many paths, such as a table's images, before they are read. The file is
+/// checked again when [`read_bounded`] reads it.
+pub fn check_regular(path: &Path) -> Result<(), FileProblem> {
+    let metadata = std::fs::metadata(path).map_err(|e| open_problem(path, e))?;
+    regular_size(&metadata).map(|_| ())
+}
+
+/// The size of a regular file from its `metadata`, or what the file is instead.
+fn regular_size(metadata: &std::fs::Metadata) -> Result<u64, FileProblem> {
     let kind = metadata.file_type();
     if kind.is_file() {
         return Ok(metadata.len());
@@ -325,6 +333,23 @@ mod tests {
         assert!(matches!(
             problem(dir.path(), FileKind::Table),
             FileProblem::Directory
+        ));
+    }
+
+    #[test]
+    fn check_regular_tells_files_from_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jpg");
+        std::fs::write(&path, "x").unwrap();
+        assert!(check_regular(&path).is_ok());
+        assert!(matches!(
+            check_regular(dir.path()),
+            Err(FileProblem::Directory)
+        ));
+        let missing = dir.path().join("b.jpg");
+        assert!(matches!(
+            check_regular(&missing),
+            Err(FileProblem::NotFound)
         ));
     }
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ldl_core::files::{check_regular, read_text, FileKind};
+use ldl_core::files::{check_regular, read_text, FileKind, FileProblem};
 use ldl_core::{Label, LabelSpace};
 
 use crate::error::{Error, Result};
@@ -200,8 +200,10 @@ impl<'a> LineReader<'a> {
         parsed: std::result::Result<(PathBuf, f64, Option<f64>), String>,
     ) -> Result<()> {
         let result = parsed.and_then(|(image, value, std)| {
-            check_regular(&image)
-                .map_err(|problem| format!("image {}: {problem}", image.display()))?;
+            check_regular(&image).map_err(|problem| match problem {
+                FileProblem::NotFound => format!("image {} not found", image.display()),
+                problem => format!("image {}: {problem}", image.display()),
+            })?;
             let label = Label::Value { value, std };
             self.space
                 .encode(std::slice::from_ref(&label))

@@ -188,7 +188,7 @@ fn too_large(kind: FileKind, limit: u64, size: Option<u64>) -> String {
 /// `bytes` in the largest binary unit that divides it.
 fn human(bytes: u64) -> String {
     for (unit, name) in [(GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")] {
-        if bytes >= unit && bytes % unit == 0 {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
             return format!("{} {name}", bytes / unit);
         }
     }

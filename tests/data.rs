@@ -201,6 +201,45 @@ fn distributions_classes_and_images_are_read() {
     }
 }
 
+/// An image path naming a folder, a FIFO or a device is refused when the manifest is
+/// read, saying what it is instead of "not found"; nothing is opened, so nothing blocks.
+#[cfg(unix)]
+#[test]
+fn a_manifest_image_that_is_no_regular_file_says_what_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("folder.png")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.png")).unwrap();
+    let mut cases = vec![
+        ("folder.png", "is a directory, not a file"),
+        ("zero.png", "is a character device, not a regular file"),
+    ];
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("fifo.png"))
+        .status();
+    if fifo.is_ok_and(|status| status.success()) {
+        cases.push(("fifo.png", "is a FIFO (named pipe), not a regular file"));
+    } else {
+        eprintln!("note: no mkfifo here; the FIFO case is left out");
+    }
+    let spec = TableSpec::new(InputColumns::Image("path".into())).with_label(
+        "age",
+        LabelColumns::Value {
+            value: "age".into(),
+            std: None,
+        },
+    );
+    for (name, expected) in cases {
+        let path = write(dir.path(), "m.csv", &format!("path,age\n{name},30\n"));
+        let err = read_csv(&path, &spec, &age_space(), OnBadSample::Error)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m.csv:2:") && err.contains(name) && err.contains(expected),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn jsonl_tables_are_read_and_bad_lines_named() {
     let dir = tempfile::tempdir().unwrap();

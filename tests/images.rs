@@ -245,6 +245,34 @@ fn an_undecodable_image_names_its_file_and_manifest_line() {
     );
 }
 
+/// A path to a device, a FIFO or a folder is refused by `decode` at once, naming what it
+/// is: `/dev/zero` is not read without end, and a FIFO with no writer does not block.
+#[cfg(unix)]
+#[test]
+fn decoding_a_special_file_says_what_it_is_without_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cases = vec![
+        (PathBuf::from("/dev/zero"), "is a character device"),
+        (dir.path().to_path_buf(), "is a directory"),
+    ];
+    let fifo = dir.path().join("fifo.png");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|status| status.success()) {
+        cases.push((fifo, "is a FIFO (named pipe)"));
+    } else {
+        eprintln!("note: no mkfifo here; the FIFO case is left out");
+    }
+    for (path, expected) in cases {
+        let err = decode(&path).unwrap_err().to_string();
+        assert_eq!(
+            err.split_once(": ")
+                .map(|(p, m)| (p, m.starts_with(expected))),
+            Some((path.to_str().unwrap(), true)),
+            "{err}"
+        );
+    }
+}
+
 /// With `on_bad_sample = skip`, an undecodable image leaves its batch, is listed once with
 /// its manifest line, and a batch of nothing but bad images is not yielded at all.
 #[test]

@@ -37,6 +37,7 @@ mod axis;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod error;
+pub mod files;
 mod label;
 mod label_space;
 pub mod loss;

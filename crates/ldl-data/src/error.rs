@@ -53,6 +53,12 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 }
 
+impl From<ldl_core::files::FileError> for Error {
+    fn from(error: ldl_core::files::FileError) -> Self {
+        Error::io(&error.path, error.problem)
+    }
+}
+
 impl Error {
     pub(crate) fn io(path: &Path, error: impl std::fmt::Display) -> Self {
         Error::Io {

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ldl_core::files::{check_regular, read_text, FileKind, FileProblem};
 use ldl_core::{Label, LabelSpace};
 
 use crate::error::{Error, Result};
@@ -170,7 +171,7 @@ impl<'a> LineReader<'a> {
         space: &'a LabelSpace,
         policy: OnBadSample,
     ) -> Result<(String, PathBuf, Self)> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_text(path, FileKind::Table)?;
         let root = images
             .map(Path::to_path_buf)
             .unwrap_or_else(|| folder_of(path));
@@ -199,9 +200,10 @@ impl<'a> LineReader<'a> {
         parsed: std::result::Result<(PathBuf, f64, Option<f64>), String>,
     ) -> Result<()> {
         let result = parsed.and_then(|(image, value, std)| {
-            if !image.is_file() {
-                return Err(format!("image {} not found", image.display()));
-            }
+            check_regular(&image).map_err(|problem| match problem {
+                FileProblem::NotFound => format!("image {} not found", image.display()),
+                problem => format!("image {}: {problem}", image.display()),
+            })?;
             let label = Label::Value { value, std };
             self.space
                 .encode(std::slice::from_ref(&label))

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use fast_image_resize as fr;
+use ldl_core::files::{read_bounded, FileKind};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -27,8 +28,8 @@ pub struct RgbImage {
 
 /// Decodes a JPEG or PNG file into RGB. Errors name the file and say what is wrong.
 pub fn decode(path: &Path) -> Result<RgbImage> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
+    let bytes = read_bounded(path, FileKind::Image)?;
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
     decode_with_limits(reader).map_err(|message| Error::file(path, message))

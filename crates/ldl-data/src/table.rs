@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ldl_core::files::{check_regular, read_text, FileKind, FileProblem};
 use ldl_core::{Axis, Label, LabelSpace};
 use serde::{Deserialize, Serialize};
 
@@ -165,7 +166,7 @@ pub fn read_csv(
     space: &LabelSpace,
     policy: OnBadSample,
 ) -> Result<Table> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = read_text(path, FileKind::Table)?;
     parse_csv(path, &text, spec, space, policy)
 }
 
@@ -281,7 +282,7 @@ pub fn read_jsonl(
     space: &LabelSpace,
     policy: OnBadSample,
 ) -> Result<Table> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = read_text(path, FileKind::Table)?;
     parse_jsonl(path, &text, spec, space, policy)
 }
 
@@ -600,11 +601,15 @@ impl Plan {
             PlannedInput::Image(name, i) => {
                 let relative = cell(&(name.clone(), *i))?.text(name)?;
                 let path = self.folder.join(&relative);
-                if !path.is_file() {
-                    return Err(format!(
-                        "image `{relative}` not found (looked for {})",
-                        path.display()
-                    ));
+                match check_regular(&path) {
+                    Ok(()) => {}
+                    Err(FileProblem::NotFound) => {
+                        return Err(format!(
+                            "image `{relative}` not found (looked for {})",
+                            path.display()
+                        ))
+                    }
+                    Err(problem) => return Err(format!("image {}: {problem}", path.display())),
                 }
                 Input::ImagePath(path)
             }
@@ -677,7 +682,7 @@ fn class_label(axis: &Axis, text: &str) -> std::result::Result<Label, String> {
 /// Reads the named numeric columns of a CSV file (for prediction, where there are no
 /// labels): one feature vector per row, with its line. Errors name the file and line.
 pub fn read_feature_rows(path: &Path, columns: &[String]) -> Result<Vec<(usize, Vec<f32>)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = read_text(path, FileKind::Table)?;
     let (mut reader, header) = csv_with_header(path, text.as_bytes())?;
     let mut lines = LineCounter::new(&text);
     let positions = columns

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use ldl_core::files::{read_bounded, FileKind};
 use ldl_core::LabelSpace;
 use safetensors::SafeTensors;
 
@@ -108,8 +109,9 @@ pub fn read_checkpoint(
     path: &Path,
     device: &Device,
 ) -> Result<(HashMap<String, Tensor>, CheckpointInfo)> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::checkpoint(path, format!("cannot read: {e}")))?;
+    // A safetensors file is read whole; its header length is then checked against what
+    // was read (and safetensors' own 100 MB bound) before the header is parsed.
+    let bytes = read_bounded(path, FileKind::Checkpoint)?;
     let corrupt = |e: &dyn std::fmt::Display| {
         Error::checkpoint(
             path,

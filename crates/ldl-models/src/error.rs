@@ -32,6 +32,12 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 }
 
+impl From<ldl_core::files::FileError> for Error {
+    fn from(error: ldl_core::files::FileError) -> Self {
+        Error::checkpoint(&error.path, error.problem.to_string())
+    }
+}
+
 impl Error {
     pub(crate) fn checkpoint(path: &std::path::Path, message: impl Into<String>) -> Self {
         Error::Checkpoint {

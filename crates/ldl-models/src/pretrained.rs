@@ -16,6 +16,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
+use ldl_core::files::{read_bounded, FileKind};
 
 use crate::checkpoint::{load_matching, read_checkpoint, InitReport, FORMAT, FORMAT_KEY};
 use crate::error::{Error, Result};
@@ -62,8 +63,7 @@ pub fn vgg16_bn_key_map() -> Vec<(String, String)> {
 /// `vgg16_bn.tv_in1k`), mapped by [`vgg16_bn_key_map`] into a backbone of `width = 2`
 /// with conv biases. Reports what was loaded, newly initialised and skipped.
 pub fn load_pretrained(vars: &VarMap, path: &Path, device: &Device) -> Result<InitReport> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::checkpoint(path, format!("cannot read: {e}")))?;
+    let bytes = read_bounded(path, FileKind::Checkpoint)?;
     let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
         Error::checkpoint(
             path,
@@ -76,8 +76,8 @@ pub fn load_pretrained(vars: &VarMap, path: &Path, device: &Device) -> Result<In
         .and_then(|m| m.get(FORMAT_KEY))
         .map(String::as_str)
         == Some(FORMAT);
-    drop(bytes);
     if is_ldl {
+        drop(bytes);
         let (tensors, _) = read_checkpoint(path, device)?;
         let report = load_matching(vars, &tensors, path)?;
         if !report
@@ -96,7 +96,7 @@ pub fn load_pretrained(vars: &VarMap, path: &Path, device: &Device) -> Result<In
         }
         return Ok(report);
     }
-    let tensors = candle_core::safetensors::load(path, device)
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
         .map_err(|e| Error::checkpoint(path, format!("cannot read its tensors: {e}")))?;
     if !tensors.contains_key("features.0.weight") {
         return Err(Error::checkpoint(

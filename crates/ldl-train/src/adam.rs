@@ -64,8 +64,13 @@ impl Adam {
         path: &std::path::Path,
         device: &candle_core::Device,
     ) -> Result<()> {
-        let tensors = candle_core::safetensors::load(path, device)
-            .map_err(|e| crate::Error::Config(format!("{}: cannot resume: {e}", path.display())))?;
+        let cannot = |why: &dyn std::fmt::Display| {
+            crate::Error::Config(format!("{}: cannot resume: {why}", path.display()))
+        };
+        let bytes = ldl_core::files::read_bounded(path, ldl_core::files::FileKind::Checkpoint)
+            .map_err(|e| cannot(&e.problem))?;
+        let tensors =
+            candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| cannot(&e))?;
         for (i, name) in names.iter().enumerate() {
             for (kind, slot) in [
                 ("first", &mut self.first_moments[i]),

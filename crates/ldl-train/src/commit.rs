@@ -25,6 +25,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use ldl_core::files::{read_bounded, read_text, FileKind, FileProblem};
 use ldl_models::durable::{sync_dir, write_atomically};
 use serde::Serialize;
 
@@ -86,7 +87,7 @@ impl RunFiles {
             write_atomically(&self.state, state).map_err(|e| Error::output(&self.state, e))
         })();
         if let Err(error) = before_commit {
-            if std::fs::read(&self.state).is_ok_and(|saved| saved == state) {
+            if read_bounded(&self.state, FileKind::RunRecord).is_ok_and(|saved| saved == state) {
                 // The rename into state.json was done and only flushing its folder failed:
                 // the epoch is committed as far as a resume can tell, so its files must
                 // stay. Install them; the error still stops the run.
@@ -109,7 +110,7 @@ impl RunFiles {
     /// The epoch `state.json` names, if it can be read: after a failed
     /// [`RunFiles::commit_epoch`], the new epoch when the failure came after the commit.
     pub fn committed_epoch(&self) -> Option<usize> {
-        let text = std::fs::read_to_string(&self.state).ok()?;
+        let text = read_text(&self.state, FileKind::RunRecord).ok()?;
         let value: serde_json::Value = serde_json::from_str(&text).ok()?;
         value.get("epoch")?.as_u64().map(|e| e as usize)
     }
@@ -149,10 +150,10 @@ impl RunFiles {
     /// Keeps the whole lines of `metrics.jsonl` whose epoch is at most `committed`: lines
     /// of an epoch that was never committed are trained again, and must not appear twice.
     fn truncate_metrics(&self, committed: usize) -> Result<()> {
-        let text = match std::fs::read_to_string(&self.metrics) {
+        let text = match read_text(&self.metrics, FileKind::RunRecord) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::output(&self.metrics, e)),
+            Err(e) if matches!(e.problem, FileProblem::NotFound) => return Ok(()),
+            Err(e) => return Err(Error::output(&self.metrics, e.problem)),
         };
         let kept: String = text
             .split_inclusive('\n')
@@ -168,7 +169,7 @@ impl RunFiles {
 
 /// Whether `metrics.jsonl` at `path` has a whole line of epoch `epoch`.
 pub(crate) fn holds_epoch(path: &Path, epoch: usize) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|text| {
+    read_text(path, FileKind::RunRecord).is_ok_and(|text| {
         text.split_inclusive('\n')
             .any(|line| line.ends_with('\n') && line_epoch(line) == Some(epoch))
     })

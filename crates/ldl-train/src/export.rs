@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use ldl_core::files::{read_bounded, FileKind};
 use serde_json::Value;
 
 use crate::axis_table::AxisTable;
@@ -53,7 +54,8 @@ pub fn export_run(run_dir: &Path, out_dir: &Path, if_exists: IfExists) -> Result
     let config_text = toml::to_string(&config)
         .map_err(|e| Error::Usage(format!("cannot describe the config as TOML: {e}")))?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::output(out_dir, e))?;
-    let bytes = std::fs::read(&checkpoint).map_err(|e| Error::output(&checkpoint, e))?;
+    let bytes = read_bounded(&checkpoint, FileKind::Checkpoint)
+        .map_err(|e| Error::output(&checkpoint, e.problem))?;
     let bytes = with_header_entry(&bytes, "train.config", &config_text)
         .map_err(|why| Error::Usage(format!("{}: {why}", checkpoint.display())))?;
     let model_path = out_dir.join(MODEL_FILES[0]);

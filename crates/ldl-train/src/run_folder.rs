@@ -16,8 +16,9 @@
 //! 3. `summary.json` is written last, so a folder without one holds a run that was
 //!    interrupted, or is still training.
 
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+
+use ldl_core::files::{read_text, FileError, FileKind, FileProblem};
 
 use crate::config::{CheckedConfig, Config};
 use crate::error::{Error, Result};
@@ -113,24 +114,22 @@ impl RunFolder {
     /// epoch has not finished.
     pub fn epochs(&self) -> Result<Vec<EpochRecord>> {
         let path = self.dir.join(METRICS);
-        match std::fs::read_to_string(&path) {
+        match read_text(&path, FileKind::RunRecord) {
             Ok(text) => parse_epochs(&path, &text),
             // A run folder gets its first line when its first epoch is committed.
-            Err(e) if e.kind() == ErrorKind::NotFound && self.dir.join(CONFIG).is_file() => {
-                Ok(Vec::new())
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(self.not_a_run(METRICS)),
-            Err(e) => Err(unreadable(&path, e)),
+            Err(e) if is_missing(&e) && self.dir.join(CONFIG).is_file() => Ok(Vec::new()),
+            Err(e) if is_missing(&e) => Err(self.not_a_run(METRICS)),
+            Err(e) => Err(unreadable(e)),
         }
     }
 
     /// `summary.json`: `None` while the run is interrupted or still training.
     pub fn summary(&self) -> Result<Option<RunSummary>> {
         let path = self.dir.join(SUMMARY);
-        let text = match std::fs::read_to_string(&path) {
+        let text = match read_text(&path, FileKind::RunRecord) {
             Ok(text) => text,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(unreadable(&path, e)),
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(unreadable(e)),
         };
         serde_json::from_str(&text)
             .map(Some)
@@ -191,12 +190,22 @@ fn without_position(error: &serde_json::Error) -> String {
     }
 }
 
-fn unreadable(path: &Path, error: std::io::Error) -> Error {
+fn is_missing(error: &FileError) -> bool {
+    matches!(error.problem, FileProblem::NotFound)
+}
+
+/// A record that is there but cannot be read: a permission, or something `ldl train`
+/// does not write (a folder, a FIFO, a file far too large).
+fn unreadable(error: FileError) -> Error {
+    let fix = match error.problem {
+        FileProblem::Io(_) => "check the folder's permissions",
+        _ => DAMAGED,
+    };
     Error::RunFolder {
-        file: path.display().to_string(),
+        file: error.path.display().to_string(),
         line: None,
-        problem: format!("cannot read ({error})"),
-        fix: "check the folder's permissions".into(),
+        problem: error.problem.to_string(),
+        fix: fix.into(),
     }
 }
 

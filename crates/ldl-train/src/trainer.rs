@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use ldl_core::files::{read_text, FileKind, FileProblem};
 use ldl_core::loss::Loss;
 use ldl_core::LabelSpace;
 use ldl_models::{load_into, read_checkpoint, save_checkpoint_with, trainable_vars, Model};
@@ -111,15 +112,15 @@ fn read_state(run_dir: &Path) -> Result<RunState> {
         ));
     }
     let path = run_dir.join("state.json");
-    let text = match std::fs::read_to_string(&path) {
+    let text = match read_text(&path, FileKind::RunRecord) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if matches!(e.problem, FileProblem::NotFound) => {
             return Err(refuse(&format!(
                 "it has no state.json: the run stopped before its first checkpoint was saved; \
                  {start_again}"
             )))
         }
-        Err(e) => return Err(refuse(&format!("cannot read state.json: {e}"))),
+        Err(e) => return Err(refuse(&format!("state.json {}", e.problem))),
     };
     let state: RunState = serde_json::from_str(&text).map_err(|e| {
         refuse(&format!(

@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use ldl_core::files::{read_text, FileKind, FileProblem};
 use serde::de::DeserializeOwned;
 
 use super::loss::drop_other_kinds;
@@ -65,13 +66,14 @@ impl Config {
 
 /// The text of the config file at `path`.
 pub(super) fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| {
-        let reason = if e.kind() == std::io::ErrorKind::InvalidData {
-            "not UTF-8 text; a config is a TOML text file".to_string()
-        } else {
-            e.to_string()
+    read_text(path, FileKind::Config).map_err(|e| {
+        let reason = match e.problem {
+            FileProblem::NotText => {
+                "cannot read: not UTF-8 text; a config is a TOML text file".to_string()
+            }
+            problem => problem.to_string(),
         };
-        Error::Config(format!("{}: cannot read: {reason}", path.display()))
+        Error::Config(format!("{}: {reason}", path.display()))
     })
 }
 

@@ -275,6 +275,17 @@ fn axes_and_label_spaces_round_trip_through_json() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("default std must be finite and > 0"), "{err}");
+    // Categorical axes were once written with a default std, which they never used.
+    let old = r#"{"name":"c","kind":"categorical","classes":["a","b"],"centers":[0.0,1.0],"default_std":2.0}"#;
+    let back: Axis = serde_json::from_str(old).unwrap();
+    assert_eq!(back, Axis::categorical("c", ["a", "b"]).unwrap());
+    // Uneven centres without a std set keep the default that follows the bin width.
+    let dose: Axis =
+        serde_json::from_str(&serde_json::to_string(&space.axes()[3]).unwrap()).unwrap();
+    assert_eq!(
+        (dose.default_std(), dose.default_std_at(1.5)),
+        (None, Some(3.0))
+    );
 }
 
 #[test]

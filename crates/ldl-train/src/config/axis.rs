@@ -348,6 +348,16 @@ mod tests {
     }
 
     #[test]
+    fn a_default_std_that_is_not_positive_names_the_axis() {
+        let age = parse("name = \"age\"\nmin = 0\nmax = 10\nstep = 1\ndefault_std = -1").unwrap();
+        let err = age.build().unwrap_err().to_string();
+        assert!(
+            err.contains("axis `age`: default std must be finite and > 0, got -1"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn every_kind_is_written_as_the_table_it_is_read_from() {
         for text in [
             "name = \"age\"\nunit = \"years\"\nmin = 0\nmax = 100\nstep = 1\ndefault_std = 3",

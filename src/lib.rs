@@ -31,5 +31,6 @@ pub use ldl_hub as hub;
 
 pub use ldl_core::{
     joint_target, loss, marginals, metrics, Axis, AxisEstimate, AxisKind, AxisTargets,
-    EncodedLabel, Error, Head, Label, LabelSpace, OutOfRange, Result, MAX_JOINT_BINS,
+    CircularBins, EncodedLabel, Error, Head, Label, LabelSpace, LinearBins, OutOfRange,
+    PositiveStd, Result, MAX_JOINT_BINS,
 };

@@ -612,14 +612,18 @@ fn inspect(checkpoint: &std::path::Path) -> Result<(), CliError> {
             ldl_train::AxisKind::Circular { period } => format!("circular (period {period})"),
             ldl_train::AxisKind::Categorical { .. } => "categorical".to_string(),
         };
+        let default_std = match axis.default_std() {
+            Some(std) => format!(", default std {std}"),
+            None if axis.is_categorical() => String::new(),
+            None => ", default std two local bin widths".to_string(),
+        };
         println!(
-            "  {:<10} {kind}, {} bins from {} to {} {}, default std {}",
+            "  {:<10} {kind}, {} bins from {} to {} {}{default_std}",
             axis.name(),
             axis.len(),
             centers[0],
             centers[centers.len() - 1],
             axis.unit(),
-            axis.default_std()
         );
     }
     for head in trained.model.label_space().heads() {

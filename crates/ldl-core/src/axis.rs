@@ -1,4 +1,44 @@
 //! One discretised label axis: its name, unit, kind and bin centres.
+//!
+//! # Constructors that say what their numbers are
+//!
+//! [`Axis::linear`]`(name, min, max, step)` and [`Axis::circular`]`(name, start, period,
+//! step)` take four arguments of one type with different meanings: `(0, 360, 10)` is 37
+//! bins on a line (both ends included) and 36 on a circle (`360` is `0` again). Rust has
+//! no named arguments, so the named forms take the numbers as the fields of a small
+//! struct, [`LinearBins`] or [`CircularBins`], given to [`Axis::linear_bins`] or
+//! [`Axis::circular_bins`]:
+//!
+//! ```
+//! use ldl_core::{Axis, CircularBins, LinearBins};
+//! let tilt = Axis::linear_bins("tilt", LinearBins { min: 0.0, max: 360.0, step: 10.0 })?;
+//! let yaw = Axis::circular_bins("yaw", CircularBins { start: 0.0, period: 360.0, step: 10.0 })?;
+//! assert_eq!((tilt.len(), yaw.len()), (37, 36));
+//! # Ok::<(), ldl_core::Error>(())
+//! ```
+//!
+//! A struct literal was chosen over a builder (`Axis::linear(name).min(0.0)…`): every field
+//! is named at the call site, a forgotten field is a compile error rather than a run-time
+//! one, field order cannot be mixed up, the names are those of the `[[task.axes]]` keys,
+//! and the positional constructors keep their names and meaning for existing code.
+//!
+//! # Settings
+//!
+//! The `with_*` settings all return the axis itself, so they chain without `?`. The one
+//! that needs checking, the default label std, takes a [`PositiveStd`], which is checked
+//! where it is made ([`PositiveStd::new`]).
+//!
+//! # Default label stds
+//!
+//! A value label given without a std gets the axis's default:
+//!
+//! | axis | default std |
+//! |---|---|
+//! | linear or circular, evenly spaced | two bins, `2 · step` |
+//! | explicit uneven centres ([`Axis::from_centers`]) | two widths of the bin the value falls in ([`Axis::default_std_at`]) |
+//! | categorical | none: its labels are classes |
+//!
+//! [`Axis::with_default_std`] replaces it with one std for every value.
 
 use serde::{Deserialize, Serialize};
 
@@ -41,11 +81,13 @@ pub enum OutOfRange {
 /// have one bin per class (centres `0, 1, …, K−1`, the class indices).
 ///
 /// ```
-/// use ldl_core::Axis;
-/// let age = Axis::linear("age", 0.0, 100.0, 1.0)?.with_unit("years");
+/// use ldl_core::{Axis, CircularBins, LinearBins};
+/// let age = Axis::linear_bins("age", LinearBins { min: 0.0, max: 100.0, step: 1.0 })?
+///     .with_unit("years");
 /// assert_eq!(age.len(), 101);
 /// assert_eq!(age.centers()[42], 42.0);
-/// let yaw = Axis::circular("yaw", -180.0, 360.0, 3.0)?.with_unit("degrees");
+/// let yaw = Axis::circular_bins("yaw", CircularBins { start: -180.0, period: 360.0, step: 3.0 })?
+///     .with_unit("degrees");
 /// assert_eq!(yaw.len(), 120);
 /// # Ok::<(), ldl_core::Error>(())
 /// ```
@@ -56,15 +98,105 @@ pub struct Axis {
     unit: String,
     kind: AxisKind,
     centers: Vec<f64>,
-    default_std: f64,
+    /// False for explicit centres whose spacing varies: their targets are bin masses and
+    /// their default std follows the local bin width.
+    even: bool,
+    /// The std of values given without one: set, or the kind's fixed default (two bins on
+    /// an even axis); `None` on categorical axes, and on uneven ones where the default
+    /// depends on the value ([`Axis::default_std_at`]).
+    default_std: Option<f64>,
     out_of_range: OutOfRange,
 }
 
-/// Largest mismatch, in steps, tolerated when `(max − min) / step` should be a whole number.
+/// The bins of a linear axis, by name: centres `min, min + step, …, max` (both ends are
+/// centres, so there are `(max − min) / step + 1` bins).
+///
+/// ```
+/// use ldl_core::{Axis, LinearBins};
+/// let pitch = Axis::linear_bins("pitch", LinearBins { min: -60.0, max: 60.0, step: 3.0 })?;
+/// assert_eq!(pitch.len(), 41);
+/// assert_eq!(pitch.default_std(), Some(6.0)); // two bins
+/// # Ok::<(), ldl_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinearBins {
+    /// The first bin centre.
+    pub min: f64,
+    /// The last bin centre; `max − min` must be a whole number of steps.
+    pub max: f64,
+    /// The distance between neighbouring centres (> 0).
+    pub step: f64,
+}
+
+/// The bins of a circular axis, by name: `period / step` centres `start, start + step, …,
+/// start + period − step`; `start + period` is `start` again, so it is no extra bin.
+///
+/// ```
+/// use ldl_core::{Axis, CircularBins};
+/// let hour = Axis::circular_bins("hour", CircularBins { start: 0.0, period: 24.0, step: 1.0 })?;
+/// assert_eq!(hour.len(), 24);
+/// assert_eq!(hour.difference(23.0, 1.0), -2.0); // 23 h is two hours before 1 h
+/// # Ok::<(), ldl_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CircularBins {
+    /// The first bin centre.
+    pub start: f64,
+    /// The length of one turn (360 for degrees, 24 for hours); a whole number of steps.
+    pub period: f64,
+    /// The distance between neighbouring centres (> 0).
+    pub step: f64,
+}
+
+/// A label std in the axis unit, known to be finite and > 0 (see
+/// [`Axis::with_default_std`]).
+///
+/// ```
+/// use ldl_core::PositiveStd;
+/// assert_eq!(PositiveStd::new(2.5)?.get(), 2.5);
+/// assert!(PositiveStd::new(0.0).is_err());
+/// assert!(PositiveStd::new(f64::NAN).is_err());
+/// # Ok::<(), ldl_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct PositiveStd(f64);
+
+impl PositiveStd {
+    /// The std, if it is finite and > 0; otherwise an error saying so.
+    pub fn new(std: f64) -> Result<PositiveStd> {
+        if std.is_finite() && std > 0.0 {
+            Ok(PositiveStd(std))
+        } else {
+            Err(Error::InvalidOption(format!(
+                "a std must be finite and > 0, got {std}"
+            )))
+        }
+    }
+
+    /// The std as a number.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for PositiveStd {
+    type Error = Error;
+    fn try_from(std: f64) -> Result<PositiveStd> {
+        PositiveStd::new(std)
+    }
+}
+
+/// Largest mismatch, in steps, tolerated when `(max − min) / step` should be a whole number,
+/// and between a spacing of explicit centres and their mean spacing for them to count as
+/// evenly spaced (centres written out from `min + i · step` differ by rounding only).
 const GRID_TOLERANCE: f64 = 1e-6;
 
 impl Axis {
     /// A linear axis with bin centres `min, min + step, …, max`.
+    ///
+    /// The same as [`Axis::linear_bins`] with [`LinearBins`], which names the numbers at
+    /// the call site (prefer it in new code: `(0, 360, 10)` means 37 bins here and 36 to
+    /// [`Axis::circular`]).
     ///
     /// `max − min` must be a whole number of steps. The default label std is two bins
     /// (`2 · step`); change it with [`Axis::with_default_std`].
@@ -87,10 +219,50 @@ impl Axis {
         Axis::build(name, AxisKind::Linear, centers)
     }
 
+    /// A linear axis with bins `min, min + step, …, max`, the numbers named (see the
+    /// module documentation).
+    ///
+    /// `max − min` must be a whole number of steps. The default label std is two bins
+    /// (`2 · step`); change it with [`Axis::with_default_std`].
+    ///
+    /// ```
+    /// use ldl_core::{Axis, LinearBins, PositiveStd};
+    /// let age = Axis::linear_bins("age", LinearBins { min: 0.0, max: 100.0, step: 1.0 })?
+    ///     .with_unit("years")
+    ///     .with_default_std(PositiveStd::new(3.0)?);
+    /// assert_eq!((age.len(), age.default_std()), (101, Some(3.0)));
+    /// # Ok::<(), ldl_core::Error>(())
+    /// ```
+    pub fn linear_bins(name: impl Into<String>, bins: LinearBins) -> Result<Axis> {
+        let LinearBins { min, max, step } = bins;
+        Axis::linear(name, min, max, step)
+    }
+
     /// A linear axis with explicit, strictly increasing bin centres (at least two).
     ///
     /// Spacing may be uneven; the unit-free parts of the losses measure distances in
-    /// multiples of the mean spacing.
+    /// multiples of the mean spacing ([`Axis::step`]). Evenly spaced centres make the
+    /// same axis as [`Axis::linear`]. On uneven centres:
+    ///
+    /// - bin `k` reaches from the midpoint with its left neighbour to the midpoint with its
+    ///   right one; the first and last bins reach out by half their spacing, so the axis
+    ///   covers `[c₁ − (c₂ − c₁)/2, c_K + (c_K − c_{K−1})/2]`;
+    /// - a value label becomes the Gaussian's probability mass over each bin, normalised
+    ///   over the axis (see [`Axis::encode`]), so that the target's mean is the value up to
+    ///   discretisation whatever the bin widths;
+    /// - the default label std is two widths of the bin the value falls in
+    ///   ([`Axis::default_std_at`]), so a label on a narrow bin is not spread over its
+    ///   neighbours by the wide bins elsewhere; [`Axis::with_default_std`] sets one std
+    ///   for every value instead.
+    ///
+    /// ```
+    /// use ldl_core::Axis;
+    /// let dose = Axis::from_centers("dose", vec![0.0, 1.0, 3.0, 7.0])?;
+    /// assert!(!dose.is_evenly_spaced());
+    /// assert_eq!(dose.default_std(), None); // depends on the value
+    /// assert_eq!(dose.default_std_at(3.0), Some(6.0)); // bin [2, 5], width 3
+    /// # Ok::<(), ldl_core::Error>(())
+    /// ```
     pub fn from_centers(name: impl Into<String>, centers: Vec<f64>) -> Result<Axis> {
         let name = name.into();
         if centers.len() < 2 {
@@ -113,11 +285,19 @@ impl Axis {
                 ),
             ));
         }
+        check_span(&name, &centers)?;
         Axis::build(name, AxisKind::Linear, centers)
     }
 
     /// A circular axis of the given `period` with bins `start, start + step, …,
     /// start + period − step` (`period / step` bins; `start + period` is `start` again).
+    ///
+    /// The same as [`Axis::circular_bins`] with [`CircularBins`], which names the numbers
+    /// at the call site (prefer it in new code: `(0, 360, 10)` means 36 bins here and 37 to
+    /// [`Axis::linear`]).
+    ///
+    /// The default label std is two bins (`2 · step`); change it with
+    /// [`Axis::with_default_std`].
     pub fn circular(name: impl Into<String>, start: f64, period: f64, step: f64) -> Result<Axis> {
         let name = name.into();
         check_finite(&name, "start", start)?;
@@ -143,7 +323,32 @@ impl Axis {
         Axis::build(name, AxisKind::Circular { period }, centers)
     }
 
+    /// A circular axis of `period / step` bins from `start`, the numbers named (see the
+    /// module documentation). At least three bins.
+    ///
+    /// The default label std is two bins (`2 · step`); change it with
+    /// [`Axis::with_default_std`].
+    ///
+    /// ```
+    /// use ldl_core::{Axis, CircularBins};
+    /// let yaw = Axis::circular_bins("yaw", CircularBins { start: -180.0, period: 360.0, step: 3.0 })?
+    ///     .with_unit("degrees");
+    /// assert_eq!((yaw.len(), yaw.default_std()), (120, Some(6.0)));
+    /// # Ok::<(), ldl_core::Error>(())
+    /// ```
+    pub fn circular_bins(name: impl Into<String>, bins: CircularBins) -> Result<Axis> {
+        let CircularBins {
+            start,
+            period,
+            step,
+        } = bins;
+        Axis::circular(name, start, period, step)
+    }
+
     /// A categorical axis with one bin per named class (at least two, unique).
+    ///
+    /// It has no default label std: its labels are classes ([`crate::Label::Class`]) or
+    /// explicit distributions, never values.
     pub fn categorical<S: Into<String>>(
         name: impl Into<String>,
         classes: impl IntoIterator<Item = S>,
@@ -172,15 +377,19 @@ impl Axis {
         if name.trim().is_empty() {
             return Err(Error::axis(&name, "the axis name must not be empty"));
         }
+        let even = evenly_spaced(&centers);
         let mut axis = Axis {
             name,
             unit: String::new(),
             kind,
             centers,
-            default_std: 0.0,
+            even,
+            default_std: None,
             out_of_range: OutOfRange::Error,
         };
-        axis.default_std = 2.0 * axis.step();
+        if even && !axis.is_categorical() {
+            axis.default_std = Some(2.0 * axis.step());
+        }
         Ok(axis)
     }
 
@@ -190,16 +399,14 @@ impl Axis {
         self
     }
 
-    /// Sets the label std used for values given without one. Must be finite and > 0.
-    pub fn with_default_std(mut self, std: f64) -> Result<Axis> {
-        if !(std.is_finite() && std > 0.0) {
-            return Err(Error::axis(
-                &self.name,
-                format!("default std must be finite and > 0, got {std}"),
-            ));
+    /// Sets the label std used for every value given without one, in the axis unit.
+    ///
+    /// No effect on a categorical axis, whose labels are classes.
+    pub fn with_default_std(mut self, std: PositiveStd) -> Axis {
+        if !self.is_categorical() {
+            self.default_std = Some(std.get());
         }
-        self.default_std = std;
-        Ok(self)
+        self
     }
 
     /// Sets the policy for label values outside the axis (linear axes only; values on a
@@ -248,9 +455,53 @@ impl Axis {
         }
     }
 
-    /// The label std used for values given without one.
-    pub fn default_std(&self) -> f64 {
+    /// The label std used for every value given without one: the one set with
+    /// [`Axis::with_default_std`], or two bins on an evenly spaced axis. `None` on a
+    /// categorical axis, and on uneven centres without one set, where the default depends
+    /// on the value ([`Axis::default_std_at`]).
+    pub fn default_std(&self) -> Option<f64> {
         self.default_std
+    }
+
+    /// The label std a value given without one gets: [`Axis::default_std`] where there is
+    /// one, else (uneven centres) two widths of the bin the value falls in, the nearest
+    /// end bin for a value outside. `None` on a categorical axis.
+    pub fn default_std_at(&self, value: f64) -> Option<f64> {
+        if self.is_categorical() {
+            return None;
+        }
+        Some(
+            self.default_std
+                .unwrap_or_else(|| 2.0 * self.bin_width_at(value)),
+        )
+    }
+
+    /// True when the bin centres are evenly spaced: always on circular and categorical
+    /// axes and those from [`Axis::linear`]; on explicit centres, when every spacing is
+    /// within a millionth of a step of the mean.
+    pub fn is_evenly_spaced(&self) -> bool {
+        self.even
+    }
+
+    /// The `K + 1` bin edges of a linear axis: the midpoints between centres, and the
+    /// outer centres moved out by half their spacing.
+    pub(crate) fn bin_edges(&self) -> Vec<f64> {
+        let c = &self.centers;
+        let k = c.len();
+        let mut edges = Vec::with_capacity(k + 1);
+        edges.push(c[0] - (c[1] - c[0]) / 2.0);
+        edges.extend(c.windows(2).map(|w| w[0] + (w[1] - w[0]) / 2.0));
+        edges.push(c[k - 1] + (c[k - 1] - c[k - 2]) / 2.0);
+        edges
+    }
+
+    /// The width of the bin holding `value` (bins are `[lower edge, upper edge)`; a value
+    /// outside the axis takes the nearest end bin).
+    fn bin_width_at(&self, value: f64) -> f64 {
+        let edges = self.bin_edges();
+        let inner = &edges[1..edges.len() - 1];
+        let k = inner.partition_point(|&e| e <= value);
+        edges[k + 1] - edges[k]
     }
 
     /// The out-of-range policy.
@@ -336,6 +587,33 @@ fn check_finite(axis: &str, what: &str, value: f64) -> Result<()> {
     }
 }
 
+/// Refuses centres so far apart that the bin edges (half a spacing beyond the outer
+/// centres) or the bin widths would overflow to infinity.
+fn check_span(axis: &str, centers: &[f64]) -> Result<()> {
+    let (first, last) = (centers[0], centers[centers.len() - 1]);
+    let span = last - first;
+    if (2.0 * span).is_finite() && (first - span).is_finite() && (last + span).is_finite() {
+        return Ok(());
+    }
+    Err(Error::axis(
+        axis,
+        format!(
+            "bin centres from {first} to {last} span too wide a range to compute bin widths; \
+             rescale the axis unit"
+        ),
+    ))
+}
+
+/// True when every spacing of the centres is within [`GRID_TOLERANCE`] steps of the mean
+/// spacing.
+fn evenly_spaced(centers: &[f64]) -> bool {
+    let k = centers.len();
+    let mean = (centers[k - 1] - centers[0]) / (k - 1) as f64;
+    centers
+        .windows(2)
+        .all(|w| ((w[1] - w[0]) - mean).abs() <= GRID_TOLERANCE * mean)
+}
+
 fn whole_steps(axis: &str, span: f64, step: f64, what: &str) -> Result<usize> {
     let steps = span / step;
     let rounded = steps.round();
@@ -369,7 +647,10 @@ struct AxisRecord {
     #[serde(flatten)]
     kind: AxisKind,
     centers: Vec<f64>,
-    default_std: f64,
+    /// Absent on categorical axes and on uneven centres without a std set (their default
+    /// follows the bin width).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    default_std: Option<f64>,
     #[serde(default)]
     out_of_range: OutOfRange,
 }
@@ -416,9 +697,22 @@ impl TryFrom<AxisRecord> for Axis {
                 axis
             }
         };
-        Ok(axis
+        let axis = axis
             .with_unit(record.unit)
-            .with_default_std(record.default_std)?
-            .with_out_of_range(record.out_of_range))
+            .with_out_of_range(record.out_of_range);
+        // Categorical axes written by earlier versions carry a default std; it never had
+        // an effect and is dropped.
+        match record.default_std {
+            Some(std) if !axis.is_categorical() => {
+                let std = PositiveStd::new(std).map_err(|_| {
+                    Error::axis(
+                        &axis.name,
+                        format!("default std must be finite and > 0, got {std}"),
+                    )
+                })?;
+                Ok(axis.with_default_std(std))
+            }
+            _ => Ok(axis),
+        }
     }
 }

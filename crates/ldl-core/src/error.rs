@@ -44,7 +44,8 @@ pub enum Error {
         message: String,
     },
 
-    /// An invalid loss or metric option (e.g. a negative λ).
+    /// An invalid loss or metric option (e.g. a negative λ), or a std that is not finite
+    /// and > 0 ([`crate::PositiveStd::new`]).
     #[error("{0}")]
     InvalidOption(String),
 

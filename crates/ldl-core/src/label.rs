@@ -14,7 +14,8 @@ pub const PMF_SUM_TOLERANCE: f64 = 1e-4;
 #[serde(rename_all = "snake_case")]
 pub enum Label {
     /// A value in the axis unit, with an optional std (the axis default when `None`),
-    /// encoded as a discretised Gaussian (wrapped on circular axes).
+    /// encoded as a discretised Gaussian (wrapped on circular axes; by bin mass on
+    /// unevenly spaced centres, see [`Axis::encode`]).
     Value {
         /// The value in the axis unit.
         value: f64,
@@ -76,6 +77,21 @@ pub struct AxisEstimate {
 impl Axis {
     /// Encodes a raw label as a target distribution.
     ///
+    /// A value `y` with std `s` (or the axis default, [`Axis::default_std_at`]) becomes a
+    /// discretised Gaussian normalised over the bins:
+    ///
+    /// - on evenly spaced axes, its density at the centres, `p_k ∝ exp(−d_k² / 2s²)`
+    ///   (`d_k = c_k − y`, wrapped into half a period on a circular axis);
+    /// - on uneven centres ([`Axis::from_centers`]), its probability mass over each bin,
+    ///   `p_k ∝ Φ((e_{k+1} − y)/s) − Φ((e_k − y)/s)`, between the bin edges `e` (midpoints
+    ///   between centres; the outer edges half a spacing beyond the outer centres). The
+    ///   density at the centres would over-weight the side where centres are dense and move
+    ///   the target's mean off the value; the mass keeps it on the value up to
+    ///   discretisation. The mass beyond the outer edges is left out and the rest
+    ///   renormalised, as on even axes, rather than piled onto the end bins.
+    ///
+    /// A class index becomes one-hot; an explicit distribution is checked and used as given.
+    ///
     /// ```
     /// use ldl_core::{Axis, Label};
     /// let age = Axis::linear("age", 0.0, 100.0, 1.0)?;
@@ -87,18 +103,15 @@ impl Axis {
     /// ```
     pub fn encode(&self, label: &Label) -> Result<EncodedLabel> {
         match label {
-            Label::Value { value, std } => {
-                let std = std.unwrap_or(self.default_std());
-                self.gaussian_target(*value, std)
-            }
+            Label::Value { value, std } => self.gaussian_target(*value, *std),
             Label::Class(index) => self.class_target(*index),
             Label::Distribution(pmf) => self.distribution_target(pmf),
         }
     }
 
-    /// A discretised Gaussian `p_k ∝ exp(−d_k² / 2s²)` around `value` (wrapped distance
-    /// on circular axes), normalised over the bins.
-    fn gaussian_target(&self, value: f64, std: f64) -> Result<EncodedLabel> {
+    /// A discretised Gaussian around `value` (see [`Axis::encode`]); `std` is the label's
+    /// own, or `None` for the axis default at the value.
+    fn gaussian_target(&self, value: f64, std: Option<f64>) -> Result<EncodedLabel> {
         let name = self.name();
         if let AxisKind::Categorical { .. } = self.kind() {
             return Err(Error::label(
@@ -112,13 +125,30 @@ impl Axis {
                 format!("label value {value} is not finite"),
             ));
         }
-        if !(std.is_finite() && std > 0.0) {
+        if let Some(std) = std.filter(|s| !(s.is_finite() && *s > 0.0)) {
             return Err(Error::label(
                 name,
                 format!("label std must be finite and > 0, got {std} (value {value})"),
             ));
         }
         let value = self.apply_range_policy(value)?;
+        // Every non-categorical axis has a default; the `else` is for completeness.
+        let Some(std) = std.or_else(|| self.default_std_at(value)) else {
+            return Err(Error::label(
+                name,
+                format!("the axis has no default std; give the value {value} a std"),
+            ));
+        };
+        let pmf = if self.is_evenly_spaced() {
+            self.density_pmf(value, std)
+        } else {
+            self.bin_mass_pmf(value, std)
+        };
+        Ok(EncodedLabel { pmf, value, std })
+    }
+
+    /// The Gaussian's density at the centres, normalised: the target on even axes.
+    fn density_pmf(&self, value: f64, std: f64) -> Vec<f64> {
         // Work in log space so that a std far below the bin width still gives a valid pmf
         // (the nearest bin gets everything) instead of 0/0.
         let log_weights: Vec<f64> = self
@@ -129,11 +159,28 @@ impl Axis {
                 -d * d / (2.0 * std * std)
             })
             .collect();
-        Ok(EncodedLabel {
-            pmf: normalise_log_weights(&log_weights),
-            value,
-            std,
-        })
+        normalise_log_weights(&log_weights)
+    }
+
+    /// The Gaussian's mass over each bin, normalised over the axis: the target on uneven
+    /// centres.
+    fn bin_mass_pmf(&self, value: f64, std: f64) -> Vec<f64> {
+        let z: Vec<f64> = self.bin_edges().iter().map(|e| (e - value) / std).collect();
+        let mass: Vec<f64> = z.windows(2).map(|w| normal_mass(w[0], w[1])).collect();
+        let total: f64 = mass.iter().sum();
+        if total.is_finite() && total > 0.0 {
+            return mass.into_iter().map(|m| m / total).collect();
+        }
+        // Only bins of no width in f64 (or a degenerate std) leave no mass: give the
+        // value's nearest bin everything, as a std far below the bin width would.
+        let nearest = self
+            .centers()
+            .iter()
+            .map(|c| -(c - value).abs())
+            .collect::<Vec<_>>();
+        let mut pmf = vec![0.0; self.len()];
+        pmf[argmax(&nearest).0] = 1.0;
+        pmf
     }
 
     fn apply_range_policy(&self, value: f64) -> Result<f64> {
@@ -315,6 +362,18 @@ pub(crate) fn argmax(values: &[f64]) -> (usize, f64) {
                 best
             }
         })
+}
+
+/// `Φ(b) − Φ(a)` for `a ≤ b`, the standard normal's mass over `[a, b]`, from the tail on
+/// the side of the interval so that far-out bins keep their (small) mass instead of a
+/// difference of two numbers near 1.
+fn normal_mass(a: f64, b: f64) -> f64 {
+    let tail = |z: f64| 0.5 * libm::erfc(z / std::f64::consts::SQRT_2);
+    if a >= 0.0 {
+        tail(a) - tail(b)
+    } else {
+        tail(-b) - tail(-a)
+    }
 }
 
 fn normalise_log_weights(log_weights: &[f64]) -> Vec<f64> {

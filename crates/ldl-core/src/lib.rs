@@ -43,7 +43,7 @@ mod label_space;
 pub mod loss;
 pub mod metrics;
 
-pub use axis::{Axis, AxisKind, OutOfRange};
+pub use axis::{Axis, AxisKind, CircularBins, LinearBins, OutOfRange, PositiveStd};
 pub use error::{Error, Result};
 pub use label::{AxisEstimate, EncodedLabel, Label, PMF_SUM_TOLERANCE};
 pub use label_space::{joint_target, marginals, AxisTargets, Head, LabelSpace, MAX_JOINT_BINS};

@@ -13,7 +13,7 @@
 //! Every kind also takes `name`, `unit`, `default_std` and `out_of_range`, which
 //! [`ldl_core::Axis`] checks when the label space is built.
 
-use ldl_core::{Axis, OutOfRange};
+use ldl_core::{Axis, OutOfRange, PositiveStd};
 use serde::{Deserialize, Serialize};
 
 use super::keyword::{keyword_conversions, Keyword};
@@ -113,7 +113,13 @@ impl AxisConfig {
             .with_unit(self.unit.clone())
             .with_out_of_range(self.out_of_range);
         match self.default_std {
-            Some(std) => axis.with_default_std(std),
+            Some(std) => {
+                let std = PositiveStd::new(std).map_err(|_| ldl_core::Error::InvalidAxis {
+                    axis: self.name.clone(),
+                    message: format!("default std must be finite and > 0, got {std}"),
+                })?;
+                Ok(axis.with_default_std(std))
+            }
             None => Ok(axis),
         }
     }
@@ -125,7 +131,7 @@ impl AxisConfig {
             name: axis.name().to_string(),
             bins,
             unit: axis.unit().to_string(),
-            default_std: (!axis.is_categorical()).then(|| axis.default_std()),
+            default_std: axis.default_std(),
             out_of_range: axis.out_of_range(),
         };
         let centers = axis.centers();
@@ -339,6 +345,16 @@ mod tests {
         );
         let err = parse("name = \"yaw\"\nkind = \"circuler\"").unwrap_err();
         assert!(err.contains("did you mean `circular`?"), "{err}");
+    }
+
+    #[test]
+    fn a_default_std_that_is_not_positive_names_the_axis() {
+        let age = parse("name = \"age\"\nmin = 0\nmax = 10\nstep = 1\ndefault_std = -1").unwrap();
+        let err = age.build().unwrap_err().to_string();
+        assert!(
+            err.contains("axis `age`: default std must be finite and > 0, got -1"),
+            "{err}"
+        );
     }
 
     #[test]

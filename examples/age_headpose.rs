@@ -26,7 +26,7 @@ pub fn label_space(joint: bool) -> ldl::Result<LabelSpace> {
         Axis::linear("pitch", -60.0, 60.0, 3.0)?.with_unit("degrees"),
     ])?;
     if joint {
-        space.with_joint(&["yaw", "pitch"])
+        Ok(space.with_joint(&["yaw", "pitch"])?)
     } else {
         Ok(space)
     }

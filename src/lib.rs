@@ -5,7 +5,8 @@
 //! and the baselines [`loss::Kl`], [`loss::DldlV2`], [`loss::MeanVariance`]) and the
 //! evaluation metrics ([`metrics`]), and the models ([`models`]: ThinAgeNet, TinyAgeNet,
 //! an MLP, heads per axis, checkpoints), the data ([`data`]: tables, splits, batches) and
-//! training ([`train`]: TOML task configs, Adam, the training loop).
+//! training ([`train`]: TOML task configs, Adam, the training loop). [`Error`] takes the
+//! error of every part, so a program can return [`Result`] throughout.
 //!
 //! ```
 //! use ldl::{Axis, LabelSpace};
@@ -15,6 +16,10 @@
 //! ```
 
 #![warn(missing_docs)]
+
+mod error;
+
+pub use error::{Error, Result};
 
 /// Backbones, heads, seeded initialisation, checkpoints and devices.
 pub use ldl_models as models;
@@ -31,6 +36,9 @@ pub use ldl_hub as hub;
 
 pub use ldl_core::{
     joint_target, loss, marginals, metrics, Axis, AxisEstimate, AxisKind, AxisTargets,
-    CircularBins, EncodedLabel, Error, Head, Label, LabelSpace, LinearBins, OutOfRange,
-    PositiveStd, Result, MAX_JOINT_BINS,
+    CircularBins, EncodedLabel, Head, Label, LabelSpace, LinearBins, OutOfRange, PositiveStd,
+    MAX_JOINT_BINS,
 };
+
+/// The error of label axes, label spaces, losses and metrics alone; [`Error`] takes it.
+pub use ldl_core::Error as CoreError;

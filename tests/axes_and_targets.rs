@@ -28,7 +28,7 @@ fn linear_axes_have_the_centres_they_promise() {
 
 #[test]
 fn invalid_axes_are_refused_with_the_axis_and_value_named() {
-    let message = |r: ldl::Result<Axis>| r.unwrap_err().to_string();
+    let message = |r: Result<Axis, ldl::CoreError>| r.unwrap_err().to_string();
     let m = message(Axis::linear("age", 10.0, 10.0, 1.0));
     assert!(m.contains("age") && m.contains("min must be < max"), "{m}");
     let m = message(Axis::linear("age", 0.0, 10.0, 0.0));

@@ -60,6 +60,16 @@ fn every_bad_row_names_its_file_line_and_problem() {
             "not_a_number.csv:2: column `a`: `x` is not a number",
         ),
         (
+            "empty.csv",
+            "",
+            "empty.csv: is empty: a table starts with a header row",
+        ),
+        (
+            "header_only.csv",
+            "a,age,age_std\n",
+            "header_only.csv: has a header row but no rows of samples under it",
+        ),
+        (
             "same_name.csv",
             "a,age,a,age_std\n1,30,2,2\n",
             "same_name.csv: columns 1 and 3 are both named `a`; rename one",
@@ -179,6 +189,10 @@ fn distributions_classes_and_images_are_read() {
         (
             "path,p0,p1,p2,mood,person\nimg/a.png,0.2,0.5,0.5,up,1\n",
             "sums to 1.2",
+        ),
+        (
+            "path,p0,p1,p2,mood,person\nimg/a.png,0.7,-0.1,0.4,up,1\n",
+            "column `p1`: -0.1 is negative; a distribution's entries are ≥ 0",
         ),
         (
             "path,p0,p1,p2,mood,person\nimg/a.png,0.2,0.5,0.3,sideways,1\n",

@@ -182,7 +182,9 @@ pub fn parse_csv(
     let mut lines = LineCounter::new(text);
     let plan = Plan::new(path, &header, spec, space)?;
     let mut table = plan.empty_table();
+    let mut rows = 0;
     for (index, record) in reader.records().enumerate() {
+        rows += 1;
         // Line numbers as an editor shows them; the header is line 1.
         let line = lines.line_of(&record, index);
         let record = match record {
@@ -191,6 +193,12 @@ pub fn parse_csv(
         };
         let cells: Vec<Cell> = record.iter().map(|c| Cell::Text(c.to_string())).collect();
         plan.add(&mut table, &cells, line, policy)?;
+    }
+    if rows == 0 {
+        return Err(Error::file(
+            path,
+            "has a header row but no rows of samples under it",
+        ));
     }
     Ok(table)
 }
@@ -237,6 +245,17 @@ impl<'t> LineCounter<'t> {
     }
 }
 
+/// One entry of an explicit distribution: a number ≥ 0, named by its column when not.
+fn probability(cell: &Cell, column: &str) -> std::result::Result<f64, String> {
+    let value = cell.number(column)?;
+    if value < 0.0 {
+        return Err(format!(
+            "column `{column}`: {value} is negative; a distribution's entries are ≥ 0"
+        ));
+    }
+    Ok(value)
+}
+
 /// A CSV reader (trimmed fields) and its header row.
 fn csv_with_header<'t>(
     path: &Path,
@@ -252,6 +271,13 @@ fn csv_with_header<'t>(
         .iter()
         .map(str::to_string)
         .collect();
+    if header.iter().all(String::is_empty) {
+        return Err(Error::file(
+            path,
+            "is empty: a table starts with a header row naming its columns, then one row per \
+             sample",
+        ));
+    }
     check_unique_columns(path, &header)?;
     Ok((reader, header))
 }
@@ -627,7 +653,7 @@ impl Plan {
                 PlannedLabel::Distribution(columns) => Label::Distribution(
                     columns
                         .iter()
-                        .map(|c| cell(c)?.number(&c.0))
+                        .map(|c| probability(cell(c)?, &c.0))
                         .collect::<std::result::Result<Vec<f64>, String>>()?,
                 ),
                 PlannedLabel::Class(column) => class_label(axis, &cell(column)?.text(&column.0)?)?,

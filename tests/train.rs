@@ -150,6 +150,25 @@ fn overrides_set_any_key_and_are_checked() {
         err.contains("--set `task.name`: the value holds a line break"),
         "{err}"
     );
+    // An integer TOML cannot hold is named as such, not as "invalid type: string".
+    let err = config_error(BDIMS, &["optim.epochs=99999999999999999999"]);
+    assert!(
+        err.contains("`99999999999999999999` is an integer too large for TOML"),
+        "{err}"
+    );
+}
+
+/// A config line of a megabyte is quoted in an error cut to a readable length.
+#[test]
+fn an_error_on_a_huge_line_quotes_only_its_start() {
+    let huge = BDIMS.replacen(
+        "lr = 0.003",
+        &format!("lr = 0.003 {}", "x".repeat(1 << 20)),
+        1,
+    );
+    let err = config_error(&huge, &[]);
+    assert!(err.len() < 2_000, "{} bytes", err.len());
+    assert!(err.contains("more characters)"), "{err}");
 }
 
 #[test]
@@ -520,6 +539,22 @@ output_dir = {output:?}
         .unwrap_err()
         .to_string();
     assert!(err.contains("not both"), "{err}");
+
+    // An image that cannot be decoded, met in the first epoch: the error names it, and no
+    // run folder of nothing but the initial weights is left behind.
+    std::fs::write(dir.path().join("images/7.png"), b"not a png").unwrap();
+    let fresh_output = dir.path().join("runs-with-a-bad-image");
+    let bad = text.replace(
+        &dir.path().join("runs").display().to_string(),
+        &fresh_output.display().to_string(),
+    );
+    let config = Config::parse(&config_path, &bad, &[]).unwrap();
+    let err = train(&config, &ldl::train::StopToken::new(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("7.png"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&fresh_output).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// The quickstart's source, `builtin:faces`, end to end at a tiny scale: the faces are
@@ -543,6 +578,17 @@ fn a_task_trains_on_the_built_in_faces() {
         Config::parse(Path::new("configs/quickstart.toml"), QUICKSTART, &overrides).unwrap();
     let summary = train(&config, &ldl::train::StopToken::new(), &mut |_| {}).unwrap();
     assert_eq!(summary.samples.iter().sum::<usize>(), 96);
+    let err = Config::parse(
+        Path::new("configs/quickstart.toml"),
+        QUICKSTART,
+        &["data.faces.identities=0".to_string()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`data.faces.identities`: must be ≥ 1, got 0"),
+        "{err}"
+    );
     assert!(
         summary.samples.iter().all(|&n| n > 0),
         "{:?}",

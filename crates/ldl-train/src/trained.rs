@@ -87,7 +87,14 @@ impl TrainedModel {
                 ))
             })
         };
-        let config = Config::parse_saved(path, field("train.config")?)?;
+        // Named as the checkpoint's part, not as a config file of the user's.
+        let stored = PathBuf::from(format!("{} (its train.config)", path.display()));
+        let config = Config::parse_saved(&stored, field("train.config")?).map_err(|e| match e {
+            Error::Config(message) => Error::Usage(format!(
+                "{message}; the checkpoint is damaged or was not written by ldl"
+            )),
+            other => other,
+        })?;
         let features: Vec<String> = serde_json::from_str(field("train.features")?)
             .map_err(|e| Error::Usage(format!("{}: bad `train.features`: {e}", path.display())))?;
         let standardizer = match info.extra.get("train.standardizer") {

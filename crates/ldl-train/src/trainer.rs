@@ -375,6 +375,7 @@ fn run(
     let mut adam = network.adam(config)?;
 
     // The lock is held until the run returns.
+    let fresh = resume_from.is_none();
     let (run_dir, resumed, _lock) = match resume_from {
         Some((dir, state, lock)) => (dir.to_path_buf(), Some(state), lock),
         None => {
@@ -405,7 +406,15 @@ fn run(
         header: &header,
         run_dir: &run_dir,
     };
-    epochs.train(&mut network, &mut adam, &mut state, stop, observe)?;
+    let trained = epochs.train(&mut network, &mut adam, &mut state, stop, observe);
+    if let Err(Error::Data(_)) = &trained {
+        if fresh && state.epoch == 0 {
+            // Bad data found while reading the first epoch's samples: the folder holds
+            // nothing but the initial weights, and resuming it would meet the same data.
+            let _ = std::fs::remove_dir_all(&run_dir);
+        }
+    }
+    trained?;
 
     let finished = Finished {
         space,
@@ -639,7 +648,15 @@ fn write_plots(run_dir: &Path) -> Result<()> {
 
 /// `OUTPUT/TASK-N` for the first `N` not taken.
 fn new_run_dir(output: &Path, task: &str) -> Result<PathBuf> {
-    std::fs::create_dir_all(output).map_err(|e| Error::output(output, e))?;
+    std::fs::create_dir_all(output).map_err(|e| {
+        Error::output(
+            output,
+            format!(
+                "cannot create the folder of run.output_dir ({e}); set run.output_dir to a \
+                 folder you can write"
+            ),
+        )
+    })?;
     for n in 1.. {
         let dir = output.join(format!("{task}-{n}"));
         match std::fs::create_dir(&dir) {

@@ -191,6 +191,11 @@ impl FacesConfig {
             let (count, max) = (self.count, ldl_data::MAX_FACES);
             return fail("count", format!("must be in 1..={max}, got {count}"));
         }
+        // Each identity is a person whose faces stay in one split: with none, no face has
+        // a person and every split is empty.
+        if self.identities == 0 {
+            return fail("identities", "must be ≥ 1, got 0".into());
+        }
         for (key, value, limit) in [
             ("max_yaw", self.max_yaw, 180.0),
             ("max_pitch", self.max_pitch, 90.0),

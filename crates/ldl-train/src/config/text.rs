@@ -150,6 +150,14 @@ fn apply_override(document: &mut toml::Value, assignment: &str) -> Result<()> {
                 "--set `{key}`: the value holds a line break; give one value on one line"
             )))
         }
+        Err(_) if looks_numeric(raw.trim()) => {
+            return Err(Error::Config(format!(
+                "--set `{key}`: `{}` is an integer too large for TOML (at most {}); give a \
+                 smaller one",
+                raw.trim(),
+                i64::MAX
+            )))
+        }
         Err(_) => toml::Value::String(raw.trim().to_string()),
     };
     let parts: Vec<&str> = key.split('.').collect();
@@ -172,9 +180,37 @@ fn apply_override(document: &mut toml::Value, assignment: &str) -> Result<()> {
     Err(Error::Config(format!("--set `{assignment}`: empty key")))
 }
 
+/// Whether `text` is written as an integer (`-12`, `1_000`) though TOML could not read it:
+/// one too large for 64 bits, reported as such instead of becoming a string.
+fn looks_numeric(text: &str) -> bool {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    digits.starts_with(|c: char| c.is_ascii_digit())
+        && digits.chars().all(|c| c.is_ascii_digit() || c == '_')
+}
+
+/// The longest line of a config's text an error message shows: toml quotes the line of
+/// the error, which in a damaged or generated file can be megabytes long.
+const MAX_QUOTED_LINE: usize = 200;
+
+/// `message` with every line longer than [`MAX_QUOTED_LINE`] characters cut there.
+fn shorten_lines(message: &str) -> String {
+    message
+        .split('\n')
+        .map(|line| match line.char_indices().nth(MAX_QUOTED_LINE) {
+            Some((end, _)) => format!(
+                "{}… ({} more characters)",
+                &line[..end],
+                line[end..].chars().count()
+            ),
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// toml's message, with the nearest valid key suggested for an unknown one.
 fn explain(error: &toml::de::Error) -> String {
-    let message = error.to_string();
+    let message = shorten_lines(&error.to_string());
     let Some(rest) = message.split("unknown field `").nth(1) else {
         return message;
     };

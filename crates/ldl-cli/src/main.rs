@@ -526,6 +526,19 @@ fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
     Ok(files)
 }
 
+/// The name of the most probable class, on a categorical axis.
+fn class_name<'a>(
+    axis: &'a ldl_train::Axis,
+    estimate: &ldl_train::AxisEstimate,
+) -> Option<&'a str> {
+    match axis.kind() {
+        ldl_train::AxisKind::Categorical { classes } => {
+            classes.get(estimate.mode_index).map(String::as_str)
+        }
+        _ => None,
+    }
+}
+
 fn predict(
     checkpoint: &std::path::Path,
     inputs: &[PathBuf],
@@ -553,6 +566,9 @@ fn predict(
             object.insert(source_column.into(), source);
             for (i, axis) in space.axes().iter().enumerate() {
                 let mut value = serde_json::to_value(&p.axes[i])?;
+                if let Some(class) = class_name(axis, &p.axes[i]) {
+                    value["class"] = class.into();
+                }
                 if pmf {
                     value["distribution"] = serde_json::to_value(&p.distributions[i])?;
                 }
@@ -564,7 +580,13 @@ fn predict(
     }
     let mut header = vec![source_column.to_string()];
     for axis in space.axes() {
-        for field in ["mean", "std", "mode"] {
+        // A class has no mean or std: its name and probability instead.
+        let fields: &[&str] = if axis.is_categorical() {
+            &["class", "probability"]
+        } else {
+            &["mean", "std", "mode"]
+        };
+        for field in fields {
             header.push(format!("{}_{field}", axis.name()));
         }
         if pmf {
@@ -574,10 +596,18 @@ fn predict(
     println!("{}", header.join(","));
     for p in &predictions {
         let mut row = vec![csv_field(&p.input.to_string())];
-        for (i, estimate) in p.axes.iter().enumerate() {
-            row.push(number(estimate.mean));
-            row.push(number(estimate.std));
-            row.push(estimate.mode.to_string());
+        for (i, (axis, estimate)) in space.axes().iter().zip(&p.axes).enumerate() {
+            match class_name(axis, estimate) {
+                Some(class) => {
+                    row.push(csv_field(class));
+                    row.push(format!("{:.4}", estimate.mode_probability));
+                }
+                None => {
+                    row.push(number(estimate.mean));
+                    row.push(number(estimate.std));
+                    row.push(estimate.mode.to_string());
+                }
+            }
             if pmf {
                 row.extend(p.distributions[i].iter().map(|q| format!("{q:.6}")));
             }

@@ -43,7 +43,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use export::{export_run, IfExists, MODEL_FILES};
 pub use hub_data::read_hub_split;
-pub use ldl_core::AxisKind;
+pub use ldl_core::{Axis, AxisEstimate, AxisKind};
 pub use ldl_data::{write_synthetic_set, SynthConfig, MAX_FACES};
 pub use plot::{plot_groups, plot_runs, RunCurves};
 pub use runtime_tuning::{tune_for_training, CANDLE_SPIN_LIMIT};

@@ -1,6 +1,6 @@
 //! `ldl predict` on a model with a categorical axis: the class is printed by name with its
 //! probability (a class has no mean or std), in CSV and in JSON, and agrees with the
-//! model's distribution.
+//! model's distribution; the run's summary holds the axis's majority-class baseline.
 
 use std::path::Path;
 use std::process::Command;
@@ -55,6 +55,16 @@ fn a_categorical_axis_is_predicted_as_a_class_name_and_its_probability() {
         .join("\n");
     std::fs::write(dir.path().join("rows.csv"), rows).unwrap();
     let checkpoint = "runs/bdims-1/checkpoints/best.safetensors";
+    // The run's baseline for the categorical axis: the majority class and its accuracy.
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("runs/bdims-1/summary.json")).unwrap(),
+    )
+    .unwrap();
+    let majority = &summary["majority_class"][0];
+    assert_eq!(majority["axis"], "sex");
+    assert!(["female", "male"].contains(&majority["class"].as_str().unwrap()));
+    let accuracy = majority["validation_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy), "{accuracy}");
 
     let csv = ldl(dir.path(), &["predict", checkpoint, "rows.csv", "--pmf"]);
     let mut lines = csv.lines();

@@ -19,6 +19,9 @@ pub struct AxisRow<'a> {
     pub report: &'a AxisReport,
     /// The MAE of always predicting the training mean on this split, on ordered axes.
     pub baseline_mae: Option<f64>,
+    /// The accuracy of always predicting the training split's most frequent class on
+    /// this split, on categorical axes.
+    pub baseline_accuracy: Option<f64>,
 }
 
 /// The per-axis results, row by row.
@@ -42,16 +45,24 @@ impl<'a> AxisTable<'a> {
                 continue;
             };
             rows.extend(evaluation.metrics.axes.iter().map(|report| {
-                let baseline = summary
+                let mean = summary
                     .mean_predictor
+                    .iter()
+                    .find(|m| m.axis == report.axis);
+                let majority = summary
+                    .majority_class
                     .iter()
                     .find(|m| m.axis == report.axis);
                 AxisRow {
                     split,
                     report,
-                    baseline_mae: baseline.and_then(|m| match split {
+                    baseline_mae: mean.and_then(|m| match split {
                         "test" => m.test_mae,
                         _ => Some(m.validation_mae),
+                    }),
+                    baseline_accuracy: majority.and_then(|m| match split {
+                        "test" => m.test_accuracy,
+                        _ => Some(m.validation_accuracy),
                     }),
                 }
             }));
@@ -69,6 +80,7 @@ impl<'a> AxisTable<'a> {
                 split: "",
                 report,
                 baseline_mae: None,
+                baseline_accuracy: None,
             })
             .collect();
         AxisTable { rows }
@@ -82,6 +94,7 @@ impl<'a> AxisTable<'a> {
             split,
             report,
             baseline_mae,
+            baseline_accuracy,
         } in &self.rows
         {
             let (axis, unit) = (&report.axis, &report.unit);
@@ -97,9 +110,13 @@ impl<'a> AxisTable<'a> {
                         ))
                         .unwrap_or_default()
                 ),
-                (None, Some(accuracy)) => {
-                    writeln!(out, "  {split:<10} {axis:<8} accuracy {accuracy:.3}")
-                }
+                (None, Some(accuracy)) => writeln!(
+                    out,
+                    "  {split:<10} {axis:<8} accuracy {accuracy:.3}{}",
+                    baseline_accuracy
+                        .map(|b| format!(" (majority-class predictor: accuracy {b:.3})"))
+                        .unwrap_or_default()
+                ),
                 _ => Ok(()),
             };
         }
@@ -110,8 +127,9 @@ impl<'a> AxisTable<'a> {
     /// unit, accuracy, `–` where a value does not apply.
     pub fn markdown(&self) -> String {
         let mut out = String::from(
-            "| split | axis | MAE | training-mean predictor's MAE | accuracy |\n\
-             |---|---|---|---|---|\n",
+            "| split | axis | MAE | training-mean predictor's MAE | accuracy | \
+             majority-class predictor's accuracy |\n\
+             |---|---|---|---|---|---|\n",
         );
         let number = |v: Option<f64>, suffix: &str| {
             v.map(|v| format!("{v:.3}{suffix}"))
@@ -121,12 +139,13 @@ impl<'a> AxisTable<'a> {
             let unit = format!(" {}", row.report.unit);
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 row.split,
                 row.report.axis,
                 number(row.report.mae, &unit),
                 number(row.baseline_mae, &unit),
-                number(row.report.accuracy, "")
+                number(row.report.accuracy, ""),
+                number(row.baseline_accuracy, "")
             );
         }
         out
@@ -160,7 +179,7 @@ impl<'a> AxisTable<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{LossSummary, MeanPredictor};
+    use crate::records::{LossSummary, MajorityClass, MeanPredictor};
     use ldl_core::metrics::{LdlMeasures, MetricsReport};
 
     fn report(axis: &str, unit: &str, mae: Option<f64>, accuracy: Option<f64>) -> AxisReport {
@@ -217,20 +236,26 @@ mod tests {
                 validation_mae: 2.0,
                 test_mae: None,
             }],
+            majority_class: vec![MajorityClass {
+                axis: "colour".into(),
+                class: "red".into(),
+                validation_accuracy: 0.5,
+                test_accuracy: Some(0.4),
+            }],
             init: None,
         }
     }
 
     #[test]
-    fn a_run_reads_as_lines_with_the_baseline_where_there_is_one() {
+    fn a_run_reads_as_lines_with_the_baselines_where_there_are_some() {
         let summary = summary();
         assert_eq!(
             AxisTable::of_run(&summary).lines(),
             "  validation size     MAE 1.500 cm, predicted std 2.00 cm (training-mean \
              predictor: MAE 2.000; ratio 0.75)\n  \
-             validation colour   accuracy 0.250\n  \
+             validation colour   accuracy 0.250 (majority-class predictor: accuracy 0.500)\n  \
              test       size     MAE 1.600 cm, predicted std 2.00 cm\n  \
-             test       colour   accuracy 0.250\n"
+             test       colour   accuracy 0.250 (majority-class predictor: accuracy 0.400)\n"
         );
     }
 
@@ -239,12 +264,13 @@ mod tests {
         let summary = summary();
         assert_eq!(
             AxisTable::of_run(&summary).markdown(),
-            "| split | axis | MAE | training-mean predictor's MAE | accuracy |\n\
-             |---|---|---|---|---|\n\
-             | validation | size | 1.500 cm | 2.000 cm | – |\n\
-             | validation | colour | – | – | 0.250 |\n\
-             | test | size | 1.600 cm | – | – |\n\
-             | test | colour | – | – | 0.250 |\n"
+            "| split | axis | MAE | training-mean predictor's MAE | accuracy | majority-class \
+             predictor's accuracy |\n\
+             |---|---|---|---|---|---|\n\
+             | validation | size | 1.500 cm | 2.000 cm | – | – |\n\
+             | validation | colour | – | – | 0.250 | 0.500 |\n\
+             | test | size | 1.600 cm | – | – | – |\n\
+             | test | colour | – | – | 0.250 | 0.400 |\n"
         );
     }
 

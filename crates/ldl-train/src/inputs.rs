@@ -1,8 +1,6 @@
 //! A run's inputs: `[data]`'s sources read, split into train, validation and test, and
 //! standardised; and the training-mean baseline the results are compared with.
 
-use candle_core::DType;
-use ldl_core::LabelSpace;
 use ldl_data::{
     read_builtin, read_chalearn, read_csv, read_dldl_list, read_jsonl, read_synthetic_faces,
     read_utkface, split_by_column, split_by_fractions, Sample, SplitNames, Splits, Standardizer,
@@ -10,7 +8,6 @@ use ldl_data::{
 
 use crate::config::{CheckedConfig, DataSource, Source};
 use crate::error::Result;
-use crate::records::MeanPredictor;
 
 /// The inputs of a run: its splits (standardised for feature data) and what they hold.
 pub(crate) struct Inputs {
@@ -145,58 +142,4 @@ fn read_table(config: &CheckedConfig, source: Source<'_>) -> Result<ldl_data::Ta
             crate::hub_data::read_hub_split(config, &ldl_hub::Hub::from_env(), split, space)?
         }
     })
-}
-
-/// [`MeanPredictor`] for every linear and circular axis.
-pub(crate) fn mean_predictor(space: &LabelSpace, splits: &Splits) -> Result<Vec<MeanPredictor>> {
-    let values = |samples: &[Sample]| -> Result<Vec<Vec<f64>>> {
-        if samples.is_empty() {
-            return Ok(vec![Vec::new(); space.axes().len()]);
-        }
-        let labels: Vec<Vec<ldl_core::Label>> = samples.iter().map(|s| s.labels.clone()).collect();
-        let targets = space.targets(&labels, DType::F64, &candle_core::Device::Cpu)?;
-        targets
-            .iter()
-            .map(|t| Ok(t.value.to_vec1::<f64>()?))
-            .collect()
-    };
-    let (train, validation, test) = (
-        values(&splits.train)?,
-        values(&splits.validation)?,
-        values(&splits.test)?,
-    );
-    let mut out = Vec::new();
-    for (a, axis) in space.axes().iter().enumerate() {
-        if axis.is_categorical() || train[a].is_empty() {
-            continue;
-        }
-        let n = train[a].len() as f64;
-        let value = match axis.period() {
-            Some(period) => {
-                let start = axis.centers()[0];
-                let angle = |v: f64| (v - start) / period * std::f64::consts::TAU;
-                let (sin, cos) = train[a].iter().fold((0.0, 0.0), |(s, c), &v| {
-                    (s + angle(v).sin(), c + angle(v).cos())
-                });
-                axis.canonical_value(start + sin.atan2(cos) / std::f64::consts::TAU * period)
-            }
-            None => train[a].iter().sum::<f64>() / n,
-        };
-        let mae = |values: &[f64]| {
-            (!values.is_empty()).then(|| {
-                values
-                    .iter()
-                    .map(|&v| axis.difference(v, value).abs())
-                    .sum::<f64>()
-                    / values.len() as f64
-            })
-        };
-        out.push(MeanPredictor {
-            axis: axis.name().to_string(),
-            value,
-            validation_mae: mae(&validation[a]).unwrap_or(f64::NAN),
-            test_mae: mae(&test[a]),
-        });
-    }
-    Ok(out)
 }

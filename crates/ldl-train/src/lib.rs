@@ -8,6 +8,7 @@ mod adam_cpu;
 #[cfg(feature = "cuda")]
 mod adam_cuda;
 mod axis_table;
+mod baselines;
 mod batches;
 mod best_epoch;
 mod commit;

@@ -75,6 +75,10 @@ pub struct RunSummary {
     /// What always predicting the training mean scores, per ordered axis: the floor a
     /// trained model must beat.
     pub mean_predictor: Vec<MeanPredictor>,
+    /// The baseline of categorical axes: always predicting the training split's most
+    /// frequent class.
+    #[serde(default)]
+    pub majority_class: Vec<MajorityClass>,
     /// With `model.init_from`: the tensors loaded from that checkpoint, newly initialised
     /// and skipped.
     pub init: Option<ldl_models::InitReport>,
@@ -92,6 +96,22 @@ pub struct MeanPredictor {
     pub validation_mae: f64,
     /// Its MAE on the test split, when there is one.
     pub test_mae: Option<f64>,
+}
+
+/// The accuracy of always predicting the training split's most frequent class on one
+/// categorical axis (a sample's class: its label's class, or its distribution's most
+/// probable one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MajorityClass {
+    /// The axis.
+    pub axis: String,
+    /// The constant prediction: the most frequent class of the training split (the first
+    /// of those tied).
+    pub class: String,
+    /// Its accuracy on the validation split.
+    pub validation_accuracy: f64,
+    /// Its accuracy on the test split, when there is one.
+    pub test_accuracy: Option<f64>,
 }
 
 /// Mean and sample standard deviation of a set of runs' values.

@@ -277,6 +277,7 @@ colour = { class = "colour" }
                 validation_mae: 1.633,
                 test_mae: None,
             }],
+            majority_class: Vec::new(),
             init: None,
         };
         serde_json::to_string_pretty(&summary).unwrap()

@@ -13,6 +13,7 @@ use ldl_models::{load_into, read_checkpoint, save_checkpoint_with, trainable_var
 use serde::{Deserialize, Serialize};
 
 use crate::adam::Adam;
+use crate::baselines::{majority_class, mean_predictor};
 use crate::batches::Data;
 use crate::best_epoch::BestEpoch;
 use crate::commit::RunFiles;
@@ -20,7 +21,7 @@ use crate::config::{CheckedConfig, Config, Monitor};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
 use crate::error::{Error, Result};
 use crate::evaluation::evaluate;
-use crate::inputs::{mean_predictor, Inputs};
+use crate::inputs::Inputs;
 use crate::numeric;
 use crate::output::write_atomically;
 use crate::records::{EpochRecord, Evaluation, Progress, RunSummary};
@@ -626,6 +627,7 @@ impl Finished<'_> {
             parameters: self.parameters,
             seconds: self.started.elapsed().as_secs_f64(),
             mean_predictor: mean_predictor(self.space, splits)?,
+            majority_class: majority_class(self.space, splits)?,
             init: state.init.clone(),
         };
         let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::output(run_dir, e))?;

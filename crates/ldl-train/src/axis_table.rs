@@ -152,24 +152,41 @@ impl<'a> AxisTable<'a> {
     }
 
     /// Aligned columns with a header, as `ldl eval` prints them: every axis's MAE,
-    /// ε-error and predicted std (`-` where they do not apply), KL and cosine.
+    /// ε-error and predicted std (`-` where they do not apply), then the six LDL measures
+    /// between the predicted and the target distributions (PyLDL's: Chebyshev, Clark,
+    /// Canberra and KL lower is better; cosine and intersection higher).
     pub fn columns(&self) -> String {
         let mut out = format!(
-            "{:<10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8}\n",
-            "axis", "samples", "MAE", "ε-error", "pred. std", "KL", "cosine"
+            "{:<10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>8} {:>9} {:>8} {:>8} {:>12}\n",
+            "axis",
+            "samples",
+            "MAE",
+            "ε-error",
+            "pred. std",
+            "Chebyshev",
+            "Clark",
+            "Canberra",
+            "KL",
+            "cosine",
+            "intersection"
         );
         let number = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
         for AxisRow { report, .. } in &self.rows {
+            let ldl = &report.ldl;
             let _ = writeln!(
                 out,
-                "{:<10} {:>8} {:>8} {:>8} {:>10} {:>9.4} {:>8.4}",
+                "{:<10} {:>8} {:>8} {:>8} {:>10} {:>9.4} {:>8.4} {:>9.4} {:>8.4} {:>8.4} {:>12.4}",
                 report.axis,
                 report.samples,
                 number(report.mae),
                 number(report.epsilon_error),
                 number(report.mean_predicted_std),
-                report.ldl.kl_divergence,
-                report.ldl.cosine
+                ldl.chebyshev,
+                ldl.clark,
+                ldl.canberra,
+                ldl.kl_divergence,
+                ldl.cosine,
+                ldl.intersection
             );
         }
         out
@@ -279,9 +296,12 @@ mod tests {
         let evaluation = evaluation(1.5);
         assert_eq!(
             AxisTable::of_evaluation(&evaluation).columns(),
-            "axis        samples      MAE  ε-error  pred. std        KL   cosine\n\
-             size             60    1.500    0.500      2.000    0.8000   0.6000\n\
-             colour           60        -        -          -    0.8000   0.6000\n"
+            "axis        samples      MAE  ε-error  pred. std Chebyshev    Clark  Canberra       KL   \
+             cosine intersection\n\
+             size             60    1.500    0.500      2.000    0.1000   0.2000    0.3000   0.8000   \
+             0.6000       0.5000\n\
+             colour           60        -        -          -    0.1000   0.2000    0.3000   0.8000   \
+             0.6000       0.5000\n"
         );
     }
 }

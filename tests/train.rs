@@ -229,6 +229,7 @@ fn run(output: &Path, seed: u64) -> ldl::train::RunSummary {
             } => format!("{epoch}:{done}/{batches}"),
             Progress::Validating { epoch } => format!("{epoch}:validating"),
             Progress::Epoch(record) => format!("{}:done", record.epoch),
+            Progress::Warning(warning) => format!("warning: {warning}"),
         })
     })
     .unwrap();

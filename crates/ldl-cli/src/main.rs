@@ -375,6 +375,11 @@ fn progress_printer(epochs: usize, quiet: bool) -> impl FnMut(Progress<'_>) {
     let mut bar: Option<ProgressBar> = None;
     let interactive = !quiet && std::io::stdout().is_terminal();
     move |progress| {
+        // Warnings go to stderr, also with --quiet.
+        if let Progress::Warning(warning) = progress {
+            eprintln!("warning: {warning}");
+            return;
+        }
         if quiet {
             return;
         }
@@ -405,7 +410,7 @@ fn progress_printer(epochs: usize, quiet: bool) -> impl FnMut(Progress<'_>) {
                 }
                 println!("{}", epoch_line(record, epochs));
             }
-            Progress::Batch { .. } => {}
+            Progress::Batch { .. } | Progress::Warning(_) => {}
         }
     }
 }
@@ -478,7 +483,7 @@ fn eval(
     println!(
         "loss {:.4} ({})",
         evaluation.loss.total,
-        trained.config.loss.kind()
+        trained.config.loss_description()
     );
     print!("{}", AxisTable::of_evaluation(&evaluation).columns());
     if let Some(path) = json {
@@ -680,7 +685,7 @@ fn inspect(checkpoint: &std::path::Path) -> Result<(), CliError> {
     }
     println!(
         "loss: {}; optimiser: Adam lr {} for {} epochs; seed {}",
-        trained.config.loss.kind(),
+        trained.config.loss_description(),
         trained.config.optim.lr,
         trained.config.optim.epochs,
         trained.config.run.seed

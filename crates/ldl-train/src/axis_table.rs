@@ -260,6 +260,7 @@ mod tests {
                 test_accuracy: Some(0.4),
             }],
             init: None,
+            warnings: Vec::new(),
         }
     }
 

@@ -236,7 +236,7 @@ fn training_section(config: &Config, summary: &RunSummary) -> String {
          - Data: `{}`; {train} training / {validation} validation / {test} test samples.\n\
          - Best epoch: {} ({} epochs trained, {:.0} s).\n",
         summary.parameters,
-        config.loss.kind(),
+        config.loss_description(),
         config.optim.lr,
         config.optim.epochs,
         config.optim.batch_size,

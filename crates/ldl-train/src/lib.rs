@@ -30,6 +30,7 @@ mod runtime_tuning;
 mod schedule;
 mod stop;
 mod suggest;
+mod target_shape;
 mod trained;
 mod trainer;
 

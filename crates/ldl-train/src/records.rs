@@ -82,6 +82,10 @@ pub struct RunSummary {
     /// With `model.init_from`: the tensors loaded from that checkpoint, newly initialised
     /// and skipped.
     pub init: Option<ldl_models::InitReport>,
+    /// What the run warned about at its start (e.g. an axis whose targets do not suit its
+    /// loss).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// The MAE of always predicting the training split's mean target value (the circular
@@ -168,4 +172,7 @@ pub enum Progress<'a> {
     },
     /// An epoch finished and its record was written to `metrics.jsonl`.
     Epoch(&'a EpochRecord),
+    /// Something about the run the user should know before it trains (said once, at
+    /// the start; also kept in [`RunSummary::warnings`]).
+    Warning(&'a str),
 }

@@ -279,6 +279,7 @@ colour = { class = "colour" }
             }],
             majority_class: Vec::new(),
             init: None,
+            warnings: Vec::new(),
         };
         serde_json::to_string_pretty(&summary).unwrap()
     }

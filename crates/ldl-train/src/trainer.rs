@@ -28,6 +28,7 @@ use crate::records::{EpochRecord, Evaluation, Progress, RunSummary};
 use crate::run_lock::RunLock;
 use crate::schedule::StepSchedule;
 use crate::stop::StopToken;
+use crate::target_shape;
 
 /// Where a run stands after an epoch (`state.json`, the commit record of `commit.rs`),
 /// with `checkpoints/last.safetensors` and `checkpoints/optimizer.safetensors` enough to
@@ -371,6 +372,10 @@ fn run(
     let space = config.space();
     let device = training_device(config)?;
     let inputs = Inputs::load(config)?;
+    let warnings = target_shape::warnings(config, &inputs.splits.train)?;
+    for warning in &warnings {
+        observe(Progress::Warning(warning));
+    }
     let features = inputs.feature_names.len();
     let (mut network, init) = Network::build(config, features, &device, resume_from.is_none())?;
     let mut adam = network.adam(config)?;
@@ -419,6 +424,7 @@ fn run(
 
     let finished = Finished {
         space,
+        warnings,
         inputs: &inputs,
         data: &data,
         loss: config.loss(),
@@ -567,6 +573,7 @@ fn commit_epoch(
 /// What the end of a run reports from.
 struct Finished<'a> {
     space: &'a LabelSpace,
+    warnings: Vec<String>,
     inputs: &'a Inputs,
     data: &'a Data<'a>,
     loss: &'a dyn Loss,
@@ -629,6 +636,7 @@ impl Finished<'_> {
             mean_predictor: mean_predictor(self.space, splits)?,
             majority_class: majority_class(self.space, splits)?,
             init: state.init.clone(),
+            warnings: self.warnings,
         };
         let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::output(run_dir, e))?;
         let finish = || -> Result<()> {

@@ -13,7 +13,8 @@
 //! | [`MeanVariance`] | `L_softmax + λ1·L_mean + λ2·L_variance` | `softmax`, `mean`, `variance` | λ1, λ2 |
 //!
 //! Categorical axes have no order, so every loss uses `L_ld` (or, for mean-variance, the
-//! softmax loss) alone on them. See `docs/loss.md` for the mathematics.
+//! softmax loss) alone on them. [`PerAxis`] gives some axes another loss than the rest.
+//! See `docs/loss.md` for the mathematics.
 //!
 //! Every loss has the same three entry points, all on the [`Loss`] trait; the options of
 //! a loss (λ, target moments, the variance floor) live in the loss value, so the
@@ -51,6 +52,7 @@ mod fused_cpu;
 mod joint;
 mod kl;
 mod mean_variance;
+mod per_axis;
 mod tensor_math;
 
 use candle_core::{Tensor, D};
@@ -60,6 +62,7 @@ pub use full_kl::{FullKl, DEFAULT_VARIANCE_FLOOR};
 pub use joint::multivariate_normal_kl;
 pub use kl::Kl;
 pub use mean_variance::MeanVariance;
+pub use per_axis::PerAxis;
 
 use crate::axis::Axis;
 use crate::error::{Error, Result};

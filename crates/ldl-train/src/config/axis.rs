@@ -11,12 +11,15 @@
 //! | `categorical` | `classes` | one per class name, unordered |
 //!
 //! Every kind also takes `name`, `unit`, `default_std` and `out_of_range`, which
-//! [`ldl_core::Axis`] checks when the label space is built.
+//! [`ldl_core::Axis`] checks when the label space is built, and `loss`: a loss kind for
+//! this axis instead of `[loss]`'s (`loss = "kl"` for targets that are not smooth and
+//! unimodal, such as rating histograms).
 
 use ldl_core::{Axis, OutOfRange, PositiveStd};
 use serde::{Deserialize, Serialize};
 
 use super::keyword::{keyword_conversions, Keyword};
+use super::loss::LossKind;
 use crate::error::{Error, Result};
 
 /// One `[[task.axes]]` entry.
@@ -33,6 +36,9 @@ pub struct AxisConfig {
     pub default_std: Option<f64>,
     /// What a label value outside the axis does: an error (the default) or clamping.
     pub out_of_range: OutOfRange,
+    /// This axis's own loss kind (`None`: `[loss]`'s). Its parameters are `[loss]`'s when
+    /// the kinds agree, else the kind's defaults.
+    pub loss: Option<LossKind>,
 }
 
 /// The bins of an axis, by kind.
@@ -133,6 +139,7 @@ impl AxisConfig {
             unit: axis.unit().to_string(),
             default_std: axis.default_std(),
             out_of_range: axis.out_of_range(),
+            loss: None,
         };
         let centers = axis.centers();
         let (first, last) = (centers[0], centers[centers.len() - 1]);
@@ -200,6 +207,8 @@ struct AxisTable {
     default_std: Option<f64>,
     #[serde(default)]
     out_of_range: OutOfRange,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    loss: Option<String>,
 }
 
 impl TryFrom<AxisTable> for AxisConfig {
@@ -246,12 +255,19 @@ impl TryFrom<AxisTable> for AxisConfig {
                 classes: table.classes.unwrap_or_default(),
             },
         };
+        let loss = table
+            .loss
+            .as_deref()
+            .map(LossKind::parse)
+            .transpose()
+            .map_err(|e| format!("axis `{name}`: {}", e.replacen("`loss.kind`", "`loss`", 1)))?;
         Ok(AxisConfig {
             name: table.name,
             bins,
             unit: table.unit,
             default_std: table.default_std,
             out_of_range: table.out_of_range,
+            loss,
         })
     }
 }
@@ -265,6 +281,7 @@ impl From<AxisConfig> for AxisTable {
             unit: config.unit,
             default_std: config.default_std,
             out_of_range: config.out_of_range,
+            loss: config.loss.map(|kind| kind.to_string()),
             ..AxisTable::default()
         };
         match config.bins {

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use ldl_core::loss::Loss;
+use ldl_core::loss::{Loss, PerAxis};
 use ldl_core::LabelSpace;
 use ldl_data::TableSpec;
 use ldl_models::BackboneConfig;
 
-use super::{Config, LossConfig};
+use super::{Config, LossConfig, LossKind};
 use crate::error::{Error, Result};
 
 /// A config whose every key was checked, with the label space, loss, backbone and column
@@ -38,7 +38,7 @@ impl Config {
         self.check_inputs_fit_backbone()?;
         let table_spec = self.data.check_inputs()?;
         self.check_run()?;
-        let loss = self.loss.build(&space)?.into();
+        let loss = self.build_loss(&space)?.into();
         Ok(CheckedConfig {
             config: self,
             space,
@@ -46,6 +46,33 @@ impl Config {
             backbone,
             table_spec,
         })
+    }
+
+    /// `[loss]`, with the axes that name a loss of their own (`task.axes[].loss`) given
+    /// it: the kind with `[loss]`'s parameters when the kinds agree, else its defaults.
+    fn build_loss(&self, space: &LabelSpace) -> Result<Box<dyn Loss>> {
+        let default = self.loss.build(space)?;
+        let own: Vec<(&str, LossKind)> = self
+            .task
+            .axes
+            .iter()
+            .filter_map(|axis| axis.loss.map(|kind| (axis.name.as_str(), kind)))
+            .collect();
+        if own.is_empty() {
+            return Ok(default);
+        }
+        let mut loss = PerAxis::boxed(default);
+        for (axis, kind) in own {
+            let config = if kind == self.loss.kind() {
+                self.loss.clone()
+            } else {
+                LossConfig::of_kind(kind)
+            };
+            loss = loss.with_axis_boxed(axis, config.build(space)?);
+        }
+        loss.check(space)
+            .map_err(|e| Error::Config(format!("`task.axes[].loss`: {e}")))?;
+        Ok(Box::new(loss))
     }
 
     /// bf16 on a CPU is refused here; other devices are checked when opened.

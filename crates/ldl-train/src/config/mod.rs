@@ -101,4 +101,15 @@ impl Config {
     pub fn table_spec(&self) -> Result<ldl_data::TableSpec> {
         self.data.table_spec()
     }
+
+    /// The loss in words: `[loss]`'s kind, then each axis's own (`full-kl, kl on rating`).
+    pub fn loss_description(&self) -> String {
+        let mut text = self.loss.kind().to_string();
+        for axis in &self.task.axes {
+            if let Some(kind) = axis.loss {
+                text.push_str(&format!(", {kind} on {}", axis.name));
+            }
+        }
+        text
+    }
 }

@@ -1312,3 +1312,98 @@ fn bf16_is_refused_on_the_cpu_and_unknown_precisions_by_name() {
         assert_eq!(std::fs::read_dir(output.path()).unwrap().count(), 0);
     }
 }
+
+const QUICKSTART: &str = include_str!("../configs/quickstart.toml");
+
+/// The memory an 8 GiB machine allows by default (three quarters of it), set explicitly
+/// so that the tests do not depend on the machine running them.
+const EIGHT_GIB_MACHINE: &str = "run.memory_limit=\"6GiB\"";
+
+/// Sizes each inside its key's range whose product cannot fit: an MLP of 64 layers
+/// 65,536 wide, an axis of 10⁷ bins, 2²⁴ synthetic faces. Each is refused by the check,
+/// before anything in proportion to it is allocated, with the estimate, the limit and
+/// what to change; raising the limit lets the check pass.
+#[test]
+fn configs_that_cannot_fit_in_memory_are_refused_with_their_estimate() {
+    let hidden = format!("model.hidden=[{}]", vec!["65536"; 64].join(", "));
+    let bins = BDIMS.replace("max = 120", "max = 10000040");
+    let cases: [(&str, &str, &[&str]); 3] = [
+        (BDIMS, "the model's", &[&hidden]),
+        (
+            &bins,
+            "targets and outputs of one batch over",
+            &[EIGHT_GIB_MACHINE],
+        ),
+        (
+            QUICKSTART,
+            "16777216 synthetic faces",
+            &["data.faces.count=16777216", EIGHT_GIB_MACHINE],
+        ),
+    ];
+    for (text, largest, overrides) in cases {
+        let err = config_error(text, overrides);
+        assert!(
+            err.contains("`run.memory_limit`: this run would take about"),
+            "{err}"
+        );
+        assert!(err.contains(largest), "{err}");
+        assert!(err.contains("more than the limit of"), "{err}");
+        assert!(err.contains("LDL_MEMORY_LIMIT"), "{err}");
+        let raised: Vec<String> = overrides
+            .iter()
+            .map(|o| o.to_string())
+            .filter(|o| !o.starts_with("run.memory_limit"))
+            .chain(["run.memory_limit=\"64TiB\"".to_string()])
+            .collect();
+        if let Err(e) = Config::parse(Path::new("task.toml"), text, &raised) {
+            panic!("{largest}, with the limit raised: {e}");
+        }
+    }
+    let err = config_error(
+        QUICKSTART,
+        &["data.faces.count=16777216", EIGHT_GIB_MACHINE],
+    );
+    assert!(
+        err.contains("the limit of 6.0 GiB (run.memory_limit)"),
+        "{err}"
+    );
+    let bad = config_error(BDIMS, &["run.memory_limit=\"lots\""]);
+    assert!(
+        bad.contains("memory_limit") && bad.contains("24GiB"),
+        "{bad}"
+    );
+}
+
+/// Every ready config fits the memory of an 8 GiB machine.
+#[test]
+fn every_ready_config_fits_an_eight_gib_machine() {
+    for entry in std::fs::read_dir("configs").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Err(e) = Config::parse(&path, &text, &[EIGHT_GIB_MACHINE.to_string()]) {
+            panic!("{}: {e}", path.display());
+        }
+    }
+}
+
+/// `data.loader_threads` beyond any machine's need is refused, naming the key; within
+/// the bound it is accepted (and lowered to four per core when the run starts).
+#[test]
+fn loader_threads_beyond_the_bound_are_refused() {
+    let err = config_error(QUICKSTART, &["data.loader_threads=100000"]);
+    assert!(
+        err.contains("`data.loader_threads`: must be at most 256, got 100000"),
+        "{err}"
+    );
+    let config = Config::parse(
+        Path::new("q.toml"),
+        QUICKSTART,
+        &["data.loader_threads=256".into()],
+    )
+    .unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(config.data.decoding_threads(), 256.min((4 * cores).max(4)));
+}

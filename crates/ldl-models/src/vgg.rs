@@ -90,6 +90,21 @@ impl VggConfig {
         total
     }
 
+    /// Numbers the convolutions output for one `side` × `side` image: each block's
+    /// channels times its feature map, which every max-pool halves. Computed without
+    /// building the network, for estimating the activations a batch needs.
+    pub fn layer_outputs(&self, side: usize) -> u128 {
+        let mut side = side as u128;
+        let mut total = 0u128;
+        for units in LAYOUT {
+            match units {
+                0 => side /= 2,
+                units => total += (units * self.base_channels) as u128 * side * side,
+            }
+        }
+        total
+    }
+
     fn validate(&self) -> Result<()> {
         if !(1..=1024).contains(&self.base_channels) || !(1..=64).contains(&self.input_channels) {
             return Err(Error::Config(format!(

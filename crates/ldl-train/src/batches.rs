@@ -39,7 +39,7 @@ impl<'a> Data<'a> {
             });
         }
         let pipeline = ImagePipeline::new(config.data.image_size);
-        let threads = config.data.loader_threads;
+        let threads = config.data.decoding_threads();
         let loader = |samples: &[Sample]| -> ldl_data::Result<ImageLoader> {
             Ok(
                 ImageLoader::new(samples.to_vec(), space, pipeline.clone(), batch, threads)?

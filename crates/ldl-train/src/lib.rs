@@ -11,6 +11,7 @@ mod axis_table;
 mod baselines;
 mod batches;
 mod best_epoch;
+mod budget;
 mod commit;
 mod compare;
 mod config;
@@ -36,11 +37,12 @@ mod trainer;
 
 pub use adam::Adam;
 pub use axis_table::{AxisRow, AxisTable};
+pub use budget::ByteSize;
 pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult};
 pub use config::{
     AxisBins, AxisConfig, AxisKindName, Backbone, CheckedConfig, Config, DataConfig, DataFormat,
     DataSource, FacesConfig, HubDataConfig, JointConfig, LossConfig, LossKind, ModelConfig,
-    Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig,
+    Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig, MAX_LOADER_THREADS,
 };
 pub use error::{Error, Result};
 pub use export::{export_run, IfExists, MODEL_FILES};

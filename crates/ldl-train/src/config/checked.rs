@@ -11,6 +11,15 @@ use ldl_models::BackboneConfig;
 use super::{Config, LossConfig, LossKind};
 use crate::error::{Error, Result};
 
+/// Whether [`Config::check_as`] checks the memory budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Budget {
+    /// Refuse a config whose estimate exceeds the limit.
+    Check,
+    /// Leave the budget to the trainer.
+    Skip,
+}
+
 /// A config whose every key was checked, with the label space, loss, backbone and column
 /// spec it describes. Read the config's keys through it (it dereferences to [`Config`]);
 /// to change one, take [`CheckedConfig::into_config`], change it and check again.
@@ -27,17 +36,32 @@ impl Config {
     /// Checks what serde cannot (ranges, combinations, names against the axes) and builds
     /// what the config describes. Every error names its key (`optim.lr`,
     /// `task.joint[0].axes`) and what to change.
+    ///
+    /// Before the label space or anything else in proportion to the config's sizes is
+    /// built, the memory the run would take is estimated from its numbers and refused
+    /// when over `run.memory_limit` (see `budget.rs`).
     pub fn check(self) -> Result<CheckedConfig> {
+        self.check_as(Budget::Check)
+    }
+
+    /// [`Config::check`], with the memory budget checked or not: a config `ldl` saved is
+    /// read again to inspect a run or to predict, which allocates no training state; a
+    /// resumed run is checked by the trainer.
+    pub(crate) fn check_as(self, budget: Budget) -> Result<CheckedConfig> {
         self.task.check_name()?;
-        let space = self.task.label_space()?;
         self.check_precision()?;
         self.data.check(&self.task)?;
         self.optim.check()?;
-        self.run.monitor.check(&space)?;
         let backbone = self.model.backbone_config(0)?;
         self.check_inputs_fit_backbone()?;
         let table_spec = self.data.check_inputs()?;
         self.check_run()?;
+        // The MLP's inputs are counted again once the table is read (`trainer.rs`).
+        if budget == Budget::Check {
+            crate::budget::check(&self, crate::budget::declared_features(&self))?;
+        }
+        let space = self.task.label_space()?;
+        self.run.monitor.check(&space)?;
         let loss = self.build_loss(&space)?.into();
         Ok(CheckedConfig {
             config: self,

@@ -48,7 +48,8 @@ pub struct DataConfig {
     /// adds to).
     #[serde(default)]
     pub label_effects: LabelEffects,
-    /// Threads decoding images (default 2).
+    /// Threads decoding images (default 2; at most [`MAX_LOADER_THREADS`], and lowered to
+    /// [`DataConfig::decoding_threads`] on a machine with fewer cores).
     #[serde(default = "default_loader_threads")]
     pub loader_threads: usize,
     /// The label columns of each axis (`[data.labels.AXIS]`; `table` format only).
@@ -78,6 +79,19 @@ fn default_loader_threads() -> usize {
 fn default_standardize() -> bool {
     true
 }
+
+/// The most `data.loader_threads` a config may set. Each thread decodes one image at a
+/// time, so more threads than a large machine's cores only wait on each other; the bound
+/// does not depend on the machine, so a config valid on one is valid on every other.
+pub const MAX_LOADER_THREADS: usize = 256;
+
+/// Decoding threads per core worth running: a thread waiting on a file read leaves its
+/// core to another, so a few per core keep the cores busy on a slow disk.
+const THREADS_PER_CORE: usize = 4;
+
+/// Decoding threads always allowed, whatever the cores counted (a container may report
+/// one).
+const MIN_THREAD_CAP: usize = 4;
 
 /// `data.format`: how the source is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -365,6 +379,16 @@ impl DataConfig {
                 format!("must be at least {min_size}, got {}", self.image_size),
             );
         }
+        if self.loader_threads > MAX_LOADER_THREADS {
+            return fail(
+                "data.loader_threads",
+                format!(
+                    "must be at most {MAX_LOADER_THREADS}, got {}; more threads than cores \
+                     only wait on each other (ldl runs at most {THREADS_PER_CORE} per core)",
+                    self.loader_threads
+                ),
+            );
+        }
         self.check_label_effects(task)?;
         self.check_hub()?;
         self.source()?;
@@ -384,6 +408,14 @@ impl DataConfig {
             self.faces.check()?;
         }
         Ok(())
+    }
+
+    /// The threads that decode images: `loader_threads`, lowered to four per core (at
+    /// least four in all). Batches are the same whatever the number of threads.
+    pub fn decoding_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cap = (THREADS_PER_CORE * cores).max(MIN_THREAD_CAP);
+        self.loader_threads.clamp(1, cap)
     }
 
     /// The remaining checks, after the model's: the image size's upper bound, the

@@ -43,7 +43,9 @@ use serde::{Deserialize, Serialize};
 
 pub use axis::{AxisBins, AxisConfig, AxisKindName};
 pub use checked::CheckedConfig;
-pub use data::{DataConfig, DataFormat, FacesConfig, HubDataConfig, SplitConfig};
+pub use data::{
+    DataConfig, DataFormat, FacesConfig, HubDataConfig, SplitConfig, MAX_LOADER_THREADS,
+};
 pub use loss::{LossConfig, LossKind};
 pub use model::{Backbone, ModelConfig};
 pub use optim::{OnNonFinite, OptimConfig};

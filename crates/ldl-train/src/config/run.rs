@@ -29,6 +29,11 @@ pub struct RunConfig {
     pub patience: Option<usize>,
     /// What picks the best checkpoint and drives `patience` (default `loss`).
     pub monitor: Monitor,
+    /// The most memory the run may plan to use (`"24GiB"` or bytes): a config whose
+    /// estimate exceeds it is refused before anything is built. When absent,
+    /// `LDL_MEMORY_LIMIT`, else 3/4 of the machine's memory (see `docs/config.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<crate::ByteSize>,
 }
 
 impl Default for RunConfig {
@@ -41,6 +46,7 @@ impl Default for RunConfig {
             eval_every: 1,
             patience: None,
             monitor: Monitor::Loss,
+            memory_limit: None,
         }
     }
 }

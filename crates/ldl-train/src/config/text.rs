@@ -12,6 +12,7 @@ use std::path::Path;
 use ldl_core::files::{read_text, FileKind, FileProblem};
 use serde::de::DeserializeOwned;
 
+use super::checked::Budget;
 use super::loss::drop_other_kinds;
 use super::{CheckedConfig, Config};
 use crate::error::{Error, Result};
@@ -60,7 +61,12 @@ impl Config {
                 config.model.init_from = Some(std::path::absolute(&joined).unwrap_or(joined));
             }
         }
-        config.check()
+        // A saved config is budgeted when a run trains on it (`trainer.rs`), not when
+        // it is read to inspect a run or to predict.
+        config.check_as(match author {
+            Author::User => Budget::Check,
+            Author::Saved => Budget::Skip,
+        })
     }
 }
 

@@ -4,6 +4,11 @@
 //! an abort that no `catch_unwind` can stop. This walks the footer's Thrift compact encoding
 //! without recursion into the schema, and refuses a footer that is too large or a schema
 //! nested deeper than any real dataset's.
+//!
+//! The page headers of the column chunks read get the same look ([`check_pages`]): the
+//! crate skips a header's fields it does not know element by element, trusting a list's
+//! count, so a 500-byte file announcing a list of billions of empty elements keeps it
+//! reading for minutes.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -50,6 +55,63 @@ pub(crate) fn check_footer(file: &mut File) -> Result<(), String> {
     file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
     let children = schema_children(&bytes)?;
     check_depth(&children)
+}
+
+/// The most a page header may take; real ones, with statistics, are a few kilobytes.
+const MAX_PAGE_HEADER_BYTES: u64 = 16 << 20;
+
+/// Checks the page headers of the column chunk `start..start + length` of `file`: each a
+/// Thrift struct whose lists fit in the bytes left, followed by its page. `Err` says what
+/// is wrong, in words for a message.
+pub(crate) fn check_pages(file: &mut File, start: u64, length: u64) -> Result<(), String> {
+    let file_length = file.metadata().map_err(|e| e.to_string())?.len();
+    let end = start
+        .checked_add(length)
+        .filter(|&end| end <= file_length)
+        .ok_or_else(|| {
+            format!("a column chunk claims bytes {start}..+{length} of a {file_length}-byte file")
+        })?;
+    let mut at = start;
+    while at < end {
+        // Most headers are small: read a little, and more only when it ends too soon.
+        let mut want = 4096;
+        let (header, page) = loop {
+            let take = want.min(end - at).min(MAX_PAGE_HEADER_BYTES);
+            let mut bytes = vec![0u8; take as usize];
+            file.seek(SeekFrom::Start(at))
+                .and_then(|_| file.read_exact(&mut bytes))
+                .map_err(|e| e.to_string())?;
+            let mut input = Compact {
+                bytes: &bytes,
+                at: 0,
+            };
+            match input.page_header() {
+                Ok(page) => break (input.at as u64, page),
+                Err(e)
+                    if e == Compact::truncated()
+                        && take < (end - at).min(MAX_PAGE_HEADER_BYTES) =>
+                {
+                    want = take.saturating_mul(4);
+                }
+                Err(e) if e == Compact::truncated() => {
+                    return Err(format!(
+                        "the page header at byte {at} is cut off or too large"
+                    ))
+                }
+                Err(e) => {
+                    let e = e.replacen("its footer ", "it ", 1);
+                    return Err(format!("the page header at byte {at}: {e}"));
+                }
+            }
+        };
+        at = at
+            .checked_add(header)
+            .and_then(|a| a.checked_add(page))
+            .filter(|&next| next <= end)
+            .ok_or_else(|| format!("the page at byte {at} runs past its column chunk"))?;
+    }
+    file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// The `num_children` of each schema element of a `FileMetaData`, in order.
@@ -193,6 +255,25 @@ impl Compact<'_> {
         Ok((count, b & 0x0f))
     }
 
+    /// A `PageHeader`'s `compressed_page_size` (field 3), checked to be present and not
+    /// negative; the other fields are skipped.
+    fn page_header(&mut self) -> Result<u64, String> {
+        let mut last = 0i16;
+        let mut size = None;
+        while let Some((id, kind)) = self.field_header(&mut last)? {
+            if id == 3 && kind == I32 {
+                size = Some(self.zigzag()?);
+            } else {
+                self.skip(kind, 1)?;
+            }
+        }
+        match size {
+            Some(size) if size >= 0 => Ok(size as u64),
+            Some(size) => Err(format!("it gives the page {size} bytes")),
+            None => Err("it gives no page size".into()),
+        }
+    }
+
     /// A `SchemaElement`'s `num_children` (field 5), 0 when absent.
     fn schema_element(&mut self) -> Result<i64, String> {
         let mut last = 0i16;
@@ -281,6 +362,39 @@ mod tests {
             .contains("more than 64 deep"));
         assert!(check_depth(&[1, 0, 0]).is_err(), "a stray element");
         assert!(check_depth(&[1, -1]).is_err());
+    }
+
+    #[test]
+    fn page_headers_whose_lists_cannot_fit_are_refused_at_once() {
+        // PageHeader { type: 0, uncompressed_page_size: 1, compressed_page_size: 1 }, a
+        // one-byte page, and the same header with a field 50 listing 2³¹ empty binaries,
+        // which the parquet crate would skip one by one.
+        let header = [0x15, 0x00, 0x15, 0x02, 0x15, 0x02];
+        let mut good = header.to_vec();
+        good.extend([0x00, 0x7f]);
+        let mut bad = header.to_vec();
+        bad.extend([
+            0x09, 0x64, 0xf8, 0x80, 0x80, 0x80, 0x80, 0x08, 0x00, 0x00, 0x00,
+        ]);
+        bad.extend([0x00, 0x7f]);
+        let dir = tempfile::tempdir().unwrap();
+        let check = |bytes: &[u8]| {
+            let path = dir.path().join("chunk");
+            std::fs::write(&path, bytes).unwrap();
+            let mut file = File::open(&path).unwrap();
+            check_pages(&mut file, 0, bytes.len() as u64)
+        };
+        assert_eq!(check(&good), Ok(()));
+        let started = std::time::Instant::now();
+        let e = check(&bad).unwrap_err();
+        assert!(e.starts_with("the page header at byte 0"), "{e}");
+        assert!(started.elapsed().as_secs() < 1);
+        // A page that runs past its chunk, and a chunk past the file.
+        let e = check(&good[..good.len() - 1]).unwrap_err();
+        assert!(e.contains("runs past its column chunk"), "{e}");
+        let path = dir.path().join("chunk");
+        let mut file = File::open(&path).unwrap();
+        assert!(check_pages(&mut file, 4, u64::MAX).is_err());
     }
 
     #[test]

@@ -182,6 +182,18 @@ const MAP: u8 = 11;
 const STRUCT: u8 = 12;
 const UUID: u8 = 13;
 
+/// `Err` unless the field `id` has the type `expected` (for a boolean: either of its two).
+fn expect_type(id: i16, kind: u8, expected: u8) -> Result<(), String> {
+    let boolean = |k: u8| matches!(k, BOOL_TRUE | BOOL_FALSE);
+    if kind == expected || (boolean(kind) && boolean(expected)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "its field {id} has the type {kind}, not {expected}"
+        ))
+    }
+}
+
 /// A reader of the Thrift compact protocol over a byte slice.
 struct Compact<'a> {
     bytes: &'a [u8],
@@ -256,22 +268,69 @@ impl Compact<'_> {
     }
 
     /// A `PageHeader`'s `compressed_page_size` (field 3), checked to be present and not
-    /// negative; the other fields are skipped.
+    /// negative.
+    ///
+    /// The parquet crate reads a header's known fields by their id whatever type the
+    /// encoding gives them, and skips the others by their type: a known field given
+    /// another type would make it read the bytes that follow as something else, beyond
+    /// what this walk saw. So each known field, here and in the headers nested in it, must
+    /// have its type in the parquet format; writers always give it.
     fn page_header(&mut self) -> Result<u64, String> {
+        const DATA: &[(i16, u8)] = &[(1, I32), (2, I32), (3, I32), (4, I32)];
+        const INDEX: &[(i16, u8)] = &[];
+        const DICTIONARY: &[(i16, u8)] = &[(1, I32), (2, I32), (3, BOOL_TRUE)];
+        const DATA_V2: &[(i16, u8)] = &[
+            (1, I32),
+            (2, I32),
+            (3, I32),
+            (4, I32),
+            (5, I32),
+            (6, I32),
+            (7, BOOL_TRUE),
+        ];
         let mut last = 0i16;
         let mut size = None;
         while let Some((id, kind)) = self.field_header(&mut last)? {
-            if id == 3 && kind == I32 {
-                size = Some(self.zigzag()?);
-            } else {
-                self.skip(kind, 1)?;
+            let nested = match id {
+                5 => Some(DATA),
+                6 => Some(INDEX),
+                7 => Some(DICTIONARY),
+                8 => Some(DATA_V2),
+                _ => None,
+            };
+            match (id, nested) {
+                (1..=4, _) => {
+                    expect_type(id, kind, I32)?;
+                    let value = self.zigzag()?;
+                    if id == 3 {
+                        size = Some(value);
+                    }
+                }
+                (_, Some(fields)) => {
+                    expect_type(id, kind, STRUCT)?;
+                    self.typed_struct(fields)?;
+                }
+                _ => self.skip(kind, 1)?,
             }
         }
         match size {
-            Some(size) if size >= 0 => Ok(size as u64),
+            Some(size) if (0..=i64::from(i32::MAX)).contains(&size) => Ok(size as u64),
             Some(size) => Err(format!("it gives the page {size} bytes")),
             None => Err("it gives no page size".into()),
         }
+    }
+
+    /// A struct whose fields `fields` (id and type) must have their type; any other field
+    /// is skipped.
+    fn typed_struct(&mut self, fields: &[(i16, u8)]) -> Result<(), String> {
+        let mut last = 0i16;
+        while let Some((id, kind)) = self.field_header(&mut last)? {
+            if let Some(&(_, expected)) = fields.iter().find(|(known, _)| *known == id) {
+                expect_type(id, kind, expected)?;
+            }
+            self.skip(kind, 2)?;
+        }
+        Ok(())
     }
 
     /// A `SchemaElement`'s `num_children` (field 5), 0 when absent.
@@ -389,6 +448,13 @@ mod tests {
         let e = check(&bad).unwrap_err();
         assert!(e.starts_with("the page header at byte 0"), "{e}");
         assert!(started.elapsed().as_secs() < 1);
+        // Field 3 (the page size) as an i16 and field 5 (a data page header) as an i32,
+        // which the parquet crate would read as their format's types, off the bytes.
+        let mut retyped = vec![0x15, 0x00, 0x15, 0x12, 0x15, 0x12, 0x04, 0x06, 0x15];
+        retyped.extend([0x15, 0x10, 0x15, 0x06, 0x00]);
+        retyped.extend([0u8; 9]);
+        let e = check(&retyped).unwrap_err();
+        assert!(e.contains("its field 3 has the type 4, not 5"), "{e}");
         // A page that runs past its chunk, and a chunk past the file.
         let e = check(&good[..good.len() - 1]).unwrap_err();
         assert!(e.contains("runs past its column chunk"), "{e}");

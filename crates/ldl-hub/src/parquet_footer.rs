@@ -84,6 +84,7 @@ pub(crate) fn check_pages(file: &mut File, start: u64, length: u64) -> Result<()
             let mut input = Compact {
                 bytes: &bytes,
                 at: 0,
+                page: true,
             };
             match input.page_header() {
                 Ok(page) => break (input.at as u64, page),
@@ -119,6 +120,7 @@ fn schema_children(footer: &[u8]) -> Result<Vec<i64>, String> {
     let mut input = Compact {
         bytes: footer,
         at: 0,
+        page: false,
     };
     let mut children = Vec::new();
     let mut last = 0i16;
@@ -198,6 +200,10 @@ fn expect_type(id: i16, kind: u8, expected: u8) -> Result<(), String> {
 struct Compact<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// Whether this is a page header, where a boolean in a list, set or map is refused:
+    /// the parquet crate skips such a boolean without reading its byte, so past one its
+    /// reading and this walk's would part.
+    page: bool,
 }
 
 impl Compact<'_> {
@@ -399,6 +405,9 @@ impl Compact<'_> {
     /// Skips a collection element: there a boolean takes a byte.
     fn skip_element(&mut self, kind: u8, depth: usize) -> Result<(), String> {
         match kind {
+            BOOL_TRUE | BOOL_FALSE if self.page => {
+                Err("it holds a boolean in a list, set or map".into())
+            }
             BOOL_TRUE | BOOL_FALSE => self.advance(1),
             other => self.skip(other, depth),
         }
@@ -455,6 +464,12 @@ mod tests {
         retyped.extend([0u8; 9]);
         let e = check(&retyped).unwrap_err();
         assert!(e.contains("its field 3 has the type 4, not 5"), "{e}");
+        // An unknown field 50 holding a list of one boolean, which the crate skips without
+        // reading its byte.
+        let mut booleans = header.to_vec();
+        booleans.extend([0x09, 0x64, 0x11, 0x01, 0x00, 0x7f]);
+        let e = check(&booleans).unwrap_err();
+        assert!(e.contains("a boolean in a list"), "{e}");
         // A page that runs past its chunk, and a chunk past the file.
         let e = check(&good[..good.len() - 1]).unwrap_err();
         assert!(e.contains("runs past its column chunk"), "{e}");
@@ -469,6 +484,7 @@ mod tests {
         let mut c = Compact {
             bytes: &[0x00, 0x01, 0x02, 0xac, 0x02],
             at: 0,
+            page: false,
         };
         assert_eq!(c.zigzag().unwrap(), 0);
         assert_eq!(c.zigzag().unwrap(), -1);

@@ -1,8 +1,10 @@
-//! Untrusted files never crash `ldl`: the fuzz targets' bodies (tests/fuzz/src/lib.rs)
-//! replayed on stable Rust over
-//! - the seeds (tests/fuzz/seeds/TARGET/*), which must be accepted: they are real files;
+//! Untrusted files and Hub answers never crash `ldl`: the fuzz targets' bodies
+//! (tests/fuzz/src/lib.rs) replayed on stable Rust over
+//! - the seeds (tests/fuzz/seeds/TARGET/*), which must be accepted: they are real files
+//!   and answers;
 //! - the inputs in tests/fuzz/regressions/TARGET/NAME (any a fuzzing run found to crash,
-//!   and hand-made hostile files: a decompression bomb, a pickle, forged headers), which
+//!   and hand-made hostile files: a decompression bomb, a pickle, forged headers, Hub
+//!   answers whose ETag, commit or listed file names lead out of the cache), which
 //!   must be refused with a message containing the text of NAME.expect;
 //! - seeded mutations of the seeds (bit flips, byte changes, truncations, splices), which
 //!   may be accepted or refused but never panic.
@@ -20,11 +22,13 @@ use rand_chacha::ChaCha8Rng;
 
 type Target = fn(&[u8]) -> fuzz_targets::Outcome;
 
-const TARGETS: [(&str, Target); 4] = [
+const TARGETS: [(&str, Target); 6] = [
     ("config", fuzz_targets::config),
     ("manifest", fuzz_targets::manifest),
     ("image", fuzz_targets::image),
     ("checkpoint", fuzz_targets::checkpoint),
+    ("hub_response", fuzz_targets::hub_response),
+    ("parquet", fuzz_targets::parquet),
 ];
 
 /// Mutations per seed file: enough to reach the parsers' error paths in a few seconds.

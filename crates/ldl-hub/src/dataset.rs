@@ -204,6 +204,33 @@ fn select(files: &[String], config: &str, split: &str) -> std::result::Result<Ve
     Ok(chosen)
 }
 
+/// Why a dataset listing gives no files to download for a config and split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unusable {
+    /// None of its files is of the config and split: the `config/split` pairs present.
+    NoFiles { present: String },
+    /// A file of the split has a name that is no safe path; why.
+    UnsafeName { name: String, reason: String },
+}
+
+/// The files of `files` (a listing) of `config` and `split`, as [`select`] chooses them,
+/// each checked as a path in the repository: the names become paths in the cache, so all
+/// are checked before any download.
+pub(crate) fn checked_selection(
+    files: &[String],
+    config: &str,
+    split: &str,
+) -> std::result::Result<Vec<String>, Unusable> {
+    let chosen = select(files, config, split).map_err(|present| Unusable::NoFiles { present })?;
+    if let Some((name, reason)) = chosen
+        .iter()
+        .find_map(|f| RepoFile::parse(f).err().map(|reason| (f.clone(), reason)))
+    {
+        return Err(Unusable::UnsafeName { name, reason });
+    }
+    Ok(chosen)
+}
+
 /// Where the list of a split's files is kept once all of them are downloaded:
 /// `CACHE/datasets--OWNER--NAME/ldl-splits/REVISION/CONFIG/SPLIT.json`, with every name
 /// reduced to characters that cannot leave the folder.
@@ -320,23 +347,21 @@ impl Hub {
                 })
                 .collect());
         };
-        let chosen = select(&files, config, split).map_err(|present| Error::NoParquetFiles {
-            dataset: format!("{} (revision {revision})", dataset.repo_id()),
-            wanted: format!("config `{config}`, split `{split}`"),
-            present,
-        })?;
-        // The names become paths in the cache: all of them are checked before any download.
-        for f in &chosen {
-            if let Err(reason) = RepoFile::parse(f) {
-                return Err(Error::UnsafeResponse {
+        let chosen =
+            checked_selection(&files, config, split).map_err(|unusable| match unusable {
+                Unusable::NoFiles { present } => Error::NoParquetFiles {
+                    dataset: format!("{} (revision {revision})", dataset.repo_id()),
+                    wanted: format!("config `{config}`, split `{split}`"),
+                    present,
+                },
+                Unusable::UnsafeName { name, reason } => Error::UnsafeResponse {
                     endpoint: self.endpoint_name(),
                     what: format!("the file list of datasets/{}", dataset),
                     field: "the file name".into(),
-                    value: shown(f),
+                    value: shown(&name),
                     reason,
-                });
-            }
-        }
+                },
+            })?;
         let files = chosen
             .iter()
             .map(|f| {

@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod cache;
+pub mod checks;
 mod checksum;
 mod dataset;
 mod error;

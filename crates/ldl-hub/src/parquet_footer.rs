@@ -4,6 +4,11 @@
 //! an abort that no `catch_unwind` can stop. This walks the footer's Thrift compact encoding
 //! without recursion into the schema, and refuses a footer that is too large or a schema
 //! nested deeper than any real dataset's.
+//!
+//! The page headers of the column chunks read get the same look ([`check_pages`]): the
+//! crate skips a header's fields it does not know element by element, trusting a list's
+//! count, so a 500-byte file announcing a list of billions of empty elements keeps it
+//! reading for minutes.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -52,11 +57,70 @@ pub(crate) fn check_footer(file: &mut File) -> Result<(), String> {
     check_depth(&children)
 }
 
+/// The most a page header may take; real ones, with statistics, are a few kilobytes.
+const MAX_PAGE_HEADER_BYTES: u64 = 16 << 20;
+
+/// Checks the page headers of the column chunk `start..start + length` of `file`: each a
+/// Thrift struct whose lists fit in the bytes left, followed by its page. `Err` says what
+/// is wrong, in words for a message.
+pub(crate) fn check_pages(file: &mut File, start: u64, length: u64) -> Result<(), String> {
+    let file_length = file.metadata().map_err(|e| e.to_string())?.len();
+    let end = start
+        .checked_add(length)
+        .filter(|&end| end <= file_length)
+        .ok_or_else(|| {
+            format!("a column chunk claims bytes {start}..+{length} of a {file_length}-byte file")
+        })?;
+    let mut at = start;
+    while at < end {
+        // Most headers are small: read a little, and more only when it ends too soon.
+        let mut want = 4096;
+        let (header, page) = loop {
+            let take = want.min(end - at).min(MAX_PAGE_HEADER_BYTES);
+            let mut bytes = vec![0u8; take as usize];
+            file.seek(SeekFrom::Start(at))
+                .and_then(|_| file.read_exact(&mut bytes))
+                .map_err(|e| e.to_string())?;
+            let mut input = Compact {
+                bytes: &bytes,
+                at: 0,
+                page: true,
+            };
+            match input.page_header() {
+                Ok(page) => break (input.at as u64, page),
+                Err(e)
+                    if e == Compact::truncated()
+                        && take < (end - at).min(MAX_PAGE_HEADER_BYTES) =>
+                {
+                    want = take.saturating_mul(4);
+                }
+                Err(e) if e == Compact::truncated() => {
+                    return Err(format!(
+                        "the page header at byte {at} is cut off or too large"
+                    ))
+                }
+                Err(e) => {
+                    let e = e.replacen("its footer ", "it ", 1);
+                    return Err(format!("the page header at byte {at}: {e}"));
+                }
+            }
+        };
+        at = at
+            .checked_add(header)
+            .and_then(|a| a.checked_add(page))
+            .filter(|&next| next <= end)
+            .ok_or_else(|| format!("the page at byte {at} runs past its column chunk"))?;
+    }
+    file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// The `num_children` of each schema element of a `FileMetaData`, in order.
 fn schema_children(footer: &[u8]) -> Result<Vec<i64>, String> {
     let mut input = Compact {
         bytes: footer,
         at: 0,
+        page: false,
     };
     let mut children = Vec::new();
     let mut last = 0i16;
@@ -120,10 +184,26 @@ const MAP: u8 = 11;
 const STRUCT: u8 = 12;
 const UUID: u8 = 13;
 
+/// `Err` unless the field `id` has the type `expected` (for a boolean: either of its two).
+fn expect_type(id: i16, kind: u8, expected: u8) -> Result<(), String> {
+    let boolean = |k: u8| matches!(k, BOOL_TRUE | BOOL_FALSE);
+    if kind == expected || (boolean(kind) && boolean(expected)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "its field {id} has the type {kind}, not {expected}"
+        ))
+    }
+}
+
 /// A reader of the Thrift compact protocol over a byte slice.
 struct Compact<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// Whether this is a page header, where a boolean in a list, set or map is refused:
+    /// the parquet crate skips such a boolean without reading its byte, so past one its
+    /// reading and this walk's would part.
+    page: bool,
 }
 
 impl Compact<'_> {
@@ -193,6 +273,72 @@ impl Compact<'_> {
         Ok((count, b & 0x0f))
     }
 
+    /// A `PageHeader`'s `compressed_page_size` (field 3), checked to be present and not
+    /// negative.
+    ///
+    /// The parquet crate reads a header's known fields by their id whatever type the
+    /// encoding gives them, and skips the others by their type: a known field given
+    /// another type would make it read the bytes that follow as something else, beyond
+    /// what this walk saw. So each known field, here and in the headers nested in it, must
+    /// have its type in the parquet format; writers always give it.
+    fn page_header(&mut self) -> Result<u64, String> {
+        const DATA: &[(i16, u8)] = &[(1, I32), (2, I32), (3, I32), (4, I32)];
+        const INDEX: &[(i16, u8)] = &[];
+        const DICTIONARY: &[(i16, u8)] = &[(1, I32), (2, I32), (3, BOOL_TRUE)];
+        const DATA_V2: &[(i16, u8)] = &[
+            (1, I32),
+            (2, I32),
+            (3, I32),
+            (4, I32),
+            (5, I32),
+            (6, I32),
+            (7, BOOL_TRUE),
+        ];
+        let mut last = 0i16;
+        let mut size = None;
+        while let Some((id, kind)) = self.field_header(&mut last)? {
+            let nested = match id {
+                5 => Some(DATA),
+                6 => Some(INDEX),
+                7 => Some(DICTIONARY),
+                8 => Some(DATA_V2),
+                _ => None,
+            };
+            match (id, nested) {
+                (1..=4, _) => {
+                    expect_type(id, kind, I32)?;
+                    let value = self.zigzag()?;
+                    if id == 3 {
+                        size = Some(value);
+                    }
+                }
+                (_, Some(fields)) => {
+                    expect_type(id, kind, STRUCT)?;
+                    self.typed_struct(fields)?;
+                }
+                _ => self.skip(kind, 1)?,
+            }
+        }
+        match size {
+            Some(size) if (0..=i64::from(i32::MAX)).contains(&size) => Ok(size as u64),
+            Some(size) => Err(format!("it gives the page {size} bytes")),
+            None => Err("it gives no page size".into()),
+        }
+    }
+
+    /// A struct whose fields `fields` (id and type) must have their type; any other field
+    /// is skipped.
+    fn typed_struct(&mut self, fields: &[(i16, u8)]) -> Result<(), String> {
+        let mut last = 0i16;
+        while let Some((id, kind)) = self.field_header(&mut last)? {
+            if let Some(&(_, expected)) = fields.iter().find(|(known, _)| *known == id) {
+                expect_type(id, kind, expected)?;
+            }
+            self.skip(kind, 2)?;
+        }
+        Ok(())
+    }
+
     /// A `SchemaElement`'s `num_children` (field 5), 0 when absent.
     fn schema_element(&mut self) -> Result<i64, String> {
         let mut last = 0i16;
@@ -259,6 +405,9 @@ impl Compact<'_> {
     /// Skips a collection element: there a boolean takes a byte.
     fn skip_element(&mut self, kind: u8, depth: usize) -> Result<(), String> {
         match kind {
+            BOOL_TRUE | BOOL_FALSE if self.page => {
+                Err("it holds a boolean in a list, set or map".into())
+            }
             BOOL_TRUE | BOOL_FALSE => self.advance(1),
             other => self.skip(other, depth),
         }
@@ -284,11 +433,58 @@ mod tests {
     }
 
     #[test]
+    fn page_headers_whose_lists_cannot_fit_are_refused_at_once() {
+        // PageHeader { type: 0, uncompressed_page_size: 1, compressed_page_size: 1 }, a
+        // one-byte page, and the same header with a field 50 listing 2³¹ empty binaries,
+        // which the parquet crate would skip one by one.
+        let header = [0x15, 0x00, 0x15, 0x02, 0x15, 0x02];
+        let mut good = header.to_vec();
+        good.extend([0x00, 0x7f]);
+        let mut bad = header.to_vec();
+        bad.extend([
+            0x09, 0x64, 0xf8, 0x80, 0x80, 0x80, 0x80, 0x08, 0x00, 0x00, 0x00,
+        ]);
+        bad.extend([0x00, 0x7f]);
+        let dir = tempfile::tempdir().unwrap();
+        let check = |bytes: &[u8]| {
+            let path = dir.path().join("chunk");
+            std::fs::write(&path, bytes).unwrap();
+            let mut file = File::open(&path).unwrap();
+            check_pages(&mut file, 0, bytes.len() as u64)
+        };
+        assert_eq!(check(&good), Ok(()));
+        let started = std::time::Instant::now();
+        let e = check(&bad).unwrap_err();
+        assert!(e.starts_with("the page header at byte 0"), "{e}");
+        assert!(started.elapsed().as_secs() < 1);
+        // Field 3 (the page size) as an i16 and field 5 (a data page header) as an i32,
+        // which the parquet crate would read as their format's types, off the bytes.
+        let mut retyped = vec![0x15, 0x00, 0x15, 0x12, 0x15, 0x12, 0x04, 0x06, 0x15];
+        retyped.extend([0x15, 0x10, 0x15, 0x06, 0x00]);
+        retyped.extend([0u8; 9]);
+        let e = check(&retyped).unwrap_err();
+        assert!(e.contains("its field 3 has the type 4, not 5"), "{e}");
+        // An unknown field 50 holding a list of one boolean, which the crate skips without
+        // reading its byte.
+        let mut booleans = header.to_vec();
+        booleans.extend([0x09, 0x64, 0x11, 0x01, 0x00, 0x7f]);
+        let e = check(&booleans).unwrap_err();
+        assert!(e.contains("a boolean in a list"), "{e}");
+        // A page that runs past its chunk, and a chunk past the file.
+        let e = check(&good[..good.len() - 1]).unwrap_err();
+        assert!(e.contains("runs past its column chunk"), "{e}");
+        let path = dir.path().join("chunk");
+        let mut file = File::open(&path).unwrap();
+        assert!(check_pages(&mut file, 4, u64::MAX).is_err());
+    }
+
+    #[test]
     fn compact_numbers_decode() {
         // zigzag: 0 → 0, 1 → −1, 2 → 1, 300 → 150.
         let mut c = Compact {
             bytes: &[0x00, 0x01, 0x02, 0xac, 0x02],
             at: 0,
+            page: false,
         };
         assert_eq!(c.zigzag().unwrap(), 0);
         assert_eq!(c.zigzag().unwrap(), -1);

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parquet::basic::{Compression, ConvertedType, LogicalType, Repetition, Type as Physical};
@@ -93,6 +93,7 @@ pub struct ParquetRows {
 /// An open parquet file: its schema is known, nothing else is read yet.
 pub struct ParquetFileReader {
     name: String,
+    path: PathBuf,
     reader: SerializedFileReader<File>,
     schema: Vec<(String, ColumnKind)>,
 }
@@ -121,6 +122,7 @@ pub fn open_parquet(path: &Path, name: &str) -> Result<ParquetFileReader> {
         .collect();
     Ok(ParquetFileReader {
         name: name.to_string(),
+        path: path.to_path_buf(),
         reader,
         schema,
     })
@@ -257,6 +259,7 @@ impl ParquetFileReader {
             )));
         }
         let mut bytes: u64 = 0;
+        let mut chunks: Vec<(i64, i64)> = Vec::new();
         for group in self.reader.metadata().row_groups() {
             for chunk in group.columns() {
                 let top = chunk
@@ -279,6 +282,10 @@ impl ParquetFileReader {
                     }
                 }
                 bytes = bytes.saturating_add(chunk.uncompressed_size().max(0) as u64);
+                let start = chunk
+                    .dictionary_page_offset()
+                    .unwrap_or(chunk.data_page_offset());
+                chunks.push((start, chunk.compressed_size()));
             }
         }
         if bytes > budget.bytes {
@@ -287,6 +294,18 @@ impl ParquetFileReader {
                  into memory; use a smaller split",
                 budget.bytes
             )));
+        }
+        // Before the parquet crate reads them: a page header can keep it busy for minutes.
+        let mut file = File::open(&self.path)
+            .map_err(|e| bad(format!("cannot open {}: {e}", self.path.display())))?;
+        for (start, length) in chunks {
+            let (Ok(start), Ok(length)) = (u64::try_from(start), u64::try_from(length)) else {
+                return Err(bad(not_parquet(&format!(
+                    "a column chunk starts at byte {start} and takes {length} bytes"
+                ))));
+            };
+            crate::parquet_footer::check_pages(&mut file, start, length)
+                .map_err(|e| bad(not_parquet(&e)))?;
         }
         // The projection's root must carry the file's own root name (pyarrow's `schema`,
         // Spark's `spark_schema`, DuckDB's `duckdb_schema`, …), or the reader refuses it.

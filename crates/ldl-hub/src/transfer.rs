@@ -318,41 +318,8 @@ impl Http {
 
     /// The blob id, commit and size the HEAD `response` announces, each checked.
     fn remote(&self, r: &HubRef, response: &Response) -> Result<Remote> {
-        let etag = header(response, "x-linked-etag")
-            .or_else(|| header(response, ETAG.as_str()))
-            .ok_or_else(|| {
-                self.refused(
-                    r,
-                    "ETag",
-                    "",
-                    "is missing, so the download could not be checked",
-                )
-            })?;
-        let id = BlobId::parse_etag(&etag)
-            .map_err(|why| self.refused(r, "ETag", bare_etag(&etag), &why))?;
-        let commit = header(response, "x-repo-commit")
-            .ok_or_else(|| self.refused(r, "X-Repo-Commit", "", "is missing"))?;
-        let commit = CommitId::parse(&commit)
-            .map_err(|why| self.refused(r, "X-Repo-Commit", &commit, &why))?;
-        let (field, size) = match header(response, "x-linked-size") {
-            Some(size) => ("X-Linked-Size", size),
-            None => (
-                "Content-Length",
-                header(response, CONTENT_LENGTH.as_str()).ok_or_else(|| {
-                    self.refused(
-                        r,
-                        "Content-Length",
-                        "",
-                        "is missing, so the download could not be bounded",
-                    )
-                })?,
-            ),
-        };
-        let size = size
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| self.refused(r, field, &size, "is not a number of bytes"))?;
-        Ok(Remote { id, commit, size })
+        remote_of(|name| header(response, name))
+            .map_err(|bad| self.refused(r, bad.field, &bad.value, &bad.reason))
     }
 
     /// Downloads `r`'s file into `to` (a new file), stopping as soon as the body is longer
@@ -502,23 +469,7 @@ impl Http {
             ),
             detail,
         };
-        if body.len() as u64 > MAX_LISTING_BYTES {
-            return Err(bad(format!(
-                "the Hub sent more than {MAX_LISTING_BYTES} bytes"
-            )));
-        }
-        let info: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| bad(format!("the Hub's answer is not JSON ({e})")))?;
-        let siblings = info["siblings"].as_array().cloned().unwrap_or_default();
-        siblings
-            .iter()
-            .map(|s| {
-                s["rfilename"]
-                    .as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| bad("a file of the listing has no `rfilename`".into()))
-            })
-            .collect()
+        listing_names(&body).map_err(bad)
     }
 
     /// A transport failure of a request about `r`: a timeout, a refused redirect, or the
@@ -640,11 +591,100 @@ fn header(response: &Response, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
-/// The URL a relative `Location` leads to from `url`; `None` for an absolute one.
-fn relative_redirect(url: &Url, location: &str) -> Option<Url> {
+/// A value of an answer that ldl refuses: the header or field, its value as it may be shown
+/// (empty when it was missing), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BadValue {
+    pub(crate) field: &'static str,
+    pub(crate) value: String,
+    pub(crate) reason: String,
+}
+
+impl BadValue {
+    fn new(field: &'static str, value: &str, reason: &str) -> BadValue {
+        BadValue {
+            field,
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The blob id, commit and size a HEAD answer announces, each checked; `header` gives the
+/// value of a header by its lowercase name. The `X-Linked-*` headers, which the Hub sends
+/// with a redirect to a CDN, come before `ETag` and `Content-Length`.
+pub(crate) fn remote_of(
+    header: impl Fn(&str) -> Option<String>,
+) -> std::result::Result<Remote, BadValue> {
+    let etag = header("x-linked-etag")
+        .or_else(|| header(ETAG.as_str()))
+        .ok_or_else(|| {
+            BadValue::new(
+                "ETag",
+                "",
+                "is missing, so the download could not be checked",
+            )
+        })?;
+    let id =
+        BlobId::parse_etag(&etag).map_err(|why| BadValue::new("ETag", bare_etag(&etag), &why))?;
+    let commit =
+        header("x-repo-commit").ok_or_else(|| BadValue::new("X-Repo-Commit", "", "is missing"))?;
+    let commit =
+        CommitId::parse(&commit).map_err(|why| BadValue::new("X-Repo-Commit", &commit, &why))?;
+    let (field, size) = match header("x-linked-size") {
+        Some(size) => ("X-Linked-Size", size),
+        None => (
+            "Content-Length",
+            header(CONTENT_LENGTH.as_str()).ok_or_else(|| {
+                BadValue::new(
+                    "Content-Length",
+                    "",
+                    "is missing, so the download could not be bounded",
+                )
+            })?,
+        ),
+    };
+    let size = size
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| BadValue::new(field, &size, "is not a number of bytes"))?;
+    Ok(Remote { id, commit, size })
+}
+
+/// The URL a relative `Location` leads to from `url`; `None` for an absolute one, and for
+/// one that leads to another scheme, host or port.
+///
+/// The HEAD requests follow these by hand, with the token: a location that only looks
+/// relative (`/\host/x`, `\\host/x`, ` //host/x`, which URL parsing reads as `//host/x`)
+/// must not take it to another host.
+pub(crate) fn relative_redirect(url: &Url, location: &str) -> Option<Url> {
     // A location that parses alone has a scheme: absolute. `//host/…` keeps the scheme only.
     let relative = Url::parse(location).is_err() && !location.starts_with("//");
-    relative.then(|| url.join(location).ok()).flatten()
+    relative
+        .then(|| url.join(location).ok())
+        .flatten()
+        .filter(|next| next.origin() == url.origin())
+}
+
+/// The file names of a dataset listing (the JSON of `/api/datasets/{owner}/{name}/revision/
+/// {revision}`): the `rfilename` of each of its `siblings`; the names are not checked here.
+/// `Err` says what is wrong with the answer.
+pub(crate) fn listing_names(body: &[u8]) -> std::result::Result<Vec<String>, String> {
+    if body.len() as u64 > MAX_LISTING_BYTES {
+        return Err(format!("the Hub sent more than {MAX_LISTING_BYTES} bytes"));
+    }
+    let info: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the Hub's answer is not JSON ({e})"))?;
+    let siblings = info["siblings"].as_array().cloned().unwrap_or_default();
+    siblings
+        .iter()
+        .map(|s| {
+            s["rfilename"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| "a file of the listing has no `rfilename`".to_string())
+        })
+        .collect()
 }
 
 /// The redirect policy of downloads: at most [`MAX_REDIRECTS`], to http(s) only, and never
@@ -758,6 +798,76 @@ mod tests {
         );
         assert!(relative_redirect(&url, "https://cdn.example/x").is_none());
         assert!(relative_redirect(&url, "//cdn.example/x").is_none());
+    }
+
+    #[test]
+    fn a_location_that_only_looks_relative_does_not_leave_the_host() {
+        // URL parsing reads a `\` as `/` in http(s) URLs, skips leading spaces and drops
+        // tabs and newlines: each of these is `//evil.example/x`, another host, to which
+        // the HEAD request would carry the token.
+        let url = Url::parse("https://hub.example/o/n/resolve/main/f").unwrap();
+        for location in [
+            "/\\evil.example/x",
+            "\\\\evil.example/x",
+            "\\/evil.example/x",
+            " //evil.example/x",
+            "/\t/evil.example/x",
+            "/\n/evil.example:8080/x",
+        ] {
+            assert_eq!(relative_redirect(&url, location), None, "{location:?}");
+        }
+        // Relative ones on the same host still lead there.
+        for (location, to) in [
+            ("../../other/f", "https://hub.example/o/n/other/f"),
+            ("f2?x=1", "https://hub.example/o/n/resolve/main/f2?x=1"),
+        ] {
+            assert_eq!(relative_redirect(&url, location).unwrap().as_str(), to);
+        }
+    }
+
+    #[test]
+    fn announced_values_are_checked_with_the_linked_headers_first() {
+        let lfs = "a".repeat(64);
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let headers = |extra: &[(&str, String)]| {
+            let mut all: Vec<(String, String)> = vec![
+                ("etag".into(), format!("\"{}\"", "b".repeat(40))),
+                ("x-repo-commit".into(), commit.into()),
+                ("content-length".into(), "1234".into()),
+            ];
+            all.extend(extra.iter().map(|(n, v)| (n.to_string(), v.clone())));
+            all
+        };
+        let get = |all: Vec<(String, String)>| {
+            move |name: &str| {
+                all.iter()
+                    .rev()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+            }
+        };
+        let plain = remote_of(get(headers(&[]))).unwrap();
+        assert_eq!((plain.id.as_str(), plain.size), (&*"b".repeat(40), 1234));
+        let linked = remote_of(get(headers(&[
+            ("x-linked-etag", format!("W/\"{lfs}\"")),
+            ("x-linked-size", "99".into()),
+        ])))
+        .unwrap();
+        assert_eq!((linked.id.as_str(), linked.size), (&*lfs, 99));
+        let bad = remote_of(get(headers(&[("x-repo-commit", "../x".into())]))).unwrap_err();
+        assert_eq!((bad.field, bad.value.as_str()), ("X-Repo-Commit", "../x"));
+        let bad = remote_of(get(headers(&[("content-length", "-1".into())]))).unwrap_err();
+        assert_eq!(bad.reason, "is not a number of bytes");
+    }
+
+    #[test]
+    fn listings_give_the_names_of_the_siblings() {
+        let body = br#"{"sha":"x","siblings":[{"rfilename":"a.parquet"},{"rfilename":"b/c"}]}"#;
+        assert_eq!(listing_names(body).unwrap(), ["a.parquet", "b/c"]);
+        assert_eq!(listing_names(b"{}").unwrap(), Vec::<String>::new());
+        assert!(listing_names(b"[").unwrap_err().contains("not JSON"));
+        let unnamed = listing_names(br#"{"siblings":[{"size":3}]}"#).unwrap_err();
+        assert!(unnamed.contains("no `rfilename`"), "{unnamed}");
     }
 
     #[cfg(unix)]

@@ -1,6 +1,7 @@
 //! The fuzz targets' bodies: each hands arbitrary bytes to one of the parsers that read
 //! files a user may have been given (task configs, CSV/JSONL manifests, images,
-//! checkpoints) and then uses whatever the parser accepted, the way `ldl` would.
+//! checkpoints, a Hub dataset's parquet files) or values a Hub sends (headers, dataset
+//! listings) and then uses whatever the parser accepted, the way `ldl` would.
 //!
 //! A target passes when it returns: an `Err` is the expected answer to bad input, while
 //! a panic, an abort or an unbounded allocation is a failure. Each returns the message a
@@ -11,13 +12,15 @@
 //! `tests/fuzz/regressions/NAME/*` on stable Rust.
 #![allow(missing_docs)]
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use candle_core::{DType, Tensor};
 use ldl::data::{
     parse_csv, parse_jsonl, Augment, ImagePipeline, InputColumns, LabelColumns, OnBadSample,
     TableSpec,
 };
+use ldl::hub::checks::{check_listing, check_response, ResponseSummary};
+use ldl::hub::{ColumnKind, ReadBudget, Value};
 use ldl::models::BackboneConfig;
 use ldl::{Axis, LabelSpace};
 
@@ -152,6 +155,168 @@ pub fn checkpoint(data: &[u8]) -> Outcome {
         panic!("{} heads but {} logit tensors", heads.len(), logits.len());
     }
     Ok(format!("{} heads", heads.len()))
+}
+
+/// What a Hub, a mirror or a proxy sends that becomes a path in the cache, a bound on a
+/// download or a request carrying the token. Two forms, by the first line:
+///
+/// - `STATUS URL`, then header lines `Name: value`: the answer to the metadata request of
+///   the file at URL (ETag, X-Linked-Etag, X-Repo-Commit, Content-Length, X-Linked-Size,
+///   Location);
+/// - `LIST CONFIG SPLIT`, then a dataset listing's JSON: the files of that split.
+///
+/// What is accepted must be safe to use, or the target panics: a commit is 40 lowercase
+/// hex digits, a blob id 40 or 64, a size at most the limit, a redirect on the host asked,
+/// and a file name joined to a folder stays inside it.
+pub fn hub_response(data: &[u8]) -> Outcome {
+    let (first, rest) = match data.iter().position(|&b| b == b'\n') {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &[][..]),
+    };
+    // ldl reads header values as text, bytes that are not UTF-8 replaced.
+    let first = String::from_utf8_lossy(first);
+    let words: Vec<&str> = first.split_whitespace().collect();
+    if let ["LIST", config, split] = words.as_slice() {
+        let files = check_listing(rest, config, split).map_err(|e| e.to_string())?;
+        for file in &files {
+            assert_stays_inside(file);
+        }
+        return Ok(format!("{} files", files.len()));
+    }
+    let [status, url] = words.as_slice() else {
+        return Err("the first line is neither `STATUS URL` nor `LIST CONFIG SPLIT`".into());
+    };
+    let status: u16 = status
+        .parse()
+        .map_err(|_| format!("`{status}` is not a status"))?;
+    let text = String::from_utf8_lossy(rest);
+    // As an HTTP client reads them: the name up to the first `:`, the value without the
+    // spaces around it; a line without `:` is no header.
+    let headers: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name, value.trim_matches([' ', '\t', '\r'])))
+        .collect();
+    let limit = ldl::hub::DEFAULT_MAX_FILE_SIZE;
+    match check_response(status, url, &headers, limit).map_err(|e| e.to_string())? {
+        ResponseSummary::Redirect(next) => {
+            // The root of the host asked, as ldl's own URL handling writes it.
+            let root = match check_response(302, url, &[("Location", "/")], limit) {
+                Ok(ResponseSummary::Redirect(root)) => root,
+                other => panic!("`/` from {url} is not followed: {other:?}"),
+            };
+            assert!(
+                next.starts_with(&root),
+                "a redirect from {url} leads to {next}, off the host {root}"
+            );
+            Ok(format!("redirect to {next}"))
+        }
+        ResponseSummary::File(file) => {
+            let hex = |s: &str| {
+                s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            };
+            assert!(
+                file.commit.len() == 40 && hex(&file.commit),
+                "accepted commit {:?}",
+                file.commit
+            );
+            let expected_length = match file.hash {
+                "SHA-256" => 64,
+                "git SHA-1" => 40,
+                other => panic!("an unknown hash {other}"),
+            };
+            assert!(
+                file.blob_id.len() == expected_length && hex(&file.blob_id),
+                "accepted blob id {:?} as a {}",
+                file.blob_id,
+                file.hash
+            );
+            assert!(
+                file.size <= limit,
+                "accepted size {} over {limit}",
+                file.size
+            );
+            assert_stays_inside(&format!("blobs/{}", file.blob_id));
+            assert_stays_inside(&format!("snapshots/{}", file.commit));
+            Ok(format!(
+                "{} bytes, {} {}",
+                file.size, file.hash, file.blob_id
+            ))
+        }
+    }
+}
+
+/// Panics unless `name`, joined to a folder, names a file inside it: plain parts only, no
+/// `..`, `.`, root or prefix, no NUL and no backslash.
+fn assert_stays_inside(name: &str) {
+    let folder = Path::new("/cache/datasets--o--n/snapshots/0");
+    let joined = folder.join(name);
+    let inside = !name.is_empty()
+        && !name.contains(['\0', '\\'])
+        && joined.starts_with(folder)
+        && joined.components().count() > folder.components().count()
+        && joined
+            .components()
+            .skip(folder.components().count())
+            .all(|c| matches!(c, Component::Normal(_)));
+    assert!(inside, "the accepted name {name:?} leads out of the folder");
+}
+
+/// A parquet file as `ldl` reads a Hub dataset's split: opened (footer checked), then
+/// every column ldl can read (numbers, text, binary, images) read within a budget that
+/// fits in a fuzzer's memory. What is read must agree with the file's metadata and the
+/// budget.
+pub fn parquet(data: &[u8]) -> Outcome {
+    let path = scratch_file("split.parquet", data)?;
+    let outcome = read_parquet(&path);
+    let _ = std::fs::remove_file(&path);
+    outcome
+}
+
+fn read_parquet(path: &Path) -> Outcome {
+    let reader = ldl::hub::open_parquet(path, "split.parquet").map_err(|e| e.to_string())?;
+    let mut columns: Vec<String> = Vec::new();
+    for (name, kind) in reader.schema() {
+        if !matches!(kind, ColumnKind::Other(_)) && !columns.contains(name) {
+            columns.push(name.clone());
+        }
+    }
+    let before = ReadBudget {
+        rows: 1 << 20,
+        bytes: 256 << 20,
+        value_bytes: 16 << 20,
+    };
+    let mut budget = before.clone();
+    let read = reader
+        .read(&columns, &mut budget)
+        .map_err(|e| e.to_string())?;
+    let rows = read.rows.len() as u64;
+    assert!(
+        rows <= reader.num_rows(),
+        "{rows} rows read, {} in the metadata",
+        reader.num_rows()
+    );
+    assert_eq!(
+        budget.rows,
+        before.rows - rows,
+        "the rows taken from the budget"
+    );
+    assert!(budget.bytes <= before.bytes, "the byte budget grew");
+    assert_eq!(read.columns, columns, "the columns read");
+    for row in &read.rows {
+        assert_eq!(row.len(), columns.len(), "a row's values");
+        for value in row {
+            if let Value::Bytes(b) = value {
+                assert!(
+                    b.len() <= before.value_bytes,
+                    "a value of {} bytes",
+                    b.len()
+                );
+            }
+        }
+    }
+    Ok(format!("{rows} rows of {} columns", columns.len()))
 }
 
 /// The image files the manifest seeds name, relative to the manifest.

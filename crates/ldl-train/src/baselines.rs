@@ -32,13 +32,18 @@ fn axis_values(space: &LabelSpace, samples: &[Sample]) -> Result<Vec<Vec<f64>>> 
         .collect()
 }
 
-/// [`MeanPredictor`] for every linear and circular axis.
-pub(crate) fn mean_predictor(space: &LabelSpace, splits: &Splits) -> Result<Vec<MeanPredictor>> {
-    let (train, validation, test) = (
+/// [`axis_values`] of the training, validation and test splits.
+fn split_values(space: &LabelSpace, splits: &Splits) -> Result<[Vec<Vec<f64>>; 3]> {
+    Ok([
         axis_values(space, &splits.train)?,
         axis_values(space, &splits.validation)?,
         axis_values(space, &splits.test)?,
-    );
+    ])
+}
+
+/// [`MeanPredictor`] for every linear and circular axis.
+pub(crate) fn mean_predictor(space: &LabelSpace, splits: &Splits) -> Result<Vec<MeanPredictor>> {
+    let [train, validation, test] = split_values(space, splits)?;
     let mut out = Vec::new();
     for (a, axis) in space.axes().iter().enumerate() {
         if axis.is_categorical() || train[a].is_empty() {
@@ -77,11 +82,7 @@ pub(crate) fn mean_predictor(space: &LabelSpace, splits: &Splits) -> Result<Vec<
 
 /// [`MajorityClass`] for every categorical axis.
 pub(crate) fn majority_class(space: &LabelSpace, splits: &Splits) -> Result<Vec<MajorityClass>> {
-    let (train, validation, test) = (
-        axis_values(space, &splits.train)?,
-        axis_values(space, &splits.validation)?,
-        axis_values(space, &splits.test)?,
-    );
+    let [train, validation, test] = split_values(space, splits)?;
     let mut out = Vec::new();
     for (a, axis) in space.axes().iter().enumerate() {
         let ldl_core::AxisKind::Categorical { classes } = axis.kind() else {

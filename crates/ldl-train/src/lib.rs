@@ -11,7 +11,6 @@ mod axis_table;
 mod baselines;
 mod batches;
 mod best_epoch;
-mod budget;
 mod commit;
 mod compare;
 mod config;
@@ -37,8 +36,8 @@ mod trainer;
 
 pub use adam::Adam;
 pub use axis_table::{AxisRow, AxisTable};
-pub use budget::ByteSize;
 pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult};
+pub use config::ByteSize;
 pub use config::{
     AxisBins, AxisConfig, AxisKindName, Backbone, CheckedConfig, Config, DataConfig, DataFormat,
     DataSource, FacesConfig, HubDataConfig, JointConfig, LossConfig, LossKind, ModelConfig,

@@ -373,7 +373,7 @@ fn run(
     let device = training_device(config)?;
     // A resumed run's saved config was not budgeted when read; a new run's was, and
     // checking again costs nothing.
-    crate::budget::check(config, crate::budget::declared_features(config))?;
+    crate::config::budget::check(config, crate::config::budget::declared_features(config))?;
     let inputs = Inputs::load(config)?;
     let warnings = target_shape::warnings(config, &inputs.splits.train)?;
     for warning in &warnings {
@@ -381,7 +381,7 @@ fn run(
     }
     let features = inputs.feature_names.len();
     // Again with the MLP's inputs as read, before the model is built.
-    crate::budget::check(config, features)?;
+    crate::config::budget::check(config, features)?;
     let (mut network, init) = Network::build(config, features, &device, resume_from.is_none())?;
     let mut adam = network.adam(config)?;
 

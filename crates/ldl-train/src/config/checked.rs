@@ -58,7 +58,7 @@ impl Config {
         self.check_run()?;
         // The MLP's inputs are counted again once the table is read (`trainer.rs`).
         if budget == Budget::Check {
-            crate::budget::check(&self, crate::budget::declared_features(&self))?;
+            super::budget::check(&self, super::budget::declared_features(&self))?;
         }
         let space = self.task.label_space()?;
         self.run.monitor.check(&space)?;

@@ -23,10 +23,12 @@
 //! | `labels.rs` | `[data.labels]`: each axis's label columns |
 //! | `source.rs` | `data.source`: built-in, Hub or a file |
 //! | `checked.rs` | the check step and what it builds |
+//! | `budget.rs` | the memory a config would take, estimated before anything is built |
 //! | `text.rs` | reading a file, `--set` overrides, toml's messages |
 //! | `keyword.rs` | values spelled as one of a fixed set of names |
 
 mod axis;
+pub(crate) mod budget;
 mod checked;
 mod data;
 pub(crate) mod keyword;
@@ -42,6 +44,7 @@ mod text;
 use serde::{Deserialize, Serialize};
 
 pub use axis::{AxisBins, AxisConfig, AxisKindName};
+pub use budget::ByteSize;
 pub use checked::CheckedConfig;
 pub use data::{
     DataConfig, DataFormat, FacesConfig, HubDataConfig, SplitConfig, MAX_LOADER_THREADS,

@@ -43,7 +43,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AxisBins, Backbone, Config, DataSource};
+use super::{AxisBins, Backbone, Config, DataSource};
 use crate::error::{Error, Result};
 
 const KIB: u64 = 1 << 10;

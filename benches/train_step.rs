@@ -54,7 +54,8 @@ fn bench_networks(c: &mut Criterion) {
     let mut group = c.benchmark_group("network");
     group.sample_size(10);
     for case in cases {
-        let (model, vars) = Model::build(&case.backbone, &space, 0, &Device::Cpu).unwrap();
+        let model = Model::build(&case.backbone, &space, 0, &Device::Cpu).unwrap();
+        let vars = model.vars().clone();
         let trainable: Vec<Var> = trainable_vars(&vars).into_iter().map(|(_, v)| v).collect();
         // The optimiser `ldl train` runs (PyTorch's Adam semantics).
         let mut optimizer = ldl::train::Adam::new(trainable, 1e-3, 0.0).unwrap();

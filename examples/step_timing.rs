@@ -134,7 +134,8 @@ fn main() -> Result<(), Failure> {
     let options = Options::parse()?;
     let device = ldl::models::device(&options.device)?;
     let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0)?])?;
-    let (mut model, vars) = Model::build(&options.backbone()?, &space, 0, &device)?;
+    let mut model = Model::build(&options.backbone()?, &space, 0, &device)?;
+    let vars = model.vars().clone();
     model.set_precision(options.precision)?;
     let trainable: Vec<Var> = trainable_vars(&vars).into_iter().map(|(_, v)| v).collect();
     let mut adam = ldl::train::Adam::new(trainable, 1e-3, 0.0)?;

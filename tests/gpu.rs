@@ -416,8 +416,8 @@ fn the_full_kl_loss_and_its_gradient_match_the_cpu() {
 /// gradient of every trainable variable, then the loss after an Adam step.
 fn thin_age_net_step(device: &Device, precision: Precision) -> (f64, Vec<(String, Tensor)>, f64) {
     let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0).unwrap()]).unwrap();
-    let (mut model, vars) =
-        Model::build(&BackboneConfig::thin_age_net(), &space, 3, device).unwrap();
+    let mut model = Model::build(&BackboneConfig::thin_age_net(), &space, 3, device).unwrap();
+    let vars = model.vars().clone();
     model.set_precision(precision).unwrap();
     let images = random(40, &[4, 3, 64, 64], device);
     let targets = {

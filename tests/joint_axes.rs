@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use common::*;
 use ldl::loss::{multivariate_normal_kl, DldlV2, FullKl, Kl, Loss};
 use ldl::metrics::Metrics;
-use ldl::models::{save_checkpoint, BackboneConfig, MlpConfig, Model};
+use ldl::models::{BackboneConfig, MlpConfig, Model};
 use ldl::{joint_target, marginals, Axis, Label, LabelSpace};
 
 fn yaw() -> Axis {
@@ -532,7 +532,8 @@ fn a_model_has_one_head_per_group_and_survives_a_checkpoint() {
         batch_norm: false,
         dropout: 0.0,
     });
-    let (model, vars) = Model::build(&config, &space, 7, &Device::Cpu).unwrap();
+    let model = Model::build(&config, &space, 7, &Device::Cpu).unwrap();
+    let vars = model.vars().clone();
     let x = Tensor::new(&[[0.1f32, -0.3, 0.7], [1.0, 0.2, -0.5]], &Device::Cpu).unwrap();
     let logits = model.forward_t(&x, false).unwrap();
     let dims: Vec<Vec<usize>> = logits.iter().map(|z| z.dims().to_vec()).collect();
@@ -546,8 +547,8 @@ fn a_model_has_one_head_per_group_and_survives_a_checkpoint() {
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("joint.safetensors");
-    save_checkpoint(&path, &vars, &model).unwrap();
-    let (loaded, _, _) = Model::from_checkpoint(&path, &Device::Cpu).unwrap();
+    model.save(&path).unwrap();
+    let (loaded, _) = Model::from_checkpoint(&path, &Device::Cpu).unwrap();
     assert_eq!(loaded.label_space(), &space);
     let again = loaded.forward_t(&x, false).unwrap();
     for (a, b) in logits.iter().zip(&again) {

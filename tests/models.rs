@@ -8,8 +8,8 @@ use candle_nn::{Optimizer, VarBuilder, VarMap};
 use common::*;
 use ldl::loss::{Kl, Loss};
 use ldl::models::{
-    batch_norm_relu, conv2d, max_pool_2x2, parameter_count, read_checkpoint, save_checkpoint,
-    BackboneConfig, MlpConfig, Model, VggConfig,
+    batch_norm_relu, conv2d, max_pool_2x2, parameter_count, read_checkpoint, BackboneConfig,
+    MlpConfig, Model, VggConfig,
 };
 use ldl::{Axis, Label, LabelSpace};
 use rand::Rng;
@@ -39,9 +39,15 @@ fn error_of<T>(result: ldl::models::Result<T>) -> String {
 #[test]
 fn parameter_counts_match_dldl_v2() {
     let space = age_space();
-    let (_, thin) = Model::build(&BackboneConfig::thin_age_net(), &space, 0, &Device::Cpu).unwrap();
+    let thin = Model::build(&BackboneConfig::thin_age_net(), &space, 0, &Device::Cpu)
+        .unwrap()
+        .vars()
+        .clone();
     assert_eq!(parameter_count(&thin), 3_708_229);
-    let (_, tiny) = Model::build(&BackboneConfig::tiny_age_net(), &space, 0, &Device::Cpu).unwrap();
+    let tiny = Model::build(&BackboneConfig::tiny_age_net(), &space, 0, &Device::Cpu)
+        .unwrap()
+        .vars()
+        .clone();
     assert_eq!(parameter_count(&tiny), 934_869);
     // Running statistics are stored but are not parameters: 2 × 2112 (Thin), 2 × 1056 (Tiny).
     let stored = |vars: &VarMap| -> usize { vars.all_vars().iter().map(|v| v.elem_count()).sum() };
@@ -57,8 +63,7 @@ fn outputs_have_one_head_per_axis_for_any_input_size() {
         Axis::circular("roll", -180.0, 360.0, 10.0).unwrap(),
     ])
     .unwrap();
-    let (model, _) =
-        Model::build(&BackboneConfig::tiny_age_net(), &space, 1, &Device::Cpu).unwrap();
+    let model = Model::build(&BackboneConfig::tiny_age_net(), &space, 1, &Device::Cpu).unwrap();
     for size in [32, 45, 64] {
         let logits = model.forward_t(&random_images(2, 2, size), false).unwrap();
         let dims: Vec<Vec<usize>> = logits.iter().map(|l| l.dims().to_vec()).collect();
@@ -75,7 +80,7 @@ fn outputs_have_one_head_per_axis_for_any_input_size() {
     assert!(err.contains("at least 32×32"), "{err}");
     let narrow = VggConfig::thin_age_net().with_width(0.25).unwrap();
     assert_eq!(narrow.base_channels, 8);
-    let (model, _) = Model::build(&narrow.into(), &space, 1, &Device::Cpu).unwrap();
+    let model = Model::build(&narrow.into(), &space, 1, &Device::Cpu).unwrap();
     assert_eq!(
         model.forward_t(&random_images(3, 1, 40), true).unwrap()[0].dims(),
         [1, 101]
@@ -438,7 +443,8 @@ fn the_same_seed_gives_bit_identical_weights() {
     let build = |seed| {
         Model::build(&BackboneConfig::tiny_age_net(), &space, seed, &Device::Cpu)
             .unwrap()
-            .1
+            .vars()
+            .clone()
     };
     let (a, b, c) = (build(3), build(3), build(4));
     assert_eq!(values_of(&a), values_of(&b));
@@ -467,8 +473,8 @@ fn the_same_seed_gives_bit_identical_weights() {
 #[test]
 fn batch_norm_state_differs_by_mode_and_survives_a_checkpoint() {
     let space = age_space();
-    let (model, vars) =
-        Model::build(&BackboneConfig::tiny_age_net(), &space, 9, &Device::Cpu).unwrap();
+    let model = Model::build(&BackboneConfig::tiny_age_net(), &space, 9, &Device::Cpu).unwrap();
+    let vars = model.vars().clone();
     let images = random_images(10, 4, 32);
     let running = |vars: &VarMap| {
         vars.data().lock().unwrap()["backbone.features.0.bn.running_mean"]
@@ -491,8 +497,9 @@ fn batch_norm_state_differs_by_mode_and_survives_a_checkpoint() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
-    save_checkpoint(&path, &vars, &model).unwrap();
-    let (loaded, loaded_vars, info) = Model::from_checkpoint(&path, &Device::Cpu).unwrap();
+    model.save(&path).unwrap();
+    let (loaded, info) = Model::from_checkpoint(&path, &Device::Cpu).unwrap();
+    let loaded_vars = loaded.vars().clone();
     assert_eq!(info.label_space, space);
     assert_eq!(info.model, BackboneConfig::tiny_age_net());
     assert_eq!(values_of(&loaded_vars), values_of(&vars));
@@ -525,8 +532,8 @@ fn a_checkpoint_with_an_impossible_value_is_refused_naming_the_tensor() {
         ),
     ];
     for (i, (name, value, expected)) in cases.into_iter().enumerate() {
-        let (model, vars) =
-            Model::build(&BackboneConfig::tiny_age_net(), &space, 1, &Device::Cpu).unwrap();
+        let model = Model::build(&BackboneConfig::tiny_age_net(), &space, 1, &Device::Cpu).unwrap();
+        let vars = model.vars().clone();
         {
             let data = vars.data().lock().unwrap();
             let var = &data[name];
@@ -536,7 +543,7 @@ fn a_checkpoint_with_an_impossible_value_is_refused_naming_the_tensor() {
                 .unwrap();
         }
         let path = dir.path().join(format!("forged-{i}.safetensors"));
-        save_checkpoint(&path, &vars, &model).unwrap();
+        model.save(&path).unwrap();
         let err = Model::from_checkpoint(&path, &Device::Cpu)
             .err()
             .unwrap()
@@ -555,11 +562,11 @@ fn a_checkpoint_with_an_impossible_value_is_refused_naming_the_tensor() {
 #[test]
 fn init_from_a_checkpoint_with_nothing_to_load_is_refused() {
     let space = age_space();
-    let (model, vars) =
-        Model::build(&BackboneConfig::tiny_age_net(), &space, 1, &Device::Cpu).unwrap();
+    let model = Model::build(&BackboneConfig::tiny_age_net(), &space, 1, &Device::Cpu).unwrap();
+    let vars = model.vars().clone();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.safetensors");
-    save_checkpoint(&path, &vars, &model).unwrap();
+    model.save(&path).unwrap();
     let mlp: BackboneConfig = MlpConfig {
         inputs: 4,
         hidden: vec![8],
@@ -567,7 +574,10 @@ fn init_from_a_checkpoint_with_nothing_to_load_is_refused() {
         dropout: 0.0,
     }
     .into();
-    let (_, mlp_vars) = Model::build(&mlp, &space, 1, &Device::Cpu).unwrap();
+    let mlp_vars = Model::build(&mlp, &space, 1, &Device::Cpu)
+        .unwrap()
+        .vars()
+        .clone();
     let err = ldl::models::load_pretrained(&mlp_vars, &path, &Device::Cpu)
         .unwrap_err()
         .to_string();
@@ -576,8 +586,10 @@ fn init_from_a_checkpoint_with_nothing_to_load_is_refused() {
         "{err}"
     );
     // The same checkpoint into its own backbone loads every tensor.
-    let (_, same_vars) =
-        Model::build(&BackboneConfig::tiny_age_net(), &space, 2, &Device::Cpu).unwrap();
+    let same_vars = Model::build(&BackboneConfig::tiny_age_net(), &space, 2, &Device::Cpu)
+        .unwrap()
+        .vars()
+        .clone();
     let report = ldl::models::load_pretrained(&same_vars, &path, &Device::Cpu).unwrap();
     assert!(report.new.is_empty() && report.skipped.is_empty());
     assert_eq!(report.loaded.len(), vars.all_vars().len());
@@ -586,24 +598,17 @@ fn init_from_a_checkpoint_with_nothing_to_load_is_refused() {
 #[test]
 fn bad_checkpoints_give_clear_errors() {
     let space = age_space();
-    let (model, vars) =
-        Model::build(&BackboneConfig::tiny_age_net(), &space, 1, &Device::Cpu).unwrap();
+    let model = Model::build(&BackboneConfig::tiny_age_net(), &space, 1, &Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
-    save_checkpoint(&path, &vars, &model).unwrap();
+    model.save(&path).unwrap();
 
     // Into a model whose head has another number of bins.
     let other = LabelSpace::new(vec![Axis::linear("age", 0.0, 80.0, 1.0).unwrap()]).unwrap();
-    let other_vars = VarMap::new();
-    let _ = Model::new(
-        &BackboneConfig::tiny_age_net(),
-        &other,
-        0,
-        VarBuilder::from_varmap(&other_vars, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
+    let other_model =
+        Model::build(&BackboneConfig::tiny_age_net(), &other, 0, &Device::Cpu).unwrap();
     let (tensors, _) = read_checkpoint(&path, &Device::Cpu).unwrap();
-    let err = ldl::models::load_into(&other_vars, &tensors, &path)
+    let err = ldl::models::load_into(other_model.vars(), &tensors, &path)
         .unwrap_err()
         .to_string();
     assert!(
@@ -670,7 +675,7 @@ fn mlp_dropout_is_seeded_and_off_in_eval() {
     )
     .unwrap();
     let run = |seed| {
-        let (model, _) = Model::build(&config, &space, seed, &Device::Cpu).unwrap();
+        let model = Model::build(&config, &space, seed, &Device::Cpu).unwrap();
         let train = model.forward_t(&x, true).unwrap()[1]
             .to_vec2::<f32>()
             .unwrap();
@@ -686,7 +691,9 @@ fn mlp_dropout_is_seeded_and_off_in_eval() {
     assert_eq!(run(5), run(5));
     assert_ne!(run(5), run(6));
     assert_eq!(
-        ldl::models::parameter_count(&Model::build(&config, &space, 0, &Device::Cpu).unwrap().1),
+        Model::build(&config, &space, 0, &Device::Cpu)
+            .unwrap()
+            .parameter_count(),
         21 * 64 + 64 + 2 * 64 + 64 * 32 + 32 + 2 * 32 + (32 * 81 + 81) + (32 * 61 + 61)
     );
 }
@@ -695,8 +702,8 @@ fn mlp_dropout_is_seeded_and_off_in_eval() {
 fn tiny_age_net_overfits_one_batch() {
     // 16 fixed images and ages; Adam on every trainable variable until L_ld is near 0.
     let space = age_space();
-    let (model, vars) =
-        Model::build(&BackboneConfig::tiny_age_net(), &space, 11, &Device::Cpu).unwrap();
+    let model = Model::build(&BackboneConfig::tiny_age_net(), &space, 11, &Device::Cpu).unwrap();
+    let vars = model.vars().clone();
     let images = random_images(12, 16, 32);
     let labels: Vec<Vec<Label>> = (0..16)
         .map(|i| vec![Label::value_with_std(5.0 + 6.0 * i as f64, 2.0)])

@@ -71,7 +71,8 @@ fn timm_vgg16_bn_weights_load_into_a_width_2_backbone() {
     let tensors = timm_tensors();
     write(&tensors, &path);
 
-    let (model, vars) = Model::build(&vgg16_bn(true, 2.0), &space(), 3, &Device::Cpu).unwrap();
+    let model = Model::build(&vgg16_bn(true, 2.0), &space(), 3, &Device::Cpu).unwrap();
+    let vars = model.vars().clone();
     let report = load_pretrained(&vars, &path, &Device::Cpu).unwrap();
     assert_eq!(report.loaded.len(), 78, "{report:?}");
     assert_eq!(report.new, ["heads.age.bias", "heads.age.weight"]);
@@ -113,7 +114,10 @@ fn a_missing_or_misshaped_key_is_named() {
     let mut tensors = timm_tensors();
     tensors.remove("features.41.running_var");
     write(&tensors, &path);
-    let (_, vars) = Model::build(&vgg16_bn(true, 2.0), &space(), 3, &Device::Cpu).unwrap();
+    let vars = Model::build(&vgg16_bn(true, 2.0), &space(), 3, &Device::Cpu)
+        .unwrap()
+        .vars()
+        .clone();
     let err = load_pretrained(&vars, &path, &Device::Cpu)
         .unwrap_err()
         .to_string();
@@ -121,7 +125,10 @@ fn a_missing_or_misshaped_key_is_named() {
 
     write(&timm_tensors(), &path);
     // Without conv biases the model has nowhere to put them.
-    let (_, vars) = Model::build(&vgg16_bn(false, 2.0), &space(), 3, &Device::Cpu).unwrap();
+    let vars = Model::build(&vgg16_bn(false, 2.0), &space(), 3, &Device::Cpu)
+        .unwrap()
+        .vars()
+        .clone();
     let err = load_pretrained(&vars, &path, &Device::Cpu)
         .unwrap_err()
         .to_string();
@@ -130,7 +137,10 @@ fn a_missing_or_misshaped_key_is_named() {
         "{err}"
     );
     // At width 1 (ThinAgeNet) the shapes differ: both are named.
-    let (_, vars) = Model::build(&vgg16_bn(true, 1.0), &space(), 3, &Device::Cpu).unwrap();
+    let vars = Model::build(&vgg16_bn(true, 1.0), &space(), 3, &Device::Cpu)
+        .unwrap()
+        .vars()
+        .clone();
     let err = load_pretrained(&vars, &path, &Device::Cpu)
         .unwrap_err()
         .to_string();

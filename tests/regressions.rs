@@ -310,11 +310,12 @@ fn a_last_training_batch_of_one_sample_does_not_poison_batch_norm() {
     // 305 training samples in batches of 304 would leave one sample alone.
     let output = tempfile::tempdir().unwrap();
     let summary = bdims_run(output.path(), &["optim.batch_size=304"]).unwrap();
-    let (_, vars, _) = ldl::models::Model::from_checkpoint(
+    let (vars, _) = ldl::models::Model::from_checkpoint(
         &summary.run_dir.join("checkpoints/last.safetensors"),
         &Device::Cpu,
     )
     .unwrap();
+    let vars = vars.vars().clone();
     for (name, var) in vars.data().lock().unwrap().iter() {
         let values = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(values.iter().all(|v| v.is_finite()), "{name} is not finite");

@@ -293,7 +293,7 @@ fn training_writes_a_complete_run_folder_and_is_deterministic() {
     assert_eq!(first.samples, [305, 101, 101]);
     assert!(first.test.is_some());
     // The checkpoint alone rebuilds the model, with the training config and standardisation.
-    let (model, _, info) = ldl::models::Model::from_checkpoint(
+    let (model, info) = ldl::models::Model::from_checkpoint(
         &first.run_dir.join("checkpoints/best.safetensors"),
         &Device::Cpu,
     )
@@ -434,8 +434,7 @@ fn a_trained_checkpoint_evaluates_and_predicts_consistently() {
 
     // A forged feature standardisation (a negative std, a mean for another feature count)
     // is refused when loading, not used to predict.
-    let (model, vars, info) =
-        ldl::models::Model::from_checkpoint(&checkpoint, &Device::Cpu).unwrap();
+    let (model, info) = ldl::models::Model::from_checkpoint(&checkpoint, &Device::Cpu).unwrap();
     let standardizer: serde_json::Value =
         serde_json::from_str(&info.extra["train.standardizer"]).unwrap();
     for (forge, expected) in [
@@ -455,7 +454,7 @@ fn a_trained_checkpoint_evaluates_and_predicts_consistently() {
         let mut extra = info.extra.clone();
         extra.insert("train.standardizer".into(), forged.to_string());
         let path = output.path().join("forged.safetensors");
-        ldl::models::save_checkpoint_with(&path, &vars, &model, &extra).unwrap();
+        model.save_with(&path, &extra).unwrap();
         let err = ldl::train::TrainedModel::load(&path, &Device::Cpu)
             .err()
             .unwrap()
@@ -755,11 +754,12 @@ fn training_four_epochs_equals_two_then_resuming_for_two() {
     assert_eq!(resumed_epochs, [3, 4]);
     assert_eq!(resumed.run_dir, first.run_dir);
     let tensors = |run: &ldl::train::RunSummary| {
-        let (_, vars, _) = ldl::models::Model::from_checkpoint(
+        let (vars, _) = ldl::models::Model::from_checkpoint(
             &run.run_dir.join("checkpoints/last.safetensors"),
             &Device::Cpu,
         )
         .unwrap();
+        let vars = vars.vars().clone();
         common::values_of(&vars)
     };
     assert_eq!(

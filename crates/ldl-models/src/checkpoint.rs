@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
 use ldl_core::files::{read_bounded, FileKind};
 use ldl_core::LabelSpace;
 use safetensors::SafeTensors;
@@ -34,23 +34,36 @@ pub struct CheckpointInfo {
     pub extra: BTreeMap<String, String>,
 }
 
-/// Writes every variable of `vars` and the model's description to `path`.
-///
-/// The file is written next to its destination under a temporary name, flushed to disk
-/// and renamed into place ([`crate::durable::write_atomically`]), so a crash never leaves
-/// a half-written file under `path`.
-pub fn save_checkpoint(path: &Path, vars: &VarMap, model: &Model) -> Result<()> {
-    save_checkpoint_with(path, vars, model, &BTreeMap::new())
+impl Model {
+    /// Writes every variable (weights and BatchNorm's running statistics) and the model's
+    /// description (its label space and backbone) to `path`, a safetensors file that
+    /// [`Model::load`] rebuilds the model from.
+    ///
+    /// The file is written next to its destination under a temporary name, flushed to
+    /// disk and renamed into place ([`crate::durable::write_atomically`]), so a crash
+    /// never leaves a half-written file under `path`.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.save_with(path, &BTreeMap::new())
+    }
+
+    /// [`Model::save`] with further header entries (keys must not start with `ldl.` or be
+    /// `format`), returned in [`CheckpointInfo::extra`] when read.
+    pub fn save_with(
+        &self,
+        path: impl AsRef<Path>,
+        extra: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        save_checkpoint(path.as_ref(), self, extra)
+    }
+
+    /// Rebuilds a model from a checkpoint written by [`Model::save`]: its label space and
+    /// backbone from the header, its variables from the tensors, on `device`.
+    pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Model> {
+        Ok(Model::from_checkpoint(path.as_ref(), device)?.0)
+    }
 }
 
-/// [`save_checkpoint`] with further header entries (keys must not start with `ldl.` or
-/// be `format`), returned in [`CheckpointInfo::extra`] when read.
-pub fn save_checkpoint_with(
-    path: &Path,
-    vars: &VarMap,
-    model: &Model,
-    extra: &BTreeMap<String, String>,
-) -> Result<()> {
+fn save_checkpoint(path: &Path, model: &Model, extra: &BTreeMap<String, String>) -> Result<()> {
     if let Some(key) = extra
         .keys()
         .find(|k| k.starts_with("ldl.") || *k == FORMAT_KEY)
@@ -61,7 +74,8 @@ pub fn save_checkpoint_with(
         ));
     }
     let tensors: Vec<(String, Tensor)> = {
-        let data = vars
+        let data = model
+            .vars()
             .data()
             .lock()
             .map_err(|_| Error::checkpoint(path, "the variable map's lock is poisoned"))?;
@@ -307,12 +321,9 @@ pub fn load_matching(
 }
 
 impl Model {
-    /// Rebuilds a model from a checkpoint alone: its label space and configuration from
-    /// the header, its variables from the tensors.
-    pub fn from_checkpoint(
-        path: &Path,
-        device: &Device,
-    ) -> Result<(Model, VarMap, CheckpointInfo)> {
+    /// Rebuilds a model from a checkpoint alone, like [`Model::load`], and returns what
+    /// its header says besides (the version that wrote it, further entries).
+    pub fn from_checkpoint(path: &Path, device: &Device) -> Result<(Model, CheckpointInfo)> {
         let (tensors, info) = read_checkpoint(path, device)?;
         // The header describes the model; check it against the tensors before building
         // anything, so a forged header cannot make us allocate more than the file holds.
@@ -327,10 +338,8 @@ impl Model {
                 ),
             ));
         }
-        let vars = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vars, candle_core::DType::F32, device);
-        let model = Model::new(&info.model, &info.label_space, 0, vb)?;
-        load_into(&vars, &tensors, path)?;
-        Ok((model, vars, info))
+        let model = Model::on_vars(&info.model, &info.label_space, 0, VarMap::new(), device)?;
+        load_into(model.vars(), &tensors, path)?;
+        Ok((model, info))
     }
 }

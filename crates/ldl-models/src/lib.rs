@@ -8,8 +8,8 @@
 //! use ldl_models::{BackboneConfig, Model};
 //!
 //! let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0)?])?;
-//! let (model, vars) = Model::build(&BackboneConfig::thin_age_net(), &space, 7, &Device::Cpu)?;
-//! assert_eq!(ldl_models::parameter_count(&vars), 3_708_229);
+//! let model = Model::build(&BackboneConfig::thin_age_net(), &space, 7, &Device::Cpu)?;
+//! assert_eq!(model.parameter_count(), 3_708_229);
 //! let logits = model.forward_t(&Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu)?, false)?;
 //! assert_eq!(logits[0].dims(), [1, 101]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -42,10 +42,7 @@ mod precision;
 mod pretrained;
 mod vgg;
 
-pub use checkpoint::{
-    load_into, load_matching, read_checkpoint, save_checkpoint, save_checkpoint_with,
-    CheckpointInfo, InitReport,
-};
+pub use checkpoint::{load_into, load_matching, read_checkpoint, CheckpointInfo, InitReport};
 pub use conv_cpu::conv2d;
 pub use cpu_float::CpuFloat;
 pub use cuda_pool::{gpu_memory_peaks, keep_freed_gpu_memory, reset_gpu_memory_peaks, PoolPeaks};

@@ -81,16 +81,25 @@ enum Backbone {
 ///     Axis::linear("age", 0.0, 100.0, 1.0)?,
 ///     Axis::linear("yaw", -90.0, 90.0, 3.0)?,
 /// ])?;
-/// let (model, vars) = Model::build(&BackboneConfig::tiny_age_net(), &space, 42, &Device::Cpu)?;
+/// let model = Model::build(&BackboneConfig::tiny_age_net(), &space, 42, &Device::Cpu)?;
 /// let images = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu)?;
 /// let logits = model.forward_t(&images, false)?;
 /// assert_eq!(logits[0].dims(), [2, 101]);
 /// assert_eq!(logits[1].dims(), [2, 61]);
-/// assert_eq!(ldl_models::parameter_count(&vars), 934_869 + 128 * 61 + 61);
+/// assert_eq!(model.parameter_count(), 934_869 + 128 * 61 + 61);
+///
+/// // The model owns its variables: it saves and loads itself, label space included.
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("model.safetensors");
+/// model.save(&path)?;
+/// let loaded = Model::load(&path, &Device::Cpu)?;
+/// assert_eq!(loaded.label_space(), model.label_space());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Model {
     config: BackboneConfig,
+    /// Every variable: the trainable ones and BatchNorm's running statistics.
+    vars: VarMap,
     space: LabelSpace,
     backbone: Backbone,
     heads: Vec<Linear>,
@@ -107,15 +116,17 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// Builds a model on variables from `vb` (backbone under `backbone.`, heads under
-    /// `heads.`). `seed` drives dropout masks; initial weights come from the
-    /// `VarBuilder` (see [`Model::build`] for seeded ones).
-    pub fn new(
+    /// Builds a model whose variables are created in `vars` (backbone under `backbone.`,
+    /// heads under `heads.`) with candle's default initialisation, or taken from `vars`
+    /// where it already holds them. `seed` drives dropout masks.
+    pub(crate) fn on_vars(
         config: &BackboneConfig,
         space: &LabelSpace,
         seed: u64,
-        vb: VarBuilder,
+        vars: VarMap,
+        device: &Device,
     ) -> Result<Model> {
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
         let backbone = match config {
             BackboneConfig::Vgg(c) => Backbone::Vgg(Vgg::new(c, vb.pp("backbone"))?),
             BackboneConfig::Mlp(c) => {
@@ -130,6 +141,7 @@ impl Model {
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Model {
             config: config.clone(),
+            vars,
             space: space.clone(),
             backbone,
             heads,
@@ -144,12 +156,28 @@ impl Model {
         space: &LabelSpace,
         seed: u64,
         device: &Device,
-    ) -> Result<(Model, VarMap)> {
-        let vars = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
-        let model = Model::new(config, space, seed, vb)?;
-        seeded_init(&vars, seed)?;
-        Ok((model, vars))
+    ) -> Result<Model> {
+        let model = Model::on_vars(config, space, seed, VarMap::new(), device)?;
+        seeded_init(&model.vars, seed)?;
+        Ok(model)
+    }
+
+    /// Every variable of the model by name: the trainable ones and BatchNorm's running
+    /// statistics. The map shares its tensors with the model: setting a variable changes
+    /// the model.
+    pub fn vars(&self) -> &VarMap {
+        &self.vars
+    }
+
+    /// The trainable variables (everything but BatchNorm's running statistics), sorted by
+    /// name: what an optimiser steps (`ldl::train::Adam::new(model.trainable_vars(), …)`).
+    pub fn trainable_vars(&self) -> Vec<(String, candle_core::Var)> {
+        trainable_vars(&self.vars)
+    }
+
+    /// The number of trainable parameters.
+    pub fn parameter_count(&self) -> usize {
+        parameter_count(&self.vars)
     }
 
     /// Sets the number type of the forward and backward passes (f32 by default; see
@@ -161,7 +189,7 @@ impl Model {
     /// use ldl_core::{Axis, LabelSpace};
     /// use ldl_models::{BackboneConfig, Model, Precision};
     /// let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0)?])?;
-    /// let (mut model, _vars) = Model::build(&BackboneConfig::tiny_age_net(), &space, 1, &Device::Cpu)?;
+    /// let mut model = Model::build(&BackboneConfig::tiny_age_net(), &space, 1, &Device::Cpu)?;
     /// model.set_precision(Precision::F32)?;
     /// let refused = model.set_precision(Precision::Bf16).unwrap_err();
     /// assert!(refused.to_string().contains("needs a CUDA device"));

@@ -78,7 +78,7 @@ impl TrainedModel {
     pub fn load(path: &Path, device: &Device) -> Result<TrainedModel> {
         let local = local_checkpoint(path)?;
         let path = local.as_path();
-        let (model, _vars, info) = Model::from_checkpoint(path, device)?;
+        let (model, info) = Model::from_checkpoint(path, device)?;
         let field = |key: &str| {
             info.extra.get(key).ok_or_else(|| {
                 Error::Usage(format!(

@@ -9,7 +9,7 @@ use std::time::Instant;
 use ldl_core::files::{read_text, FileKind, FileProblem};
 use ldl_core::loss::Loss;
 use ldl_core::LabelSpace;
-use ldl_models::{load_into, read_checkpoint, save_checkpoint_with, trainable_vars, Model};
+use ldl_models::{load_into, read_checkpoint, Model};
 use serde::{Deserialize, Serialize};
 
 use crate::adam::Adam;
@@ -162,7 +162,6 @@ fn save_failed(error: Error, run_dir: &Path, epoch: usize) -> Error {
 
 /// What the checkpoints of an epoch are written from.
 struct Saver<'a> {
-    vars: &'a candle_nn::VarMap,
     model: &'a Model,
     header: &'a BTreeMap<String, String>,
     names: &'a [String],
@@ -172,8 +171,7 @@ impl Saver<'_> {
     /// Writes the epoch's checkpoints into the staging folder `dir` (`best` only when the
     /// epoch improved on the best).
     fn stage(&self, dir: &Path, adam: &Adam, improved: bool) -> Result<()> {
-        let save =
-            |name: &str| save_checkpoint_with(&dir.join(name), self.vars, self.model, self.header);
+        let save = |name: &str| self.model.save_with(dir.join(name), self.header);
         save("last.safetensors")?;
         if improved {
             save("best.safetensors")?;
@@ -262,7 +260,7 @@ fn start_or_resume(
     };
     let last = files.checkpoints.join("last.safetensors");
     let (tensors, _) = read_checkpoint(&last, device)?;
-    load_into(saver.vars, &tensors, &last)?;
+    load_into(saver.model.vars(), &tensors, &last)?;
     let optimizer = files.checkpoints.join("optimizer.safetensors");
     adam.load_moments(saver.names, &optimizer, device)?;
     adam.steps = state.adam_steps;
@@ -304,7 +302,6 @@ fn validate_epoch(
 /// The model of a run and what its training steps and checkpoints need of it.
 struct Network {
     model: Model,
-    vars: candle_nn::VarMap,
     /// The trainable variables by name (Adam's, in this order).
     trainable: Vec<(String, candle_core::Var)>,
     names: Vec<String>,
@@ -321,21 +318,20 @@ impl Network {
         fresh: bool,
     ) -> Result<(Network, Option<ldl_models::InitReport>)> {
         let backbone = config.backbone(features);
-        let (mut model, vars) = Model::build(&backbone, config.space(), config.run.seed, device)?;
+        let mut model = Model::build(&backbone, config.space(), config.run.seed, device)?;
         model.set_precision(config.run.precision)?;
         let init = match &config.model.init_from {
             Some(path) if fresh => {
                 let local = crate::trained::local_checkpoint(path)?;
-                Some(ldl_models::load_pretrained(&vars, &local, device)?)
+                Some(ldl_models::load_pretrained(model.vars(), &local, device)?)
             }
             _ => None,
         };
-        let trainable = trainable_vars(&vars);
+        let trainable = model.trainable_vars();
         let names = trainable.iter().map(|(n, _)| n.clone()).collect();
-        let statistics = numeric::running_statistics(&vars)?;
+        let statistics = numeric::running_statistics(model.vars())?;
         let network = Network {
             model,
-            vars,
             trainable,
             names,
             statistics,
@@ -354,7 +350,6 @@ impl Network {
 
     fn saver<'a>(&'a self, header: &'a BTreeMap<String, String>) -> Saver<'a> {
         Saver {
-            vars: &self.vars,
             model: &self.model,
             header,
             names: &self.names,
@@ -522,7 +517,7 @@ impl Epochs<'_> {
         };
         observe(Progress::Validating { epoch });
         let validation = validate_epoch(&context, self.config, epoch, &kept)?;
-        numeric::check_state(&network.vars, epoch, &kept)?;
+        numeric::check_state(network.model.vars(), epoch, &kept)?;
         numeric::check_moments(adam, &network.names, epoch, &kept)?;
         let record = EpochRecord {
             epoch,
@@ -607,7 +602,7 @@ impl Finished<'_> {
         } else {
             let best_path = files.checkpoints.join("best.safetensors");
             let (tensors, _) = read_checkpoint(&best_path, device)?;
-            load_into(&network.vars, &tensors, &best_path)?;
+            load_into(network.model.vars(), &tensors, &best_path)?;
             let batches = self.data.test.epoch(0);
             Some(evaluate(
                 &network.model,

@@ -6,6 +6,7 @@
 
 mod batch_source;
 mod builtin;
+mod dataset;
 mod error;
 mod formats;
 mod image;
@@ -19,6 +20,7 @@ mod table;
 
 pub use batch_source::BatchSource;
 pub use builtin::{builtin_csv, read_builtin, BUILTIN_DATASETS};
+pub use dataset::{Dataset, IN_MEMORY};
 pub use error::{Error, Result};
 pub use formats::{read_chalearn, read_dldl_list, read_utkface};
 pub use image::{decode, decode_bytes, Augment, Geometry, ImagePipeline, RgbImage, MAX_IMAGE_SIDE};

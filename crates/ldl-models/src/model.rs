@@ -175,6 +175,12 @@ impl Model {
         trainable_vars(&self.vars)
     }
 
+    /// The device the variables are on.
+    pub fn device(&self) -> &Device {
+        // A label space has at least one axis, so a model at least one head.
+        self.heads[0].weight().device()
+    }
+
     /// The number of trainable parameters.
     pub fn parameter_count(&self) -> usize {
         parameter_count(&self.vars)

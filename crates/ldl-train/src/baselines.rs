@@ -6,7 +6,9 @@ use candle_core::DType;
 use ldl_core::LabelSpace;
 use ldl_data::{Sample, Splits};
 
-use crate::error::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
 use crate::records::{MajorityClass, MeanPredictor};
 
 /// Every axis's target values (ordered axes) or target classes (categorical axes, the
@@ -32,86 +34,191 @@ fn axis_values(space: &LabelSpace, samples: &[Sample]) -> Result<Vec<Vec<f64>>> 
         .collect()
 }
 
-/// [`axis_values`] of the training, validation and test splits.
-fn split_values(space: &LabelSpace, splits: &Splits) -> Result<[Vec<Vec<f64>>; 3]> {
-    Ok([
-        axis_values(space, &splits.train)?,
-        axis_values(space, &splits.validation)?,
-        axis_values(space, &splits.test)?,
-    ])
+/// A constant prediction fitted on the training split alone: what a trained model must
+/// beat on an axis.
+///
+/// ```
+/// use ldl_core::{Axis, Label, LabelSpace};
+/// use ldl_data::Dataset;
+/// use ldl_train::Baseline;
+/// let space = LabelSpace::new(vec![Axis::linear("size", 0.0, 10.0, 1.0)?])?;
+/// let labels = |values: &[f64]| values.iter().map(|&v| vec![Label::value(v)]).collect();
+/// let train = Dataset::from_features(&space, vec![vec![0.0]; 3], labels(&[2.0, 4.0, 9.0]))?;
+/// let test = Dataset::from_features(&space, vec![vec![0.0]; 2], labels(&[5.0, 7.0]))?;
+/// let baselines = Baseline::fit(&space, &train)?;
+/// assert_eq!(baselines, [Baseline::Mean { axis: "size".into(), value: 5.0 }]);
+/// // Its MAE on the test samples: (|5 − 5| + |7 − 5|) / 2.
+/// assert_eq!(Baseline::score(&baselines, &space, &test)?, [Some(1.0)]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Baseline {
+    /// The training mean target value of a linear axis, or the circular mean of a circular
+    /// one, predicted for every sample; scored by its MAE.
+    Mean {
+        /// The axis.
+        axis: String,
+        /// The constant prediction.
+        value: f64,
+    },
+    /// The most frequent training class of a categorical axis (the first of those tied;
+    /// a sample's class is its label's class, or its distribution's most probable one);
+    /// scored by its accuracy.
+    MajorityClass {
+        /// The axis.
+        axis: String,
+        /// The class's name.
+        class: String,
+        /// The class's index among the axis's classes.
+        index: usize,
+    },
+}
+
+impl Baseline {
+    /// The baseline of every axis, fitted on `train` (none when `train` is empty).
+    pub fn fit(space: &LabelSpace, train: &[Sample]) -> Result<Vec<Baseline>> {
+        let values = axis_values(space, train)?;
+        let mut out = Vec::new();
+        for (axis, values) in space.axes().iter().zip(&values) {
+            if values.is_empty() {
+                continue;
+            }
+            let name = axis.name().to_string();
+            out.push(match axis.kind() {
+                ldl_core::AxisKind::Categorical { classes } => {
+                    let index = majority(values, classes.len());
+                    Baseline::MajorityClass {
+                        axis: name,
+                        class: classes[index].clone(),
+                        index,
+                    }
+                }
+                _ => Baseline::Mean {
+                    axis: name,
+                    value: mean_value(axis, values),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// The axis the baseline predicts.
+    pub fn axis(&self) -> &str {
+        match self {
+            Baseline::Mean { axis, .. } | Baseline::MajorityClass { axis, .. } => axis,
+        }
+    }
+
+    /// Each baseline's score on `samples`, in order: the MAE of a [`Baseline::Mean`], the
+    /// accuracy of a [`Baseline::MajorityClass`]; `None` where `samples` is empty.
+    pub fn score(
+        baselines: &[Baseline],
+        space: &LabelSpace,
+        samples: &[Sample],
+    ) -> Result<Vec<Option<f64>>> {
+        let values = axis_values(space, samples)?;
+        baselines
+            .iter()
+            .map(|baseline| {
+                let a = space.index_of(baseline.axis()).ok_or_else(|| {
+                    Error::Usage(format!(
+                        "the baseline of axis `{}` does not belong to this label space",
+                        baseline.axis()
+                    ))
+                })?;
+                let values = &values[a];
+                if values.is_empty() {
+                    return Ok(None);
+                }
+                let n = values.len() as f64;
+                Ok(Some(match baseline {
+                    Baseline::Mean { value, .. } => {
+                        let axis = &space.axes()[a];
+                        values
+                            .iter()
+                            .map(|&v| axis.difference(v, *value).abs())
+                            .sum::<f64>()
+                            / n
+                    }
+                    Baseline::MajorityClass { index, .. } => {
+                        values.iter().filter(|&&c| c as usize == *index).count() as f64 / n
+                    }
+                }))
+            })
+            .collect()
+    }
+}
+
+/// The mean of an ordered axis's values: the circular mean on a circular axis.
+fn mean_value(axis: &ldl_core::Axis, values: &[f64]) -> f64 {
+    match axis.period() {
+        Some(period) => {
+            let start = axis.centers()[0];
+            let angle = |v: f64| (v - start) / period * std::f64::consts::TAU;
+            let (sin, cos) = values.iter().fold((0.0, 0.0), |(s, c), &v| {
+                (s + angle(v).sin(), c + angle(v).cos())
+            });
+            axis.canonical_value(start + sin.atan2(cos) / std::f64::consts::TAU * period)
+        }
+        None => values.iter().sum::<f64>() / values.len() as f64,
+    }
+}
+
+/// The most frequent of `classes` classes in `values` (the first of those tied:
+/// `max_by_key` would keep the last).
+fn majority(values: &[f64], classes: usize) -> usize {
+    let mut counts = vec![0usize; classes];
+    for &class in values {
+        counts[class as usize] += 1;
+    }
+    let top = counts.iter().max().copied().unwrap_or(0);
+    counts.iter().position(|&c| c == top).unwrap_or(0)
+}
+
+/// The baselines fitted on the training split, scored on the validation and test splits.
+fn fit_and_score(space: &LabelSpace, splits: &Splits) -> Result<Vec<(Baseline, f64, Option<f64>)>> {
+    let baselines = Baseline::fit(space, &splits.train)?;
+    let validation = Baseline::score(&baselines, space, &splits.validation)?;
+    let test = Baseline::score(&baselines, space, &splits.test)?;
+    Ok(baselines
+        .into_iter()
+        .zip(validation)
+        .zip(test)
+        .map(|((b, v), t)| (b, v.unwrap_or(f64::NAN), t))
+        .collect())
 }
 
 /// [`MeanPredictor`] for every linear and circular axis.
 pub(crate) fn mean_predictor(space: &LabelSpace, splits: &Splits) -> Result<Vec<MeanPredictor>> {
-    let [train, validation, test] = split_values(space, splits)?;
-    let mut out = Vec::new();
-    for (a, axis) in space.axes().iter().enumerate() {
-        if axis.is_categorical() || train[a].is_empty() {
-            continue;
-        }
-        let n = train[a].len() as f64;
-        let value = match axis.period() {
-            Some(period) => {
-                let start = axis.centers()[0];
-                let angle = |v: f64| (v - start) / period * std::f64::consts::TAU;
-                let (sin, cos) = train[a].iter().fold((0.0, 0.0), |(s, c), &v| {
-                    (s + angle(v).sin(), c + angle(v).cos())
-                });
-                axis.canonical_value(start + sin.atan2(cos) / std::f64::consts::TAU * period)
-            }
-            None => train[a].iter().sum::<f64>() / n,
-        };
-        let mae = |values: &[f64]| {
-            (!values.is_empty()).then(|| {
-                values
-                    .iter()
-                    .map(|&v| axis.difference(v, value).abs())
-                    .sum::<f64>()
-                    / values.len() as f64
-            })
-        };
-        out.push(MeanPredictor {
-            axis: axis.name().to_string(),
-            value,
-            validation_mae: mae(&validation[a]).unwrap_or(f64::NAN),
-            test_mae: mae(&test[a]),
-        });
-    }
-    Ok(out)
+    Ok(fit_and_score(space, splits)?
+        .into_iter()
+        .filter_map(|(baseline, validation_mae, test_mae)| match baseline {
+            Baseline::Mean { axis, value } => Some(MeanPredictor {
+                axis,
+                value,
+                validation_mae,
+                test_mae,
+            }),
+            Baseline::MajorityClass { .. } => None,
+        })
+        .collect())
 }
 
 /// [`MajorityClass`] for every categorical axis.
 pub(crate) fn majority_class(space: &LabelSpace, splits: &Splits) -> Result<Vec<MajorityClass>> {
-    let [train, validation, test] = split_values(space, splits)?;
-    let mut out = Vec::new();
-    for (a, axis) in space.axes().iter().enumerate() {
-        let ldl_core::AxisKind::Categorical { classes } = axis.kind() else {
-            continue;
-        };
-        if train[a].is_empty() {
-            continue;
-        }
-        let mut counts = vec![0usize; classes.len()];
-        for &class in &train[a] {
-            counts[class as usize] += 1;
-        }
-        // The first of the most frequent: `max_by_key` would keep the last of a tie.
-        let top = counts.iter().max().copied().unwrap_or(0);
-        let majority = counts.iter().position(|&c| c == top).unwrap_or(0);
-        let accuracy = |values: &[f64]| {
-            (!values.is_empty()).then(|| {
-                let hits = values.iter().filter(|&&c| c as usize == majority).count();
-                hits as f64 / values.len() as f64
-            })
-        };
-        out.push(MajorityClass {
-            axis: axis.name().to_string(),
-            class: classes[majority].clone(),
-            validation_accuracy: accuracy(&validation[a]).unwrap_or(f64::NAN),
-            test_accuracy: accuracy(&test[a]),
-        });
-    }
-    Ok(out)
+    Ok(fit_and_score(space, splits)?
+        .into_iter()
+        .filter_map(|(baseline, validation_accuracy, test_accuracy)| match baseline {
+            Baseline::MajorityClass { axis, class, .. } => Some(MajorityClass {
+                axis,
+                class,
+                validation_accuracy,
+                test_accuracy,
+            }),
+            Baseline::Mean { .. } => None,
+        })
+        .collect())
 }
 
 #[cfg(test)]

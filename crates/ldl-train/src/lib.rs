@@ -18,6 +18,7 @@ mod epoch;
 mod error;
 mod evaluation;
 mod export;
+mod fit;
 mod hub_data;
 mod inputs;
 mod numeric;
@@ -36,6 +37,8 @@ mod trainer;
 
 pub use adam::Adam;
 pub use axis_table::{AxisRow, AxisTable};
+pub use baselines::Baseline;
+pub use fit::{Control, FitReport, Report, Trainer};
 pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult};
 pub use config::ByteSize;
 pub use config::{

@@ -13,10 +13,15 @@ pub(crate) struct StepSchedule {
 impl StepSchedule {
     /// The schedule of a (validated) `[optim]` section.
     pub(crate) fn of(optim: &OptimConfig) -> StepSchedule {
+        StepSchedule::new(optim.lr, optim.lr_gamma, optim.lr_step_epochs)
+    }
+
+    /// `lr`, multiplied by `gamma` every `step_epochs` epochs (at least 1).
+    pub(crate) fn new(lr: f64, gamma: f64, step_epochs: usize) -> StepSchedule {
         StepSchedule {
-            lr: optim.lr,
-            gamma: optim.lr_gamma,
-            step_epochs: optim.lr_step_epochs.max(1),
+            lr,
+            gamma,
+            step_epochs: step_epochs.max(1),
         }
     }
 

@@ -1,0 +1,442 @@
+//! The training loop of the library route: a [`Trainer`] built from a model and a loss
+//! that trains on any samples in memory ([`ldl_data::Dataset`], a split, a slice), reports
+//! its progress to a callback that may stop it, keeps the best epoch's weights, and
+//! evaluates with the baselines the model must beat.
+//!
+//! `ldl train` runs the same epoch ([`crate::epoch::train_epoch`]), evaluation, learning
+//! rate schedule and best-epoch tracker, and adds around them what a run folder needs
+//! (configs, checkpoints committed every epoch, resuming).
+//!
+//! | setting | default | the config key it mirrors |
+//! |---|---|---|
+//! | [`Trainer::epochs`] | 30 | `optim.epochs` |
+//! | [`Trainer::batch_size`] | 64 | `optim.batch_size` |
+//! | [`Trainer::learning_rate`] | 1e-3 | `optim.lr` |
+//! | [`Trainer::weight_decay`] | 0 | `optim.weight_decay` |
+//! | [`Trainer::lr_steps`] | none | `optim.lr_step_epochs`, `optim.lr_gamma` |
+//! | [`Trainer::patience`] | none | `run.patience` |
+//! | [`Trainer::monitor`] | validation loss | `run.monitor` |
+//! | [`Trainer::seed`] | 0 | `run.seed` |
+//! | [`Trainer::image_size`] | 64 | `data.image_size` |
+
+use candle_core::{DType, Tensor};
+use ldl_core::loss::Loss;
+use ldl_core::LabelSpace;
+use ldl_data::{BatchSource, FeatureLoader, ImageLoader, ImagePipeline, Input, Sample};
+use ldl_models::Model;
+
+use crate::adam::Adam;
+use crate::baselines::Baseline;
+use crate::batches::Data;
+use crate::best_epoch::BestEpoch;
+use crate::config::{Monitor, OnNonFinite};
+use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
+use crate::error::{Error, Result};
+use crate::evaluation::evaluate;
+use crate::records::{EpochRecord, Evaluation, Progress};
+use crate::schedule::StepSchedule;
+use crate::stop::StopToken;
+
+/// What a callback tells [`Trainer::fit`] after each event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Go on training.
+    Continue,
+    /// Stop after this epoch (the best epoch's weights are still restored).
+    Stop,
+}
+
+/// What [`Trainer::fit`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitReport {
+    /// Every epoch trained, in order, each with its validation results.
+    pub epochs: Vec<EpochRecord>,
+    /// The epoch with the best validation score by [`Trainer::monitor`], whose weights the
+    /// model holds now.
+    pub best_epoch: usize,
+    /// That epoch's validation results.
+    pub best_validation: Evaluation,
+}
+
+/// An evaluation ([`Trainer::evaluate`]) with the baselines fitted on the training
+/// samples, scored on the same samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The model's loss and metrics.
+    pub evaluation: Evaluation,
+    /// Each baseline with its score: the MAE of a [`Baseline::Mean`], the accuracy of a
+    /// [`Baseline::MajorityClass`].
+    pub baselines: Vec<(Baseline, f64)>,
+}
+
+impl Report {
+    /// The model's MAE on an ordered axis, in the axis's unit; `None` for an axis that is
+    /// not in the label space or is categorical.
+    pub fn mae(&self, axis: &str) -> Option<f64> {
+        self.evaluation.metrics.axis(axis)?.mae
+    }
+
+    /// The baseline's score on `axis` (the mean predictor's MAE, or the majority class's
+    /// accuracy).
+    pub fn baseline(&self, axis: &str) -> Option<f64> {
+        self.baselines
+            .iter()
+            .find(|(baseline, _)| baseline.axis() == axis)
+            .map(|(_, score)| *score)
+    }
+}
+
+/// Trains a [`Model`] with a loss on samples in memory.
+///
+/// ```
+/// use candle_core::Device;
+/// use ldl_core::{loss::FullKl, Axis, Label, LabelSpace};
+/// use ldl_data::Dataset;
+/// use ldl_models::{BackboneConfig, Model};
+/// use ldl_train::{Control, Trainer};
+///
+/// // y = 10·x on [0, 10], one feature.
+/// let space = LabelSpace::new(vec![Axis::linear("y", 0.0, 10.0, 0.5)?])?;
+/// let xs: Vec<f32> = (0..200).map(|i| i as f32 / 200.0).collect();
+/// let data = Dataset::from_features(
+///     &space,
+///     xs.iter().map(|&x| vec![x]).collect(),
+///     xs.iter().map(|&x| vec![Label::value(10.0 * x as f64)]).collect(),
+/// )?;
+/// let splits = data.split(0.25, 0.0, 1)?;
+/// let model = Model::build(&BackboneConfig::mlp(1, [32]), &space, 1, &Device::Cpu)?;
+/// let mut trainer = Trainer::new(model, FullKl::new()).epochs(40).learning_rate(0.01);
+/// let fit = trainer.fit(&splits.train, &splits.validation, |_| Control::Continue)?;
+/// assert_eq!(fit.epochs.len(), 40);
+/// let report = trainer.evaluate(&splits.validation)?;
+/// assert!(report.mae("y").unwrap() < 0.5 * report.baseline("y").unwrap());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Trainer {
+    model: Model,
+    loss: Box<dyn Loss>,
+    epochs: usize,
+    batch_size: usize,
+    lr: f64,
+    weight_decay: f64,
+    lr_steps: Option<(usize, f64)>,
+    patience: Option<usize>,
+    monitor: Monitor,
+    seed: u64,
+    image_size: u32,
+    /// Fitted on the training samples by [`Trainer::fit`].
+    baselines: Vec<Baseline>,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("model", &self.model)
+            .field("loss", &self.loss.name())
+            .field("epochs", &self.epochs)
+            .field("batch_size", &self.batch_size)
+            .field("lr", &self.lr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Trainer {
+    /// A trainer of `model` with `loss` and the defaults in the module's table.
+    pub fn new(model: Model, loss: impl Loss + 'static) -> Trainer {
+        Trainer {
+            model,
+            loss: Box::new(loss),
+            epochs: 30,
+            batch_size: 64,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            lr_steps: None,
+            patience: None,
+            monitor: Monitor::Loss,
+            seed: 0,
+            image_size: 64,
+            baselines: Vec::new(),
+        }
+    }
+
+    /// Trains for `epochs` epochs (at most: see [`Trainer::patience`]).
+    pub fn epochs(mut self, epochs: usize) -> Self {
+        self.epochs = epochs;
+        self
+    }
+
+    /// Samples per training step.
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+
+    /// Adam's learning rate.
+    pub fn learning_rate(mut self, lr: f64) -> Self {
+        self.lr = lr;
+        self
+    }
+
+    /// Adam's L2 weight decay (PyTorch's `weight_decay`).
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+
+    /// Multiplies the learning rate by `gamma` every `every_epochs` epochs.
+    pub fn lr_steps(mut self, every_epochs: usize, gamma: f64) -> Self {
+        self.lr_steps = Some((every_epochs, gamma));
+        self
+    }
+
+    /// Stops when `evaluations` validations in a row did not improve on the best.
+    pub fn patience(mut self, evaluations: usize) -> Self {
+        self.patience = Some(evaluations);
+        self
+    }
+
+    /// What the best epoch is judged by (the validation loss by default).
+    pub fn monitor(mut self, monitor: Monitor) -> Self {
+        self.monitor = monitor;
+        self
+    }
+
+    /// Decides the shuffling, dropout and augmentation (the model's initial weights come
+    /// from the seed given to [`Model::build`]).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The side images are resized to, for models of images.
+    pub fn image_size(mut self, pixels: u32) -> Self {
+        self.image_size = pixels;
+        self
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The model, giving up the trainer.
+    pub fn into_model(self) -> Model {
+        self.model
+    }
+
+    /// The baselines fitted on the last [`Trainer::fit`]'s training samples.
+    pub fn baselines(&self) -> &[Baseline] {
+        &self.baselines
+    }
+
+    /// Trains on `train`, validating on `validation` after every epoch, and leaves the
+    /// model with the weights of the best validated epoch. `callback` sees every event
+    /// ([`Progress`]: batches, validation, finished epochs) and may stop the training
+    /// after the current epoch; `|_| Control::Continue` ignores them.
+    pub fn fit(
+        &mut self,
+        train: &[Sample],
+        validation: &[Sample],
+        mut callback: impl FnMut(&Progress<'_>) -> Control,
+    ) -> Result<FitReport> {
+        self.check(train, validation)?;
+        let space = self.model.label_space().clone();
+        let device = self.model.device().clone();
+        let data = Data {
+            train: self.batches(train, &space, true)?,
+            validation: self.batches(validation, &space, false)?,
+            test: self.batches(&[], &space, false)?,
+        };
+        self.baselines = Baseline::fit(&space, train)?;
+        let trainable = self.model.trainable_vars();
+        let statistics = crate::numeric::running_statistics(self.model.vars())?;
+        let mut adam = Adam::new(
+            trainable.iter().map(|(_, var)| var.clone()).collect(),
+            self.lr,
+            self.weight_decay,
+        )?;
+        let (step_epochs, gamma) = self.lr_steps.unwrap_or((usize::MAX, 1.0));
+        let schedule = StepSchedule::new(self.lr, gamma, step_epochs);
+        let mut best = BestEpoch::default();
+        let mut best_weights = None;
+        let mut epochs = Vec::new();
+        for epoch in 1..=self.epochs {
+            self.model
+                .reseed_dropout(ldl_data::mix_seed(self.seed, epoch as u64));
+            adam.lr = schedule.lr(epoch);
+            let context = EpochContext {
+                model: &self.model,
+                loss: self.loss.as_ref(),
+                space: &space,
+                data: &data,
+                device: &device,
+                trainable: &trainable,
+                statistics: &statistics,
+                on_nonfinite: OnNonFinite::Stop,
+            };
+            let kept = "the model keeps the weights of the step before";
+            let mut stop = false;
+            let mut observe = |event: Progress<'_>| stop |= callback(&event) == Control::Stop;
+            let trained = match train_epoch(&context, &mut adam, epoch, kept, &NEVER, &mut observe)?
+            {
+                EpochOutcome::Trained(trained) => trained,
+                EpochOutcome::Stopped => unreachable!("the trainer's stop token is never set"),
+            };
+            observe(Progress::Validating { epoch });
+            let evaluation = evaluate(
+                &self.model,
+                self.loss.as_ref(),
+                &space,
+                data.validation.epoch(0),
+                &device,
+            )?;
+            if best.evaluated(epoch, &evaluation, &self.monitor) {
+                best_weights = Some(snapshot(&trainable, &statistics)?);
+            }
+            let record = EpochRecord {
+                epoch,
+                lr: adam.lr,
+                train: trained.totals.summary(),
+                validation: Some(evaluation),
+                train_seconds: trained.seconds,
+                samples_per_second: trained.samples as f64 / trained.seconds.max(1e-9),
+                skipped_batches: 0,
+            };
+            observe(Progress::Epoch(&record));
+            epochs.push(record);
+            if stop || best.patience_ran_out(self.patience) {
+                break;
+            }
+        }
+        if let Some(weights) = best_weights {
+            restore(&trainable, &statistics, weights)?;
+        }
+        let (best_epoch, best_validation) = best
+            .best()
+            .cloned()
+            .ok_or_else(|| Error::Usage("no epoch was trained".into()))?;
+        Ok(FitReport {
+            epochs,
+            best_epoch,
+            best_validation,
+        })
+    }
+
+    /// The model's loss and metrics on `samples`, with the baselines of the last
+    /// [`Trainer::fit`] scored on them (none before a fit).
+    pub fn evaluate(&self, samples: &[Sample]) -> Result<Report> {
+        let space = self.model.label_space();
+        let batches = self.batches(samples, space, false)?;
+        let evaluation = evaluate(
+            &self.model,
+            self.loss.as_ref(),
+            space,
+            batches.epoch(0),
+            self.model.device(),
+        )?;
+        let scores = Baseline::score(&self.baselines, space, samples)?;
+        let baselines = self
+            .baselines
+            .iter()
+            .cloned()
+            .zip(scores)
+            .filter_map(|(baseline, score)| Some((baseline, score?)))
+            .collect();
+        Ok(Report {
+            evaluation,
+            baselines,
+        })
+    }
+
+    /// Refuses settings and data that cannot train, naming the setting.
+    fn check(&self, train: &[Sample], validation: &[Sample]) -> Result<()> {
+        let refuse = |setting: &str, problem: String| {
+            Err(Error::Usage(format!("Trainer::{setting}: {problem}")))
+        };
+        if self.epochs == 0 {
+            return refuse("epochs", "0; train at least one epoch".into());
+        }
+        if self.batch_size == 0 {
+            return refuse("batch_size", "0; give at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return refuse("learning_rate", format!("{}; give a positive number", self.lr));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            let problem = format!("{}; give 0 or a positive number", self.weight_decay);
+            return refuse("weight_decay", problem);
+        }
+        if let Some((every, gamma)) = self.lr_steps {
+            if every == 0 || !(gamma.is_finite() && gamma > 0.0) {
+                let problem = format!("({every}, {gamma}); give ≥ 1 epochs and a gamma > 0");
+                return refuse("lr_steps", problem);
+            }
+        }
+        if train.is_empty() || validation.is_empty() {
+            return Err(Error::Usage(format!(
+                "Trainer::fit: {} training and {} validation samples; both need some",
+                train.len(),
+                validation.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The batches of `samples`: feature vectors or images (by the first sample's input),
+    /// shuffled by the seed for training.
+    fn batches<'a>(
+        &self,
+        samples: &'a [Sample],
+        space: &LabelSpace,
+        training: bool,
+    ) -> Result<Box<dyn BatchSource + 'a>> {
+        let device = self.model.device();
+        let features = samples
+            .first()
+            .is_none_or(|s| matches!(s.input, Input::Features(_)));
+        if features {
+            let loader = FeatureLoader::new(samples, space, self.batch_size)?.on(device, DType::F32);
+            if !training {
+                return Ok(Box::new(loader));
+            }
+            // A last batch of one sample would give BatchNorm a variance of 0/0.
+            let lone_last = samples.len() % self.batch_size == 1;
+            return Ok(Box::new(loader.shuffled(self.seed).drop_last(lone_last)));
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pipeline = ImagePipeline::new(self.image_size);
+        let loader = ImageLoader::new(samples.to_vec(), space, pipeline, self.batch_size, threads)?;
+        Ok(if training {
+            Box::new(loader.shuffled(self.seed))
+        } else {
+            Box::new(loader)
+        })
+    }
+}
+
+/// The fit loop never stops from outside: callbacks stop it between epochs.
+static NEVER: std::sync::LazyLock<StopToken> = std::sync::LazyLock::new(StopToken::new);
+
+/// Copies of the variables' values, to restore the best epoch's weights.
+fn snapshot(
+    trainable: &[(String, candle_core::Var)],
+    statistics: &[(String, candle_core::Var)],
+) -> Result<Vec<Tensor>> {
+    Ok(trainable
+        .iter()
+        .chain(statistics)
+        .map(|(_, var)| var.as_tensor().copy())
+        .collect::<candle_core::Result<_>>()?)
+}
+
+/// Sets the variables back to a [`snapshot`].
+fn restore(
+    trainable: &[(String, candle_core::Var)],
+    statistics: &[(String, candle_core::Var)],
+    weights: Vec<Tensor>,
+) -> Result<()> {
+    for ((_, var), value) in trainable.iter().chain(statistics).zip(weights) {
+        var.set(&value)?;
+    }
+    Ok(())
+}

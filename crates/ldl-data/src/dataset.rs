@@ -145,13 +145,19 @@ mod tests {
             vec![vec![1.0, 2.0], vec![1.0]],
             vec![y(1.0), y(2.0)],
         ));
-        assert!(err.contains("in-memory data row 1: 1 features where row 0 has 2"), "{err}");
+        assert!(
+            err.contains("in-memory data row 1: 1 features where row 0 has 2"),
+            "{err}"
+        );
         let err = message(Dataset::from_features(
             &space(),
             vec![vec![1.0], vec![f32::NAN]],
             vec![y(1.0), y(2.0)],
         ));
-        assert!(err.contains("in-memory data row 1: feature 0 is NaN"), "{err}");
+        assert!(
+            err.contains("in-memory data row 1: feature 0 is NaN"),
+            "{err}"
+        );
         let err = message(Dataset::from_features(&space(), vec![vec![1.0]], vec![]));
         assert!(err.contains("1 feature rows but 0 label rows"), "{err}");
         let err = message(Dataset::from_features(
@@ -167,7 +173,10 @@ mod tests {
         let data = Dataset::from_features(
             &space(),
             vec![vec![1.0, 2.0], vec![3.0, 4.0]],
-            vec![vec![Label::value(2.0)], vec![Label::value_with_std(5.0, 0.5)]],
+            vec![
+                vec![Label::value(2.0)],
+                vec![Label::value_with_std(5.0, 0.5)],
+            ],
         )
         .unwrap();
         assert_eq!(data[1].input, Input::Features(vec![3.0, 4.0]));

@@ -209,15 +209,17 @@ pub(crate) fn mean_predictor(space: &LabelSpace, splits: &Splits) -> Result<Vec<
 pub(crate) fn majority_class(space: &LabelSpace, splits: &Splits) -> Result<Vec<MajorityClass>> {
     Ok(fit_and_score(space, splits)?
         .into_iter()
-        .filter_map(|(baseline, validation_accuracy, test_accuracy)| match baseline {
-            Baseline::MajorityClass { axis, class, .. } => Some(MajorityClass {
-                axis,
-                class,
-                validation_accuracy,
-                test_accuracy,
-            }),
-            Baseline::Mean { .. } => None,
-        })
+        .filter_map(
+            |(baseline, validation_accuracy, test_accuracy)| match baseline {
+                Baseline::MajorityClass { axis, class, .. } => Some(MajorityClass {
+                    axis,
+                    class,
+                    validation_accuracy,
+                    test_accuracy,
+                }),
+                Baseline::Mean { .. } => None,
+            },
+        )
         .collect())
 }
 

@@ -360,7 +360,10 @@ impl Trainer {
             return refuse("batch_size", "0; give at least 1".into());
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return refuse("learning_rate", format!("{}; give a positive number", self.lr));
+            return refuse(
+                "learning_rate",
+                format!("{}; give a positive number", self.lr),
+            );
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             let problem = format!("{}; give 0 or a positive number", self.weight_decay);
@@ -395,7 +398,8 @@ impl Trainer {
             .first()
             .is_none_or(|s| matches!(s.input, Input::Features(_)));
         if features {
-            let loader = FeatureLoader::new(samples, space, self.batch_size)?.on(device, DType::F32);
+            let loader =
+                FeatureLoader::new(samples, space, self.batch_size)?.on(device, DType::F32);
             if !training {
                 return Ok(Box::new(loader));
             }

@@ -38,7 +38,6 @@ mod trainer;
 pub use adam::Adam;
 pub use axis_table::{AxisRow, AxisTable};
 pub use baselines::Baseline;
-pub use fit::{Control, FitReport, Report, Trainer};
 pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult};
 pub use config::ByteSize;
 pub use config::{
@@ -48,6 +47,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use export::{export_run, IfExists, MODEL_FILES};
+pub use fit::{Control, FitReport, Report, Trainer};
 pub use hub_data::read_hub_split;
 pub use ldl_core::{Axis, AxisEstimate, AxisKind};
 pub use ldl_data::{write_synthetic_set, SynthConfig, MAX_FACES};

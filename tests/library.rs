@@ -1,0 +1,240 @@
+//! The library route: a `Trainer` on in-memory data takes the same steps as `ldl train`,
+//! keeps the best epoch's weights, stops early, and its model saves and loads itself.
+
+use std::path::Path;
+
+use candle_core::Device;
+use ldl::data::Dataset;
+use ldl::loss::FullKl;
+use ldl::models::{MlpConfig, Model};
+use ldl::train::{Config, Control, Progress, StopToken, Trainer};
+use ldl::{Axis, Label, LabelSpace};
+
+/// Rows of two features and a target `y = 3 + 4·x1 − 2·x2` (plus a seeded wobble), each
+/// with its split: every fifth row validation, the rest training.
+fn rows() -> Vec<(f32, f32, f64, &'static str)> {
+    (0..120)
+        .map(|i| {
+            let x1 = (i % 11) as f32 / 10.0;
+            let x2 = (i % 7) as f32 / 6.0;
+            let wobble = ((i * 37) % 13) as f64 / 26.0 - 0.25;
+            let y = 3.0 + 4.0 * x1 as f64 - 2.0 * x2 as f64 + wobble;
+            (x1, x2, y, if i % 5 == 0 { "validation" } else { "train" })
+        })
+        .collect()
+}
+
+fn space() -> LabelSpace {
+    LabelSpace::new(vec![Axis::linear("y", 0.0, 12.0, 0.25).unwrap()]).unwrap()
+}
+
+/// The rows of one split as a dataset.
+fn dataset(split: &str) -> Dataset {
+    let (features, labels) = rows()
+        .into_iter()
+        .filter(|r| r.3 == split)
+        .map(|(x1, x2, y, _)| (vec![x1, x2], vec![Label::value(y)]))
+        .unzip();
+    Dataset::from_features(&space(), features, labels).unwrap()
+}
+
+#[test]
+fn the_trainer_takes_the_same_steps_as_ldl_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("rows.csv");
+    let mut text = String::from("x1,x2,y,split\n");
+    for (x1, x2, y, split) in rows() {
+        text.push_str(&format!("{x1},{x2},{y},{split}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let config = format!(
+        r#"
+[task]
+name = "rows"
+[[task.axes]]
+name = "y"
+min = 0
+max = 12
+step = 0.25
+[data]
+source = "{}"
+features = ["x1", "x2"]
+standardize = false
+split = {{ column = "split" }}
+[data.labels]
+y = {{ value = "y" }}
+[model]
+backbone = "mlp"
+hidden = [16]
+dropout = 0.2
+[optim]
+lr = 0.01
+batch_size = 16
+epochs = 4
+[run]
+seed = 5
+output_dir = "{}"
+"#,
+        csv.display(),
+        dir.path().join("runs").display()
+    );
+    let checked = Config::parse(Path::new("rows.toml"), &config, &[]).unwrap();
+    let summary = ldl::train::train(&checked, &StopToken::new(), &mut |_| {}).unwrap();
+    let metrics = std::fs::read_to_string(summary.run_dir.join("metrics.jsonl")).unwrap();
+    let cli: Vec<f64> = metrics
+        .lines()
+        .map(|line| {
+            let record: ldl::train::EpochRecord = serde_json::from_str(line).unwrap();
+            record.validation.unwrap().loss.total
+        })
+        .collect();
+
+    // The same model, loss and settings through the library.
+    let backbone = MlpConfig::new(2, [16])
+        .with_batch_norm()
+        .with_dropout(0.2)
+        .into();
+    assert_eq!(backbone, checked.backbone(2));
+    let model = Model::build(&backbone, &space(), 5, &Device::Cpu).unwrap();
+    let mut trainer = Trainer::new(model, FullKl::new())
+        .epochs(4)
+        .batch_size(16)
+        .learning_rate(0.01)
+        .seed(5);
+    let fit = trainer
+        .fit(&dataset("train"), &dataset("validation"), |_| {
+            Control::Continue
+        })
+        .unwrap();
+    let library: Vec<f64> = fit
+        .epochs
+        .iter()
+        .map(|e| e.validation.as_ref().unwrap().loss.total)
+        .collect();
+    assert_eq!(
+        library, cli,
+        "bit-identical validation losses, epoch by epoch"
+    );
+    assert_eq!(fit.best_epoch, summary.best_epoch);
+}
+
+#[test]
+fn fit_keeps_the_best_epochs_weights_and_stops_on_patience_or_a_callback() {
+    // Validation targets 2 above the training relation: the validation loss falls while
+    // the predictions narrow towards it, then rises as they sharpen 2 away.
+    let train = dataset("train");
+    let (features, labels) = rows()
+        .into_iter()
+        .filter(|r| r.3 == "validation")
+        .map(|(x1, x2, y, _)| (vec![x1, x2], vec![Label::value(y + 2.0)]))
+        .unzip();
+    let validation = Dataset::from_features(&space(), features, labels).unwrap();
+    let build = || {
+        let model = Model::build(&MlpConfig::new(2, [16]).into(), &space(), 3, &Device::Cpu);
+        Trainer::new(model.unwrap(), FullKl::new())
+            .epochs(12)
+            .batch_size(8)
+            .learning_rate(0.03)
+    };
+    let mut trainer = build();
+    let fit = trainer
+        .fit(&train, &validation, |_| Control::Continue)
+        .unwrap();
+    // The last epoch is not the best, so the weights were set back.
+    assert!(
+        fit.best_epoch < fit.epochs.len(),
+        "best epoch {}",
+        fit.best_epoch
+    );
+    let best = fit.epochs[fit.best_epoch - 1].validation.clone().unwrap();
+    assert_eq!(best, fit.best_validation);
+    let lowest = fit
+        .epochs
+        .iter()
+        .map(|e| e.validation.as_ref().unwrap().loss.total)
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(best.loss.total, lowest);
+    // The model holds the best epoch's weights: evaluating it again gives its results.
+    let report = trainer.evaluate(&validation).unwrap();
+    assert_eq!(report.evaluation, fit.best_validation);
+
+    // Patience: training stops `patience` evaluations after the best one.
+    let mut patient = build().patience(2);
+    let fit = patient
+        .fit(&train, &validation, |_| Control::Continue)
+        .unwrap();
+    let last = fit.epochs.len();
+    assert!(fit.best_epoch + 2 < 12);
+    assert_eq!(last, fit.best_epoch + 2);
+
+    // A callback that stops after epoch 3, having seen every batch and epoch.
+    let (mut batches, mut epochs) = (0, 0);
+    let fit = build()
+        .fit(&train, &validation, |event| match event {
+            Progress::Batch { .. } => {
+                batches += 1;
+                Control::Continue
+            }
+            Progress::Epoch(record) => {
+                epochs += 1;
+                if record.epoch == 3 {
+                    Control::Stop
+                } else {
+                    Control::Continue
+                }
+            }
+            _ => Control::Continue,
+        })
+        .unwrap();
+    assert_eq!((fit.epochs.len(), epochs), (3, 3));
+    // 96 training rows in batches of 8: 12 a epoch.
+    assert_eq!(batches, 3 * 12);
+}
+
+#[test]
+fn the_report_scores_the_training_mean_on_the_evaluated_samples() {
+    let (train, validation) = (dataset("train"), dataset("validation"));
+    let model = Model::build(&MlpConfig::new(2, [8]).into(), &space(), 1, &Device::Cpu).unwrap();
+    let mut trainer = Trainer::new(model, FullKl::new()).epochs(1);
+    trainer
+        .fit(&train, &validation, |_| Control::Continue)
+        .unwrap();
+    let report = trainer.evaluate(&validation).unwrap();
+    let value = |s: &ldl::data::Sample| match s.labels[0] {
+        Label::Value { value, .. } => value,
+        _ => unreachable!(),
+    };
+    let mean = train.iter().map(value).sum::<f64>() / train.len() as f64;
+    let mae = validation
+        .iter()
+        .map(|s| (value(s) - mean).abs())
+        .sum::<f64>()
+        / validation.len() as f64;
+    assert!((report.baseline("y").unwrap() - mae).abs() < 1e-12);
+}
+
+#[test]
+fn settings_that_cannot_train_are_refused_by_name() {
+    let (train, validation) = (dataset("train"), dataset("validation"));
+    let trainer = || {
+        let model = Model::build(&MlpConfig::new(2, [8]).into(), &space(), 1, &Device::Cpu);
+        Trainer::new(model.unwrap(), FullKl::new())
+    };
+    let refused = |mut trainer: Trainer, train: &Dataset| {
+        trainer
+            .fit(train, &validation, |_| Control::Continue)
+            .unwrap_err()
+            .to_string()
+    };
+    let err = refused(trainer().batch_size(0), &train);
+    assert!(err.contains("Trainer::batch_size: 0"), "{err}");
+    let err = refused(trainer().learning_rate(f64::NAN), &train);
+    assert!(err.contains("Trainer::learning_rate: NaN"), "{err}");
+    let err = refused(trainer().lr_steps(0, 0.1), &train);
+    assert!(err.contains("Trainer::lr_steps"), "{err}");
+    let err = refused(trainer(), &Dataset::default());
+    assert!(
+        err.contains("0 training and 24 validation samples"),
+        "{err}"
+    );
+}

@@ -69,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             logits.set(&(logits.as_tensor() - g.affine(0.5, 0.0)?)?)?;
         }
         let estimate = &space.decode_logits(&[logits.as_tensor().clone()])?[0][0];
-        let variance = estimate.std.unwrap_or(f64::NAN).powi(2);
+        let variance = estimate.as_value().map_or(f64::NAN, |e| e.std.powi(2));
         println!(
             "  s = {s}: minimiser variance {variance:.3} bins² (s² = {:.1}, s² + ½ = {:.1}), loss there {last:.4}",
             s * s,

@@ -50,17 +50,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|t| t.pmf.clamp(1e-30f32, 1f32)?.log())
         .collect::<Result<_, _>>()?;
-    for (axis, estimates) in space
-        .axes()
-        .iter()
-        .zip(space.decode_logits(&target_logits)?)
-    {
-        for estimate in estimates {
+    for estimates in space.decode_logits(&target_logits)? {
+        for (axis, estimate) in space.axes().iter().zip(estimates) {
+            let ldl::AxisEstimate::Value(estimate) = estimate else {
+                continue;
+            };
             println!(
                 "{}: mean {:.2} {unit}, std {:.2} {unit}, mode {} {unit}",
                 axis.name(),
-                estimate.mean.unwrap_or(f64::NAN),
-                estimate.std.unwrap_or(f64::NAN),
+                estimate.mean,
+                estimate.std,
                 estimate.mode,
                 unit = axis.unit()
             );

@@ -167,26 +167,29 @@ fn categorical_axes_take_classes() {
     let age = Axis::linear("age", 0.0, 10.0, 1.0).unwrap();
     assert!(age.encode(&Label::Class(1)).is_err());
     let estimate = emotion.estimate(&[0.2, 0.5, 0.3]).unwrap();
+    let class = estimate.as_class().unwrap();
     assert_eq!(
-        (estimate.mean, estimate.std, estimate.mode_index),
-        (None, None, 1)
+        (class.index, class.name.as_str(), class.probability),
+        (1, "sad", 0.5)
     );
+    assert!(estimate.as_value().is_none());
 }
 
 #[test]
 fn estimates_give_mean_std_and_mode_in_the_axis_unit() {
     let axis = Axis::linear("weight", 40.0, 48.0, 2.0).unwrap();
     let estimate = axis.estimate(&[0.0, 0.25, 0.5, 0.25, 0.0]).unwrap();
-    assert_close(estimate.mean.unwrap(), 44.0, 1e-12, "mean");
+    let value = estimate.as_value().unwrap();
+    assert_close(value.mean, 44.0, 1e-12, "mean");
     // Variance = 0.25·4 + 0.25·4 = 2 kg².
-    assert_close(estimate.std.unwrap(), 2f64.sqrt(), 1e-12, "std");
+    assert_close(value.std, 2f64.sqrt(), 1e-12, "std");
     assert_eq!(
-        (
-            estimate.mode,
-            estimate.mode_index,
-            estimate.mode_probability
-        ),
+        (value.mode, value.mode_index, value.mode_probability),
         (44.0, 2, 0.5)
+    );
+    assert_eq!(
+        (estimate.mode_index(), estimate.mode_probability()),
+        (2, 0.5)
     );
     // Circular: mass on 350° and 10° has its mean at 0°, not 180°.
     let angle = Axis::circular("angle", 0.0, 360.0, 10.0).unwrap();
@@ -194,8 +197,9 @@ fn estimates_give_mean_std_and_mode_in_the_axis_unit() {
     pmf[35] = 0.5;
     pmf[1] = 0.5;
     let estimate = angle.estimate(&pmf).unwrap();
-    assert!(estimate.mean.unwrap().abs() < 1e-9 || (estimate.mean.unwrap() - 360.0).abs() < 1e-9);
-    assert_close(estimate.std.unwrap(), 10.0, 1e-9, "circular std");
+    let value = estimate.as_value().unwrap();
+    assert!(value.mean.abs() < 1e-9 || (value.mean - 360.0).abs() < 1e-9);
+    assert_close(value.std, 10.0, 1e-9, "circular std");
 }
 
 #[test]
@@ -221,12 +225,14 @@ fn label_spaces_encode_batches_and_decode_logits() {
     assert_eq!(targets[1].batch_size(), 2);
     // Decoding the targets' own logs gives back the label values.
     let logits: Vec<Tensor> = targets.iter().map(|t| t.pmf.log().unwrap()).collect();
+    // `[sample][axis]`, like the labels.
     let decoded = space.decode_logits(&logits).unwrap();
-    assert!((decoded[0][0].mean.unwrap() - 30.0).abs() < 1e-3);
-    assert!((decoded[0][1].mean.unwrap() - 70.0).abs() < 1e-3);
-    assert!((decoded[1][0].mean.unwrap() - 45.0).abs() < 1e-3);
-    assert!((decoded[1][1].mean.unwrap() + 170.0).abs() < 1e-3); // canonical period [−180, 180)
-    assert!((decoded[0][1].std.unwrap() - 5.0).abs() < 1e-3);
+    let mean = |sample: usize, axis: usize| decoded[sample][axis].as_value().unwrap().mean;
+    assert!((mean(0, 0) - 30.0).abs() < 1e-3);
+    assert!((mean(1, 0) - 70.0).abs() < 1e-3);
+    assert!((mean(0, 1) - 45.0).abs() < 1e-3);
+    assert!((mean(1, 1) + 170.0).abs() < 1e-3); // canonical period [−180, 180)
+    assert!((decoded[1][0].as_value().unwrap().std - 5.0).abs() < 1e-3);
     // A bad sample is named.
     let bad = vec![
         samples[0].clone(),

@@ -40,9 +40,10 @@ fn bits(predictions: &[Prediction]) -> Vec<u64> {
     let mut out = Vec::new();
     for p in predictions {
         for a in &p.axes {
-            out.extend([a.mean, a.std].into_iter().flatten().map(f64::to_bits));
-            out.extend([a.mode.to_bits(), a.mode_probability.to_bits()]);
-            out.push(a.mode_index as u64);
+            if let Some(v) = a.as_value() {
+                out.extend([v.mean, v.std, v.mode].map(f64::to_bits));
+            }
+            out.extend([a.mode_probability().to_bits(), a.mode_index() as u64]);
         }
         for d in &p.distributions {
             out.extend(d.iter().map(|q| q.to_bits()));

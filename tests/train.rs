@@ -415,7 +415,7 @@ fn a_trained_checkpoint_evaluates_and_predicts_consistently() {
     let mae = predictions
         .iter()
         .zip(&weights)
-        .map(|(p, w)| (p.axes[1].mean.unwrap() - w).abs())
+        .map(|(p, w)| (p.axes[1].as_value().unwrap().mean - w).abs())
         .sum::<f64>()
         / 20.0;
     let reported = evaluation.metrics.axis("weight").unwrap().mae.unwrap();
@@ -629,10 +629,10 @@ fn a_task_trains_on_the_built_in_faces() {
         );
         let (a, b) = (&single[0].axes[0], &prediction.axes[0]);
         assert!(
-            (a.mean.unwrap() - b.mean.unwrap()).abs() < 1e-3,
+            (a.as_value().unwrap().mean - b.as_value().unwrap().mean).abs() < 1e-3,
             "{a:?} vs {b:?}"
         );
-        assert!((0.0..=100.0).contains(&b.mean.unwrap()));
+        assert!((0.0..=100.0).contains(&b.as_value().unwrap().mean));
         let total: f64 = prediction.distributions[0].iter().sum();
         assert!((total - 1.0).abs() < 1e-6);
     }
@@ -648,7 +648,7 @@ fn a_task_trains_on_the_built_in_faces() {
     let mae = batch
         .iter()
         .zip(&apparent)
-        .map(|(p, y)| (p.axes[0].mean.unwrap() - y).abs())
+        .map(|(p, y)| (p.axes[0].as_value().unwrap().mean - y).abs())
         .sum::<f64>()
         / 5.0;
     let reported = evaluation.metrics.axis("age").unwrap().mae.unwrap();

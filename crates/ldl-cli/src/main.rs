@@ -531,19 +531,6 @@ fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
     Ok(files)
 }
 
-/// The name of the most probable class, on a categorical axis.
-fn class_name<'a>(
-    axis: &'a ldl_train::Axis,
-    estimate: &ldl_train::AxisEstimate,
-) -> Option<&'a str> {
-    match axis.kind() {
-        ldl_train::AxisKind::Categorical { classes } => {
-            classes.get(estimate.mode_index).map(String::as_str)
-        }
-        _ => None,
-    }
-}
-
 fn predict(
     checkpoint: &std::path::Path,
     inputs: &[PathBuf],
@@ -560,7 +547,6 @@ fn predict(
         _ => "line",
     };
     let space = trained.model.label_space();
-    let number = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
     if json {
         for p in &predictions {
             let mut object = serde_json::Map::new();
@@ -570,10 +556,8 @@ fn predict(
             };
             object.insert(source_column.into(), source);
             for (i, axis) in space.axes().iter().enumerate() {
+                // A class's estimate holds its name.
                 let mut value = serde_json::to_value(&p.axes[i])?;
-                if let Some(class) = class_name(axis, &p.axes[i]) {
-                    value["class"] = class.into();
-                }
                 if pmf {
                     value["distribution"] = serde_json::to_value(&p.distributions[i])?;
                 }
@@ -601,16 +585,16 @@ fn predict(
     println!("{}", header.join(","));
     for p in &predictions {
         let mut row = vec![csv_field(&p.input.to_string())];
-        for (i, (axis, estimate)) in space.axes().iter().zip(&p.axes).enumerate() {
-            match class_name(axis, estimate) {
-                Some(class) => {
-                    row.push(csv_field(class));
-                    row.push(format!("{:.4}", estimate.mode_probability));
+        for (i, estimate) in p.axes.iter().enumerate() {
+            match estimate {
+                ldl_train::AxisEstimate::Class(class) => {
+                    row.push(csv_field(&class.name));
+                    row.push(format!("{:.4}", class.probability));
                 }
-                None => {
-                    row.push(number(estimate.mean));
-                    row.push(number(estimate.std));
-                    row.push(estimate.mode.to_string());
+                ldl_train::AxisEstimate::Value(value) => {
+                    row.push(format!("{:.4}", value.mean));
+                    row.push(format!("{:.4}", value.std));
+                    row.push(value.mode.to_string());
                 }
             }
             if pmf {

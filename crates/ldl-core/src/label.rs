@@ -58,20 +58,130 @@ pub struct EncodedLabel {
     pub std: f64,
 }
 
-/// Summary of a distribution on an axis, in the axis unit.
+/// A predicted distribution summarised in the terms of its axis's kind: a value with its
+/// uncertainty on a linear or circular axis, a class on a categorical one.
+///
+/// ```
+/// use ldl_core::{Axis, AxisEstimate};
+/// let age = Axis::linear("age", 0.0, 4.0, 1.0)?;
+/// let AxisEstimate::Value(estimate) = age.estimate(&[0.0, 0.25, 0.5, 0.25, 0.0])? else {
+///     unreachable!("a linear axis gives a value")
+/// };
+/// assert_eq!((estimate.mean, estimate.mode), (2.0, 2.0));
+/// assert!((estimate.std - 0.5f64.sqrt()).abs() < 1e-12);
+///
+/// let mood = Axis::categorical("mood", ["calm", "angry"])?;
+/// let class = mood.estimate(&[0.3, 0.7])?;
+/// assert_eq!(class.as_class().unwrap().name, "angry");
+/// assert_eq!((class.mode_index(), class.mode_probability()), (1, 0.7));
+/// # Ok::<(), ldl_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum AxisEstimate {
+    /// On a linear or circular axis.
+    Value(ValueEstimate),
+    /// On a categorical axis.
+    Class(ClassEstimate),
+}
+
+/// A distribution on a linear or circular axis, in the axis unit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AxisEstimate {
-    /// Expectation (circular mean on circular axes); `None` on categorical axes.
-    pub mean: Option<f64>,
-    /// Standard deviation around the mean, the model's uncertainty; `None` on
-    /// categorical axes.
-    pub std: Option<f64>,
+pub struct ValueEstimate {
+    /// Expectation (the circular mean on a circular axis).
+    pub mean: f64,
+    /// Standard deviation around the mean: the model's uncertainty.
+    pub std: f64,
+    /// Centre of the most probable bin.
+    pub mode: f64,
     /// Index of the most probable bin.
     pub mode_index: usize,
-    /// Centre of the most probable bin (the class index on categorical axes).
-    pub mode: f64,
     /// Probability of the most probable bin.
     pub mode_probability: f64,
+}
+
+/// A distribution on a categorical axis: its most probable class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassEstimate {
+    /// The class's index among the axis's classes.
+    pub index: usize,
+    /// The class's name.
+    pub name: String,
+    /// Its probability.
+    pub probability: f64,
+}
+
+impl AxisEstimate {
+    /// Index of the most probable bin (the class's index on a categorical axis).
+    pub fn mode_index(&self) -> usize {
+        match self {
+            AxisEstimate::Value(v) => v.mode_index,
+            AxisEstimate::Class(c) => c.index,
+        }
+    }
+
+    /// Probability of the most probable bin.
+    pub fn mode_probability(&self) -> f64 {
+        match self {
+            AxisEstimate::Value(v) => v.mode_probability,
+            AxisEstimate::Class(c) => c.probability,
+        }
+    }
+
+    /// The value estimate, on a linear or circular axis.
+    pub fn as_value(&self) -> Option<&ValueEstimate> {
+        match self {
+            AxisEstimate::Value(v) => Some(v),
+            AxisEstimate::Class(_) => None,
+        }
+    }
+
+    /// The class estimate, on a categorical axis.
+    pub fn as_class(&self) -> Option<&ClassEstimate> {
+        match self {
+            AxisEstimate::Class(c) => Some(c),
+            AxisEstimate::Value(_) => None,
+        }
+    }
+}
+
+/// The JSON of `ldl predict --json`: one object whatever the axis's kind, as since its
+/// first version, with `mean` and `std` null, `mode` the class index and `class` the
+/// class's name on a categorical axis.
+impl Serialize for AxisEstimate {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            class: Option<&'a str>,
+            mean: Option<f64>,
+            std: Option<f64>,
+            mode_index: usize,
+            mode: f64,
+            mode_probability: f64,
+        }
+        let wire = match self {
+            AxisEstimate::Value(v) => Wire {
+                class: None,
+                mean: Some(v.mean),
+                std: Some(v.std),
+                mode_index: v.mode_index,
+                mode: v.mode,
+                mode_probability: v.mode_probability,
+            },
+            AxisEstimate::Class(c) => Wire {
+                class: Some(&c.name),
+                mean: None,
+                std: None,
+                mode_index: c.index,
+                mode: c.index as f64,
+                mode_probability: c.probability,
+            },
+        };
+        wire.serialize(serializer)
+    }
 }
 
 impl Axis {
@@ -327,18 +437,28 @@ impl Axis {
         }
     }
 
-    /// Summarises a distribution over the bins: mean, std and mode in the axis unit. A
-    /// distribution of the wrong length is an error naming the axis.
+    /// Summarises a distribution over the bins: mean, std and mode in the axis unit, or
+    /// the most probable class on a categorical axis. A distribution of the wrong length
+    /// is an error naming the axis.
     pub fn estimate(&self, pmf: &[f64]) -> Result<AxisEstimate> {
         let moments = self.moments(pmf)?;
         let (mode_index, mode_probability) = argmax(pmf);
-        Ok(AxisEstimate {
-            mean: moments.map(|(mean, _)| mean),
-            std: moments.map(|(_, variance)| variance.sqrt()),
-            mode_index,
+        // Moments exist on every axis but a categorical one.
+        let Some((mean, variance)) = moments else {
+            let classes = self.classes().unwrap_or_default();
+            return Ok(AxisEstimate::Class(ClassEstimate {
+                index: mode_index,
+                name: classes.get(mode_index).cloned().unwrap_or_default(),
+                probability: mode_probability,
+            }));
+        };
+        Ok(AxisEstimate::Value(ValueEstimate {
+            mean,
+            std: variance.sqrt(),
             mode: self.centers()[mode_index],
+            mode_index,
             mode_probability,
-        })
+        }))
     }
 }
 

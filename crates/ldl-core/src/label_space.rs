@@ -334,16 +334,21 @@ impl LabelSpace {
             .collect()
     }
 
-    /// Per-axis estimates (mean, std, mode) from the model's logits, one tensor of shape
-    /// `(batch, bins)` per head. Returns `[axis][sample]`.
+    /// Estimates from the model's logits (one `(batch, bins)` tensor per head), sample by
+    /// sample: `[sample][axis]`, like the labels given to [`LabelSpace::targets`].
     pub fn decode_logits(&self, logits: &[Tensor]) -> Result<Vec<Vec<AxisEstimate>>> {
-        self.axes
+        let distributions = self
+            .axis_distributions(logits)?
             .iter()
-            .zip(self.axis_distributions(logits)?)
-            .map(|(axis, pmf)| {
-                pmf.to_vec2::<f64>()?
+            .map(|pmf| pmf.to_vec2::<f64>())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let samples = distributions.first().map_or(0, Vec::len);
+        (0..samples)
+            .map(|i| {
+                self.axes
                     .iter()
-                    .map(|row| axis.estimate(row))
+                    .zip(&distributions)
+                    .map(|(axis, pmf)| axis.estimate(&pmf[i]))
                     .collect()
             })
             .collect()

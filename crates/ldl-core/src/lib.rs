@@ -45,5 +45,7 @@ pub mod metrics;
 
 pub use axis::{Axis, AxisKind, CircularBins, LinearBins, OutOfRange, PositiveStd};
 pub use error::{Error, Result};
-pub use label::{AxisEstimate, EncodedLabel, Label, PMF_SUM_TOLERANCE};
+pub use label::{
+    AxisEstimate, ClassEstimate, EncodedLabel, Label, ValueEstimate, PMF_SUM_TOLERANCE,
+};
 pub use label_space::{joint_target, marginals, AxisTargets, Head, LabelSpace, MAX_JOINT_BINS};

@@ -244,10 +244,11 @@ impl TrainedModel {
             .map(|q| Ok(q.to_vec2::<f64>()?))
             .collect::<Result<_>>()?;
         Ok(sources
+            .zip(estimates)
             .enumerate()
-            .map(|(row, input)| Prediction {
+            .map(|(row, (input, axes))| Prediction {
                 input,
-                axes: estimates.iter().map(|axis| axis[row].clone()).collect(),
+                axes,
                 distributions: distributions.iter().map(|axis| axis[row].clone()).collect(),
             })
             .collect())

@@ -36,9 +36,20 @@ pub use ldl_hub as hub;
 
 pub use ldl_core::{
     joint_target, loss, marginals, metrics, Axis, AxisEstimate, AxisKind, AxisTargets,
-    CircularBins, EncodedLabel, Head, Label, LabelSpace, LinearBins, OutOfRange, PositiveStd,
-    MAX_JOINT_BINS,
+    CircularBins, ClassEstimate, EncodedLabel, Head, Label, LabelSpace, LinearBins, OutOfRange,
+    PositiveStd, ValueEstimate, MAX_JOINT_BINS,
 };
+
+// The library route in one import: data in memory, a model that owns its weights, and
+// the trainer (docs/library.md).
+pub use ldl_data::Dataset;
+pub use ldl_models::{BackboneConfig, MlpConfig, Model};
+pub use ldl_train::{Baseline, Control, Trainer};
+
+/// Where tensors live and compute (`Device::Cpu`, or a CUDA device with the `cuda`
+/// feature), and the tensors themselves: candle's, re-exported so that a program needs
+/// no direct dependency on it.
+pub use candle_core::{Device, Tensor};
 
 /// The error of label axes, label spaces, losses and metrics alone; [`Error`] takes it.
 pub use ldl_core::Error as CoreError;

@@ -1,5 +1,6 @@
 //! The library route: a `Trainer` on in-memory data takes the same steps as `ldl train`,
-//! keeps the best epoch's weights, stops early, and its model saves and loads itself.
+//! keeps the best epoch's weights, stops early, and its model saves and loads itself; the
+//! library's example program runs.
 
 use std::path::Path;
 
@@ -9,6 +10,15 @@ use ldl::loss::FullKl;
 use ldl::models::{MlpConfig, Model};
 use ldl::train::{Config, Control, Progress, StopToken, Trainer};
 use ldl::{Axis, Label, LabelSpace};
+
+/// examples/custom_axes.rs, the program of docs/library.md, run as it is.
+#[path = "../examples/custom_axes.rs"]
+mod custom_axes;
+
+#[test]
+fn the_custom_axes_example_runs() {
+    custom_axes::main().unwrap();
+}
 
 /// Rows of two features and a target `y = 3 + 4·x1 − 2·x2` (plus a seeded wobble), each
 /// with its split: every fifth row validation, the rest training.

@@ -264,6 +264,33 @@ impl Model {
     }
 }
 
+impl Model {
+    /// What the model predicts for a batch of inputs (in evaluation mode), sample by
+    /// sample: `[sample][axis]`, each estimate typed by its axis's kind.
+    ///
+    /// ```
+    /// use candle_core::{Device, Tensor};
+    /// use ldl_core::{Axis, AxisEstimate, LabelSpace};
+    /// use ldl_models::{BackboneConfig, Model};
+    /// let space = LabelSpace::new(vec![
+    ///     Axis::linear("age", 0.0, 100.0, 1.0)?,
+    ///     Axis::categorical("sex", ["female", "male"])?,
+    /// ])?;
+    /// let model = Model::build(&BackboneConfig::mlp(3, [8]), &space, 1, &Device::Cpu)?;
+    /// let rows = Tensor::new(&[[0.1f32, 0.2, 0.3], [1.0, 0.0, -1.0]], &Device::Cpu)?;
+    /// let predictions = model.predict(&rows)?;
+    /// assert_eq!((predictions.len(), predictions[0].len()), (2, 2));
+    /// let AxisEstimate::Value(age) = &predictions[1][0] else { unreachable!() };
+    /// assert!((0.0..=100.0).contains(&age.mean) && age.std > 0.0);
+    /// assert!(["female", "male"].contains(&predictions[1][1].as_class().unwrap().name.as_str()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn predict(&self, inputs: &Tensor) -> Result<Vec<Vec<ldl_core::AxisEstimate>>> {
+        let logits = self.forward_t(inputs, false)?;
+        Ok(self.space.decode_logits(&logits)?)
+    }
+}
+
 /// True for BatchNorm's running statistics, which are state, not trainable parameters.
 pub fn is_running_statistic(name: &str) -> bool {
     name.ends_with("running_mean") || name.ends_with("running_var")

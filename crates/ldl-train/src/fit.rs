@@ -21,7 +21,7 @@
 
 use candle_core::{DType, Tensor};
 use ldl_core::loss::Loss;
-use ldl_core::LabelSpace;
+use ldl_core::{AxisEstimate, LabelSpace};
 use ldl_data::{BatchSource, FeatureLoader, ImageLoader, ImagePipeline, Input, Sample};
 use ldl_models::Model;
 
@@ -346,6 +346,16 @@ impl Trainer {
             evaluation,
             baselines,
         })
+    }
+
+    /// What the model predicts for `samples`, sample by sample: `[sample][axis]`.
+    pub fn predict(&self, samples: &[Sample]) -> Result<Vec<Vec<AxisEstimate>>> {
+        let batches = self.batches(samples, self.model.label_space(), false)?;
+        let mut out = Vec::with_capacity(samples.len());
+        for batch in batches.epoch(0) {
+            out.extend(self.model.predict(&batch?.inputs)?);
+        }
+        Ok(out)
     }
 
     /// Refuses settings and data that cannot train, naming the setting.

@@ -241,75 +241,39 @@ impl Trainer {
     ) -> Result<FitReport> {
         self.check(train, validation)?;
         let space = self.model.label_space().clone();
-        let device = self.model.device().clone();
-        let data = Data {
-            train: self.batches(train, &space, true)?,
-            validation: self.batches(validation, &space, false)?,
-            test: self.batches(&[], &space, false)?,
+        let parts = Parts {
+            data: Data {
+                train: self.batches(train, &space, true)?,
+                validation: self.batches(validation, &space, false)?,
+                test: self.batches(&[], &space, false)?,
+            },
+            trainable: self.model.trainable_vars(),
+            statistics: crate::numeric::running_statistics(self.model.vars())?,
+            space,
         };
-        self.baselines = Baseline::fit(&space, train)?;
-        let trainable = self.model.trainable_vars();
-        let statistics = crate::numeric::running_statistics(self.model.vars())?;
-        let mut adam = Adam::new(
-            trainable.iter().map(|(_, var)| var.clone()).collect(),
-            self.lr,
-            self.weight_decay,
-        )?;
+        self.baselines = Baseline::fit(&parts.space, train)?;
+        let vars = parts.trainable.iter().map(|(_, var)| var.clone()).collect();
+        let mut adam = Adam::new(vars, self.lr, self.weight_decay)?;
         let (step_epochs, gamma) = self.lr_steps.unwrap_or((usize::MAX, 1.0));
         let schedule = StepSchedule::new(self.lr, gamma, step_epochs);
         let mut best = BestEpoch::default();
         let mut best_weights = None;
         let mut epochs = Vec::new();
         for epoch in 1..=self.epochs {
-            self.model
-                .reseed_dropout(ldl_data::mix_seed(self.seed, epoch as u64));
             adam.lr = schedule.lr(epoch);
-            let context = EpochContext {
-                model: &self.model,
-                loss: self.loss.as_ref(),
-                space: &space,
-                data: &data,
-                device: &device,
-                trainable: &trainable,
-                statistics: &statistics,
-                on_nonfinite: OnNonFinite::Stop,
-            };
-            let kept = "the model keeps the weights of the step before";
-            let mut stop = false;
-            let mut observe = |event: Progress<'_>| stop |= callback(&event) == Control::Stop;
-            let trained = match train_epoch(&context, &mut adam, epoch, kept, &NEVER, &mut observe)?
-            {
-                EpochOutcome::Trained(trained) => trained,
-                EpochOutcome::Stopped => unreachable!("the trainer's stop token is never set"),
-            };
-            observe(Progress::Validating { epoch });
-            let evaluation = evaluate(
-                &self.model,
-                self.loss.as_ref(),
-                &space,
-                data.validation.epoch(0),
-                &device,
-            )?;
-            if best.evaluated(epoch, &evaluation, &self.monitor) {
-                best_weights = Some(snapshot(&trainable, &statistics)?);
+            let (record, stop) = self.epoch(&parts, &mut adam, epoch, &mut callback)?;
+            if let Some(evaluation) = &record.validation {
+                if best.evaluated(epoch, evaluation, &self.monitor) {
+                    best_weights = Some(snapshot(&parts)?);
+                }
             }
-            let record = EpochRecord {
-                epoch,
-                lr: adam.lr,
-                train: trained.totals.summary(),
-                validation: Some(evaluation),
-                train_seconds: trained.seconds,
-                samples_per_second: trained.samples as f64 / trained.seconds.max(1e-9),
-                skipped_batches: 0,
-            };
-            observe(Progress::Epoch(&record));
             epochs.push(record);
             if stop || best.patience_ran_out(self.patience) {
                 break;
             }
         }
         if let Some(weights) = best_weights {
-            restore(&trainable, &statistics, weights)?;
+            restore(&parts, weights)?;
         }
         let (best_epoch, best_validation) = best
             .best()
@@ -320,6 +284,57 @@ impl Trainer {
             best_epoch,
             best_validation,
         })
+    }
+
+    /// Trains and validates epoch `epoch`; its record, and whether the callback asked to
+    /// stop.
+    fn epoch(
+        &self,
+        parts: &Parts<'_>,
+        adam: &mut Adam,
+        epoch: usize,
+        callback: &mut impl FnMut(&Progress<'_>) -> Control,
+    ) -> Result<(EpochRecord, bool)> {
+        self.model
+            .reseed_dropout(ldl_data::mix_seed(self.seed, epoch as u64));
+        let context = EpochContext {
+            model: &self.model,
+            loss: self.loss.as_ref(),
+            space: &parts.space,
+            data: &parts.data,
+            device: self.model.device(),
+            trainable: &parts.trainable,
+            statistics: &parts.statistics,
+            on_nonfinite: OnNonFinite::Stop,
+        };
+        let kept = "the model keeps the weights of the step before";
+        let mut stop = false;
+        let mut observe = |event: Progress<'_>| stop |= callback(&event) == Control::Stop;
+        let trained = match train_epoch(&context, adam, epoch, kept, &NEVER, &mut observe)? {
+            EpochOutcome::Trained(trained) => trained,
+            // The token is never set: callbacks stop between epochs.
+            EpochOutcome::Stopped => return Err(Error::Usage("training was stopped".into())),
+        };
+        observe(Progress::Validating { epoch });
+        let validation = parts.data.validation.epoch(0);
+        let evaluation = evaluate(
+            &self.model,
+            self.loss.as_ref(),
+            &parts.space,
+            validation,
+            self.model.device(),
+        )?;
+        let record = EpochRecord {
+            epoch,
+            lr: adam.lr,
+            train: trained.totals.summary(),
+            validation: Some(evaluation),
+            train_seconds: trained.seconds,
+            samples_per_second: trained.samples as f64 / trained.seconds.max(1e-9),
+            skipped_batches: 0,
+        };
+        observe(Progress::Epoch(&record));
+        Ok((record, stop))
     }
 
     /// The model's loss and metrics on `samples`, with the baselines of the last
@@ -431,25 +446,29 @@ impl Trainer {
 /// The fit loop never stops from outside: callbacks stop it between epochs.
 static NEVER: std::sync::LazyLock<StopToken> = std::sync::LazyLock::new(StopToken::new);
 
+/// What the epochs of one [`Trainer::fit`] share.
+struct Parts<'a> {
+    space: LabelSpace,
+    data: Data<'a>,
+    /// The trainable variables by name (Adam's, in this order).
+    trainable: Vec<(String, candle_core::Var)>,
+    /// BatchNorm's running statistics.
+    statistics: Vec<(String, candle_core::Var)>,
+}
+
 /// Copies of the variables' values, to restore the best epoch's weights.
-fn snapshot(
-    trainable: &[(String, candle_core::Var)],
-    statistics: &[(String, candle_core::Var)],
-) -> Result<Vec<Tensor>> {
-    Ok(trainable
+fn snapshot(parts: &Parts<'_>) -> Result<Vec<Tensor>> {
+    Ok(parts
+        .trainable
         .iter()
-        .chain(statistics)
+        .chain(&parts.statistics)
         .map(|(_, var)| var.as_tensor().copy())
         .collect::<candle_core::Result<_>>()?)
 }
 
 /// Sets the variables back to a [`snapshot`].
-fn restore(
-    trainable: &[(String, candle_core::Var)],
-    statistics: &[(String, candle_core::Var)],
-    weights: Vec<Tensor>,
-) -> Result<()> {
-    for ((_, var), value) in trainable.iter().chain(statistics).zip(weights) {
+fn restore(parts: &Parts<'_>, weights: Vec<Tensor>) -> Result<()> {
+    for ((_, var), value) in parts.trainable.iter().chain(&parts.statistics).zip(weights) {
         var.set(&value)?;
     }
     Ok(())

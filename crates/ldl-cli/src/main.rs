@@ -410,6 +410,9 @@ fn progress_printer(epochs: usize, quiet: bool) -> impl FnMut(Progress<'_>) {
                 }
                 println!("{}", epoch_line(record, epochs));
             }
+            Progress::Features(features) => {
+                println!("features ({}): {}", features.len(), features.join(", "));
+            }
             Progress::Batch { .. } | Progress::Warning(_) => {}
         }
     }

@@ -243,6 +243,7 @@ mod tests {
             best_validation: evaluation(1.5),
             test: Some(evaluation(1.6)),
             samples: [180, 60, 60],
+            features: Vec::new(),
             skipped: Vec::new(),
             skipped_batches: 0,
             parameters: 436,

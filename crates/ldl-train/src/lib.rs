@@ -57,7 +57,7 @@ pub fn device(name: &str) -> Result<candle_core::Device> {
 }
 pub use evaluation::evaluate;
 pub use records::{
-    EpochRecord, Evaluation, LossSummary, MeanPredictor, MeanStd, Progress, RunSummary,
+    EpochRecord, Evaluation, LossSummary, MeanPredictor, MeanStd, Progress, RunSummary, SplitRows,
 };
 pub use run_folder::{Run, RunFolder};
 pub use stop::StopToken;

@@ -62,6 +62,10 @@ pub struct RunSummary {
     pub test: Option<Evaluation>,
     /// Samples per split: train, validation, test.
     pub samples: [usize; 3],
+    /// The features the model read, in order (empty for images): a numeric column's
+    /// name, or `column=category` for each category of a categorical one.
+    #[serde(default)]
+    pub features: Vec<String>,
     /// Samples left out as bad (`on_bad_sample = "skip"`), as `file:line: reason`.
     pub skipped: Vec<String>,
     /// Training batches left out for a NaN or infinite loss or gradient, over all epochs
@@ -86,6 +90,21 @@ pub struct RunSummary {
     /// loss).
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+/// The rows of each split (`splits.json` in the run folder): the 0-based data rows
+/// (after the header, counting rows left out as bad) of the file each split was read
+/// from, in increasing order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitRows {
+    /// The training rows.
+    pub train: Vec<u64>,
+    /// The validation rows.
+    pub validation: Vec<u64>,
+    /// The test rows (empty without a test split).
+    pub test: Vec<u64>,
+    /// The file each non-empty split's rows are counted in, by split name.
+    pub files: BTreeMap<String, PathBuf>,
 }
 
 /// The MAE of always predicting the training split's mean target value (the circular
@@ -175,4 +194,7 @@ pub enum Progress<'a> {
     /// Something about the run the user should know before it trains (said once, at
     /// the start; also kept in [`RunSummary::warnings`]).
     Warning(&'a str),
+    /// The features the model reads, in order, once the data is read (feature data
+    /// only; also kept in [`RunSummary::features`]).
+    Features(&'a [String]),
 }

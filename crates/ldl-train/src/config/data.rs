@@ -437,7 +437,7 @@ impl DataConfig {
     }
 
     /// The remaining checks, after the model's: the image size's upper bound, the
-    /// augmentation and the column spec.
+    /// augmentation, the column spec and no label among the features.
     pub(crate) fn check_inputs(&self) -> Result<TableSpec> {
         if self.image_size > 1024 {
             return fail(
@@ -448,12 +448,14 @@ impl DataConfig {
         self.augment
             .validate()
             .map_err(|e| Error::Config(format!("`data.augment`: {e}")))?;
-        self.table_spec()
+        // After the spec, whose error for features beside an image column comes first.
+        let spec = self.table_spec()?;
+        self.check_features_are_not_labels()?;
+        Ok(spec)
     }
 
     /// Every axis has label columns in a table, and every label names an axis.
     fn check_labels(&self, task: &TaskConfig) -> Result<()> {
-        self.check_features_are_not_labels()?;
         if self.format == DataFormat::Table {
             if let Some(axis) = task
                 .axes

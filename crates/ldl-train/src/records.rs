@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ldl_core::metrics::MetricsReport;
+use ldl_core::metrics::{LdlMeasures, MetricsReport};
 use serde::{Deserialize, Serialize};
 
 /// Loss parts averaged over a split: the total and `axis/component` values.
@@ -83,6 +83,10 @@ pub struct RunSummary {
     /// frequent class.
     #[serde(default)]
     pub majority_class: Vec<MajorityClass>,
+    /// The LDL baseline of axes whose targets are explicit distributions: always
+    /// predicting the training split's mean target distribution.
+    #[serde(default)]
+    pub mean_distribution: Vec<MeanDistribution>,
     /// With `model.init_from`: the tensors loaded from that checkpoint, newly initialised
     /// and skipped.
     pub init: Option<ldl_models::InitReport>,
@@ -119,6 +123,21 @@ pub struct MeanPredictor {
     pub validation_mae: f64,
     /// Its MAE on the test split, when there is one.
     pub test_mae: Option<f64>,
+}
+
+/// The six LDL measures of always predicting the training split's mean target
+/// distribution, on one axis whose targets are explicit distributions: the LDL
+/// counterpart of [`MeanPredictor`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeanDistribution {
+    /// The axis.
+    pub axis: String,
+    /// The constant prediction: the mean of the training split's target distributions.
+    pub distribution: Vec<f64>,
+    /// Its measures against the validation split's targets, averaged over the samples.
+    pub validation: LdlMeasures,
+    /// Its measures against the test split's targets, when there is a test split.
+    pub test: Option<LdlMeasures>,
 }
 
 /// The accuracy of always predicting the training split's most frequent class on one

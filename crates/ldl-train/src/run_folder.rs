@@ -279,6 +279,7 @@ colour = { class = "colour" }
                 test_mae: None,
             }],
             majority_class: Vec::new(),
+            mean_distribution: Vec::new(),
             init: None,
             warnings: Vec::new(),
         };

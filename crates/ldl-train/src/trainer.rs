@@ -13,7 +13,7 @@ use ldl_models::{load_into, read_checkpoint, save_checkpoint_with, trainable_var
 use serde::{Deserialize, Serialize};
 
 use crate::adam::Adam;
-use crate::baselines::{majority_class, mean_predictor};
+use crate::baselines::{majority_class, mean_distribution, mean_predictor};
 use crate::batches::Data;
 use crate::best_epoch::BestEpoch;
 use crate::commit::RunFiles;
@@ -651,6 +651,7 @@ impl Finished<'_> {
             seconds: self.started.elapsed().as_secs_f64(),
             mean_predictor: mean_predictor(self.space, splits)?,
             majority_class: majority_class(self.space, splits)?,
+            mean_distribution: mean_distribution(self.space, splits)?,
             init: state.init.clone(),
             warnings: self.warnings,
         };

@@ -165,6 +165,24 @@ fn text_columns_are_one_hot_encoded_through_the_checkpoint() {
         "{err}"
     );
     assert!(err.contains("unseen_category = \"zeros\""), "{err}");
+
+    // A damaged encoding (categories out of order) is refused when loading.
+    let (model, vars, info) =
+        ldl::models::Model::from_checkpoint(&checkpoint, &Device::Cpu).unwrap();
+    let mut extra = info.extra.clone();
+    let forged = extra["train.encoder"].replace("\"blue\",\"red\"", "\"red\",\"blue\"");
+    assert_ne!(forged, extra["train.encoder"]);
+    extra.insert("train.encoder".into(), forged);
+    let path = dir.path().join("forged.safetensors");
+    ldl::models::save_checkpoint_with(&path, &vars, &model, &extra).unwrap();
+    let err = TrainedModel::load(&path, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("`train.encoder` does not list the categories of `colour` once each, sorted"),
+        "{err}"
+    );
 }
 
 #[test]

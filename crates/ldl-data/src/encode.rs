@@ -298,8 +298,8 @@ impl FeatureEncoder {
             None => {
                 return Err(format!(
                     "column `{name}`: `{category}` is a category the training split did not \
-                     hold (it held {}); set unseen_category = \"zeros\" in [data] to encode \
-                     such a value as no category",
+                     hold (it held {}); train with unseen_category = \"zeros\" in [data] to \
+                     encode such a value as no category",
                     categories.join(", ")
                 ))
             }

@@ -43,11 +43,7 @@ fn bench_loader(c: &mut Criterion) {
             labels: vec![Label::value(30.0), Label::value(12.0)],
             group: None,
             split: None,
-            origin: SampleOrigin {
-                file: Arc::new(PathBuf::from("bench")),
-                line: i + 2,
-                row: None,
-            },
+            origin: SampleOrigin::line(Arc::new(PathBuf::from("bench")), i + 2),
         })
         .collect();
     let loader = ImageLoader::new(samples, &space, ImagePipeline::new(64), 32, 2)

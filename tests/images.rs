@@ -39,11 +39,7 @@ fn sample(path: PathBuf, line: usize, yaw: f64) -> Sample {
         labels: vec![Label::value(yaw), Label::value(10.0), Label::value(40.0)],
         group: None,
         split: None,
-        origin: SampleOrigin {
-            file: Arc::new(PathBuf::from("manifest.csv")),
-            line,
-            row: None,
-        },
+        origin: SampleOrigin::line(Arc::new(PathBuf::from("manifest.csv")), line),
     }
 }
 

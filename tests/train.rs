@@ -230,18 +230,33 @@ fn run(output: &Path, seed: u64) -> ldl::train::RunSummary {
             Progress::Validating { epoch } => format!("{epoch}:validating"),
             Progress::Epoch(record) => format!("{}:done", record.epoch),
             Progress::Warning(warning) => format!("warning: {warning}"),
+            Progress::Features(features) => format!("features: {}", features.join(" ")),
         })
     })
     .unwrap();
-    // 305 training samples in batches of 32: 9 full batches and one of 17.
-    let mut expected = Vec::new();
+    // The features first, once; then 305 training samples in batches of 32: 9 full
+    // batches and one of 17.
+    let mut expected = vec![format!("features: {}", bdims_features().join(" "))];
     for epoch in 1..=3 {
         expected.extend((1..=10).map(|b| format!("{epoch}:{b}/10")));
         expected.push(format!("{epoch}:validating"));
         expected.push(format!("{epoch}:done"));
     }
     assert_eq!(events, expected);
+    assert_eq!(summary.features, bdims_features());
     summary
+}
+
+/// The 22 feature columns of bdims: every column but the labels, in table order.
+fn bdims_features() -> Vec<String> {
+    let csv = ldl::data::builtin_csv("bdims").unwrap();
+    let header = csv.lines().next().unwrap();
+    let labels = ["age_years", "weight_kg", "height_cm"];
+    header
+        .split(',')
+        .filter(|c| !labels.contains(c))
+        .map(str::to_string)
+        .collect()
 }
 
 /// metrics.jsonl without its wall-clock fields.

@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use error::CliError;
 use indicatif::{ProgressBar, ProgressStyle};
 use ldl_train::{
@@ -123,6 +123,11 @@ enum Command {
         /// Output folder (default: RUN.OUTPUT_DIR/TASK-compare).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// The tables printed: `all` (MAE or accuracy, the six LDL measures on axes of
+        /// explicit target distributions beside the training-mean distribution's, the loss
+        /// components), `metrics` or `ldl`. results.md always holds all of them.
+        #[arg(long, value_enum, default_value = "all")]
+        columns: Columns,
     },
     /// Plot training curves (loss parts per axis, validation MAE) of one or more runs as
     /// PNG and SVG; several runs overlay, one colour each.
@@ -231,7 +236,14 @@ fn main() -> ExitCode {
             seeds,
             overrides,
             out,
-        } => compare(&config, &losses, seeds, &overrides, out.as_deref()),
+            columns,
+        } => compare(
+            &config,
+            &losses,
+            seeds,
+            &overrides,
+            (out.as_deref(), columns),
+        ),
         Command::Synth {
             count,
             out,
@@ -260,12 +272,33 @@ fn stop_on_ctrl_c() -> ldl_train::StopToken {
     stop
 }
 
+/// `ldl compare --columns`: which tables are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Columns {
+    /// Every table.
+    All,
+    /// MAE or accuracy, and the loss components.
+    Metrics,
+    /// The six LDL measures, beside the training-mean distribution's.
+    Ldl,
+}
+
+impl From<Columns> for ldl_train::CompareColumns {
+    fn from(columns: Columns) -> Self {
+        match columns {
+            Columns::All => ldl_train::CompareColumns::All,
+            Columns::Metrics => ldl_train::CompareColumns::Metrics,
+            Columns::Ldl => ldl_train::CompareColumns::Ldl,
+        }
+    }
+}
+
 fn compare(
     path: &std::path::Path,
     losses: &[String],
     seeds: usize,
     overrides: &[String],
-    out: Option<&std::path::Path>,
+    (out, columns): (Option<&std::path::Path>, Columns),
 ) -> Result<(), CliError> {
     let config = Config::load(path, overrides)?;
     let out = out.map(PathBuf::from).unwrap_or_else(|| {
@@ -282,7 +315,7 @@ fn compare(
     };
     let stop = stop_on_ctrl_c();
     let comparison = ldl_train::compare(&config, losses, seeds, &out, &stop, &mut print)?;
-    println!("\n{}", comparison.markdown(&config));
+    println!("\n{}", comparison.markdown_of(&config, columns.into()));
     for file in &comparison.files {
         println!("{}", file.display());
     }
@@ -409,6 +442,9 @@ fn progress_printer(epochs: usize, quiet: bool) -> impl FnMut(Progress<'_>) {
                     bar.finish_and_clear();
                 }
                 println!("{}", epoch_line(record, epochs));
+            }
+            Progress::Features(features) => {
+                println!("features ({}): {}", features.len(), features.join(", "));
             }
             Progress::Batch { .. } | Progress::Warning(_) => {}
         }

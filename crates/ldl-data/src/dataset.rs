@@ -59,6 +59,7 @@ impl Dataset {
                 file: file.clone(),
                 line: 0,
                 row: Some(row as u64),
+                record: Some(row as u64),
             };
             if x.len() != width {
                 return Err(Error::Spec(format!(

@@ -102,11 +102,7 @@ pub fn read_utkface(folder: &Path, space: &LabelSpace, policy: OnBadSample) -> R
         match result {
             Ok(labels) => table.samples.push(Sample {
                 // The file itself is the sample's origin: it has no line.
-                origin: SampleOrigin {
-                    file: Arc::new(path.clone()),
-                    line: 0,
-                    row: None,
-                },
+                origin: SampleOrigin::line(Arc::new(path.clone()), 0),
                 input: Input::ImagePath(path),
                 labels,
                 group: None,
@@ -213,11 +209,7 @@ impl<'a> LineReader<'a> {
                 labels: vec![label],
                 group: None,
                 split: None,
-                origin: SampleOrigin {
-                    file: Arc::clone(&self.path),
-                    line,
-                    row: None,
-                },
+                origin: SampleOrigin::line(Arc::clone(&self.path), line),
             })
         });
         match (result, self.policy) {

@@ -326,7 +326,7 @@ impl BatchJob {
             Input::ImagePath(path) => decode(path)?,
             Input::ImageBytes(bytes) => crate::image::decode_bytes(bytes)?,
             Input::Synthetic { generator, index } => crate::render(generator, *index).image,
-            Input::Features(_) => {
+            Input::Features(_) | Input::Unencoded(_) => {
                 return Err(Error::Spec(format!(
                     "{}: the image loader needs image inputs",
                     sample.origin

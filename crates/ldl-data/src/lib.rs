@@ -7,6 +7,7 @@
 mod batch_source;
 mod builtin;
 mod dataset;
+mod encode;
 mod error;
 mod formats;
 mod image;
@@ -21,12 +22,13 @@ mod table;
 pub use batch_source::BatchSource;
 pub use builtin::{builtin_csv, read_builtin, BUILTIN_DATASETS};
 pub use dataset::{Dataset, IN_MEMORY};
+pub use encode::{EncodedColumn, FeatureEncoder, Missing, UnseenCategory};
 pub use error::{Error, Result};
 pub use formats::{read_chalearn, read_dldl_list, read_utkface};
 pub use image::{decode, decode_bytes, Augment, Geometry, ImagePipeline, RgbImage, MAX_IMAGE_SIDE};
 pub use image_loader::{ImageBatches, ImageLoader, LabelEffects};
 pub use loader::{mix as mix_seed, Batch, FeatureLoader};
-pub use sample::{Input, Sample, SampleOrigin};
+pub use sample::{FeatureValue, Input, Sample, SampleOrigin};
 pub use split::{split_by_column, split_by_fractions, SplitNames, Splits};
 pub use standardize::Standardizer;
 pub use synth::{
@@ -34,6 +36,7 @@ pub use synth::{
     SynthFace, FACE_COLUMNS, MAX_FACES,
 };
 pub use table::{
-    parse_csv, parse_jsonl, read_csv, read_feature_rows, read_jsonl, read_rows, AxisColumns, Cell,
-    InputColumns, LabelColumns, OnBadSample, Rows, SkippedSample, Table, TableSpec,
+    parse_csv, parse_jsonl, read_csv, read_feature_cells, read_feature_rows, read_jsonl, read_rows,
+    AxisColumns, Cell, InputColumns, LabelColumns, OnBadSample, Rows, SkippedSample, Table,
+    TableSpec,
 };

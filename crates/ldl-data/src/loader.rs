@@ -122,11 +122,21 @@ impl<'a> FeatureLoader<'a> {
         let mut labels = Vec::with_capacity(indices.len());
         for &i in &indices {
             let sample = &self.samples[i];
-            let Input::Features(features) = &sample.input else {
-                return Err(Error::Spec(format!(
-                    "{}: the feature loader cannot batch image inputs",
-                    sample.origin
-                )));
+            let features = match &sample.input {
+                Input::Features(features) => features,
+                Input::Unencoded(_) => {
+                    return Err(Error::Spec(format!(
+                        "{}: the feature loader needs encoded features (this row holds text or \
+                         missing values; a FeatureEncoder makes them numbers)",
+                        sample.origin
+                    )))
+                }
+                _ => {
+                    return Err(Error::Spec(format!(
+                        "{}: the feature loader cannot batch image inputs",
+                        sample.origin
+                    )))
+                }
             };
             if *width.get_or_insert(features.len()) != features.len() {
                 return Err(Error::Spec(format!(

@@ -10,6 +10,10 @@ use ldl_core::Label;
 pub enum Input {
     /// A feature vector.
     Features(Vec<f32>),
+    /// A row of feature cells as read, before a [`crate::FeatureEncoder`] makes them a
+    /// feature vector: some cell holds text (a category) or nothing (a missing value).
+    /// Rows whose every cell is a number are read as [`Input::Features`] at once.
+    Unencoded(Vec<FeatureValue>),
     /// An image file, decoded when batched.
     ImagePath(PathBuf),
     /// An encoded image (JPEG or PNG) held in memory, as read from a parquet file; decoded
@@ -24,6 +28,17 @@ pub enum Input {
     },
 }
 
+/// One feature cell as read from a table, before encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeatureValue {
+    /// A finite number.
+    Number(f32),
+    /// Text that is not a number: a category.
+    Text(String),
+    /// No value: an empty cell, `NA`, `NaN` or a null.
+    Missing,
+}
+
 /// Where a sample came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleOrigin {
@@ -34,6 +49,10 @@ pub struct SampleOrigin {
     pub line: usize,
     /// Its row (0-based) in a file of rows rather than lines (a parquet file).
     pub row: Option<u64>,
+    /// Its position (0-based) among the data rows of its table, after the header and
+    /// counting rows left out as bad: the index a data-frame library gives the row. `None`
+    /// for samples that are files rather than rows.
+    pub record: Option<u64>,
 }
 
 impl SampleOrigin {
@@ -43,6 +62,15 @@ impl SampleOrigin {
             file,
             line,
             row: None,
+            record: None,
+        }
+    }
+
+    /// Line `line` of `file`, the data row `record` (0-based) of its table.
+    pub fn record(file: Arc<PathBuf>, line: usize, record: usize) -> SampleOrigin {
+        SampleOrigin {
+            record: Some(record as u64),
+            ..SampleOrigin::line(file, line)
         }
     }
 }

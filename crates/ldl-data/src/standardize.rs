@@ -82,6 +82,11 @@ fn features_of(sample: &Sample, width: usize) -> Result<&[f32]> {
             sample.origin,
             features.len()
         ))),
+        Input::Unencoded(_) => Err(Error::Spec(format!(
+            "{}: standardisation needs encoded features (this row holds text or missing \
+             values; a FeatureEncoder makes them numbers)",
+            sample.origin
+        ))),
         Input::ImagePath(_) | Input::ImageBytes(_) | Input::Synthetic { .. } => {
             Err(Error::Spec(format!(
                 "{}: standardisation needs feature inputs, not images",

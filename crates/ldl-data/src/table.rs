@@ -9,8 +9,9 @@ use ldl_core::files::{check_regular, read_text, FileKind, FileProblem};
 use ldl_core::{Axis, Label, LabelSpace};
 use serde::{Deserialize, Serialize};
 
+use crate::encode::{is_missing_text, Missing};
 use crate::error::{Error, Result};
-use crate::sample::{Input, Sample, SampleOrigin};
+use crate::sample::{FeatureValue, Input, Sample, SampleOrigin};
 
 /// Where a sample's input comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +72,15 @@ pub struct TableSpec {
     pub group: Option<String>,
     /// A column naming each sample's split (e.g. `train`, `val`, `test`).
     pub split: Option<String>,
+    /// What a feature cell without a value (empty, `NA`, `NaN`, a null) is: a bad row
+    /// (the default), or [`FeatureValue::Missing`] for a [`crate::FeatureEncoder`] to fill.
+    #[serde(default)]
+    pub missing: Missing,
+    /// Whether text in the listed feature columns ([`InputColumns::Features`]) is kept as
+    /// [`FeatureValue::Text`], a category for a [`crate::FeatureEncoder`] to one-hot
+    /// encode; when false (the default), text in a feature column is a bad row.
+    #[serde(default)]
+    pub text_features: bool,
 }
 
 impl TableSpec {
@@ -81,6 +91,8 @@ impl TableSpec {
             labels: Vec::new(),
             group: None,
             split: None,
+            missing: Missing::default(),
+            text_features: false,
         }
     }
 
@@ -192,7 +204,7 @@ pub fn parse_csv(
             Err(e) => return Err(Error::row(path, line, format!("cannot parse the row: {e}"))),
         };
         let cells: Vec<Cell> = record.iter().map(|c| Cell::Text(c.to_string())).collect();
-        plan.add(&mut table, &cells, line, policy)?;
+        plan.add(&mut table, &cells, (line, index), policy)?;
     }
     if rows == 0 {
         return Err(Error::file(
@@ -339,7 +351,7 @@ pub fn parse_jsonl(
     let header: Vec<String> = first.keys().cloned().collect();
     let plan = Plan::new(path, &header, spec, space)?;
     let mut table = plan.empty_table();
-    for (line, object) in rows {
+    for (record, (line, object)) in rows.into_iter().enumerate() {
         let cells: Vec<Cell> = header
             .iter()
             .map(|key| match object.get(key) {
@@ -349,7 +361,7 @@ pub fn parse_jsonl(
                 Some(other) => Cell::Text(other.to_string()),
             })
             .collect();
-        plan.add(&mut table, &cells, line, policy)?;
+        plan.add(&mut table, &cells, (line, record), policy)?;
     }
     Ok(table)
 }
@@ -393,7 +405,7 @@ pub fn read_rows(
     plan.rows = true;
     let mut table = plan.empty_table();
     for (index, cells) in rows.rows.iter().enumerate() {
-        plan.add(&mut table, cells, index, policy)?;
+        plan.add(&mut table, cells, (index, index), policy)?;
     }
     Ok(table)
 }
@@ -428,6 +440,39 @@ impl Cell {
         }
     }
 
+    /// A feature cell as read: a number; no value, when `missing` allows it; text, when
+    /// `text` allows it (a category). Anything else is the row's problem.
+    fn feature_value(
+        &self,
+        column: &str,
+        missing: Missing,
+        text: bool,
+    ) -> std::result::Result<FeatureValue, String> {
+        let absent = match self {
+            Cell::Missing => true,
+            Cell::Text(t) => is_missing_text(t),
+            Cell::Number(n) => n.is_nan(),
+            Cell::Bytes(_) => false,
+        };
+        if absent {
+            return match missing {
+                Missing::Mean => Ok(FeatureValue::Missing),
+                Missing::Error => Err(format!(
+                    "column `{column}` has no value (an empty cell or NA); fill it in, or \
+                     train with missing = \"mean\" in [data] to impute the training mean"
+                )),
+            };
+        }
+        match (self.feature(column), self) {
+            (Ok(value), _) => Ok(FeatureValue::Number(value)),
+            // Text that does not parse as a number is a category, where text is allowed.
+            (Err(_), Cell::Text(t)) if text && t.parse::<f64>().is_err() => {
+                Ok(FeatureValue::Text(t.clone()))
+            }
+            (Err(message), _) => Err(message),
+        }
+    }
+
     fn text(&self, column: &str) -> std::result::Result<String, String> {
         match self {
             Cell::Text(text) if !text.is_empty() => Ok(text.clone()),
@@ -451,6 +496,11 @@ struct Plan {
     feature_names: Vec<String>,
     /// Rows of an in-memory table: `line` is a 0-based row index.
     rows: bool,
+    /// What a feature cell without a value is ([`TableSpec::missing`]).
+    missing: Missing,
+    /// Whether feature cells may hold text ([`TableSpec::text_features`], for listed
+    /// features only).
+    text_features: bool,
 }
 
 enum PlannedInput {
@@ -563,6 +613,8 @@ impl Plan {
             split: spec.split.as_deref().map(column).transpose()?,
             feature_names,
             rows: false,
+            missing: spec.missing,
+            text_features: spec.text_features && matches!(spec.input, InputColumns::Features(_)),
         })
     }
 
@@ -574,14 +626,16 @@ impl Plan {
         }
     }
 
+    /// Adds the row at `line` (its row index for in-memory rows), the `record`-th data
+    /// row of its table (0-based), or reports it by `policy`.
     fn add(
         &self,
         table: &mut Table,
         cells: &[Cell],
-        line: usize,
+        (line, record): (usize, usize),
         policy: OnBadSample,
     ) -> Result<()> {
-        match self.sample(cells, line) {
+        match self.sample(cells, line, record) {
             Ok(sample) => table.samples.push(sample),
             Err(reason) => match policy {
                 OnBadSample::Error if self.rows => {
@@ -601,19 +655,25 @@ impl Plan {
         Ok(())
     }
 
-    fn sample(&self, cells: &[Cell], line: usize) -> std::result::Result<Sample, String> {
+    fn sample(
+        &self,
+        cells: &[Cell],
+        line: usize,
+        record: usize,
+    ) -> std::result::Result<Sample, String> {
         let cell = |(name, i): &(String, usize)| -> std::result::Result<&Cell, String> {
             cells
                 .get(*i)
                 .ok_or_else(|| format!("the row has no value for column `{name}`"))
         };
         let input = match &self.input {
-            PlannedInput::Features(columns) => Input::Features(
-                columns
+            PlannedInput::Features(columns) => {
+                let values = columns
                     .iter()
-                    .map(|c| cell(c)?.feature(&c.0))
-                    .collect::<std::result::Result<Vec<f32>, String>>()?,
-            ),
+                    .map(|c| cell(c)?.feature_value(&c.0, self.missing, self.text_features))
+                    .collect::<std::result::Result<Vec<FeatureValue>, String>>()?;
+                features_input(values)
+            }
             PlannedInput::Image(name, i) if self.rows => match cell(&(name.clone(), *i))? {
                 Cell::Bytes(bytes) => Input::ImageBytes(Arc::clone(bytes)),
                 Cell::Missing => {
@@ -676,11 +736,27 @@ impl Plan {
                     file: Arc::clone(&self.path),
                     line: 0,
                     row: Some(line as u64),
+                    record: Some(record as u64),
                 }
             } else {
-                SampleOrigin::line(Arc::clone(&self.path), line)
+                SampleOrigin::record(Arc::clone(&self.path), line, record)
             },
         })
+    }
+}
+
+/// A feature vector when every cell is a number, else the cells for an encoder.
+fn features_input(values: Vec<FeatureValue>) -> Input {
+    let numbers: Option<Vec<f32>> = values
+        .iter()
+        .map(|v| match v {
+            FeatureValue::Number(x) => Some(*x),
+            _ => None,
+        })
+        .collect();
+    match numbers {
+        Some(numbers) => Input::Features(numbers),
+        None => Input::Unencoded(values),
     }
 }
 
@@ -708,9 +784,29 @@ fn class_label(axis: &Axis, text: &str) -> std::result::Result<Label, String> {
 /// Reads the named numeric columns of a CSV file (for prediction, where there are no
 /// labels): one feature vector per row, with its line. Errors name the file and line.
 pub fn read_feature_rows(path: &Path, columns: &[String]) -> Result<Vec<(usize, Vec<f32>)>> {
-    let text = read_text(path, FileKind::Table)?;
-    let (mut reader, header) = csv_with_header(path, text.as_bytes())?;
-    let mut lines = LineCounter::new(&text);
+    read_feature_cells(path, columns, Missing::Error, false)?
+        .into_iter()
+        .map(|(line, values)| match features_input(values) {
+            Input::Features(features) => Ok((line, features)),
+            // Unreachable: without missing values or text every cell is a number.
+            _ => Err(Error::row(path, line, "a feature is not a number")),
+        })
+        .collect()
+}
+
+/// Reads the named feature columns of a CSV file (for prediction, where there are no
+/// labels): one row of cells per data row, with its line, for a
+/// [`crate::FeatureEncoder`]. `missing` and `text` are as [`TableSpec::missing`] and
+/// [`TableSpec::text_features`]. Errors name the file, the line and the column.
+pub fn read_feature_cells(
+    path: &Path,
+    columns: &[String],
+    missing: Missing,
+    text: bool,
+) -> Result<Vec<(usize, Vec<FeatureValue>)>> {
+    let file_text = read_text(path, FileKind::Table)?;
+    let (mut reader, header) = csv_with_header(path, file_text.as_bytes())?;
+    let mut lines = LineCounter::new(&file_text);
     let positions = columns
         .iter()
         .map(|name| {
@@ -730,16 +826,16 @@ pub fn read_feature_rows(path: &Path, columns: &[String]) -> Result<Vec<(usize, 
         let line = lines.line_of(&record, index);
         let record =
             record.map_err(|e| Error::row(path, line, format!("cannot parse the row: {e}")))?;
-        let features = positions
+        let values = positions
             .iter()
             .zip(columns)
             .map(|(&i, name)| {
                 Cell::Text(record.get(i).unwrap_or("").to_string())
-                    .feature(name)
+                    .feature_value(name, missing, text)
                     .map_err(|message| Error::row(path, line, message))
             })
-            .collect::<Result<Vec<f32>>>()?;
-        rows.push((line, features));
+            .collect::<Result<Vec<FeatureValue>>>()?;
+        rows.push((line, values));
     }
     if rows.is_empty() {
         return Err(Error::file(path, "the file has no rows"));

@@ -1,12 +1,13 @@
 //! The per-axis results of a run or of an evaluation as one table: which rows there are
 //! (each axis on the validation split at the best epoch, then on the test split) and what
-//! each holds (the metrics, the training-mean predictor's MAE beside them) are decided
-//! once, here, and presented three ways: the lines `ldl train` prints, the results table
-//! of the model card, and the columns of `ldl eval`.
+//! each holds (the metrics, the training-mean predictor's MAE beside them, and on axes of
+//! explicit target distributions the training-mean distribution's LDL measures) are
+//! decided once, here, and presented three ways: the lines `ldl train` prints, the results
+//! table of the model card, and the columns of `ldl eval`.
 
 use std::fmt::Write as _;
 
-use ldl_core::metrics::AxisReport;
+use ldl_core::metrics::{AxisReport, LdlMeasures};
 
 use crate::records::{Evaluation, RunSummary};
 
@@ -22,6 +23,9 @@ pub struct AxisRow<'a> {
     /// The accuracy of always predicting the training split's most frequent class on
     /// this split, on categorical axes.
     pub baseline_accuracy: Option<f64>,
+    /// The six LDL measures of always predicting the training split's mean target
+    /// distribution on this split, on axes whose targets are explicit distributions.
+    pub baseline_ldl: Option<LdlMeasures>,
 }
 
 /// The per-axis results, row by row.
@@ -53,6 +57,10 @@ impl<'a> AxisTable<'a> {
                     .majority_class
                     .iter()
                     .find(|m| m.axis == report.axis);
+                let distribution = summary
+                    .mean_distribution
+                    .iter()
+                    .find(|m| m.axis == report.axis);
                 AxisRow {
                     split,
                     report,
@@ -63,6 +71,10 @@ impl<'a> AxisTable<'a> {
                     baseline_accuracy: majority.and_then(|m| match split {
                         "test" => m.test_accuracy,
                         _ => Some(m.validation_accuracy),
+                    }),
+                    baseline_ldl: distribution.and_then(|m| match split {
+                        "test" => m.test,
+                        _ => Some(m.validation),
                     }),
                 }
             }));
@@ -81,13 +93,16 @@ impl<'a> AxisTable<'a> {
                 report,
                 baseline_mae: None,
                 baseline_accuracy: None,
+                baseline_ldl: None,
             })
             .collect();
         AxisTable { rows }
     }
 
     /// One indented line per row, as `ldl train` ends: MAE with the predicted std and
-    /// the ratio to the baseline on ordered axes, accuracy on categorical ones.
+    /// the ratio to the baseline on ordered axes, accuracy on categorical ones; on axes of
+    /// explicit target distributions, two more: the six LDL measures, and the
+    /// training-mean distribution's.
     pub fn lines(&self) -> String {
         let mut out = String::new();
         for AxisRow {
@@ -95,6 +110,7 @@ impl<'a> AxisTable<'a> {
             report,
             baseline_mae,
             baseline_accuracy,
+            baseline_ldl,
         } in &self.rows
         {
             let (axis, unit) = (&report.axis, &report.unit);
@@ -119,6 +135,15 @@ impl<'a> AxisTable<'a> {
                 ),
                 _ => Ok(()),
             };
+            if let Some(baseline) = baseline_ldl {
+                let indent = " ".repeat(22);
+                let _ = writeln!(out, "{indent}LDL {}", measures(&report.ldl));
+                let _ = writeln!(
+                    out,
+                    "{indent}(training-mean distribution: {})",
+                    measures(baseline)
+                );
+            }
         }
         out
     }
@@ -193,6 +218,15 @@ impl<'a> AxisTable<'a> {
     }
 }
 
+/// The six measures in PyLDL's order, named (Chebyshev, Clark, Canberra and KL lower is
+/// better; cosine and intersection higher).
+pub(crate) fn measures(m: &LdlMeasures) -> String {
+    format!(
+        "Chebyshev {:.4}, Clark {:.4}, Canberra {:.4}, KL {:.4}, cosine {:.4}, intersection {:.4}",
+        m.chebyshev, m.clark, m.canberra, m.kl_divergence, m.cosine, m.intersection
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +277,7 @@ mod tests {
             best_validation: evaluation(1.5),
             test: Some(evaluation(1.6)),
             samples: [180, 60, 60],
+            features: Vec::new(),
             skipped: Vec::new(),
             skipped_batches: 0,
             parameters: 436,
@@ -259,6 +294,7 @@ mod tests {
                 validation_accuracy: 0.5,
                 test_accuracy: Some(0.4),
             }],
+            mean_distribution: Vec::new(),
             init: None,
             warnings: Vec::new(),
         }
@@ -275,6 +311,39 @@ mod tests {
              test       size     MAE 1.600 cm, predicted std 2.00 cm\n  \
              test       colour   accuracy 0.250 (majority-class predictor: accuracy 0.400)\n"
         );
+    }
+
+    #[test]
+    fn explicit_distributions_add_the_six_measures_and_the_mean_distributions() {
+        let mut summary = summary();
+        let baseline = LdlMeasures {
+            chebyshev: 0.25,
+            clark: 0.5,
+            canberra: 1.25,
+            kl_divergence: 0.375,
+            cosine: 0.75,
+            intersection: 0.625,
+        };
+        summary.mean_distribution = vec![crate::records::MeanDistribution {
+            axis: "colour".into(),
+            distribution: vec![0.5, 0.5],
+            validation: baseline,
+            test: None,
+        }];
+        let lines = AxisTable::of_run(&summary).lines();
+        let indent = " ".repeat(22);
+        let model = "Chebyshev 0.1000, Clark 0.2000, Canberra 0.3000, KL 0.8000, cosine 0.6000, \
+                     intersection 0.5000";
+        let mean = "Chebyshev 0.2500, Clark 0.5000, Canberra 1.2500, KL 0.3750, cosine 0.7500, \
+                    intersection 0.6250";
+        let expected = format!(
+            "  validation colour   accuracy 0.250 (majority-class predictor: accuracy 0.500)\n\
+             {indent}LDL {model}\n\
+             {indent}(training-mean distribution: {mean})\n"
+        );
+        assert!(lines.contains(&expected), "{lines}");
+        // Only that axis, and only where its baseline was scored (no test baseline here).
+        assert_eq!(lines.matches("LDL ").count(), 1, "{lines}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use ldl_core::metrics::LdlMeasures;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, LossConfig, LossKind};
@@ -30,6 +31,86 @@ pub struct AxisResult {
     pub best_epsilon_error: Option<MeanStd>,
     /// The metric on the test split for the best checkpoint, when there is a test split.
     pub test_value: Option<MeanStd>,
+    /// The six LDL measures, on axes whose targets are explicit distributions.
+    #[serde(default)]
+    pub ldl: Option<LdlResult>,
+}
+
+/// The six LDL measures of one loss on one axis, over the seeds, beside the training-mean
+/// distribution's (the same splits for every loss: they depend on the seed alone).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LdlResult {
+    /// On the validation split at the best epoch.
+    pub best: LdlSpread,
+    /// On the test split for the best checkpoint, when there is a test split.
+    pub test: Option<LdlSpread>,
+    /// The training-mean distribution's, on the validation split.
+    pub mean_distribution: LdlSpread,
+    /// The training-mean distribution's, on the test split.
+    pub mean_distribution_test: Option<LdlSpread>,
+}
+
+/// Each of the six LDL measures as mean ± std over runs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LdlSpread {
+    /// Chebyshev distance (lower is better).
+    pub chebyshev: MeanStd,
+    /// Clark distance (lower is better).
+    pub clark: MeanStd,
+    /// Canberra distance (lower is better).
+    pub canberra: MeanStd,
+    /// Kullback-Leibler divergence (lower is better).
+    pub kl_divergence: MeanStd,
+    /// Cosine similarity (higher is better).
+    pub cosine: MeanStd,
+    /// Intersection similarity (higher is better).
+    pub intersection: MeanStd,
+}
+
+impl LdlSpread {
+    /// Of the runs' measures (`None` when some run has none).
+    fn of(values: &[Option<LdlMeasures>]) -> Option<LdlSpread> {
+        let values: Vec<LdlMeasures> = values.iter().copied().collect::<Option<_>>()?;
+        let spread =
+            |f: fn(&LdlMeasures) -> f64| MeanStd::of(&values.iter().map(f).collect::<Vec<_>>());
+        Some(LdlSpread {
+            chebyshev: spread(|m| m.chebyshev),
+            clark: spread(|m| m.clark),
+            canberra: spread(|m| m.canberra),
+            kl_divergence: spread(|m| m.kl_divergence),
+            cosine: spread(|m| m.cosine),
+            intersection: spread(|m| m.intersection),
+        })
+    }
+
+    fn cells(&self) -> String {
+        [
+            self.chebyshev,
+            self.clark,
+            self.canberra,
+            self.kl_divergence,
+            self.cosine,
+            self.intersection,
+        ]
+        .iter()
+        .map(|m| format!("{:.4} ± {:.4}", m.mean, m.std))
+        .collect::<Vec<_>>()
+        .join(" | ")
+    }
+}
+
+/// Which tables `ldl compare` shows ([`Comparison::markdown_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompareColumns {
+    /// Every table: the metrics, the six LDL measures when an axis has explicit target
+    /// distributions, the loss components (the default, and `results.md`).
+    #[default]
+    All,
+    /// MAE on ordered axes, accuracy on categorical ones, and the loss components.
+    Metrics,
+    /// The six LDL measures of the axes with explicit target distributions, beside the
+    /// training-mean distribution's.
+    Ldl,
 }
 
 /// One loss component's validation value at the last epoch, over the seeds.
@@ -265,6 +346,7 @@ fn loss_result(loss: &str, runs: &[RunSummary], curves: &[RunCurves]) -> LossRes
             best_epsilon_error: (ordered && epsilons.len() == runs.len())
                 .then(|| MeanStd::of(&epsilons)),
             test_value: (tests.len() == runs.len()).then(|| MeanStd::of(&tests)),
+            ldl: ldl_result(name, runs),
         });
     }
     let mut keys: Vec<&String> = curves
@@ -295,15 +377,101 @@ fn loss_result(loss: &str, runs: &[RunSummary], curves: &[RunCurves]) -> LossRes
     }
 }
 
+/// The six LDL measures of axis `name` over the runs, when its targets are explicit
+/// distributions (the runs then hold its training-mean distribution).
+fn ldl_result(name: &str, runs: &[RunSummary]) -> Option<LdlResult> {
+    let baselines: Vec<&crate::records::MeanDistribution> = runs
+        .iter()
+        .map(|r| r.mean_distribution.iter().find(|m| m.axis == name))
+        .collect::<Option<_>>()?;
+    let best: Vec<Option<LdlMeasures>> = runs
+        .iter()
+        .map(|r| r.best_validation.metrics.axis(name).map(|a| a.ldl))
+        .collect();
+    let test: Vec<Option<LdlMeasures>> = runs
+        .iter()
+        .map(|r| r.test.as_ref()?.metrics.axis(name).map(|a| a.ldl))
+        .collect();
+    let mean_validation: Vec<Option<LdlMeasures>> =
+        baselines.iter().map(|b| Some(b.validation)).collect();
+    let mean_test: Vec<Option<LdlMeasures>> = baselines.iter().map(|b| b.test).collect();
+    Some(LdlResult {
+        best: LdlSpread::of(&best)?,
+        test: LdlSpread::of(&test),
+        mean_distribution: LdlSpread::of(&mean_validation)?,
+        mean_distribution_test: LdlSpread::of(&mean_test),
+    })
+}
+
 impl Comparison {
     /// The results table of `results.md` for a comparison of `config`: per loss and
-    /// axis the final, best and test values, then the validation loss components.
+    /// axis the final, best and test values, the six LDL measures on axes of explicit
+    /// target distributions, then the validation loss components.
     pub fn markdown(&self, config: &Config) -> String {
+        self.markdown_of(config, CompareColumns::All)
+    }
+
+    /// The tables `columns` chooses, under the title.
+    pub fn markdown_of(&self, config: &Config, columns: CompareColumns) -> String {
         let mut out = title(config, &self.seeds);
-        out.push_str(&axes_table(&self.results));
-        out.push_str(&components_table(&self.results));
+        if columns != CompareColumns::Ldl {
+            out.push_str(&axes_table(&self.results));
+        }
+        let has_ldl = self
+            .results
+            .iter()
+            .flat_map(|r| &r.axes)
+            .any(|a| a.ldl.is_some());
+        match (columns, has_ldl) {
+            (CompareColumns::Metrics, _) | (CompareColumns::All, false) => {}
+            (_, true) => out.push_str(&ldl_table(&self.results)),
+            (CompareColumns::Ldl, false) => out.push_str(
+                "No axis has explicit target distributions: the six LDL measures are shown \
+                 for axes labelled by `distribution = [...]` columns.\n",
+            ),
+        }
+        if columns != CompareColumns::Ldl {
+            out.push_str(&components_table(&self.results));
+        }
         out
     }
+}
+
+/// Per loss and axis of explicit target distributions: the six LDL measures at the best
+/// epoch (validation) and on the test split, then the training-mean distribution's.
+fn ldl_table(results: &[LossResult]) -> String {
+    let mut out = String::from(
+        "\nThe six LDL measures on axes with explicit target distributions (Chebyshev, Clark, \
+         Canberra and KL lower is better; cosine and intersection higher), beside always \
+         predicting the training split's mean distribution:\n\n| loss | axis | split | \
+         Chebyshev | Clark | Canberra | KL | cosine | intersection |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut row = |loss: &str, axis: &str, split: &str, spread: &LdlSpread| {
+        out.push_str(&format!(
+            "| {loss} | {axis} | {split} | {} |\n",
+            spread.cells()
+        ));
+    };
+    for result in results {
+        for axis in &result.axes {
+            let Some(ldl) = &axis.ldl else { continue };
+            row(&result.loss, &axis.axis, "validation (best)", &ldl.best);
+            if let Some(test) = &ldl.test {
+                row(&result.loss, &axis.axis, "test", test);
+            }
+        }
+    }
+    // The baseline depends on the splits alone, which every loss shares.
+    for axis in results.first().map_or(&[][..], |r| &r.axes) {
+        let Some(ldl) = &axis.ldl else { continue };
+        let name = "training-mean distribution";
+        row(name, &axis.axis, "validation", &ldl.mean_distribution);
+        if let Some(test) = &ldl.mean_distribution_test {
+            row(name, &axis.axis, "test", test);
+        }
+    }
+    out
 }
 
 /// The heading and what the table's numbers are.

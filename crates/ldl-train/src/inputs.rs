@@ -1,28 +1,52 @@
-//! A run's inputs: `[data]`'s sources read, split into train, validation and test, and
-//! standardised; and the training-mean baseline the results are compared with.
+//! A run's inputs: `[data]`'s sources read, split into train, validation and test,
+//! encoded (categories one-hot, missing values filled) and standardised.
+
+use std::collections::BTreeMap;
 
 use ldl_data::{
     read_builtin, read_chalearn, read_csv, read_dldl_list, read_jsonl, read_synthetic_faces,
-    read_utkface, split_by_column, split_by_fractions, Sample, SplitNames, Splits, Standardizer,
+    read_utkface, split_by_column, split_by_fractions, FeatureEncoder, Sample, SplitNames, Splits,
+    Standardizer,
 };
 
 use crate::config::{CheckedConfig, DataSource, Source};
 use crate::error::Result;
+use crate::records::SplitRows;
 
-/// The inputs of a run: its splits (standardised for feature data) and what they hold.
+/// The inputs of a run: its splits (encoded and standardised for feature data) and what
+/// they hold.
 pub(crate) struct Inputs {
     pub(crate) splits: Splits,
+    /// The features the model reads (after encoding), in order.
     pub(crate) feature_names: Vec<String>,
     /// Samples left out as bad while reading, as `file:line: reason`.
     pub(crate) skipped: Vec<String>,
+    /// The encoding fitted on the training split (feature data only).
+    pub(crate) encoder: Option<FeatureEncoder>,
     /// The standardisation fitted on the training split (feature data only).
     pub(crate) standardizer: Option<Standardizer>,
+    /// The rows of each split, when every sample is a row of a table.
+    pub(crate) split_rows: Option<SplitRows>,
 }
 
 impl Inputs {
-    /// Reads `[data]`'s sources, splits them and standardises feature data.
+    /// Reads `[data]`'s sources, splits them, and encodes and standardises feature data.
     pub(crate) fn load(config: &CheckedConfig) -> Result<Inputs> {
-        let (mut splits, feature_names, skipped) = load_splits(config)?;
+        let (mut splits, columns, skipped) = load_splits(config)?;
+        let split_rows = split_rows(&splits);
+        let encoder = if config.data.reads_images() {
+            None
+        } else {
+            let (missing, unseen) = (config.data.missing, config.data.unseen_category);
+            let encoder = FeatureEncoder::fit(&columns, &splits.train, missing, unseen)?;
+            for split in [&mut splits.train, &mut splits.validation, &mut splits.test] {
+                encoder.apply_to(split)?;
+            }
+            Some(encoder)
+        };
+        let feature_names = encoder
+            .as_ref()
+            .map_or(columns, FeatureEncoder::feature_names);
         let standardizer = if config.data.standardize && !config.data.reads_images() {
             let standardizer = Standardizer::fit(&feature_names, &splits.train)?;
             for split in [&mut splits.train, &mut splits.validation, &mut splits.test] {
@@ -36,9 +60,43 @@ impl Inputs {
             splits,
             feature_names,
             skipped,
+            encoder,
             standardizer,
+            split_rows,
         })
     }
+}
+
+/// The rows of each split ([`SplitRows`]), or `None` when some sample is not a row of a
+/// table (an image of a folder) or a split draws on several files (the parquet files of a
+/// Hub dataset), where a row number alone would not say which row.
+fn split_rows(splits: &Splits) -> Option<SplitRows> {
+    let mut files = BTreeMap::new();
+    let mut rows = |name: &str, samples: &[Sample]| -> Option<Vec<u64>> {
+        let first = samples.first()?;
+        if samples.iter().any(|s| s.origin.file != first.origin.file) {
+            return None;
+        }
+        files.insert(name.to_string(), first.origin.file.to_path_buf());
+        let mut rows: Vec<u64> = samples
+            .iter()
+            .map(|s| s.origin.record)
+            .collect::<Option<_>>()?;
+        rows.sort_unstable();
+        Some(rows)
+    };
+    let train = rows("train", &splits.train)?;
+    let validation = rows("validation", &splits.validation)?;
+    let test = match splits.test.is_empty() {
+        true => Vec::new(),
+        false => rows("test", &splits.test)?,
+    };
+    Some(SplitRows {
+        train,
+        validation,
+        test,
+        files,
+    })
 }
 
 /// Reads the source, splits it, and returns the splits, the feature names and the

@@ -38,7 +38,10 @@ mod trainer;
 pub use adam::Adam;
 pub use axis_table::{AxisRow, AxisTable};
 pub use baselines::Baseline;
-pub use compare::{compare, AxisResult, Comparison, ComponentResult, LossResult};
+pub use compare::{
+    compare, AxisResult, CompareColumns, Comparison, ComponentResult, LdlResult, LdlSpread,
+    LossResult,
+};
 pub use config::ByteSize;
 pub use config::{
     AxisBins, AxisConfig, AxisKindName, Backbone, CheckedConfig, Config, DataConfig, DataFormat,
@@ -60,7 +63,8 @@ pub fn device(name: &str) -> Result<candle_core::Device> {
 }
 pub use evaluation::evaluate;
 pub use records::{
-    EpochRecord, Evaluation, LossSummary, MeanPredictor, MeanStd, Progress, RunSummary,
+    EpochRecord, Evaluation, LossSummary, MajorityClass, MeanDistribution, MeanPredictor, MeanStd,
+    Progress, RunSummary, SplitRows,
 };
 pub use run_folder::{Run, RunFolder};
 pub use stop::StopToken;

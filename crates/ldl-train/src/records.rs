@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ldl_core::metrics::MetricsReport;
+use ldl_core::metrics::{LdlMeasures, MetricsReport};
 use serde::{Deserialize, Serialize};
 
 /// Loss parts averaged over a split: the total and `axis/component` values.
@@ -62,6 +62,10 @@ pub struct RunSummary {
     pub test: Option<Evaluation>,
     /// Samples per split: train, validation, test.
     pub samples: [usize; 3],
+    /// The features the model read, in order (empty for images): a numeric column's
+    /// name, or `column=category` for each category of a categorical one.
+    #[serde(default)]
+    pub features: Vec<String>,
     /// Samples left out as bad (`on_bad_sample = "skip"`), as `file:line: reason`.
     pub skipped: Vec<String>,
     /// Training batches left out for a NaN or infinite loss or gradient, over all epochs
@@ -79,6 +83,10 @@ pub struct RunSummary {
     /// frequent class.
     #[serde(default)]
     pub majority_class: Vec<MajorityClass>,
+    /// The LDL baseline of axes whose targets are explicit distributions: always
+    /// predicting the training split's mean target distribution.
+    #[serde(default)]
+    pub mean_distribution: Vec<MeanDistribution>,
     /// With `model.init_from`: the tensors loaded from that checkpoint, newly initialised
     /// and skipped.
     pub init: Option<ldl_models::InitReport>,
@@ -86,6 +94,21 @@ pub struct RunSummary {
     /// loss).
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+/// The rows of each split (`splits.json` in the run folder): the 0-based data rows
+/// (after the header, counting rows left out as bad) of the file each split was read
+/// from, in increasing order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitRows {
+    /// The training rows.
+    pub train: Vec<u64>,
+    /// The validation rows.
+    pub validation: Vec<u64>,
+    /// The test rows (empty without a test split).
+    pub test: Vec<u64>,
+    /// The file each non-empty split's rows are counted in, by split name.
+    pub files: BTreeMap<String, PathBuf>,
 }
 
 /// The MAE of always predicting the training split's mean target value (the circular
@@ -100,6 +123,21 @@ pub struct MeanPredictor {
     pub validation_mae: f64,
     /// Its MAE on the test split, when there is one.
     pub test_mae: Option<f64>,
+}
+
+/// The six LDL measures of always predicting the training split's mean target
+/// distribution, on one axis whose targets are explicit distributions: the LDL
+/// counterpart of [`MeanPredictor`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeanDistribution {
+    /// The axis.
+    pub axis: String,
+    /// The constant prediction: the mean of the training split's target distributions.
+    pub distribution: Vec<f64>,
+    /// Its measures against the validation split's targets, averaged over the samples.
+    pub validation: LdlMeasures,
+    /// Its measures against the test split's targets, when there is a test split.
+    pub test: Option<LdlMeasures>,
 }
 
 /// The accuracy of always predicting the training split's most frequent class on one
@@ -175,4 +213,7 @@ pub enum Progress<'a> {
     /// Something about the run the user should know before it trains (said once, at
     /// the start; also kept in [`RunSummary::warnings`]).
     Warning(&'a str),
+    /// The features the model reads, in order, once the data is read (feature data
+    /// only; also kept in [`RunSummary::features`]).
+    Features(&'a [String]),
 }

@@ -267,6 +267,7 @@ colour = { class = "colour" }
             best_validation: epoch.validation.unwrap(),
             test: None,
             samples: [180, 60, 0],
+            features: vec!["x".into()],
             skipped: vec!["rows.csv:7: no value".into()],
             skipped_batches: 1,
             parameters: 436,
@@ -278,6 +279,7 @@ colour = { class = "colour" }
                 test_mae: None,
             }],
             majority_class: Vec::new(),
+            mean_distribution: Vec::new(),
             init: None,
             warnings: Vec::new(),
         };

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use ldl_core::AxisEstimate;
-use ldl_data::{read_csv, read_feature_rows, read_jsonl, OnBadSample, Standardizer};
+use ldl_data::{
+    read_csv, read_feature_cells, read_feature_rows, read_jsonl, FeatureEncoder, OnBadSample,
+    Standardizer,
+};
 use ldl_models::{CheckpointInfo, Model};
 
 use crate::config::{CheckedConfig, Config, DataFormat};
@@ -13,7 +16,8 @@ use crate::evaluation::evaluate;
 use crate::records::Evaluation;
 
 /// A model loaded from a checkpoint written by [`crate::train`], with what it needs to
-/// read new data: its training config, feature names and standardisation.
+/// read new data: its training config, feature names, feature encoding and
+/// standardisation.
 pub struct TrainedModel {
     /// The model.
     pub model: Model,
@@ -21,8 +25,11 @@ pub struct TrainedModel {
     pub info: CheckpointInfo,
     /// The config it was trained with, checked.
     pub config: CheckedConfig,
-    /// The feature columns, in order.
+    /// The features the model reads, in order (after encoding).
     pub features: Vec<String>,
+    /// How table columns become those features (categories one-hot, missing values
+    /// filled); `None` when the features are the columns as they are.
+    pub encoder: Option<FeatureEncoder>,
     /// The standardisation fitted on its training split, if it used one.
     pub standardizer: Option<Standardizer>,
     device: Device,
@@ -97,6 +104,7 @@ impl TrainedModel {
         })?;
         let features: Vec<String> = serde_json::from_str(field("train.features")?)
             .map_err(|e| Error::Usage(format!("{}: bad `train.features`: {e}", path.display())))?;
+        let encoder = stored_encoder(path, &info, &features)?;
         let standardizer = match info.extra.get("train.standardizer") {
             Some(json) => {
                 let standardizer: Standardizer = serde_json::from_str(json).map_err(|e| {
@@ -118,6 +126,7 @@ impl TrainedModel {
             info,
             config,
             features,
+            encoder,
             standardizer,
             device: device.clone(),
         })
@@ -162,8 +171,16 @@ impl TrainedModel {
             )?;
             return evaluate(&self.model, loss, space, loader.epoch(0), &self.device);
         }
-        spec.input = ldl_data::InputColumns::Features(self.features.clone());
+        spec.input = ldl_data::InputColumns::Features(self.columns());
+        spec.missing = self
+            .encoder
+            .as_ref()
+            .map_or_else(Default::default, |e| e.missing());
+        spec.text_features = self.encoder.as_ref().is_some_and(|e| e.reads_text());
         let mut samples = read_table(&spec)?.samples;
+        if let Some(encoder) = &self.encoder {
+            encoder.apply_to(&mut samples)?;
+        }
         if let Some(standardizer) = &self.standardizer {
             standardizer.apply_to(&mut samples)?;
         }
@@ -178,7 +195,7 @@ impl TrainedModel {
                 "this model reads images: give image files or folders of them, not a table".into(),
             ));
         }
-        let rows = read_feature_rows(data, &self.features)?;
+        let rows = self.feature_rows(data)?;
         let mut predictions = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(256) {
             let mut flat = Vec::with_capacity(chunk.len() * self.features.len());
@@ -193,6 +210,36 @@ impl TrainedModel {
             predictions.extend(self.predict_batch(&inputs, sources)?);
         }
         Ok(predictions)
+    }
+
+    /// The table columns the model reads: the encoder's, or the features themselves.
+    fn columns(&self) -> Vec<String> {
+        match &self.encoder {
+            Some(encoder) => encoder.column_names(),
+            None => self.features.clone(),
+        }
+    }
+
+    /// The features of every row of a `.csv` file, encoded as in training, with its line.
+    fn feature_rows(&self, data: &Path) -> Result<Vec<(usize, Vec<f32>)>> {
+        let Some(encoder) = &self.encoder else {
+            return Ok(read_feature_rows(data, &self.features)?);
+        };
+        let cells = read_feature_cells(
+            data,
+            &self.columns(),
+            encoder.missing(),
+            encoder.reads_text(),
+        )?;
+        cells
+            .into_iter()
+            .map(|(line, cells)| {
+                let features = encoder.encode(&cells).map_err(|message| {
+                    Error::Usage(format!("{}:{line}: {message}", data.display()))
+                })?;
+                Ok((line, features))
+            })
+            .collect()
     }
 
     /// Predictions for image files (JPEG or PNG), prepared as the validation images were
@@ -253,6 +300,36 @@ impl TrainedModel {
             })
             .collect())
     }
+}
+
+/// The checkpoint's feature encoding (`train.encoder`), checked against its features;
+/// `None` for a checkpoint without one (the features are the columns as they are).
+fn stored_encoder(
+    path: &Path,
+    info: &CheckpointInfo,
+    features: &[String],
+) -> Result<Option<FeatureEncoder>> {
+    let Some(json) = info.extra.get("train.encoder") else {
+        return Ok(None);
+    };
+    let damaged = |problem: String| {
+        Error::Usage(format!(
+            "{}: `train.encoder` {problem}; the file is damaged or was not written by ldl: use \
+             another checkpoint, or train again",
+            path.display()
+        ))
+    };
+    let encoder: FeatureEncoder =
+        serde_json::from_str(json).map_err(|e| damaged(format!("is not valid ({e})")))?;
+    if let Some(problem) = encoder.problem() {
+        return Err(damaged(problem));
+    }
+    if encoder.feature_names() != features {
+        return Err(damaged(
+            "does not give the features of `train.features`".into(),
+        ));
+    }
+    Ok(Some(encoder))
 }
 
 /// What makes a stored feature standardisation unusable, if anything: one mean and one

@@ -13,7 +13,7 @@ use ldl_models::{load_into, read_checkpoint, Model};
 use serde::{Deserialize, Serialize};
 
 use crate::adam::Adam;
-use crate::baselines::{majority_class, mean_predictor};
+use crate::baselines::{majority_class, mean_distribution, mean_predictor};
 use crate::batches::Data;
 use crate::best_epoch::BestEpoch;
 use crate::commit::RunFiles;
@@ -212,7 +212,8 @@ fn training_device(config: &Config) -> Result<candle_core::Device> {
 }
 
 /// The config as saved in the run folder, and the header of every checkpoint: the config,
-/// the feature names and the standardiser, so that a checkpoint alone can reproduce the
+/// the feature names, the feature encoding (when it changes the columns: categories or
+/// missing values) and the standardiser, so that a checkpoint alone can reproduce the
 /// inputs' preprocessing.
 fn checkpoint_header(
     config: &Config,
@@ -225,6 +226,11 @@ fn checkpoint_header(
     header.insert("train.config".to_string(), config_text.clone());
     let names = serde_json::to_string(&inputs.feature_names).map_err(json_error)?;
     header.insert("train.features".to_string(), names);
+    // Left out when it changes nothing, so that such checkpoints stay as they were.
+    if let Some(encoder) = inputs.encoder.as_ref().filter(|e| !e.is_identity()) {
+        let json = serde_json::to_string(encoder).map_err(json_error)?;
+        header.insert("train.encoder".to_string(), json);
+    }
     if let Some(s) = &inputs.standardizer {
         let json = serde_json::to_string(s).map_err(json_error)?;
         header.insert("train.standardizer".to_string(), json);
@@ -370,6 +376,9 @@ fn run(
     // checking again costs nothing.
     crate::config::budget::check(config, crate::config::budget::declared_features(config))?;
     let inputs = Inputs::load(config)?;
+    if !inputs.feature_names.is_empty() {
+        observe(Progress::Features(&inputs.feature_names));
+    }
     let warnings = target_shape::warnings(config, &inputs.splits.train)?;
     for warning in &warnings {
         observe(Progress::Warning(warning));
@@ -400,6 +409,7 @@ fn run(
     let saver = network.saver(&header);
     let start = (resumed, init, config_text.as_str());
     let mut state = start_or_resume(start, &saver, &files, &mut adam, &run_dir, &device)?;
+    write_split_rows(&inputs, &run_dir)?;
 
     let epochs = Epochs {
         config,
@@ -623,6 +633,7 @@ impl Finished<'_> {
                 splits.validation.len(),
                 splits.test.len(),
             ],
+            features: self.inputs.feature_names.clone(),
             skipped: self
                 .inputs
                 .skipped
@@ -635,6 +646,7 @@ impl Finished<'_> {
             seconds: self.started.elapsed().as_secs_f64(),
             mean_predictor: mean_predictor(self.space, splits)?,
             majority_class: majority_class(self.space, splits)?,
+            mean_distribution: mean_distribution(self.space, splits)?,
             init: state.init.clone(),
             warnings: self.warnings,
         };
@@ -646,6 +658,20 @@ impl Finished<'_> {
         };
         finish().map_err(|e| save_failed(e, run_dir, state.epoch))?;
         Ok(summary)
+    }
+}
+
+/// `splits.json`: which rows of the data each split holds, so that other methods can be
+/// compared on the same rows. Written on every start, whole or not at all: a resumed run
+/// may have changed its split keys.
+fn write_split_rows(inputs: &Inputs, run_dir: &Path) -> Result<()> {
+    let path = run_dir.join("splits.json");
+    match &inputs.split_rows {
+        Some(rows) => {
+            let json = serde_json::to_string(rows).map_err(|e| Error::output(&path, e))?;
+            write_atomically(&path, json.as_bytes())
+        }
+        None => remove_durably(&path),
     }
 }
 

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ldl_data::{
-    Augment, InputColumns, LabelColumns, LabelEffects, OnBadSample, SynthConfig, TableSpec,
+    Augment, InputColumns, LabelColumns, LabelEffects, Missing, OnBadSample, SynthConfig,
+    TableSpec, UnseenCategory,
 };
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +35,9 @@ pub struct DataConfig {
     /// The folder images are relative to, for `chalearn` and `dldl-list` (default: the
     /// list's folder).
     pub images: Option<PathBuf>,
-    /// Feature columns, in order; all columns not used otherwise when absent.
+    /// Feature columns, in order; all columns not used otherwise when absent. A listed
+    /// column whose training values are not all numbers is categorical: one-hot encoded
+    /// over the training split's categories.
     pub features: Option<Vec<String>>,
     /// A column of image paths (relative to the table): the inputs are images.
     pub image_column: Option<String>,
@@ -66,6 +69,15 @@ pub struct DataConfig {
     /// `error` (default) or `skip` for bad samples.
     #[serde(default)]
     pub on_bad_sample: OnBadSample,
+    /// A feature cell without a value (empty, `NA`, `NaN`): `error` (default, a bad
+    /// sample) or `mean` (the training split's mean of the column, stored with the model).
+    #[serde(default)]
+    pub missing: Missing,
+    /// A category of a categorical feature that the training split did not hold, met in
+    /// validation, test or prediction: `error` (default, naming row, column and value) or
+    /// `zeros` (no category: all its one-hot features 0).
+    #[serde(default)]
+    pub unseen_category: UnseenCategory,
 }
 
 // The defaults of [data] that are not their type's default, stated once: serde reads
@@ -273,6 +285,8 @@ impl DataConfig {
             split: SplitConfig::default(),
             standardize: default_standardize(),
             on_bad_sample: OnBadSample::default(),
+            missing: Missing::default(),
+            unseen_category: UnseenCategory::default(),
         }
     }
 
@@ -301,6 +315,10 @@ impl DataConfig {
         }
         spec.group = self.group_column.clone();
         spec.split = self.split.column.clone();
+        spec.missing = self.missing;
+        // Text in a listed column is a category; among all other columns, it is a bad
+        // row, since an id or a note column would otherwise become features unseen.
+        spec.text_features = self.features.is_some();
         Ok(spec)
     }
 
@@ -419,7 +437,7 @@ impl DataConfig {
     }
 
     /// The remaining checks, after the model's: the image size's upper bound, the
-    /// augmentation and the column spec.
+    /// augmentation, the column spec and no label among the features.
     pub(crate) fn check_inputs(&self) -> Result<TableSpec> {
         if self.image_size > 1024 {
             return fail(
@@ -430,7 +448,10 @@ impl DataConfig {
         self.augment
             .validate()
             .map_err(|e| Error::Config(format!("`data.augment`: {e}")))?;
-        self.table_spec()
+        // After the spec, whose error for features beside an image column comes first.
+        let spec = self.table_spec()?;
+        self.check_features_are_not_labels()?;
+        Ok(spec)
     }
 
     /// Every axis has label columns in a table, and every label names an axis.
@@ -457,6 +478,30 @@ impl DataConfig {
                 &format!("data.labels.{name}"),
                 format!("`{name}` is not an axis of [task]"),
             );
+        }
+        Ok(())
+    }
+
+    /// A label column listed as a feature would let the model read its own answer.
+    fn check_features_are_not_labels(&self) -> Result<()> {
+        let Some(features) = &self.features else {
+            return Ok(());
+        };
+        for (axis, columns) in &self.labels {
+            let label_columns: Vec<&String> = match columns {
+                LabelColumns::Value { value, std } => std::iter::once(value).chain(std).collect(),
+                LabelColumns::Distribution(columns) => columns.iter().collect(),
+                LabelColumns::Class(column) => vec![column],
+            };
+            if let Some(column) = label_columns.into_iter().find(|c| features.contains(c)) {
+                return fail(
+                    "data.features",
+                    format!(
+                        "`{column}` is a label column of axis `{axis}` ([data.labels.{axis}]); \
+                         a label cannot also be an input: remove `{column}` from data.features"
+                    ),
+                );
+            }
         }
         Ok(())
     }

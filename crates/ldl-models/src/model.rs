@@ -170,7 +170,7 @@ impl Model {
     }
 
     /// The trainable variables (everything but BatchNorm's running statistics), sorted by
-    /// name: what an optimiser steps (`ldl::train::Adam::new(model.trainable_vars(), …)`).
+    /// name: what an optimiser steps (`ldl::train::Adam::for_model(&model, …)` takes them).
     pub fn trainable_vars(&self) -> Vec<(String, candle_core::Var)> {
         trainable_vars(&self.vars)
     }

@@ -46,6 +46,30 @@ impl Adam {
         })
     }
 
+    /// Adam over a model's trainable variables ([`ldl_models::Model::trainable_vars`]),
+    /// for a loop of one's own.
+    ///
+    /// ```
+    /// use candle_core::{Device, Tensor};
+    /// use ldl_core::{loss::{FullKl, Loss}, Axis, Label, LabelSpace};
+    /// use ldl_models::{BackboneConfig, Model};
+    /// use ldl_train::Adam;
+    /// let space = LabelSpace::new(vec![Axis::linear("y", 0.0, 10.0, 1.0)?])?;
+    /// let model = Model::build(&BackboneConfig::mlp(2, [8]), &space, 1, &Device::Cpu)?;
+    /// let mut adam = Adam::for_model(&model, 1e-3, 0.0)?;
+    /// let x = Tensor::new(&[[0.5f32, 1.0], [0.1, 0.2]], &Device::Cpu)?;
+    /// let labels = vec![vec![Label::value(7.0)], vec![Label::value(2.0)]];
+    /// let targets = space.targets(&labels, candle_core::DType::F32, &Device::Cpu)?;
+    /// let loss = FullKl::new().compute(&space, &model.forward_t(&x, true)?, &targets)?;
+    /// adam.step(&loss.total.backward()?)?;
+    /// assert_eq!(adam.steps, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn for_model(model: &ldl_models::Model, lr: f64, weight_decay: f64) -> Result<Adam> {
+        let vars = model.trainable_vars().into_iter().map(|(_, var)| var);
+        Adam::new(vars.collect(), lr, weight_decay)
+    }
+
     /// Saves the moments as `first.NAME` / `second.NAME` tensors (`names` in variable
     /// order), atomically.
     pub fn save_moments(&self, names: &[String], path: &std::path::Path) -> Result<()> {

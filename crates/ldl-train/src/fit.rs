@@ -252,8 +252,7 @@ impl Trainer {
             space,
         };
         self.baselines = Baseline::fit(&parts.space, train)?;
-        let vars = parts.trainable.iter().map(|(_, var)| var.clone()).collect();
-        let mut adam = Adam::new(vars, self.lr, self.weight_decay)?;
+        let mut adam = Adam::for_model(&self.model, self.lr, self.weight_decay)?;
         let (step_epochs, gamma) = self.lr_steps.unwrap_or((usize::MAX, 1.0));
         let schedule = StepSchedule::new(self.lr, gamma, step_epochs);
         let mut best = BestEpoch::default();

@@ -167,12 +167,11 @@ features = ["gender"]
 dataset = "ldl-rs/faces"
 [data.labels]
 age = { value = "age" }
-gender = { class = "gender" }
 "#;
-    // Features are read by an MLP (the default backbone).
+    // Features are read by an MLP (the default backbone). The gender column is an input
+    // here, so it is no label (a label column cannot also be a feature).
     let full = format!(
         "[task]\nname = \"t\"\n[[task.axes]]\nname = \"age\"\nmin = 0\nmax = 100\nstep = 1\n\
-         [[task.axes]]\nname = \"gender\"\nkind = \"categorical\"\nclasses = [\"male\", \"female\"]\n\
          [data]\nsource = \"hub\"\n{data}"
     );
     let config = Config::parse(&served.dir.path().join("t.toml"), &full, &[]).unwrap();

@@ -440,7 +440,7 @@ mod tests {
         // Only the last two bytes, the end-of-image marker, missing.
         let e = decode_bytes(&whole[..whole.len() - 2])
             .err()
-            .expect("a JPEG without its end marker was decoded");
+            .unwrap_or_else(|| panic!("a JPEG without its end marker was decoded"));
         assert!(e.to_string().contains("truncated"), "{e}");
     }
 

@@ -50,17 +50,7 @@ fn decode_with_limits<R: std::io::BufRead + std::io::Seek>(
     mut reader: image::ImageReader<R>,
     bytes: &[u8],
 ) -> std::result::Result<RgbImage, String> {
-    // The JPEG decoder fills in what a cut-off file lacks (grey or repeated rows) and
-    // reports no error, so a truncated JPEG would train and predict as a different image.
-    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
-        return Err(
-            "the JPEG is truncated: it ends before its end-of-image marker, so \
-                    part of the picture is missing (an interrupted copy or download?); \
-                    replace it with a complete copy, or leave it out (`on_bad_sample = \
-                    \"skip\"` skips and lists such images)"
-                .into(),
-        );
-    }
+    let jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
@@ -69,6 +59,18 @@ fn decode_with_limits<R: std::io::BufRead + std::io::Seek>(
     let decoded = reader
         .decode()
         .map_err(|e| format!("cannot decode the image ({e}); only JPEG and PNG are read"))?;
+    // The JPEG decoder fills in what a cut-off file lacks (grey or repeated rows) and
+    // reports no error, so a truncated JPEG would train and predict as a different image.
+    // Checked after decoding, so that what the decoder refuses keeps its own message.
+    if jpeg && !jpeg_is_complete(bytes) {
+        return Err(
+            "the JPEG is truncated: it ends before its end-of-image marker, so \
+                    part of the picture is missing (an interrupted copy or download?); \
+                    replace it with a complete copy, or leave it out (`on_bad_sample = \
+                    \"skip\"` skips and lists such images)"
+                .into(),
+        );
+    }
     let rgb = decoded.to_rgb8();
     Ok(RgbImage {
         width: rgb.width(),

@@ -29,10 +29,10 @@ pub struct RgbImage {
 /// Decodes a JPEG or PNG file into RGB. Errors name the file and say what is wrong.
 pub fn decode(path: &Path) -> Result<RgbImage> {
     let bytes = read_bounded(path, FileKind::Image)?;
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes.as_slice()))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
-    decode_with_limits(reader).map_err(|message| Error::file(path, message))
+    decode_with_limits(reader, &bytes).map_err(|message| Error::file(path, message))
 }
 
 /// Decodes an encoded JPEG or PNG image held in memory (as read from a parquet file) into
@@ -42,12 +42,15 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage> {
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::Spec(format!("cannot read the image bytes: {e}")))?;
-    decode_with_limits(reader).map_err(Error::Spec)
+    decode_with_limits(reader, bytes).map_err(Error::Spec)
 }
 
+/// Decodes `reader`, which reads `bytes`, within the size limits; a JPEG must be complete.
 fn decode_with_limits<R: std::io::BufRead + std::io::Seek>(
     mut reader: image::ImageReader<R>,
+    bytes: &[u8],
 ) -> std::result::Result<RgbImage, String> {
+    let jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
@@ -56,12 +59,64 @@ fn decode_with_limits<R: std::io::BufRead + std::io::Seek>(
     let decoded = reader
         .decode()
         .map_err(|e| format!("cannot decode the image ({e}); only JPEG and PNG are read"))?;
+    // The JPEG decoder fills in what a cut-off file lacks (grey or repeated rows) and
+    // reports no error, so a truncated JPEG would train and predict as a different image.
+    // Checked after decoding, so that what the decoder refuses keeps its own message.
+    if jpeg && !jpeg_is_complete(bytes) {
+        return Err(
+            "the JPEG is truncated: it ends before its end-of-image marker, so \
+                    part of the picture is missing (an interrupted copy or download?); \
+                    replace it with a complete copy, or leave it out (`on_bad_sample = \
+                    \"skip\"` skips and lists such images)"
+                .into(),
+        );
+    }
     let rgb = decoded.to_rgb8();
     Ok(RgbImage {
         width: rgb.width(),
         height: rgb.height(),
         pixels: rgb.into_raw(),
     })
+}
+
+/// Whether the JPEG `bytes` reaches its end-of-image marker (`FF D9`), found by walking its
+/// segments: those with a length (headers, and metadata such as an EXIF thumbnail, which
+/// has an end-of-image marker of its own) are stepped over whole, and in the compressed
+/// data a marker byte is always followed by `00` or a restart marker, so the first other
+/// `FF D9` is the image's end. Bytes after it (trailers some cameras append) are allowed.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let mut at = 2; // after the start-of-image marker
+    while at < bytes.len() {
+        // Compressed data and stray bytes between segments are passed over, as decoders do.
+        if bytes[at] != 0xff {
+            at += 1;
+            continue;
+        }
+        // Any number of `FF` fill bytes may precede a marker.
+        while at < bytes.len() && bytes[at] == 0xff {
+            at += 1;
+        }
+        let Some(&marker) = bytes.get(at) else {
+            return false;
+        };
+        at += 1;
+        match marker {
+            0xd9 => return true,
+            // A stuffed `FF` in compressed data, and the markers without a length.
+            0x00 | 0x01 | 0xd0..=0xd8 => {}
+            _ => {
+                let Some(length) = bytes.get(at..at + 2) else {
+                    return false;
+                };
+                let length = usize::from(u16::from_be_bytes([length[0], length[1]]));
+                // A length below its own two bytes is malformed: the decoder judges it.
+                if length >= 2 {
+                    at += length;
+                }
+            }
+        }
+    }
+    false
 }
 
 /// Random changes applied to training images.
@@ -334,4 +389,81 @@ fn bilinear(image: &[u8], size: usize, x: f32, y: f32) -> [f32; 3] {
         *value = top * (1.0 - fy) + bottom * fy;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 160 × 120 baseline JPEG of a busy pattern, as the `image` crate writes it: its
+    /// compressed data, not its headers, takes most of the file, as in a photo.
+    fn jpeg() -> Vec<u8> {
+        let image = image::RgbImage::from_fn(160, 120, |x, y| {
+            let v = (x * 7919 + y * 104_729) ^ (x * y);
+            image::Rgb([v as u8, (v >> 3) as u8, (v >> 6) as u8])
+        });
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
+            .encode_image(&image)
+            .unwrap();
+        bytes
+    }
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn truncated_jpegs_are_refused_and_whole_ones_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = jpeg();
+        let decoded = decode(&write(dir.path(), "whole.jpg", &whole)).unwrap();
+        assert_eq!((decoded.width, decoded.height), (160, 120));
+        assert!(decode_bytes(&whole).is_ok());
+        for percent in [50, 90] {
+            let cut = &whole[..whole.len() * percent / 100];
+            let name = format!("cut{percent}.jpg");
+            // `err()`, not `unwrap_err()`: a decoded image would print every pixel.
+            let e = decode(&write(dir.path(), &name, cut))
+                .err()
+                .unwrap_or_else(|| panic!("{name} was decoded"))
+                .to_string();
+            assert!(e.contains(&name), "{e}");
+            assert!(e.contains("the JPEG is truncated"), "{e}");
+            assert!(e.contains("replace it with a complete copy"), "{e}");
+            let e = decode_bytes(cut)
+                .err()
+                .unwrap_or_else(|| panic!("{name} was decoded from memory"))
+                .to_string();
+            assert!(e.contains("the JPEG is truncated"), "{e}");
+        }
+        // Only the last two bytes, the end-of-image marker, missing.
+        let e = decode_bytes(&whole[..whole.len() - 2])
+            .err()
+            .unwrap_or_else(|| panic!("a JPEG without its end marker was decoded"));
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn a_thumbnail_does_not_end_the_image_and_trailers_are_allowed() {
+        let whole = jpeg();
+        // An APP1 segment holding a whole JPEG of its own, as an EXIF thumbnail does,
+        // right after the start-of-image marker.
+        let thumbnail = jpeg();
+        let length = (thumbnail.len() + 2) as u16;
+        let mut with_thumbnail = vec![0xff, 0xd8, 0xff, 0xe1];
+        with_thumbnail.extend(length.to_be_bytes());
+        with_thumbnail.extend(&thumbnail);
+        with_thumbnail.extend(&whole[2..]);
+        assert!(jpeg_is_complete(&with_thumbnail));
+        assert!(decode_bytes(&with_thumbnail).is_ok());
+        let cut = &with_thumbnail[..with_thumbnail.len() * 3 / 4];
+        assert!(!jpeg_is_complete(cut), "the thumbnail's end marker counted");
+        // Bytes after the end-of-image marker (a camera's trailer) are not the image's.
+        let mut trailer = whole.clone();
+        trailer.extend(b"\0\0\0trailer");
+        assert!(decode_bytes(&trailer).is_ok());
+    }
 }

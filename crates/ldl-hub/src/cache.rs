@@ -53,9 +53,11 @@ impl RepoCache {
 
     /// The commit `refs/<revision>` records, when there is one and it is a commit id.
     /// `revision` is a branch or tag given by the user (already checked by its parser).
+    /// Anything but a small regular file (a FIFO would block the read) counts as no ref.
     pub(crate) fn read_ref(&self, revision: &RepoFile) -> Option<CommitId> {
-        let text = std::fs::read_to_string(self.ref_path(revision)).ok()?;
-        CommitId::parse(text.trim()).ok()
+        // A ref holds a 40-digit commit id and a newline at most.
+        let bytes = crate::local_file::read_small(&self.ref_path(revision), 4096).ok()?;
+        CommitId::parse(std::str::from_utf8(&bytes).ok()?.trim()).ok()
     }
 
     /// Records that `revision` is at `commit`.

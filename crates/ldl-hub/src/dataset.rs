@@ -254,9 +254,12 @@ fn split_record(cache: &Path, dataset: &DatasetSpec, config: &str, split: &str) 
         .join(format!("{}.json", safe(split)))
 }
 
+/// Anything but a regular file of at most 64 MiB (a FIFO would block the read) counts as
+/// no record.
 fn read_split_record(path: &Path) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str(&text).ok()
+    // A record lists a split's file names: thousands of shards take well under a megabyte.
+    let bytes = crate::local_file::read_small(path, 64 << 20).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Written whole or not at all (a temporary file renamed into place).

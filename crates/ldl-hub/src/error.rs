@@ -331,6 +331,22 @@ pub enum Error {
         available: String,
     },
 
+    /// A token file (`HF_TOKEN_PATH`, or `$HF_HOME/token`) that cannot be a token: not a
+    /// regular file, too large, or not text.
+    #[error(
+        "the Hub token file {path} (named by {origin}) {problem}; a token file holds one \
+         line, the token: fix the file, or {}",
+        if origin == "HF_HOME" { "remove it" } else { "unset HF_TOKEN_PATH" }
+    )]
+    TokenFile {
+        /// The file's path.
+        path: String,
+        /// The environment variable that leads to it.
+        origin: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+
     /// Anything else the Hub or the cache reported.
     #[error("Hub request for {what} failed: {detail}")]
     Other {

@@ -27,6 +27,7 @@ mod checksum;
 mod dataset;
 mod error;
 mod hub_ref;
+mod local_file;
 mod parquet_footer;
 mod parquet_rows;
 mod transfer;
@@ -288,7 +289,7 @@ impl Hub {
         let limits = Limits::resolve(self.connect_timeout, self.read_timeout, self.max_file_size)?;
         let http = Http::new(
             self.endpoint_name(),
-            self.download_token(),
+            self.download_token()?,
             self.retries.unwrap_or(2),
             limits,
         )?;
@@ -302,23 +303,13 @@ impl Hub {
     /// The token downloads send: [`Hub::token`], else (unless [`Hub::env_token`] forbids it)
     /// the one other Hugging Face tools use: `HF_TOKEN`, the file `HF_TOKEN_PATH` names, or
     /// `$HF_HOME/token`; none when `HF_HUB_DISABLE_IMPLICIT_TOKEN` is set.
-    fn download_token(&self) -> Option<String> {
+    /// A token file that is not a regular file of at most [`MAX_TOKEN_FILE_BYTES`] of
+    /// UTF-8 text is an error; a missing one is no token.
+    fn download_token(&self) -> Result<Option<String>> {
         if self.token.is_some() || self.ignore_env_token {
-            return self.token.clone();
+            return Ok(self.token.clone());
         }
-        let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        if set("HF_HUB_DISABLE_IMPLICIT_TOKEN").is_some() {
-            return None;
-        }
-        let from_file = |path: PathBuf| {
-            std::fs::read_to_string(path)
-                .ok()
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
-        };
-        set("HF_TOKEN")
-            .or_else(|| set("HF_TOKEN_PATH").and_then(|p| from_file(p.into())))
-            .or_else(|| from_file(hf_hub::hf_home().join("token")))
+        token_from_env(|name| std::env::var(name).ok(), &hf_hub::hf_home())
     }
 
     fn endpoint_name(&self) -> String {
@@ -594,6 +585,45 @@ impl Hub {
     }
 }
 
+/// The largest token file read: a Hub token is a line of about 40 characters.
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// The token other Hugging Face tools would use, from the environment variables `var` looks
+/// up and the Hugging Face home folder `hf_home`: `HF_TOKEN`, else the file `HF_TOKEN_PATH`
+/// names, else `hf_home/token`; none when `HF_HUB_DISABLE_IMPLICIT_TOKEN` is set. A token
+/// file that is missing or blank gives no token; one that is not a small regular file of
+/// text is an error rather than a hang (a FIFO) or an endless read (`/dev/zero`).
+fn token_from_env(var: impl Fn(&str) -> Option<String>, hf_home: &Path) -> Result<Option<String>> {
+    let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    if set("HF_HUB_DISABLE_IMPLICIT_TOKEN").is_some() {
+        return Ok(None);
+    }
+    if let Some(token) = set("HF_TOKEN") {
+        return Ok(Some(token));
+    }
+    let from_file = |path: &Path, origin: &str| {
+        let bad = |problem: String| Error::TokenFile {
+            path: path.display().to_string(),
+            origin: origin.to_string(),
+            problem,
+        };
+        match local_file::read_small(path, MAX_TOKEN_FILE_BYTES) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|_| bad("is not UTF-8 text".into()))?;
+                Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty()))
+            }
+            Err(local_file::Problem::NotFound) => Ok(None),
+            Err(problem) => Err(bad(problem.to_string())),
+        }
+    };
+    if let Some(path) = set("HF_TOKEN_PATH") {
+        if let Some(token) = from_file(Path::new(&path), "HF_TOKEN_PATH")? {
+            return Ok(Some(token));
+        }
+    }
+    from_file(&hf_home.join("token"), "HF_HOME")
+}
+
 /// The error and its sources on one line.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -620,6 +650,87 @@ mod tests {
         }
         for v in ["", "0", "false", "no", "off", "2"] {
             assert!(!truthy(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn token_files_are_read_bounded_and_only_when_regular() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let env = |pairs: Vec<(&'static str, String)>| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| value.clone())
+            }
+        };
+        let token_path = |path: &Path| env(vec![("HF_TOKEN_PATH", path.display().to_string())]);
+        // A token file, the home folder's, and none.
+        let file = dir.path().join("token");
+        std::fs::write(&file, "hf_abc\n").unwrap();
+        assert_eq!(
+            token_from_env(token_path(&file), &home).unwrap().as_deref(),
+            Some("hf_abc")
+        );
+        std::fs::write(home.join("token"), " hf_home \n").unwrap();
+        assert_eq!(
+            token_from_env(env(vec![]), &home).unwrap().as_deref(),
+            Some("hf_home")
+        );
+        let missing = dir.path().join("missing");
+        assert_eq!(
+            token_from_env(token_path(&missing), &home)
+                .unwrap()
+                .as_deref(),
+            Some("hf_home"),
+            "a missing HF_TOKEN_PATH file falls back to the home folder's"
+        );
+        // A file far larger than a token, not text, a directory, a device.
+        let large = dir.path().join("large");
+        std::fs::write(&large, vec![b'a'; 1 << 20]).unwrap();
+        let e = token_from_env(token_path(&large), &home)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "the Hub token file {} (named by HF_TOKEN_PATH) is larger than the 4096 bytes",
+                large.display()
+            )),
+            "{e}"
+        );
+        assert!(e.contains("unset HF_TOKEN_PATH"), "{e}");
+        let binary = dir.path().join("binary");
+        std::fs::write(&binary, [0xff, 0xfe]).unwrap();
+        let e = token_from_env(token_path(&binary), &home)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not UTF-8 text"), "{e}");
+        let e = token_from_env(token_path(dir.path()), &home)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a directory, not a regular file"), "{e}");
+        #[cfg(unix)]
+        {
+            let e = token_from_env(token_path(Path::new("/dev/zero")), &home)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("is a character device, not a regular file"),
+                "{e}"
+            );
+            // A FIFO with no writer: an error at once, not a wait for ever.
+            let fifo = dir.path().join("fifo");
+            local_file::make_fifo(&fifo);
+            let fifo_env = token_path(&fifo);
+            let e = local_file::within_seconds(move || token_from_env(fifo_env, &home))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("is a FIFO (named pipe), not a regular file"),
+                "{e}"
+            );
         }
     }
 

@@ -1,14 +1,25 @@
-//! A look at a parquet file's footer before the parquet crate parses it. The crate builds
-//! the schema tree, and later drops it, by recursion without a depth limit, so a footer of a
-//! few hundred kilobytes describing groups nested tens of thousands deep overflows the stack:
-//! an abort that no `catch_unwind` can stop. This walks the footer's Thrift compact encoding
-//! without recursion into the schema, and refuses a footer that is too large or a schema
-//! nested deeper than any real dataset's.
+//! A look at a parquet file's footer before the parquet crate parses it.
 //!
-//! The page headers of the column chunks read get the same look ([`check_pages`]): the
-//! crate skips a header's fields it does not know element by element, trusting a list's
-//! count, so a 500-byte file announcing a list of billions of empty elements keeps it
-//! reading for minutes.
+//! The crate trusts the footer's Thrift compact encoding in three ways that a crafted file
+//! turns against it, so this walks the whole footer first, without recursion into the
+//! schema, and refuses what the crate would not survive:
+//! - it builds the schema tree, and later drops it, by recursion without a depth limit, so a
+//!   footer of a few hundred kilobytes describing groups nested tens of thousands deep
+//!   overflows the stack: an abort that no `catch_unwind` can stop. Schemas nested deeper
+//!   than any real dataset's are refused ([`MAX_SCHEMA_DEPTH`]);
+//! - it skips a list's elements one by one, trusting the list's count, and skips a boolean
+//!   element without reading its byte, so a list of billions of booleans costs nothing to
+//!   announce and minutes to skip. Every list is bounded by the bytes left, and a boolean in
+//!   a list, set or map, which the format never puts in a footer or page header, is refused;
+//! - it reads a known field by its id whatever type the encoding gives it, so a known field
+//!   given another type makes it read the bytes that follow as something else, beyond what a
+//!   walk by types saw (a 181-byte footer kept it looping for seconds). Every field the
+//!   format defines, in every structure the footer holds (`FileMetaData`, schema elements
+//!   and their logical types, row groups, column chunks, column metadata, statistics,
+//!   key-value metadata, column orders, encryption), must have the format's type, as
+//!   writers give it; with that the crate's reading and this walk's stay the same bytes.
+//!
+//! The page headers of the column chunks read get the same look ([`check_pages`]).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -20,11 +31,13 @@ pub(crate) const MAX_FOOTER_BYTES: u64 = 64 << 20;
 /// The deepest schema accepted: a Hugging Face `Image` is 2 levels deep, a list of structs 4.
 pub(crate) const MAX_SCHEMA_DEPTH: usize = 64;
 
-/// How deep Thrift values may nest inside the footer's fields (logical types are 2 deep).
+/// How deep Thrift values may nest inside a footer or page header (the format's own
+/// structures nest 6 deep; the parquet crate skips unknown values up to 64 deep).
 const MAX_VALUE_DEPTH: usize = 32;
 
-/// Checks the footer of the parquet file `file`: its size, and the depth of its schema.
-/// `Err` says what is wrong, in words for a message.
+/// Checks the footer of the parquet file `file`: its size, its encoding walked with every
+/// known field's type checked, and the depth of its schema. `Err` says what is wrong, in
+/// words for a message.
 pub(crate) fn check_footer(file: &mut File) -> Result<(), String> {
     let length = file.metadata().map_err(|e| e.to_string())?.len();
     if length < 12 {
@@ -53,7 +66,19 @@ pub(crate) fn check_footer(file: &mut File) -> Result<(), String> {
         .and_then(|_| file.read_exact(&mut bytes))
         .map_err(|e| e.to_string())?;
     file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-    let children = schema_children(&bytes)?;
+    check_footer_bytes(&bytes)
+}
+
+/// Checks a footer's bytes (the Thrift encoding of a `FileMetaData`): every known field of
+/// its structures has the format's type, lists fit in the bytes left, and the schema is not
+/// nested too deep.
+fn check_footer_bytes(footer: &[u8]) -> Result<(), String> {
+    let mut input = Compact {
+        bytes: footer,
+        at: 0,
+    };
+    input.typed_struct(&FILE_META_DATA, 0)?;
+    let children = schema_children(footer)?;
     check_depth(&children)
 }
 
@@ -61,8 +86,8 @@ pub(crate) fn check_footer(file: &mut File) -> Result<(), String> {
 const MAX_PAGE_HEADER_BYTES: u64 = 16 << 20;
 
 /// Checks the page headers of the column chunk `start..start + length` of `file`: each a
-/// Thrift struct whose lists fit in the bytes left, followed by its page. `Err` says what
-/// is wrong, in words for a message.
+/// Thrift struct whose known fields have their type and whose lists fit in the bytes left,
+/// followed by its page. `Err` says what is wrong, in words for a message.
 pub(crate) fn check_pages(file: &mut File, start: u64, length: u64) -> Result<(), String> {
     let file_length = file.metadata().map_err(|e| e.to_string())?.len();
     let end = start
@@ -84,7 +109,6 @@ pub(crate) fn check_pages(file: &mut File, start: u64, length: u64) -> Result<()
             let mut input = Compact {
                 bytes: &bytes,
                 at: 0,
-                page: true,
             };
             match input.page_header() {
                 Ok(page) => break (input.at as u64, page),
@@ -115,12 +139,12 @@ pub(crate) fn check_pages(file: &mut File, start: u64, length: u64) -> Result<()
     Ok(())
 }
 
-/// The `num_children` of each schema element of a `FileMetaData`, in order.
+/// The `num_children` of each schema element of a `FileMetaData`, in order. Run after the
+/// typed walk, so every field has its type.
 fn schema_children(footer: &[u8]) -> Result<Vec<i64>, String> {
     let mut input = Compact {
         bytes: footer,
         at: 0,
-        page: false,
     };
     let mut children = Vec::new();
     let mut last = 0i16;
@@ -184,14 +208,349 @@ const MAP: u8 = 11;
 const STRUCT: u8 = 12;
 const UUID: u8 = 13;
 
-/// `Err` unless the field `id` has the type `expected` (for a boolean: either of its two).
-fn expect_type(id: i16, kind: u8, expected: u8) -> Result<(), String> {
+/// The name of a Thrift compact type, for messages.
+fn type_name(kind: u8) -> String {
+    match kind {
+        BOOL_TRUE | BOOL_FALSE => "a bool".into(),
+        BYTE => "a byte".into(),
+        I16 => "an i16".into(),
+        I32 => "an i32".into(),
+        I64 => "an i64".into(),
+        DOUBLE => "a double".into(),
+        BINARY => "a binary".into(),
+        LIST => "a list".into(),
+        SET => "a set".into(),
+        MAP => "a map".into(),
+        STRUCT => "a struct".into(),
+        UUID => "a uuid".into(),
+        other => format!("the unknown type {other}"),
+    }
+}
+
+/// The type a known field, or a known list's elements, has in the parquet format.
+#[derive(Clone, Copy)]
+enum Ty {
+    Bool,
+    Byte,
+    I16,
+    /// Also the format's enums.
+    I32,
+    I64,
+    Double,
+    /// Also strings.
+    Binary,
+    /// A struct or a union (a struct with one field set).
+    Struct(&'static Struct),
+    List(&'static Ty),
+}
+
+impl Ty {
+    /// Its type in the compact encoding (a boolean field's type is also its value: either
+    /// of the two is a bool).
+    fn wire(self) -> u8 {
+        match self {
+            Ty::Bool => BOOL_TRUE,
+            Ty::Byte => BYTE,
+            Ty::I16 => I16,
+            Ty::I32 => I32,
+            Ty::I64 => I64,
+            Ty::Double => DOUBLE,
+            Ty::Binary => BINARY,
+            Ty::Struct(_) => STRUCT,
+            Ty::List(_) => LIST,
+        }
+    }
+}
+
+/// A structure of the parquet format: its name (for messages) and its fields' ids and
+/// types. Fields not listed are skipped by the parquet crate, by their encoded type.
+struct Struct {
+    name: &'static str,
+    fields: &'static [(i16, Ty)],
+}
+
+impl Struct {
+    fn field(&self, id: i16) -> Option<Ty> {
+        self.fields
+            .iter()
+            .find(|(known, _)| *known == id)
+            .map(|&(_, ty)| ty)
+    }
+}
+
+// The structures of parquet-format's `parquet.thrift` that a footer or a page header holds,
+// each with all its fields (the parquet crate reads most of them by id).
+
+/// A struct without fields: the variants of unions that carry no value.
+const EMPTY: Struct = Struct {
+    name: "an empty struct",
+    fields: &[],
+};
+const FILE_META_DATA: Struct = Struct {
+    name: "FileMetaData",
+    fields: &[
+        (1, Ty::I32),
+        (2, Ty::List(&Ty::Struct(&SCHEMA_ELEMENT))),
+        (3, Ty::I64),
+        (4, Ty::List(&Ty::Struct(&ROW_GROUP))),
+        (5, Ty::List(&Ty::Struct(&KEY_VALUE))),
+        (6, Ty::Binary),
+        (7, Ty::List(&Ty::Struct(&COLUMN_ORDER))),
+        (8, Ty::Struct(&ENCRYPTION_ALGORITHM)),
+        (9, Ty::Binary),
+    ],
+};
+const SCHEMA_ELEMENT: Struct = Struct {
+    name: "SchemaElement",
+    fields: &[
+        (1, Ty::I32),
+        (2, Ty::I32),
+        (3, Ty::I32),
+        (4, Ty::Binary),
+        (5, Ty::I32),
+        (6, Ty::I32),
+        (7, Ty::I32),
+        (8, Ty::I32),
+        (9, Ty::I32),
+        (10, Ty::Struct(&LOGICAL_TYPE)),
+    ],
+};
+const LOGICAL_TYPE: Struct = Struct {
+    name: "LogicalType",
+    fields: &[
+        (1, Ty::Struct(&EMPTY)),
+        (2, Ty::Struct(&EMPTY)),
+        (3, Ty::Struct(&EMPTY)),
+        (4, Ty::Struct(&EMPTY)),
+        (5, Ty::Struct(&DECIMAL_TYPE)),
+        (6, Ty::Struct(&EMPTY)),
+        (7, Ty::Struct(&TIME_TYPE)),
+        (8, Ty::Struct(&TIME_TYPE)),
+        (10, Ty::Struct(&INT_TYPE)),
+        (11, Ty::Struct(&EMPTY)),
+        (12, Ty::Struct(&EMPTY)),
+        (13, Ty::Struct(&EMPTY)),
+        (14, Ty::Struct(&EMPTY)),
+        (15, Ty::Struct(&EMPTY)),
+        (16, Ty::Struct(&VARIANT_TYPE)),
+        (17, Ty::Struct(&GEOMETRY_TYPE)),
+        (18, Ty::Struct(&GEOGRAPHY_TYPE)),
+        (19, Ty::Struct(&EMPTY)),
+    ],
+};
+const DECIMAL_TYPE: Struct = Struct {
+    name: "DecimalType",
+    fields: &[(1, Ty::I32), (2, Ty::I32)],
+};
+/// `TimeType` and `TimestampType`, which have the same fields.
+const TIME_TYPE: Struct = Struct {
+    name: "TimeType",
+    fields: &[(1, Ty::Bool), (2, Ty::Struct(&TIME_UNIT))],
+};
+const TIME_UNIT: Struct = Struct {
+    name: "TimeUnit",
+    fields: &[
+        (1, Ty::Struct(&EMPTY)),
+        (2, Ty::Struct(&EMPTY)),
+        (3, Ty::Struct(&EMPTY)),
+    ],
+};
+const INT_TYPE: Struct = Struct {
+    name: "IntType",
+    fields: &[(1, Ty::Byte), (2, Ty::Bool)],
+};
+const VARIANT_TYPE: Struct = Struct {
+    name: "VariantType",
+    fields: &[(1, Ty::Byte)],
+};
+const GEOMETRY_TYPE: Struct = Struct {
+    name: "GeometryType",
+    fields: &[(1, Ty::Binary)],
+};
+const GEOGRAPHY_TYPE: Struct = Struct {
+    name: "GeographyType",
+    fields: &[(1, Ty::Binary), (2, Ty::I32)],
+};
+const ROW_GROUP: Struct = Struct {
+    name: "RowGroup",
+    fields: &[
+        (1, Ty::List(&Ty::Struct(&COLUMN_CHUNK))),
+        (2, Ty::I64),
+        (3, Ty::I64),
+        (4, Ty::List(&Ty::Struct(&SORTING_COLUMN))),
+        (5, Ty::I64),
+        (6, Ty::I64),
+        (7, Ty::I16),
+    ],
+};
+const SORTING_COLUMN: Struct = Struct {
+    name: "SortingColumn",
+    fields: &[(1, Ty::I32), (2, Ty::Bool), (3, Ty::Bool)],
+};
+const COLUMN_CHUNK: Struct = Struct {
+    name: "ColumnChunk",
+    fields: &[
+        (1, Ty::Binary),
+        (2, Ty::I64),
+        (3, Ty::Struct(&COLUMN_META_DATA)),
+        (4, Ty::I64),
+        (5, Ty::I32),
+        (6, Ty::I64),
+        (7, Ty::I32),
+        (8, Ty::Struct(&COLUMN_CRYPTO_META_DATA)),
+        (9, Ty::Binary),
+    ],
+};
+const COLUMN_META_DATA: Struct = Struct {
+    name: "ColumnMetaData",
+    fields: &[
+        (1, Ty::I32),
+        (2, Ty::List(&Ty::I32)),
+        (3, Ty::List(&Ty::Binary)),
+        (4, Ty::I32),
+        (5, Ty::I64),
+        (6, Ty::I64),
+        (7, Ty::I64),
+        (8, Ty::List(&Ty::Struct(&KEY_VALUE))),
+        (9, Ty::I64),
+        (10, Ty::I64),
+        (11, Ty::I64),
+        (12, Ty::Struct(&STATISTICS)),
+        (13, Ty::List(&Ty::Struct(&PAGE_ENCODING_STATS))),
+        (14, Ty::I64),
+        (15, Ty::I32),
+        (16, Ty::Struct(&SIZE_STATISTICS)),
+        (17, Ty::Struct(&GEOSPATIAL_STATISTICS)),
+    ],
+};
+const STATISTICS: Struct = Struct {
+    name: "Statistics",
+    fields: &[
+        (1, Ty::Binary),
+        (2, Ty::Binary),
+        (3, Ty::I64),
+        (4, Ty::I64),
+        (5, Ty::Binary),
+        (6, Ty::Binary),
+        (7, Ty::Bool),
+        (8, Ty::Bool),
+        (9, Ty::I64),
+    ],
+};
+const PAGE_ENCODING_STATS: Struct = Struct {
+    name: "PageEncodingStats",
+    fields: &[(1, Ty::I32), (2, Ty::I32), (3, Ty::I32)],
+};
+const SIZE_STATISTICS: Struct = Struct {
+    name: "SizeStatistics",
+    fields: &[
+        (1, Ty::I64),
+        (2, Ty::List(&Ty::I64)),
+        (3, Ty::List(&Ty::I64)),
+    ],
+};
+const GEOSPATIAL_STATISTICS: Struct = Struct {
+    name: "GeospatialStatistics",
+    fields: &[(1, Ty::Struct(&BOUNDING_BOX)), (2, Ty::List(&Ty::I32))],
+};
+const BOUNDING_BOX: Struct = Struct {
+    name: "BoundingBox",
+    fields: &[
+        (1, Ty::Double),
+        (2, Ty::Double),
+        (3, Ty::Double),
+        (4, Ty::Double),
+        (5, Ty::Double),
+        (6, Ty::Double),
+        (7, Ty::Double),
+        (8, Ty::Double),
+    ],
+};
+const KEY_VALUE: Struct = Struct {
+    name: "KeyValue",
+    fields: &[(1, Ty::Binary), (2, Ty::Binary)],
+};
+const COLUMN_ORDER: Struct = Struct {
+    name: "ColumnOrder",
+    fields: &[
+        (1, Ty::Struct(&EMPTY)),
+        (2, Ty::Struct(&EMPTY)),
+        (3, Ty::Struct(&EMPTY)),
+    ],
+};
+const ENCRYPTION_ALGORITHM: Struct = Struct {
+    name: "EncryptionAlgorithm",
+    fields: &[(1, Ty::Struct(&AES_GCM)), (2, Ty::Struct(&AES_GCM))],
+};
+/// `AesGcmV1` and `AesGcmCtrV1`, which have the same fields.
+const AES_GCM: Struct = Struct {
+    name: "AesGcmV1",
+    fields: &[(1, Ty::Binary), (2, Ty::Binary), (3, Ty::Bool)],
+};
+const COLUMN_CRYPTO_META_DATA: Struct = Struct {
+    name: "ColumnCryptoMetaData",
+    fields: &[
+        (1, Ty::Struct(&EMPTY)),
+        (2, Ty::Struct(&ENCRYPTION_WITH_COLUMN_KEY)),
+    ],
+};
+const ENCRYPTION_WITH_COLUMN_KEY: Struct = Struct {
+    name: "EncryptionWithColumnKey",
+    fields: &[(1, Ty::List(&Ty::Binary)), (2, Ty::Binary)],
+};
+const PAGE_HEADER: Struct = Struct {
+    name: "PageHeader",
+    fields: &[
+        (1, Ty::I32),
+        (2, Ty::I32),
+        (3, Ty::I32),
+        (4, Ty::I32),
+        (5, Ty::Struct(&DATA_PAGE_HEADER)),
+        (6, Ty::Struct(&EMPTY)),
+        (7, Ty::Struct(&DICTIONARY_PAGE_HEADER)),
+        (8, Ty::Struct(&DATA_PAGE_HEADER_V2)),
+    ],
+};
+const DATA_PAGE_HEADER: Struct = Struct {
+    name: "DataPageHeader",
+    fields: &[
+        (1, Ty::I32),
+        (2, Ty::I32),
+        (3, Ty::I32),
+        (4, Ty::I32),
+        (5, Ty::Struct(&STATISTICS)),
+    ],
+};
+const DICTIONARY_PAGE_HEADER: Struct = Struct {
+    name: "DictionaryPageHeader",
+    fields: &[(1, Ty::I32), (2, Ty::I32), (3, Ty::Bool)],
+};
+const DATA_PAGE_HEADER_V2: Struct = Struct {
+    name: "DataPageHeaderV2",
+    fields: &[
+        (1, Ty::I32),
+        (2, Ty::I32),
+        (3, Ty::I32),
+        (4, Ty::I32),
+        (5, Ty::I32),
+        (6, Ty::I32),
+        (7, Ty::Bool),
+        (8, Ty::Struct(&STATISTICS)),
+    ],
+};
+
+/// `Err` unless the field `id` of `parent`, encoded with the type `kind`, has the type
+/// `expected` (for a boolean: either of its two).
+fn expect_type(parent: &Struct, id: i16, kind: u8, expected: u8) -> Result<(), String> {
     let boolean = |k: u8| matches!(k, BOOL_TRUE | BOOL_FALSE);
     if kind == expected || (boolean(kind) && boolean(expected)) {
         Ok(())
     } else {
         Err(format!(
-            "its field {id} has the type {kind}, not {expected}"
+            "field {id} of its {} is {}, where the format has {}",
+            parent.name,
+            type_name(kind),
+            type_name(expected)
         ))
     }
 }
@@ -200,10 +559,6 @@ fn expect_type(id: i16, kind: u8, expected: u8) -> Result<(), String> {
 struct Compact<'a> {
     bytes: &'a [u8],
     at: usize,
-    /// Whether this is a page header, where a boolean in a list, set or map is refused:
-    /// the parquet crate skips such a boolean without reading its byte, so past one its
-    /// reading and this walk's would part.
-    page: bool,
 }
 
 impl Compact<'_> {
@@ -243,17 +598,19 @@ impl Compact<'_> {
         Ok((v >> 1) as i64 ^ -((v & 1) as i64))
     }
 
-    /// The next field's id and type, or `None` at the end of the struct.
+    /// The next field's id and type, or `None` at the end of the struct. As in the parquet
+    /// crate, a header whose type is 0 ends the struct whatever its id part holds.
     fn field_header(&mut self, last: &mut i16) -> Result<Option<(i16, u8)>, String> {
         let b = self.byte()?;
-        if b == 0 {
+        if b & 0x0f == 0 {
             return Ok(None);
         }
         let delta = (b >> 4) as i16;
         let id = if delta == 0 {
             self.zigzag()? as i16
         } else {
-            last.wrapping_add(delta)
+            last.checked_add(delta)
+                .ok_or("its footer numbers a field past 32767")?
         };
         *last = id;
         Ok(Some((id, b & 0x0f)))
@@ -266,7 +623,8 @@ impl Compact<'_> {
             15 => self.varint()?,
             short => u64::from(short),
         };
-        // Every element takes at least a byte: a larger count is a lie.
+        // Every element takes at least a byte (booleans are refused): a larger count is a
+        // lie.
         if count > (self.bytes.len() - self.at) as u64 {
             return Err(Self::truncated());
         }
@@ -274,49 +632,22 @@ impl Compact<'_> {
     }
 
     /// A `PageHeader`'s `compressed_page_size` (field 3), checked to be present and not
-    /// negative.
-    ///
-    /// The parquet crate reads a header's known fields by their id whatever type the
-    /// encoding gives them, and skips the others by their type: a known field given
-    /// another type would make it read the bytes that follow as something else, beyond
-    /// what this walk saw. So each known field, here and in the headers nested in it, must
-    /// have its type in the parquet format; writers always give it.
+    /// negative, with every known field of the header and the headers nested in it checked
+    /// to have its format's type.
     fn page_header(&mut self) -> Result<u64, String> {
-        const DATA: &[(i16, u8)] = &[(1, I32), (2, I32), (3, I32), (4, I32)];
-        const INDEX: &[(i16, u8)] = &[];
-        const DICTIONARY: &[(i16, u8)] = &[(1, I32), (2, I32), (3, BOOL_TRUE)];
-        const DATA_V2: &[(i16, u8)] = &[
-            (1, I32),
-            (2, I32),
-            (3, I32),
-            (4, I32),
-            (5, I32),
-            (6, I32),
-            (7, BOOL_TRUE),
-        ];
         let mut last = 0i16;
         let mut size = None;
         while let Some((id, kind)) = self.field_header(&mut last)? {
-            let nested = match id {
-                5 => Some(DATA),
-                6 => Some(INDEX),
-                7 => Some(DICTIONARY),
-                8 => Some(DATA_V2),
-                _ => None,
-            };
-            match (id, nested) {
-                (1..=4, _) => {
-                    expect_type(id, kind, I32)?;
-                    let value = self.zigzag()?;
+            match PAGE_HEADER.field(id) {
+                Some(ty) => {
+                    expect_type(&PAGE_HEADER, id, kind, ty.wire())?;
                     if id == 3 {
-                        size = Some(value);
+                        size = Some(self.zigzag()?);
+                    } else {
+                        self.typed_value(ty, 1)?;
                     }
                 }
-                (_, Some(fields)) => {
-                    expect_type(id, kind, STRUCT)?;
-                    self.typed_struct(fields)?;
-                }
-                _ => self.skip(kind, 1)?,
+                None => self.skip(kind, 1)?,
             }
         }
         match size {
@@ -326,17 +657,47 @@ impl Compact<'_> {
         }
     }
 
-    /// A struct whose fields `fields` (id and type) must have their type; any other field
-    /// is skipped.
-    fn typed_struct(&mut self, fields: &[(i16, u8)]) -> Result<(), String> {
+    /// The struct `parent`: each known field checked to have its type and walked as that
+    /// type, any other field skipped by its encoded type.
+    fn typed_struct(&mut self, parent: &Struct, depth: usize) -> Result<(), String> {
+        if depth > MAX_VALUE_DEPTH {
+            return Err("its footer nests values too deep".into());
+        }
         let mut last = 0i16;
         while let Some((id, kind)) = self.field_header(&mut last)? {
-            if let Some(&(_, expected)) = fields.iter().find(|(known, _)| *known == id) {
-                expect_type(id, kind, expected)?;
+            match parent.field(id) {
+                Some(ty) => {
+                    expect_type(parent, id, kind, ty.wire())?;
+                    self.typed_value(ty, depth + 1)?;
+                }
+                None => self.skip(kind, depth + 1)?,
             }
-            self.skip(kind, 2)?;
         }
         Ok(())
+    }
+
+    /// One value of the known type `ty`, its type already checked.
+    fn typed_value(&mut self, ty: Ty, depth: usize) -> Result<(), String> {
+        match ty {
+            Ty::Struct(parent) => self.typed_struct(parent, depth),
+            Ty::List(element) => {
+                let (count, kind) = self.collection_header()?;
+                // The parquet crate reads an empty list whatever element type it gives
+                // (some writers give none), and refuses a list of elements of another type.
+                if count > 0 && kind != element.wire() {
+                    return Err(format!(
+                        "its footer holds a list of {} where the format has a list of {}",
+                        type_name(kind),
+                        type_name(element.wire())
+                    ));
+                }
+                for _ in 0..count {
+                    self.typed_value(*element, depth + 1)?;
+                }
+                Ok(())
+            }
+            other => self.skip(other.wire(), depth),
+        }
     }
 
     /// A `SchemaElement`'s `num_children` (field 5), 0 when absent.
@@ -402,13 +763,15 @@ impl Compact<'_> {
         }
     }
 
-    /// Skips a collection element: there a boolean takes a byte.
+    /// Skips a collection element. A boolean is refused: the format puts none in a list,
+    /// set or map of a footer or page header, and the parquet crate skips such a boolean
+    /// without reading its byte, so a list of billions costs it minutes and past one its
+    /// reading and this walk's would part.
     fn skip_element(&mut self, kind: u8, depth: usize) -> Result<(), String> {
         match kind {
-            BOOL_TRUE | BOOL_FALSE if self.page => {
-                Err("it holds a boolean in a list, set or map".into())
+            BOOL_TRUE | BOOL_FALSE => {
+                Err("its footer holds a boolean in a list, set or map".into())
             }
-            BOOL_TRUE | BOOL_FALSE => self.advance(1),
             other => self.skip(other, depth),
         }
     }
@@ -463,7 +826,10 @@ mod tests {
         retyped.extend([0x15, 0x10, 0x15, 0x06, 0x00]);
         retyped.extend([0u8; 9]);
         let e = check(&retyped).unwrap_err();
-        assert!(e.contains("its field 3 has the type 4, not 5"), "{e}");
+        assert!(
+            e.contains("field 3 of its PageHeader is an i16, where the format has an i32"),
+            "{e}"
+        );
         // An unknown field 50 holding a list of one boolean, which the crate skips without
         // reading its byte.
         let mut booleans = header.to_vec();
@@ -478,13 +844,133 @@ mod tests {
         assert!(check_pages(&mut file, 4, u64::MAX).is_err());
     }
 
+    /// A parquet file as writers make them: a schema with a logical type, statistics, page
+    /// encoding stats, size statistics and key-value metadata in the footer.
+    fn written_file() -> Vec<u8> {
+        use parquet::data_type::{ByteArray, ByteArrayType, DoubleType};
+        use parquet::file::metadata::KeyValue;
+        use parquet::file::properties::WriterProperties;
+        use parquet::file::writer::SerializedFileWriter;
+        use parquet::schema::parser::parse_message_type;
+        use std::sync::Arc;
+        let message = "message schema { required double age; optional binary name (STRING); }";
+        let schema = Arc::new(parse_message_type(message).unwrap());
+        let props = WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                "huggingface".into(),
+                "{}".to_string(),
+            )]))
+            .build();
+        let mut out = Vec::new();
+        let mut writer = SerializedFileWriter::new(&mut out, schema, Arc::new(props)).unwrap();
+        let mut group = writer.next_row_group().unwrap();
+        let mut column = group.next_column().unwrap().unwrap();
+        column
+            .typed::<DoubleType>()
+            .write_batch(&[31.0, 45.5], None, None)
+            .unwrap();
+        column.close().unwrap();
+        let mut column = group.next_column().unwrap().unwrap();
+        column
+            .typed::<ByteArrayType>()
+            .write_batch(&[ByteArray::from("ann")], Some(&[1, 0]), None)
+            .unwrap();
+        column.close().unwrap();
+        group.close().unwrap();
+        writer.close().unwrap();
+        out
+    }
+
+    /// The footer of the parquet file `file`.
+    fn footer(file: &[u8]) -> &[u8] {
+        let tail = file.len() - 8;
+        let length = u32::from_le_bytes(file[tail..tail + 4].try_into().unwrap()) as usize;
+        &file[tail - length..tail]
+    }
+
+    /// `footer` with `fields` (each with a full id) added before its last field's end.
+    fn with_fields(footer: &[u8], fields: &[u8]) -> Vec<u8> {
+        assert_eq!(footer.last(), Some(&0), "a FileMetaData ends in a stop");
+        let mut bytes = footer[..footer.len() - 1].to_vec();
+        bytes.extend(fields);
+        bytes.push(0);
+        bytes
+    }
+
+    #[test]
+    fn written_footers_are_accepted() {
+        let file = written_file();
+        assert_eq!(check_footer_bytes(footer(&file)), Ok(()));
+        // An unknown field the crate skips, of any type but a collection of booleans.
+        let unknown = [0x08, 0x64, 0x02, 0x61, 0x62, 0x0c, 0x66, 0x15, 0x02, 0x00];
+        assert_eq!(
+            check_footer_bytes(&with_fields(footer(&file), &unknown)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn footer_fields_of_other_types_are_refused() {
+        let file = written_file();
+        // row_groups (4) as an i32, which the parquet crate would read as a list header.
+        let retyped = with_fields(footer(&file), &[0x05, 0x08, 0x02]);
+        let e = check_footer_bytes(&retyped).unwrap_err();
+        assert!(
+            e.contains("field 4 of its FileMetaData is an i32, where the format has a list"),
+            "{e}"
+        );
+        // key_value_metadata (5) as a list of i32s, not of KeyValue structs.
+        let elements = with_fields(footer(&file), &[0x09, 0x0a, 0x15, 0x02]);
+        let e = check_footer_bytes(&elements).unwrap_err();
+        assert!(
+            e.contains("a list of an i32 where the format has a list of a struct"),
+            "{e}"
+        );
+        // An unknown field 50 holding a list of one boolean, which the crate skips without
+        // reading its byte.
+        let booleans = with_fields(footer(&file), &[0x09, 0x64, 0x11, 0x01]);
+        let e = check_footer_bytes(&booleans).unwrap_err();
+        assert!(e.contains("a boolean in a list"), "{e}");
+    }
+
+    /// A file from a fuzzing run whose footer holds known fields of other types and lists
+    /// of booleans: the parquet crate's footer parser looped on it for seconds.
+    const LOOPING_FOOTER: &str = "MTExMTExMTExMTExMTExMX0xMTExMTExMTExMzExMTExMTExMTExMTExMTExMTExMTEBAAAAAAAADTEx+vr6+vr6+vr6+vr6+gkFBQUF+fr6ARkAAAAAAAAAMTExMTExMTExMTExMTExMTExMTExsTExMTIxMTExMTExMTExMTEx+jExMQUFARkA+voxMTGxMTExMjExMTExMTExMTExMTH6+lsG8vr+5v8FBQepAAAAUEFSMQ==";
+
+    /// Decodes standard base64 (the tests' own fixed inputs).
+    fn base64(text: &str) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut bits = 0u32;
+        let mut count = 0;
+        let mut out = Vec::new();
+        for c in text.bytes().filter(|&c| c != b'=') {
+            let value = ALPHABET.iter().position(|&a| a == c).unwrap() as u32;
+            bits = bits << 6 | value;
+            count += 6;
+            if count >= 8 {
+                count -= 8;
+                out.push((bits >> count) as u8);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_footer_the_parquet_crate_loops_on_is_refused_at_once() {
+        let file = base64(LOOPING_FOOTER);
+        assert_eq!(file.len(), 181);
+        let started = std::time::Instant::now();
+        let e = check_footer_bytes(footer(&file)).unwrap_err();
+        assert!(e.contains("where the format has"), "{e}");
+        assert!(started.elapsed().as_millis() < 100);
+    }
+
     #[test]
     fn compact_numbers_decode() {
         // zigzag: 0 → 0, 1 → −1, 2 → 1, 300 → 150.
         let mut c = Compact {
             bytes: &[0x00, 0x01, 0x02, 0xac, 0x02],
             at: 0,
-            page: false,
         };
         assert_eq!(c.zigzag().unwrap(), 0);
         assert_eq!(c.zigzag().unwrap(), -1);

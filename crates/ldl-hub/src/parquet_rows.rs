@@ -105,8 +105,10 @@ pub fn open_parquet(path: &Path, name: &str) -> Result<ParquetFileReader> {
         file: name.to_string(),
         detail,
     };
-    let mut file =
-        File::open(path).map_err(|e| bad(format!("cannot open {}: {e}", path.display())))?;
+    // Only a regular file: opening a FIFO (say, in place of a cached file) would wait for a
+    // writer for ever.
+    let mut file = crate::local_file::open_regular(path)
+        .map_err(|e| bad(format!("cannot open {}: it {e}", path.display())))?;
     // Before the parquet crate sees it: a deeply nested schema would overflow its stack.
     crate::parquet_footer::check_footer(&mut file).map_err(|e| bad(not_parquet(&e)))?;
     let opened = catch_unwind(AssertUnwindSafe(|| SerializedFileReader::new(file)))
@@ -296,8 +298,8 @@ impl ParquetFileReader {
             )));
         }
         // Before the parquet crate reads them: a page header can keep it busy for minutes.
-        let mut file = File::open(&self.path)
-            .map_err(|e| bad(format!("cannot open {}: {e}", self.path.display())))?;
+        let mut file = crate::local_file::open_regular(&self.path)
+            .map_err(|e| bad(format!("cannot open {}: it {e}", self.path.display())))?;
         for (start, length) in chunks {
             let (Ok(start), Ok(length)) = (u64::try_from(start), u64::try_from(length)) else {
                 return Err(bad(not_parquet(&format!(

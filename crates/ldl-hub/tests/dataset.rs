@@ -372,3 +372,72 @@ fn bad_files_and_columns_are_errors_not_panics() {
         "{e}"
     );
 }
+
+/// Runs `f` on another thread; `None` if it takes more than 10 s, as reading a FIFO with no
+/// writer would (for ever).
+fn within_seconds<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || send.send(f()));
+    receive
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .ok()
+}
+
+/// Every file under `dir`, following no links.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
+        if kind.is_dir() {
+            files.extend(files_under(&path));
+        } else if kind.is_file() {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// A FIFO in place of any file of the cache (a blob, a ref, ldl's record of a split's
+/// files) gives an error or a fresh download, never a wait for a writer.
+#[cfg(unix)]
+#[test]
+fn a_fifo_in_the_cache_is_an_error_not_a_hang() {
+    let mut fake = FakeHub::start();
+    faces_dataset(&fake, "o/faces");
+    let cache = tempfile::tempdir().unwrap();
+    let files = hub(&fake, cache.path())
+        .dataset_files(&ds("o/faces"), "default", "train")
+        .unwrap();
+    fake.stop();
+    // The blob the first file's snapshot entry leads to.
+    let first_blob = std::fs::canonicalize(&files[0].local).unwrap();
+    let cached = files_under(cache.path());
+    assert!(cached.len() >= 4, "{cached:?}");
+    for file in cached {
+        let saved = std::fs::read(&file).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(&file).status();
+        if !made.is_ok_and(|status| status.success()) {
+            eprintln!("note: no mkfifo here; the test is left out");
+            return;
+        }
+        let offline = hub(&fake, cache.path()).offline(true);
+        let local = files[0].local.clone();
+        let outcome = within_seconds(move || {
+            let listed = offline.dataset_files(&ds("o/faces"), "default", "train");
+            let opened = open_parquet(&local, "0000.parquet").map(|_| ());
+            format!("{listed:?} / {opened:?}")
+        });
+        let outcome = outcome.unwrap_or_else(|| panic!("{} as a FIFO blocked", file.display()));
+        if std::fs::canonicalize(&file).unwrap() == first_blob {
+            assert!(
+                outcome.contains("is a FIFO (named pipe), not a regular file"),
+                "{}: {outcome}",
+                file.display()
+            );
+        }
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(&file, saved).unwrap();
+    }
+}

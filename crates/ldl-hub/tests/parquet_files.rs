@@ -205,3 +205,31 @@ fn a_schema_nested_thousands_deep_is_refused_before_it_is_parsed() {
         .to_string();
     assert!(e.starts_with("cut: not a readable parquet file"), "{e}");
 }
+
+#[test]
+fn a_footer_with_fields_of_other_types_is_refused_before_it_is_parsed() {
+    // A 181-byte file from a fuzzing run (tests/fuzz/regressions/parquet): its footer holds
+    // known fields of other types and lists of booleans, on which the parquet crate's
+    // footer parser loops for seconds.
+    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "../../tests/fuzz/regressions/parquet/footer_fields_of_other_types_and_lists_of_booleans",
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "looping.parquet", &bytes);
+    let started = std::time::Instant::now();
+    let e = open_parquet(&path, "looping.parquet")
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("looping.parquet: not a readable parquet file (field "),
+        "{e}"
+    );
+    assert!(e.contains("where the format has"), "{e}");
+    assert!(
+        started.elapsed().as_secs_f64() < 0.5,
+        "{:?}",
+        started.elapsed()
+    );
+}

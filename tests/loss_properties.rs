@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use common::*;
-use ldl::loss::{AxisParts, DldlV2, FullKl, Kl, Loss, MeanVariance};
+use ldl::loss::{AxisParts, DldlV2, FullKl, FullKlRelative, Kl, Loss, MeanVariance};
 use ldl::{Axis, AxisTargets, Label, LabelSpace};
 
 /// The full-KL loss of the same labels and logits on an axis re-expressed through
@@ -43,6 +43,171 @@ fn full_kl_in_unit(scale: f64, offset: f64, circular: bool) -> (f64, f64) {
     (scalar(&full.total), scalar(&v2.total))
 }
 
+/// `full-kl-rel` of the same labels and logits as [`full_kl_in_unit`], with its
+/// smoothness part on its own.
+fn full_kl_rel_in_unit(scale: f64, offset: f64, circular: bool) -> (f64, f64) {
+    let mut r = rng(21);
+    let axis = if circular {
+        Axis::circular("yaw", -180.0 * scale + offset, 360.0 * scale, 10.0 * scale).unwrap()
+    } else {
+        Axis::linear("age", offset, 80.0 * scale + offset, scale).unwrap()
+    };
+    let labels = if circular {
+        [(175.0, 12.0), (-60.0, 20.0), (3.0, 8.0)]
+    } else {
+        [(0.0, 2.0), (23.5, 3.2), (61.0, 4.0)]
+    };
+    let samples: Vec<Vec<Label>> = labels
+        .iter()
+        .map(|(y, s)| vec![Label::value_with_std(y * scale + offset, s * scale)])
+        .collect();
+    let space = LabelSpace::new(vec![axis.clone()]).unwrap();
+    let targets = space.targets(&samples, DType::F64, &Device::Cpu).unwrap();
+    let z: Vec<Vec<f64>> = (0..3)
+        .map(|_| random_logits(&mut r, axis.len(), 3.0))
+        .collect();
+    let out = FullKlRelative::default()
+        .compute(&space, &[matrix(&z)], &targets)
+        .unwrap();
+    let smooth = out
+        .parts
+        .iter()
+        .find(|p| p.component == "smooth_rel")
+        .unwrap();
+    (scalar(&out.total), scalar(&smooth.value))
+}
+
+#[test]
+fn full_kl_rel_is_invariant_under_a_change_of_unit() {
+    let (years, smooth_years) = full_kl_rel_in_unit(1.0, 0.0, false);
+    assert!(smooth_years > 1e-3, "the smoothness term takes part");
+    for (scale, offset, what) in [
+        (12.0, 0.0, "months"),
+        (1.0, 1000.0, "offset"),
+        (0.1, -3.0, "affine"),
+    ] {
+        let (total, smooth) = full_kl_rel_in_unit(scale, offset, false);
+        assert_close(total, years, 1e-9, what);
+        assert_close(smooth, smooth_years, 1e-9, what);
+    }
+    let (degrees, _) = full_kl_rel_in_unit(1.0, 0.0, true);
+    let (radians, _) = full_kl_rel_in_unit(std::f64::consts::PI / 180.0, 0.0, true);
+    assert_close(radians, degrees, 1e-9, "degrees → radians");
+    let (shifted, _) = full_kl_rel_in_unit(1.0, 37.0, true);
+    assert_close(shifted, degrees, 1e-9, "rotated origin");
+}
+
+/// The loss's total and its gradient with respect to the logits `z` (one sample).
+fn total_and_gradient(
+    loss: &dyn Loss,
+    z: &[f64],
+    target: &AxisTargets,
+    axis: &Axis,
+) -> (f64, Vec<f64>) {
+    let var = Var::from_tensor(&matrix(&[z.to_vec()])).unwrap();
+    let total = loss
+        .axis_parts(var.as_tensor(), target, axis)
+        .unwrap()
+        .total()
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let grads = total.backward().unwrap();
+    (scalar(&total), to_vec(grads.get(var.as_tensor()).unwrap()))
+}
+
+#[test]
+fn the_target_minimises_full_kl_rel_and_not_full_kl() {
+    let mut r = rng(22);
+    let cases = [
+        (Axis::linear("x", 0.0, 40.0, 1.0).unwrap(), 20.0),
+        (Axis::linear("x", 0.0, 40.0, 1.0).unwrap(), 2.0),
+        (Axis::circular("a", 0.0, 360.0, 10.0).unwrap(), 350.0),
+    ];
+    for (axis, y) in cases {
+        for s in [1.5, 2.0, 4.0] {
+            let pmf = axis
+                .encode(&Label::value_with_std(y, s * axis.step()))
+                .unwrap()
+                .pmf;
+            let target = AxisTargets::from_pmf(&matrix(std::slice::from_ref(&pmf)), &axis).unwrap();
+            let ideal: Vec<f64> = pmf.iter().map(|p| p.ln()).collect();
+            let what = format!("{} y = {y} s = {s}", axis.name());
+            for fused in [true, false] {
+                let relative = FullKlRelative::default().with_fused_cpu_kernel(fused);
+                let (at_target, gradient) = total_and_gradient(&relative, &ideal, &target, &axis);
+                assert!(
+                    at_target.abs() < 1e-12,
+                    "{what}: value {at_target:e} at the target"
+                );
+                let worst = gradient.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+                assert!(
+                    worst < 1e-10,
+                    "{what} fused={fused}: gradient {worst:e} at the target"
+                );
+                // Every direction goes uphill: random ones, and the widening and
+                // narrowing that the full-KL loss's smoothness term favours.
+                let centred: Vec<f64> = ideal.iter().map(|l| l - ideal[0]).collect();
+                let mut directions: Vec<Vec<f64>> = (0..20)
+                    .map(|_| random_logits(&mut r, axis.len(), 1.0))
+                    .collect();
+                directions.push(centred.iter().map(|l| -0.05 * l).collect());
+                directions.push(centred.iter().map(|l| 0.05 * l).collect());
+                for direction in &directions {
+                    let moved: Vec<f64> = ideal
+                        .iter()
+                        .zip(direction)
+                        .map(|(a, b)| a + 0.1 * b)
+                        .collect();
+                    let (value, _) = total_and_gradient(&relative, &moved, &target, &axis);
+                    assert!(
+                        value > at_target,
+                        "{what}: a step away lowers the loss to {value:e}"
+                    );
+                }
+            }
+            // The full-KL loss, by contrast, is not stationary at the target.
+            let (_, gradient) = total_and_gradient(&FullKl::default(), &ideal, &target, &axis);
+            let worst = gradient.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+            assert!(
+                worst > 1e-3,
+                "{what}: full-kl's gradient at the target is {worst:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn full_kl_rel_is_non_negative_and_its_joint_form_reduces_to_one_axis() {
+    let mut r = rng(23);
+    for axis in [
+        Axis::linear("x", 0.0, 30.0, 1.0).unwrap(),
+        Axis::circular("a", 0.0, 360.0, 12.0).unwrap(),
+    ] {
+        let p: Vec<Vec<f64>> = (0..50).map(|_| random_pmf(&mut r, axis.len())).collect();
+        let z: Vec<Vec<f64>> = (0..50)
+            .map(|_| random_logits(&mut r, axis.len(), 6.0))
+            .collect();
+        let target = pmf_targets(&matrix(&p), &axis);
+        let loss = FullKlRelative::default();
+        let parts = loss.axis_parts(&matrix(&z), &target, &axis).unwrap();
+        let min = to_vec(&parts["smooth_rel"])
+            .into_iter()
+            .fold(f64::INFINITY, f64::min);
+        assert!(min >= 0.0, "smooth_rel on {}: min {min}", axis.name());
+        // A group of one axis is that axis: the same distribution and smoothness terms
+        // (`exp` differs by design: a group adds its variance floor, an axis raises to it).
+        let group = loss
+            .group_parts(&matrix(&z), std::slice::from_ref(&target), &[&axis])
+            .unwrap();
+        for name in ["ld", "smooth_rel"] {
+            for (a, b) in to_vec(&group[name]).iter().zip(to_vec(&parts[name])) {
+                assert_close(*a, b, 1e-10, &format!("group of one, {name}"));
+            }
+        }
+    }
+}
+
 #[test]
 fn full_kl_is_invariant_under_a_change_of_unit_and_dldl_v2_is_not() {
     let (years, v2_years) = full_kl_in_unit(1.0, 0.0, false);
@@ -74,6 +239,7 @@ fn finite_everything(axis: &Axis, p: &[Vec<f64>], z: &[Vec<f64>], what: &str) {
     for dtype in [DType::F64, DType::F32] {
         let losses: Vec<Box<dyn Loss>> = vec![
             Box::new(FullKl::default()),
+            Box::new(FullKlRelative::default()),
             Box::new(Kl),
             Box::new(DldlV2::new(1.0).unwrap()),
             Box::new(MeanVariance::default()),

@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;
-use ldl::loss::{DldlV2, FullKl, Kl, Loss, MeanVariance, TargetMoments};
+use ldl::loss::{DldlV2, FullKl, FullKlRelative, Kl, Loss, MeanVariance, TargetMoments};
 use ldl::{Axis, AxisTargets, Label, LabelSpace};
 
 // Case A: axis 0, 1, 2; p = (0.2, 0.5, 0.3); logits (0.1, 0.7, −0.4). Expected values
@@ -377,6 +377,121 @@ fn full_kl_matches_the_scalar_reference_on_random_inputs() {
         for (a, b) in to_vec(&kl["ld"]).iter().zip(&ld) {
             assert_close(*a, *b, 1e-12, "Kl's ld part equals the full-KL ld part");
         }
+    }
+}
+
+/// `full-kl-rel`'s parts of `p_rows`, `z_rows` against the scalar reference, through the
+/// fused kernel and the composed ops alike.
+fn check_full_kl_rel(axis: &Axis, p_rows: &[Vec<f64>], z_rows: &[Vec<f64>], what: &str) {
+    let period = axis.period();
+    let targets = AxisTargets::from_pmf(&matrix(p_rows), axis).unwrap();
+    let centres = to_vec(&targets.value);
+    for fused in [true, false] {
+        let parts = FullKlRelative::default()
+            .with_fused_cpu_kernel(fused)
+            .axis_parts(&matrix(z_rows), &targets, axis)
+            .unwrap();
+        let got = [
+            to_vec(&parts["ld"]),
+            to_vec(&parts["exp"]),
+            to_vec(&parts["smooth_rel"]),
+        ];
+        for s in 0..p_rows.len() {
+            let r = reference_full_kl_relative(
+                &p_rows[s],
+                &z_rows[s],
+                axis.centers(),
+                axis.step(),
+                period,
+                centres[s],
+                1e-3,
+                1e-6,
+            );
+            for (name, value, expected) in [
+                ("ld", got[0][s], r.0),
+                ("exp", got[1][s], r.1),
+                ("smooth_rel", got[2][s], r.2),
+            ] {
+                let label = format!("{what} {name} row {s} fused={fused}");
+                assert!(
+                    (value - expected).abs() <= 1e-12 * expected.abs().max(1.0),
+                    "{label}: got {value:e}, expected {expected:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn full_kl_rel_matches_the_scalar_reference() {
+    let mut r = rng(31);
+    for &(k, period) in &[
+        (3, None),
+        (5, None),
+        (37, None),
+        (5, Some(5.0)),
+        (24, Some(24.0)),
+    ] {
+        let axis = match period {
+            None => Axis::linear("x", 0.0, (k - 1) as f64, 1.0).unwrap(),
+            Some(p) => Axis::circular("x", 0.0, p, 1.0).unwrap(),
+        };
+        let p: Vec<Vec<f64>> = (0..6).map(|_| random_pmf(&mut r, k)).collect();
+        let z: Vec<Vec<f64>> = (0..6).map(|_| random_logits(&mut r, k, 4.0)).collect();
+        check_full_kl_rel(&axis, &p, &z, &format!("K={k} {period:?}"));
+    }
+    // Gaussian targets whose tails underflowed to exact zeros (σ = 1 bin on 121 bins), one
+    // at an end of the axis, and a one-hot target; near-Gaussian predictions.
+    let axis = Axis::linear("x", 0.0, 120.0, 1.0).unwrap();
+    let p: Vec<Vec<f64>> = [(60.0, 1.0), (0.0, 2.0), (90.0, 5.0)]
+        .iter()
+        .map(|&(y, s)| axis.encode(&Label::value_with_std(y, s)).unwrap().pmf)
+        .chain(std::iter::once(
+            (0..121).map(|k| f64::from(k == 30)).collect(),
+        ))
+        .collect();
+    assert!(
+        p[0].contains(&0.0),
+        "the σ = 1 target has underflowed tails"
+    );
+    let z: Vec<Vec<f64>> = [60.3, 1.0, 88.0, 30.0]
+        .iter()
+        .map(|y| {
+            (0..121)
+                .map(|k| -((k as f64 - y) / 2.5).powi(2) / 2.0)
+                .collect()
+        })
+        .collect();
+    check_full_kl_rel(&axis, &p, &z, "Gaussian targets");
+}
+
+#[test]
+fn full_kl_rel_differs_from_full_kl_in_its_smoothness_term_alone() {
+    let mut r = rng(32);
+    let axis = Axis::linear("x", 0.0, 20.0, 1.0).unwrap();
+    let p: Vec<Vec<f64>> = (0..4).map(|_| random_pmf(&mut r, 21)).collect();
+    let z: Vec<Vec<f64>> = (0..4).map(|_| random_logits(&mut r, 21, 3.0)).collect();
+    let targets = AxisTargets::from_pmf(&matrix(&p), &axis).unwrap();
+    let full = FullKl::default()
+        .axis_parts(&matrix(&z), &targets, &axis)
+        .unwrap();
+    let relative = FullKlRelative::default()
+        .axis_parts(&matrix(&z), &targets, &axis)
+        .unwrap();
+    assert_eq!(relative.keys(), ["ld", "exp", "smooth_rel"]);
+    for name in ["ld", "exp"] {
+        assert_eq!(to_vec(&full[name]), to_vec(&relative[name]), "{name}");
+    }
+    // ½ (ρ − ln ρ − 1) with ρ = S(q)/S(p), S(q) being the full-KL loss's own term.
+    for (s, row) in p.iter().enumerate() {
+        let ratio = to_vec(&full["smooth"])[s] / reference_roughness(row, false);
+        let expected = 0.5 * (ratio - ratio.ln() - 1.0);
+        assert_close(
+            to_vec(&relative["smooth_rel"])[s],
+            expected,
+            1e-12,
+            "smooth_rel",
+        );
     }
 }
 

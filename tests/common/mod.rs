@@ -182,3 +182,49 @@ pub fn values_of(vars: &candle_nn::VarMap) -> Vec<(String, Vec<f32>)> {
     named.sort_by(|a, b| a.0.cmp(&b.0));
     named
 }
+
+/// The roughness `S(r) = ½ Σ (a − b)(ln a − ln b)` of LOSS.md's smoothness term, with `a`
+/// the distribution shifted by one bin and `b` itself (truncated to the `K − 1` shared
+/// bins and renormalised on a linear axis, rotated on a circular one). Entries below the
+/// smallest normal f32 are raised to it first, as `full-kl-rel` does for targets.
+pub fn reference_roughness(r: &[f64], circular: bool) -> f64 {
+    let r: Vec<f64> = r.iter().map(|x| x.max(f32::MIN_POSITIVE as f64)).collect();
+    let k = r.len();
+    let (a, b): (Vec<f64>, Vec<f64>) = if circular {
+        ((0..k).map(|i| r[(i + 1) % k]).collect(), r.clone())
+    } else {
+        let upper: f64 = r[1..].iter().sum();
+        let lower: f64 = r[..k - 1].iter().sum();
+        (
+            r[1..].iter().map(|x| x / upper).collect(),
+            r[..k - 1].iter().map(|x| x / lower).collect(),
+        )
+    };
+    0.5 * a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y) * (x.ln() - y.ln()))
+        .sum::<f64>()
+}
+
+/// The terms of `full-kl-rel` written out directly: `(ld, exp, smooth_rel)`, with
+/// `smooth_rel = ½ (ρ − ln ρ − 1)`, `ρ = S(q) / S(p)`, both roughnesses raised to at
+/// least `smoothness_floor`. Arguments as [`reference_full_kl`].
+#[allow(clippy::too_many_arguments)]
+pub fn reference_full_kl_relative(
+    p: &[f64],
+    z: &[f64],
+    centres: &[f64],
+    step: f64,
+    period: Option<f64>,
+    centre: f64,
+    floor: f64,
+    smoothness_floor: f64,
+) -> (f64, f64, f64) {
+    let (ld, exp, _) = reference_full_kl(p, z, centres, step, period, centre, floor);
+    let circular = period.is_some();
+    let of_q = reference_roughness(&softmax(z), circular).max(smoothness_floor);
+    let of_p = reference_roughness(p, circular).max(smoothness_floor);
+    let ratio = of_q / of_p;
+    (ld, exp, 0.5 * (ratio - ratio.ln() - 1.0))
+}

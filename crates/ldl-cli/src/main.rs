@@ -110,8 +110,8 @@ enum Command {
     Compare {
         /// The task config (TOML).
         config: PathBuf,
-        /// The losses, comma-separated: full-kl, kl, dldl-v2, mean-variance; `dldl-v2:0.1`
-        /// sets DLDL-v2's λ (the same on every axis).
+        /// The losses, comma-separated: full-kl, full-kl-rel, kl, dldl-v2, mean-variance;
+        /// `dldl-v2:0.1` sets DLDL-v2's λ (the same on every axis).
         #[arg(long, value_delimiter = ',', default_value = "full-kl,dldl-v2")]
         losses: Vec<String>,
         /// Seeds per loss: run.seed, run.seed + 1, …

@@ -33,7 +33,8 @@ pub(crate) fn warnings(config: &CheckedConfig, train: &[Sample]) -> Result<Vec<S
     let mut out = Vec::new();
     for (a, (axis, axis_config)) in space.axes().iter().zip(&config.task.axes).enumerate() {
         let kind = axis_config.loss.unwrap_or(config.loss.kind());
-        if kind != LossKind::FullKl || axis.is_categorical() {
+        let smooth_peak_terms = matches!(kind, LossKind::FullKl | LossKind::FullKlRelative);
+        if !smooth_peak_terms || axis.is_categorical() {
             continue;
         }
         let labels: Vec<Vec<Label>> = train

@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Tensor, D};
 
-use super::fused_cpu::FullKlCpu;
+use super::fused_cpu::{FullKlCpu, SMALLEST_TARGET};
 
 use super::joint::JointGroup;
 use super::tensor_math::{
@@ -104,19 +104,21 @@ impl FullKl {
     }
 
     /// `(ld, exp, smooth)` of one axis, per sample; `None` for the last two on a
-    /// categorical axis.
-    fn terms(
+    /// categorical axis. `relative` is `None` for the full-KL loss's own smoothness term
+    /// and `Some(floor)` for the relative one of [`super::FullKlRelative`].
+    pub(crate) fn terms(
         &self,
         logits: &Tensor,
         targets: &AxisTargets,
         axis: &Axis,
+        relative: Option<f64>,
     ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let targets = conform_targets(axis, logits, targets)?;
         let fusable = matches!(logits.dtype(), DType::F32 | DType::F64)
             && logits.device().is_cpu()
             && !axis.is_categorical();
         if self.fused_cpu_kernel && fusable {
-            let (ld, exp, smooth) = self.fused_terms(logits, &targets, axis)?;
+            let (ld, exp, smooth) = self.fused_terms(logits, &targets, axis, relative)?;
             return Ok((ld, Some((exp, smooth))));
         }
         let log_q = log_softmax(logits)?;
@@ -125,7 +127,14 @@ impl FullKl {
             return Ok((ld, None));
         }
         let exp = self.expectation_kl(&log_q, &targets, axis)?;
-        let smooth = smoothness_kl(&log_q, axis)?;
+        let roughness = smoothness_kl(&log_q, axis)?;
+        let smooth = match relative {
+            None => roughness,
+            Some(floor) => {
+                let of_target = target_roughness(&targets.pmf, axis)?;
+                relative_roughness(&roughness, &of_target, floor)?
+            }
+        };
         Ok((ld, Some((exp, smooth))))
     }
 
@@ -134,6 +143,7 @@ impl FullKl {
         logits: &Tensor,
         targets: &AxisTargets,
         axis: &Axis,
+        relative: Option<f64>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let step = axis.step();
         let nominal_variance = match self.target_moments {
@@ -154,6 +164,7 @@ impl FullKl {
             period_in_bins: axis.period().map(|p| p / step),
             nominal_variance,
             floor: self.variance_floor,
+            relative_smoothness: relative,
         };
         let parts = logits.contiguous()?.apply_op3(
             &targets.pmf.contiguous()?.detach(),
@@ -193,7 +204,7 @@ impl Loss for FullKl {
     }
 
     fn axis_parts(&self, logits: &Tensor, target: &AxisTargets, axis: &Axis) -> Result<AxisParts> {
-        let (ld, moment_terms) = self.terms(logits, target, axis)?;
+        let (ld, moment_terms) = self.terms(logits, target, axis, None)?;
         let mut components = vec![Component::new("ld", 1.0, ld)];
         if let Some((exp, smooth)) = moment_terms {
             components.push(Component::new("exp", 1.0, exp));
@@ -209,7 +220,8 @@ impl Loss for FullKl {
         axes: &[&Axis],
     ) -> Result<AxisParts> {
         let group = JointGroup::new(axes, logits, targets)?;
-        let (ld, exp, smooth) = group.full_kl(logits, self.target_moments, self.variance_floor)?;
+        let (ld, exp, smooth) =
+            group.full_kl(logits, self.target_moments, self.variance_floor, None)?;
         Ok(AxisParts::new(vec![
             Component::new("ld", 1.0, ld),
             Component::new("exp", 1.0, exp),
@@ -247,7 +259,7 @@ fn gaussian_kl(
 /// On a linear axis both are truncated to the `K − 1` bins they share and renormalised;
 /// on a circular axis the shift is a rotation and nothing is dropped. The logs come from
 /// `ln q` directly, so an underflowed probability never reaches a `ln`.
-fn smoothness_kl(log_q: &Tensor, axis: &Axis) -> Result<Tensor> {
+pub(crate) fn smoothness_kl(log_q: &Tensor, axis: &Axis) -> Result<Tensor> {
     let bins = axis.len();
     let (log_a, log_b) = match axis.kind() {
         AxisKind::Circular { .. } => {
@@ -267,4 +279,27 @@ fn smoothness_kl(log_q: &Tensor, axis: &Axis) -> Result<Tensor> {
     Ok((difference * log_difference)?
         .sum(D::Minus1)?
         .affine(0.5, 0.0)?)
+}
+
+/// The roughness `S(p)` of target distributions (the smoothness KL of `p` itself), a
+/// constant. Probabilities are raised to at least [`SMALLEST_TARGET`] first, in at least
+/// f32: `S` of a distribution with exact zeros beside non-zero bins is infinite.
+pub(crate) fn target_roughness(pmf: &Tensor, axis: &Axis) -> Result<Tensor> {
+    let wide = match pmf.dtype() {
+        DType::F16 | DType::BF16 => pmf.to_dtype(DType::F32)?,
+        _ => pmf.clone(),
+    };
+    let log_p = wide.detach().maximum(SMALLEST_TARGET)?.log()?;
+    Ok(smoothness_kl(&log_p, axis)?.to_dtype(pmf.dtype())?.detach())
+}
+
+/// `½ (ρ − ln ρ − 1)` with `ρ = S(q) / S(p)`, both raised to at least `floor`: the KL
+/// between zero-mean normals of variances `1/(2 S(p))` and `1/(2 S(q))`.
+pub(crate) fn relative_roughness(
+    of_prediction: &Tensor,
+    of_target: &Tensor,
+    floor: f64,
+) -> Result<Tensor> {
+    let ratio = (of_prediction.maximum(floor)? / of_target.maximum(floor)?)?;
+    Ok(((&ratio - ratio.log()?)? - 1.0)?.affine(0.5, 0.0)?)
 }

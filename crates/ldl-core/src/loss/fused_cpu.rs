@@ -31,6 +31,9 @@ pub(crate) struct FullKlCpu {
     pub nominal_variance: Option<Vec<f64>>,
     /// The variance floor in bins².
     pub floor: f64,
+    /// `Some(floor)` for the relative smoothness term of [`super::FullKlRelative`] (the
+    /// floor of both roughnesses, in nats); `None` for the full-KL loss's own.
+    pub relative_smoothness: Option<f64>,
 }
 
 /// Per-row working memory, reused across the rows a thread handles.
@@ -38,6 +41,8 @@ struct Scratch {
     log_q: Vec<f64>,
     q: Vec<f64>,
     offsets: Vec<f64>,
+    /// `ln p`, with zeros raised to [`SMALLEST_TARGET`], for the target's roughness.
+    log_p: Vec<f64>,
     /// `a`, `ln a`, `b`, `ln b` of the smoothness term; the backward pass overwrites
     /// `log_a` and `log_b` with the partial derivatives with respect to them.
     a: Vec<f64>,
@@ -54,6 +59,7 @@ impl Scratch {
             log_q: buffer(),
             q: buffer(),
             offsets: buffer(),
+            log_p: buffer(),
             a: buffer(),
             log_a: buffer(),
             b: buffer(),
@@ -70,10 +76,19 @@ struct RowStats {
     var_q: f64,
     mean_p: f64,
     var_p: f64,
+    /// `∂ smooth-part / ∂ S(q)`: 1 for the full-KL loss's own term, the derivative of the
+    /// relative term otherwise.
+    smooth_weight: f64,
 }
 
 /// Below this, a renormalising sum is recomputed in log space instead of divided by.
 const TINY: f64 = 1e-250;
+
+/// Target probabilities below this are raised to it in the target's roughness `S(p)`:
+/// `S` of a distribution with exact zeros next to non-zero bins is infinite, and a
+/// Gaussian target's far tails underflow to 0. The smallest normal f32, as in the
+/// composed version, so that both give the same value on every device.
+pub(crate) const SMALLEST_TARGET: f64 = f32::MIN_POSITIVE as f64;
 
 impl FullKlCpu {
     fn fill_offsets(&self, value: f64, offsets: &mut [f64]) {
@@ -119,39 +134,86 @@ impl FullKlCpu {
         let (vp, vq) = (var_p.max(self.floor), var_q.max(self.floor));
         let exp = 0.5 * (vq / vp).ln() + (vp + (mean_p - mean_q).powi(2)) / (2.0 * vq) - 0.5;
 
-        let m = self.fill_shifted(s);
-        let mut smooth = 0.0;
-        for i in 0..m {
-            smooth += (s.a[i] - s.b[i]) * (s.log_a[i] - s.log_b[i]);
-        }
+        // The target's roughness first: the shifted buffers must hold q's afterwards,
+        // for the backward pass.
+        let target_roughness = self.relative_smoothness.map(|_| {
+            let floored: Vec<f64> = p.iter().map(|x| x.max(SMALLEST_TARGET)).collect();
+            for (l, x) in s.log_p.iter_mut().zip(&floored) {
+                *l = x.ln();
+            }
+            let Scratch {
+                log_p,
+                a,
+                log_a,
+                b,
+                log_b,
+                ..
+            } = s;
+            self.roughness(&floored, log_p, [a, log_a, b, log_b])
+        });
+        let Scratch {
+            q,
+            log_q,
+            a,
+            log_a,
+            b,
+            log_b,
+            ..
+        } = s;
+        let roughness = self.roughness(q, log_q, [a, log_a, b, log_b]);
+        let (smooth, smooth_weight) = match (self.relative_smoothness, target_roughness) {
+            (Some(floor), Some(of_target)) => relative_roughness(roughness, of_target, floor),
+            _ => (roughness, 1.0),
+        };
         RowStats {
-            parts: [ld, exp, 0.5 * smooth],
+            parts: [ld, exp, smooth],
             mean_q,
             var_q,
             mean_p,
             var_p,
+            smooth_weight,
         }
     }
 
-    /// Fills `a`, `ln a`, `b`, `ln b` of the smoothness term from `q` and `ln q`: shifted
+    /// The roughness `S(r) = ½ Σ (a − b)(ln a − ln b)` of `r` (with `ln r`), leaving its
+    /// shifted distributions `[a, ln a, b, ln b]` in `shifted`.
+    fn roughness(&self, r: &[f64], log_r: &[f64], shifted: [&mut Vec<f64>; 4]) -> f64 {
+        let [a, log_a, b, log_b] = shifted;
+        let m = self.fill_shifted(r, log_r, a, log_a, b, log_b);
+        let mut sum = 0.0;
+        for i in 0..m {
+            sum += (a[i] - b[i]) * (log_a[i] - log_b[i]);
+        }
+        0.5 * sum
+    }
+
+    /// Fills `a`, `ln a`, `b`, `ln b` of the smoothness term from `r` and `ln r`: shifted
     /// by one bin, truncated and renormalised on linear axes, rotated on circular ones.
     /// Returns their length.
-    fn fill_shifted(&self, s: &mut Scratch) -> usize {
-        let k = s.q.len();
+    fn fill_shifted(
+        &self,
+        r: &[f64],
+        log_r: &[f64],
+        a: &mut [f64],
+        log_a: &mut [f64],
+        b: &mut [f64],
+        log_b: &mut [f64],
+    ) -> usize {
+        let k = r.len();
         match self.period_in_bins {
             Some(_) => {
                 for i in 0..k {
                     let next = (i + 1) % k;
-                    s.a[i] = s.q[next];
-                    s.log_a[i] = s.log_q[next];
-                    s.b[i] = s.q[i];
-                    s.log_b[i] = s.log_q[i];
+                    a[i] = r[next];
+                    log_a[i] = log_r[next];
+                    b[i] = r[i];
+                    log_b[i] = log_r[i];
                 }
                 k
             }
             None => {
-                renormalise(&s.q[1..], &s.log_q[1..], &mut s.a, &mut s.log_a);
-                renormalise(&s.q[..k - 1], &s.log_q[..k - 1], &mut s.b, &mut s.log_b);
+                renormalise(&r[1..], &log_r[1..], a, log_a);
+                renormalise(&r[..k - 1], &log_r[..k - 1], b, log_b);
                 k - 1
             }
         }
@@ -194,8 +256,10 @@ impl FullKlCpu {
                 g[1] * s.q[i] * (d_mean * centred + d_var * (centred * centred - stats.var_q));
         }
 
-        // smooth = ½ Σ (a − b)(α − β) with α = ln a, β = ln b:
-        // ∂/∂α_i = ½ [a_i (α_i − β_i) + (a_i − b_i)], ∂/∂β_i = −½ [b_i (α_i − β_i) + (a_i − b_i)].
+        // S = ½ Σ (a − b)(α − β) with α = ln a, β = ln b:
+        // ∂/∂α_i = ½ [a_i (α_i − β_i) + (a_i − b_i)], ∂/∂β_i = −½ [b_i (α_i − β_i) + (a_i − b_i)],
+        // times ∂ smooth / ∂S (1 for the full-KL loss's own term).
+        let g_smooth = g[2] * stats.smooth_weight;
         let m = if self.period_in_bins.is_some() {
             k
         } else {
@@ -205,8 +269,8 @@ impl FullKlCpu {
         for i in 0..m {
             let log_ratio = s.log_a[i] - s.log_b[i];
             let difference = s.a[i] - s.b[i];
-            let alpha = 0.5 * g[2] * (s.a[i] * log_ratio + difference);
-            let beta = -0.5 * g[2] * (s.b[i] * log_ratio + difference);
+            let alpha = 0.5 * g_smooth * (s.a[i] * log_ratio + difference);
+            let beta = -0.5 * g_smooth * (s.b[i] * log_ratio + difference);
             s.log_a[i] = alpha;
             s.log_b[i] = beta;
             sum_alpha += alpha;
@@ -234,6 +298,21 @@ impl FullKlCpu {
             grad_z[i] += grad_log_q[i] - s.q[i] * total;
         }
     }
+}
+
+/// The relative smoothness term `½ (ρ − ln ρ − 1)` with `ρ = S(q) / S(p)`, both
+/// raised to at least `floor`, and its derivative with respect to `S(q)` (0 where the
+/// floor holds `S(q)`, which is then a constant).
+pub(crate) fn relative_roughness(of_prediction: f64, of_target: f64, floor: f64) -> (f64, f64) {
+    let (sq, sp) = (of_prediction.max(floor), of_target.max(floor));
+    let ratio = sq / sp;
+    let value = 0.5 * (ratio - ratio.ln() - 1.0);
+    let slope = if of_prediction > floor {
+        0.5 * (1.0 / sp - 1.0 / sq)
+    } else {
+        0.0
+    };
+    (value, slope)
 }
 
 /// `out = r / Σ r` and `log_out = ln r − ln Σ r`, from `r` and `ln r`. When `Σ r`

@@ -5,7 +5,8 @@
 //! - `L_exp`: the KL between the multivariate normals with the pmfs' mean vectors and
 //!   covariance matrices, `½[tr(Σ_q⁻¹Σ_p) + δᵀΣ_q⁻¹δ − d + ln(det Σ_q / det Σ_p)]`;
 //! - `L_smooth`: the mean over the grid dimensions of the one-bin smoothness along that
-//!   dimension (truncated and renormalised on linear axes, a rotation on circular ones).
+//!   dimension (truncated and renormalised on linear axes, a rotation on circular ones);
+//!   for [`super::FullKlRelative`], the mean over the dimensions of the relative term.
 //!
 //! Offsets are measured in bins of each member axis (from the member's target value,
 //! wrapped on circular axes), so every term is unit-free as in one dimension.
@@ -15,7 +16,8 @@
 
 use candle_core::{DType, Tensor, D};
 
-use super::full_kl::kl_divergence;
+use super::full_kl::{kl_divergence, relative_roughness};
+use super::fused_cpu::SMALLEST_TARGET;
 use super::tensor_math::{log_softmax, log_sum_exp_keepdim, moments, offsets_in_bins};
 use super::{conform_targets_to, TargetMoments};
 use crate::axis::{Axis, AxisKind};
@@ -100,18 +102,24 @@ impl<'a> JointGroup<'a> {
             .collect()
     }
 
-    /// The full-KL components over the grid, per sample.
+    /// The full-KL components over the grid, per sample. `relative` is `None` for the
+    /// full-KL loss's own smoothness term, `Some(floor)` for the relative one of
+    /// [`super::FullKlRelative`].
     pub(crate) fn full_kl(
         &self,
         logits: &Tensor,
         target_moments: TargetMoments,
         floor: f64,
+        relative: Option<f64>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let log_q = log_softmax(logits)?;
         let p = self.target()?;
         let ld = kl_divergence(&p, &log_q)?;
         let exp = self.expectation_kl(&log_q, &p, target_moments, floor)?;
-        let smooth = self.smoothness(&log_q)?;
+        let smooth = match relative {
+            None => self.smoothness(&log_q)?,
+            Some(smoothness_floor) => self.relative_smoothness(&log_q, &p, smoothness_floor)?,
+        };
         Ok((ld, exp, smooth))
     }
 
@@ -172,13 +180,52 @@ impl<'a> JointGroup<'a> {
         Ok(gaussian_kl(&mean_p, &cov_p, &mean_q, &cov_q, floor)?.to_dtype(dtype)?)
     }
 
+    /// The full-KL loss's smoothness: the mean over the dimensions of the roughness
+    /// along each.
     fn smoothness(&self, log_q: &Tensor) -> Result<Tensor> {
-        let batch = log_q.dim(0)?;
-        let d = self.shape.len();
         let mut sum: Option<Tensor> = None;
-        for j in 0..d {
+        for term in self.roughness_along(log_q)? {
+            sum = Some(match sum {
+                None => term,
+                Some(s) => (s + term)?,
+            });
+        }
+        let sum = sum.ok_or_else(|| Error::Shape("a joint group without axes".into()))?;
+        Ok(sum.affine(1.0 / self.shape.len() as f64, 0.0)?)
+    }
+
+    /// The relative smoothness of [`super::FullKlRelative`]: the mean over the dimensions
+    /// of `½ (ρ − ln ρ − 1)`, `ρ` the ratio of the prediction's roughness along that
+    /// dimension to the target's.
+    fn relative_smoothness(&self, log_q: &Tensor, p: &Tensor, floor: f64) -> Result<Tensor> {
+        let wide = match p.dtype() {
+            DType::F16 | DType::BF16 => p.to_dtype(DType::F32)?,
+            _ => p.clone(),
+        };
+        let log_p = wide.detach().maximum(SMALLEST_TARGET)?.log()?;
+        let of_target = self.roughness_along(&log_p)?;
+        let mut sum: Option<Tensor> = None;
+        for (of_q, of_p) in self.roughness_along(log_q)?.iter().zip(of_target) {
+            let of_p = of_p.to_dtype(log_q.dtype())?.detach();
+            let term = relative_roughness(of_q, &of_p, floor)?;
+            sum = Some(match sum {
+                None => term,
+                Some(s) => (s + term)?,
+            });
+        }
+        let sum = sum.ok_or_else(|| Error::Shape("a joint group without axes".into()))?;
+        Ok(sum.affine(1.0 / self.shape.len() as f64, 0.0)?)
+    }
+
+    /// The one-bin smoothness KL of `exp(log_r)` along each dimension of the grid, per
+    /// sample: `r` against `r` shifted by one bin along that dimension (truncated to the
+    /// cells both cover and renormalised on a linear member, rotated on a circular one).
+    fn roughness_along(&self, log_r: &Tensor) -> Result<Vec<Tensor>> {
+        let batch = log_r.dim(0)?;
+        let mut out = Vec::with_capacity(self.shape.len());
+        for j in 0..self.shape.len() {
             let (before, k, after) = split_at(&self.shape, j);
-            let cube = log_q.reshape((batch, before, k, after))?;
+            let cube = log_r.reshape((batch, before, k, after))?;
             let flat = |t: Tensor| -> Result<Tensor> {
                 let cells = t.dims()[1..].iter().product::<usize>();
                 Ok(t.contiguous()?.reshape((batch, cells))?)
@@ -201,13 +248,9 @@ impl<'a> JointGroup<'a> {
             let term = ((log_a.exp()? - log_b.exp()?)? * (log_a - log_b)?)?
                 .sum(D::Minus1)?
                 .affine(0.5, 0.0)?;
-            sum = Some(match sum {
-                None => term,
-                Some(s) => (s + term)?,
-            });
+            out.push(term);
         }
-        let sum = sum.ok_or_else(|| Error::Shape("a joint group without axes".into()))?;
-        Ok(sum.affine(1.0 / d as f64, 0.0)?)
+        Ok(out)
     }
 }
 

@@ -8,6 +8,7 @@
 //! | loss | per axis | components | weights |
 //! |---|---|---|---|
 //! | [`FullKl`] | `L_ld + L_exp + L_smooth` | `ld`, `exp`, `smooth` | none |
+//! | [`FullKlRelative`] | `L_ld + L_exp + L_rsmooth` | `ld`, `exp`, `smooth_rel` | none |
 //! | [`Kl`] (DLDL) | `L_ld` | `ld` | none |
 //! | [`DldlV2`] | `L_ld + λ·|μ_p − μ_q|` | `ld`, `l1` | λ per axis |
 //! | [`MeanVariance`] | `L_softmax + λ1·L_mean + λ2·L_variance` | `softmax`, `mean`, `variance` | λ1, λ2 |
@@ -48,6 +49,7 @@
 
 mod dldl_v2;
 mod full_kl;
+mod full_kl_relative;
 mod fused_cpu;
 mod joint;
 mod kl;
@@ -59,6 +61,7 @@ use candle_core::{Tensor, D};
 
 pub use dldl_v2::DldlV2;
 pub use full_kl::{FullKl, DEFAULT_VARIANCE_FLOOR};
+pub use full_kl_relative::{FullKlRelative, DEFAULT_SMOOTHNESS_FLOOR};
 pub use joint::multivariate_normal_kl;
 pub use kl::Kl;
 pub use mean_variance::MeanVariance;
@@ -88,7 +91,8 @@ pub enum TargetMoments {
 pub struct LossPart {
     /// The axis name, or a joint group's name (`yaw+pitch`) for a part over its grid.
     pub axis: String,
-    /// The component: `ld`, `exp`, `smooth`, `l1`, `softmax`, `mean` or `variance`.
+    /// The component: `ld`, `exp`, `smooth`, `smooth_rel`, `l1`, `softmax`, `mean` or
+    /// `variance`.
     pub component: &'static str,
     /// The weight this component enters the total with (1 for the full-KL loss).
     pub weight: f64,
@@ -140,7 +144,7 @@ impl LossOutput {
 
 /// A loss over a whole label space.
 pub trait Loss: Send + Sync {
-    /// A short name for logs (`full-kl`, `kl`, `dldl-v2`, `mean-variance`).
+    /// A short name for logs (`full-kl`, `full-kl-rel`, `kl`, `dldl-v2`, `mean-variance`).
     fn name(&self) -> &'static str;
 
     /// The components of one axis, per sample: `logits` of shape `(batch, K)`, `target`
@@ -174,7 +178,8 @@ pub trait Loss: Send + Sync {
 /// One weighted component of a loss on one axis or joint group, per sample.
 #[derive(Debug, Clone)]
 pub struct Component {
-    /// The component: `ld`, `exp`, `smooth`, `l1`, `softmax`, `mean` or `variance`.
+    /// The component: `ld`, `exp`, `smooth`, `smooth_rel`, `l1`, `softmax`, `mean` or
+    /// `variance`.
     pub name: &'static str,
     /// The weight this component enters the total with.
     pub weight: f64,

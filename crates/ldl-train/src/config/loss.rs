@@ -11,13 +11,14 @@
 //! | `kind` | parameters |
 //! |---|---|
 //! | `full-kl` (default) | `target_moments` |
+//! | `full-kl-rel` | `target_moments` |
 //! | `kl` | none |
 //! | `dldl-v2` | `lambda` (1), `axis_lambda` (none), `target_moments` |
 //! | `mean-variance` | `lambda_mean` (0.2), `lambda_variance` (0.05) |
 
 use std::collections::BTreeMap;
 
-use ldl_core::loss::{DldlV2, FullKl, Kl, Loss, MeanVariance, TargetMoments};
+use ldl_core::loss::{DldlV2, FullKl, FullKlRelative, Kl, Loss, MeanVariance, TargetMoments};
 use ldl_core::LabelSpace;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,12 @@ pub enum LossConfig {
     /// The full-KL loss: KL of the distributions, of their normal approximations, and a
     /// smoothness KL (`full-kl`, the default).
     FullKl {
+        /// Where the target's mean and variance come from.
+        target_moments: TargetMoments,
+    },
+    /// The full-KL loss with its smoothness term measured against the target's own, which
+    /// the target minimises (`full-kl-rel`).
+    FullKlRelative {
         /// Where the target's mean and variance come from.
         target_moments: TargetMoments,
     },
@@ -67,6 +74,8 @@ impl Default for LossConfig {
 pub enum LossKind {
     /// `full-kl`.
     FullKl,
+    /// `full-kl-rel`.
+    FullKlRelative,
     /// `kl`.
     Kl,
     /// `dldl-v2`.
@@ -80,6 +89,7 @@ impl Keyword for LossKind {
     const WHAT: &'static str = "loss";
     const NAMES: &'static [(&'static str, Self)] = &[
         ("full-kl", LossKind::FullKl),
+        ("full-kl-rel", LossKind::FullKlRelative),
         ("kl", LossKind::Kl),
         ("dldl-v2", LossKind::DldlV2),
         ("mean-variance", LossKind::MeanVariance),
@@ -105,6 +115,7 @@ impl LossConfig {
     pub fn kind(&self) -> LossKind {
         match self {
             LossConfig::FullKl { .. } => LossKind::FullKl,
+            LossConfig::FullKlRelative { .. } => LossKind::FullKlRelative,
             LossConfig::Kl => LossKind::Kl,
             LossConfig::DldlV2 { .. } => LossKind::DldlV2,
             LossConfig::MeanVariance { .. } => LossKind::MeanVariance,
@@ -125,9 +136,9 @@ impl LossConfig {
     /// Where the target moments come from, for the kinds that read them.
     pub fn target_moments(&self) -> Option<TargetMoments> {
         match self {
-            LossConfig::FullKl { target_moments } | LossConfig::DldlV2 { target_moments, .. } => {
-                Some(*target_moments)
-            }
+            LossConfig::FullKl { target_moments }
+            | LossConfig::FullKlRelative { target_moments }
+            | LossConfig::DldlV2 { target_moments, .. } => Some(*target_moments),
             LossConfig::Kl | LossConfig::MeanVariance { .. } => None,
         }
     }
@@ -135,8 +146,9 @@ impl LossConfig {
     /// The same loss with `moments` as its target moments (unchanged for the kinds that
     /// do not read them).
     pub fn with_target_moments(mut self, moments: TargetMoments) -> LossConfig {
-        if let LossConfig::FullKl { target_moments } | LossConfig::DldlV2 { target_moments, .. } =
-            &mut self
+        if let LossConfig::FullKl { target_moments }
+        | LossConfig::FullKlRelative { target_moments }
+        | LossConfig::DldlV2 { target_moments, .. } = &mut self
         {
             *target_moments = moments;
         }
@@ -150,6 +162,9 @@ impl LossConfig {
         Ok(match self {
             LossConfig::FullKl { target_moments } => {
                 Box::new(FullKl::default().with_target_moments(*target_moments))
+            }
+            LossConfig::FullKlRelative { target_moments } => {
+                Box::new(FullKlRelative::default().with_target_moments(*target_moments))
             }
             LossConfig::Kl => Box::new(Kl),
             LossConfig::DldlV2 {
@@ -214,7 +229,10 @@ const PARAMETER_READERS: [(&str, &[LossKind]); 5] = [
     ("axis_lambda", &[LossKind::DldlV2]),
     ("lambda_mean", &[LossKind::MeanVariance]),
     ("lambda_variance", &[LossKind::MeanVariance]),
-    ("target_moments", &[LossKind::FullKl, LossKind::DldlV2]),
+    (
+        "target_moments",
+        &[LossKind::FullKl, LossKind::FullKlRelative, LossKind::DldlV2],
+    ),
 ];
 
 /// Removes from a saved config's `[loss]` table the parameters its `kind` does not read.
@@ -265,6 +283,7 @@ impl TryFrom<LossTable> for LossConfig {
         }
         Ok(match kind {
             LossKind::FullKl => LossConfig::FullKl { target_moments },
+            LossKind::FullKlRelative => LossConfig::FullKlRelative { target_moments },
             LossKind::Kl => LossConfig::Kl,
             LossKind::DldlV2 => LossConfig::DldlV2 {
                 lambda: table.lambda,
@@ -286,7 +305,8 @@ impl From<LossConfig> for LossTable {
         let moments = |m: TargetMoments| MomentsName(m).name().to_string();
         let kind = config.kind().to_string();
         match config {
-            LossConfig::FullKl { target_moments } => LossTable {
+            LossConfig::FullKl { target_moments }
+            | LossConfig::FullKlRelative { target_moments } => LossTable {
                 kind,
                 target_moments: moments(target_moments),
                 ..defaults
@@ -341,6 +361,12 @@ mod tests {
                 target_moments: TargetMoments::Nominal
             }
         );
+        assert_eq!(
+            parse("kind = \"full-kl-rel\"\ntarget_moments = \"nominal\"").unwrap(),
+            LossConfig::FullKlRelative {
+                target_moments: TargetMoments::Nominal
+            }
+        );
     }
 
     #[test]
@@ -373,6 +399,7 @@ mod tests {
     fn every_variant_is_written_as_the_table_it_is_read_from() {
         for kind in [
             LossKind::FullKl,
+            LossKind::FullKlRelative,
             LossKind::Kl,
             LossKind::DldlV2,
             LossKind::MeanVariance,

@@ -53,7 +53,12 @@ pub fn export_run(run_dir: &Path, out_dir: &Path, if_exists: IfExists) -> Result
     let config = shareable(&run.config);
     let config_text = toml::to_string(&config)
         .map_err(|e| Error::Usage(format!("cannot describe the config as TOML: {e}")))?;
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::output(out_dir, e))?;
+    std::fs::create_dir_all(out_dir).map_err(|e| {
+        Error::output(
+            out_dir,
+            format!("cannot create the model folder ({e}); give --out a folder you can write"),
+        )
+    })?;
     let bytes = read_bounded(&checkpoint, FileKind::Checkpoint)
         .map_err(|e| Error::output(&checkpoint, e.problem))?;
     let bytes = with_header_entry(&bytes, "train.config", &config_text)

@@ -36,7 +36,16 @@ impl RunLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| Error::output(&path, e))?;
+            .map_err(|e| {
+                Error::output(
+                    &path,
+                    format!(
+                        "cannot open the run folder's lock file ({e}); a run folder must be writable to \
+                         train in it: make it writable, or copy it to a folder you can write \
+                         and resume the copy"
+                    ),
+                )
+            })?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(held_by_another(run_dir, &mut file)),

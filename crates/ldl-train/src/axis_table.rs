@@ -113,11 +113,11 @@ impl<'a> AxisTable<'a> {
             baseline_ldl,
         } in &self.rows
         {
-            let (axis, unit) = (&report.axis, &report.unit);
+            let (axis, unit) = (&report.axis, unit_suffix(&report.unit));
             let _ = match (report.mae, report.accuracy) {
                 (Some(mae), _) => writeln!(
                     out,
-                    "  {split:<10} {axis:<8} MAE {mae:.3} {unit}, predicted std {:.2} {unit}{}",
+                    "  {split:<10} {axis:<8} MAE {mae:.3}{unit}, predicted std {:.2}{unit}{}",
                     report.mean_predicted_std.unwrap_or(f64::NAN),
                     baseline_mae
                         .map(|b| format!(
@@ -149,7 +149,9 @@ impl<'a> AxisTable<'a> {
     }
 
     /// A Markdown table, as the model card shows it: MAE and the baseline's in the axis
-    /// unit, accuracy, `–` where a value does not apply.
+    /// unit, accuracy, `–` where a value does not apply; then, when some axis has explicit
+    /// target distributions, a second table of its six LDL measures beside the
+    /// training-mean distribution's.
     pub fn markdown(&self) -> String {
         let mut out = String::from(
             "| split | axis | MAE | training-mean predictor's MAE | accuracy | \
@@ -161,7 +163,7 @@ impl<'a> AxisTable<'a> {
                 .unwrap_or_else(|| "–".into())
         };
         for row in &self.rows {
-            let unit = format!(" {}", row.report.unit);
+            let unit = unit_suffix(&row.report.unit);
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} |",
@@ -172,6 +174,45 @@ impl<'a> AxisTable<'a> {
                 number(row.report.accuracy, ""),
                 number(row.baseline_accuracy, "")
             );
+        }
+        out.push_str(&self.ldl_markdown());
+        out
+    }
+
+    /// The six LDL measures of the rows whose targets are explicit distributions, each
+    /// beside the training-mean distribution's, as a second Markdown table; empty when no
+    /// axis has explicit targets.
+    fn ldl_markdown(&self) -> String {
+        let rows: Vec<_> = self
+            .rows
+            .iter()
+            .filter_map(|row| row.baseline_ldl.as_ref().map(|b| (row, b)))
+            .collect();
+        if rows.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "\nLDL measures between the predicted and the target distributions (Chebyshev, \
+             Clark, Canberra and KL: lower is better; cosine and intersection: higher), and \
+             the same for always predicting the training split's mean distribution:\n\n\
+             | split | axis | predictor | Chebyshev | Clark | Canberra | KL | cosine | \
+             intersection |\n|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for (row, baseline) in rows {
+            for (predictor, m) in [("model", &row.report.ldl), ("training mean", baseline)] {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {predictor} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |",
+                    row.split,
+                    row.report.axis,
+                    m.chebyshev,
+                    m.clark,
+                    m.canberra,
+                    m.kl_divergence,
+                    m.cosine,
+                    m.intersection
+                );
+            }
         }
         out
     }
@@ -215,6 +256,15 @@ impl<'a> AxisTable<'a> {
             );
         }
         out
+    }
+}
+
+/// A unit as it follows a number: a space then the unit, or nothing for a unitless axis.
+fn unit_suffix(unit: &str) -> String {
+    if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" {unit}")
     }
 }
 
@@ -344,6 +394,31 @@ mod tests {
         assert!(lines.contains(&expected), "{lines}");
         // Only that axis, and only where its baseline was scored (no test baseline here).
         assert_eq!(lines.matches("LDL ").count(), 1, "{lines}");
+
+        let card = AxisTable::of_run(&summary).markdown();
+        let table = "| split | axis | predictor | Chebyshev | Clark | Canberra | KL | cosine | \
+                     intersection |\n|---|---|---|---|---|---|---|---|---|\n\
+                     | validation | colour | model | 0.1000 | 0.2000 | 0.3000 | 0.8000 | 0.6000 | \
+                     0.5000 |\n\
+                     | validation | colour | training mean | 0.2500 | 0.5000 | 1.2500 | 0.3750 | \
+                     0.7500 | 0.6250 |\n";
+        assert!(card.ends_with(table), "{card}");
+    }
+
+    #[test]
+    fn a_unitless_axis_has_no_space_before_its_punctuation() {
+        let mut summary = summary();
+        summary.best_validation.metrics.axes[0].unit = String::new();
+        let lines = AxisTable::of_run(&summary).lines();
+        assert!(
+            lines.contains("size     MAE 1.500, predicted std 2.00 (training-mean"),
+            "{lines}"
+        );
+        let card = AxisTable::of_run(&summary).markdown();
+        assert!(
+            card.contains("| validation | size | 1.500 | 2.000 | – | – |"),
+            "{card}"
+        );
     }
 
     #[test]

@@ -331,6 +331,7 @@ impl Trainer {
             train_seconds: trained.seconds,
             samples_per_second: trained.samples as f64 / trained.seconds.max(1e-9),
             skipped_batches: 0,
+            gradient_norms: None,
         };
         observe(Progress::Epoch(&record));
         Ok((record, stop))

@@ -19,6 +19,7 @@ mod error;
 mod evaluation;
 mod export;
 mod fit;
+mod gradient_norms;
 mod hub_data;
 mod inputs;
 mod numeric;
@@ -51,6 +52,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use export::{export_run, IfExists, MODEL_FILES};
 pub use fit::{Control, FitReport, Report, Trainer};
+pub use gradient_norms::{gradient_norms, TOTAL_KEY as GRADIENT_NORM_TOTAL};
 pub use hub_data::read_hub_split;
 pub use ldl_core::{Axis, AxisEstimate, AxisKind};
 pub use ldl_data::{write_synthetic_set, SynthConfig, MAX_FACES};
@@ -63,8 +65,8 @@ pub fn device(name: &str) -> Result<candle_core::Device> {
 }
 pub use evaluation::evaluate;
 pub use records::{
-    EpochRecord, Evaluation, LossSummary, MajorityClass, MeanDistribution, MeanPredictor, MeanStd,
-    Progress, RunSummary, SplitRows,
+    EpochRecord, Evaluation, GradientNorm, LossSummary, MajorityClass, MeanDistribution,
+    MeanPredictor, MeanStd, Progress, RunSummary, SplitRows,
 };
 pub use run_folder::{Run, RunFolder};
 pub use stop::StopToken;

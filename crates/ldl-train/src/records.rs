@@ -45,6 +45,20 @@ pub struct EpochRecord {
     /// Batches left out for a NaN or infinite loss or gradient
     /// (`optim.on_nonfinite = "skip"`).
     pub skipped_batches: usize,
+    /// With `run.gradient_norms`: the gradient norms of each loss part (`axis/component`)
+    /// and of the total (`total`) on the first validation batch, after the epoch's
+    /// training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_norms: Option<BTreeMap<String, GradientNorm>>,
+}
+
+/// The L2 norms of one loss part's gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GradientNorm {
+    /// Over the output weight matrix of the part's head.
+    pub head: f64,
+    /// Over every trainable variable of the backbone (the layers all heads share).
+    pub backbone: f64,
 }
 
 /// What a finished run reports (`summary.json`).

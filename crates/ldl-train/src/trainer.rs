@@ -305,6 +305,24 @@ fn validate_epoch(
     Ok(Some(evaluation))
 }
 
+/// With `run.gradient_norms`, the loss parts' gradient norms on the first validation
+/// batch (the same batch every epoch: the validation split is not shuffled).
+fn epoch_gradient_norms(
+    context: &EpochContext<'_>,
+    config: &Config,
+) -> Result<Option<BTreeMap<String, crate::records::GradientNorm>>> {
+    if !config.run.gradient_norms {
+        return Ok(None);
+    }
+    let batch = match context.data.validation.epoch(0).next() {
+        Some(batch) => crate::evaluation::on_device(batch?, context.device)?,
+        None => return Ok(None),
+    };
+    let norms =
+        crate::gradient_norms::gradient_norms(context.model, context.loss, context.space, &batch)?;
+    Ok(Some(norms))
+}
+
 /// The model of a run and what its training steps and checkpoints need of it.
 struct Network {
     model: Model,
@@ -527,6 +545,7 @@ impl Epochs<'_> {
         };
         observe(Progress::Validating { epoch });
         let validation = validate_epoch(&context, self.config, epoch, &kept)?;
+        let gradient_norms = epoch_gradient_norms(&context, self.config)?;
         numeric::check_state(network.model.vars(), epoch, &kept)?;
         numeric::check_moments(adam, &network.names, epoch, &kept)?;
         let record = EpochRecord {
@@ -537,6 +556,7 @@ impl Epochs<'_> {
             train_seconds: trained.seconds,
             samples_per_second: trained.samples as f64 / trained.seconds.max(1e-9),
             skipped_batches: trained.skipped_batches.len(),
+            gradient_norms,
         };
         let saver = network.saver(self.header);
         commit_epoch(

@@ -34,6 +34,11 @@ pub struct RunConfig {
     /// `LDL_MEMORY_LIMIT`, else 3/4 of the machine's memory (see `docs/config.md`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_limit: Option<crate::ByteSize>,
+    /// After each epoch's training, log in `metrics.jsonl` the L2 norm of the gradient
+    /// each loss part sends to its head's output weights and to the backbone, on the
+    /// first validation batch (default `false`; see `docs/loss.md`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub gradient_norms: bool,
 }
 
 impl Default for RunConfig {
@@ -47,6 +52,7 @@ impl Default for RunConfig {
             patience: None,
             monitor: Monitor::Loss,
             memory_limit: None,
+            gradient_norms: false,
         }
     }
 }

@@ -200,16 +200,39 @@ impl TrainedModel {
         for chunk in rows.chunks(256) {
             let mut flat = Vec::with_capacity(chunk.len() * self.features.len());
             for (_, features) in chunk {
-                match &self.standardizer {
-                    Some(s) => flat.extend(s.apply(features)),
-                    None => flat.extend_from_slice(features),
-                }
+                flat.extend(self.feature_input(features));
             }
             let inputs = Tensor::from_vec(flat, (chunk.len(), self.features.len()), &self.device)?;
             let sources = chunk.iter().map(|(line, _)| PredictionInput::Line(*line));
             predictions.extend(self.predict_batch(&inputs, sources)?);
         }
         Ok(predictions)
+    }
+
+    /// Whether the model reads images; otherwise it reads the feature vectors of
+    /// [`TrainedModel::features`].
+    pub fn reads_images(&self) -> bool {
+        self.config.data.reads_images()
+    }
+
+    /// A decoded image as the model's input, prepared as [`TrainedModel::predict_images`]
+    /// prepares its files (resized and centre-cropped to `data.image_size`, no
+    /// augmentation, normalised): CHW floats. Callers holding encoded bytes decode them with
+    /// `ldl_data::decode_bytes`, which applies the same limits as reading a file.
+    pub fn image_input(&self, image: &ldl_data::RgbImage) -> Result<Vec<f32>> {
+        let pipeline = ldl_data::ImagePipeline::new(self.config.data.image_size);
+        let (pixels, _) = pipeline.process(image, &ldl_data::Augment::default(), None)?;
+        Ok(pixels)
+    }
+
+    /// A feature vector (the model's features, in order, encoded) as the model's input:
+    /// standardised as in training when the model was trained with standardisation, as
+    /// [`TrainedModel::predict_file`] does with each row.
+    pub fn feature_input(&self, features: &[f32]) -> Vec<f32> {
+        match &self.standardizer {
+            Some(s) => s.apply(features),
+            None => features.to_vec(),
+        }
     }
 
     /// The table columns the model reads: the encoder's, or the features themselves.
@@ -251,18 +274,12 @@ impl TrainedModel {
                 self.features.join(", ")
             )));
         }
-        let pipeline = ldl_data::ImagePipeline::new(self.config.data.image_size);
         let side = self.config.data.image_size as usize;
         let mut predictions = Vec::with_capacity(images.len());
         for chunk in images.chunks(PREDICT_BATCH) {
             let pixels: Vec<Vec<f32>> = chunk
                 .iter()
-                .map(|path| -> Result<Vec<f32>> {
-                    let image = ldl_data::decode(path)?;
-                    let (pixels, _) =
-                        pipeline.process(&image, &ldl_data::Augment::default(), None)?;
-                    Ok(pixels)
-                })
+                .map(|path| self.image_input(&ldl_data::decode(path)?))
                 .collect::<Result<_>>()?;
             let inputs =
                 Tensor::from_vec(pixels.concat(), (chunk.len(), 3, side, side), &Device::Cpu)?

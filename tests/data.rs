@@ -335,7 +335,7 @@ fn the_builtin_real_datasets_load() {
     let err = read_builtin("mnist", &abalone_spec, &abalone_space, OnBadSample::Error)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("bdims, abalone"), "{err}");
+    assert!(err.contains("bdims, abalone, linnerud"), "{err}");
 }
 
 #[test]

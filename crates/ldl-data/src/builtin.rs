@@ -8,13 +8,14 @@ use crate::error::{Error, Result};
 use crate::table::{parse_csv, OnBadSample, Table, TableSpec};
 
 /// The names of the built-in datasets.
-pub const BUILTIN_DATASETS: [&str; 2] = ["bdims", "abalone"];
+pub const BUILTIN_DATASETS: [&str; 3] = ["bdims", "abalone", "linnerud"];
 
 /// The CSV text of a built-in dataset.
 pub fn builtin_csv(name: &str) -> Option<&'static str> {
     match name {
         "bdims" => Some(include_str!("../datasets/bdims.csv")),
         "abalone" => Some(include_str!("../datasets/abalone.csv")),
+        "linnerud" => Some(include_str!("../datasets/linnerud.csv")),
         _ => None,
     }
 }

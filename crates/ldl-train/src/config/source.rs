@@ -28,7 +28,7 @@ use crate::suggest::suggestion;
 pub enum DataSource {
     /// `builtin:faces`: synthetic faces rendered in memory (`[data.faces]`).
     Faces,
-    /// `builtin:NAME`: a table shipped with ldl (`bdims`, `abalone`).
+    /// `builtin:NAME`: a table shipped with ldl (`bdims`, `abalone`, `linnerud`).
     Builtin(String),
     /// `hub`: the parquet files of the Hugging Face dataset of `[data.hub]`.
     Hub,

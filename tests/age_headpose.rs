@@ -21,7 +21,8 @@ fn the_example_builds_the_tasks_of_the_ready_configs() {
         (false, "configs/age_headpose.toml"),
         (true, "configs/age_headpose_joint.toml"),
     ] {
-        let built = example::config(joint, 8000, 25).unwrap();
+        // Checked as the file is, so that defaults resolved by the check compare alike.
+        let built = example::config(joint, 8000, 25).unwrap().check().unwrap();
         let file = from_file(path);
         // Axes are written out in full in code (the default std included), so compare the
         // label spaces they define; every other section must be equal as it stands.

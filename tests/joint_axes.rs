@@ -536,6 +536,7 @@ fn a_model_has_one_head_per_group_and_survives_a_checkpoint() {
         hidden: vec![8],
         batch_norm: false,
         dropout: 0.0,
+        separate_trunks: false,
     });
     let model = Model::build(&config, &space, 7, &Device::Cpu).unwrap();
     let vars = model.vars().clone();

@@ -572,6 +572,7 @@ fn init_from_a_checkpoint_with_nothing_to_load_is_refused() {
         hidden: vec![8],
         batch_norm: false,
         dropout: 0.0,
+        separate_trunks: false,
     }
     .into();
     let mlp_vars = Model::build(&mlp, &space, 1, &Device::Cpu)
@@ -666,6 +667,7 @@ fn mlp_dropout_is_seeded_and_off_in_eval() {
         hidden: vec![64, 32],
         batch_norm: true,
         dropout: 0.5,
+        separate_trunks: false,
     }
     .into();
     let x = Tensor::from_vec(
@@ -871,6 +873,7 @@ fn mlp_half_precision_products_track_f32() {
         hidden: vec![64, 32],
         batch_norm: true,
         dropout: 0.0,
+        separate_trunks: false,
     };
     let vars = VarMap::new();
     let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
@@ -1061,4 +1064,109 @@ fn conv2d_winograd_bands_match_candle() {
             check_3x3_conv_in_f64_and_f32(&pool, &mut r, (n, 32, h, w, 32), padding, &case);
         }
     }
+}
+
+/// Separate MLP trunks share nothing: a loss on one head sends gradient to that head and
+/// its own trunk only, and the parameter count is the closed form of one MLP per head.
+/// An axis named `bn` gets a linear trunk, not BatchNorm's constant initialisation.
+#[test]
+fn separate_mlp_trunks_share_no_features() {
+    let space = LabelSpace::new(vec![
+        Axis::linear("age", 0.0, 10.0, 1.0).unwrap(),
+        Axis::linear("bn", 0.0, 4.0, 1.0).unwrap(),
+    ])
+    .unwrap();
+    let shared = MlpConfig::new(6, vec![8, 4]).with_batch_norm();
+    let separate = shared.clone().with_separate_trunks();
+    // Per trunk: two linear layers and BatchNorm's weight and bias after each.
+    let trunk = (6 * 8 + 8 + 2 * 8) + (8 * 4 + 4 + 2 * 4);
+    let heads = (4 * 11 + 11) + (4 * 5 + 5);
+    let running_statistics = 2 * 8 + 2 * 4;
+    let cpu = &Device::Cpu;
+    let one = Model::build(&shared.clone().into(), &space, 3, cpu).unwrap();
+    let model = Model::build(&separate.clone().into(), &space, 3, cpu).unwrap();
+    assert_eq!(one.parameter_count(), trunk + heads);
+    assert_eq!(model.parameter_count(), 2 * trunk + heads);
+    assert_eq!(
+        BackboneConfig::from(separate).stored_elements(&space),
+        (2 * (trunk + running_statistics) + heads) as u128
+    );
+
+    let x = Tensor::from_vec(
+        (0..5 * 6).map(|i| (i as f32 * 0.61).sin()).collect(),
+        (5, 6),
+        cpu,
+    )
+    .unwrap();
+    // In evaluation mode, so that every bias has a gradient (batch statistics would
+    // cancel the ones before BatchNorm).
+    let logits = model.forward_t(&x, false).unwrap();
+    let grads = (logits[0].sqr().unwrap().sum_all().unwrap())
+        .backward()
+        .unwrap();
+    let vars = model.vars().data().lock().unwrap();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    assert!(names
+        .iter()
+        .any(|n| n.starts_with("backbone.bn.layers.1.bn.")));
+    for name in names {
+        if ldl::models::is_running_statistic(name) {
+            continue;
+        }
+        let var = &vars[name];
+        let touched = grads.get(var).is_some_and(|g| {
+            let g: f32 = g.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            g > 0.0
+        });
+        let own = name.starts_with("backbone.age.") || name.starts_with("heads.age.");
+        assert_eq!(touched, own, "{name}");
+    }
+    let values = |name: &str| {
+        (vars[name].flatten_all().unwrap())
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let linear = values("backbone.bn.layers.0.weight");
+    assert!(linear.iter().any(|v| *v != linear[0]), "{linear:?}");
+    assert!(values("backbone.bn.layers.0.bn.weight")
+        .iter()
+        .all(|v| *v == 1.0));
+}
+
+/// With one head the setting changes nothing: the same variables, initial weights and
+/// outputs, so a one-axis checkpoint loads whichever way it was trained.
+#[test]
+fn a_single_head_model_is_the_same_with_separate_trunks() {
+    let space = age_space();
+    let config = MlpConfig::new(6, vec![8]).with_batch_norm();
+    let cpu = &Device::Cpu;
+    let shared = Model::build(&config.clone().into(), &space, 9, cpu).unwrap();
+    let separate = Model::build(&config.with_separate_trunks().into(), &space, 9, cpu).unwrap();
+    let names = |model: &Model| {
+        let mut names: Vec<String> = model
+            .vars()
+            .data()
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&shared), names(&separate));
+    let x = Tensor::from_vec((0..4 * 6).map(|i| i as f32 * 0.1).collect(), (4, 6), cpu).unwrap();
+    let outputs = |model: &Model| {
+        model.forward_t(&x, false).unwrap()[0]
+            .to_vec2::<f32>()
+            .unwrap()
+    };
+    assert_eq!(outputs(&shared), outputs(&separate));
+
+    // A checkpoint written before the setting existed has no such field: shared.
+    let old: MlpConfig =
+        serde_json::from_str(r#"{"inputs":6,"hidden":[8],"batch_norm":true,"dropout":0.0}"#)
+            .unwrap();
+    assert!(!old.separate_trunks);
 }

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
-use ldl::train::{train, Adam, Config, IfExists, LossKind, Progress};
+use ldl::train::{train, Adam, Config, IfExists, LossKind, Progress, Trunk};
 
 const BDIMS: &str = include_str!("../configs/bdims.toml");
 
@@ -207,6 +207,46 @@ fn a_saved_config_drops_loss_parameters_its_kind_does_not_read() {
         matches!(config.loss, ldl::train::LossConfig::DldlV2 { lambda, .. } if lambda == 0.5),
         "{:?}",
         config.loss
+    );
+}
+
+/// `model.trunk`: one MLP per axis unless said otherwise; a config saved by an earlier
+/// ldl, which has no such key, trained one shared MLP and must load as one; the image
+/// networks cannot have one per axis.
+#[test]
+fn the_mlp_trunk_is_per_axis_by_default_and_saved_configs_keep_theirs() {
+    let path = Path::new("configs/bdims.toml");
+    let config = Config::parse(path, BDIMS, &[]).unwrap();
+    assert_eq!(config.model.trunk, Some(Trunk::PerAxis));
+    match config.model.backbone_config(21).unwrap() {
+        ldl::models::BackboneConfig::Mlp(mlp) => assert!(mlp.separate_trunks),
+        other => panic!("{other:?}"),
+    }
+    let shared = Config::parse(path, BDIMS, &["model.trunk=shared".to_string()]).unwrap();
+    assert_eq!(shared.model.trunk, Some(Trunk::Shared));
+
+    // The resolved value is what a run folder saves, and reads back unchanged.
+    let written = toml::to_string(&*config).unwrap();
+    assert!(written.contains("trunk = \"per-axis\""), "{written}");
+    let saved = Config::parse_saved(Path::new("config.toml"), &written).unwrap();
+    assert_eq!(saved.model.trunk, Some(Trunk::PerAxis));
+    // Saved without the key: the shared MLP it was trained with.
+    assert!(!BDIMS.contains("trunk"));
+    let old = Config::parse_saved(Path::new("checkpoint.safetensors"), BDIMS).unwrap();
+    assert_eq!(old.model.trunk, Some(Trunk::Shared));
+
+    let quickstart = include_str!("../configs/quickstart.toml");
+    let image = Config::parse(Path::new("quickstart.toml"), quickstart, &[]).unwrap();
+    assert_eq!(image.model.trunk, Some(Trunk::Shared));
+    let err = config_error(quickstart, &["model.trunk=per-axis"]);
+    assert!(
+        err.contains("`model.trunk`: `per-axis` is for the MLP") && err.contains("tiny-age-net"),
+        "{err}"
+    );
+    let err = config_error(BDIMS, &["model.trunk=separate"]);
+    assert!(
+        err.contains("model.trunk") && err.contains("per-axis"),
+        "{err}"
     );
 }
 
@@ -1108,16 +1148,26 @@ fn init_from_loads_matching_tensors_and_reports_the_rest() {
     )
     .unwrap();
     let report = summary.init.clone().expect("an init report");
-    assert_eq!(
-        report.new,
+    // Each axis has an MLP of its own (`model.trunk = "per-axis"`), so stature's is new
+    // and height's is skipped with its head.
+    let trunk = |axis: &str| {
         [
-            "heads.stature.bias",
-            "heads.stature.weight",
-            "heads.weight.bias",
-            "heads.weight.weight"
+            "bias",
+            "bn.bias",
+            "bn.running_mean",
+            "bn.running_var",
+            "bn.weight",
+            "weight",
         ]
-    );
-    assert_eq!(report.skipped, ["heads.height.bias", "heads.height.weight"]);
+        .map(|leaf| format!("backbone.{axis}.layers.0.{leaf}"))
+    };
+    let mut new = trunk("stature").to_vec();
+    new.extend(["heads.stature.bias", "heads.stature.weight"].map(String::from));
+    new.extend(["heads.weight.bias", "heads.weight.weight"].map(String::from));
+    assert_eq!(report.new, new);
+    let mut skipped = trunk("height").to_vec();
+    skipped.extend(["heads.height.bias", "heads.height.weight"].map(String::from));
+    assert_eq!(report.skipped, skipped);
     assert!(report.loaded.iter().any(|n| n.starts_with("backbone.")));
     assert!(report.loaded.contains(&"heads.age.weight".to_string()));
     assert!(report.loaded.iter().all(|n| !n.starts_with("heads.weight")));

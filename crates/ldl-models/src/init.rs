@@ -46,9 +46,11 @@ fn initial_values(
     rng: &mut ChaCha8Rng,
 ) -> Result<Vec<f32>> {
     let count = var.elem_count();
-    // Only the backbone has BatchNorm; a head of an axis named `bn` is a linear layer.
-    let is_norm = name.starts_with("backbone.") && name.contains(".bn.");
-    let leaf = name.rsplit('.').next().unwrap_or(name);
+    // BatchNorm layers are named `bn` and only the backbone has them. A head, or a
+    // per-axis MLP trunk (`backbone.<axis>.layers.…`), of an axis named `bn` is linear.
+    let mut segments = name.rsplit('.');
+    let leaf = segments.next().unwrap_or(name);
+    let is_norm = name.starts_with("backbone.") && segments.next() == Some("bn");
     let constant = |value: f32| Ok(vec![value; count]);
     match (is_norm, leaf) {
         (true, "weight") | (_, "running_var") => constant(1.0),

@@ -25,6 +25,12 @@ pub struct MlpConfig {
     /// Dropout probability after each hidden layer, in `[0, 1)`.
     #[serde(default)]
     pub dropout: f64,
+    /// One MLP of these sizes per head of the label space rather than one shared by all
+    /// heads (see [`crate::Model`]). Heads that share hidden features compete for them: a
+    /// noisy axis trained beside a well-predicted one can cost it accuracy. Checkpoints
+    /// written before this field existed share theirs (`false`).
+    #[serde(default)]
+    pub separate_trunks: bool,
 }
 
 impl MlpConfig {
@@ -44,6 +50,7 @@ impl MlpConfig {
             hidden: hidden.into(),
             batch_norm: false,
             dropout: 0.0,
+            separate_trunks: false,
         }
     }
 
@@ -61,9 +68,27 @@ impl MlpConfig {
         MlpConfig { dropout: p, ..self }
     }
 
+    /// The same with one MLP per head of the label space ([`MlpConfig::separate_trunks`]).
+    pub fn with_separate_trunks(self) -> MlpConfig {
+        MlpConfig {
+            separate_trunks: true,
+            ..self
+        }
+    }
+
     /// Width of the features the heads see.
     pub fn output_features(&self) -> usize {
         self.hidden.last().copied().unwrap_or(self.inputs)
+    }
+
+    /// How many MLPs a model with `heads` heads builds: one per head with
+    /// [`MlpConfig::separate_trunks`] and more than one head, else one.
+    pub fn trunk_count(&self, heads: usize) -> usize {
+        if self.separate_trunks {
+            heads.max(1)
+        } else {
+            1
+        }
     }
 
     /// Numbers stored by the MLP: weights, biases and four BatchNorm vectors per layer.

@@ -43,7 +43,9 @@ impl BackboneConfig {
     pub fn stored_elements(&self, space: &LabelSpace) -> u128 {
         let backbone = match self {
             BackboneConfig::Vgg(c) => c.stored_elements(),
-            BackboneConfig::Mlp(c) => c.stored_elements(),
+            BackboneConfig::Mlp(c) => {
+                c.stored_elements() * c.trunk_count(space.heads().len()) as u128
+            }
         };
         let features = self.output_features() as u128;
         let heads: u128 = space
@@ -65,13 +67,15 @@ impl BackboneConfig {
 
 enum Backbone {
     Vgg(Vgg),
-    // Boxed: the MLP carries its dropout RNG's state.
-    Mlp(Box<Mlp>),
+    /// One MLP shared by every head, or one per head (`MlpConfig::separate_trunks`).
+    Mlp(Vec<Mlp>),
 }
 
 /// A backbone and one linear head per head of the label space: one per axis
 /// (`heads.<axis name>`, `K` outputs), and one per joint group (`heads.yaw+pitch`, one
-/// output per grid cell), returning logits per head ready for the losses.
+/// output per grid cell), returning logits per head ready for the losses. An MLP backbone
+/// may instead be one MLP per head ([`MlpConfig::with_separate_trunks`]), so that the
+/// heads share no hidden features.
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};
@@ -129,9 +133,7 @@ impl Model {
         let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
         let backbone = match config {
             BackboneConfig::Vgg(c) => Backbone::Vgg(Vgg::new(c, vb.pp("backbone"))?),
-            BackboneConfig::Mlp(c) => {
-                Backbone::Mlp(Box::new(Mlp::new(c, seed, vb.pp("backbone"))?))
-            }
+            BackboneConfig::Mlp(c) => Backbone::Mlp(mlp_trunks(c, space, seed, &vb)?),
         };
         let features = config.output_features();
         let heads = space
@@ -206,7 +208,7 @@ impl Model {
             precision.check_device(head.weight().device())?;
         }
         self.precision = precision;
-        if let Backbone::Mlp(mlp) = &mut self.backbone {
+        if let Backbone::Mlp(trunks) = &mut self.backbone {
             let dtype = match precision {
                 // The variables' own dtype: f32 from `build`, whatever `new` was given.
                 Precision::F32 => self
@@ -215,7 +217,9 @@ impl Model {
                     .map_or(DType::F32, |h| h.weight().dtype()),
                 Precision::Bf16 => DType::BF16,
             };
-            mlp.set_compute_dtype(dtype);
+            for trunk in trunks {
+                trunk.set_compute_dtype(dtype);
+            }
         }
         Ok(())
     }
@@ -227,8 +231,10 @@ impl Model {
 
     /// Restarts the dropout RNG (if the backbone has dropout) from `seed`.
     pub fn reseed_dropout(&self, seed: u64) {
-        if let Backbone::Mlp(mlp) = &self.backbone {
-            mlp.reseed_dropout(seed);
+        if let Backbone::Mlp(trunks) = &self.backbone {
+            for (index, trunk) in trunks.iter().enumerate() {
+                trunk.reseed_dropout(trunk_seed(seed, index));
+            }
         }
     }
 
@@ -246,18 +252,24 @@ impl Model {
     /// `(N, bins)`. `train` switches BatchNorm to batch statistics
     /// (updating the running ones) and enables dropout.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        // The features each head sees: one tensor for all heads, or one per head.
         let features = match &self.backbone {
-            Backbone::Vgg(vgg) => match self.precision {
+            Backbone::Vgg(vgg) => vec![match self.precision {
                 Precision::F32 => vgg.forward_t(x, train)?,
                 // The convolutions compute in the dtype of their input.
                 Precision::Bf16 => vgg.forward_t(&x.to_dtype(DType::BF16)?, train)?,
-            },
-            Backbone::Mlp(mlp) => mlp.forward_t(x, train)?,
+            }],
+            Backbone::Mlp(trunks) => trunks
+                .iter()
+                .map(|trunk| trunk.forward_t(x, train))
+                .collect::<Result<_>>()?,
         };
         self.heads
             .iter()
-            .map(|head| {
-                let features = features.to_dtype(head.weight().dtype())?;
+            .enumerate()
+            .map(|(index, head)| {
+                let features =
+                    features[index.min(features.len() - 1)].to_dtype(head.weight().dtype())?;
                 Ok(head.forward(&features)?)
             })
             .collect()
@@ -289,6 +301,35 @@ impl Model {
         let logits = self.forward_t(inputs, false)?;
         Ok(self.space.decode_logits(&logits)?)
     }
+}
+
+/// The MLP trunks of a model: one under `backbone.`, or with separate trunks one per
+/// head under `backbone.<head name>.`. A label space of one head gets the single trunk's
+/// names either way, so its checkpoints do not depend on the setting.
+fn mlp_trunks(
+    config: &MlpConfig,
+    space: &LabelSpace,
+    seed: u64,
+    vb: &VarBuilder,
+) -> Result<Vec<Mlp>> {
+    let heads = space.heads();
+    if config.trunk_count(heads.len()) == 1 {
+        return Ok(vec![Mlp::new(config, seed, vb.pp("backbone"))?]);
+    }
+    heads
+        .iter()
+        .enumerate()
+        .map(|(index, head)| {
+            let vb = vb.pp("backbone").pp(head.name());
+            Mlp::new(config, trunk_seed(seed, index), vb)
+        })
+        .collect()
+}
+
+/// The dropout seed of the `index`-th MLP trunk: the model's seed for the first (as with
+/// one shared trunk), a different stream for each other.
+fn trunk_seed(seed: u64, index: usize) -> u64 {
+    seed.wrapping_add((index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// True for BatchNorm's running statistics, which are state, not trainable parameters.

@@ -47,7 +47,8 @@ pub use config::ByteSize;
 pub use config::{
     AxisBins, AxisConfig, AxisKindName, Backbone, CheckedConfig, Config, DataConfig, DataFormat,
     DataSource, FacesConfig, HubDataConfig, JointConfig, LossConfig, LossKind, ModelConfig,
-    Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig, MAX_LOADER_THREADS,
+    Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig, Trunk,
+    MAX_LOADER_THREADS,
 };
 pub use error::{Error, Result};
 pub use export::{export_run, IfExists, MODEL_FILES};

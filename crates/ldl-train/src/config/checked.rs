@@ -47,7 +47,10 @@ impl Config {
     /// [`Config::check`], with the memory budget checked or not: a config `ldl` saved is
     /// read again to inspect a run or to predict, which allocates no training state; a
     /// resumed run is checked by the trainer.
-    pub(crate) fn check_as(self, budget: Budget) -> Result<CheckedConfig> {
+    pub(crate) fn check_as(mut self, budget: Budget) -> Result<CheckedConfig> {
+        // Saved with the run, the resolved value keeps meaning the same if the default
+        // changes.
+        self.model.trunk = Some(self.model.trunk());
         self.task.check_name()?;
         self.check_precision()?;
         self.data.check(&self.task)?;

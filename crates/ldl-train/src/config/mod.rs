@@ -50,7 +50,7 @@ pub use data::{
     DataConfig, DataFormat, FacesConfig, HubDataConfig, SplitConfig, MAX_LOADER_THREADS,
 };
 pub use loss::{LossConfig, LossKind};
-pub use model::{Backbone, ModelConfig};
+pub use model::{Backbone, ModelConfig, Trunk};
 pub use optim::{OnNonFinite, OptimConfig};
 pub(crate) use run::precision_refusal;
 pub use run::{Monitor, RunConfig};

@@ -20,6 +20,13 @@ pub struct ModelConfig {
     pub batch_norm: bool,
     /// Dropout after the MLP's hidden layers (default 0).
     pub dropout: f64,
+    /// Whether the heads share the MLP (`shared`) or each has an MLP of its own
+    /// (`per-axis`, the default for the MLP; a joint group's axes share one). Axes that
+    /// share hidden features compete for them: on bdims, one MLP per axis lowered the
+    /// test MAE of all three axes (see `docs/benchmarks.md`). The image backbones share
+    /// theirs. A config saved without the key (by an earlier ldl) means `shared`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trunk: Option<Trunk>,
     /// Width multiplier of the age networks (default 1).
     pub width: f64,
     /// Biases in the age networks' convolutions (default false, as DLDL-v2; VGG-16's
@@ -39,6 +46,7 @@ impl Default for ModelConfig {
             hidden: vec![64, 64],
             batch_norm: true,
             dropout: 0.0,
+            trunk: None,
             width: 1.0,
             conv_bias: false,
             init_from: None,
@@ -70,6 +78,24 @@ impl Keyword for Backbone {
 }
 keyword_conversions!(Backbone);
 
+/// `model.trunk`: whether the heads share one MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Trunk {
+    /// One MLP under every head (`shared`).
+    Shared,
+    /// One MLP per head: per axis, or per joint group (`per-axis`).
+    PerAxis,
+}
+
+impl Keyword for Trunk {
+    const KEY: &'static str = "model.trunk";
+    const WHAT: &'static str = "trunk";
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("shared", Trunk::Shared), ("per-axis", Trunk::PerAxis)];
+}
+keyword_conversions!(Trunk);
+
 impl Backbone {
     /// True for the networks that read images.
     pub fn reads_images(self) -> bool {
@@ -78,6 +104,16 @@ impl Backbone {
 }
 
 impl ModelConfig {
+    /// `model.trunk` as set, or its default for the backbone: `per-axis` for the MLP,
+    /// `shared` for the image networks.
+    pub fn trunk(&self) -> Trunk {
+        match (self.trunk, self.backbone) {
+            (Some(trunk), _) => trunk,
+            (None, Backbone::Mlp) => Trunk::PerAxis,
+            (None, _) => Trunk::Shared,
+        }
+    }
+
     /// The backbone for inputs of `features` features (the MLP's input width; image
     /// networks ignore it), or why the sizes are invalid, naming the key.
     pub fn backbone_config(&self, features: usize) -> Result<BackboneConfig> {
@@ -104,9 +140,15 @@ impl ModelConfig {
                     hidden: self.hidden.clone(),
                     batch_norm: self.batch_norm,
                     dropout: self.dropout,
+                    separate_trunks: self.trunk() == Trunk::PerAxis,
                 }
                 .into())
             }
+            _ if self.trunk() == Trunk::PerAxis => Err(Error::Config(format!(
+                "`model.trunk`: `per-axis` is for the MLP; `{}` shares its network between \
+                 the heads: remove the key or set it to `shared`",
+                self.backbone
+            ))),
             Backbone::TinyAgeNet => vgg(VggConfig::tiny_age_net()),
             Backbone::ThinAgeNet => vgg(VggConfig::thin_age_net()),
         }

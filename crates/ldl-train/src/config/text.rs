@@ -113,6 +113,7 @@ fn parse<T: DeserializeOwned>(
         if let Some(toml::Value::Table(loss)) = value.get_mut("loss") {
             drop_other_kinds(loss);
         }
+        share_trunk_when_unsaid(&mut value);
     }
     if overrides.is_empty() {
         return value.try_into().map_err(at);
@@ -128,6 +129,23 @@ fn parse<T: DeserializeOwned>(
             explain(&e)
         ))
     })
+}
+
+/// A config ldl saved before `model.trunk` existed trained one MLP shared by the heads:
+/// read the missing key as `shared`, so that its run resumes and its checkpoint loads as
+/// it was trained (the default for new configs is `per-axis`).
+fn share_trunk_when_unsaid(document: &mut toml::Value) {
+    let Some(root) = document.as_table_mut() else {
+        return;
+    };
+    let model = root
+        .entry("model")
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    if let Some(model) = model.as_table_mut() {
+        model
+            .entry("trunk")
+            .or_insert_with(|| toml::Value::String("shared".into()));
+    }
 }
 
 /// Sets `a.b.c = value` in a TOML document; the value is read as TOML (`0.01`, `true`,

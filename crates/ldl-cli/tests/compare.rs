@@ -87,8 +87,7 @@ fn columns_choose_the_tables_and_the_measures_are_the_runs() {
         .find(|path| path.join("summary.json").is_file())
         .expect("a run folder under cmp/runs/");
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     let chebyshev = summary["best_validation"]["metrics"]["axes"][0]["ldl"]["chebyshev"]
         .as_f64()
         .unwrap();
@@ -101,5 +100,8 @@ fn columns_choose_the_tables_and_the_measures_are_the_runs() {
     assert!(!metrics.contains(LDL_HEADER), "{metrics}");
 
     let all = compare(dir.path(), "all");
-    assert!(all.contains(METRICS_HEADER) && all.contains(LDL_HEADER), "{all}");
+    assert!(
+        all.contains(METRICS_HEADER) && all.contains(LDL_HEADER),
+        "{all}"
+    );
 }

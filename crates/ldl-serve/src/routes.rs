@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -77,7 +78,7 @@ async fn method_not_allowed() -> ApiError {
 async fn predict(
     State(state): State<Arc<AppState>>,
     request: Request,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let pmf = pmf_requested(request.uri().query())?;
     // The permit is taken before the body is read, so that at most `--queue` bodies are
     // held at once: memory stays bounded however many clients connect.
@@ -99,7 +100,8 @@ async fn predict(
             "the inference thread stopped before answering",
         )
     })??;
-    Ok(Json(predictions_json(&state.axes, &predictions, pmf)))
+    // Serialised here, while the axes it borrows are at hand.
+    Ok(Json(predictions_json(&state.axes, &predictions, pmf)).into_response())
 }
 
 /// 503: the queue is full (or the inference thread is gone).

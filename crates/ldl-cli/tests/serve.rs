@@ -395,6 +395,7 @@ fn concurrent_clients_share_forward_passes_and_a_full_queue_answers_503() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    assert_eq!((answers.len(), expected.len()), (32, 32));
     for ((status, answer), predicted) in answers.iter().zip(&expected) {
         assert_eq!(*status, 200, "{answer}");
         assert_same(&answer["predictions"][0], predicted);
@@ -585,4 +586,90 @@ fn an_image_model_answers_raw_and_multipart_bodies_as_ldl_predict() {
     let (status, _) = server.post("/v1/predict", &content_type, &broken);
     assert!((400..500).contains(&status), "{status}");
     assert_eq!(server.health().1, 6);
+}
+
+#[test]
+fn categorical_columns_take_strings_and_missing_values_take_null() {
+    let dir = tempfile::tempdir().unwrap();
+    // bdims with a text column: each person's build, missing for every seventh.
+    let csv = ldl_data::builtin_csv("bdims").unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (waist, hip, weight) = (column("wai_gi"), column("hip_gi"), column("weight_kg"));
+    let mut table = String::from("wai_gi,hip_gi,build,weight_kg\n");
+    for (i, line) in lines.enumerate() {
+        let cells: Vec<&str> = line.split(',').collect();
+        let build = match i % 7 {
+            0 => "",
+            _ if cells[waist].parse::<f64>().unwrap() < 80.0 => "slim",
+            _ => "broad",
+        };
+        table.push_str(&format!(
+            "{},{},{build},{}\n",
+            cells[waist], cells[hip], cells[weight]
+        ));
+    }
+    std::fs::write(dir.path().join("people.csv"), table).unwrap();
+    let config = "[task]\nname = \"build\"\n\n[[task.axes]]\nname = \"weight\"\nunit = \"kg\"\n\
+                  min = 40\nmax = 120\nstep = 1\n\n[data]\nsource = \"people.csv\"\n\
+                  features = [\"wai_gi\", \"hip_gi\", \"build\"]\nmissing = \"mean\"\n\
+                  split = { validation = 0.2, test = 0.2 }\n\n[data.labels]\n\
+                  weight = { value = \"weight_kg\" }\n\n[model]\nbackbone = \"mlp\"\n\
+                  hidden = [16]\n\n[optim]\nepochs = 2\n\n[run]\noutput_dir = \"runs\"\n";
+    std::fs::write(dir.path().join("task.toml"), config).unwrap();
+    ldl(dir.path(), &["train", "task.toml", "--quiet"]);
+    std::fs::write(
+        dir.path().join("rows.csv"),
+        "wai_gi,hip_gi,build\n70,90,slim\n95,100,broad\n85,95,\n",
+    )
+    .unwrap();
+    let checkpoint = "runs/build-1/checkpoints/best.safetensors";
+    let expected: Vec<Value> = ldl(
+        dir.path(),
+        &["predict", checkpoint, "rows.csv", "--json", "--pmf"],
+    )
+    .lines()
+    .map(|line| serde_json::from_str(line).unwrap())
+    .collect();
+
+    let server = Served::start(dir.path(), "runs/build-1", &[]);
+    let (_, model) = server.get("/v1/model");
+    let build = &model["input"]["columns"][2];
+    assert_eq!(build["kind"], "categorical");
+    assert_eq!(build["categories"], json!(["broad", "slim"]));
+    let rows = json!({ "rows": [
+        { "wai_gi": 70, "hip_gi": 90, "build": "slim" },
+        { "wai_gi": 95, "hip_gi": 100, "build": "broad" },
+        { "wai_gi": 85, "hip_gi": 95, "build": null },
+    ]});
+    let (status, answer) = server.post(
+        "/v1/predict?pmf=true",
+        "application/json",
+        rows.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let predictions = answer["predictions"].as_array().unwrap();
+    assert_eq!((predictions.len(), expected.len()), (3, 3));
+    for (served, predicted) in predictions.iter().zip(&expected) {
+        assert_same(served, predicted);
+    }
+    // A left-out column is missing too, and filled the same way.
+    let (status, answer) = server.post(
+        "/v1/predict?pmf=true",
+        "application/json",
+        json!({ "wai_gi": 85, "hip_gi": 95 }).to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_same(&answer["predictions"][0], &expected[2]);
+    let unseen = json!({ "wai_gi": 85, "hip_gi": 95, "build": "medium" });
+    assert_error(
+        server.post(
+            "/v1/predict",
+            "application/json",
+            unseen.to_string().as_bytes(),
+        ),
+        422,
+        &["`build`", "`medium`", "broad, slim"],
+    );
 }

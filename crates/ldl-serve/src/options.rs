@@ -50,3 +50,19 @@ impl ServeOptions {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_batch_queue_or_body_is_refused_by_name() {
+        assert!(ServeOptions::default().check().is_ok());
+        let options = ServeOptions {
+            queue: 0,
+            ..ServeOptions::default()
+        };
+        let err = options.check().unwrap_err().to_string();
+        assert_eq!(err, "--queue must be at least 1, got 0");
+    }
+}

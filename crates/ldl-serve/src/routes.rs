@@ -300,3 +300,22 @@ async fn feature_inputs(request: Request, max_body: usize) -> Result<Vec<RawInpu
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pmf_is_off_unless_asked_for_and_other_parameters_are_refused() {
+        assert_eq!(pmf_requested(None), Ok(false));
+        assert_eq!(pmf_requested(Some("")), Ok(false));
+        assert_eq!(pmf_requested(Some("pmf=true")), Ok(true));
+        assert_eq!(pmf_requested(Some("pmf")), Ok(true));
+        assert_eq!(pmf_requested(Some("pmf=1&pmf=0")), Ok(false));
+        let err = pmf_requested(Some("pmf=yes")).unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert!(err.message.contains("`pmf` must be true or false"));
+        let err = pmf_requested(Some("limit=3")).unwrap_err();
+        assert!(err.message.contains("unknown query parameter `limit`"));
+    }
+}

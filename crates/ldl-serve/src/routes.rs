@@ -2,6 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
@@ -15,6 +16,9 @@ use tokio::sync::{oneshot, Semaphore};
 use crate::batcher::{Batcher, Job, RawInput};
 use crate::error::ApiError;
 use crate::response::{predictions_json, AxisLabel};
+
+/// How long a request's body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What every handler shares.
 pub struct AppState {
@@ -85,11 +89,26 @@ async fn predict(
     let Ok(_permit) = Arc::clone(&state.permits).try_acquire_owned() else {
         return Err(busy());
     };
-    let inputs = if state.reads_images {
-        image_inputs(request, state.max_body).await?
-    } else {
-        feature_inputs(request, state.max_body).await?
+    let read = async {
+        if state.reads_images {
+            image_inputs(request, state.max_body).await
+        } else {
+            feature_inputs(request, state.max_body).await
+        }
     };
+    // A client that never finishes its body must not hold a place in the queue (or keep a
+    // graceful stop waiting) forever.
+    let inputs = tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+        })??;
     let (reply, answer) = oneshot::channel();
     if state.batcher.submit(Job { inputs, reply }).is_err() {
         return Err(busy());

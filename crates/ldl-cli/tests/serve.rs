@@ -446,7 +446,7 @@ fn concurrent_clients_share_forward_passes_and_a_full_queue_answers_503() {
 fn sigterm_stops_the_server_after_it_answers_the_request_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let run = train_bdims(dir.path());
-    let mut server = Served::start(dir.path(), run, &["--batch-window-ms", "1500"]);
+    let mut server = Served::start(dir.path(), run, &["--batch-window-ms", "3000"]);
     let (_, model) = server.get("/v1/model");
     let columns: Vec<String> = model["input"]["columns"]
         .as_array()
@@ -467,7 +467,7 @@ fn sigterm_stops_the_server_after_it_answers_the_request_in_flight() {
         )
     });
     // The request waits in the batch window when the signal comes.
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(800));
     let pid = libc::pid_t::try_from(server.child.id()).unwrap();
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let (status, answer) = in_flight.join().unwrap();

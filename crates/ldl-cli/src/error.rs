@@ -22,6 +22,8 @@ pub enum CliError {
         /// The system's reason.
         source: std::io::Error,
     },
+    /// The HTTP server could not start, or stopped with an error.
+    Serve(ldl_serve::Error),
     /// Results that could not be written as JSON.
     Json(serde_json::Error),
     /// Arguments that do not fit together: the message says what to give instead.
@@ -33,6 +35,7 @@ impl fmt::Display for CliError {
         match self {
             CliError::Train(e) => e.fmt(f),
             CliError::Hub(e) => e.fmt(f),
+            CliError::Serve(e) => e.fmt(f),
             CliError::File {
                 path,
                 action,
@@ -49,6 +52,7 @@ impl std::error::Error for CliError {
         match self {
             CliError::Train(e) => Some(e),
             CliError::Hub(e) => Some(e),
+            CliError::Serve(e) => Some(e),
             CliError::File { source, .. } => Some(source),
             CliError::Json(e) => Some(e),
             CliError::Usage(_) => None,

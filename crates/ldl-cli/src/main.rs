@@ -85,6 +85,37 @@ enum Command {
         #[arg(long)]
         pmf: bool,
     },
+    /// Serve a model over HTTP: POST /v1/predict (an image, or JSON rows of named
+    /// features), GET /v1/model, GET /healthz. Concurrent requests share forward passes.
+    /// Stops on Ctrl-C or SIGTERM after answering the requests it accepted.
+    ///
+    /// Example: ldl serve runs/bdims-1 --port 8080
+    ///          curl -d '{"rows":[{...}]}' -H 'Content-Type: application/json' localhost:8080/v1/predict
+    Serve {
+        /// The model: a checkpoint file, a run folder (its checkpoints/best.safetensors), a
+        /// folder written by `ldl export` (its model.safetensors), or a Hub path
+        /// `hf://owner/name[@revision][/file]`.
+        model: PathBuf,
+        /// The address to listen on; 127.0.0.1 answers this machine only.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The port; 0 picks a free one. The first line printed is `listening on http://ADDRESS`.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// The most samples per forward pass.
+        #[arg(long, default_value_t = 32)]
+        max_batch: usize,
+        /// How long to wait for more requests to join a forward pass, in milliseconds.
+        #[arg(long, default_value_t = 5)]
+        batch_window_ms: u64,
+        /// The most requests accepted and not yet answered; more are answered 503.
+        #[arg(long, default_value_t = 256)]
+        queue: usize,
+        /// The largest request body, e.g. `16 MiB` or a number of bytes; larger ones are
+        /// answered 413.
+        #[arg(long, default_value = "16 MiB")]
+        max_body: ldl_train::ByteSize,
+    },
     /// Write synthetic faces (PNGs) with their true age, apparent age and pose.
     ///
     /// Example: ldl synth --count 1000 --out data/synthetic --size 64 --seed 1
@@ -213,6 +244,25 @@ fn main() -> ExitCode {
             pmf,
         } => predict(&checkpoint, &inputs, json, pmf),
         Command::Inspect { checkpoint } => inspect(&checkpoint),
+        Command::Serve {
+            model,
+            host,
+            port,
+            max_batch,
+            batch_window_ms,
+            queue,
+            max_body,
+        } => {
+            let options = ldl_serve::ServeOptions {
+                host,
+                port,
+                max_batch,
+                batch_window: std::time::Duration::from_millis(batch_window_ms),
+                queue,
+                max_body: usize::try_from(max_body.0).unwrap_or(usize::MAX),
+            };
+            serve(&model, &options)
+        }
         Command::Fetch { repo, offline } => fetch(&repo, offline),
         Command::Push { run, repo } => push(&run, &repo),
         Command::Plot { runs, out } => plot(&runs, out.as_deref()),
@@ -719,6 +769,31 @@ fn inspect(checkpoint: &std::path::Path) -> Result<(), CliError> {
         }
     );
     Ok(())
+}
+
+/// `ldl serve`: loads the model (a run or export folder names its checkpoint) and serves
+/// it until Ctrl-C or SIGTERM.
+fn serve(model: &std::path::Path, options: &ldl_serve::ServeOptions) -> Result<(), CliError> {
+    let checkpoint = if model.is_dir() {
+        let candidates = [
+            model.join("checkpoints/best.safetensors"),
+            model.join("model.safetensors"),
+        ];
+        candidates
+            .iter()
+            .find(|path| path.is_file())
+            .cloned()
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "{}: a folder holding neither checkpoints/best.safetensors (a run) nor                      model.safetensors (an export)",
+                    model.display()
+                ))
+            })?
+    } else {
+        model.to_path_buf()
+    };
+    let trained = load(&checkpoint)?;
+    ldl_serve::serve(trained, &checkpoint.display().to_string(), options).map_err(CliError::Serve)
 }
 
 /// Pushes a run folder (exported to a temporary folder first) or an exported model folder.

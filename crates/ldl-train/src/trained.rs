@@ -54,6 +54,9 @@ pub enum PredictionInput {
     Line(usize),
     /// An image file.
     Image(std::path::PathBuf),
+    /// An input given in memory ([`TrainedModel::predict_inputs`]), by its index among
+    /// those given.
+    Given(usize),
 }
 
 impl std::fmt::Display for PredictionInput {
@@ -61,6 +64,7 @@ impl std::fmt::Display for PredictionInput {
         match self {
             PredictionInput::Line(line) => write!(f, "{line}"),
             PredictionInput::Image(path) => write!(f, "{}", path.display()),
+            PredictionInput::Given(index) => write!(f, "#{index}"),
         }
     }
 }
@@ -235,8 +239,80 @@ impl TrainedModel {
         }
     }
 
+    /// Predictions for inputs already prepared as the model reads them: each one
+    /// [`TrainedModel::image_input`] or [`TrainedModel::feature_input`] gives. One forward
+    /// pass for all of them, so callers gathering inputs from several places (a server's
+    /// concurrent requests) choose the batch; an input of the wrong length is refused.
+    pub fn predict_inputs(&self, inputs: &[Vec<f32>]) -> Result<Vec<Prediction>> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let side = self.config.data.image_size as usize;
+        let width = if self.reads_images() {
+            3 * side * side
+        } else {
+            self.features.len()
+        };
+        if let Some(i) = inputs.iter().position(|input| input.len() != width) {
+            return Err(Error::Usage(format!(
+                "input {i} holds {} numbers; the model reads {width}",
+                inputs[i].len()
+            )));
+        }
+        let flat = inputs.concat();
+        let inputs_tensor = if self.reads_images() {
+            Tensor::from_vec(flat, (inputs.len(), 3, side, side), &Device::Cpu)?
+        } else {
+            Tensor::from_vec(flat, (inputs.len(), width), &Device::Cpu)?
+        }
+        .to_device(&self.device)?;
+        self.predict_batch(
+            &inputs_tensor,
+            (0..inputs.len()).map(PredictionInput::Given),
+        )
+    }
+
+    /// One row of named feature values (as a JSON object: numbers, strings for
+    /// categorical columns, `null` for a missing value) encoded as in training: the
+    /// model's features in order, not yet standardised (see
+    /// [`TrainedModel::feature_input`]). A column left out counts as missing, filled as in
+    /// training or refused. The error names the column: one the model does not read,
+    /// one without a value, or one whose value is of the wrong type.
+    pub fn encode_named_features(
+        &self,
+        row: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<f32>> {
+        let columns = self.columns();
+        if let Some(unknown) = row.keys().find(|name| !columns.contains(name)) {
+            return Err(Error::Usage(format!(
+                "unknown feature `{unknown}`; the model reads {}",
+                columns.join(", ")
+            )));
+        }
+        let cells = columns
+            .iter()
+            .map(|name| feature_cell(name, row.get(name)))
+            .collect::<Result<Vec<_>>>()?;
+        match &self.encoder {
+            Some(encoder) => encoder.encode(&cells).map_err(Error::Usage),
+            None => cells
+                .iter()
+                .zip(&columns)
+                .map(|(cell, name)| match cell {
+                    ldl_data::FeatureValue::Number(x) => Ok(*x),
+                    ldl_data::FeatureValue::Missing => {
+                        Err(Error::Usage(format!("feature `{name}` has no value")))
+                    }
+                    ldl_data::FeatureValue::Text(text) => Err(Error::Usage(format!(
+                        "feature `{name}`: \"{text}\" is not a number"
+                    ))),
+                })
+                .collect(),
+        }
+    }
+
     /// The table columns the model reads: the encoder's, or the features themselves.
-    fn columns(&self) -> Vec<String> {
+    pub fn columns(&self) -> Vec<String> {
         match &self.encoder {
             Some(encoder) => encoder.column_names(),
             None => self.features.clone(),
@@ -316,6 +392,31 @@ impl TrainedModel {
                 distributions: distributions.iter().map(|axis| axis[row].clone()).collect(),
             })
             .collect())
+    }
+}
+
+/// A JSON value as a feature cell: a number (finite as an `f32`), a string (a category),
+/// or `null` / absent for no value.
+fn feature_cell(name: &str, value: Option<&serde_json::Value>) -> Result<ldl_data::FeatureValue> {
+    use ldl_data::FeatureValue;
+    use serde_json::Value;
+    match value {
+        None | Some(Value::Null) => Ok(FeatureValue::Missing),
+        Some(Value::Number(number)) => match number.as_f64().map(|x| x as f32) {
+            Some(x) if x.is_finite() => Ok(FeatureValue::Number(x)),
+            _ => Err(Error::Usage(format!(
+                "feature `{name}`: {number} is out of range"
+            ))),
+        },
+        Some(Value::String(text)) => Ok(FeatureValue::Text(text.clone())),
+        Some(other) => Err(Error::Usage(format!(
+            "feature `{name}`: expected a number or a string, got {}",
+            match other {
+                Value::Bool(_) => "a boolean",
+                Value::Array(_) => "an array",
+                _ => "an object",
+            }
+        ))),
     }
 }
 

@@ -673,3 +673,161 @@ fn categorical_columns_take_strings_and_missing_values_take_null() {
         &["`build`", "`medium`", "broad, slim"],
     );
 }
+
+/// A GET on its own connection; the response head and body as text.
+fn raw_get(address: &str, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+/// Chromium from the distribution's package, if installed.
+fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+}
+
+/// `text` percent-encoded for a URL fragment.
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The page's way of writing a number (JavaScript's `toFixed`: 1 decimal from 100 up).
+fn as_the_page_writes(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// The page at `/` is plain HTML with its script inline and fetches nothing from
+/// elsewhere. In headless Chromium, a row carried by the link is predicted and drawn: an
+/// SVG chart per axis, and beside it the API's mean ± std and mode (a class name on the
+/// categorical axis). Without Chromium the browser half is skipped, but not under CI,
+/// whose script installs it.
+#[test]
+fn the_page_shows_the_predictions_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train_bdims(dir.path());
+    let server = Served::start(dir.path(), run, &[]);
+    let (head, page) = raw_get(&server.address, "/");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/html"),
+        "{head}"
+    );
+    assert!(page.contains("<script>") && page.contains("/v1/predict"));
+    for external in ["src=", "href=", "@import", "url("] {
+        assert!(!page.contains(external), "the page loads {external}…");
+    }
+
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the browser test: .ci/run installs chromium"
+        );
+        eprintln!("skipped the browser half: chromium is not installed");
+        return;
+    };
+    let (_, model) = server.get("/v1/model");
+    let columns: Vec<String> = model["input"]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    let row = bdims_rows(dir.path(), &columns, 1).remove(0);
+    let (status, answer) = server.post(
+        "/v1/predict",
+        "application/json",
+        row.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+
+    let url = format!(
+        "http://{}/#row={}",
+        server.address,
+        percent_encoded(&row.to_string())
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let mut child = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(&url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read the whole DOM before waiting, so a large page cannot fill the pipe; the read
+    // ends when Chromium exits, and a browser that hangs is killed after two minutes.
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(120));
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    });
+    let mut dom = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut dom)
+        .unwrap();
+    child.wait().unwrap();
+    drop(watchdog);
+
+    let axes = answer["predictions"][0]["axes"].as_array().unwrap();
+    for axis in axes {
+        let name = axis["axis"].as_str().unwrap();
+        let start = dom
+            .find(&format!("data-axis=\"{name}\""))
+            .unwrap_or_else(|| panic!("no chart for {name} in the page: {dom}"));
+        let section = &dom[start..];
+        let section = &section[..section[1..]
+            .find("data-axis=")
+            .map_or(section.len(), |i| i + 1)];
+        assert!(section.contains("<svg"), "{name}: {section}");
+        let p = format!("(p = {:.3})", axis["mode_probability"].as_f64().unwrap());
+        match axis["mode"].as_str() {
+            Some(class) => assert!(section.contains(&format!("mode {class} {p}")), "{section}"),
+            None => {
+                let unit = axis["unit"].as_str().unwrap();
+                let mean = format!(
+                    "mean {} ± {} {unit}",
+                    as_the_page_writes(axis["mean"].as_f64().unwrap()),
+                    as_the_page_writes(axis["std"].as_f64().unwrap())
+                );
+                assert!(section.contains(&mean), "{name}: {mean} not in {section}");
+                let mode = as_the_page_writes(axis["mode"].as_f64().unwrap());
+                assert!(
+                    section.contains(&format!("mode {mode} {unit} {p}")),
+                    "{section}"
+                );
+            }
+        }
+    }
+}

@@ -5,6 +5,8 @@
 //!   distributions.
 //! - `GET /v1/model`: the label space, model, input and training.
 //! - `GET /healthz`: liveness, with the forward passes and samples run so far.
+//! - `GET /`: a page to try the model by hand (a photo or feature fields in, each axis's
+//!   distribution drawn), shipped inside the binary.
 //!
 //! Concurrent requests are micro-batched: one inference thread owns the model and runs one
 //! forward pass for the requests that arrive within a short window (up to a maximum batch).

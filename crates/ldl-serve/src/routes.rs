@@ -36,10 +36,15 @@ pub struct AppState {
     pub max_body: usize,
 }
 
-/// The API's routes; every answer, errors included, is JSON.
+/// The page at `/`, shipped inside the binary: it needs no build step and, reading only
+/// this server's API, no network.
+const PAGE: &str = include_str!("page.html");
+
+/// The API's routes; every answer, errors included, is JSON, but the page at `/`.
 pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.max_body;
     Router::new()
+        .route("/", get(page))
         .route("/v1/predict", post(predict))
         .route("/v1/model", get(model))
         .route("/healthz", get(health))
@@ -48,6 +53,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Bodies are read with this limit (raw and multipart alike): 413 beyond it.
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+async fn page() -> axum::response::Html<&'static str> {
+    axum::response::Html(PAGE)
 }
 
 async fn model(State(state): State<Arc<AppState>>) -> Json<Value> {

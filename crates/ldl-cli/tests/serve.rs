@@ -1,8 +1,9 @@
 //! `ldl serve`: the real binary on an ephemeral loopback port. Its predictions equal
 //! `ldl predict`'s on the same inputs (JSON rows for a feature model; raw and multipart
-//! bodies for an image model), every bad request gets its status and a JSON error naming
-//! the problem, concurrent clients share forward passes, the queue is bounded, and SIGTERM
-//! stops the server after it answers what it accepted.
+//! bodies for an image model), its page shows the same numbers in headless Chromium, every
+//! bad request gets its status and a JSON error naming the problem, concurrent clients
+//! share forward passes, the queue is bounded, and SIGTERM stops the server after it
+//! answers what it accepted.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -830,4 +831,244 @@ fn the_page_shows_the_predictions_in_a_browser() {
             }
         }
     }
+}
+
+/// Headless Chromium driven over the DevTools protocol on a pipe
+/// (`--remote-debugging-pipe`: JSON messages ended by a NUL byte, requests on the
+/// child's fd 3, answers and events on its fd 4), attached to one page.
+#[cfg(unix)]
+struct Browser {
+    child: Child,
+    to: std::fs::File,
+    from: BufReader<std::fs::File>,
+    next_id: u64,
+    session: Option<String>,
+    _profile: tempfile::TempDir,
+}
+
+#[cfg(unix)]
+impl Browser {
+    /// Starts Chromium and opens `url` in a page of its own.
+    fn open(chromium: &str, url: &str) -> Browser {
+        use std::os::fd::{FromRawFd, RawFd};
+        use std::os::unix::process::CommandExt;
+        let pipe = || {
+            let mut fds: [RawFd; 2] = [0; 2];
+            // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+            assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+            fds
+        };
+        // The child's ends move to descriptors above 9, so that dup2 onto 3 and 4 below
+        // always copies (a copy onto itself would keep close-on-exec) and never overwrites
+        // the other end.
+        let above_nine = |fd: RawFd| {
+            // SAFETY: `fd` is open (from pipe2); the copy is a new descriptor we own.
+            let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+            assert!(high >= 10);
+            // SAFETY: `fd` is ours and no longer used.
+            unsafe { libc::close(fd) };
+            high
+        };
+        let [child_reads, we_write] = pipe();
+        let [we_read, child_writes] = pipe();
+        let (child_reads, child_writes) = (above_nine(child_reads), above_nine(child_writes));
+        let profile = tempfile::tempdir().unwrap();
+        let mut command = Command::new(chromium);
+        command
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-pipe",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: between fork and exec only dup2, which is async-signal-safe, runs; the
+        // copies on fds 3 and 4 lose close-on-exec, the originals keep it.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::dup2(child_reads, 3) < 0 || libc::dup2(child_writes, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap();
+        // SAFETY: each descriptor came from pipe2 above and is owned by one File only.
+        let (to, from) = unsafe {
+            libc::close(child_reads);
+            libc::close(child_writes);
+            (
+                std::fs::File::from_raw_fd(we_write),
+                std::fs::File::from_raw_fd(we_read),
+            )
+        };
+        let mut browser = Browser {
+            child,
+            to,
+            from: BufReader::new(from),
+            next_id: 0,
+            session: None,
+            _profile: profile,
+        };
+        let target = browser.call("Target.createTarget", json!({ "url": url }));
+        let target_id = target["targetId"].clone();
+        let attached = browser.call(
+            "Target.attachToTarget",
+            json!({ "targetId": target_id, "flatten": true }),
+        );
+        browser.session = Some(attached["sessionId"].as_str().unwrap().to_string());
+        browser
+    }
+
+    /// Sends one command and returns its result, skipping the events that come between.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let mut message = json!({ "id": self.next_id, "method": method, "params": params });
+        if let Some(session) = &self.session {
+            message["sessionId"] = json!(session);
+        }
+        let mut bytes = message.to_string().into_bytes();
+        bytes.push(0);
+        self.to.write_all(&bytes).unwrap();
+        loop {
+            let mut reply = Vec::new();
+            let read = self.from.read_until(0, &mut reply).unwrap();
+            assert!(read > 0, "Chromium closed the pipe during {method}");
+            reply.pop();
+            let reply: Value = serde_json::from_slice(&reply).unwrap();
+            if reply["id"] == json!(self.next_id) {
+                assert!(reply.get("error").is_none(), "{method}: {reply}");
+                return reply["result"].clone();
+            }
+        }
+    }
+
+    /// The value of a JavaScript expression in the page.
+    fn evaluate(&mut self, expression: &str) -> Value {
+        let result = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": expression, "returnByValue": true }),
+        );
+        result["result"]["value"].clone()
+    }
+
+    /// Polls `expression` until it is true, for at most a minute.
+    fn wait_for(&mut self, expression: &str) {
+        for _ in 0..600 {
+            if self.evaluate(expression) == json!(true) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the page never had {expression}");
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An image model's page in headless Chromium: a photo given to its file input is sent,
+/// and the page shows, for every axis, a chart and the API's mean ± std and mode for the
+/// same photo. Skipped without Chromium, but not under CI, whose script installs it.
+#[cfg(unix)]
+#[test]
+fn the_page_takes_a_photo_in_a_browser() {
+    let Some(chromium) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the browser test: .ci/run installs chromium"
+        );
+        eprintln!("skipped: chromium is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("task.toml"), QUICKSTART).unwrap();
+    ldl(
+        dir.path(),
+        &[
+            "train",
+            "task.toml",
+            "--quiet",
+            "--set",
+            "optim.epochs=1",
+            "--set",
+            "data.faces.count=60",
+            "--set",
+            "model.width=0.25",
+            "--set",
+            "run.output_dir=\"runs\"",
+        ],
+    );
+    ldl(
+        dir.path(),
+        &[
+            "synth", "--count", "1", "--size", "48", "--seed", "7", "--out", "faces",
+        ],
+    );
+    let photo = dir.path().join("faces/images/000000.png");
+    let server = Served::start(dir.path(), "runs/quickstart-faces-1", &[]);
+    let (status, answer) = server.post("/v1/predict", "image/png", &std::fs::read(&photo).unwrap());
+    assert_eq!(status, 200, "{answer}");
+    let axes = answer["predictions"][0]["axes"].as_array().unwrap().clone();
+
+    let mut browser = Browser::open(chromium, &format!("http://{}/", server.address));
+    browser.wait_for("document.getElementById('file') !== null");
+    let document = browser.call("DOM.getDocument", json!({}));
+    let input = browser.call(
+        "DOM.querySelector",
+        json!({ "nodeId": document["root"]["nodeId"], "selector": "#file" }),
+    );
+    browser.call(
+        "DOM.setFileInputFiles",
+        json!({ "files": [photo.display().to_string()], "nodeId": input["nodeId"] }),
+    );
+    let count = axes.len();
+    browser.wait_for(&format!(
+        "document.querySelectorAll('#results .axis svg').length === {count} \
+         || document.getElementById('error').textContent !== ''"
+    ));
+    assert_eq!(
+        browser.evaluate("document.getElementById('error').textContent"),
+        json!("")
+    );
+    assert_eq!(
+        browser.evaluate("document.getElementById('preview').style.display"),
+        json!("block")
+    );
+    for axis in &axes {
+        let name = axis["axis"].as_str().unwrap();
+        let shown = browser.evaluate(&format!(
+            "document.querySelector('[data-axis=\"{name}\"] .numbers').innerText"
+        ));
+        let shown = shown
+            .as_str()
+            .unwrap_or_else(|| panic!("no numbers for {name}"));
+        let unit = axis["unit"].as_str().unwrap();
+        let mean = format!(
+            "mean {} ± {} {unit}",
+            as_the_page_writes(axis["mean"].as_f64().unwrap()),
+            as_the_page_writes(axis["std"].as_f64().unwrap())
+        );
+        assert!(shown.contains(&mean), "{name}: {mean} not in {shown:?}");
+        let mode = format!(
+            "mode {} {unit} (p = {:.3})",
+            as_the_page_writes(axis["mode"].as_f64().unwrap()),
+            axis["mode_probability"].as_f64().unwrap()
+        );
+        assert!(shown.contains(&mode), "{name}: {mode} not in {shown:?}");
+    }
+    let _ = browser.call("Browser.close", json!({}));
 }

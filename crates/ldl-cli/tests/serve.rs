@@ -478,12 +478,12 @@ fn sigterm_stops_the_server_after_it_answers_the_request_in_flight() {
     assert!(exit.success(), "{exit:?}");
 }
 
-#[test]
-fn an_image_model_answers_raw_and_multipart_bodies_as_ldl_predict() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("task.toml"), QUICKSTART).unwrap();
+/// A TinyAgeNet at a quarter width trained for one epoch on 60 synthetic faces, in
+/// `runs/quickstart-faces-1` under `dir`.
+fn train_tiny_image_model(dir: &Path) {
+    std::fs::write(dir.join("task.toml"), QUICKSTART).unwrap();
     ldl(
-        dir.path(),
+        dir,
         &[
             "train",
             "task.toml",
@@ -498,6 +498,12 @@ fn an_image_model_answers_raw_and_multipart_bodies_as_ldl_predict() {
             "run.output_dir=\"runs\"",
         ],
     );
+}
+
+#[test]
+fn an_image_model_answers_raw_and_multipart_bodies_as_ldl_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    train_tiny_image_model(dir.path());
     ldl(
         dir.path(),
         &[
@@ -686,6 +692,19 @@ fn raw_get(address: &str, path: &str) -> (String, String) {
     (head.to_string(), body.to_string())
 }
 
+/// Headless Chromium as root on a machine without a display or network: no sandbox (it
+/// needs user namespaces), and no background connections, which a closed network refuses.
+const CHROMIUM_FLAGS: [&str; 8] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 /// Chromium from the distribution's package, if installed.
 fn chromium() -> Option<&'static str> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -766,18 +785,8 @@ fn the_page_shows_the_predictions_in_a_browser() {
     );
     let profile = tempfile::tempdir().unwrap();
     let mut child = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-        ])
+        .args(CHROMIUM_FLAGS)
+        .args(["--virtual-time-budget=10000", "--dump-dom"])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(&url)
         .stdout(Stdio::piped())
@@ -875,17 +884,8 @@ impl Browser {
         let profile = tempfile::tempdir().unwrap();
         let mut command = Command::new(chromium);
         command
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--remote-debugging-pipe",
-            ])
+            .args(CHROMIUM_FLAGS)
+            .arg("--remote-debugging-pipe")
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdout(Stdio::null())
@@ -995,23 +995,7 @@ fn the_page_takes_a_photo_in_a_browser() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("task.toml"), QUICKSTART).unwrap();
-    ldl(
-        dir.path(),
-        &[
-            "train",
-            "task.toml",
-            "--quiet",
-            "--set",
-            "optim.epochs=1",
-            "--set",
-            "data.faces.count=60",
-            "--set",
-            "model.width=0.25",
-            "--set",
-            "run.output_dir=\"runs\"",
-        ],
-    );
+    train_tiny_image_model(dir.path());
     ldl(
         dir.path(),
         &[

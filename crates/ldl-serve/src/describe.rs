@@ -1,44 +1,13 @@
 //! `GET /v1/model`: what `ldl inspect` prints, as JSON.
 
-use ldl_train::{AxisKind, Backbone, TrainedModel};
+use ldl_train::{Axis, AxisKind, Backbone, TrainedModel};
 use serde_json::{json, Value};
 
 /// The label space (axes with kind, range, step, unit and class names; joint heads), the
 /// model, its input and a summary of its training.
 pub fn describe(model: &TrainedModel, checkpoint: &str) -> Value {
     let space = model.model.label_space();
-    let axes: Vec<Value> = space
-        .axes()
-        .iter()
-        .map(|axis| {
-            let centers = axis.centers();
-            let mut entry = json!({
-                "name": axis.name(),
-                "unit": axis.unit(),
-                "bins": axis.len(),
-            });
-            match axis.kind() {
-                AxisKind::Categorical { classes } => {
-                    entry["kind"] = json!("categorical");
-                    entry["classes"] = json!(classes);
-                }
-                kind => {
-                    entry["kind"] = json!(match kind {
-                        AxisKind::Circular { .. } => "circular",
-                        _ => "linear",
-                    });
-                    if let AxisKind::Circular { period } = kind {
-                        entry["period"] = json!(period);
-                    }
-                    entry["min"] = json!(centers[0]);
-                    entry["max"] = json!(centers[centers.len() - 1]);
-                    entry["step"] = json!(axis.step());
-                    entry["default_std"] = json!(axis.default_std());
-                }
-            }
-            entry
-        })
-        .collect();
+    let axes: Vec<Value> = space.axes().iter().map(axis_entry).collect();
     let joint_heads: Vec<Value> = space
         .heads()
         .iter()
@@ -85,6 +54,36 @@ pub fn describe(model: &TrainedModel, checkpoint: &str) -> Value {
             "seed": config.run.seed,
         },
     })
+}
+
+/// One axis as `/v1/model` lists it: name, unit, bins, kind, and its classes or its range.
+fn axis_entry(axis: &Axis) -> Value {
+    let centers = axis.centers();
+    let mut entry = json!({
+        "name": axis.name(),
+        "unit": axis.unit(),
+        "bins": axis.len(),
+    });
+    match axis.kind() {
+        AxisKind::Categorical { classes } => {
+            entry["kind"] = json!("categorical");
+            entry["classes"] = json!(classes);
+        }
+        kind => {
+            entry["kind"] = json!(match kind {
+                AxisKind::Circular { .. } => "circular",
+                _ => "linear",
+            });
+            if let AxisKind::Circular { period } = kind {
+                entry["period"] = json!(period);
+            }
+            entry["min"] = json!(centers[0]);
+            entry["max"] = json!(centers[centers.len() - 1]);
+            entry["step"] = json!(axis.step());
+            entry["default_std"] = json!(axis.default_std());
+        }
+    }
+    entry
 }
 
 /// The columns a row of `/v1/predict` names: numeric, or categorical with its categories.

@@ -4,7 +4,7 @@
 mod error;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -174,16 +174,24 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Write a finished run as a model folder to share: model.safetensors, ldl.toml and a
-    /// model card README.md.
+    /// model card README.md; with --onnx also model.onnx. A checkpoint (a file, a model
+    /// folder's model.safetensors, or a Hub path) exports as model.onnx with its card.
     ///
-    /// Example: ldl export runs/quickstart-faces-1 --out models/quickstart-faces
+    /// Example: ldl export runs/quickstart-faces-1 --out models/quickstart-faces --onnx
+    ///
+    /// A checkpoint: ldl export hf://ldl-rs/bdims --onnx --out bdims-onnx
     Export {
-        /// The run folder.
-        run: PathBuf,
+        /// The run folder, or with --onnx a checkpoint (file or
+        /// `hf://owner/name[@revision][/file]`).
+        source: PathBuf,
         /// The folder to write.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Replace model.safetensors, ldl.toml and README.md if the folder holds them.
+        /// Also write the model as ONNX (model.onnx, opset 17), with its input and outputs
+        /// described in the model card and the file's metadata.
+        #[arg(long)]
+        onnx: bool,
+        /// Replace the files it writes if the folder holds them.
         #[arg(long)]
         force: bool,
     },
@@ -219,6 +227,10 @@ enum Command {
         run: PathBuf,
         /// The repository: owner/name (optionally @branch).
         repo: String,
+        /// Upload the model as ONNX too (model.onnx; a folder from `ldl export` uploads
+        /// its model.onnx whenever it has one).
+        #[arg(long)]
+        onnx: bool,
     },
 }
 
@@ -264,22 +276,14 @@ fn main() -> ExitCode {
             serve(&model, &options)
         }
         Command::Fetch { repo, offline } => fetch(&repo, offline),
-        Command::Push { run, repo } => push(&run, &repo),
+        Command::Push { run, repo, onnx } => push(&run, &repo, onnx),
         Command::Plot { runs, out } => plot(&runs, out.as_deref()),
-        Command::Export { run, out, force } => {
-            let if_exists = if force {
-                ldl_train::IfExists::Replace
-            } else {
-                ldl_train::IfExists::Refuse
-            };
-            ldl_train::export_run(&run, &out, if_exists)
-                .map(|files| {
-                    for file in files {
-                        println!("{}", file.display());
-                    }
-                })
-                .map_err(CliError::from)
-        }
+        Command::Export {
+            source,
+            out,
+            onnx,
+            force,
+        } => export(&source, &out, onnx, force),
         Command::Compare {
             config,
             losses,
@@ -341,6 +345,31 @@ impl From<Columns> for ldl_train::CompareColumns {
             Columns::Ldl => ldl_train::CompareColumns::Ldl,
         }
     }
+}
+
+/// `ldl export`: a run folder as a model folder (with --onnx, model.onnx too), or with
+/// --onnx a checkpoint as model.onnx and its card.
+fn export(source: &Path, out: &Path, onnx: bool, force: bool) -> Result<(), CliError> {
+    let if_exists = if force {
+        ldl_train::IfExists::Replace
+    } else {
+        ldl_train::IfExists::Refuse
+    };
+    let is_run = source.join("checkpoints").is_dir();
+    let files = if onnx && !is_run {
+        let checkpoint = if source.is_dir() {
+            source.join(ldl_train::MODEL_FILES[0])
+        } else {
+            source.to_path_buf()
+        };
+        ldl_train::export_checkpoint_onnx(&checkpoint, out, if_exists)?
+    } else {
+        ldl_train::export_run_with(source, out, ldl_train::ExportOptions { if_exists, onnx })?
+    };
+    for file in files {
+        println!("{}", file.display());
+    }
+    Ok(())
 }
 
 fn compare(
@@ -797,12 +826,21 @@ fn serve(model: &std::path::Path, options: &ldl_serve::ServeOptions) -> Result<(
 }
 
 /// Pushes a run folder (exported to a temporary folder first) or an exported model folder.
-fn push(run: &std::path::Path, repo: &str) -> Result<(), CliError> {
+fn push(run: &std::path::Path, repo: &str, onnx: bool) -> Result<(), CliError> {
     let spec: ldl_hub::RepoSpec = repo.parse().map_err(CliError::Hub)?;
     let hub = ldl_hub::Hub::from_env();
     // Refuse early, before exporting anything, when no token is set.
     hub.push_token()?;
     let exported = ldl_hub::MODEL_FILES.iter().all(|f| run.join(f).is_file());
+    if exported && onnx && !run.join(ldl_train::ONNX_FILE).is_file() {
+        return Err(CliError::Usage(format!(
+            "{} has no {}; write it with `ldl export RUN_DIR --out {} --onnx --force`, or push \
+             the run folder with --onnx",
+            run.display(),
+            ldl_train::ONNX_FILE,
+            run.display()
+        )));
+    }
     let temp;
     let folder = if exported {
         run
@@ -814,7 +852,9 @@ fn push(run: &std::path::Path, repo: &str) -> Result<(), CliError> {
                 std::env::temp_dir(),
                 "make a temporary folder for the export in",
             ))?;
-        ldl_train::export_run(run, temp.path(), ldl_train::IfExists::Refuse)?;
+        let if_exists = ldl_train::IfExists::Refuse;
+        let options = ldl_train::ExportOptions { if_exists, onnx };
+        ldl_train::export_run_with(run, temp.path(), options)?;
         temp.path()
     };
     let pushed = hub.push(folder, &spec)?;

@@ -171,6 +171,28 @@ fn push_uploads_a_run_and_init_from_reads_it_back() {
     // An exported folder goes up as it is.
     env.ok(&["push", "model", "me/exported"], &[("HF_TOKEN", TOKEN)]);
     assert_eq!(fake.files("me/exported").len(), 3);
+    // With --onnx a run goes up with its ONNX file; an exported folder without one is
+    // refused, naming the command that writes it.
+    let out = env.ok(
+        &["push", "runs/bdims-1", "me/bdims-onnx", "--onnx"],
+        &[("HF_TOKEN", TOKEN)],
+    );
+    assert!(
+        out.contains("pushed model.safetensors, ldl.toml, README.md, model.onnx"),
+        "{out}"
+    );
+    let stored = fake.files("me/bdims-onnx");
+    assert!(String::from_utf8_lossy(&stored["README.md"]).contains("## ONNX"));
+    let err = env.fails(
+        &["push", "model", "me/exported", "--onnx"],
+        &[("HF_TOKEN", TOKEN)],
+    );
+    assert!(
+        err.contains(
+            "has no model.onnx; write it with `ldl export RUN_DIR --out model --onnx --force`"
+        ),
+        "{err}"
+    );
 
     let out = env.ok(
         &[

@@ -62,6 +62,9 @@ pub const DEFAULT_REVISION: &str = "main";
 pub const DEFAULT_FILE: &str = "model.safetensors";
 /// The files of an ldl model repository, in the order `ldl export` writes them.
 pub const MODEL_FILES: [&str; 3] = ["model.safetensors", "ldl.toml", "README.md"];
+/// Files a model folder may hold besides [`MODEL_FILES`] (`ldl export --onnx` writes
+/// `model.onnx`); [`Hub::push`] uploads those present.
+pub const OPTIONAL_MODEL_FILES: [&str; 1] = ["model.onnx"];
 
 /// Whether `path` is a Hub path (`hf://…`) rather than a local one.
 pub fn is_hub_path(path: &str) -> bool {
@@ -465,8 +468,8 @@ impl Hub {
         .snapshot(&first.commit))
     }
 
-    /// Uploads [`MODEL_FILES`] from `folder` (as written by `ldl export`) to the model
-    /// repository `repo` in one commit, creating the repository (public) if it does not exist.
+    /// Uploads [`MODEL_FILES`] from `folder` (as written by `ldl export`), and those of
+    /// [`OPTIONAL_MODEL_FILES`] it holds, to the model repository `repo` in one commit, creating the repository (public) if it does not exist.
     /// Needs a token with write access: [`Hub::token`] or `HF_TOKEN`; without one this fails
     /// before any network request.
     pub fn push(&self, folder: &Path, repo: &RepoSpec) -> Result<Pushed> {
@@ -486,6 +489,13 @@ impl Hub {
             }
             operations.push(CommitOperation::add_file(file, path));
             files.push(file.to_string());
+        }
+        for file in OPTIONAL_MODEL_FILES {
+            let path = folder.join(file);
+            if path.is_file() {
+                operations.push(CommitOperation::add_file(file, path));
+                files.push(file.to_string());
+            }
         }
         let client = self.client(Some(token))?;
         let repo_id = repo.repo_id();

@@ -392,12 +392,16 @@ fn push_uploads_the_folder_and_fetch_brings_it_back() {
             "{file}"
         );
     }
-    // Pushing again to the existing repository makes a new commit.
+    // Pushing again to the existing repository makes a new commit; an ONNX file in the
+    // folder goes with the rest.
     std::fs::write(folder.path().join("README.md"), "# Pushed again\n").unwrap();
-    hub(&fake, cache.path())
+    std::fs::write(folder.path().join("model.onnx"), b"onnx bytes").unwrap();
+    let pushed = hub(&fake, cache.path())
         .token(TOKEN)
         .push(folder.path(), &"o/new".parse().unwrap())
         .unwrap();
+    assert_eq!(pushed.files.last().map(String::as_str), Some("model.onnx"));
+    assert_eq!(fake.files("o/new")["model.onnx"], b"onnx bytes");
     let back = hub(&fake, cache.path())
         .fetch(&"o/new".parse().unwrap())
         .unwrap();

@@ -17,9 +17,9 @@ use crate::model::{BackboneConfig, Model};
 /// Header key marking an `ldl` checkpoint.
 pub(crate) const FORMAT_KEY: &str = "format";
 pub(crate) const FORMAT: &str = "ldl";
-const VERSION_KEY: &str = "ldl.version";
-const LABEL_SPACE_KEY: &str = "ldl.label_space";
-const MODEL_KEY: &str = "ldl.model";
+pub(crate) const VERSION_KEY: &str = "ldl.version";
+pub(crate) const LABEL_SPACE_KEY: &str = "ldl.label_space";
+pub(crate) const MODEL_KEY: &str = "ldl.model";
 
 /// What a checkpoint says about itself.
 #[derive(Debug, Clone, PartialEq)]

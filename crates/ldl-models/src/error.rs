@@ -23,6 +23,10 @@ pub enum Error {
         message: String,
     },
 
+    /// A model that cannot be exported as described (an input that does not fit it).
+    #[error("ONNX export: {0}")]
+    Export(String),
+
     /// An error from the label space.
     #[error(transparent)]
     Core(#[from] ldl_core::Error),

@@ -29,8 +29,7 @@ impl ConvBnRelu {
         } else {
             candle_nn::conv2d_no_bias(input, output, 3, config, vb.pp("conv"))?
         };
-        // PyTorch's BatchNorm2d defaults: eps 1e-5, momentum 0.1.
-        let bn = candle_nn::batch_norm(output, BatchNormConfig::default(), vb.pp("bn"))?;
+        let bn = candle_nn::batch_norm(output, batch_norm_config(), vb.pp("bn"))?;
         Ok(ConvBnRelu { conv, bn })
     }
 
@@ -54,6 +53,12 @@ impl ConvBnRelu {
         let normalised = batch_norm_relu(&self.bn, &y.to_dtype(norm_dtype)?, train)?;
         Ok(normalised.to_dtype(x.dtype())?)
     }
+}
+
+/// The BatchNorm of every model: PyTorch's defaults, eps 1e-5 and momentum 0.1 (the ONNX
+/// export writes the same eps).
+pub(crate) fn batch_norm_config() -> BatchNormConfig {
+    BatchNormConfig::default()
 }
 
 /// Whether `batch_norm_relu` takes `x` on CUDA in its own dtype (bf16 included): the

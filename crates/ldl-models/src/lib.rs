@@ -35,6 +35,7 @@ mod model;
 mod norm_relu_cpu;
 #[cfg(feature = "cuda")]
 mod norm_relu_cuda;
+pub mod onnx;
 mod pool_cpu;
 #[cfg(feature = "cuda")]
 mod pool_cuda;
@@ -52,6 +53,7 @@ pub use init::seeded_init;
 pub use layers::{batch_norm_relu, global_average_pool, max_pool_2x2, ConvBnRelu};
 pub use mlp::{Mlp, MlpConfig};
 pub use model::{is_running_statistic, parameter_count, trainable_vars, BackboneConfig, Model};
+pub use onnx::{OnnxInput, Standardization};
 pub use precision::Precision;
 pub use pretrained::{load_pretrained, vgg16_bn_key_map};
 pub use vgg::{Vgg, VggConfig, MIN_INPUT_SIZE};

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use candle_core::{DType, Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Linear, VarBuilder};
+use candle_nn::{BatchNorm, Linear, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -179,7 +179,7 @@ impl Mlp {
             let bn = if config.batch_norm {
                 Some(candle_nn::batch_norm(
                     *width,
-                    BatchNormConfig::default(),
+                    crate::layers::batch_norm_config(),
                     vb.pp("bn"),
                 )?)
             } else {

@@ -1,5 +1,6 @@
 //! A trained run as a model folder to share: `model.safetensors`, `ldl.toml` and a model
-//! card `README.md` (the layout a model repository uses).
+//! card `README.md` (the layout a model repository uses), optionally with `model.onnx`;
+//! or a checkpoint as `model.onnx` with its card.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -10,8 +11,10 @@ use serde_json::Value;
 use crate::axis_table::AxisTable;
 use crate::config::{AxisBins, Backbone, Config, DataSource};
 use crate::error::{Error, Result};
+use crate::export_onnx::{onnx_bytes, onnx_section, ONNX_FILE};
 use crate::records::RunSummary;
 use crate::run_folder::RunFolder;
+use crate::trained::TrainedModel;
 
 /// The files [`export_run`] writes, in order: the layout of an ldl model repository on the
 /// Hub.
@@ -33,11 +36,23 @@ pub const MODEL_FILES: [&str; 3] = ldl_hub::MODEL_FILES;
 /// Files of those names already in `out_dir` are replaced only with
 /// [`IfExists::Replace`]; otherwise the export is refused before anything is written.
 pub fn export_run(run_dir: &Path, out_dir: &Path, if_exists: IfExists) -> Result<Vec<PathBuf>> {
+    let onnx = false;
+    export_run_with(run_dir, out_dir, ExportOptions { if_exists, onnx })
+}
+
+/// [`export_run`] with a choice of formats: with [`ExportOptions::onnx`] the folder gets
+/// `model.onnx` too (see [`crate::ONNX_FILE`]), and its card says how to prepare the
+/// input and read the outputs.
+pub fn export_run_with(
+    run_dir: &Path,
+    out_dir: &Path,
+    options: ExportOptions,
+) -> Result<Vec<PathBuf>> {
     let checkpoint = run_dir.join("checkpoints/best.safetensors");
     if !checkpoint.is_file() {
         return Err(Error::Usage(format!(
             "{}: no checkpoints/best.safetensors; export a run folder written by `ldl train` \
-             that finished",
+             that finished, or give --onnx to export a checkpoint file",
             run_dir.display()
         )));
     }
@@ -46,19 +61,28 @@ pub fn export_run(run_dir: &Path, out_dir: &Path, if_exists: IfExists) -> Result
     // The checkpoint must load: a corrupt one is refused here, not by the people using it.
     let (_, info) = ldl_models::read_checkpoint(&checkpoint, &candle_core::Device::Cpu)?;
 
-    if if_exists == IfExists::Refuse {
-        refuse_to_replace(out_dir)?;
+    let mut files: Vec<&str> = MODEL_FILES.to_vec();
+    if options.onnx {
+        files.push(ONNX_FILE);
+    }
+    if options.if_exists == IfExists::Refuse {
+        refuse_to_replace(out_dir, &files)?;
     }
 
     let config = shareable(&run.config);
     let config_text = toml::to_string(&config)
         .map_err(|e| Error::Usage(format!("cannot describe the config as TOML: {e}")))?;
-    std::fs::create_dir_all(out_dir).map_err(|e| {
-        Error::output(
-            out_dir,
-            format!("cannot create the model folder ({e}); give --out a folder you can write"),
-        )
-    })?;
+    let mut card = model_card(&config, summary, &info.version);
+    // Built before anything is written, so that a model ONNX cannot describe leaves no
+    // partial folder.
+    let onnx = if options.onnx {
+        let trained = TrainedModel::load(&checkpoint, &candle_core::Device::Cpu)?;
+        card.push_str(&onnx_section(&trained));
+        Some(onnx_bytes(&trained, &config_text)?)
+    } else {
+        None
+    };
+    create_folder(out_dir)?;
     let bytes = read_bounded(&checkpoint, FileKind::Checkpoint)
         .map_err(|e| Error::output(&checkpoint, e.problem))?;
     let bytes = with_header_entry(&bytes, "train.config", &config_text)
@@ -81,10 +105,72 @@ pub fn export_run(run_dir: &Path, out_dir: &Path, if_exists: IfExists) -> Result
     let toml_path = out_dir.join(MODEL_FILES[1]);
     crate::output::write_atomically(&toml_path, toml_text.as_bytes())?;
 
-    let card = model_card(&config, summary, &info.version);
+    let mut written = vec![model_path, toml_path];
+    if let Some(onnx) = onnx {
+        let onnx_path = out_dir.join(ONNX_FILE);
+        crate::output::write_atomically(&onnx_path, &onnx)?;
+        written.push(onnx_path);
+    }
+    // The card last: a folder with a card is a complete one.
     let card_path = out_dir.join(MODEL_FILES[2]);
     crate::output::write_atomically(&card_path, card.as_bytes())?;
-    Ok(vec![model_path, toml_path, card_path])
+    written.push(card_path);
+    Ok(written)
+}
+
+/// Writes `model.onnx` and a model card `README.md` for a checkpoint that is not in a run
+/// folder: a training checkpoint, the `model.safetensors` of a model folder, or a Hub path
+/// `hf://owner/name` (downloaded first). The card describes the task's axes and the ONNX
+/// file's input and outputs; results and training details live with the run, not here.
+pub fn export_checkpoint_onnx(
+    checkpoint: &Path,
+    out_dir: &Path,
+    if_exists: IfExists,
+) -> Result<Vec<PathBuf>> {
+    let trained = TrainedModel::load(checkpoint, &candle_core::Device::Cpu)?;
+    let files = [ONNX_FILE, MODEL_FILES[2]];
+    if if_exists == IfExists::Refuse {
+        refuse_to_replace(out_dir, &files)?;
+    }
+    let config = shareable(trained.config.config());
+    let config_text = toml::to_string(&config)
+        .map_err(|e| Error::Usage(format!("cannot describe the config as TOML: {e}")))?;
+    let onnx = onnx_bytes(&trained, &config_text)?;
+    let mut card = card_title(&config.task.name, &trained.info.version);
+    let source = checkpoint.file_name().unwrap_or(checkpoint.as_os_str());
+    let _ = writeln!(
+        card,
+        "Exported from the checkpoint `{}`.\n",
+        source.to_string_lossy()
+    );
+    card.push_str(&axes_section(&config));
+    card.push_str(&onnx_section(&trained));
+
+    create_folder(out_dir)?;
+    let onnx_path = out_dir.join(ONNX_FILE);
+    crate::output::write_atomically(&onnx_path, &onnx)?;
+    let card_path = out_dir.join(MODEL_FILES[2]);
+    crate::output::write_atomically(&card_path, card.as_bytes())?;
+    Ok(vec![onnx_path, card_path])
+}
+
+/// What [`export_run`] writes besides the model folder, and what it does with files
+/// already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Files of the model folder already in the output folder: refused or replaced.
+    pub if_exists: IfExists,
+    /// Also write `model.onnx`, and describe it in the card.
+    pub onnx: bool,
+}
+
+fn create_folder(out_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(out_dir).map_err(|e| {
+        Error::output(
+            out_dir,
+            format!("cannot create the model folder ({e}); give --out a folder you can write"),
+        )
+    })
 }
 
 /// What [`export_run`] does with files of the model folder that are already there.
@@ -96,10 +182,11 @@ pub enum IfExists {
     Replace,
 }
 
-/// An error naming the model-folder files already in `out_dir`, if there are any.
-fn refuse_to_replace(out_dir: &Path) -> Result<()> {
-    let present: Vec<&str> = MODEL_FILES
-        .into_iter()
+/// An error naming those of `files` already in `out_dir`, if there are any.
+fn refuse_to_replace(out_dir: &Path, files: &[&str]) -> Result<()> {
+    let present: Vec<&str> = files
+        .iter()
+        .copied()
         .filter(|file| out_dir.join(file).symlink_metadata().is_ok())
         .collect();
     if present.is_empty() {
@@ -184,11 +271,7 @@ fn source_name(source: &DataSource) -> DataSource {
 /// The model card: what the model estimates, how it was trained, its results, how to use
 /// it.
 fn model_card(config: &Config, summary: &RunSummary, version: &str) -> String {
-    let mut card = format!(
-        "# {}\n\nA label distribution learning model trained with ldl {version}: one \
-         distribution over discretised bins per axis, decoded to a mean, a std and a mode.\n\n",
-        config.task.name
-    );
+    let mut card = card_title(&config.task.name, version);
     card.push_str(&axes_section(config));
     card.push_str(&training_section(config, summary));
     card.push_str("\n## Results\n\n");
@@ -207,6 +290,14 @@ fn model_card(config: &Config, summary: &RunSummary, version: &str) -> String {
         config.run.seed
     );
     card
+}
+
+/// The card's title and first paragraph.
+fn card_title(task: &str, version: &str) -> String {
+    format!(
+        "# {task}\n\nA label distribution learning model trained with ldl {version}: one \
+         distribution over discretised bins per axis, decoded to a mean, a std and a mode.\n\n"
+    )
 }
 
 /// The axes: kind, unit and range of each.

@@ -18,6 +18,7 @@ mod epoch;
 mod error;
 mod evaluation;
 mod export;
+mod export_onnx;
 mod fit;
 mod gradient_norms;
 mod hub_data;
@@ -51,7 +52,10 @@ pub use config::{
     MAX_LOADER_THREADS,
 };
 pub use error::{Error, Result};
-pub use export::{export_run, IfExists, MODEL_FILES};
+pub use export::{
+    export_checkpoint_onnx, export_run, export_run_with, ExportOptions, IfExists, MODEL_FILES,
+};
+pub use export_onnx::{onnx_input, ONNX_FILE};
 pub use fit::{Control, FitReport, Report, Trainer};
 pub use gradient_norms::{gradient_norms, TOTAL_KEY as GRADIENT_NORM_TOTAL};
 pub use hub_data::read_hub_split;

@@ -1,0 +1,197 @@
+//! The model's layers as ONNX nodes: the backbone (ThinAgeNet/TinyAgeNet or the MLP
+//! trunks), then per head a linear layer and a softmax, and for a joint group the grid and
+//! its marginals.
+
+use candle_core::Tensor;
+use ldl_core::Head;
+
+use super::graph::{float, int, ints, GraphBuilder};
+use super::outputs::OutputNames;
+use crate::error::{Error, Result};
+use crate::layers::batch_norm_config;
+use crate::mlp::MlpConfig;
+use crate::model::{BackboneConfig, Model};
+use crate::vgg::{VggConfig, LAYOUT};
+
+/// Adds the nodes from the graph input `input` to every output, for `model`.
+pub(crate) fn add_network(
+    graph: &mut GraphBuilder,
+    model: &Model,
+    input: &str,
+    names: &OutputNames,
+) -> Result<()> {
+    let variables = Variables(model);
+    let heads = model.label_space().heads();
+    let features: Vec<String> = match model.config() {
+        BackboneConfig::Vgg(config) => vec![vgg(graph, &variables, config, input)?],
+        BackboneConfig::Mlp(config) if config.trunk_count(heads.len()) == 1 => {
+            vec![mlp(graph, &variables, config, input, "backbone")?]
+        }
+        BackboneConfig::Mlp(config) => heads
+            .iter()
+            .map(|head| {
+                let prefix = format!("backbone.{}", head.name());
+                mlp(graph, &variables, config, input, &prefix)
+            })
+            .collect::<Result<_>>()?,
+    };
+    for (index, head) in heads.iter().enumerate() {
+        let features = &features[index.min(features.len() - 1)];
+        add_head(graph, &variables, head, features, names)?;
+    }
+    Ok(())
+}
+
+/// The model's variables by checkpoint name.
+struct Variables<'a>(&'a Model);
+
+impl Variables<'_> {
+    fn find(&self, name: &str) -> Option<Tensor> {
+        let data = match self.0.vars().data().lock() {
+            Ok(data) => data,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        data.get(name).map(|var| var.as_tensor().clone())
+    }
+
+    fn get(&self, name: &str) -> Result<Tensor> {
+        self.find(name)
+            .ok_or_else(|| Error::Export(format!("the model has no variable `{name}`")))
+    }
+
+    /// A constant holding the variable `name`, named as it.
+    fn constant(&self, graph: &mut GraphBuilder, name: &str) -> Result<String> {
+        graph.weight(name, &self.get(name)?)
+    }
+}
+
+/// VGG-16's layout of 3×3 convolutions (each followed by BatchNorm and ReLU) and 2×2
+/// max-pools, then global average pooling: `(N, 3, H, W) → (N, 8c)`.
+fn vgg(
+    graph: &mut GraphBuilder,
+    variables: &Variables,
+    config: &VggConfig,
+    input: &str,
+) -> Result<String> {
+    let mut x = input.to_string();
+    for (i, units) in LAYOUT.iter().enumerate() {
+        if *units == 0 {
+            let attributes = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
+            x = graph.node("MaxPool", &[&x], &format!("pool{i}"), attributes);
+            continue;
+        }
+        let prefix = format!("backbone.features.{i}");
+        let weight = variables.constant(graph, &format!("{prefix}.conv.weight"))?;
+        let mut inputs = vec![x.clone(), weight];
+        if config.conv_bias {
+            inputs.push(variables.constant(graph, &format!("{prefix}.conv.bias"))?);
+        }
+        let attributes = vec![
+            ints("kernel_shape", &[3, 3]),
+            ints("pads", &[1, 1, 1, 1]),
+            ints("strides", &[1, 1]),
+        ];
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        x = graph.node("Conv", &inputs, &format!("{prefix}.conv"), attributes);
+        x = batch_norm(graph, variables, &x, &format!("{prefix}.bn"))?;
+        x = graph.node("Relu", &[&x], &format!("{prefix}.relu"), vec![]);
+    }
+    let pooled = graph.node("GlobalAveragePool", &[&x], "global_pool", vec![]);
+    // (N, C, 1, 1) → (N, C).
+    Ok(graph.node("Flatten", &[&pooled], "features", vec![int("axis", 1)]))
+}
+
+/// The MLP under `prefix`: per hidden layer a linear layer, BatchNorm if configured, and
+/// ReLU (dropout is the identity at inference).
+fn mlp(
+    graph: &mut GraphBuilder,
+    variables: &Variables,
+    config: &MlpConfig,
+    input: &str,
+    prefix: &str,
+) -> Result<String> {
+    let mut x = input.to_string();
+    for i in 0..config.hidden.len() {
+        let layer = format!("{prefix}.layers.{i}");
+        x = linear(graph, variables, &x, &layer)?;
+        if config.batch_norm {
+            x = batch_norm(graph, variables, &x, &format!("{layer}.bn"))?;
+        }
+        x = graph.node("Relu", &[&x], &format!("{layer}.relu"), vec![]);
+    }
+    Ok(x)
+}
+
+/// `x Wᵀ + b` for the linear layer whose variables are `{prefix}.weight` and
+/// `{prefix}.bias` (candle's layout: `W` is `(outputs, inputs)`).
+fn linear(
+    graph: &mut GraphBuilder,
+    variables: &Variables,
+    x: &str,
+    prefix: &str,
+) -> Result<String> {
+    let weight = variables.constant(graph, &format!("{prefix}.weight"))?;
+    let mut inputs = vec![x.to_string(), weight];
+    let bias = format!("{prefix}.bias");
+    if let Some(values) = variables.find(&bias) {
+        inputs.push(graph.weight(&bias, &values)?);
+    }
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    Ok(graph.node("Gemm", &inputs, prefix, vec![int("transB", 1)]))
+}
+
+/// Inference-mode BatchNorm with the running statistics, over axis 1 of `x`.
+fn batch_norm(
+    graph: &mut GraphBuilder,
+    variables: &Variables,
+    x: &str,
+    prefix: &str,
+) -> Result<String> {
+    let mut inputs = vec![x.to_string()];
+    for part in ["weight", "bias", "running_mean", "running_var"] {
+        inputs.push(variables.constant(graph, &format!("{prefix}.{part}"))?);
+    }
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let epsilon = float("epsilon", batch_norm_config().eps as f32);
+    Ok(graph.node("BatchNormalization", &inputs, prefix, vec![epsilon]))
+}
+
+/// A head's linear layer and softmax. A single axis's softmax is its output; a joint
+/// group's is reshaped into its grid output, and each member's marginal sums the grid over
+/// the other members.
+fn add_head(
+    graph: &mut GraphBuilder,
+    variables: &Variables,
+    head: &Head,
+    features: &str,
+    names: &OutputNames,
+) -> Result<()> {
+    let prefix = format!("heads.{}", head.name());
+    let logits = linear(graph, variables, features, &prefix)?;
+    let softmax = vec![int("axis", -1)];
+    if !head.is_joint() {
+        let output = names.axis(head.axes()[0]);
+        graph.node_into("Softmax", &[&logits], output, softmax);
+        return Ok(());
+    }
+    let probabilities = graph.node("Softmax", &[&logits], &format!("{prefix}.softmax"), softmax);
+    // `0` keeps the batch dimension; the grid is row-major, the first member slowest.
+    let mut shape = vec![0i64];
+    shape.extend(head.shape().iter().map(|k| *k as i64));
+    let shape = graph.int64s(&format!("{prefix}.grid_shape"), &shape);
+    let grid = names.joint(head.name());
+    graph.node_into("Reshape", &[&probabilities, &shape], grid, vec![]);
+    for (j, axis) in head.axes().iter().enumerate() {
+        let others: Vec<i64> = (1..=head.axes().len() as i64)
+            .filter(|dim| *dim != j as i64 + 1)
+            .collect();
+        let others = graph.int64s(&format!("{prefix}.sum_axes_{j}"), &others);
+        graph.node_into(
+            "ReduceSum",
+            &[grid, &others],
+            names.axis(*axis),
+            vec![int("keepdims", 0)],
+        );
+    }
+    Ok(())
+}

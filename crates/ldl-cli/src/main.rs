@@ -115,6 +115,10 @@ enum Command {
         /// answered 413.
         #[arg(long, default_value = "16 MiB")]
         max_body: ldl_train::ByteSize,
+        /// How long a request's body may take to arrive, in seconds; a slower one is
+        /// answered 408 and gives up its place in the queue.
+        #[arg(long, default_value_t = 60)]
+        body_timeout_s: u64,
     },
     /// Write synthetic faces (PNGs) with their true age, apparent age and pose.
     ///
@@ -264,6 +268,7 @@ fn main() -> ExitCode {
             batch_window_ms,
             queue,
             max_body,
+            body_timeout_s,
         } => {
             let options = ldl_serve::ServeOptions {
                 host,
@@ -272,6 +277,7 @@ fn main() -> ExitCode {
                 batch_window: std::time::Duration::from_millis(batch_window_ms),
                 queue,
                 max_body: usize::try_from(max_body.0).unwrap_or(usize::MAX),
+                body_timeout: std::time::Duration::from_secs(body_timeout_s),
             };
             serve(&model, &options)
         }

@@ -109,6 +109,11 @@ fn request(
     stream.write_all(head.as_bytes()).unwrap();
     // The server may answer (413) before reading all of a body: what it sent still counts.
     let _ = stream.write_all(body);
+    read_answer(stream)
+}
+
+/// The status and JSON body of the answer on `stream`.
+fn read_answer(mut stream: TcpStream) -> (u16, Value) {
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let text = String::from_utf8(response).unwrap();
@@ -442,6 +447,45 @@ fn concurrent_clients_share_forward_passes_and_a_full_queue_answers_503() {
     }
 }
 
+#[test]
+fn a_body_that_does_not_arrive_in_time_is_answered_408_and_frees_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train_bdims(dir.path());
+    let args = ["--queue", "1", "--body-timeout-s", "1"];
+    let server = Served::start(dir.path(), run, &args);
+    let (_, model) = server.get("/v1/model");
+    let columns: Vec<String> = model["input"]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    let row = bdims_rows(dir.path(), &columns, 1).remove(0).to_string();
+
+    // A client that announces its body and sends ten bytes of it, then nothing.
+    let mut stalled = TcpStream::connect(&server.address).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/predict HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        server.address,
+        row.len()
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    stalled.write_all(&row.as_bytes()[..10]).unwrap();
+    let started = std::time::Instant::now();
+    assert_error(
+        read_answer(stalled),
+        408,
+        &["the body did not arrive within 1 s (--body-timeout-s)"],
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Its place in the queue of one is free again.
+    let (status, answer) = server.post("/v1/predict", "application/json", row.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+}
+
 #[cfg(unix)]
 #[test]
 fn sigterm_stops_the_server_after_it_answers_the_request_in_flight() {
@@ -733,6 +777,124 @@ fn as_the_page_writes(x: f64) -> String {
     }
 }
 
+/// The page at `url` as headless Chromium (`browser`) renders it, after its scripts ran.
+fn dump_dom(browser: &str, url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut child = Command::new(browser)
+        .args(CHROMIUM_FLAGS)
+        .args(["--virtual-time-budget=10000", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read the whole DOM before waiting, so a large page cannot fill the pipe; the read
+    // ends when Chromium exits, and a browser that hangs is killed after two minutes.
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(120));
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    });
+    let mut dom = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut dom)
+        .unwrap();
+    child.wait().unwrap();
+    drop(watchdog);
+    dom
+}
+
+/// The value of attribute `name` in the SVG element `element` (`x2="12.5"` → 12.5).
+fn attribute(element: &str, name: &str) -> f64 {
+    let start = element
+        .find(&format!(" {name}=\""))
+        .unwrap_or_else(|| panic!("no {name} in {element}"))
+        + name.len()
+        + 3;
+    let end = start + element[start..].find('"').unwrap();
+    element[start..end].parse().unwrap()
+}
+
+/// A circular axis is drawn as a dial in a real browser: one spoke per bin, and the needle
+/// pointing at the API's circular mean (0° up, clockwise, as the page draws it).
+#[test]
+fn the_page_draws_a_circular_axis_as_a_dial() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the browser test: .ci/run installs chromium"
+        );
+        eprintln!("skipped: chromium is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // A wind direction read from its east and north components.
+    let mut csv = String::from("east,north,direction\n");
+    for i in 0..240 {
+        let degrees = (i * 37 % 360) as f64 + 0.5;
+        let radians = degrees.to_radians();
+        csv.push_str(&format!(
+            "{:.4},{:.4},{degrees}\n",
+            radians.sin(),
+            radians.cos()
+        ));
+    }
+    std::fs::write(dir.path().join("wind.csv"), csv).unwrap();
+    let config = "[task]\nname = \"wind\"\n\n[[task.axes]]\nname = \"direction\"\n\
+                  kind = \"circular\"\nunit = \"degrees\"\nmin = 0\nperiod = 360\nstep = 10\n\n\
+                  [data]\nsource = \"wind.csv\"\nfeatures = [\"east\", \"north\"]\n\n\
+                  [data.labels]\ndirection = { value = \"direction\" }\n\n\
+                  [model]\nbackbone = \"mlp\"\nhidden = [16]\n\n\
+                  [optim]\nepochs = 20\n\n[run]\noutput_dir = \"runs\"\n";
+    std::fs::write(dir.path().join("wind.toml"), config).unwrap();
+    ldl(dir.path(), &["train", "wind.toml", "--quiet"]);
+    let server = Served::start(dir.path(), "runs/wind-1", &[]);
+    let row = json!({ "east": 1.0, "north": 0.0 });
+    let (status, answer) = server.post(
+        "/v1/predict",
+        "application/json",
+        row.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let mean = answer["predictions"][0]["axes"][0]["mean"]
+        .as_f64()
+        .unwrap();
+
+    let url = format!(
+        "http://{}/#row={}",
+        server.address,
+        percent_encoded(&row.to_string())
+    );
+    let dom = dump_dom(browser, &url);
+    let start = dom
+        .find("data-axis=\"direction\"")
+        .unwrap_or_else(|| panic!("no chart for direction: {dom}"));
+    let chart = &dom[start..];
+    let chart = &chart[..chart.find("</svg>").unwrap()];
+    assert!(chart.contains("<circle"), "{chart}");
+    let lines: Vec<&str> = chart.split("<line").skip(1).collect();
+    assert_eq!(
+        lines.len(),
+        36 + 1,
+        "a spoke per bin and the needle: {chart}"
+    );
+    let needle = lines[36];
+    // The page's geometry: centre (100, 100), radius 80, 0° at the top, clockwise.
+    let angle = mean / 360.0 * std::f64::consts::TAU - std::f64::consts::FRAC_PI_2;
+    let (x, y) = (100.0 + 80.0 * angle.cos(), 100.0 + 80.0 * angle.sin());
+    let (x2, y2) = (attribute(needle, "x2"), attribute(needle, "y2"));
+    assert!(
+        (x2 - x).abs() < 1e-6 && (y2 - y).abs() < 1e-6,
+        "needle at ({x2}, {y2}), mean {mean}° is at ({x}, {y})"
+    );
+    // The wind blows from the east: the model has learnt roughly 90°.
+    assert!((mean - 90.0).abs() < 45.0, "mean {mean}");
+}
+
 /// The page at `/` is plain HTML with its script inline and fetches nothing from
 /// elsewhere. In headless Chromium, a row carried by the link is predicted and drawn: an
 /// SVG chart per axis, and beside it the API's mean ± std and mode (a class name on the
@@ -783,32 +945,7 @@ fn the_page_shows_the_predictions_in_a_browser() {
         server.address,
         percent_encoded(&row.to_string())
     );
-    let profile = tempfile::tempdir().unwrap();
-    let mut child = Command::new(browser)
-        .args(CHROMIUM_FLAGS)
-        .args(["--virtual-time-budget=10000", "--dump-dom"])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(&url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Read the whole DOM before waiting, so a large page cannot fill the pipe; the read
-    // ends when Chromium exits, and a browser that hangs is killed after two minutes.
-    let pid = child.id();
-    let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(120));
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-    });
-    let mut dom = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut dom)
-        .unwrap();
-    child.wait().unwrap();
-    drop(watchdog);
+    let dom = dump_dom(browser, &url);
 
     let axes = answer["predictions"][0]["axes"].as_array().unwrap();
     for axis in axes {

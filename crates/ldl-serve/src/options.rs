@@ -19,6 +19,10 @@ pub struct ServeOptions {
     pub queue: usize,
     /// The largest request body, in bytes; a larger one is answered 413.
     pub max_body: usize,
+    /// How long a request's body may take to arrive; a slower one is answered 408, so
+    /// that a client that never finishes its body does not hold a place in the queue (or
+    /// keep a graceful stop waiting) forever.
+    pub body_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -30,6 +34,7 @@ impl Default for ServeOptions {
             batch_window: Duration::from_millis(5),
             queue: 256,
             max_body: 16 << 20,
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -46,6 +51,11 @@ impl ServeOptions {
             if value == 0 {
                 return Err(Error::Options(format!("{name} must be at least 1, got 0")));
             }
+        }
+        if self.body_timeout.is_zero() {
+            return Err(Error::Options(
+                "--body-timeout-s must be at least 1, got 0".into(),
+            ));
         }
         Ok(())
     }

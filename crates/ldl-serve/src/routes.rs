@@ -17,9 +17,6 @@ use crate::batcher::{Batcher, Job, RawInput};
 use crate::error::ApiError;
 use crate::response::{predictions_json, AxisLabel};
 
-/// How long a request's body may take to arrive.
-const BODY_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// What every handler shares.
 pub struct AppState {
     /// Where jobs go.
@@ -34,6 +31,8 @@ pub struct AppState {
     pub description: Value,
     /// The largest body accepted, in bytes.
     pub max_body: usize,
+    /// How long a body may take to arrive.
+    pub body_timeout: Duration,
 }
 
 /// The page at `/`, shipped inside the binary: it needs no build step and, reading only
@@ -107,14 +106,14 @@ async fn predict(
     };
     // A client that never finishes its body must not hold a place in the queue (or keep a
     // graceful stop waiting) forever.
-    let inputs = tokio::time::timeout(BODY_TIMEOUT, read)
+    let inputs = tokio::time::timeout(state.body_timeout, read)
         .await
         .map_err(|_| {
             ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
-                    "the body did not arrive within {} s",
-                    BODY_TIMEOUT.as_secs()
+                    "the body did not arrive within {} s (--body-timeout-s)",
+                    state.body_timeout.as_secs_f64()
                 ),
             )
         })??;

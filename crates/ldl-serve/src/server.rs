@@ -70,6 +70,7 @@ impl Server {
             axes,
             description,
             max_body: options.max_body,
+            body_timeout: options.body_timeout,
         };
         Ok(Server {
             listener,

@@ -1,0 +1,136 @@
+//! One training step across ranks: the batch's loss totals and whether any rank found a
+//! non-finite value (one small f64 all-reduce), then the gradients averaged over the
+//! global batch (one fused f32 all-reduce of every gradient, not one call per tensor).
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+
+use crate::error::{Error, Result};
+use crate::Collective;
+
+/// What one rank's shard of a batch gave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalStep {
+    /// Samples in this rank's shard (0 when the global batch had too few for it).
+    pub samples: usize,
+    /// The shard's mean total loss (ignored when `samples` is 0).
+    pub total: f64,
+    /// The shard's mean loss parts, in the same order on every rank.
+    pub parts: Vec<f64>,
+    /// Whether the shard's loss or gradients were not finite.
+    pub non_finite: bool,
+}
+
+/// The global batch's figures, the same on every rank.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepTotals {
+    /// Samples in the global batch.
+    pub samples: usize,
+    /// Its mean total loss, each rank's weighted by its samples.
+    pub total: f64,
+    /// Its mean loss parts.
+    pub parts: Vec<f64>,
+    /// How many ranks found a non-finite loss or gradient: any, and every rank skips the
+    /// step (as one process would skip the whole batch).
+    pub non_finite_ranks: usize,
+}
+
+/// Sums the ranks' sample counts and sample-weighted losses.
+pub fn reduce_step(collective: &dyn Collective, local: &LocalStep) -> Result<StepTotals> {
+    let weight = local.samples as f64;
+    let finite = !local.non_finite && local.samples > 0;
+    let mut buffer = Vec::with_capacity(local.parts.len() + 3);
+    buffer.push(weight);
+    buffer.push(if finite { local.total * weight } else { 0.0 });
+    buffer.extend(
+        local
+            .parts
+            .iter()
+            .map(|p| if finite { p * weight } else { 0.0 }),
+    );
+    buffer.push(if local.non_finite { 1.0 } else { 0.0 });
+    collective.all_reduce_sum_f64(&mut buffer)?;
+    let samples = buffer[0];
+    let per_sample = |sum: f64| if samples > 0.0 { sum / samples } else { 0.0 };
+    let parts_end = buffer.len() - 1;
+    Ok(StepTotals {
+        samples: samples.round() as usize,
+        total: per_sample(buffer[1]),
+        parts: buffer[2..parts_end]
+            .iter()
+            .map(|p| per_sample(*p))
+            .collect(),
+        non_finite_ranks: buffer[parts_end].round() as usize,
+    })
+}
+
+/// Replaces the gradient of each of `vars` in `grads` with its average over the global
+/// batch: `Σ_r n_r·g_r / Σ_r n_r`, where rank `r` trained on `n_r` samples
+/// (`local_samples` here, `global_samples` in all, from [`reduce_step`]). A variable
+/// without a gradient on this rank (an empty shard) counts as zeros. The gradients travel
+/// as one f32 buffer in the order of `vars`, which must be the same on every rank.
+pub fn average_gradients(
+    collective: &dyn Collective,
+    vars: &[Var],
+    grads: &mut GradStore,
+    local_samples: usize,
+    global_samples: usize,
+) -> Result<()> {
+    if collective.world_size() == 1 {
+        return Ok(());
+    }
+    if global_samples == 0 {
+        return Err(Error::Mismatch {
+            rank: collective.rank(),
+            message: "a step with no samples on any rank".into(),
+        });
+    }
+    let total: usize = vars.iter().map(|v| v.elem_count()).sum();
+    let mut buffer = Vec::with_capacity(total);
+    let weight = local_samples as f64;
+    for var in vars {
+        match grads.get(var.as_tensor()) {
+            Some(grad) if local_samples > 0 => {
+                let values = grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                buffer.extend(values.iter().map(|g| (*g as f64 * weight) as f32));
+            }
+            _ => buffer.extend(std::iter::repeat_n(0.0f32, var.elem_count())),
+        }
+    }
+    collective.all_reduce_sum(&mut buffer)?;
+    let scale = 1.0 / global_samples as f64;
+    let mut offset = 0;
+    for var in vars {
+        let count = var.elem_count();
+        let values: Vec<f32> = buffer[offset..offset + count]
+            .iter()
+            .map(|g| (*g as f64 * scale) as f32)
+            .collect();
+        offset += count;
+        let tensor = var.as_tensor();
+        let averaged =
+            Tensor::from_vec(values, tensor.shape(), tensor.device())?.to_dtype(tensor.dtype())?;
+        grads.insert(tensor, averaged);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SingleProcess;
+
+    #[test]
+    fn one_process_keeps_its_gradients_and_its_totals() {
+        let local = LocalStep {
+            samples: 4,
+            total: 2.5,
+            parts: vec![1.0, 1.5],
+            non_finite: false,
+        };
+        let totals = reduce_step(&SingleProcess, &local).unwrap();
+        assert_eq!(totals.samples, 4);
+        assert_eq!((totals.total, totals.parts.clone()), (2.5, vec![1.0, 1.5]));
+        assert_eq!(totals.non_finite_ranks, 0);
+    }
+}

@@ -34,6 +34,9 @@ pub use ldl_train as train;
 /// the parquet files of datasets.
 pub use ldl_hub as hub;
 
+/// Data-parallel training: the `Collective` interface, one process or an MPI world.
+pub use ldl_distributed as distributed;
+
 pub use ldl_core::{
     joint_target, loss, marginals, metrics, Axis, AxisEstimate, AxisKind, AxisTargets,
     CircularBins, ClassEstimate, EncodedLabel, Head, Label, LabelSpace, LinearBins, OutOfRange,

@@ -12,6 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use ldl_distributed::Shard;
+
 use crate::error::{Error, Result};
 use crate::image::{decode, Augment, Geometry, ImagePipeline};
 use crate::loader::{batch_indices, epoch_order, mix, targets_naming_samples, Batch};
@@ -115,6 +117,7 @@ pub struct ImageLoader {
     augment: Option<(Augment, LabelEffects)>,
     batch_size: usize,
     shuffle_seed: Option<u64>,
+    shard: Shard,
     augment_seed: u64,
     drop_last: bool,
     pool: Arc<rayon::ThreadPool>,
@@ -148,6 +151,7 @@ impl ImageLoader {
             augment: None,
             batch_size,
             shuffle_seed: None,
+            shard: Shard::WHOLE,
             augment_seed: 0,
             drop_last: false,
             pool: Arc::new(pool),
@@ -200,9 +204,19 @@ impl ImageLoader {
         Ok(self)
     }
 
-    /// How many batches an epoch has.
+    /// How many batches an epoch has (global batches, when sharded).
     pub fn batches(&self) -> usize {
-        crate::loader::batch_count(self.samples.len(), self.batch_size, self.drop_last)
+        crate::loader::batch_count(self.samples.len(), self.global_batch(), self.drop_last)
+    }
+
+    /// Reads only `shard`'s part of each global batch, as [`crate::FeatureLoader::sharded`].
+    pub fn sharded(mut self, shard: Shard) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    fn global_batch(&self) -> usize {
+        self.batch_size * self.shard.world.max(1)
     }
 
     /// Drops a last batch smaller than the batch size.
@@ -220,7 +234,7 @@ impl ImageLoader {
     /// The batches of an epoch, prepared on the loader's threads while the caller works.
     pub fn epoch(&self, epoch: u64) -> ImageBatches {
         let order = epoch_order(self.samples.len(), self.shuffle_seed, epoch);
-        let chunks = batch_indices(&order, self.batch_size, self.drop_last);
+        let chunks = batch_indices(&order, self.global_batch(), self.drop_last, self.shard);
         let (sender, receiver) = sync_channel(self.prefetch);
         let job = BatchJob {
             samples: Arc::clone(&self.samples),

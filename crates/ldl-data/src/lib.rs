@@ -27,6 +27,7 @@ pub use error::{Error, Result};
 pub use formats::{read_chalearn, read_dldl_list, read_utkface};
 pub use image::{decode, decode_bytes, Augment, Geometry, ImagePipeline, RgbImage, MAX_IMAGE_SIDE};
 pub use image_loader::{ImageBatches, ImageLoader, LabelEffects};
+pub use ldl_distributed::Shard;
 pub use loader::{mix as mix_seed, Batch, FeatureLoader};
 pub use sample::{FeatureValue, Input, Sample, SampleOrigin};
 pub use split::{split_by_column, split_by_fractions, SplitNames, Splits};

@@ -6,6 +6,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use ldl_distributed::Shard;
+
 use crate::error::{Error, Result};
 use crate::sample::{Input, Sample};
 
@@ -46,6 +48,7 @@ pub struct FeatureLoader<'a> {
     batch_size: usize,
     shuffle_seed: Option<u64>,
     drop_last: bool,
+    shard: Shard,
     device: Device,
     dtype: DType,
 }
@@ -63,6 +66,7 @@ impl<'a> FeatureLoader<'a> {
             batch_size,
             shuffle_seed: None,
             drop_last: false,
+            shard: Shard::WHOLE,
             device: Device::Cpu,
             dtype: DType::F32,
         })
@@ -74,9 +78,22 @@ impl<'a> FeatureLoader<'a> {
         self
     }
 
-    /// How many batches an epoch has.
+    /// How many batches an epoch has (global batches, when sharded).
     pub fn batches(&self) -> usize {
-        batch_count(self.samples.len(), self.batch_size, self.drop_last)
+        batch_count(self.samples.len(), self.global_batch(), self.drop_last)
+    }
+
+    /// Reads only `shard`'s part of each global batch of `batch size × shard.world`
+    /// samples, cut from the epoch's order as one process would cut it (data-parallel
+    /// training: see [`Shard`]). A rank whose part of the last batch is empty gets one
+    /// batch fewer.
+    pub fn sharded(mut self, shard: Shard) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    fn global_batch(&self) -> usize {
+        self.batch_size * self.shard.world.max(1)
     }
 
     /// Drops a last batch smaller than the batch size.
@@ -106,13 +123,7 @@ impl<'a> FeatureLoader<'a> {
     /// The batches of an epoch.
     pub fn epoch(&self, epoch: u64) -> impl Iterator<Item = Result<Batch>> + '_ {
         let order = self.order(epoch);
-        let mut chunks: Vec<Vec<usize>> = order
-            .chunks(self.batch_size)
-            .map(<[usize]>::to_vec)
-            .collect();
-        if self.drop_last && chunks.last().is_some_and(|c| c.len() < self.batch_size) {
-            chunks.pop();
-        }
+        let chunks = batch_indices(&order, self.global_batch(), self.drop_last, self.shard);
         chunks.into_iter().map(move |indices| self.batch(indices))
     }
 
@@ -176,7 +187,6 @@ pub(crate) fn epoch_order(n: usize, seed: Option<u64>, epoch: u64) -> Vec<usize>
     order
 }
 
-/// Cuts an order into batches.
 /// How many batches `samples` samples make.
 pub(crate) fn batch_count(samples: usize, batch_size: usize, drop_last: bool) -> usize {
     if drop_last {
@@ -186,16 +196,23 @@ pub(crate) fn batch_count(samples: usize, batch_size: usize, drop_last: bool) ->
     }
 }
 
+/// Cuts an order into batches of `batch_size` (the global batch when sharded), keeping
+/// `shard`'s part of each; parts left empty are dropped.
 pub(crate) fn batch_indices(
     order: &[usize],
     batch_size: usize,
     drop_last: bool,
+    shard: Shard,
 ) -> Vec<Vec<usize>> {
-    let mut chunks: Vec<Vec<usize>> = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
+    let mut chunks: Vec<&[usize]> = order.chunks(batch_size).collect();
     if drop_last && chunks.last().is_some_and(|c| c.len() < batch_size) {
         chunks.pop();
     }
     chunks
+        .into_iter()
+        .map(|chunk| chunk[shard.range(chunk.len())].to_vec())
+        .filter(|part| !part.is_empty())
+        .collect()
 }
 
 /// Mixes a number into a seed (so that epochs, or samples, get distinct but reproducible

@@ -37,6 +37,15 @@ pub struct StepTotals {
 
 /// Sums the ranks' sample counts and sample-weighted losses.
 pub fn reduce_step(collective: &dyn Collective, local: &LocalStep) -> Result<StepTotals> {
+    if collective.world_size() == 1 {
+        // One process: its figures as they are (a product and quotient would round them).
+        return Ok(StepTotals {
+            samples: local.samples,
+            total: local.total,
+            parts: local.parts.clone(),
+            non_finite_ranks: usize::from(local.non_finite),
+        });
+    }
     let weight = local.samples as f64;
     let finite = !local.non_finite && local.samples > 0;
     let mut buffer = Vec::with_capacity(local.parts.len() + 3);
@@ -111,6 +120,34 @@ pub fn average_gradients(
         let averaged =
             Tensor::from_vec(values, tensor.shape(), tensor.device())?.to_dtype(tensor.dtype())?;
         grads.insert(tensor, averaged);
+    }
+    Ok(())
+}
+
+/// Sets every one of `vars` on every rank to rank 0's values, as one fused broadcast (the
+/// start of data-parallel training: whatever each rank initialised, all start alike).
+pub fn broadcast_variables(collective: &dyn Collective, vars: &[Var]) -> Result<()> {
+    if collective.world_size() == 1 {
+        return Ok(());
+    }
+    let mut buffer = Vec::new();
+    for var in vars {
+        let values = var.as_tensor().to_dtype(DType::F32)?.flatten_all()?;
+        buffer.extend(values.to_vec1::<f32>()?);
+    }
+    collective.broadcast(&mut buffer, 0)?;
+    let mut offset = 0;
+    for var in vars {
+        let count = var.elem_count();
+        let tensor = var.as_tensor();
+        let values = Tensor::from_slice(
+            &buffer[offset..offset + count],
+            tensor.shape(),
+            tensor.device(),
+        )?
+        .to_dtype(tensor.dtype())?;
+        var.set(&values)?;
+        offset += count;
     }
     Ok(())
 }

@@ -103,7 +103,14 @@ fn rank_program() {
         .sum_all()
         .unwrap();
     let mut grads = loss.backward().unwrap();
-    average_gradients(&mpi, &[var.clone()], &mut grads, samples, totals.samples).unwrap();
+    average_gradients(
+        &mpi,
+        std::slice::from_ref(&var),
+        &mut grads,
+        samples,
+        totals.samples,
+    )
+    .unwrap();
     let averaged = grads
         .get(var.as_tensor())
         .unwrap()

@@ -30,8 +30,7 @@ impl<'a> Data<'a> {
             let loader = |samples: &'a [Sample]| -> Result<FeatureLoader<'a>> {
                 Ok(FeatureLoader::new(samples, space, batch)?.on(device, DType::F32))
             };
-            // A last training batch of one sample would give BatchNorm a variance of 0/0.
-            let lone_last = splits.train.len() % batch == 1;
+            let lone_last = lone_last(splits.train.len(), batch, 1);
             return Ok(Data {
                 train: Box::new(loader(&splits.train)?.shuffled(seed).drop_last(lone_last)),
                 validation: Box::new(loader(&splits.validation)?),
@@ -65,4 +64,14 @@ impl<'a> Data<'a> {
             .map(|s| format!("{}: {}", s.location, s.reason))
             .collect()
     }
+}
+
+/// Whether to drop an epoch's last global batch of `samples` samples cut into batches of
+/// `batch` per rank over `world` ranks: when a rank's part of it would hold a single
+/// sample, whose BatchNorm variance is 0/0.
+pub(crate) fn lone_last(samples: usize, batch: usize, world: usize) -> bool {
+    let last = samples % (batch * world.max(1));
+    last > 0
+        && (0..world.max(1))
+            .any(|rank| ldl_distributed::Shard { rank, world }.range(last).len() == 1)
 }

@@ -84,6 +84,10 @@ pub enum Error {
     /// From candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+
+    /// From data-parallel training (a launch that cannot train together).
+    #[error(transparent)]
+    Distributed(#[from] ldl_distributed::Error),
 }
 
 impl From<ldl_hub::Error> for Error {

@@ -25,9 +25,11 @@ use ldl_core::{AxisEstimate, LabelSpace};
 use ldl_data::{BatchSource, FeatureLoader, ImageLoader, ImagePipeline, Input, Sample};
 use ldl_models::Model;
 
+use ldl_distributed::{broadcast_variables, Collective, SingleProcess};
+
 use crate::adam::Adam;
 use crate::baselines::Baseline;
-use crate::batches::Data;
+use crate::batches::{lone_last, Data};
 use crate::best_epoch::BestEpoch;
 use crate::config::{Monitor, OnNonFinite};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
@@ -126,6 +128,8 @@ pub struct Trainer {
     image_size: u32,
     /// Fitted on the training samples by [`Trainer::fit`].
     baselines: Vec<Baseline>,
+    /// The ranks training together; one process by default.
+    collective: Box<dyn Collective>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -156,7 +160,18 @@ impl Trainer {
             seed: 0,
             image_size: 64,
             baselines: Vec::new(),
+            collective: Box::new(SingleProcess),
         }
+    }
+
+    /// Trains data-parallel with the ranks of `collective` (e.g. an MPI world started by
+    /// `mpirun`, see `ldl_distributed::connect`): each rank reads its shard of every
+    /// global batch of [`Trainer::batch_size`] × world size samples, and the gradients are
+    /// averaged before every step, so every rank holds the same weights. Every rank calls
+    /// [`Trainer::fit`] with the same samples; each validates on all of `validation`.
+    pub fn collective(mut self, collective: Box<dyn Collective>) -> Self {
+        self.collective = collective;
+        self
     }
 
     /// Trains for `epochs` epochs (at most: see [`Trainer::patience`]).
@@ -252,6 +267,14 @@ impl Trainer {
             space,
         };
         self.baselines = Baseline::fit(&parts.space, train)?;
+        // Every rank starts from rank 0's weights and statistics.
+        let vars: Vec<candle_core::Var> = parts
+            .trainable
+            .iter()
+            .chain(&parts.statistics)
+            .map(|(_, v)| v.clone())
+            .collect();
+        broadcast_variables(self.collective.as_ref(), &vars)?;
         let mut adam = Adam::for_model(&self.model, self.lr, self.weight_decay)?;
         let (step_epochs, gamma) = self.lr_steps.unwrap_or((usize::MAX, 1.0));
         let schedule = StepSchedule::new(self.lr, gamma, step_epochs);
@@ -305,6 +328,7 @@ impl Trainer {
             trainable: &parts.trainable,
             statistics: &parts.statistics,
             on_nonfinite: OnNonFinite::Stop,
+            collective: self.collective.as_ref(),
         };
         let kept = "the model keeps the weights of the step before";
         let mut stop = false;
@@ -428,15 +452,19 @@ impl Trainer {
             if !training {
                 return Ok(Box::new(loader));
             }
-            // A last batch of one sample would give BatchNorm a variance of 0/0.
-            let lone_last = samples.len() % self.batch_size == 1;
-            return Ok(Box::new(loader.shuffled(self.seed).drop_last(lone_last)));
+            let shard = self.collective.shard();
+            let lone_last = lone_last(samples.len(), self.batch_size, shard.world);
+            let loader = loader
+                .sharded(shard)
+                .shuffled(self.seed)
+                .drop_last(lone_last);
+            return Ok(Box::new(loader));
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let pipeline = ImagePipeline::new(self.image_size);
         let loader = ImageLoader::new(samples.to_vec(), space, pipeline, self.batch_size, threads)?;
         Ok(if training {
-            Box::new(loader.shuffled(self.seed))
+            Box::new(loader.sharded(self.collective.shard()).shuffled(self.seed))
         } else {
             Box::new(loader)
         })

@@ -529,6 +529,7 @@ impl Epochs<'_> {
             trainable: &network.trainable,
             statistics: &network.statistics,
             on_nonfinite: self.config.optim.on_nonfinite,
+            collective: &ldl_distributed::SingleProcess,
         };
         let trained = match train_epoch(&context, adam, epoch, &kept, stop, observe)? {
             EpochOutcome::Trained(trained) => trained,

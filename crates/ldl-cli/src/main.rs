@@ -484,6 +484,10 @@ fn train(
         Some(run_dir) => ldl_train::resume(run_dir, overrides, &stop, &mut print_progress)?,
         None => ldl_train::train(&config, &stop, &mut print_progress)?,
     };
+    // In data-parallel training every rank returns the summary; rank 0 shows it.
+    if ldl_train::launcher_rank().is_some_and(|rank| rank > 0) {
+        return Ok(());
+    }
     print_summary(&summary, &config)
 }
 

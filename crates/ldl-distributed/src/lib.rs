@@ -53,6 +53,10 @@ pub trait Collective {
     /// Replaces `values` on every rank with rank `root`'s.
     fn broadcast(&self, values: &mut [f32], root: usize) -> Result<()>;
 
+    /// Replaces `bytes` on every rank with rank `root`'s, whatever their lengths were
+    /// (records such as an epoch's validation results, as JSON).
+    fn broadcast_bytes(&self, bytes: &mut Vec<u8>, root: usize) -> Result<()>;
+
     /// Returns once every rank has called it.
     fn barrier(&self) -> Result<()>;
 
@@ -63,6 +67,15 @@ pub trait Collective {
             world: self.world_size(),
         }
     }
+}
+
+/// This process's rank as the launcher set it (`OMPI_COMM_WORLD_RANK` under Open MPI's
+/// `mpirun`, `PMI_RANK` under MPICH's, `SLURM_PROCID` under `srun`), before MPI starts;
+/// `None` outside a launcher. Lets a program keep its output to rank 0.
+pub fn launcher_rank() -> Option<usize> {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.parse().ok())
 }
 
 /// Which engine runs the collectives (`run.distributed`).

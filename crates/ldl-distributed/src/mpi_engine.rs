@@ -132,6 +132,27 @@ impl Collective for MpiCollective {
         Ok(())
     }
 
+    fn broadcast_bytes(&self, bytes: &mut Vec<u8>, root: usize) -> Result<()> {
+        if root >= self.size {
+            return Err(Error::Mismatch {
+                rank: self.rank,
+                message: format!("a broadcast from rank {root} in a world of {}", self.size),
+            });
+        }
+        let process = self.world.process_at_rank(root as i32);
+        let mut length = [bytes.len() as u64];
+        mpi::request::scope(|scope| {
+            let request = process.immediate_broadcast_into(scope, &mut length[..]);
+            self.wait(request, "a broadcast of a record's length");
+        });
+        bytes.resize(length[0] as usize, 0);
+        mpi::request::scope(|scope| {
+            let request = process.immediate_broadcast_into(scope, &mut bytes[..]);
+            self.wait(request, "a broadcast of a record");
+        });
+        Ok(())
+    }
+
     fn barrier(&self) -> Result<()> {
         let request = self.world.immediate_barrier();
         self.wait(request, "a barrier");

@@ -29,6 +29,10 @@ impl Collective for SingleProcess {
         Ok(())
     }
 
+    fn broadcast_bytes(&self, _bytes: &mut Vec<u8>, _root: usize) -> Result<()> {
+        Ok(())
+    }
+
     fn barrier(&self) -> Result<()> {
         Ok(())
     }

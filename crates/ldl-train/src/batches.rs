@@ -2,7 +2,7 @@
 
 use candle_core::DType;
 use ldl_core::LabelSpace;
-use ldl_data::{BatchSource, FeatureLoader, ImageLoader, ImagePipeline, Sample, Splits};
+use ldl_data::{BatchSource, FeatureLoader, ImageLoader, ImagePipeline, Sample, Shard, Splits};
 
 use crate::config::Config;
 use crate::error::Result;
@@ -23,6 +23,7 @@ impl<'a> Data<'a> {
         space: &LabelSpace,
         splits: &'a Splits,
         device: &candle_core::Device,
+        shard: Shard,
     ) -> Result<Self> {
         let batch = config.optim.batch_size;
         let seed = config.run.seed;
@@ -30,9 +31,10 @@ impl<'a> Data<'a> {
             let loader = |samples: &'a [Sample]| -> Result<FeatureLoader<'a>> {
                 Ok(FeatureLoader::new(samples, space, batch)?.on(device, DType::F32))
             };
-            let lone_last = lone_last(splits.train.len(), batch, 1);
+            let lone_last = lone_last(splits.train.len(), batch, shard.world);
+            let train = loader(&splits.train)?.sharded(shard).shuffled(seed);
             return Ok(Data {
-                train: Box::new(loader(&splits.train)?.shuffled(seed).drop_last(lone_last)),
+                train: Box::new(train.drop_last(lone_last)),
                 validation: Box::new(loader(&splits.validation)?),
                 test: Box::new(loader(&splits.test)?),
             });
@@ -45,10 +47,13 @@ impl<'a> Data<'a> {
                     .on_bad_sample(config.data.on_bad_sample),
             )
         };
-        let train = loader(&splits.train)?.shuffled(seed).augmented(
-            config.data.augment.clone(),
-            config.data.label_effects.clone(),
-        )?;
+        let train = loader(&splits.train)?
+            .sharded(shard)
+            .shuffled(seed)
+            .augmented(
+                config.data.augment.clone(),
+                config.data.label_effects.clone(),
+            )?;
         Ok(Data {
             train: Box::new(train),
             validation: Box::new(loader(&splits.validation)?),

@@ -47,8 +47,8 @@ pub use compare::{
 pub use config::ByteSize;
 pub use config::{
     AxisBins, AxisConfig, AxisKindName, Backbone, CheckedConfig, Config, DataConfig, DataFormat,
-    DataSource, FacesConfig, HubDataConfig, JointConfig, LossConfig, LossKind, ModelConfig,
-    Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig, Trunk,
+    DataSource, Distributed, FacesConfig, HubDataConfig, JointConfig, LossConfig, LossKind,
+    ModelConfig, Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig, Trunk,
     MAX_LOADER_THREADS,
 };
 pub use error::{Error, Result};
@@ -61,6 +61,7 @@ pub use gradient_norms::{gradient_norms, TOTAL_KEY as GRADIENT_NORM_TOTAL};
 pub use hub_data::read_hub_split;
 pub use ldl_core::{Axis, AxisEstimate, AxisKind};
 pub use ldl_data::{write_synthetic_set, SynthConfig, MAX_FACES};
+pub use ldl_distributed::launcher_rank;
 pub use plot::{plot_groups, plot_runs, RunCurves};
 pub use runtime_tuning::{tune_for_training, CANDLE_SPIN_LIMIT};
 

@@ -17,7 +17,7 @@ use crate::baselines::{majority_class, mean_distribution, mean_predictor};
 use crate::batches::Data;
 use crate::best_epoch::BestEpoch;
 use crate::commit::RunFiles;
-use crate::config::{CheckedConfig, Config, Monitor};
+use crate::config::{CheckedConfig, Config, Distributed, Monitor};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
 use crate::error::{Error, Result};
 use crate::evaluation::evaluate;
@@ -29,6 +29,7 @@ use crate::run_lock::RunLock;
 use crate::schedule::StepSchedule;
 use crate::stop::StopToken;
 use crate::target_shape;
+use ldl_distributed::Collective;
 
 /// Where a run stands after an epoch (`state.json`, the commit record of `commit.rs`),
 /// with `checkpoints/last.safetensors` and `checkpoints/optimizer.safetensors` enough to
@@ -85,11 +86,29 @@ pub fn resume(
 ) -> Result<RunSummary> {
     // Refuse a folder that is no run before creating its lock file.
     read_state(run_dir)?;
+    refuse_distributed_resume(run_dir, overrides)?;
     let lock = RunLock::acquire(run_dir)?;
     // Read again under the lock: a process that held it may have committed since.
     let state = read_state(run_dir)?;
     let config = Config::load_saved(&run_dir.join("config.toml"), overrides)?;
     run(&config, Some((run_dir, state, lock)), stop, observe)
+}
+
+/// Resuming is one process's job for now: a data-parallel run folder is an ordinary one,
+/// and one process with the run's global batch continues it with the same steps.
+fn refuse_distributed_resume(run_dir: &Path, overrides: &[String]) -> Result<()> {
+    let config = Config::load_saved(&run_dir.join("config.toml"), overrides)?;
+    if config.run.distributed == Distributed::None {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{}: resuming with run.distributed = \"mpi\" is not supported; continue it in one \
+         process with the run's global batch: `ldl train --resume {} --set \
+         run.distributed=\"none\" --set optim.batch_size=B` with B = {} × the number of ranks",
+        run_dir.display(),
+        run_dir.display(),
+        config.optim.batch_size
+    )))
 }
 
 /// Checks that `run_dir` can be resumed (a run folder with its `config.toml` and a valid
@@ -363,6 +382,17 @@ impl Network {
         Ok((network, init))
     }
 
+    /// Every rank starts from rank 0's weights and BatchNorm statistics.
+    fn share_weights(&mut self, collective: &dyn Collective) -> Result<()> {
+        let vars: Vec<candle_core::Var> = self
+            .trainable
+            .iter()
+            .chain(&self.statistics)
+            .map(|(_, v)| v.clone())
+            .collect();
+        Ok(ldl_distributed::broadcast_variables(collective, &vars)?)
+    }
+
     fn adam(&self, config: &Config) -> Result<Adam> {
         let vars = self.trainable.iter().map(|(_, v)| v.clone()).collect();
         Adam::new(vars, config.optim.lr, config.optim.weight_decay)
@@ -389,6 +419,12 @@ fn run(
 ) -> Result<RunSummary> {
     let started = Instant::now();
     let space = config.space();
+    // First, so that a launch that cannot train together fails before any work.
+    let collective = connect(config)?;
+    let collective = collective.as_ref();
+    if collective.rank() > 0 {
+        return follow(config, collective, stop);
+    }
     let device = training_device(config)?;
     // A resumed run's saved config was not budgeted when read; a new run's was, and
     // checking again costs nothing.
@@ -405,6 +441,7 @@ fn run(
     // Again with the MLP's inputs as read, before the model is built.
     crate::config::budget::check(config, features)?;
     let (mut network, init) = Network::build(config, features, &device, resume_from.is_none())?;
+    network.share_weights(collective)?;
     let mut adam = network.adam(config)?;
 
     // The lock is held until the run returns.
@@ -423,7 +460,7 @@ fn run(
         files.recover(state.epoch)?;
     }
     let (config_text, header) = checkpoint_header(config, &inputs, &run_dir)?;
-    let data = Data::new(config, space, &inputs.splits, &device)?;
+    let data = Data::new(config, space, &inputs.splits, &device, collective.shard())?;
     let saver = network.saver(&header);
     let start = (resumed, init, config_text.as_str());
     let mut state = start_or_resume(start, &saver, &files, &mut adam, &run_dir, &device)?;
@@ -436,9 +473,12 @@ fn run(
         device: &device,
         loss: config.loss(),
         monitor: config.run.monitor.clone(),
-        files: &files,
-        header: &header,
-        run_dir: &run_dir,
+        output: Some(RunOutput {
+            files: &files,
+            header: &header,
+            run_dir: &run_dir,
+        }),
+        collective,
     };
     let trained = epochs.train(&mut network, &mut adam, &mut state, stop, observe);
     if let Err(Error::Data(_)) = &trained {
@@ -459,7 +499,66 @@ fn run(
         parameters: network.parameters(),
         started,
     };
-    finished.summarise(&network, &files, &state, &run_dir, &device)
+    let summary = finished.summarise(&network, &files, &state, &run_dir, &device);
+    // The other ranks report what rank 0 does (an empty record when it failed).
+    let mut json = match &summary {
+        Ok(summary) => serde_json::to_vec(summary).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    collective.broadcast_bytes(&mut json, 0)?;
+    summary
+}
+
+/// The collective of `run.distributed`, refusing a timeout of zero.
+fn connect(config: &Config) -> Result<Box<dyn Collective>> {
+    let seconds = config.run.distributed_timeout_s;
+    if seconds == 0 {
+        return Err(Error::Config(
+            "`run.distributed_timeout_s` must be at least 1".into(),
+        ));
+    }
+    let engine = config.run.distributed.engine();
+    Ok(ldl_distributed::connect(
+        engine,
+        std::time::Duration::from_secs(seconds),
+    )?)
+}
+
+/// A rank other than 0: the same inputs, model and epochs as rank 0, in step with it,
+/// writing nothing (rank 0 writes the run folder); returns rank 0's summary.
+fn follow(
+    config: &CheckedConfig,
+    collective: &dyn Collective,
+    stop: &StopToken,
+) -> Result<RunSummary> {
+    let space = config.space();
+    let device = training_device(config)?;
+    let inputs = Inputs::load(config)?;
+    let features = inputs.feature_names.len();
+    let (mut network, _) = Network::build(config, features, &device, true)?;
+    network.share_weights(collective)?;
+    let mut adam = network.adam(config)?;
+    let data = Data::new(config, space, &inputs.splits, &device, collective.shard())?;
+    let epochs = Epochs {
+        config,
+        space,
+        data: &data,
+        device: &device,
+        loss: config.loss(),
+        monitor: config.run.monitor.clone(),
+        output: None,
+        collective,
+    };
+    let mut state = RunState::start(None);
+    epochs.train(&mut network, &mut adam, &mut state, stop, &mut |_| {})?;
+    let mut json = Vec::new();
+    collective.broadcast_bytes(&mut json, 0)?;
+    serde_json::from_slice(&json).map_err(|_| {
+        Error::Usage(format!(
+            "rank {}: rank 0 did not finish the run; its error says why",
+            collective.rank()
+        ))
+    })
 }
 
 /// What the epochs of a run share.
@@ -470,6 +569,15 @@ struct Epochs<'a> {
     device: &'a candle_core::Device,
     loss: &'a dyn Loss,
     monitor: Monitor,
+    /// The run folder rank 0 writes; `None` on the other ranks.
+    output: Option<RunOutput<'a>>,
+    /// The ranks training together.
+    collective: &'a dyn Collective,
+}
+
+/// Where a run's epochs are committed.
+#[derive(Clone, Copy)]
+struct RunOutput<'a> {
     files: &'a RunFiles,
     header: &'a BTreeMap<String, String>,
     run_dir: &'a Path,
@@ -519,7 +627,10 @@ impl Epochs<'_> {
         stop: &StopToken,
         observe: &mut dyn FnMut(Progress<'_>),
     ) -> Result<EpochRecord> {
-        let kept = kept(self.run_dir, state.epoch);
+        let kept = match &self.output {
+            Some(output) => kept(output.run_dir, state.epoch),
+            None => "rank 0 keeps the run folder".to_string(),
+        };
         let context = EpochContext {
             model: &network.model,
             loss: self.loss,
@@ -529,24 +640,33 @@ impl Epochs<'_> {
             trainable: &network.trainable,
             statistics: &network.statistics,
             on_nonfinite: self.config.optim.on_nonfinite,
-            collective: &ldl_distributed::SingleProcess,
+            collective: self.collective,
         };
         let trained = match train_epoch(&context, adam, epoch, &kept, stop, observe)? {
             EpochOutcome::Trained(trained) => trained,
             EpochOutcome::Stopped => {
-                if state.epoch > 0 {
+                let run_dir = self.output.map_or(Path::new(""), |o| o.run_dir);
+                if state.epoch > 0 && self.output.is_some() {
                     // Best effort: a plotting failure must not hide how to resume.
-                    let _ = write_plots(self.run_dir);
+                    let _ = write_plots(run_dir);
                 }
                 return Err(Error::Interrupted {
-                    run_dir: self.run_dir.display().to_string(),
+                    run_dir: run_dir.display().to_string(),
                     epoch: state.epoch,
                 });
             }
         };
         observe(Progress::Validating { epoch });
-        let validation = validate_epoch(&context, self.config, epoch, &kept)?;
-        let gradient_norms = epoch_gradient_norms(&context, self.config)?;
+        // Rank 0 validates, and its figures decide the best epoch and early stopping on
+        // every rank; the others only train.
+        let (validation, gradient_norms) = match self.output {
+            Some(_) => (
+                validate_epoch(&context, self.config, epoch, &kept)?,
+                epoch_gradient_norms(&context, self.config)?,
+            ),
+            None => (None, None),
+        };
+        let validation = share_validation(self.collective, validation)?;
         numeric::check_state(network.model.vars(), epoch, &kept)?;
         numeric::check_moments(adam, &network.names, epoch, &kept)?;
         let record = EpochRecord {
@@ -559,18 +679,38 @@ impl Epochs<'_> {
             skipped_batches: trained.skipped_batches.len(),
             gradient_norms,
         };
-        let saver = network.saver(self.header);
+        let Some(output) = self.output else {
+            take_epoch(adam, state, &record, &self.monitor);
+            return Ok(record);
+        };
+        let saver = network.saver(output.header);
         commit_epoch(
             &saver,
-            self.files,
+            output.files,
             adam,
             state,
             &record,
             &self.monitor,
-            self.run_dir,
+            output.run_dir,
         )?;
         Ok(record)
     }
+}
+
+/// Rank 0's validation results on every rank (with BatchNorm, each rank's running
+/// statistics are its own, so its figures would be too).
+fn share_validation(
+    collective: &dyn Collective,
+    validation: Option<Evaluation>,
+) -> Result<Option<Evaluation>> {
+    if collective.world_size() == 1 {
+        return Ok(validation);
+    }
+    let mut json = serde_json::to_vec(&validation)
+        .map_err(|e| Error::Usage(format!("cannot share the validation results: {e}")))?;
+    collective.broadcast_bytes(&mut json, 0)?;
+    serde_json::from_slice(&json)
+        .map_err(|e| Error::Usage(format!("rank 0's validation results do not read back: {e}")))
 }
 
 /// Takes epoch `record.epoch` into `state` (its validation against the best so far) and
@@ -585,13 +725,7 @@ fn commit_epoch(
     run_dir: &Path,
 ) -> Result<()> {
     let previous = state.epoch;
-    let improved = match &record.validation {
-        Some(evaluation) => state.best.evaluated(record.epoch, evaluation, monitor),
-        None => false,
-    };
-    state.epoch = record.epoch;
-    state.adam_steps = adam.steps;
-    state.skipped_batches += record.skipped_batches;
+    let improved = take_epoch(adam, state, record, monitor);
     saver
         .commit(files, adam, state, Some(record), improved)
         .map_err(|e| {
@@ -599,6 +733,19 @@ fn commit_epoch(
             let kept = files.committed_epoch().unwrap_or(previous);
             save_failed(e, run_dir, kept)
         })
+}
+
+/// Takes epoch `record.epoch` into `state`: its validation against the best so far, the
+/// steps and skipped batches. Whether it improved on the best.
+fn take_epoch(adam: &Adam, state: &mut RunState, record: &EpochRecord, monitor: &Monitor) -> bool {
+    let improved = match &record.validation {
+        Some(evaluation) => state.best.evaluated(record.epoch, evaluation, monitor),
+        None => false,
+    };
+    state.epoch = record.epoch;
+    state.adam_steps = adam.steps;
+    state.skipped_batches += record.skipped_batches;
+    improved
 }
 
 /// What the end of a run reports from.

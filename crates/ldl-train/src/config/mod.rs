@@ -53,7 +53,7 @@ pub use loss::{LossConfig, LossKind};
 pub use model::{Backbone, ModelConfig, Trunk};
 pub use optim::{OnNonFinite, OptimConfig};
 pub(crate) use run::precision_refusal;
-pub use run::{Monitor, RunConfig};
+pub use run::{Distributed, Monitor, RunConfig};
 pub use source::DataSource;
 pub(crate) use source::Source;
 pub use task::{JointConfig, TaskConfig};

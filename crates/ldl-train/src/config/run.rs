@@ -39,6 +39,44 @@ pub struct RunConfig {
     /// first validation batch (default `false`; see `docs/loss.md`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub gradient_norms: bool,
+    /// Data-parallel training: `none` (default, one process) or `mpi` (one process per
+    /// rank, started by `mpirun` or `srun`; needs ldl built with the `mpi` feature). Each
+    /// rank trains on its part of every global batch of `optim.batch_size` × ranks samples.
+    #[serde(skip_serializing_if = "Distributed::is_none")]
+    pub distributed: Distributed,
+    /// How long a rank waits for the others in one collective before every rank stops
+    /// (default 600 s).
+    #[serde(skip_serializing_if = "is_default_timeout")]
+    pub distributed_timeout_s: u64,
+}
+
+/// `run.distributed`: how many processes train together, and over what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Distributed {
+    /// One process (the default).
+    #[default]
+    None,
+    /// One process per rank over MPI, CPU tensors.
+    Mpi,
+}
+
+impl Distributed {
+    fn is_none(&self) -> bool {
+        *self == Distributed::None
+    }
+
+    /// The engine that runs the collectives.
+    pub fn engine(self) -> ldl_distributed::Engine {
+        match self {
+            Distributed::None => ldl_distributed::Engine::None,
+            Distributed::Mpi => ldl_distributed::Engine::Mpi,
+        }
+    }
+}
+
+fn is_default_timeout(seconds: &u64) -> bool {
+    *seconds == ldl_distributed::DEFAULT_TIMEOUT.as_secs()
 }
 
 impl Default for RunConfig {
@@ -53,6 +91,8 @@ impl Default for RunConfig {
             monitor: Monitor::Loss,
             memory_limit: None,
             gradient_norms: false,
+            distributed: Distributed::None,
+            distributed_timeout_s: ldl_distributed::DEFAULT_TIMEOUT.as_secs(),
         }
     }
 }

@@ -1,0 +1,195 @@
+//! `mpirun -np 2 ldl train configs/bdims.toml --set run.distributed="mpi"` against one
+//! process with the same global batch: every epoch's metrics.jsonl figures agree within
+//! 1e-6, the final weights within float rounding, and rank 0 alone writes the run folder.
+//! Dropout and BatchNorm are off in both: dropout masks are drawn per rank, and
+//! BatchNorm normalises each rank's shard by its own statistics, so with either the two
+//! runs are alike in distribution, not step for step.
+//! Without a launcher, or in a build without MPI, `run.distributed = "mpi"` stops at once
+//! with a message saying what to do.
+
+use std::process::Command;
+
+const BDIMS: &str = include_str!("../../../configs/bdims.toml");
+
+/// `ldl train task.toml --set run.distributed="mpi"` in one process, without mpirun: its
+/// error message.
+fn without_a_launcher() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("task.toml"), BDIMS).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ldl"))
+        .current_dir(dir.path())
+        .args([
+            "train",
+            "task.toml",
+            "--quiet",
+            "--set",
+            "run.distributed=\"mpi\"",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!dir.path().join("runs").exists(), "nothing is written");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_build_without_mpi_says_how_to_get_it() {
+    let message = without_a_launcher();
+    assert!(message.contains("needs ldl built with MPI"), "{message}");
+    assert!(message.contains("--features mpi"), "{message}");
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn one_process_with_mpi_set_is_told_to_use_a_launcher() {
+    let message = without_a_launcher();
+    assert!(
+        message.contains("in a world of 1 process: start one process per rank with `mpirun -np N"),
+        "{message}"
+    );
+}
+
+/// The same training under `mpirun -np 2` and in one process.
+#[cfg(feature = "mpi")]
+mod under_mpirun {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    fn common_args(batch: &str) -> Vec<String> {
+        [
+            "train",
+            "task.toml",
+            "--quiet",
+            "--set",
+            "optim.epochs=6",
+            "--set",
+            "model.dropout=0",
+            "--set",
+            "model.batch_norm=false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--set".into(), format!("optim.batch_size={batch}")])
+        .collect()
+    }
+
+    fn metrics(run: &Path) -> Vec<Value> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    /// Every number in `value`, by its path.
+    fn numbers(value: &Value, path: String, out: &mut BTreeMap<String, f64>) {
+        match value {
+            Value::Number(n) => {
+                out.insert(path, n.as_f64().unwrap());
+            }
+            Value::Object(map) => {
+                for (key, v) in map {
+                    numbers(v, format!("{path}/{key}"), out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    numbers(v, format!("{path}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn weights(run: &Path) -> BTreeMap<String, Vec<f32>> {
+        let bytes = std::fs::read(run.join("checkpoints/last.safetensors")).unwrap();
+        let tensors =
+            candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu).unwrap();
+        tensors
+            .into_iter()
+            .map(|(name, t)| (name, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn two_ranks_train_bdims_as_one_process_with_their_global_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        std::fs::write(dir.join("task.toml"), BDIMS).unwrap();
+        let mut distributed = common_args("16");
+        distributed.extend([
+            "--set".into(),
+            "run.distributed=\"mpi\"".into(),
+            "--set".into(),
+            "run.output_dir=\"mpi\"".into(),
+        ]);
+        let out = Command::new("mpirun")
+            .current_dir(dir)
+            .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+            .arg(env!("CARGO_BIN_EXE_ldl"))
+            .args(&distributed)
+            .output()
+            .expect("mpirun runs (Open MPI's openmpi-bin)");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Rank 0 alone printed the summary and wrote one run folder.
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(printed.matches("run folder: ").count(), 1, "{printed}");
+        let folders: Vec<_> = std::fs::read_dir(dir.join("mpi")).unwrap().collect();
+        assert_eq!(folders.len(), 1);
+
+        let mut single = common_args("32");
+        single.extend(["--set".into(), "run.output_dir=\"one\"".into()]);
+        let out = Command::new(env!("CARGO_BIN_EXE_ldl"))
+            .current_dir(dir)
+            .args(&single)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let (mpi, one) = (dir.join("mpi/bdims-1"), dir.join("one/bdims-1"));
+        let (a, b) = (metrics(&mpi), metrics(&one));
+        assert_eq!(a.len(), 6);
+        assert_eq!(a.len(), b.len());
+        let mut largest = 0.0f64;
+        for (x, y) in a.iter().zip(&b) {
+            let (mut p, mut q) = (BTreeMap::new(), BTreeMap::new());
+            numbers(x, String::new(), &mut p);
+            numbers(y, String::new(), &mut q);
+            assert_eq!(p.keys().collect::<Vec<_>>(), q.keys().collect::<Vec<_>>());
+            for (key, value) in &p {
+                if key.contains("seconds") || key.contains("per_second") {
+                    continue;
+                }
+                largest = largest.max((value - q[key]).abs());
+            }
+        }
+        let (wa, wb) = (weights(&mpi), weights(&one));
+        assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
+        let mut largest_weight = 0.0f64;
+        for (name, values) in &wa {
+            for (x, y) in values.iter().zip(&wb[name]) {
+                largest_weight = largest_weight.max((x - y).abs() as f64);
+            }
+        }
+        eprintln!("largest difference: metrics {largest:e}, weights {largest_weight:e}");
+        assert!(largest <= 1e-6, "metrics differ by {largest:e}");
+        assert!(
+            largest_weight <= 1e-5,
+            "weights differ by {largest_weight:e}"
+        );
+    }
+}

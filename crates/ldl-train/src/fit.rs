@@ -18,6 +18,7 @@
 //! | [`Trainer::monitor`] | validation loss | `run.monitor` |
 //! | [`Trainer::seed`] | 0 | `run.seed` |
 //! | [`Trainer::image_size`] | 64 | `data.image_size` |
+//! | [`Trainer::collective`] | one process | `run.distributed` |
 
 use candle_core::{DType, Tensor};
 use ldl_core::loss::Loss;

@@ -192,4 +192,126 @@ mod under_mpirun {
             "weights differ by {largest_weight:e}"
         );
     }
+
+    /// Every number of each metrics.jsonl line but the timings.
+    fn figures(run: &Path) -> Vec<BTreeMap<String, f64>> {
+        metrics(run)
+            .iter()
+            .map(|line| {
+                let mut all = BTreeMap::new();
+                numbers(line, String::new(), &mut all);
+                all.retain(|key, _| !key.contains("seconds") && !key.contains("per_second"));
+                all
+            })
+            .collect()
+    }
+
+    /// `mpirun -np 2 ldl ARGS` in `dir`, with `LDL_TEST_MARKER` set to `marker` in both
+    /// ranks' environment.
+    fn mpirun(dir: &Path, args: &[String], marker: &str) -> std::process::Child {
+        Command::new("mpirun")
+            .current_dir(dir)
+            .args(["--allow-run-as-root", "--oversubscribe", "-np", "2", "-x"])
+            .arg(format!("LDL_TEST_MARKER={marker}"))
+            .arg(env!("CARGO_BIN_EXE_ldl"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("mpirun runs (Open MPI's openmpi-bin)")
+    }
+
+    /// The process of rank `rank` whose environment holds `LDL_TEST_MARKER=marker`.
+    fn rank_process(rank: usize, marker: &str) -> Option<i32> {
+        let wanted = [
+            format!("LDL_TEST_MARKER={marker}"),
+            format!("OMPI_COMM_WORLD_RANK={rank}"),
+        ];
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+                let environ = std::fs::read(entry.path().join("environ")).ok()?;
+                let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+                wanted
+                    .iter()
+                    .all(|w| vars.contains(&w.as_bytes()))
+                    .then_some(pid)
+            })
+    }
+
+    /// Rank 1 killed with SIGKILL in the middle of a run: the other rank stops too, the run
+    /// folder keeps its last committed epoch, and `--resume` under mpirun finishes the run
+    /// with every epoch's figures equal to an uninterrupted run's.
+    #[cfg(unix)]
+    #[test]
+    fn a_killed_rank_stops_the_run_and_resuming_under_mpirun_continues_it_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        std::fs::write(dir.join("task.toml"), BDIMS).unwrap();
+        // Batches of one per rank: epochs long enough to kill a rank in the middle of one.
+        let args = |output: &str| {
+            let mut args = common_args("1");
+            args.extend(
+                [
+                    "--set",
+                    "optim.epochs=12",
+                    "--set",
+                    "run.distributed=\"mpi\"",
+                    "--set",
+                ]
+                .map(String::from),
+            );
+            args.push(format!("run.output_dir=\"{output}\""));
+            args
+        };
+        let whole = mpirun(dir, &args("whole"), "whole")
+            .wait_with_output()
+            .unwrap();
+        assert!(
+            whole.status.success(),
+            "{}",
+            String::from_utf8_lossy(&whole.stderr)
+        );
+
+        let marker = dir.display().to_string();
+        let killed = mpirun(dir, &args("killed"), &marker);
+        let run = dir.join("killed/bdims-1");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count())
+            < 3
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no third epoch in 120 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let pid = rank_process(1, &marker).expect("rank 1 is running");
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        let out = killed.wait_with_output().unwrap();
+        assert!(!out.status.success(), "the run went on without rank 1");
+        let committed = metrics(&run).len();
+        assert!((3..12).contains(&committed), "{committed} epochs committed");
+        eprintln!("rank 1 killed after {committed} committed epochs of 12");
+
+        let resume: Vec<String> = ["train", "--quiet", "--resume", "killed/bdims-1"]
+            .map(String::from)
+            .to_vec();
+        let resumed = mpirun(dir, &resume, "resume").wait_with_output().unwrap();
+        assert!(
+            resumed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        let (resumed, whole) = (figures(&run), figures(&dir.join("whole/bdims-1")));
+        assert_eq!(resumed.len(), whole.len());
+        for (epoch, (a, b)) in resumed.iter().zip(&whole).enumerate() {
+            assert_eq!(a.len(), b.len(), "epoch {}", epoch + 1);
+            for (key, value) in a {
+                assert_eq!(Some(value), b.get(key), "epoch {}, {key}", epoch + 1);
+            }
+        }
+    }
 }

@@ -130,26 +130,41 @@ pub fn broadcast_variables(collective: &dyn Collective, vars: &[Var]) -> Result<
     if collective.world_size() == 1 {
         return Ok(());
     }
+    let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    for (var, shared) in vars.iter().zip(broadcast_tensors(collective, &tensors)?) {
+        var.set(&shared)?;
+    }
+    Ok(())
+}
+
+/// Rank 0's values of `tensors` on every rank, as new tensors of the same shapes, dtypes
+/// and devices, in one fused broadcast (Adam's moments when a run resumes).
+pub fn broadcast_tensors(collective: &dyn Collective, tensors: &[Tensor]) -> Result<Vec<Tensor>> {
+    if collective.world_size() == 1 {
+        return Ok(tensors.to_vec());
+    }
     let mut buffer = Vec::new();
-    for var in vars {
-        let values = var.as_tensor().to_dtype(DType::F32)?.flatten_all()?;
-        buffer.extend(values.to_vec1::<f32>()?);
+    for tensor in tensors {
+        buffer.extend(
+            tensor
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        );
     }
     collective.broadcast(&mut buffer, 0)?;
     let mut offset = 0;
-    for var in vars {
-        let count = var.elem_count();
-        let tensor = var.as_tensor();
-        let values = Tensor::from_slice(
-            &buffer[offset..offset + count],
-            tensor.shape(),
-            tensor.device(),
-        )?
-        .to_dtype(tensor.dtype())?;
-        var.set(&values)?;
+    let mut shared = Vec::with_capacity(tensors.len());
+    for tensor in tensors {
+        let count = tensor.elem_count();
+        let values = &buffer[offset..offset + count];
+        shared.push(
+            Tensor::from_slice(values, tensor.shape(), tensor.device())?
+                .to_dtype(tensor.dtype())?,
+        );
         offset += count;
     }
-    Ok(())
+    Ok(shared)
 }
 
 #[cfg(test)]

@@ -28,7 +28,9 @@ mod single;
 use std::time::Duration;
 
 pub use error::{Error, Result};
-pub use gradients::{average_gradients, broadcast_variables, reduce_step, LocalStep, StepTotals};
+pub use gradients::{
+    average_gradients, broadcast_tensors, broadcast_variables, reduce_step, LocalStep, StepTotals,
+};
 #[cfg(feature = "mpi")]
 pub use mpi_engine::MpiCollective;
 pub use shard::Shard;

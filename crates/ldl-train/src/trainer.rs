@@ -17,7 +17,7 @@ use crate::baselines::{majority_class, mean_distribution, mean_predictor};
 use crate::batches::Data;
 use crate::best_epoch::BestEpoch;
 use crate::commit::RunFiles;
-use crate::config::{CheckedConfig, Config, Distributed, Monitor};
+use crate::config::{CheckedConfig, Config, Monitor};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
 use crate::error::{Error, Result};
 use crate::evaluation::evaluate;
@@ -71,7 +71,13 @@ pub fn train(
     stop: &StopToken,
     observe: &mut dyn FnMut(Progress<'_>),
 ) -> Result<RunSummary> {
-    run(config, None, stop, observe)
+    // First, so that a launch that cannot train together fails before any work.
+    let collective = connect(config)?;
+    let collective = collective.as_ref();
+    if collective.rank() > 0 {
+        return follow(config, collective, stop);
+    }
+    run(config, None, collective, stop, observe)
 }
 
 /// Continues the run in `run_dir` from its last completed epoch, with its saved config
@@ -86,29 +92,24 @@ pub fn resume(
 ) -> Result<RunSummary> {
     // Refuse a folder that is no run before creating its lock file.
     read_state(run_dir)?;
-    refuse_distributed_resume(run_dir, overrides)?;
+    let config = Config::load_saved(&run_dir.join("config.toml"), overrides)?;
+    let collective = connect(&config)?;
+    let collective = collective.as_ref();
+    if collective.rank() > 0 {
+        // Rank 0 reads the committed epoch and sends it, with the weights and moments.
+        return follow(&config, collective, stop);
+    }
     let lock = RunLock::acquire(run_dir)?;
     // Read again under the lock: a process that held it may have committed since.
     let state = read_state(run_dir)?;
     let config = Config::load_saved(&run_dir.join("config.toml"), overrides)?;
-    run(&config, Some((run_dir, state, lock)), stop, observe)
-}
-
-/// Resuming is one process's job for now: a data-parallel run folder is an ordinary one,
-/// and one process with the run's global batch continues it with the same steps.
-fn refuse_distributed_resume(run_dir: &Path, overrides: &[String]) -> Result<()> {
-    let config = Config::load_saved(&run_dir.join("config.toml"), overrides)?;
-    if config.run.distributed == Distributed::None {
-        return Ok(());
-    }
-    Err(Error::Usage(format!(
-        "{}: resuming with run.distributed = \"mpi\" is not supported; continue it in one \
-         process with the run's global batch: `ldl train --resume {} --set \
-         run.distributed=\"none\" --set optim.batch_size=B` with B = {} × the number of ranks",
-        run_dir.display(),
-        run_dir.display(),
-        config.optim.batch_size
-    )))
+    run(
+        &config,
+        Some((run_dir, state, lock)),
+        collective,
+        stop,
+        observe,
+    )
 }
 
 /// Checks that `run_dir` can be resumed (a run folder with its `config.toml` and a valid
@@ -382,8 +383,8 @@ impl Network {
         Ok((network, init))
     }
 
-    /// Every rank starts from rank 0's weights and BatchNorm statistics.
-    fn share_weights(&mut self, collective: &dyn Collective) -> Result<()> {
+    /// Every rank takes rank 0's weights and BatchNorm statistics.
+    fn share_weights(&self, collective: &dyn Collective) -> Result<()> {
         let vars: Vec<candle_core::Var> = self
             .trainable
             .iter()
@@ -411,20 +412,17 @@ impl Network {
     }
 }
 
+/// Rank 0's run (the only one with one process): trains, writes the run folder, and
+/// keeps the other ranks of `collective` in step.
 fn run(
     config: &CheckedConfig,
     resume_from: Option<(&Path, RunState, RunLock)>,
+    collective: &dyn Collective,
     stop: &StopToken,
     observe: &mut dyn FnMut(Progress<'_>),
 ) -> Result<RunSummary> {
     let started = Instant::now();
     let space = config.space();
-    // First, so that a launch that cannot train together fails before any work.
-    let collective = connect(config)?;
-    let collective = collective.as_ref();
-    if collective.rank() > 0 {
-        return follow(config, collective, stop);
-    }
     let device = training_device(config)?;
     // A resumed run's saved config was not budgeted when read; a new run's was, and
     // checking again costs nothing.
@@ -441,7 +439,6 @@ fn run(
     // Again with the MLP's inputs as read, before the model is built.
     crate::config::budget::check(config, features)?;
     let (mut network, init) = Network::build(config, features, &device, resume_from.is_none())?;
-    network.share_weights(collective)?;
     let mut adam = network.adam(config)?;
 
     // The lock is held until the run returns.
@@ -464,6 +461,7 @@ fn run(
     let saver = network.saver(&header);
     let start = (resumed, init, config_text.as_str());
     let mut state = start_or_resume(start, &saver, &files, &mut adam, &run_dir, &device)?;
+    share_start(collective, &network, &mut adam, &mut state)?;
     write_split_rows(&inputs, &run_dir)?;
 
     let epochs = Epochs {
@@ -509,6 +507,37 @@ fn run(
     summary
 }
 
+/// Every rank starts where rank 0 does: its weights and BatchNorm statistics (initial, or
+/// those of the committed epoch it resumes), Adam's moments and steps, and the run state
+/// (the epoch, the best so far). Nothing to do in one process.
+fn share_start(
+    collective: &dyn Collective,
+    network: &Network,
+    adam: &mut Adam,
+    state: &mut RunState,
+) -> Result<()> {
+    if collective.world_size() == 1 {
+        return Ok(());
+    }
+    network.share_weights(collective)?;
+    let moments: Vec<candle_core::Tensor> = adam
+        .first_moments
+        .iter()
+        .chain(&adam.second_moments)
+        .cloned()
+        .collect();
+    let mut shared = ldl_distributed::broadcast_tensors(collective, &moments)?;
+    adam.second_moments = shared.split_off(adam.first_moments.len());
+    adam.first_moments = shared;
+    let mut json = serde_json::to_vec(state)
+        .map_err(|e| Error::Usage(format!("cannot share the run state: {e}")))?;
+    collective.broadcast_bytes(&mut json, 0)?;
+    *state = serde_json::from_slice(&json)
+        .map_err(|e| Error::Usage(format!("rank 0's run state does not read back: {e}")))?;
+    adam.steps = state.adam_steps;
+    Ok(())
+}
+
 /// The collective of `run.distributed`, refusing a timeout of zero.
 fn connect(config: &Config) -> Result<Box<dyn Collective>> {
     let seconds = config.run.distributed_timeout_s;
@@ -524,8 +553,9 @@ fn connect(config: &Config) -> Result<Box<dyn Collective>> {
     )?)
 }
 
-/// A rank other than 0: the same inputs, model and epochs as rank 0, in step with it,
-/// writing nothing (rank 0 writes the run folder); returns rank 0's summary.
+/// A rank other than 0, starting or resuming: the same inputs, model and epochs as rank
+/// 0, from rank 0's weights and state, in step with it, writing nothing (rank 0 writes the
+/// run folder); returns rank 0's summary.
 fn follow(
     config: &CheckedConfig,
     collective: &dyn Collective,
@@ -535,9 +565,11 @@ fn follow(
     let device = training_device(config)?;
     let inputs = Inputs::load(config)?;
     let features = inputs.feature_names.len();
-    let (mut network, _) = Network::build(config, features, &device, true)?;
-    network.share_weights(collective)?;
+    // Not fresh: `model.init_from` is rank 0's to read; its weights come from rank 0.
+    let (mut network, _) = Network::build(config, features, &device, false)?;
     let mut adam = network.adam(config)?;
+    let mut state = RunState::start(None);
+    share_start(collective, &network, &mut adam, &mut state)?;
     let data = Data::new(config, space, &inputs.splits, &device, collective.shard())?;
     let epochs = Epochs {
         config,
@@ -549,7 +581,6 @@ fn follow(
         output: None,
         collective,
     };
-    let mut state = RunState::start(None);
     epochs.train(&mut network, &mut adam, &mut state, stop, &mut |_| {})?;
     let mut json = Vec::new();
     collective.broadcast_bytes(&mut json, 0)?;

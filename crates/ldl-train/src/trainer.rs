@@ -441,21 +441,9 @@ fn run(
     let (mut network, init) = Network::build(config, features, &device, resume_from.is_none())?;
     let mut adam = network.adam(config)?;
 
-    // The lock is held until the run returns.
     let fresh = resume_from.is_none();
-    let (run_dir, resumed, _lock) = match resume_from {
-        Some((dir, state, lock)) => (dir.to_path_buf(), Some(state), lock),
-        None => {
-            let dir = new_run_dir(&config.run.output_dir, &config.task.name)?;
-            let lock = RunLock::acquire(&dir)?;
-            (dir, None, lock)
-        }
-    };
-    let files = RunFiles::new(&run_dir)?;
-    if let Some(state) = &resumed {
-        // Before anything is read or written: back to the committed epoch.
-        files.recover(state.epoch)?;
-    }
+    // The lock is held until the run returns.
+    let (run_dir, resumed, _lock, files) = open_run_folder(config, resume_from)?;
     let (config_text, header) = checkpoint_header(config, &inputs, &run_dir)?;
     let data = Data::new(config, space, &inputs.splits, &device, collective.shard())?;
     let saver = network.saver(&header);
@@ -498,7 +486,34 @@ fn run(
         started,
     };
     let summary = finished.summarise(&network, &files, &state, &run_dir, &device);
-    // The other ranks report what rank 0 does (an empty record when it failed).
+    share_summary(collective, summary)
+}
+
+/// A new run's folder (created and locked), or the resumed one's (locked by [`resume`])
+/// with its files back at the committed epoch; its state when resumed; the lock; the files.
+fn open_run_folder(
+    config: &Config,
+    resume_from: Option<(&Path, RunState, RunLock)>,
+) -> Result<(PathBuf, Option<RunState>, RunLock, RunFiles)> {
+    let (run_dir, resumed, lock) = match resume_from {
+        Some((dir, state, lock)) => (dir.to_path_buf(), Some(state), lock),
+        None => {
+            let dir = new_run_dir(&config.run.output_dir, &config.task.name)?;
+            let lock = RunLock::acquire(&dir)?;
+            (dir, None, lock)
+        }
+    };
+    let files = RunFiles::new(&run_dir)?;
+    if let Some(state) = &resumed {
+        // Before anything is read or written: back to the committed epoch.
+        files.recover(state.epoch)?;
+    }
+    Ok((run_dir, resumed, lock, files))
+}
+
+/// Rank 0's summary, sent to the other ranks, which report it too (an empty record when
+/// rank 0 failed, which they report as such).
+fn share_summary(collective: &dyn Collective, summary: Result<RunSummary>) -> Result<RunSummary> {
     let mut json = match &summary {
         Ok(summary) => serde_json::to_vec(summary).unwrap_or_default(),
         Err(_) => Vec::new(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ldl::data::{
     decode, Augment, Geometry, ImageLoader, ImagePipeline, Input, LabelEffects, Sample,
-    SampleOrigin,
+    SampleOrigin, Shard,
 };
 use ldl::{Axis, Label, LabelSpace};
 
@@ -304,4 +304,52 @@ fn undecodable_images_are_skipped_and_listed_when_asked() {
         );
     }
     assert!(skipped.iter().all(|s| s.reason.contains("broken.png")));
+}
+
+/// Data-parallel training: the two ranks' batches, put side by side, are the batches one
+/// process cuts with the global batch (the same samples in the same order, augmented
+/// alike), the last, partial one split 2 + 3.
+#[test]
+fn two_shards_of_each_batch_make_the_one_process_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("face.png");
+    asymmetric(&path);
+    let space = pose_space();
+    let samples: Vec<Sample> = (0..11)
+        .map(|i| sample(path.clone(), i + 2, i as f64))
+        .collect();
+    let load = |batch: usize, shard: Shard| -> Vec<(Vec<usize>, Vec<f32>)> {
+        let loader = ImageLoader::new(samples.clone(), &space, ImagePipeline::new(16), batch, 2)
+            .unwrap()
+            .sharded(shard)
+            .shuffled(3)
+            .augmented(Augment::dldl_v2(), LabelEffects::head_pose())
+            .unwrap();
+        assert_eq!(loader.batches(), 2);
+        loader
+            .epoch(2)
+            .map(|b| {
+                let b = b.unwrap();
+                (
+                    b.indices,
+                    b.inputs.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let whole = load(6, Shard::WHOLE);
+    let first = load(3, Shard { rank: 0, world: 2 });
+    let second = load(3, Shard { rank: 1, world: 2 });
+    assert_eq!(whole.len(), 2);
+    assert_eq!(
+        (first[1].0.len(), second[1].0.len()),
+        (2, 3),
+        "the last batch of 5 splits 2 + 3"
+    );
+    for ((a, b), joined) in first.iter().zip(&second).zip(&whole) {
+        let indices: Vec<usize> = a.0.iter().chain(&b.0).copied().collect();
+        assert_eq!(indices, joined.0);
+        let pixels: Vec<f32> = a.1.iter().chain(&b.1).copied().collect();
+        assert_eq!(pixels, joined.1);
+    }
 }

@@ -1170,3 +1170,81 @@ fn a_single_head_model_is_the_same_with_separate_trunks() {
             .unwrap();
     assert!(!old.separate_trunks);
 }
+
+/// A "sum over the ranks" of one rank: the values as they are.
+struct OneRank;
+
+impl ldl::models::CrossRankSum for OneRank {
+    fn sum(&self, _values: &mut [f64]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Synchronised BatchNorm with a single rank is BatchNorm: the same gradients and running
+/// statistics from one training step (its statistics are combined from sums, so they
+/// agree to rounding, not bit for bit). An MLP with BatchNorm is refused: its BatchNorm
+/// is candle's, per rank.
+#[test]
+fn sync_batch_norm_over_one_rank_is_batch_norm() {
+    use candle_core::backprop::GradStore;
+    let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0).unwrap()]).unwrap();
+    let config = BackboneConfig::Vgg(VggConfig::tiny_age_net().with_width(0.25).unwrap());
+    let pixels: Vec<f32> = (0..6 * 3 * 32 * 32)
+        .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+        .collect();
+    let images = Tensor::from_vec(pixels, (6, 3, 32, 32), &Device::Cpu).unwrap();
+    let labels: Vec<Vec<Label>> = (0..6)
+        .map(|i| vec![Label::value(10.0 * i as f64)])
+        .collect();
+    let targets = space.targets(&labels, DType::F32, &Device::Cpu).unwrap();
+    let step = |synced: bool| -> (Model, GradStore) {
+        let mut model = Model::build(&config, &space, 2, &Device::Cpu).unwrap();
+        if synced {
+            model
+                .set_batch_norm_sync(Some(std::sync::Arc::new(OneRank)))
+                .unwrap();
+        }
+        let logits = model.forward_t(&images, true).unwrap();
+        let loss = ldl::loss::FullKl::new()
+            .compute(&space, &logits, &targets)
+            .unwrap();
+        let grads = loss.total.backward().unwrap();
+        (model, grads)
+    };
+    let ((plain, plain_grads), (synced, synced_grads)) = (step(false), step(true));
+    let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut largest = 0.0f32;
+    for ((name, a), (_, b)) in plain.trainable_vars().iter().zip(synced.trainable_vars()) {
+        let (x, y) = (
+            values(plain_grads.get(a.as_tensor()).unwrap()),
+            values(synced_grads.get(b.as_tensor()).unwrap()),
+        );
+        let scale = x.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
+        for (p, q) in x.iter().zip(&y) {
+            largest = largest.max((p - q).abs() / scale);
+        }
+        assert!(largest <= 1e-5, "{name}: {largest:e}");
+    }
+    let running = |m: &Model| -> Vec<f32> {
+        let data = m.vars().data().lock().unwrap();
+        let mut names: Vec<&String> = data.keys().filter(|n| n.contains("running")).collect();
+        names.sort();
+        names
+            .iter()
+            .flat_map(|n| values(data[*n].as_tensor()))
+            .collect()
+    };
+    for (p, q) in running(&plain).iter().zip(running(&synced)) {
+        assert!((p - q).abs() <= 1e-5 * p.abs().max(1.0), "{p} vs {q}");
+    }
+
+    let mlp = BackboneConfig::Mlp(ldl::models::MlpConfig::new(3, [4]).with_batch_norm());
+    let mut model = Model::build(&mlp, &space, 1, &Device::Cpu).unwrap();
+    let refused = model
+        .set_batch_norm_sync(Some(std::sync::Arc::new(OneRank)))
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("set model.batch_norm = false"),
+        "{refused}"
+    );
+}

@@ -39,7 +39,7 @@ pub use single::SingleProcess;
 /// What data-parallel training needs from its processes: their number and place, and
 /// sums and copies of buffers across them. Every rank must call the same operations in
 /// the same order with buffers of the same lengths.
-pub trait Collective {
+pub trait Collective: Send + Sync {
     /// This process's place, `0..world_size()`; rank 0 writes the run folder.
     fn rank(&self) -> usize;
 

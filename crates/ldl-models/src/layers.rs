@@ -6,15 +6,28 @@ use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
 
 use crate::error::Result;
 use crate::precision::weight_like;
+use crate::sync_batch_norm::{global_stats, SharedSum};
 use crate::{norm_relu_cpu, pool_cpu};
 
 /// A 3×3 convolution (stride 1, padding 1), BatchNorm and ReLU: the unit of the
 /// DLDL-v2 networks. Variables: `conv.weight` (and `conv.bias` with a bias),
 /// `bn.{weight, bias, running_mean, running_var}`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConvBnRelu {
     conv: Conv2d,
     bn: BatchNorm,
+    /// SyncBN in data-parallel training (see [`crate::sync_batch_norm`]).
+    sync: Option<SharedSum>,
+}
+
+impl std::fmt::Debug for ConvBnRelu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConvBnRelu")
+            .field("conv", &self.conv)
+            .field("bn", &self.bn)
+            .field("sync", &self.sync.is_some())
+            .finish()
+    }
 }
 
 impl ConvBnRelu {
@@ -30,7 +43,17 @@ impl ConvBnRelu {
             candle_nn::conv2d_no_bias(input, output, 3, config, vb.pp("conv"))?
         };
         let bn = candle_nn::batch_norm(output, batch_norm_config(), vb.pp("bn"))?;
-        Ok(ConvBnRelu { conv, bn })
+        Ok(ConvBnRelu {
+            conv,
+            bn,
+            sync: None,
+        })
+    }
+
+    /// Sums BatchNorm's statistics in training over the ranks of data-parallel training
+    /// (SyncBN), or not (`None`, the default). CPU only.
+    pub fn set_sync(&mut self, sync: Option<SharedSum>) {
+        self.sync = sync;
     }
 
     /// Forward pass; `train` selects batch statistics (and updates the running ones)
@@ -46,11 +69,12 @@ impl ConvBnRelu {
             y = y.broadcast_add(&weight_like(bias, &y)?.reshape((1, (), 1, 1))?)?;
         }
         let norm_dtype = self.bn.running_mean().dtype();
+        let sync = self.sync.as_ref().filter(|_| train);
         if y.dtype() == norm_dtype || fused_on_cuda(&self.bn, &y) {
-            return batch_norm_relu(&self.bn, &y, train);
+            return norm_relu(&self.bn, &y, train, sync);
         }
         // Mixed precision: batch statistics over bf16 values lose too much.
-        let normalised = batch_norm_relu(&self.bn, &y.to_dtype(norm_dtype)?, train)?;
+        let normalised = norm_relu(&self.bn, &y.to_dtype(norm_dtype)?, train, sync)?;
         Ok(normalised.to_dtype(x.dtype())?)
     }
 }
@@ -78,6 +102,19 @@ fn fused_on_cuda(bn: &BatchNorm, x: &Tensor) -> bool {
 /// On the CPU (f32/f64) this is one fused pass each way (see `norm_relu_cpu`); on CUDA
 /// (f32/bf16) fused kernels (see `norm_relu_cuda`); elsewhere candle's BatchNorm and ReLU.
 pub fn batch_norm_relu(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
+    norm_relu(bn, x, train, None)
+}
+
+/// [`batch_norm_relu`], with the batch statistics summed over the ranks by `sync` (SyncBN;
+/// training on the CPU only).
+fn norm_relu(bn: &BatchNorm, x: &Tensor, train: bool, sync: Option<&SharedSum>) -> Result<Tensor> {
+    let on_cpu = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
+    if sync.is_some() && !on_cpu {
+        return Err(crate::Error::Config(
+            "synchronised BatchNorm (run.sync_batch_norm) runs on the CPU in f32 or f64 only"
+                .into(),
+        ));
+    }
     let Some((gamma, beta)) = bn.weight_and_bias() else {
         return Ok(bn.forward_t(x, train)?.relu()?);
     };
@@ -89,9 +126,16 @@ pub fn batch_norm_relu(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor
         return Ok(bn.forward_t(x, train)?.relu()?);
     }
     let x = x.contiguous()?;
+    let (batch, _, height, width) = x.dims4()?;
+    let mut count = batch * height * width;
+    let mut synced = None;
     let stats = if train {
-        let stats = norm_relu_cpu::channel_stats(&x)?;
-        update_running_statistics(bn, &stats, &x)?;
+        let mut stats = norm_relu_cpu::channel_stats(&x)?;
+        if let Some(sum) = sync {
+            (stats, count) = global_stats(&stats, count, sum.as_ref())?;
+            synced = Some((sum.clone(), count));
+        }
+        update_running_statistics(bn, &stats, count)?;
         stats
     } else {
         let values = |t: &Tensor| t.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>();
@@ -104,18 +148,19 @@ pub fn batch_norm_relu(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor
         stats,
         eps: bn.eps(),
         batch_statistics: train,
+        sync: synced,
     };
     Ok(x.apply_op3(gamma, beta, op)?)
 }
 
-/// `r ← (1 − m)·r + m·batch`, with the unbiased batch variance for the running variance.
+/// `r ← (1 − m)·r + m·batch`, with the unbiased batch variance (over `count` values per
+/// channel) for the running variance.
 fn update_running_statistics(
     bn: &BatchNorm,
     stats: &norm_relu_cpu::ChannelStats,
-    x: &Tensor,
+    count: usize,
 ) -> Result<()> {
-    let (batch, _, height, width) = x.dims4()?;
-    let count = (batch * height * width) as f64;
+    let count = count as f64;
     let momentum = bn.momentum();
     let unbiased = count / (count - 1.0).max(1.0);
     let update = |running: &Tensor, batch_values: Vec<f64>, factor: f64| -> Result<()> {

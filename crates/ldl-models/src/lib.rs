@@ -41,6 +41,7 @@ mod pool_cpu;
 mod pool_cuda;
 mod precision;
 mod pretrained;
+pub mod sync_batch_norm;
 mod vgg;
 
 pub use checkpoint::{load_into, load_matching, read_checkpoint, CheckpointInfo, InitReport};
@@ -56,4 +57,5 @@ pub use model::{is_running_statistic, parameter_count, trainable_vars, BackboneC
 pub use onnx::{OnnxInput, Standardization};
 pub use precision::Precision;
 pub use pretrained::{load_pretrained, vgg16_bn_key_map};
+pub use sync_batch_norm::{CrossRankSum, SharedSum};
 pub use vgg::{Vgg, VggConfig, MIN_INPUT_SIZE};

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::init::seeded_init;
 use crate::mlp::{Mlp, MlpConfig};
 use crate::precision::Precision;
+use crate::sync_batch_norm::SharedSum;
 use crate::vgg::{Vgg, VggConfig};
 
 /// Which backbone a model uses.
@@ -219,6 +220,27 @@ impl Model {
             };
             for trunk in trunks {
                 trunk.set_compute_dtype(dtype);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sums BatchNorm's training statistics over the ranks of data-parallel training
+    /// (SyncBN, see [`crate::sync_batch_norm`]), or stops (`None`). For the image
+    /// networks; an MLP with BatchNorm is refused (its BatchNorm is per rank).
+    pub fn set_batch_norm_sync(&mut self, sync: Option<SharedSum>) -> Result<()> {
+        match &mut self.backbone {
+            Backbone::Vgg(vgg) => vgg.set_batch_norm_sync(sync),
+            Backbone::Mlp(_) if sync.is_none() => {}
+            Backbone::Mlp(trunks) => {
+                if trunks.iter().any(|t| t.config().batch_norm) {
+                    return Err(crate::Error::Config(
+                        "synchronised BatchNorm applies to ThinAgeNet's and TinyAgeNet's \
+                         BatchNorm; for the MLP set model.batch_norm = false (or leave \
+                         run.sync_batch_norm off)"
+                            .into(),
+                    ));
+                }
             }
         }
         Ok(())

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use crate::cpu_float::CpuFloat;
 use crate::cpu_storage::{filled_by, map3, slice};
+use crate::sync_batch_norm::SharedSum;
 
 /// Per-channel statistics the op normalises with, in f64.
 #[derive(Debug, Clone)]
@@ -84,6 +85,10 @@ pub(crate) struct NormRelu {
     /// True when the statistics are the batch's own (training), so the gradient flows
     /// through them too.
     pub batch_statistics: bool,
+    /// SyncBN: the statistics are the whole batch's over the ranks, whose gradient sums
+    /// the backward pass sums over the ranks too; `count` is the whole batch's values per
+    /// channel.
+    pub sync: Option<(SharedSum, usize)>,
 }
 
 impl NormRelu {
@@ -222,12 +227,21 @@ impl CustomOp3 for NormRelu {
             mean: self.stats.mean.clone(),
             inv_std: self.inv_std(),
         };
-        // Row 0: Σg, row 1: Σg·x̂, per channel.
+        // Row 0: Σg, row 1: Σg·x̂, per channel: this rank's, for its dγ and dβ (which the
+        // trainer averages over the ranks with the other gradients).
         let sums = x.apply_op3_no_bwd(&y, &dy, &sums_op)?;
         let d_beta = sums.get(0)?.to_dtype(gamma.dtype())?;
         let d_gamma = sums.get(1)?.to_dtype(gamma.dtype())?;
         let dx = if x.track_op() {
-            let sums = vector(&sums)?;
+            let mut sums = vector(&sums)?;
+            // SyncBN: dx depends on the whole batch's sums.
+            let count = match &self.sync {
+                Some((sum, count)) if self.batch_statistics => {
+                    sum.sum(&mut sums).map_err(candle_core::Error::Msg)?;
+                    Some(*count)
+                }
+                _ => None,
+            };
             let channels = sums_op.mean.len();
             let input_op = InputGradient {
                 mean: sums_op.mean,
@@ -236,6 +250,7 @@ impl CustomOp3 for NormRelu {
                 sum_g: sums[..channels].to_vec(),
                 sum_g_xhat: sums[channels..].to_vec(),
                 batch_statistics: self.batch_statistics,
+                count,
             };
             Some(x.apply_op3_no_bwd(&y, &dy, &input_op)?)
         } else {
@@ -338,6 +353,8 @@ struct InputGradient {
     sum_g: Vec<f64>,
     sum_g_xhat: Vec<f64>,
     batch_statistics: bool,
+    /// The values per channel the sums are over, when not this tensor's (SyncBN).
+    count: Option<usize>,
 }
 
 fn input_gradient<T: CpuFloat>(
@@ -396,7 +413,7 @@ impl CustomOp3 for InputGradient {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (batch, _, h, w) = l1.shape().dims4()?;
-        let count = batch * h * w;
+        let count = self.count.unwrap_or(batch * h * w);
         let plane = h * w;
         let out = map3(
             self.name(),

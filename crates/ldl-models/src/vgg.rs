@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::layers::{global_average_pool, max_pool_2x2, ConvBnRelu};
+use crate::sync_batch_norm::SharedSum;
 
 /// The smallest input side: five 2×2 poolings need 32 pixels to leave one.
 pub const MIN_INPUT_SIZE: usize = 32;
@@ -155,6 +156,13 @@ impl Vgg {
     /// The configuration.
     pub fn config(&self) -> &VggConfig {
         &self.config
+    }
+
+    /// Synchronises every block's BatchNorm over the ranks (SyncBN), or not (`None`).
+    pub fn set_batch_norm_sync(&mut self, sync: Option<SharedSum>) {
+        for block in self.stages.iter_mut().flatten() {
+            block.set_sync(sync.clone());
+        }
     }
 
     /// Features `(N, 8c)`; `train` switches BatchNorm to batch statistics. The

@@ -47,8 +47,14 @@ impl<'a> Data<'a> {
                     .on_bad_sample(config.data.on_bad_sample),
             )
         };
+        // SyncBN divides the summed gradient sums by the whole batch: every rank needs an
+        // equal part, so a last batch that splits unevenly is left out.
+        let uneven_last = config.run.sync_batch_norm
+            && shard.world > 1
+            && !(splits.train.len() % (batch * shard.world)).is_multiple_of(shard.world);
         let train = loader(&splits.train)?
             .sharded(shard)
+            .drop_last(uneven_last)
             .shuffled(seed)
             .augmented(
                 config.data.augment.clone(),

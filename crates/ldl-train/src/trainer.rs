@@ -29,6 +29,8 @@ use crate::run_lock::RunLock;
 use crate::schedule::StepSchedule;
 use crate::stop::StopToken;
 use crate::target_shape;
+use std::sync::Arc;
+
 use ldl_distributed::Collective;
 
 /// Where a run stands after an epoch (`state.json`, the commit record of `commit.rs`),
@@ -73,11 +75,10 @@ pub fn train(
 ) -> Result<RunSummary> {
     // First, so that a launch that cannot train together fails before any work.
     let collective = connect(config)?;
-    let collective = collective.as_ref();
     if collective.rank() > 0 {
-        return follow(config, collective, stop);
+        return follow(config, &collective, stop);
     }
-    run(config, None, collective, stop, observe)
+    run(config, None, &collective, stop, observe)
 }
 
 /// Continues the run in `run_dir` from its last completed epoch, with its saved config
@@ -94,10 +95,9 @@ pub fn resume(
     read_state(run_dir)?;
     let config = Config::load_saved(&run_dir.join("config.toml"), overrides)?;
     let collective = connect(&config)?;
-    let collective = collective.as_ref();
     if collective.rank() > 0 {
         // Rank 0 reads the committed epoch and sends it, with the weights and moments.
-        return follow(&config, collective, stop);
+        return follow(&config, &collective, stop);
     }
     let lock = RunLock::acquire(run_dir)?;
     // Read again under the lock: a process that held it may have committed since.
@@ -106,7 +106,7 @@ pub fn resume(
     run(
         &config,
         Some((run_dir, state, lock)),
-        collective,
+        &collective,
         stop,
         observe,
     )
@@ -383,6 +383,16 @@ impl Network {
         Ok((network, init))
     }
 
+    /// Synchronised BatchNorm when `run.sync_batch_norm` asks for it and several ranks
+    /// train.
+    fn sync_batch_norm(&mut self, config: &Config, shared: &Arc<dyn Collective>) -> Result<()> {
+        if !config.run.sync_batch_norm || shared.world_size() == 1 {
+            return Ok(());
+        }
+        let sum: ldl_models::SharedSum = Arc::new(CollectiveSum(Arc::clone(shared)));
+        Ok(self.model.set_batch_norm_sync(Some(sum))?)
+    }
+
     /// Every rank takes rank 0's weights and BatchNorm statistics.
     fn share_weights(&self, collective: &dyn Collective) -> Result<()> {
         let vars: Vec<candle_core::Var> = self
@@ -417,10 +427,11 @@ impl Network {
 fn run(
     config: &CheckedConfig,
     resume_from: Option<(&Path, RunState, RunLock)>,
-    collective: &dyn Collective,
+    shared: &Arc<dyn Collective>,
     stop: &StopToken,
     observe: &mut dyn FnMut(Progress<'_>),
 ) -> Result<RunSummary> {
+    let collective = shared.as_ref();
     let started = Instant::now();
     let space = config.space();
     let device = training_device(config)?;
@@ -439,6 +450,7 @@ fn run(
     // Again with the MLP's inputs as read, before the model is built.
     crate::config::budget::check(config, features)?;
     let (mut network, init) = Network::build(config, features, &device, resume_from.is_none())?;
+    network.sync_batch_norm(config, shared)?;
     let mut adam = network.adam(config)?;
 
     let fresh = resume_from.is_none();
@@ -554,7 +566,7 @@ fn share_start(
 }
 
 /// The collective of `run.distributed`, refusing a timeout of zero.
-fn connect(config: &Config) -> Result<Box<dyn Collective>> {
+fn connect(config: &Config) -> Result<Arc<dyn Collective>> {
     let seconds = config.run.distributed_timeout_s;
     if seconds == 0 {
         return Err(Error::Config(
@@ -562,10 +574,18 @@ fn connect(config: &Config) -> Result<Box<dyn Collective>> {
         ));
     }
     let engine = config.run.distributed.engine();
-    Ok(ldl_distributed::connect(
-        engine,
-        std::time::Duration::from_secs(seconds),
-    )?)
+    let timeout = std::time::Duration::from_secs(seconds);
+    Ok(Arc::from(ldl_distributed::connect(engine, timeout)?))
+}
+
+/// BatchNorm's statistics summed over the ranks (`run.sync_batch_norm`), as the model
+/// asks for them.
+struct CollectiveSum(Arc<dyn Collective>);
+
+impl ldl_models::CrossRankSum for CollectiveSum {
+    fn sum(&self, values: &mut [f64]) -> std::result::Result<(), String> {
+        self.0.all_reduce_sum_f64(values).map_err(|e| e.to_string())
+    }
 }
 
 /// A rank other than 0, starting or resuming: the same inputs, model and epochs as rank
@@ -573,15 +593,17 @@ fn connect(config: &Config) -> Result<Box<dyn Collective>> {
 /// run folder); returns rank 0's summary.
 fn follow(
     config: &CheckedConfig,
-    collective: &dyn Collective,
+    shared: &Arc<dyn Collective>,
     stop: &StopToken,
 ) -> Result<RunSummary> {
+    let collective = shared.as_ref();
     let space = config.space();
     let device = training_device(config)?;
     let inputs = Inputs::load(config)?;
     let features = inputs.feature_names.len();
     // Not fresh: `model.init_from` is rank 0's to read; its weights come from rank 0.
     let (mut network, _) = Network::build(config, features, &device, false)?;
+    network.sync_batch_norm(config, shared)?;
     let mut adam = network.adam(config)?;
     let mut state = RunState::start(None);
     share_start(collective, &network, &mut adam, &mut state)?;

@@ -44,6 +44,11 @@ pub struct RunConfig {
     /// rank trains on its part of every global batch of `optim.batch_size` × ranks samples.
     #[serde(skip_serializing_if = "Distributed::is_none")]
     pub distributed: Distributed,
+    /// Synchronised BatchNorm with `run.distributed`: the image networks' BatchNorm
+    /// normalises with the whole global batch's statistics, summed over the ranks,
+    /// instead of each rank's own (default `false`; nothing changes in one process).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sync_batch_norm: bool,
     /// How long a rank waits for the others in one collective before every rank stops
     /// (default 600 s).
     #[serde(skip_serializing_if = "is_default_timeout")]
@@ -92,6 +97,7 @@ impl Default for RunConfig {
             memory_limit: None,
             gradient_norms: false,
             distributed: Distributed::None,
+            sync_batch_norm: false,
             distributed_timeout_s: ldl_distributed::DEFAULT_TIMEOUT.as_secs(),
         }
     }

@@ -11,7 +11,8 @@ use crate::error::Result;
 pub(crate) struct Data<'a> {
     /// The training split: shuffled per epoch, augmented when it reads images.
     pub(crate) train: Box<dyn BatchSource + 'a>,
-    /// The validation split, in file order.
+    /// The validation split, in file order (this rank's part of it in data-parallel
+    /// training).
     pub(crate) validation: Box<dyn BatchSource + 'a>,
     /// The test split, in file order.
     pub(crate) test: Box<dyn BatchSource + 'a>,
@@ -35,7 +36,8 @@ impl<'a> Data<'a> {
             let train = loader(&splits.train)?.sharded(shard).shuffled(seed);
             return Ok(Data {
                 train: Box::new(train.drop_last(lone_last)),
-                validation: Box::new(loader(&splits.validation)?),
+                // Each rank evaluates its part; the figures are summed over the ranks.
+                validation: Box::new(loader(&splits.validation)?.sharded(shard)),
                 test: Box::new(loader(&splits.test)?),
             });
         }
@@ -62,7 +64,7 @@ impl<'a> Data<'a> {
             )?;
         Ok(Data {
             train: Box::new(train),
-            validation: Box::new(loader(&splits.validation)?),
+            validation: Box::new(loader(&splits.validation)?.sharded(shard)),
             test: Box::new(loader(&splits.test)?),
         })
     }

@@ -10,6 +10,8 @@ use ldl_core::{AxisTargets, LabelSpace};
 use ldl_data::Batch;
 use ldl_models::Model;
 
+use ldl_distributed::Collective;
+
 use crate::error::{Error, Result};
 use crate::records::{Evaluation, LossSummary};
 
@@ -21,6 +23,41 @@ pub fn evaluate(
     batches: impl Iterator<Item = ldl_data::Result<Batch>>,
     device: &candle_core::Device,
 ) -> Result<Evaluation> {
+    let (totals, metrics) = accumulate(model, loss, space, batches, device)?;
+    report(&totals, &metrics)
+}
+
+/// [`evaluate`] of a split whose parts the ranks of `collective` hold, one each: the
+/// ranks' loss sums and metric accumulators are summed, so that every rank reports the
+/// whole split's figures. Every rank must hold at least one sample.
+pub(crate) fn evaluate_across(
+    model: &Model,
+    loss: &dyn Loss,
+    space: &LabelSpace,
+    batches: impl Iterator<Item = ldl_data::Result<Batch>>,
+    device: &candle_core::Device,
+    collective: &dyn Collective,
+) -> Result<Evaluation> {
+    let (mut totals, mut metrics) = accumulate(model, loss, space, batches, device)?;
+    if collective.world_size() > 1 {
+        let mut sums = totals.sums();
+        let losses = sums.len();
+        sums.extend(metrics.sums());
+        collective.all_reduce_sum_f64(&mut sums)?;
+        totals.set_sums(&sums[..losses]);
+        metrics.set_sums(&sums[losses..])?;
+    }
+    report(&totals, &metrics)
+}
+
+/// The loss sums and metric accumulators of the model over batches.
+fn accumulate(
+    model: &Model,
+    loss: &dyn Loss,
+    space: &LabelSpace,
+    batches: impl Iterator<Item = ldl_data::Result<Batch>>,
+    device: &candle_core::Device,
+) -> Result<(Accumulator, Metrics)> {
     let mut totals = Accumulator::default();
     let mut metrics = Metrics::new(space);
     for batch in batches {
@@ -30,6 +67,10 @@ pub fn evaluate(
         totals.add(out.total_value()?, &out.part_values()?, batch.indices.len());
         metrics.update(&logits, &batch.targets)?;
     }
+    Ok((totals, metrics))
+}
+
+fn report(totals: &Accumulator, metrics: &Metrics) -> Result<Evaluation> {
     if totals.samples == 0 {
         return Err(Error::Usage(
             "nothing was evaluated: every sample of the split was left out (see the skipped \
@@ -43,7 +84,6 @@ pub fn evaluate(
     })
 }
 
-/// Moves a batch to the training device (a no-op where it already is).
 pub(crate) fn on_device(batch: Batch, device: &candle_core::Device) -> Result<Batch> {
     let move_to = |t: &Tensor| t.to_device(device);
     Ok(Batch {
@@ -78,6 +118,22 @@ impl Accumulator {
         self.total += total * weight;
         for (key, value) in parts {
             *self.parts.entry(key.clone()).or_default() += value * weight;
+        }
+    }
+
+    /// The sample count, the total's sum and the parts' sums (in key order), as numbers.
+    fn sums(&self) -> Vec<f64> {
+        let mut sums = vec![self.samples as f64, self.total];
+        sums.extend(self.parts.values());
+        sums
+    }
+
+    /// Replaces the sums with `sums`, laid out as [`Accumulator::sums`] lays them out.
+    fn set_sums(&mut self, sums: &[f64]) {
+        self.samples = sums[0].round().max(0.0) as usize;
+        self.total = sums[1];
+        for (value, sum) in self.parts.values_mut().zip(&sums[2..]) {
+            *value = *sum;
         }
     }
 

@@ -23,7 +23,7 @@
 use candle_core::{DType, Tensor};
 use ldl_core::loss::Loss;
 use ldl_core::{AxisEstimate, LabelSpace};
-use ldl_data::{BatchSource, FeatureLoader, ImageLoader, ImagePipeline, Input, Sample};
+use ldl_data::{BatchSource, FeatureLoader, ImageLoader, ImagePipeline, Input, Sample, Shard};
 use ldl_models::Model;
 
 use ldl_distributed::{broadcast_variables, Collective, SingleProcess};
@@ -35,7 +35,7 @@ use crate::best_epoch::BestEpoch;
 use crate::config::{Monitor, OnNonFinite};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
 use crate::error::{Error, Result};
-use crate::evaluation::evaluate;
+use crate::evaluation::{evaluate, evaluate_across};
 use crate::records::{EpochRecord, Evaluation, Progress};
 use crate::schedule::StepSchedule;
 use crate::stop::StopToken;
@@ -169,7 +169,9 @@ impl Trainer {
     /// `mpirun`, see `ldl_distributed::connect`): each rank reads its shard of every
     /// global batch of [`Trainer::batch_size`] × world size samples, and the gradients are
     /// averaged before every step, so every rank holds the same weights. Every rank calls
-    /// [`Trainer::fit`] with the same samples; each validates on all of `validation`.
+    /// [`Trainer::fit`] with the same samples; each validates its part of `validation`,
+    /// and all report the whole split's figures. [`Trainer::evaluate`] and
+    /// [`Trainer::predict`] run on the calling rank alone.
     pub fn collective(mut self, collective: Box<dyn Collective>) -> Self {
         self.collective = collective;
         self
@@ -259,9 +261,9 @@ impl Trainer {
         let space = self.model.label_space().clone();
         let parts = Parts {
             data: Data {
-                train: self.batches(train, &space, true)?,
-                validation: self.batches(validation, &space, false)?,
-                test: self.batches(&[], &space, false)?,
+                train: self.batches(train, &space, Split::Training)?,
+                validation: self.batches(validation, &space, Split::Validation)?,
+                test: self.batches(&[], &space, Split::Whole)?,
             },
             trainable: self.model.trainable_vars(),
             statistics: crate::numeric::running_statistics(self.model.vars())?,
@@ -341,12 +343,13 @@ impl Trainer {
         };
         observe(Progress::Validating { epoch });
         let validation = parts.data.validation.epoch(0);
-        let evaluation = evaluate(
+        let evaluation = evaluate_across(
             &self.model,
             self.loss.as_ref(),
             &parts.space,
             validation,
             self.model.device(),
+            self.collective.as_ref(),
         )?;
         let record = EpochRecord {
             epoch,
@@ -366,7 +369,7 @@ impl Trainer {
     /// [`Trainer::fit`] scored on them (none before a fit).
     pub fn evaluate(&self, samples: &[Sample]) -> Result<Report> {
         let space = self.model.label_space();
-        let batches = self.batches(samples, space, false)?;
+        let batches = self.batches(samples, space, Split::Whole)?;
         let evaluation = evaluate(
             &self.model,
             self.loss.as_ref(),
@@ -390,7 +393,7 @@ impl Trainer {
 
     /// What the model predicts for `samples`, sample by sample: `[sample][axis]`.
     pub fn predict(&self, samples: &[Sample]) -> Result<Vec<Vec<AxisEstimate>>> {
-        let batches = self.batches(samples, self.model.label_space(), false)?;
+        let batches = self.batches(samples, self.model.label_space(), Split::Whole)?;
         let mut out = Vec::with_capacity(samples.len());
         for batch in batches.epoch(0) {
             out.extend(self.model.predict(&batch?.inputs)?);
@@ -408,6 +411,16 @@ impl Trainer {
         }
         if self.batch_size == 0 {
             return refuse("batch_size", "0; give at least 1".into());
+        }
+        let ranks = self.collective.world_size();
+        if ranks > 1 && (train.len() < ranks || validation.len() < ranks) {
+            let problem = format!(
+                "{ranks} ranks need at least as many training and validation samples, got {} \
+                 and {}",
+                train.len(),
+                validation.len()
+            );
+            return refuse("collective", problem);
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return refuse(
@@ -441,31 +454,33 @@ impl Trainer {
         &self,
         samples: &'a [Sample],
         space: &LabelSpace,
-        training: bool,
+        split: Split,
     ) -> Result<Box<dyn BatchSource + 'a>> {
         let device = self.model.device();
+        let shard = match split {
+            Split::Whole => Shard::WHOLE,
+            Split::Training | Split::Validation => self.collective.shard(),
+        };
         let features = samples
             .first()
             .is_none_or(|s| matches!(s.input, Input::Features(_)));
         if features {
-            let loader =
-                FeatureLoader::new(samples, space, self.batch_size)?.on(device, DType::F32);
-            if !training {
+            let loader = FeatureLoader::new(samples, space, self.batch_size)?
+                .on(device, DType::F32)
+                .sharded(shard);
+            if split != Split::Training {
                 return Ok(Box::new(loader));
             }
-            let shard = self.collective.shard();
             let lone_last = lone_last(samples.len(), self.batch_size, shard.world);
-            let loader = loader
-                .sharded(shard)
-                .shuffled(self.seed)
-                .drop_last(lone_last);
+            let loader = loader.shuffled(self.seed).drop_last(lone_last);
             return Ok(Box::new(loader));
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let pipeline = ImagePipeline::new(self.image_size);
-        let loader = ImageLoader::new(samples.to_vec(), space, pipeline, self.batch_size, threads)?;
-        Ok(if training {
-            Box::new(loader.sharded(self.collective.shard()).shuffled(self.seed))
+        let loader = ImageLoader::new(samples.to_vec(), space, pipeline, self.batch_size, threads)?
+            .sharded(shard);
+        Ok(if split == Split::Training {
+            Box::new(loader.shuffled(self.seed))
         } else {
             Box::new(loader)
         })
@@ -483,6 +498,16 @@ struct Parts<'a> {
     trainable: Vec<(String, candle_core::Var)>,
     /// BatchNorm's running statistics.
     statistics: Vec<(String, candle_core::Var)>,
+}
+
+/// What a split's batches are for: training (shuffled, this rank's part of each batch),
+/// validation during `fit` (this rank's part, the figures summed over the ranks), or an
+/// evaluation of the whole split on this rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    Training,
+    Validation,
+    Whole,
 }
 
 /// Copies of the variables' values, to restore the best epoch's weights.

@@ -20,7 +20,7 @@ use crate::commit::RunFiles;
 use crate::config::{CheckedConfig, Config, Monitor};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
 use crate::error::{Error, Result};
-use crate::evaluation::evaluate;
+use crate::evaluation::{evaluate, evaluate_across};
 use crate::inputs::Inputs;
 use crate::numeric;
 use crate::output::write_atomically;
@@ -309,12 +309,14 @@ fn validate_epoch(
     if !epoch.is_multiple_of(config.run.eval_every) && epoch != config.optim.epochs {
         return Ok(None);
     }
-    let evaluation = evaluate(
+    // Each rank evaluates its part of the split; the figures are the whole split's.
+    let evaluation = evaluate_across(
         context.model,
         context.loss,
         context.space,
         context.data.validation.epoch(0),
         context.device,
+        context.collective,
     )?;
     if !evaluation.loss.total.is_finite() {
         return Err(Error::Numeric(format!(
@@ -446,6 +448,7 @@ fn run(
     for warning in &warnings {
         observe(Progress::Warning(warning));
     }
+    check_parts(&inputs, collective)?;
     let features = inputs.feature_names.len();
     // Again with the MLP's inputs as read, before the model is built.
     crate::config::budget::check(config, features)?;
@@ -565,6 +568,25 @@ fn share_start(
     Ok(())
 }
 
+/// Refuses splits too small for every rank to hold part of them (each rank validates its
+/// part of the validation split, and trains on its part of every batch).
+fn check_parts(inputs: &Inputs, collective: &dyn Collective) -> Result<()> {
+    let ranks = collective.world_size();
+    let splits = &inputs.splits;
+    for (name, samples) in [
+        ("training", splits.train.len()),
+        ("validation", splits.validation.len()),
+    ] {
+        if ranks > 1 && samples < ranks {
+            return Err(Error::Usage(format!(
+                "the {name} split has {samples} samples, fewer than the {ranks} ranks; train \
+                 with fewer processes or larger splits"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The collective of `run.distributed`, refusing a timeout of zero.
 fn connect(config: &Config) -> Result<Arc<dyn Collective>> {
     let seconds = config.run.distributed_timeout_s;
@@ -600,6 +622,7 @@ fn follow(
     let space = config.space();
     let device = training_device(config)?;
     let inputs = Inputs::load(config)?;
+    check_parts(&inputs, collective)?;
     let features = inputs.feature_names.len();
     // Not fresh: `model.init_from` is rank 0's to read; its weights come from rank 0.
     let (mut network, _) = Network::build(config, features, &device, false)?;
@@ -725,16 +748,13 @@ impl Epochs<'_> {
             }
         };
         observe(Progress::Validating { epoch });
-        // Rank 0 validates, and its figures decide the best epoch and early stopping on
-        // every rank; the others only train.
-        let (validation, gradient_norms) = match self.output {
-            Some(_) => (
-                validate_epoch(&context, self.config, epoch, &kept)?,
-                epoch_gradient_norms(&context, self.config)?,
-            ),
-            None => (None, None),
+        // Every rank validates its part of the split and gets the whole split's figures,
+        // which decide the best epoch and early stopping alike on every rank.
+        let validation = validate_epoch(&context, self.config, epoch, &kept)?;
+        let gradient_norms = match self.output {
+            Some(_) => epoch_gradient_norms(&context, self.config)?,
+            None => None,
         };
-        let validation = share_validation(self.collective, validation)?;
         numeric::check_state(network.model.vars(), epoch, &kept)?;
         numeric::check_moments(adam, &network.names, epoch, &kept)?;
         let record = EpochRecord {
@@ -763,22 +783,6 @@ impl Epochs<'_> {
         )?;
         Ok(record)
     }
-}
-
-/// Rank 0's validation results on every rank (with BatchNorm, each rank's running
-/// statistics are its own, so its figures would be too).
-fn share_validation(
-    collective: &dyn Collective,
-    validation: Option<Evaluation>,
-) -> Result<Option<Evaluation>> {
-    if collective.world_size() == 1 {
-        return Ok(validation);
-    }
-    let mut json = serde_json::to_vec(&validation)
-        .map_err(|e| Error::Usage(format!("cannot share the validation results: {e}")))?;
-    collective.broadcast_bytes(&mut json, 0)?;
-    serde_json::from_slice(&json)
-        .map_err(|e| Error::Usage(format!("rank 0's validation results do not read back: {e}")))
 }
 
 /// Takes epoch `record.epoch` into `state` (its validation against the best so far) and

@@ -168,6 +168,62 @@ impl AxisMetrics {
         Ok(())
     }
 
+    /// Every accumulator as numbers (counts, sums, the six LDL measures' sums), in a
+    /// fixed order: [`AxisMetrics::add_sums`] of one axis's numbers into another's gives
+    /// the metrics of both sets of samples, so that ranks evaluating parts of a split can
+    /// sum theirs.
+    pub fn sums(&self) -> Vec<f64> {
+        let ldl = &self.ldl_sum;
+        let mut sums = vec![
+            self.samples as f64,
+            self.absolute_error_sum,
+            self.epsilon_error_sum,
+            self.epsilon_samples as f64,
+            self.predicted_std_sum,
+            self.correct as f64,
+            ldl.chebyshev,
+            ldl.clark,
+            ldl.canberra,
+            ldl.kl_divergence,
+            ldl.cosine,
+            ldl.intersection,
+        ];
+        sums.extend(self.cs_hits.iter().map(|h| *h as f64));
+        sums
+    }
+
+    /// Replaces the accumulators with `sums`, laid out as [`AxisMetrics::sums`] lays
+    /// them out for this axis and its CS thresholds.
+    pub fn set_sums(&mut self, sums: &[f64]) -> Result<()> {
+        let expected = 12 + self.cs_hits.len();
+        if sums.len() != expected {
+            return Err(Error::Shape(format!(
+                "axis `{}`: {} metric sums, expected {expected}",
+                self.axis.name(),
+                sums.len()
+            )));
+        }
+        let count = |x: f64| x.round().max(0.0) as usize;
+        self.samples = count(sums[0]);
+        self.absolute_error_sum = sums[1];
+        self.epsilon_error_sum = sums[2];
+        self.epsilon_samples = count(sums[3]);
+        self.predicted_std_sum = sums[4];
+        self.correct = count(sums[5]);
+        self.ldl_sum = LdlMeasures {
+            chebyshev: sums[6],
+            clark: sums[7],
+            canberra: sums[8],
+            kl_divergence: sums[9],
+            cosine: sums[10],
+            intersection: sums[11],
+        };
+        for (hits, sum) in self.cs_hits.iter_mut().zip(&sums[12..]) {
+            *hits = count(*sum);
+        }
+        Ok(())
+    }
+
     /// The metrics over every sample seen so far.
     pub fn report(&self) -> AxisReport {
         let n = self.samples.max(1) as f64;
@@ -296,6 +352,43 @@ impl Metrics {
     pub fn axis_mut(&mut self, name: &str) -> Option<&mut AxisMetrics> {
         let index = self.space.index_of(name)?;
         self.axes.get_mut(index)
+    }
+
+    /// Every axis's accumulators, one axis after the other ([`AxisMetrics::sums`]).
+    pub fn sums(&self) -> Vec<f64> {
+        self.axes.iter().flat_map(AxisMetrics::sums).collect()
+    }
+
+    /// Replaces every axis's accumulators with `sums`, laid out as [`Metrics::sums`]
+    /// lays them out.
+    ///
+    /// ```
+    /// use ldl_core::{metrics::Metrics, Axis, LabelSpace};
+    /// let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0)?])?;
+    /// let mut metrics = Metrics::new(&space);
+    /// let mut sums = metrics.sums();
+    /// sums[0] = 4.0; // samples
+    /// sums[1] = 10.0; // absolute errors
+    /// metrics.set_sums(&sums)?;
+    /// assert_eq!(metrics.report().axes[0].mae, Some(2.5));
+    /// assert!(metrics.set_sums(&sums[1..]).is_err());
+    /// # Ok::<(), ldl_core::Error>(())
+    /// ```
+    pub fn set_sums(&mut self, sums: &[f64]) -> Result<()> {
+        let expected: usize = self.axes.iter().map(|a| a.sums().len()).sum();
+        if sums.len() != expected {
+            return Err(Error::Shape(format!(
+                "{} metric sums, expected {expected}",
+                sums.len()
+            )));
+        }
+        let mut offset = 0;
+        for axis in &mut self.axes {
+            let length = axis.sums().len();
+            axis.set_sums(&sums[offset..offset + length])?;
+            offset += length;
+        }
+        Ok(())
     }
 
     /// The metrics over everything seen so far.

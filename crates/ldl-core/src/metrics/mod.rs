@@ -169,9 +169,9 @@ impl AxisMetrics {
     }
 
     /// Every accumulator as numbers (counts, sums, the six LDL measures' sums), in a
-    /// fixed order: [`AxisMetrics::add_sums`] of one axis's numbers into another's gives
-    /// the metrics of both sets of samples, so that ranks evaluating parts of a split can
-    /// sum theirs.
+    /// fixed order: the element-wise sum of two sets of samples' numbers, given to
+    /// [`AxisMetrics::set_sums`], gives the metrics of both sets, so that ranks evaluating
+    /// parts of a split can sum theirs.
     pub fn sums(&self) -> Vec<f64> {
         let ldl = &self.ldl_sum;
         let mut sums = vec![

@@ -3,6 +3,8 @@
 //! statistics one process gets from the whole batch, within f32 rounding. Without
 //! synchronisation, each rank normalising its half by its own statistics, they do not.
 //!
+//! The library route's `Trainer::sync_batch_norm` does the same in `fit`.
+//!
 //! The test binary is its own MPI program: the test launches `mpirun -np 2` on this
 //! binary's `rank_program` test, which computes only when the launcher's environment asks.
 #![cfg(feature = "mpi")]
@@ -154,6 +156,140 @@ fn two_ranks_with_sync_batch_norm_take_the_whole_batch_step() {
         report.push((gradients, statistics, unsynced));
     }
     eprintln!("largest relative differences (gradients, statistics; per-rank BatchNorm's gradients): {report:?}");
+}
+
+/// 40 synthetic faces: 32 to train on (two global batches of 16), 8 to validate on.
+fn faces() -> (Vec<ldl::data::Sample>, Vec<ldl::data::Sample>) {
+    use ldl::data::{InputColumns, LabelColumns, OnBadSample, SynthConfig, TableSpec};
+    let spec = TableSpec::new(InputColumns::AllOtherColumns).with_label(
+        "age",
+        LabelColumns::Value {
+            value: "apparent_age".into(),
+            std: None,
+        },
+    );
+    let config = SynthConfig::default();
+    let table =
+        ldl::data::read_synthetic_faces(&config, 40, &spec, &space(), OnBadSample::Error).unwrap();
+    let mut samples = table.samples;
+    let validation = samples.split_off(32);
+    (samples, validation)
+}
+
+/// Two epochs of `Trainer::fit` on the faces with a learning rate so small that the
+/// weights stay put (so that Adam cannot amplify rounding): each epoch's training and
+/// validation loss.
+fn fit_losses(
+    trainer: impl FnOnce(ldl::train::Trainer) -> ldl::train::Trainer,
+    batch: usize,
+) -> Vec<(f64, f64)> {
+    let (model, _, _) = setup();
+    let (train, validation) = faces();
+    let mut trainer = trainer(
+        ldl::train::Trainer::new(model, FullKl::new())
+            .epochs(2)
+            .batch_size(batch)
+            .learning_rate(1e-12)
+            .image_size(32)
+            .seed(3),
+    );
+    let fit = trainer
+        .fit(&train, &validation, |_| ldl::train::Control::Continue)
+        .unwrap();
+    fit.epochs
+        .iter()
+        .map(|e| (e.train.total, e.validation.as_ref().unwrap().loss.total))
+        .collect()
+}
+
+#[test]
+fn the_library_route_with_sync_batch_norm_fits_as_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "library_rank_program",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(OUT, dir.path())
+        .output()
+        .expect("mpirun runs (Open MPI's openmpi-bin)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let one = fit_losses(|t| t, BATCH);
+    let read = |name: &str| -> Vec<(f64, f64)> {
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(name)).unwrap()).unwrap()
+    };
+    let largest = |a: &[(f64, f64)]| {
+        a.iter().zip(&one).fold(0.0f64, |m, (x, y)| {
+            m.max((x.0 - y.0).abs()).max((x.1 - y.1).abs())
+        })
+    };
+    let (synced, own) = (
+        largest(&read("fit-synced.json")),
+        largest(&read("fit-own.json")),
+    );
+    eprintln!("largest loss difference from one process: SyncBN {synced:e}, per-rank {own:e}");
+    assert!(synced <= 1e-5, "SyncBN: {synced:e}");
+    assert!(own > 1e-3, "per-rank BatchNorm: {own:e}");
+}
+
+#[test]
+fn library_rank_program() {
+    let Some(out) = std::env::var_os(OUT) else {
+        return;
+    };
+    let mpi: Arc<dyn Collective> =
+        Arc::new(MpiCollective::initialize(Duration::from_secs(60)).unwrap());
+    let rank = mpi.rank();
+    for synced in [true, false] {
+        // One world, shared by both fits: a Box that forwards to it.
+        let world: Box<dyn Collective> = Box::new(Forward(Arc::clone(&mpi)));
+        let losses = fit_losses(|t| t.collective(world).sync_batch_norm(synced), BATCH / 2);
+        if rank == 0 {
+            let name = if synced {
+                "fit-synced.json"
+            } else {
+                "fit-own.json"
+            };
+            let json = serde_json::to_string(&losses).unwrap();
+            std::fs::write(Path::new(&out).join(name), json).unwrap();
+        }
+    }
+}
+
+/// A collective that forwards to a shared one (MPI starts once per process).
+struct Forward(Arc<dyn Collective>);
+
+impl Collective for Forward {
+    fn rank(&self) -> usize {
+        self.0.rank()
+    }
+    fn world_size(&self) -> usize {
+        self.0.world_size()
+    }
+    fn all_reduce_sum(&self, values: &mut [f32]) -> ldl::distributed::Result<()> {
+        self.0.all_reduce_sum(values)
+    }
+    fn all_reduce_sum_f64(&self, values: &mut [f64]) -> ldl::distributed::Result<()> {
+        self.0.all_reduce_sum_f64(values)
+    }
+    fn broadcast(&self, values: &mut [f32], root: usize) -> ldl::distributed::Result<()> {
+        self.0.broadcast(values, root)
+    }
+    fn broadcast_bytes(&self, bytes: &mut Vec<u8>, root: usize) -> ldl::distributed::Result<()> {
+        self.0.broadcast_bytes(bytes, root)
+    }
+    fn barrier(&self) -> ldl::distributed::Result<()> {
+        self.0.barrier()
+    }
 }
 
 #[test]

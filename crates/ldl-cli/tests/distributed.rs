@@ -10,6 +10,8 @@
 use std::process::Command;
 
 const BDIMS: &str = include_str!("../../../configs/bdims.toml");
+#[cfg(feature = "mpi")]
+const QUICKSTART: &str = include_str!("../../../configs/quickstart.toml");
 
 /// `ldl train task.toml --set run.distributed="mpi"` in one process, without mpirun: its
 /// error message.
@@ -313,5 +315,94 @@ mod under_mpirun {
                 assert_eq!(Some(value), b.get(key), "epoch {}, {key}", epoch + 1);
             }
         }
+    }
+
+    /// `run.sync_batch_norm` in `ldl train`: TinyAgeNet on 2 ranks × 8 faces against one
+    /// process × 16, with a learning rate so small that the weights stay put, so that each
+    /// epoch's figures are those of the initial weights (Adam cannot amplify rounding): with
+    /// SyncBN every batch normalises as one process's does and the figures agree to
+    /// rounding; with per-rank BatchNorm they do not.
+    #[test]
+    fn sync_batch_norm_normalises_as_one_process_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        std::fs::write(dir.join("task.toml"), QUICKSTART).unwrap();
+        let args = |batch: &str, output: &str| -> Vec<String> {
+            [
+                "train",
+                "task.toml",
+                "--quiet",
+                "--set",
+                "data.faces.count=240",
+                "--set",
+                "model.width=0.25",
+                "--set",
+                "optim.epochs=2",
+                "--set",
+                "optim.lr=1e-12",
+                "--set",
+            ]
+            .map(String::from)
+            .into_iter()
+            .chain([
+                format!("optim.batch_size={batch}"),
+                "--set".into(),
+                format!("run.output_dir=\"{output}\""),
+            ])
+            .collect()
+        };
+        let mpirun = |mut args: Vec<String>, sync: bool| {
+            args.extend(["--set".into(), "run.distributed=\"mpi\"".into()]);
+            if sync {
+                args.extend(["--set".into(), "run.sync_batch_norm=true".into()]);
+            }
+            let out = Command::new("mpirun")
+                .current_dir(dir)
+                .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+                .arg(env!("CARGO_BIN_EXE_ldl"))
+                .args(&args)
+                .output()
+                .expect("mpirun runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        mpirun(args("8", "synced"), true);
+        mpirun(args("8", "own"), false);
+        let one = Command::new(env!("CARGO_BIN_EXE_ldl"))
+            .current_dir(dir)
+            .args(args("16", "one"))
+            .output()
+            .unwrap();
+        assert!(
+            one.status.success(),
+            "{}",
+            String::from_utf8_lossy(&one.stderr)
+        );
+
+        let losses = |output: &str| -> Vec<(f64, f64)> {
+            metrics(&dir.join(output).join("quickstart-faces-1"))
+                .iter()
+                .map(|m| {
+                    let train = m["train"]["total"].as_f64().unwrap();
+                    (train, m["validation"]["loss"]["total"].as_f64().unwrap())
+                })
+                .collect()
+        };
+        let largest = |a: &[(f64, f64)], b: &[(f64, f64)]| {
+            a.iter().zip(b).fold(0.0f64, |m, (x, y)| {
+                m.max((x.0 - y.0).abs()).max((x.1 - y.1).abs())
+            })
+        };
+        let one = losses("one");
+        let (synced, own) = (
+            largest(&losses("synced"), &one),
+            largest(&losses("own"), &one),
+        );
+        eprintln!("largest loss difference from one process: SyncBN {synced:e}, per-rank BatchNorm {own:e}");
+        assert!(synced <= 1e-5, "SyncBN: {synced:e}");
+        assert!(own > 1e-3, "per-rank BatchNorm: {own:e}");
     }
 }

@@ -19,12 +19,15 @@
 //! | [`Trainer::seed`] | 0 | `run.seed` |
 //! | [`Trainer::image_size`] | 64 | `data.image_size` |
 //! | [`Trainer::collective`] | one process | `run.distributed` |
+//! | [`Trainer::sync_batch_norm`] | off | `run.sync_batch_norm` |
 
 use candle_core::{DType, Tensor};
 use ldl_core::loss::Loss;
 use ldl_core::{AxisEstimate, LabelSpace};
 use ldl_data::{BatchSource, FeatureLoader, ImageLoader, ImagePipeline, Input, Sample, Shard};
 use ldl_models::Model;
+
+use std::sync::Arc;
 
 use ldl_distributed::{broadcast_variables, Collective, SingleProcess};
 
@@ -130,7 +133,9 @@ pub struct Trainer {
     /// Fitted on the training samples by [`Trainer::fit`].
     baselines: Vec<Baseline>,
     /// The ranks training together; one process by default.
-    collective: Box<dyn Collective>,
+    collective: Arc<dyn Collective>,
+    /// SyncBN over the ranks ([`Trainer::sync_batch_norm`]).
+    sync_batch_norm: bool,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -161,7 +166,8 @@ impl Trainer {
             seed: 0,
             image_size: 64,
             baselines: Vec::new(),
-            collective: Box::new(SingleProcess),
+            collective: Arc::new(SingleProcess),
+            sync_batch_norm: false,
         }
     }
 
@@ -173,8 +179,22 @@ impl Trainer {
     /// and all report the whole split's figures. [`Trainer::evaluate`] and
     /// [`Trainer::predict`] run on the calling rank alone.
     pub fn collective(mut self, collective: Box<dyn Collective>) -> Self {
-        self.collective = collective;
+        self.collective = Arc::from(collective);
         self
+    }
+
+    /// With [`Trainer::collective`] of several ranks, the image networks' BatchNorm
+    /// normalises with the whole global batch's statistics, summed over the ranks
+    /// (SyncBN, as `run.sync_batch_norm`), during [`Trainer::fit`].
+    pub fn sync_batch_norm(mut self, on: bool) -> Self {
+        self.sync_batch_norm = on;
+        self
+    }
+
+    /// SyncBN for `fit` when asked for and several ranks train (`None` otherwise).
+    fn batch_norm_sums(&self) -> Option<ldl_models::SharedSum> {
+        (self.sync_batch_norm && self.collective.world_size() > 1)
+            .then(|| crate::batch_norm_sync::batch_norm_sums(&self.collective))
     }
 
     /// Trains for `epochs` epochs (at most: see [`Trainer::patience`]).
@@ -278,6 +298,7 @@ impl Trainer {
             .map(|(_, v)| v.clone())
             .collect();
         broadcast_variables(self.collective.as_ref(), &vars)?;
+        self.model.set_batch_norm_sync(self.batch_norm_sums())?;
         let mut adam = Adam::for_model(&self.model, self.lr, self.weight_decay)?;
         let (step_epochs, gamma) = self.lr_steps.unwrap_or((usize::MAX, 1.0));
         let schedule = StepSchedule::new(self.lr, gamma, step_epochs);
@@ -300,6 +321,8 @@ impl Trainer {
         if let Some(weights) = best_weights {
             restore(&parts, weights)?;
         }
+        // Later training or evaluation on one rank must not wait for the others.
+        self.model.set_batch_norm_sync(None)?;
         let (best_epoch, best_validation) = best
             .best()
             .cloned()
@@ -479,8 +502,11 @@ impl Trainer {
         let pipeline = ImagePipeline::new(self.image_size);
         let loader = ImageLoader::new(samples.to_vec(), space, pipeline, self.batch_size, threads)?
             .sharded(shard);
+        // SyncBN needs equal parts: a last batch that would split unevenly is left out.
+        let last = samples.len() % (self.batch_size * shard.world);
+        let uneven = self.batch_norm_sums().is_some() && !last.is_multiple_of(shard.world);
         Ok(if split == Split::Training {
-            Box::new(loader.shuffled(self.seed))
+            Box::new(loader.shuffled(self.seed).drop_last(uneven))
         } else {
             Box::new(loader)
         })

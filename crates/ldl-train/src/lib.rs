@@ -9,6 +9,7 @@ mod adam_cpu;
 mod adam_cuda;
 mod axis_table;
 mod baselines;
+mod batch_norm_sync;
 mod batches;
 mod best_epoch;
 mod commit;

@@ -391,8 +391,8 @@ impl Network {
         if !config.run.sync_batch_norm || shared.world_size() == 1 {
             return Ok(());
         }
-        let sum: ldl_models::SharedSum = Arc::new(CollectiveSum(Arc::clone(shared)));
-        Ok(self.model.set_batch_norm_sync(Some(sum))?)
+        let sums = crate::batch_norm_sync::batch_norm_sums(shared);
+        Ok(self.model.set_batch_norm_sync(Some(sums))?)
     }
 
     /// Every rank takes rank 0's weights and BatchNorm statistics.
@@ -598,16 +598,6 @@ fn connect(config: &Config) -> Result<Arc<dyn Collective>> {
     let engine = config.run.distributed.engine();
     let timeout = std::time::Duration::from_secs(seconds);
     Ok(Arc::from(ldl_distributed::connect(engine, timeout)?))
-}
-
-/// BatchNorm's statistics summed over the ranks (`run.sync_batch_norm`), as the model
-/// asks for them.
-struct CollectiveSum(Arc<dyn Collective>);
-
-impl ldl_models::CrossRankSum for CollectiveSum {
-    fn sum(&self, values: &mut [f64]) -> std::result::Result<(), String> {
-        self.0.all_reduce_sum_f64(values).map_err(|e| e.to_string())
-    }
 }
 
 /// A rank other than 0, starting or resuming: the same inputs, model and epochs as rank

@@ -6,7 +6,7 @@ use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
 
 use crate::error::Result;
 use crate::precision::weight_like;
-use crate::sync_batch_norm::{global_stats, SharedSum};
+use crate::sync_batch_norm::SharedSum;
 use crate::{norm_relu_cpu, pool_cpu};
 
 /// A 3×3 convolution (stride 1, padding 1), BatchNorm and ReLU: the unit of the
@@ -132,7 +132,7 @@ fn norm_relu(bn: &BatchNorm, x: &Tensor, train: bool, sync: Option<&SharedSum>) 
     let stats = if train {
         let mut stats = norm_relu_cpu::channel_stats(&x)?;
         if let Some(sum) = sync {
-            (stats, count) = global_stats(&stats, count, sum.as_ref())?;
+            (stats, count) = stats.summed_over_ranks(count, sum.as_ref())?;
             synced = Some((sum.clone(), count));
         }
         update_running_statistics(bn, &stats, count)?;

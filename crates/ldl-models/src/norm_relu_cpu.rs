@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::cpu_float::CpuFloat;
 use crate::cpu_storage::{filled_by, map3, slice};
-use crate::sync_batch_norm::SharedSum;
+use crate::sync_batch_norm::{CrossRankSum, SharedSum};
 
 /// Per-channel statistics the op normalises with, in f64.
 #[derive(Debug, Clone)]
@@ -28,6 +28,41 @@ pub(crate) struct ChannelStats {
     pub mean: Vec<f64>,
     /// Biased variance per channel.
     pub variance: Vec<f64>,
+}
+
+impl ChannelStats {
+    /// The whole batch's statistics from this rank's (over `count` values per channel) and
+    /// the other ranks' (SyncBN), and the whole batch's count per channel. One sum of
+    /// `2C + 1` numbers: `n·μ`, `n·(σ² + μ²)` and `n`.
+    pub(crate) fn summed_over_ranks(
+        &self,
+        count: usize,
+        sum: &dyn CrossRankSum,
+    ) -> candle_core::Result<(ChannelStats, usize)> {
+        let n = count as f64;
+        let channels = self.mean.len();
+        let mut buffer = Vec::with_capacity(2 * channels + 1);
+        buffer.extend(self.mean.iter().map(|m| n * m));
+        buffer.extend(
+            self.mean
+                .iter()
+                .zip(&self.variance)
+                .map(|(m, v)| n * (v + m * m)),
+        );
+        buffer.push(n);
+        sum.sum(&mut buffer).map_err(candle_core::Error::Msg)?;
+        let total = buffer[2 * channels];
+        if total <= 0.0 {
+            candle_core::bail!("SyncBN: no values in the batch on any rank");
+        }
+        let mean: Vec<f64> = buffer[..channels].iter().map(|s| s / total).collect();
+        let variance = buffer[channels..2 * channels]
+            .iter()
+            .zip(&mean)
+            .map(|(s, m)| (s / total - m * m).max(0.0))
+            .collect();
+        Ok((ChannelStats { mean, variance }, total.round() as usize))
+    }
 }
 
 /// Whether `x` (with `gamma`, `beta`) can take the fused path.

@@ -46,8 +46,9 @@ mod tract {
     }
 }
 
-/// Gives BatchNorm's scale, shift and running statistics values away from their
-/// initial 1, 0, 0, 1, so that an export that mixed them up would show, and scales the
+/// Gives BatchNorm's scale, shift and running statistics (and convolution biases) values
+/// away from their initial 1, 0, 0, 1 (0), so that an export that mixed them up would
+/// show, and scales the
 /// heads' weights up so that the distributions are far from uniform (a small error in
 /// the features then shows in them).
 fn randomise_batch_norm(model: &Model, seed: u64) {
@@ -58,7 +59,10 @@ fn randomise_batch_norm(model: &Model, seed: u64) {
             var.set(&(var.as_tensor() * 30.0).unwrap()).unwrap();
         }
     }
-    let mut names: Vec<&String> = data.keys().filter(|n| n.contains(".bn.")).collect();
+    let mut names: Vec<&String> = data
+        .keys()
+        .filter(|n| n.contains(".bn.") || n.ends_with("conv.bias"))
+        .collect();
     names.sort();
     for name in names {
         let var = &data[name];
@@ -192,6 +196,16 @@ fn tiny_age_net_outputs_match_ldl() {
 fn thin_age_net_at_a_quarter_width_outputs_match_ldl() {
     // An odd side: every max-pool drops a row and a column, as PyTorch's and ldl's do.
     check_image_model(VggConfig::thin_age_net().with_width(0.25).unwrap(), 45, 21);
+}
+
+#[test]
+fn convolutions_with_a_bias_export_it() {
+    // VGG-16's own layers have a bias (checkpoints converted from torchvision).
+    let config = VggConfig {
+        conv_bias: true,
+        ..VggConfig::tiny_age_net().with_width(0.25).unwrap()
+    };
+    check_image_model(config, 32, 31);
 }
 
 #[test]

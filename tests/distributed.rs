@@ -7,9 +7,10 @@
 //! binary's `rank_program` test, which trains only when the launcher's environment asks.
 #![cfg(feature = "mpi")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use candle_core::Device;
@@ -88,25 +89,7 @@ fn losses(fit: &FitReport) -> Vec<(f64, f64)> {
 #[test]
 fn two_ranks_train_as_one_process_with_their_global_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "rank_program",
-            "--exact",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(OUT, dir.path())
-        .output()
-        .expect("mpirun runs (Open MPI's openmpi-bin)");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::ranks::run_as_two_ranks("rank_program", OUT, dir.path());
     let (fit, model) = train(|t| t, 2 * PER_RANK_BATCH);
     let expected = (losses(&fit), weights(&model));
     let mut largest = (0.0f64, 0.0f64);
@@ -143,7 +126,8 @@ fn rank_program() {
     };
     let mpi = MpiCollective::initialize(Duration::from_secs(60)).unwrap();
     let rank = ldl::distributed::Collective::rank(&mpi);
-    let (fit, model) = train(|t| t.collective(Box::new(mpi)), PER_RANK_BATCH);
+    let world: Box<dyn ldl::distributed::Collective> = Box::new(mpi);
+    let (fit, model) = train(|t| t.collective(world), PER_RANK_BATCH);
     let json = serde_json::to_string(&(losses(&fit), weights(&model))).unwrap();
     std::fs::write(Path::new(&out).join(format!("rank{rank}.json")), json).unwrap();
 }

@@ -9,9 +9,10 @@
 //! binary's `rank_program` test, which computes only when the launcher's environment asks.
 #![cfg(feature = "mpi")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,25 +109,7 @@ impl CrossRankSum for Sums {
 #[test]
 fn two_ranks_with_sync_batch_norm_take_the_whole_batch_step() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "rank_program",
-            "--exact",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(OUT, dir.path())
-        .output()
-        .expect("mpirun runs (Open MPI's openmpi-bin)");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::ranks::run_as_two_ranks("rank_program", OUT, dir.path());
     let (model, images, labels) = setup();
     let (statistics, grads) = step(&model, &images, &labels);
     let whole = (gradients(&model, &grads), statistics);
@@ -205,24 +188,7 @@ fn fit_losses(
 #[test]
 fn the_library_route_with_sync_batch_norm_fits_as_one_process() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "library_rank_program",
-            "--exact",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(OUT, dir.path())
-        .output()
-        .expect("mpirun runs (Open MPI's openmpi-bin)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::ranks::run_as_two_ranks("library_rank_program", OUT, dir.path());
     let one = fit_losses(|t| t, BATCH);
     let read = |name: &str| -> Vec<(f64, f64)> {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join(name)).unwrap()).unwrap()
@@ -250,8 +216,8 @@ fn library_rank_program() {
         Arc::new(MpiCollective::initialize(Duration::from_secs(60)).unwrap());
     let rank = mpi.rank();
     for synced in [true, false] {
-        // One world, shared by both fits: a Box that forwards to it.
-        let world: Box<dyn Collective> = Box::new(Forward(Arc::clone(&mpi)));
+        // One world, shared by both fits.
+        let world = Arc::clone(&mpi);
         let losses = fit_losses(|t| t.collective(world).sync_batch_norm(synced), BATCH / 2);
         if rank == 0 {
             let name = if synced {
@@ -262,33 +228,6 @@ fn library_rank_program() {
             let json = serde_json::to_string(&losses).unwrap();
             std::fs::write(Path::new(&out).join(name), json).unwrap();
         }
-    }
-}
-
-/// A collective that forwards to a shared one (MPI starts once per process).
-struct Forward(Arc<dyn Collective>);
-
-impl Collective for Forward {
-    fn rank(&self) -> usize {
-        self.0.rank()
-    }
-    fn world_size(&self) -> usize {
-        self.0.world_size()
-    }
-    fn all_reduce_sum(&self, values: &mut [f32]) -> ldl::distributed::Result<()> {
-        self.0.all_reduce_sum(values)
-    }
-    fn all_reduce_sum_f64(&self, values: &mut [f64]) -> ldl::distributed::Result<()> {
-        self.0.all_reduce_sum_f64(values)
-    }
-    fn broadcast(&self, values: &mut [f32], root: usize) -> ldl::distributed::Result<()> {
-        self.0.broadcast(values, root)
-    }
-    fn broadcast_bytes(&self, bytes: &mut Vec<u8>, root: usize) -> ldl::distributed::Result<()> {
-        self.0.broadcast_bytes(bytes, root)
-    }
-    fn barrier(&self) -> ldl::distributed::Result<()> {
-        self.0.barrier()
     }
 }
 

@@ -3,6 +3,8 @@
 //! finite differences.
 #![allow(dead_code)]
 
+pub mod ranks;
+
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

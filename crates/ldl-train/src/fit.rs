@@ -177,9 +177,10 @@ impl Trainer {
     /// averaged before every step, so every rank holds the same weights. Every rank calls
     /// [`Trainer::fit`] with the same samples; each validates its part of `validation`,
     /// and all report the whole split's figures. [`Trainer::evaluate`] and
-    /// [`Trainer::predict`] run on the calling rank alone.
-    pub fn collective(mut self, collective: Box<dyn Collective>) -> Self {
-        self.collective = Arc::from(collective);
+    /// [`Trainer::predict`] run on the calling rank alone. The collective may be shared
+    /// (an `Arc`) by several trainers of one process: MPI starts once per process.
+    pub fn collective(mut self, collective: impl Into<Arc<dyn Collective>>) -> Self {
+        self.collective = collective.into();
         self
     }
 

@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use ldl::data::{
-    read_builtin, read_csv, read_jsonl, split_by_column, split_by_fractions, FeatureLoader, Input,
-    InputColumns, LabelColumns, OnBadSample, SplitNames, Standardizer, TableSpec,
+    read_builtin, read_csv, read_jsonl, split_by_column, split_by_fractions, FeatureLoader,
+    FeatureNoise, Input, InputColumns, LabelColumns, OnBadSample, SplitNames, Standardizer,
+    TableSpec,
 };
 use ldl::{Axis, Label, LabelSpace};
 
@@ -469,4 +470,51 @@ fn batches_are_seeded_cover_every_sample_and_honour_drop_last() {
     let dropped = loader.clone().drop_last(true);
     assert_eq!(dropped.epoch(0).count(), 5);
     assert!(FeatureLoader::new(&table.samples, &space, 0).is_err());
+}
+
+/// Each sample's noise comes from (seed, epoch, sample): the batch size, the shuffle and
+/// the data-parallel shard a sample lands in do not change what is added to it.
+#[test]
+fn feature_noise_depends_on_epoch_and_sample_only() {
+    let (space, spec) = bdims();
+    let table = read_builtin("bdims", &spec, &space, OnBadSample::Error).unwrap();
+    let noise = FeatureNoise::new(0.5, 21).unwrap();
+    // Every sample's features in epoch `epoch`, by sample index, from `loader`.
+    let by_sample = |loader: &FeatureLoader, epoch| -> Vec<Vec<f32>> {
+        let mut rows = vec![Vec::new(); table.samples.len()];
+        for batch in loader.epoch(epoch) {
+            let batch = batch.unwrap();
+            let inputs: Vec<Vec<f32>> = batch.inputs.to_vec2().unwrap();
+            for (i, row) in batch.indices.iter().zip(inputs) {
+                rows[*i] = row;
+            }
+        }
+        rows
+    };
+    let loader = |batch| FeatureLoader::new(&table.samples, &space, batch).unwrap();
+    let clean = by_sample(&loader(64), 0);
+    let noisy = by_sample(&loader(64).with_noise(noise), 0);
+    let other_batches = by_sample(&loader(5).shuffled(8).with_noise(noise), 0);
+    assert_eq!(noisy, other_batches);
+    let mut sharded = vec![Vec::new(); table.samples.len()];
+    for rank in 0..2 {
+        let shard = ldl::data::Shard { rank, world: 2 };
+        let part = loader(16).shuffled(8).sharded(shard).with_noise(noise);
+        for (i, row) in by_sample(&part, 0).into_iter().enumerate() {
+            if !row.is_empty() {
+                sharded[i] = row;
+            }
+        }
+    }
+    assert_eq!(noisy, sharded);
+    assert_ne!(noisy, by_sample(&loader(64).with_noise(noise), 1));
+    // What was added is the sample's draw: the same as `FeatureNoise::add` gives.
+    for i in [0, 17, 506] {
+        let mut expected = clean[i].clone();
+        noise.add(&mut expected, 0, i);
+        assert_eq!(noisy[i], expected);
+    }
+    // Std 0 adds nothing.
+    let zero = FeatureNoise::new(0.0, 21).unwrap();
+    assert_eq!(by_sample(&loader(64).with_noise(zero), 0), clean);
 }

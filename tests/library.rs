@@ -70,6 +70,7 @@ step = 0.25
 source = "{}"
 features = ["x1", "x2"]
 standardize = false
+feature_noise = 0.2
 split = {{ column = "split" }}
 [data.labels]
 y = {{ value = "y" }}
@@ -112,6 +113,7 @@ output_dir = "{}"
         .epochs(4)
         .batch_size(16)
         .learning_rate(0.01)
+        .feature_noise(0.2)
         .seed(5);
     let fit = trainer
         .fit(&dataset("train"), &dataset("validation"), |_| {

@@ -40,7 +40,7 @@ fn assert_loads_finite(path: &Path) {
     }
 }
 
-/// From epoch 2 the learning rate is 0.003 · 1e300, infinite in the f32 weights: the first
+/// From epoch 2 the learning rate is 0.03 · 1e300, infinite in the f32 weights: the first
 /// step of epoch 2 makes the weights infinite or NaN, and the loss of batch 2 is NaN. The
 /// run stops there, naming epoch, batch, axis and part, and epoch 1 stays saved.
 #[test]

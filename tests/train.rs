@@ -49,7 +49,7 @@ fn every_ready_config_parses() {
 
 #[test]
 fn unknown_keys_are_refused_with_the_line_and_the_nearest_key() {
-    let text = BDIMS.replace("lr = 0.003", "lrr = 0.003");
+    let text = BDIMS.replace("lr = 0.03", "lrr = 0.003");
     let err = config_error(&text, &[]);
     let line = BDIMS.lines().position(|l| l.starts_with("lr = ")).unwrap() + 1;
     assert!(err.contains("task.toml"), "{err}");
@@ -64,7 +64,7 @@ fn unknown_keys_are_refused_with_the_line_and_the_nearest_key() {
 fn bad_values_name_their_key() {
     for (from, to, expected) in [
         (
-            "lr = 0.003",
+            "lr = 0.03",
             "lr = -1",
             "`optim.lr`: must be finite and > 0, got -1",
         ),
@@ -162,8 +162,8 @@ fn overrides_set_any_key_and_are_checked() {
 #[test]
 fn an_error_on_a_huge_line_quotes_only_its_start() {
     let huge = BDIMS.replacen(
-        "lr = 0.003",
-        &format!("lr = 0.003 {}", "x".repeat(1 << 20)),
+        "lr = 0.03",
+        &format!("lr = 0.03 {}", "x".repeat(1 << 20)),
         1,
     );
     let err = config_error(&huge, &[]);

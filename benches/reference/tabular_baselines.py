@@ -46,8 +46,9 @@ def measures(d, p):
     }
 
 
-def main(run):
-    run = Path(run)
+def standardised_rows(run):
+    """The run's config, its features standardised on the training rows, and the rows of
+    each split (train, validation, test) as read from its `splits.json`."""
     config = tomllib.loads((run / "config.toml").read_text())
     splits = json.loads((run / "splits.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
@@ -58,7 +59,13 @@ def main(run):
         parts[name] = [rows[i] for i in splits[name]]
     x = {k: np.array([[float(r[c]) for c in features] for r in v]) for k, v in parts.items()}
     scaler = StandardScaler().fit(x["train"])
-    x = {k: scaler.transform(v) for k, v in x.items()}
+    return config, {k: scaler.transform(v) for k, v in x.items()}, parts
+
+
+def main(run):
+    run = Path(run)
+    config, x, parts = standardised_rows(run)
+    summary = json.loads((run / "summary.json").read_text())
     ldl_test = {a["axis"]: a for a in summary["test"]["metrics"]["axes"]}
     for axis, label in config["data"]["labels"].items():
         if "distribution" in label:

@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use ldl_distributed::Shard;
 
 use crate::error::{Error, Result};
+use crate::feature_noise::FeatureNoise;
 use crate::sample::{Input, Sample};
 
 /// A batch: inputs (`(B, F)` features or `(B, 3, H, W)` images) and per-axis targets.
@@ -49,6 +50,7 @@ pub struct FeatureLoader<'a> {
     shuffle_seed: Option<u64>,
     drop_last: bool,
     shard: Shard,
+    noise: Option<FeatureNoise>,
     device: Device,
     dtype: DType,
 }
@@ -67,6 +69,7 @@ impl<'a> FeatureLoader<'a> {
             shuffle_seed: None,
             drop_last: false,
             shard: Shard::WHOLE,
+            noise: None,
             device: Device::Cpu,
             dtype: DType::F32,
         })
@@ -75,6 +78,13 @@ impl<'a> FeatureLoader<'a> {
     /// Shuffles every epoch, from this seed.
     pub fn shuffled(mut self, seed: u64) -> Self {
         self.shuffle_seed = Some(seed);
+        self
+    }
+
+    /// Adds Gaussian noise to every feature of every batch, drawn per epoch and sample
+    /// (see [`FeatureNoise`]): for the training split.
+    pub fn with_noise(mut self, noise: FeatureNoise) -> Self {
+        self.noise = (noise.std() > 0.0).then_some(noise);
         self
     }
 
@@ -124,10 +134,12 @@ impl<'a> FeatureLoader<'a> {
     pub fn epoch(&self, epoch: u64) -> impl Iterator<Item = Result<Batch>> + '_ {
         let order = self.order(epoch);
         let chunks = batch_indices(&order, self.global_batch(), self.drop_last, self.shard);
-        chunks.into_iter().map(move |indices| self.batch(indices))
+        chunks
+            .into_iter()
+            .map(move |indices| self.batch(indices, epoch))
     }
 
-    fn batch(&self, indices: Vec<usize>) -> Result<Batch> {
+    fn batch(&self, indices: Vec<usize>, epoch: u64) -> Result<Batch> {
         let mut flat = Vec::new();
         let mut width = None;
         let mut labels = Vec::with_capacity(indices.len());
@@ -157,7 +169,11 @@ impl<'a> FeatureLoader<'a> {
                     width.unwrap_or(0)
                 )));
             }
+            let start = flat.len();
             flat.extend_from_slice(features);
+            if let Some(noise) = &self.noise {
+                noise.add(&mut flat[start..], epoch, i);
+            }
             labels.push(sample.labels.clone());
         }
         let inputs = Tensor::from_vec(flat, (indices.len(), width.unwrap_or(0)), &self.device)?

@@ -160,7 +160,7 @@ fn draw_labels(config: &SynthConfig, index: u64) -> (FaceLabels, ChaCha8Rng) {
     let identity = rng.gen_range(0..config.identities.max(1));
     let age: f64 = rng.gen_range(0.0..100.0);
     let apparent_age_std = 1.0 + 0.07 * age;
-    let noise: f64 = rng.sample::<f64, _>(rand_distr_normal());
+    let noise = crate::feature_noise::standard_normal(&mut rng);
     let apparent_age = (age + 0.5 * apparent_age_std * noise).clamp(0.0, 100.0);
     let yaw = rng.gen_range(-config.max_yaw..=config.max_yaw);
     let pitch = rng.gen_range(-config.max_pitch..=config.max_pitch);
@@ -315,19 +315,6 @@ struct Scene {
     gradient: f64,
     noise: f64,
     scale: f64,
-}
-
-/// A standard normal as a `rand` distribution (Box–Muller), without another dependency.
-fn rand_distr_normal() -> impl rand::distributions::Distribution<f64> {
-    struct Normal;
-    impl rand::distributions::Distribution<f64> for Normal {
-        fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> f64 {
-            let u: f64 = rng.gen_range(f64::EPSILON..1.0);
-            let v: f64 = rng.gen_range(0.0..1.0);
-            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-        }
-    }
-    Normal
 }
 
 fn normalise(v: [f64; 3]) -> [f64; 3] {

@@ -2,7 +2,9 @@
 
 use candle_core::DType;
 use ldl_core::LabelSpace;
-use ldl_data::{BatchSource, FeatureLoader, ImageLoader, ImagePipeline, Sample, Shard, Splits};
+use ldl_data::{
+    BatchSource, FeatureLoader, FeatureNoise, ImageLoader, ImagePipeline, Sample, Shard, Splits,
+};
 
 use crate::config::Config;
 use crate::error::Result;
@@ -33,7 +35,11 @@ impl<'a> Data<'a> {
                 Ok(FeatureLoader::new(samples, space, batch)?.on(device, DType::F32))
             };
             let lone_last = lone_last(splits.train.len(), batch, shard.world);
-            let train = loader(&splits.train)?.sharded(shard).shuffled(seed);
+            let noise = FeatureNoise::new(config.data.feature_noise(), noise_seed(seed))?;
+            let train = loader(&splits.train)?
+                .sharded(shard)
+                .shuffled(seed)
+                .with_noise(noise);
             return Ok(Data {
                 train: Box::new(train.drop_last(lone_last)),
                 // Each rank evaluates its part; the figures are summed over the ranks.
@@ -77,6 +83,12 @@ impl<'a> Data<'a> {
             .map(|s| format!("{}: {}", s.location, s.reason))
             .collect()
     }
+}
+
+/// The seed of the training features' noise: the run's seed, mixed so that the noise is
+/// not drawn from the stream that shuffles the samples.
+pub(crate) fn noise_seed(seed: u64) -> u64 {
+    ldl_data::mix_seed(seed, u64::from_le_bytes(*b"featnois"))
 }
 
 /// Whether to drop an epoch's last global batch of `samples` samples cut into batches of

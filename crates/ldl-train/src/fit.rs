@@ -18,13 +18,16 @@
 //! | [`Trainer::monitor`] | validation loss | `run.monitor` |
 //! | [`Trainer::seed`] | 0 | `run.seed` |
 //! | [`Trainer::image_size`] | 64 | `data.image_size` |
+//! | [`Trainer::feature_noise`] | 0 ([`DEFAULT_FEATURE_NOISE`](crate::DEFAULT_FEATURE_NOISE)) | `data.feature_noise` |
 //! | [`Trainer::collective`] | one process | `run.distributed` |
 //! | [`Trainer::sync_batch_norm`] | off | `run.sync_batch_norm` |
 
 use candle_core::{DType, Tensor};
 use ldl_core::loss::Loss;
 use ldl_core::{AxisEstimate, LabelSpace};
-use ldl_data::{BatchSource, FeatureLoader, ImageLoader, ImagePipeline, Input, Sample, Shard};
+use ldl_data::{
+    BatchSource, FeatureLoader, FeatureNoise, ImageLoader, ImagePipeline, Input, Sample, Shard,
+};
 use ldl_models::Model;
 
 use std::sync::Arc;
@@ -33,9 +36,9 @@ use ldl_distributed::{broadcast_variables, Collective, SingleProcess};
 
 use crate::adam::Adam;
 use crate::baselines::Baseline;
-use crate::batches::{lone_last, Data};
+use crate::batches::{lone_last, noise_seed, Data};
 use crate::best_epoch::BestEpoch;
-use crate::config::{Monitor, OnNonFinite};
+use crate::config::{Monitor, OnNonFinite, DEFAULT_FEATURE_NOISE};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
 use crate::error::{Error, Result};
 use crate::evaluation::{evaluate, evaluate_across};
@@ -130,6 +133,8 @@ pub struct Trainer {
     monitor: Monitor,
     seed: u64,
     image_size: u32,
+    /// The std of the noise added to training features (`None`: the default).
+    feature_noise: Option<f32>,
     /// Fitted on the training samples by [`Trainer::fit`].
     baselines: Vec<Baseline>,
     /// The ranks training together; one process by default.
@@ -165,6 +170,7 @@ impl Trainer {
             monitor: Monitor::Loss,
             seed: 0,
             image_size: 64,
+            feature_noise: None,
             baselines: Vec::new(),
             collective: Arc::new(SingleProcess),
             sync_batch_norm: false,
@@ -250,6 +256,14 @@ impl Trainer {
     /// The side images are resized to, for models of images.
     pub fn image_size(mut self, pixels: u32) -> Self {
         self.image_size = pixels;
+        self
+    }
+
+    /// The std of Gaussian noise added to every training feature, drawn afresh each epoch
+    /// from the seed (see [`ldl_data::FeatureNoise`]; 0 turns it off). Feature samples
+    /// only: training on images with a non-zero value set here is an error.
+    pub fn feature_noise(mut self, std: f32) -> Self {
+        self.feature_noise = Some(std);
         self
     }
 
@@ -496,8 +510,19 @@ impl Trainer {
                 return Ok(Box::new(loader));
             }
             let lone_last = lone_last(samples.len(), self.batch_size, shard.world);
-            let loader = loader.shuffled(self.seed).drop_last(lone_last);
+            let std = self.feature_noise.unwrap_or(DEFAULT_FEATURE_NOISE);
+            let loader = loader
+                .shuffled(self.seed)
+                .drop_last(lone_last)
+                .with_noise(FeatureNoise::new(std, noise_seed(self.seed))?);
             return Ok(Box::new(loader));
+        }
+        if self.feature_noise.is_some_and(|std| std != 0.0) {
+            return Err(Error::Config(
+                "Trainer::feature_noise adds noise to feature samples, and these are images; \
+                 leave it unset (images are augmented by their loader)"
+                    .into(),
+            ));
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let pipeline = ImagePipeline::new(self.image_size);

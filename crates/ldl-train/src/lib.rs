@@ -50,7 +50,7 @@ pub use config::{
     AxisBins, AxisConfig, AxisKindName, Backbone, CheckedConfig, Config, DataConfig, DataFormat,
     DataSource, Distributed, FacesConfig, HubDataConfig, JointConfig, LossConfig, LossKind,
     ModelConfig, Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig, Trunk,
-    MAX_LOADER_THREADS,
+    DEFAULT_FEATURE_NOISE, MAX_LOADER_THREADS,
 };
 pub use error::{Error, Result};
 pub use export::{

@@ -382,10 +382,33 @@ fn stored_numbers(config: &Config, features: usize, heads: u128) -> u128 {
         return 0;
     };
     let stored = match &backbone {
-        ldl_models::BackboneConfig::Mlp(mlp) => mlp.stored_elements(),
+        ldl_models::BackboneConfig::Mlp(mlp) => mlp
+            .stored_elements()
+            .saturating_mul(mlp.trunk_count(head_count(config)) as u128),
         ldl_models::BackboneConfig::Vgg(vgg) => vgg.stored_elements(),
     };
     stored.saturating_add((backbone.output_features() as u128 + 1).saturating_mul(heads))
+}
+
+/// How many heads the label space has: one per axis outside joint groups, one per group.
+fn head_count(config: &Config) -> usize {
+    let grouped: std::collections::BTreeSet<&String> =
+        config.task.joint.iter().flat_map(|g| &g.axes).collect();
+    let single = config
+        .task
+        .axes
+        .iter()
+        .filter(|a| !grouped.contains(&a.name))
+        .count();
+    single + config.task.joint.len()
+}
+
+/// How many MLPs the model builds (one per head with `model.trunk = "per-axis"`).
+fn mlp_count(config: &Config) -> u128 {
+    match config.model.backbone_config(1) {
+        Ok(ldl_models::BackboneConfig::Mlp(mlp)) => mlp.trunk_count(head_count(config)) as u128,
+        _ => 1,
+    }
 }
 
 /// The numbers every layer of the backbone outputs for one sample: the MLP's widths, or
@@ -393,7 +416,10 @@ fn stored_numbers(config: &Config, features: usize, heads: u128) -> u128 {
 fn layer_outputs(config: &Config, features: usize) -> u128 {
     let model = &config.model;
     match model.backbone {
-        Backbone::Mlp => features as u128 + model.hidden.iter().map(|&w| w as u128).sum::<u128>(),
+        Backbone::Mlp => {
+            let hidden: u128 = model.hidden.iter().map(|&w| w as u128).sum();
+            features as u128 + hidden.saturating_mul(mlp_count(config))
+        }
         Backbone::TinyAgeNet | Backbone::ThinAgeNet => match model.backbone_config(0) {
             Ok(ldl_models::BackboneConfig::Vgg(vgg)) => {
                 vgg.layer_outputs(config.data.image_size as usize)
@@ -496,6 +522,34 @@ mod tests {
         );
         assert_eq!(term(&estimate, "targets"), 4 * 8 * 101 * HEAD_COPIES);
         assert_eq!(term(&estimate, "the label space"), 8 * 101);
+    }
+
+    /// One MLP per axis stores, and outputs, as many times the numbers of one: the
+    /// estimate counts what the model builds, whatever the trunk.
+    #[test]
+    fn one_mlp_per_axis_is_counted_once_per_head() {
+        let axes = format!(
+            "{AGE}\n[[task.axes]]\nname = \"yaw\"\nmin = -90\nmax = 90\nstep = 3\n\
+             [[task.axes]]\nname = \"pitch\"\nmin = -60\nmax = 60\nstep = 3\n\
+             [[task.joint]]\naxes = [\"yaw\", \"pitch\"]"
+        );
+        for trunk in ["per-axis", "shared"] {
+            let config = config(
+                &axes,
+                &format!("[model]\nhidden = [16, 8]\ntrunk = \"{trunk}\""),
+            );
+            let space = config.label_space().unwrap();
+            assert_eq!(space.heads().len(), 2);
+            let backbone = config.model.backbone_config(5).unwrap();
+            let outputs = head_outputs(&config);
+            assert_eq!(
+                stored_numbers(&config, 5, outputs),
+                backbone.stored_elements(&space),
+                "{trunk}"
+            );
+            let trunks = if trunk == "per-axis" { 2 } else { 1 };
+            assert_eq!(layer_outputs(&config, 5), 5 + trunks * (16 + 8), "{trunk}");
+        }
     }
 
     #[test]

@@ -51,6 +51,7 @@ impl Config {
         // Saved with the run, the resolved value keeps meaning the same if the default
         // changes.
         self.model.trunk = Some(self.model.trunk());
+        self.data.feature_noise = Some(self.data.feature_noise());
         self.task.check_name()?;
         self.check_precision()?;
         self.data.check(&self.task)?;

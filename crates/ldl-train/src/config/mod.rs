@@ -47,7 +47,8 @@ pub use axis::{AxisBins, AxisConfig, AxisKindName};
 pub use budget::ByteSize;
 pub use checked::CheckedConfig;
 pub use data::{
-    DataConfig, DataFormat, FacesConfig, HubDataConfig, SplitConfig, MAX_LOADER_THREADS,
+    DataConfig, DataFormat, FacesConfig, HubDataConfig, SplitConfig, DEFAULT_FEATURE_NOISE,
+    MAX_LOADER_THREADS,
 };
 pub use loss::{LossConfig, LossKind};
 pub use model::{Backbone, ModelConfig, Trunk};

@@ -113,7 +113,7 @@ fn parse<T: DeserializeOwned>(
         if let Some(toml::Value::Table(loss)) = value.get_mut("loss") {
             drop_other_kinds(loss);
         }
-        share_trunk_when_unsaid(&mut value);
+        keep_earlier_defaults(&mut value);
     }
     if overrides.is_empty() {
         return value.try_into().map_err(at);
@@ -131,20 +131,25 @@ fn parse<T: DeserializeOwned>(
     })
 }
 
-/// A config ldl saved before `model.trunk` existed trained one MLP shared by the heads:
-/// read the missing key as `shared`, so that its run resumes and its checkpoint loads as
-/// it was trained (the default for new configs is `per-axis`).
-fn share_trunk_when_unsaid(document: &mut toml::Value) {
+/// Keys a config ldl saved before they existed trained without: read each missing one as
+/// the behaviour the run had, so that it resumes and its checkpoint loads as it was
+/// trained (new configs get today's defaults): `model.trunk` as `shared` (one MLP under
+/// the heads) and `data.feature_noise` as 0 (no noise).
+fn keep_earlier_defaults(document: &mut toml::Value) {
     let Some(root) = document.as_table_mut() else {
         return;
     };
-    let model = root
-        .entry("model")
-        .or_insert_with(|| toml::Value::Table(Default::default()));
-    if let Some(model) = model.as_table_mut() {
-        model
-            .entry("trunk")
-            .or_insert_with(|| toml::Value::String("shared".into()));
+    let earlier = [
+        ("model", "trunk", toml::Value::String("shared".into())),
+        ("data", "feature_noise", toml::Value::Float(0.0)),
+    ];
+    for (table, key, value) in earlier {
+        let table = root
+            .entry(table)
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        if let Some(table) = table.as_table_mut() {
+            table.entry(key).or_insert(value);
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use candle_core::Device;
 use ldl::data::Dataset;
 use ldl::loss::FullKl;
 use ldl::models::{MlpConfig, Model};
-use ldl::train::{Config, Control, Progress, StopToken, Trainer};
+use ldl::train::{Config, Control, HeadInit, Progress, StopToken, Trainer};
 use ldl::{Axis, Label, LabelSpace};
 
 /// examples/custom_axes.rs, the program of docs/library.md, run as it is.
@@ -114,6 +114,8 @@ output_dir = "{}"
         .batch_size(16)
         .learning_rate(0.01)
         .feature_noise(0.2)
+        // `ldl train` starts a fresh MLP's heads at the training mean.
+        .head_init(HeadInit::TrainingMean)
         .seed(5);
     let fit = trainer
         .fit(&dataset("train"), &dataset("validation"), |_| {

@@ -329,7 +329,7 @@ fn a_forged_checkpoint_header_is_refused_before_anything_is_allocated() {
     let bytes = std::fs::read(summary.run_dir.join("checkpoints/best.safetensors")).unwrap();
     let length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header = std::str::from_utf8(&bytes[8..8 + length]).unwrap();
-    let forged_header = header.replace("\\\"hidden\\\":[32]", "\\\"hidden\\\":[60000,60000]");
+    let forged_header = header.replace("\\\"hidden\\\":[128,128]", "\\\"hidden\\\":[60000,60000]");
     assert_ne!(
         forged_header, header,
         "the header mentions the hidden widths"

@@ -88,7 +88,7 @@ fn bad_values_name_their_key() {
             "",
             "axis `height` has no label columns",
         ),
-        ("epochs = 60", "epochs = \"many\"", "invalid type"),
+        ("epochs = 150", "epochs = \"many\"", "invalid type"),
         (
             "source = \"builtin:bdims\"",
             "source = \"builtin:bdim\"",
@@ -1151,15 +1151,18 @@ fn init_from_loads_matching_tensors_and_reports_the_rest() {
     // Each axis has an MLP of its own (`model.trunk = "per-axis"`), so stature's is new
     // and height's is skipped with its head.
     let trunk = |axis: &str| {
-        [
+        let leaves = [
             "bias",
             "bn.bias",
             "bn.running_mean",
             "bn.running_var",
             "bn.weight",
             "weight",
-        ]
-        .map(|leaf| format!("backbone.{axis}.layers.0.{leaf}"))
+        ];
+        // bdims.toml's two hidden layers.
+        (0..2)
+            .flat_map(|layer| leaves.map(|leaf| format!("backbone.{axis}.layers.{layer}.{leaf}")))
+            .collect::<Vec<_>>()
     };
     let mut new = trunk("stature").to_vec();
     new.extend(["heads.stature.bias", "heads.stature.weight"].map(String::from));

@@ -5,7 +5,7 @@ use candle_nn::{Linear, VarBuilder, VarMap};
 use ldl_core::LabelSpace;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::init::seeded_init;
 use crate::mlp::{Mlp, MlpConfig};
 use crate::precision::Precision;
@@ -263,6 +263,39 @@ impl Model {
     /// The backbone configuration.
     pub fn config(&self) -> &BackboneConfig {
         &self.config
+    }
+
+    /// Sets every head's bias: `biases[h]` holds one value per output of head `h` (in
+    /// [`LabelSpace::heads`] order). Starting the biases at the log of a prior
+    /// distribution makes an untrained model predict that prior.
+    pub fn set_head_biases(&self, biases: &[Vec<f32>]) -> Result<()> {
+        let heads = self.space.heads();
+        if biases.len() != heads.len() {
+            return Err(Error::Config(format!(
+                "{} head biases for {} heads",
+                biases.len(),
+                heads.len()
+            )));
+        }
+        let vars = self.vars.data().lock().map_err(|_| {
+            Error::Config("the model's variables are locked by a thread that panicked".into())
+        })?;
+        for (head, bias) in heads.iter().zip(biases) {
+            let name = format!("heads.{}.bias", head.name());
+            let var = vars
+                .get(&name)
+                .ok_or_else(|| Error::Config(format!("the model has no variable `{name}`")))?;
+            if bias.len() != head.bins() {
+                return Err(Error::Config(format!(
+                    "head `{}` has {} outputs, got {} biases",
+                    head.name(),
+                    head.bins(),
+                    bias.len()
+                )));
+            }
+            var.set(&Tensor::from_slice(bias, bias.len(), var.device())?)?;
+        }
+        Ok(())
     }
 
     /// The label space the heads predict.

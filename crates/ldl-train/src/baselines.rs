@@ -210,7 +210,7 @@ pub(crate) fn mean_predictor(space: &LabelSpace, splits: &Splits) -> Result<Vec<
 
 /// Every axis's target distributions (the encoded pmfs the model is trained against),
 /// sample by sample, per axis.
-fn axis_pmfs(space: &LabelSpace, samples: &[Sample]) -> Result<Vec<Vec<Vec<f64>>>> {
+pub(crate) fn axis_pmfs(space: &LabelSpace, samples: &[Sample]) -> Result<Vec<Vec<Vec<f64>>>> {
     if samples.is_empty() {
         return Ok(vec![Vec::new(); space.axes().len()]);
     }

@@ -18,6 +18,7 @@
 //! | [`Trainer::monitor`] | validation loss | `run.monitor` |
 //! | [`Trainer::seed`] | 0 | `run.seed` |
 //! | [`Trainer::image_size`] | 64 | `data.image_size` |
+//! | [`Trainer::head_init`] | the model's heads as given | `model.head_init` (`training-mean` for a fresh MLP) |
 //! | [`Trainer::feature_noise`] | 0 ([`DEFAULT_FEATURE_NOISE`](crate::DEFAULT_FEATURE_NOISE)) | `data.feature_noise` |
 //! | [`Trainer::collective`] | one process | `run.distributed` |
 //! | [`Trainer::sync_batch_norm`] | off | `run.sync_batch_norm` |
@@ -38,7 +39,7 @@ use crate::adam::Adam;
 use crate::baselines::Baseline;
 use crate::batches::{lone_last, noise_seed, Data};
 use crate::best_epoch::BestEpoch;
-use crate::config::{Monitor, OnNonFinite, DEFAULT_FEATURE_NOISE};
+use crate::config::{HeadInit, Monitor, OnNonFinite, DEFAULT_FEATURE_NOISE};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
 use crate::error::{Error, Result};
 use crate::evaluation::{evaluate, evaluate_across};
@@ -135,6 +136,8 @@ pub struct Trainer {
     image_size: u32,
     /// The std of the noise added to training features (`None`: the default).
     feature_noise: Option<f32>,
+    /// Where `fit` starts the heads (`None`: as the model holds them).
+    head_init: Option<HeadInit>,
     /// Fitted on the training samples by [`Trainer::fit`].
     baselines: Vec<Baseline>,
     /// The ranks training together; one process by default.
@@ -171,6 +174,7 @@ impl Trainer {
             seed: 0,
             image_size: 64,
             feature_noise: None,
+            head_init: None,
             baselines: Vec::new(),
             collective: Arc::new(SingleProcess),
             sync_batch_norm: false,
@@ -267,6 +271,16 @@ impl Trainer {
         self
     }
 
+    /// Sets the heads' biases when [`Trainer::fit`] starts: [`HeadInit::TrainingMean`]
+    /// starts each head at the training samples' mean target distribution (as
+    /// `model.head_init` does for a fresh MLP run of `ldl train`), [`HeadInit::Uniform`]
+    /// leaves the heads as the model holds them. Unset, the model is trained as given, so
+    /// that a model loaded from a checkpoint keeps its heads.
+    pub fn head_init(mut self, init: HeadInit) -> Self {
+        self.head_init = Some(init);
+        self
+    }
+
     /// The model.
     pub fn model(&self) -> &Model {
         &self.model
@@ -294,6 +308,10 @@ impl Trainer {
     ) -> Result<FitReport> {
         self.check(train, validation)?;
         let space = self.model.label_space().clone();
+        if self.head_init == Some(HeadInit::TrainingMean) {
+            let biases = crate::head_prior::training_mean_biases(&space, train)?;
+            self.model.set_head_biases(&biases)?;
+        }
         let parts = Parts {
             data: Data {
                 train: self.batches(train, &space, Split::Training)?,

@@ -22,6 +22,7 @@ mod export;
 mod export_onnx;
 mod fit;
 mod gradient_norms;
+mod head_prior;
 mod hub_data;
 mod inputs;
 mod numeric;
@@ -48,9 +49,9 @@ pub use compare::{
 pub use config::ByteSize;
 pub use config::{
     AxisBins, AxisConfig, AxisKindName, Backbone, CheckedConfig, Config, DataConfig, DataFormat,
-    DataSource, Distributed, FacesConfig, HubDataConfig, JointConfig, LossConfig, LossKind,
-    ModelConfig, Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig, Trunk,
-    DEFAULT_FEATURE_NOISE, MAX_LOADER_THREADS,
+    DataSource, Distributed, FacesConfig, HeadInit, HubDataConfig, JointConfig, LossConfig,
+    LossKind, ModelConfig, Monitor, OnNonFinite, OptimConfig, RunConfig, SplitConfig, TaskConfig,
+    Trunk, DEFAULT_FEATURE_NOISE, MAX_LOADER_THREADS,
 };
 pub use error::{Error, Result};
 pub use export::{

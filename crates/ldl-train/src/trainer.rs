@@ -17,7 +17,7 @@ use crate::baselines::{majority_class, mean_distribution, mean_predictor};
 use crate::batches::Data;
 use crate::best_epoch::BestEpoch;
 use crate::commit::RunFiles;
-use crate::config::{CheckedConfig, Config, Monitor};
+use crate::config::{CheckedConfig, Config, HeadInit, Monitor};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
 use crate::error::{Error, Result};
 use crate::evaluation::{evaluate, evaluate_across};
@@ -453,6 +453,11 @@ fn run(
     // Again with the MLP's inputs as read, before the model is built.
     crate::config::budget::check(config, features)?;
     let (mut network, init) = Network::build(config, features, &device, resume_from.is_none())?;
+    if resume_from.is_none() && init.is_none() && config.model.head_init() == HeadInit::TrainingMean
+    {
+        let biases = crate::head_prior::training_mean_biases(space, &inputs.splits.train)?;
+        network.model.set_head_biases(&biases)?;
+    }
     network.sync_batch_norm(config, shared)?;
     let mut adam = network.adam(config)?;
 

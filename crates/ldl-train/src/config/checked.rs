@@ -52,6 +52,7 @@ impl Config {
         // changes.
         self.model.trunk = Some(self.model.trunk());
         self.data.feature_noise = Some(self.data.feature_noise());
+        self.model.head_init = Some(self.model.head_init());
         self.task.check_name()?;
         self.check_precision()?;
         self.data.check(&self.task)?;

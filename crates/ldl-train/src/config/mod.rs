@@ -51,7 +51,7 @@ pub use data::{
     MAX_LOADER_THREADS,
 };
 pub use loss::{LossConfig, LossKind};
-pub use model::{Backbone, ModelConfig, Trunk};
+pub use model::{Backbone, HeadInit, ModelConfig, Trunk};
 pub use optim::{OnNonFinite, OptimConfig};
 pub(crate) use run::precision_refusal;
 pub use run::{Distributed, Monitor, RunConfig};

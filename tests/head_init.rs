@@ -1,0 +1,145 @@
+//! `model.head_init` / `Trainer::head_init`: a fresh MLP's heads start at the training
+//! split's mean target distribution, so that an untrained model predicts the training
+//! mean; saved configs and image networks keep the uniform start.
+
+use std::path::Path;
+
+use candle_core::Device;
+use ldl::data::Dataset;
+use ldl::loss::FullKl;
+use ldl::models::{MlpConfig, Model};
+use ldl::train::{Config, Control, HeadInit, Trainer};
+use ldl::{Axis, Label, LabelSpace};
+
+const BDIMS: &str = include_str!("../configs/bdims.toml");
+const QUICKSTART: &str = include_str!("../configs/quickstart.toml");
+
+#[test]
+fn the_default_is_training_mean_for_the_mlp_and_saved_configs_keep_uniform() {
+    let bdims = Config::parse(Path::new("bdims.toml"), BDIMS, &[]).unwrap();
+    assert_eq!(bdims.model.head_init, Some(HeadInit::TrainingMean));
+    let images = Config::parse(Path::new("quickstart.toml"), QUICKSTART, &[]).unwrap();
+    assert_eq!(images.model.head_init, Some(HeadInit::Uniform));
+    let set = ["model.head_init=uniform".to_string()];
+    let uniform = Config::parse(Path::new("bdims.toml"), BDIMS, &set).unwrap();
+    assert_eq!(uniform.model.head_init, Some(HeadInit::Uniform));
+
+    let written = toml::to_string(&*bdims).unwrap();
+    assert!(
+        written.contains("head_init = \"training-mean\""),
+        "{written}"
+    );
+    let saved = Config::parse_saved(Path::new("config.toml"), &written).unwrap();
+    assert_eq!(saved.model.head_init, Some(HeadInit::TrainingMean));
+    // Saved by an ldl without the key: the uniform start it trained from.
+    assert!(!BDIMS.contains("head_init"));
+    let old = Config::parse_saved(Path::new("checkpoint.safetensors"), BDIMS).unwrap();
+    assert_eq!(old.model.head_init, Some(HeadInit::Uniform));
+
+    let bad = ["model.head_init=mean".to_string()];
+    let err = Config::parse(Path::new("bdims.toml"), BDIMS, &bad)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("model.head_init") && err.contains("training-mean"),
+        "{err}"
+    );
+}
+
+fn space() -> LabelSpace {
+    LabelSpace::new(vec![Axis::linear("y", 0.0, 20.0, 0.5).unwrap()]).unwrap()
+}
+
+/// Targets 12 to 15 (away from the axis's middle, 10), every feature 0: a linear head
+/// then outputs its bias alone, and the trainer's learning rate is too small to move it.
+fn predicted_mean(init: Option<HeadInit>) -> f64 {
+    let ys = [12.0, 13.0, 14.0, 15.0, 12.5, 13.5, 14.5, 13.0];
+    let data = Dataset::from_features(
+        &space(),
+        ys.iter().map(|_| vec![0.0f32, 0.0]).collect(),
+        ys.iter().map(|&y| vec![Label::value(y)]).collect(),
+    )
+    .unwrap();
+    let model = Model::build(&MlpConfig::new(2, []).into(), &space(), 3, &Device::Cpu).unwrap();
+    let mut trainer = Trainer::new(model, FullKl::new())
+        .epochs(1)
+        .batch_size(4)
+        .learning_rate(1e-12);
+    if let Some(init) = init {
+        trainer = trainer.head_init(init);
+    }
+    trainer.fit(&data, &data, |_| Control::Continue).unwrap();
+    let predictions = trainer.predict(&data[..1]).unwrap();
+    predictions[0][0].as_value().unwrap().mean
+}
+
+#[test]
+fn a_training_mean_start_predicts_the_training_mean() {
+    // The mean of the targets' discretised normals (nothing is cut off at the axis's
+    // ends, 5 units away): the labels' mean, 107.5 / 8.
+    let start = predicted_mean(Some(HeadInit::TrainingMean));
+    assert!((start - 13.4375).abs() < 1e-3, "{start}");
+    // Unset or uniform: the model as built, whose zero-input output is candle's near-zero
+    // bias: close to the middle of the axis.
+    for init in [None, Some(HeadInit::Uniform)] {
+        let mean = predicted_mean(init);
+        assert!((mean - 10.0).abs() < 1.5, "{init:?}: {mean}");
+    }
+}
+
+/// `ldl train` sets the biases of a fresh MLP run: after one epoch at a learning rate
+/// that cannot move them, each head's softmax has the training mean (`summary.json`'s
+/// mean predictor, computed from the labels) as its mean.
+#[test]
+fn ldl_train_starts_a_fresh_mlp_at_the_training_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |init: &str| {
+        let overrides = vec![
+            "optim.epochs=1".to_string(),
+            "optim.lr=1e-12".to_string(),
+            "data.feature_noise=0".to_string(),
+            format!("model.head_init={init}"),
+            format!(
+                "run.output_dir={:?}",
+                dir.path().join(init).display().to_string()
+            ),
+        ];
+        let config = Config::parse(Path::new("bdims.toml"), BDIMS, &overrides).unwrap();
+        ldl::train::train(&config, &ldl::train::StopToken::new(), &mut |_| {}).unwrap()
+    };
+    for init in ["training-mean", "uniform"] {
+        let summary = run(init);
+        let (model, _) = Model::from_checkpoint(
+            &summary.run_dir.join("checkpoints/last.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let vars = model.vars().data().lock().unwrap();
+        let bias = vars["heads.weight.bias"].to_vec1::<f32>().unwrap();
+        let weights: Vec<f64> = bias.iter().map(|b| (*b as f64).exp()).collect();
+        let total: f64 = weights.iter().sum();
+        let mean = weights
+            .iter()
+            .enumerate()
+            .map(|(k, w)| (40.0 + k as f64) * w / total)
+            .sum::<f64>();
+        let training_mean = summary
+            .mean_predictor
+            .iter()
+            .find(|m| m.axis == "weight")
+            .unwrap()
+            .value;
+        if init == "training-mean" {
+            assert!(
+                (mean - training_mean).abs() < 0.05,
+                "{mean} vs {training_mean}"
+            );
+        } else {
+            assert!(
+                (mean - training_mean).abs() > 5.0,
+                "{mean} vs {training_mean}"
+            );
+        }
+    }
+}

@@ -385,6 +385,16 @@ impl Network {
         Ok((network, init))
     }
 
+    /// Starts a fresh model's heads where `model.head_init` says: at the training split's
+    /// mean target distribution, or as built.
+    fn start_heads(&self, config: &CheckedConfig, train: &[ldl_data::Sample]) -> Result<()> {
+        if config.model.head_init() != HeadInit::TrainingMean {
+            return Ok(());
+        }
+        let biases = crate::head_prior::training_mean_biases(config.space(), train)?;
+        Ok(self.model.set_head_biases(&biases)?)
+    }
+
     /// Synchronised BatchNorm when `run.sync_batch_norm` asks for it and several ranks
     /// train.
     fn sync_batch_norm(&mut self, config: &Config, shared: &Arc<dyn Collective>) -> Result<()> {
@@ -452,16 +462,14 @@ fn run(
     let features = inputs.feature_names.len();
     // Again with the MLP's inputs as read, before the model is built.
     crate::config::budget::check(config, features)?;
-    let (mut network, init) = Network::build(config, features, &device, resume_from.is_none())?;
-    if resume_from.is_none() && init.is_none() && config.model.head_init() == HeadInit::TrainingMean
-    {
-        let biases = crate::head_prior::training_mean_biases(space, &inputs.splits.train)?;
-        network.model.set_head_biases(&biases)?;
+    let fresh = resume_from.is_none();
+    let (mut network, init) = Network::build(config, features, &device, fresh)?;
+    if fresh && init.is_none() {
+        network.start_heads(config, &inputs.splits.train)?;
     }
     network.sync_batch_norm(config, shared)?;
     let mut adam = network.adam(config)?;
 
-    let fresh = resume_from.is_none();
     // The lock is held until the run returns.
     let (run_dir, resumed, _lock, files) = open_run_folder(config, resume_from)?;
     let (config_text, header) = checkpoint_header(config, &inputs, &run_dir)?;

@@ -73,6 +73,11 @@ mod under_mpirun {
             "model.dropout=0",
             "--set",
             "model.batch_norm=false",
+            // bdims.toml's learning rate of 0.03 amplifies the ranks' different summation
+            // order past the 1e-6 this test holds the metrics to within 6 epochs; at 0.003
+            // the comparison measures the engine, not Adam's sensitivity.
+            "--set",
+            "optim.lr=0.003",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
-use crate::loader::mix;
+use crate::seeds::mix;
 
 /// The largest accepted noise std: ten standard deviations of a standardised feature
 /// already drown every feature; more is a typo.

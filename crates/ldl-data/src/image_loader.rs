@@ -16,8 +16,9 @@ use ldl_distributed::Shard;
 
 use crate::error::{Error, Result};
 use crate::image::{decode, Augment, Geometry, ImagePipeline};
-use crate::loader::{batch_indices, epoch_order, mix, targets_naming_samples, Batch};
+use crate::loader::{batch_indices, epoch_order, targets_naming_samples, Batch};
 use crate::sample::{Input, Sample};
+use crate::seeds::mix;
 
 /// How augmentation changes labels.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ mod image;
 mod image_loader;
 mod loader;
 mod sample;
+mod seeds;
 mod split;
 mod standardize;
 mod synth;
@@ -30,8 +31,9 @@ pub use formats::{read_chalearn, read_dldl_list, read_utkface};
 pub use image::{decode, decode_bytes, Augment, Geometry, ImagePipeline, RgbImage, MAX_IMAGE_SIDE};
 pub use image_loader::{ImageBatches, ImageLoader, LabelEffects};
 pub use ldl_distributed::Shard;
-pub use loader::{mix as mix_seed, Batch, FeatureLoader};
+pub use loader::{Batch, FeatureLoader};
 pub use sample::{FeatureValue, Input, Sample, SampleOrigin};
+pub use seeds::mix as mix_seed;
 pub use split::{split_by_column, split_by_fractions, SplitNames, Splits};
 pub use standardize::Standardizer;
 pub use synth::{

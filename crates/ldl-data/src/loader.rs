@@ -11,6 +11,7 @@ use ldl_distributed::Shard;
 use crate::error::{Error, Result};
 use crate::feature_noise::FeatureNoise;
 use crate::sample::{Input, Sample};
+use crate::seeds::mix;
 
 /// A batch: inputs (`(B, F)` features or `(B, 3, H, W)` images) and per-axis targets.
 #[derive(Debug, Clone)]
@@ -229,18 +230,6 @@ pub(crate) fn batch_indices(
         .map(|chunk| chunk[shard.range(chunk.len())].to_vec())
         .filter(|part| !part.is_empty())
         .collect()
-}
-
-/// Mixes a number into a seed (so that epochs, or samples, get distinct but reproducible
-/// streams).
-pub fn mix(seed: u64, value: u64) -> u64 {
-    let mut z = seed
-        ^ value
-            .wrapping_add(0x9E37_79B9_7F4A_7C15)
-            .wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The targets of a batch; a bad label's error names its sample's file and line rather

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::image::RgbImage;
-use crate::loader::mix;
+use crate::seeds::mix;
 
 /// What the generator draws from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

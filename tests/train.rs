@@ -1475,3 +1475,29 @@ fn loader_threads_beyond_the_bound_are_refused() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(config.data.decoding_threads(), 256.min((4 * cores).max(4)));
 }
+
+/// `ldl export` on something that is not a finished run folder says what it is instead:
+/// missing, a file, or a folder without a checkpoint.
+#[test]
+fn export_names_what_the_path_is_when_it_is_not_a_run_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("best.safetensors");
+    std::fs::write(&file, b"not a checkpoint").unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = dir.path().join("out");
+    for (path, expected) in [
+        (dir.path().join("nowhere"), "does not exist"),
+        (file, "is a file, not a run folder"),
+        (empty, "has no checkpoints/best.safetensors"),
+    ] {
+        let err = ldl::train::export_run(&path, &out, ldl::train::IfExists::Refuse)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains(expected),
+            "{err}"
+        );
+        assert!(!out.exists(), "nothing is written");
+    }
+}

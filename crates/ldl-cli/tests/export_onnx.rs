@@ -230,7 +230,8 @@ fn an_image_checkpoint_exports_as_onnx_that_tract_runs_as_ldl_predict() {
     let refused = ldl(dir, &["export", checkpoint, "--out", "onnx"]);
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        message.contains("or give --onnx to export a checkpoint file"),
+        message.contains("is a file, not a run folder")
+            && message.contains("give --onnx to export this checkpoint file alone"),
         "{message}"
     );
     assert!(!dir.join("onnx").exists());

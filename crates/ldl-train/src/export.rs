@@ -40,6 +40,32 @@ pub fn export_run(run_dir: &Path, out_dir: &Path, if_exists: IfExists) -> Result
     export_run_with(run_dir, out_dir, ExportOptions { if_exists, onnx })
 }
 
+/// The run folder's best checkpoint, or an error that says what `run_dir` is instead: a
+/// path that does not exist, a file (a checkpoint exports with `--onnx`), or a folder
+/// without one.
+fn best_checkpoint(run_dir: &Path) -> Result<PathBuf> {
+    let checkpoint = run_dir.join("checkpoints/best.safetensors");
+    if checkpoint.is_file() {
+        return Ok(checkpoint);
+    }
+    let shown = run_dir.display();
+    let what = if !run_dir.exists() {
+        format!("{shown} does not exist; give the run folder `ldl train` printed (runs/NAME-N)")
+    } else if run_dir.is_file() {
+        format!(
+            "{shown} is a file, not a run folder; export the run folder `ldl train` wrote, \
+             or give --onnx to export this checkpoint file alone"
+        )
+    } else {
+        format!(
+            "{shown} has no checkpoints/best.safetensors; export a run folder written by \
+             `ldl train` (it writes the checkpoint after the first epoch), or give --onnx to \
+             export a checkpoint file"
+        )
+    };
+    Err(Error::Usage(what))
+}
+
 /// [`export_run`] with a choice of formats: with [`ExportOptions::onnx`] the folder gets
 /// `model.onnx` too (see [`crate::ONNX_FILE`]), and its card says how to prepare the
 /// input and read the outputs.
@@ -48,14 +74,7 @@ pub fn export_run_with(
     out_dir: &Path,
     options: ExportOptions,
 ) -> Result<Vec<PathBuf>> {
-    let checkpoint = run_dir.join("checkpoints/best.safetensors");
-    if !checkpoint.is_file() {
-        return Err(Error::Usage(format!(
-            "{}: no checkpoints/best.safetensors; export a run folder written by `ldl train` \
-             that finished, or give --onnx to export a checkpoint file",
-            run_dir.display()
-        )));
-    }
+    let checkpoint = best_checkpoint(run_dir)?;
     let run = RunFolder::new(run_dir).read()?;
     let summary = run.finished()?;
     // The checkpoint must load: a corrupt one is refused here, not by the people using it.

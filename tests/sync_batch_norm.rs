@@ -1,7 +1,9 @@
-//! Synchronised BatchNorm under `mpirun -np 2`: two ranks, each with half of a batch of
+//! Synchronised BatchNorm under `mpirun -np 2`: two ranks, each with part of a batch of
 //! 16 images, get the gradients (averaged over the ranks) and the BatchNorm running
-//! statistics one process gets from the whole batch, within f32 rounding. Without
-//! synchronisation, each rank normalising its half by its own statistics, they do not.
+//! statistics one process gets from the whole batch, within f32 rounding: with halves,
+//! with parts of 7 and 9, and for an MLP with BatchNorm and dropout (parts of 7 and 9).
+//! Without synchronisation, each rank normalising its half by its own statistics, they do
+//! not.
 //!
 //! The library route's `Trainer::sync_batch_norm` does the same in `fit`.
 //!
@@ -19,7 +21,7 @@ use std::time::Duration;
 use candle_core::{DType, Device, Tensor};
 use ldl::distributed::{average_gradients, Collective, MpiCollective};
 use ldl::loss::{FullKl, Loss};
-use ldl::models::{BackboneConfig, CrossRankSum, Model, VggConfig};
+use ldl::models::{BackboneConfig, BatchRows, CrossRankSum, MlpConfig, Model, VggConfig};
 use ldl::{Axis, Label, LabelSpace};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -43,21 +45,78 @@ fn setup() -> (Model, Tensor, Vec<Vec<Label>>) {
         .map(|_| rng.gen_range(-1.0..1.0))
         .collect();
     let images = Tensor::from_vec(pixels, (BATCH, 3, 32, 32), &Device::Cpu).unwrap();
-    let labels = (0..BATCH)
-        .map(|_| vec![Label::value(rng.gen_range(5.0..90.0))])
-        .collect();
-    (model, images, labels)
+    (model, images, ages(&mut rng))
 }
 
-/// One training-mode forward and backward of `model` on `images`; the gradients, and the
-/// running statistics it updated.
+/// An MLP with BatchNorm and dropout, and a batch of 16 seeded rows of 6 features.
+fn mlp_setup() -> (Model, Tensor, Vec<Vec<Label>>) {
+    let config: BackboneConfig = MlpConfig::new(6, [16, 12])
+        .with_batch_norm()
+        .with_dropout(0.3)
+        .into();
+    let model = Model::build(&config, &space(), 9, &Device::Cpu).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let rows: Vec<f32> = (0..BATCH * 6).map(|_| rng.gen_range(-2.0..2.0)).collect();
+    let rows = Tensor::from_vec(rows, (BATCH, 6), &Device::Cpu).unwrap();
+    (model, rows, ages(&mut rng))
+}
+
+fn ages(rng: &mut ChaCha8Rng) -> Vec<Vec<Label>> {
+    (0..BATCH)
+        .map(|_| vec![Label::value(rng.gen_range(5.0..90.0))])
+        .collect()
+}
+
+/// What the ranks compute, each on its part of the batch, and compare with one process.
+#[derive(Debug, Clone, Copy)]
+enum Case {
+    /// TinyAgeNet, halves, SyncBN.
+    Synced,
+    /// TinyAgeNet, halves, each rank's own BatchNorm.
+    Own,
+    /// TinyAgeNet, parts of 7 and 9, SyncBN.
+    Uneven,
+    /// The MLP, parts of 7 and 9, SyncBN and dropout.
+    Mlp,
+}
+
+impl Case {
+    const ALL: [Case; 4] = [Case::Synced, Case::Own, Case::Uneven, Case::Mlp];
+
+    fn name(self) -> String {
+        format!("{self:?}").to_lowercase()
+    }
+
+    fn setup(self) -> (Model, Tensor, Vec<Vec<Label>>) {
+        match self {
+            Case::Mlp => mlp_setup(),
+            _ => setup(),
+        }
+    }
+
+    /// The first sample of each rank's part.
+    fn first_of_rank_1(self) -> usize {
+        match self {
+            Case::Synced | Case::Own => BATCH / 2,
+            Case::Uneven | Case::Mlp => 7,
+        }
+    }
+
+    fn synced(self) -> bool {
+        !matches!(self, Case::Own)
+    }
+}
+
+/// One training-mode forward and backward of `model` on `inputs`, which sit at `rows` of
+/// the batch; the gradients, and the running statistics it updated.
 fn step(
     model: &Model,
-    images: &Tensor,
+    inputs: &Tensor,
     labels: &[Vec<Label>],
+    rows: BatchRows,
 ) -> (Values, candle_core::backprop::GradStore) {
     let targets = space().targets(labels, DType::F32, &Device::Cpu).unwrap();
-    let logits = model.forward_t(images, true).unwrap();
+    let logits = model.forward_rows(inputs, rows).unwrap();
     let loss = FullKl::new().compute(&space(), &logits, &targets).unwrap();
     let grads = loss.total.backward().unwrap();
     (running_statistics(model), grads)
@@ -83,18 +142,34 @@ fn gradients(model: &Model, grads: &candle_core::backprop::GradStore) -> Values 
         .collect()
 }
 
-/// The largest difference of each entry relative to the largest value of its tensor.
-fn largest_relative_difference(a: &Values, b: &Values) -> f64 {
+/// The largest difference of each entry relative to the largest value of its tensor, and
+/// that tensor's name.
+///
+/// A tensor that is zero in exact arithmetic (the gradient of the MLP's linear biases,
+/// which BatchNorm's mean removes) holds rounding only: in `b` its values are below 1e-5
+/// of the largest of all tensors, and it passes (difference 0) when `a`'s are too.
+fn largest_relative_difference(a: &Values, b: &Values) -> (f64, String) {
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    let largest_of = |values: &[f32]| values.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+    let zero = 1e-5 * b.values().map(|y| largest_of(y)).fold(1e-12, f64::max);
     a.iter()
         .map(|(name, x)| {
             let y = &b[name];
-            let scale = y.iter().fold(1e-12f64, |m, v| m.max(v.abs() as f64));
-            x.iter()
-                .zip(y)
-                .fold(0.0f64, |m, (p, q)| m.max((p - q).abs() as f64 / scale))
+            let scale = largest_of(y);
+            let largest = if scale < zero {
+                if largest_of(x) < zero {
+                    0.0
+                } else {
+                    f64::INFINITY
+                }
+            } else {
+                x.iter()
+                    .zip(y)
+                    .fold(0.0f64, |m, (p, q)| m.max((p - q).abs() as f64 / scale))
+            };
+            (largest, name.clone())
         })
-        .fold(0.0, f64::max)
+        .fold((0.0, String::new()), |m, d| if d.0 > m.0 { d } else { m })
 }
 
 /// BatchNorm's sums over the ranks, for the model.
@@ -110,35 +185,38 @@ impl CrossRankSum for Sums {
 fn two_ranks_with_sync_batch_norm_take_the_whole_batch_step() {
     let dir = tempfile::tempdir().unwrap();
     common::ranks::run_as_two_ranks("rank_program", OUT, dir.path());
-    let (model, images, labels) = setup();
-    let (statistics, grads) = step(&model, &images, &labels);
-    let whole = (gradients(&model, &grads), statistics);
     let read = |name: &str| -> (Values, Values) {
         let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
         serde_json::from_str(&text).unwrap()
     };
     let mut report = Vec::new();
-    for rank in 0..2 {
-        let synced = read(&format!("synced{rank}.json"));
-        let gradients = largest_relative_difference(&synced.0, &whole.0);
-        let statistics = largest_relative_difference(&synced.1, &whole.1);
-        assert!(
-            gradients <= 1e-4,
-            "rank {rank}: gradients differ by {gradients:e}"
-        );
-        assert!(
-            statistics <= 1e-5,
-            "rank {rank}: statistics differ by {statistics:e}"
-        );
-        let own = read(&format!("own{rank}.json"));
-        let unsynced = largest_relative_difference(&own.0, &whole.0);
-        assert!(
-            unsynced > 1e-2,
-            "rank {rank}: per-rank BatchNorm gave {unsynced:e}"
-        );
-        report.push((gradients, statistics, unsynced));
+    for case in Case::ALL {
+        let (model, inputs, labels) = case.setup();
+        let (statistics, grads) = step(&model, &inputs, &labels, BatchRows::whole(BATCH));
+        let whole = (gradients(&model, &grads), statistics);
+        for rank in 0..2 {
+            let ranks = read(&format!("{}{rank}.json", case.name()));
+            let (gradients, worst) = largest_relative_difference(&ranks.0, &whole.0);
+            let (statistics, _) = largest_relative_difference(&ranks.1, &whole.1);
+            report.push((case, rank, gradients, statistics));
+            if !case.synced() {
+                assert!(
+                    gradients > 1e-2,
+                    "rank {rank}: per-rank BatchNorm gave {gradients:e}"
+                );
+                continue;
+            }
+            assert!(
+                gradients <= 1e-4,
+                "{case:?}, rank {rank}: gradients differ by {gradients:e} (in {worst})"
+            );
+            assert!(
+                statistics <= 1e-5,
+                "{case:?}, rank {rank}: statistics differ by {statistics:e}"
+            );
+        }
     }
-    eprintln!("largest relative differences (gradients, statistics; per-rank BatchNorm's gradients): {report:?}");
+    eprintln!("largest relative differences from one process (case, rank, gradients, statistics): {report:?}");
 }
 
 /// 40 synthetic faces: 32 to train on (two global batches of 16), 8 to validate on.
@@ -239,20 +317,29 @@ fn rank_program() {
     let mpi: Arc<dyn Collective> =
         Arc::new(MpiCollective::initialize(Duration::from_secs(60)).unwrap());
     let rank = mpi.rank();
-    let half = BATCH / 2;
-    for synced in [true, false] {
-        let (mut model, images, labels) = setup();
-        if synced {
+    for case in Case::ALL {
+        let (mut model, inputs, labels) = case.setup();
+        if case.synced() {
             model
                 .set_batch_norm_sync(Some(Arc::new(Sums(Arc::clone(&mpi)))))
                 .unwrap();
         }
-        let mine = images.narrow(0, rank * half, half).unwrap();
-        let (statistics, mut grads) = step(&model, &mine, &labels[rank * half..][..half]);
+        let split = case.first_of_rank_1();
+        let (start, len) = if rank == 0 {
+            (0, split)
+        } else {
+            (split, BATCH - split)
+        };
+        let mine = inputs.narrow(0, start, len).unwrap();
+        let rows = BatchRows {
+            start,
+            global: BATCH,
+        };
+        let (statistics, mut grads) = step(&model, &mine, &labels[start..][..len], rows);
         let vars: Vec<_> = model.trainable_vars().into_iter().map(|(_, v)| v).collect();
-        average_gradients(mpi.as_ref(), &vars, &mut grads, half, BATCH).unwrap();
+        average_gradients(mpi.as_ref(), &vars, &mut grads, len, BATCH).unwrap();
         let json = serde_json::to_string(&(gradients(&model, &grads), statistics)).unwrap();
-        let name = format!("{}{rank}.json", if synced { "synced" } else { "own" });
+        let name = format!("{}{rank}.json", case.name());
         std::fs::write(Path::new(&out).join(name), json).unwrap();
     }
 }

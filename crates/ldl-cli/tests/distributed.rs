@@ -1,9 +1,11 @@
 //! `mpirun -np 2 ldl train configs/bdims.toml --set run.distributed="mpi"` against one
 //! process with the same global batch: every epoch's metrics.jsonl figures agree within
 //! 1e-6, the final weights within float rounding, and rank 0 alone writes the run folder.
-//! Dropout and BatchNorm are off in both: dropout masks are drawn per rank, and
-//! BatchNorm normalises each rank's shard by its own statistics, so with either the two
-//! runs are alike in distribution, not step for step.
+//! bdims.toml's dropout is on: each rank draws the dropout masks of the whole global batch
+//! and keeps its rows', so the two runs drop the same units. BatchNorm is off there: with
+//! it, the gradient of each linear bias it follows is zero up to rounding, which differs
+//! between the runs and which Adam turns into steps of about the learning rate. The MLP's
+//! SyncBN is checked, as the image networks' is, with weights that stay put.
 //! Without a launcher, or in a build without MPI, `run.distributed = "mpi"` stops at once
 //! with a message saying what to do.
 
@@ -69,8 +71,6 @@ mod under_mpirun {
             "--quiet",
             "--set",
             "optim.epochs=6",
-            "--set",
-            "model.dropout=0",
             "--set",
             "model.batch_norm=false",
             // bdims.toml's learning rate of 0.03 amplifies the ranks' different summation
@@ -186,17 +186,22 @@ mod under_mpirun {
         }
         let (wa, wb) = (weights(&mpi), weights(&one));
         assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
-        let mut largest_weight = 0.0f64;
+        let (mut largest_weight, mut worst) = (0.0f64, "");
         for (name, values) in &wa {
             for (x, y) in values.iter().zip(&wb[name]) {
-                largest_weight = largest_weight.max((x - y).abs() as f64);
+                if (x - y).abs() as f64 > largest_weight {
+                    (largest_weight, worst) = ((x - y).abs() as f64, name);
+                }
             }
         }
-        eprintln!("largest difference: metrics {largest:e}, weights {largest_weight:e}");
+        eprintln!("largest difference: metrics {largest:e}, weights {largest_weight:e} ({worst})");
         assert!(largest <= 1e-6, "metrics differ by {largest:e}");
+        // Measured 1.6e-5 with dropout (5.1e-7 without), against 0.25 when each rank draws
+        // its own masks: a weight whose gradient is a few roundings moves by up to the
+        // learning rate per Adam step, in a direction the rounding picks.
         assert!(
-            largest_weight <= 1e-5,
-            "weights differ by {largest_weight:e}"
+            largest_weight <= 5e-5,
+            "weights differ by {largest_weight:e} ({worst})"
         );
     }
 
@@ -322,39 +327,38 @@ mod under_mpirun {
         }
     }
 
-    /// `run.sync_batch_norm` in `ldl train`: TinyAgeNet on 2 ranks × 8 faces against one
-    /// process × 16, with a learning rate so small that the weights stay put, so that each
-    /// epoch's figures are those of the initial weights (Adam cannot amplify rounding): with
-    /// SyncBN every batch normalises as one process's does and the figures agree to
-    /// rounding; with per-rank BatchNorm they do not.
-    #[test]
-    fn sync_batch_norm_normalises_as_one_process_does() {
+    /// `run.sync_batch_norm` in `ldl train`: 2 ranks × `batch` samples against one process
+    /// × 2·`batch`, with a learning rate so small that the weights stay put, so that each
+    /// epoch's figures are those of the initial weights (Adam cannot amplify rounding).
+    /// The largest difference of any epoch's training or validation loss from one
+    /// process's, with SyncBN and with per-rank BatchNorm.
+    fn sync_batch_norm_differences(
+        config: &str,
+        run_name: &str,
+        settings: &[&str],
+        batch: usize,
+    ) -> (f64, f64) {
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path();
-        std::fs::write(dir.join("task.toml"), QUICKSTART).unwrap();
-        let args = |batch: &str, output: &str| -> Vec<String> {
-            [
-                "train",
-                "task.toml",
-                "--quiet",
-                "--set",
-                "data.faces.count=240",
-                "--set",
-                "model.width=0.25",
-                "--set",
-                "optim.epochs=2",
-                "--set",
-                "optim.lr=1e-12",
-                "--set",
-            ]
-            .map(String::from)
-            .into_iter()
-            .chain([
+        std::fs::write(dir.join("task.toml"), config).unwrap();
+        let args = |batch: usize, output: &str| -> Vec<String> {
+            let mut args: Vec<String> = ["train", "task.toml", "--quiet"]
+                .into_iter()
+                .chain(
+                    ["optim.epochs=2", "optim.lr=1e-12"]
+                        .into_iter()
+                        .chain(settings.iter().copied())
+                        .flat_map(|s| ["--set", s]),
+                )
+                .map(String::from)
+                .collect();
+            args.extend([
+                "--set".into(),
                 format!("optim.batch_size={batch}"),
                 "--set".into(),
                 format!("run.output_dir=\"{output}\""),
-            ])
-            .collect()
+            ]);
+            args
         };
         let mpirun = |mut args: Vec<String>, sync: bool| {
             args.extend(["--set".into(), "run.distributed=\"mpi\"".into()]);
@@ -374,11 +378,11 @@ mod under_mpirun {
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        mpirun(args("8", "synced"), true);
-        mpirun(args("8", "own"), false);
+        mpirun(args(batch, "synced"), true);
+        mpirun(args(batch, "own"), false);
         let one = Command::new(env!("CARGO_BIN_EXE_ldl"))
             .current_dir(dir)
-            .args(args("16", "one"))
+            .args(args(2 * batch, "one"))
             .output()
             .unwrap();
         assert!(
@@ -388,7 +392,7 @@ mod under_mpirun {
         );
 
         let losses = |output: &str| -> Vec<(f64, f64)> {
-            metrics(&dir.join(output).join("quickstart-faces-1"))
+            metrics(&dir.join(output).join(run_name))
                 .iter()
                 .map(|m| {
                     let train = m["train"]["total"].as_f64().unwrap();
@@ -402,11 +406,31 @@ mod under_mpirun {
             })
         };
         let one = losses("one");
-        let (synced, own) = (
+        (
             largest(&losses("synced"), &one),
             largest(&losses("own"), &one),
-        );
+        )
+    }
+
+    /// SyncBN in `ldl train` for TinyAgeNet (2 ranks × 8 faces): with it every batch
+    /// normalises as one process's does and the figures agree to rounding; with per-rank
+    /// BatchNorm they do not.
+    #[test]
+    fn sync_batch_norm_normalises_as_one_process_does() {
+        let settings = ["data.faces.count=240", "model.width=0.25"];
+        let (synced, own) =
+            sync_batch_norm_differences(QUICKSTART, "quickstart-faces-1", &settings, 8);
         eprintln!("largest loss difference from one process: SyncBN {synced:e}, per-rank BatchNorm {own:e}");
+        assert!(synced <= 1e-5, "SyncBN: {synced:e}");
+        assert!(own > 1e-3, "per-rank BatchNorm: {own:e}");
+    }
+
+    /// SyncBN for the MLP's BatchNorm: bdims.toml (BatchNorm on, dropout 0.3) on 2 ranks
+    /// × 16 rows, whose last batch of 17 splits into 8 and 9.
+    #[test]
+    fn sync_batch_norm_of_the_mlp_normalises_as_one_process_does() {
+        let (synced, own) = sync_batch_norm_differences(BDIMS, "bdims-1", &[], 16);
+        eprintln!("bdims, largest loss difference from one process: SyncBN {synced:e}, per-rank BatchNorm {own:e}");
         assert!(synced <= 1e-5, "SyncBN: {synced:e}");
         assert!(own > 1e-3, "per-rank BatchNorm: {own:e}");
     }

@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use ldl_distributed::Shard;
+use ldl_distributed::{BatchRows, Shard};
 
 use crate::error::{Error, Result};
 use crate::image::{decode, Augment, Geometry, ImagePipeline};
@@ -248,8 +248,8 @@ impl ImageLoader {
         };
         let pool = Arc::clone(&self.pool);
         let handle = std::thread::spawn(move || {
-            for indices in chunks {
-                let batch = match pool.install(|| job.batch(indices)) {
+            for (indices, rows) in chunks {
+                let batch = match pool.install(|| job.batch(indices, rows)) {
                     // Every image of the batch was skipped: nothing to train on.
                     Ok(None) => continue,
                     Ok(Some(batch)) => Ok(batch),
@@ -279,8 +279,9 @@ struct BatchJob {
 }
 
 impl BatchJob {
-    /// The batch of these samples; `None` when every one was skipped.
-    fn batch(&self, indices: Vec<usize>) -> Result<Option<Batch>> {
+    /// The batch of these samples, which sit at `rows` in their global batch; `None` when
+    /// every one was skipped.
+    fn batch(&self, indices: Vec<usize>, rows: BatchRows) -> Result<Option<Batch>> {
         let results: Vec<Result<(Vec<f32>, Vec<Label>)>> =
             indices.par_iter().map(|&i| self.sample(i)).collect();
         let mut prepared = Vec::with_capacity(indices.len());
@@ -332,6 +333,7 @@ impl BatchJob {
             inputs,
             targets,
             indices,
+            rows,
         }))
     }
 

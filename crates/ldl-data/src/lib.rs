@@ -30,7 +30,7 @@ pub use feature_noise::{FeatureNoise, MAX_FEATURE_NOISE};
 pub use formats::{read_chalearn, read_dldl_list, read_utkface};
 pub use image::{decode, decode_bytes, Augment, Geometry, ImagePipeline, RgbImage, MAX_IMAGE_SIDE};
 pub use image_loader::{ImageBatches, ImageLoader, LabelEffects};
-pub use ldl_distributed::Shard;
+pub use ldl_distributed::{BatchRows, Shard};
 pub use loader::{Batch, FeatureLoader};
 pub use sample::{FeatureValue, Input, Sample, SampleOrigin};
 pub use seeds::mix as mix_seed;

@@ -6,7 +6,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use ldl_distributed::Shard;
+use ldl_distributed::{BatchRows, Shard};
 
 use crate::error::{Error, Result};
 use crate::feature_noise::FeatureNoise;
@@ -22,6 +22,9 @@ pub struct Batch {
     pub targets: Vec<AxisTargets>,
     /// The positions of the batch's samples in the loader's sample list.
     pub indices: Vec<usize>,
+    /// Where the batch sits in its global batch: a rank's part in data-parallel training,
+    /// or the whole of it (`BatchRows::whole`) in one process.
+    pub rows: BatchRows,
 }
 
 /// Cuts feature samples into batches.
@@ -137,10 +140,10 @@ impl<'a> FeatureLoader<'a> {
         let chunks = batch_indices(&order, self.global_batch(), self.drop_last, self.shard);
         chunks
             .into_iter()
-            .map(move |indices| self.batch(indices, epoch))
+            .map(move |(indices, rows)| self.batch(indices, rows, epoch))
     }
 
-    fn batch(&self, indices: Vec<usize>, epoch: u64) -> Result<Batch> {
+    fn batch(&self, indices: Vec<usize>, rows: BatchRows, epoch: u64) -> Result<Batch> {
         let mut flat = Vec::new();
         let mut width = None;
         let mut labels = Vec::with_capacity(indices.len());
@@ -191,6 +194,7 @@ impl<'a> FeatureLoader<'a> {
             inputs,
             targets,
             indices,
+            rows,
         })
     }
 }
@@ -214,21 +218,26 @@ pub(crate) fn batch_count(samples: usize, batch_size: usize, drop_last: bool) ->
 }
 
 /// Cuts an order into batches of `batch_size` (the global batch when sharded), keeping
-/// `shard`'s part of each; parts left empty are dropped.
+/// `shard`'s part of each and where it sits; parts left empty are dropped.
 pub(crate) fn batch_indices(
     order: &[usize],
     batch_size: usize,
     drop_last: bool,
     shard: Shard,
-) -> Vec<Vec<usize>> {
+) -> Vec<(Vec<usize>, BatchRows)> {
     let mut chunks: Vec<&[usize]> = order.chunks(batch_size).collect();
     if drop_last && chunks.last().is_some_and(|c| c.len() < batch_size) {
         chunks.pop();
     }
     chunks
         .into_iter()
-        .map(|chunk| chunk[shard.range(chunk.len())].to_vec())
-        .filter(|part| !part.is_empty())
+        .map(|chunk| {
+            (
+                chunk[shard.range(chunk.len())].to_vec(),
+                shard.rows(chunk.len()),
+            )
+        })
+        .filter(|(part, _)| !part.is_empty())
         .collect()
 }
 

@@ -33,7 +33,7 @@ pub use gradients::{
 };
 #[cfg(feature = "mpi")]
 pub use mpi_engine::MpiCollective;
-pub use shard::Shard;
+pub use shard::{BatchRows, Shard};
 pub use single::SingleProcess;
 
 /// What data-parallel training needs from its processes: their number and place, and

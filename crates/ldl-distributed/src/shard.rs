@@ -30,6 +30,42 @@ impl Shard {
         let world = self.world.max(1);
         (self.rank * n / world)..((self.rank + 1) * n / world)
     }
+
+    /// Where this rank's part of a global batch of `n` samples sits in it.
+    pub fn rows(&self, n: usize) -> BatchRows {
+        BatchRows {
+            start: self.range(n).start,
+            global: n,
+        }
+    }
+}
+
+/// Where the rows of a rank's batch sit in their global batch: rows `start..start + n`
+/// of `global`. A model that draws something per row (dropout masks) draws it for all
+/// `global` rows in the order one process would and keeps this part's, so that the ranks
+/// together draw exactly what one process draws.
+///
+/// ```
+/// use ldl_distributed::{BatchRows, Shard};
+/// assert_eq!(BatchRows::whole(32), BatchRows { start: 0, global: 32 });
+/// assert_eq!(Shard { rank: 1, world: 2 }.rows(5), BatchRows { start: 2, global: 5 });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchRows {
+    /// The position of the part's first row in the global batch.
+    pub start: usize,
+    /// The size of the global batch.
+    pub global: usize,
+}
+
+impl BatchRows {
+    /// A batch of `rows` rows that is its own global batch (one process).
+    pub fn whole(rows: usize) -> BatchRows {
+        BatchRows {
+            start: 0,
+            global: rows,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -105,6 +105,16 @@ pub fn batch_norm_relu(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor
     norm_relu(bn, x, train, None)
 }
 
+/// [`batch_norm_relu`] in training with the batch statistics summed over the ranks by
+/// `sum` (SyncBN; CPU only): for the MLP's BatchNorm.
+pub(crate) fn synced_batch_norm_relu(
+    bn: &BatchNorm,
+    x: &Tensor,
+    sum: &SharedSum,
+) -> Result<Tensor> {
+    norm_relu(bn, x, true, Some(sum))
+}
+
 /// [`batch_norm_relu`], with the batch statistics summed over the ranks by `sync` (SyncBN;
 /// training on the CPU only).
 fn norm_relu(bn: &BatchNorm, x: &Tensor, train: bool, sync: Option<&SharedSum>) -> Result<Tensor> {
@@ -132,8 +142,13 @@ fn norm_relu(bn: &BatchNorm, x: &Tensor, train: bool, sync: Option<&SharedSum>) 
     let stats = if train {
         let mut stats = norm_relu_cpu::channel_stats(&x)?;
         if let Some(sum) = sync {
+            let local = count;
             (stats, count) = stats.summed_over_ranks(count, sum.as_ref())?;
-            synced = Some((sum.clone(), count));
+            synced = Some(norm_relu_cpu::RankCounts {
+                sum: sum.clone(),
+                local,
+                global: count,
+            });
         }
         update_running_statistics(bn, &stats, count)?;
         stats

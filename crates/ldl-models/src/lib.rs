@@ -52,7 +52,7 @@ pub use device::device;
 pub use error::{Error, Result};
 pub use init::seeded_init;
 pub use layers::{batch_norm_relu, global_average_pool, max_pool_2x2, ConvBnRelu};
-pub use mlp::{Mlp, MlpConfig};
+pub use mlp::{BatchRows, Mlp, MlpConfig};
 pub use model::{is_running_statistic, parameter_count, trainable_vars, BackboneConfig, Model};
 pub use onnx::{OnnxInput, Standardization};
 pub use precision::Precision;

@@ -9,6 +9,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::sync_batch_norm::SharedSum;
+pub use ldl_distributed::BatchRows;
 
 /// The configuration of an [`Mlp`]: `inputs → hidden[0] → … → hidden[n−1]`, each hidden
 /// layer linear, then optionally BatchNorm, then ReLU, then optionally dropout.
@@ -130,6 +132,26 @@ struct HiddenLayer {
 }
 
 impl HiddenLayer {
+    /// BatchNorm (when the layer has it) and ReLU. With `sync` in training, the statistics
+    /// are the global batch's, summed over the ranks (SyncBN) by the image networks'
+    /// fused BatchNorm + ReLU, which takes the `(N, C)` rows as `(N, C, 1, 1)`.
+    fn norm_relu(&self, x: &Tensor, train: bool, sync: Option<&SharedSum>) -> Result<Tensor> {
+        let Some(bn) = &self.bn else {
+            return Ok(x.relu()?);
+        };
+        match sync.filter(|_| train) {
+            Some(sum) => {
+                let (rows, width) = x.dims2()?;
+                let planes = x.reshape((rows, width, 1, 1))?;
+                let y = crate::layers::synced_batch_norm_relu(bn, &planes, sum)?;
+                Ok(y.reshape((rows, width))?)
+            }
+            None => Ok(bn.forward_t(x, train)?.relu()?),
+        }
+    }
+}
+
+impl HiddenLayer {
     /// The linear layer, its product computed in `compute` (the weight cast to it, the
     /// result back in the dtype of `x`: see [`crate::Precision`]).
     fn forward(&self, x: &Tensor, compute: DType) -> Result<Tensor> {
@@ -158,6 +180,8 @@ pub struct Mlp {
     dropout_rng: Mutex<ChaCha8Rng>,
     /// The dtype of the linear layers' products (f32 unless set by the model).
     compute_dtype: DType,
+    /// SyncBN in data-parallel training (see [`crate::sync_batch_norm`]).
+    batch_norm_sync: Option<SharedSum>,
 }
 
 impl std::fmt::Debug for Mlp {
@@ -193,7 +217,14 @@ impl Mlp {
             layers,
             dropout_rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             compute_dtype: vb.dtype(),
+            batch_norm_sync: None,
         })
+    }
+
+    /// Sums BatchNorm's training statistics over the ranks of data-parallel training
+    /// (SyncBN), or not (`None`, the default). CPU only; nothing changes without BatchNorm.
+    pub fn set_batch_norm_sync(&mut self, sync: Option<SharedSum>) {
+        self.batch_norm_sync = sync;
     }
 
     /// Computes the linear layers' products in `dtype` (bf16 for mixed precision, see
@@ -219,43 +250,74 @@ impl Mlp {
 
     /// Forward pass; `train` enables dropout and BatchNorm's batch statistics.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (_, features) = x.dims2()?;
+        let rows = BatchRows::whole(x.dims().first().copied().unwrap_or(0));
+        self.forward(x, train.then_some(rows))
+    }
+
+    /// Training forward pass of `rows` of a global batch (see [`BatchRows`]): dropout
+    /// and BatchNorm's batch statistics on.
+    pub fn forward_rows(&self, x: &Tensor, rows: BatchRows) -> Result<Tensor> {
+        self.forward(x, Some(rows))
+    }
+
+    /// The forward pass, in training when `rows` says where the batch sits.
+    fn forward(&self, x: &Tensor, training: Option<BatchRows>) -> Result<Tensor> {
+        let (batch, features) = x.dims2()?;
         if features != self.config.inputs {
             return Err(Error::Config(format!(
                 "the MLP expects {} input features, got {features}",
                 self.config.inputs
             )));
         }
+        if let Some(rows) = training.filter(|r| r.start + batch > r.global) {
+            return Err(Error::Config(format!(
+                "rows {}..{} of a global batch of {}: the part does not fit in its batch",
+                rows.start,
+                rows.start + batch,
+                rows.global
+            )));
+        }
+        let train = training.is_some();
+        let sync = self.batch_norm_sync.as_ref();
         let mut x = x.clone();
         for layer in &self.layers {
             x = layer.forward(&x, self.compute_dtype)?;
-            if let Some(bn) = &layer.bn {
-                x = bn.forward_t(&x, train)?;
-            }
-            x = x.relu()?;
-            if train && self.config.dropout > 0.0 {
-                x = self.dropout(&x)?;
+            x = layer.norm_relu(&x, train, sync)?;
+            if let Some(rows) = training.filter(|_| self.config.dropout > 0.0) {
+                x = self.dropout(&x, rows)?;
             }
         }
         Ok(x)
     }
 
-    fn dropout(&self, x: &Tensor) -> Result<Tensor> {
+    /// Dropout of `x`, rows `rows.start..` of a global batch of `rows.global`: the masks
+    /// of the whole global batch are drawn in row order, as one process draws them, and
+    /// this part's rows kept.
+    fn dropout(&self, x: &Tensor, rows: BatchRows) -> Result<Tensor> {
         let keep = 1.0 - self.config.dropout;
+        let (batch, width) = x.dims2()?;
         let mask: Vec<f32> = {
             let mut rng = self
                 .dropout_rng
                 .lock()
                 .map_err(|_| Error::Config("the dropout RNG's lock is poisoned".into()))?;
-            (0..x.elem_count())
-                .map(|_| {
-                    if rng.gen::<f64>() < keep {
-                        (1.0 / keep) as f32
-                    } else {
-                        0.0
-                    }
-                })
-                .collect()
+            let mut draw = || {
+                if rng.gen::<f64>() < keep {
+                    (1.0 / keep) as f32
+                } else {
+                    0.0
+                }
+            };
+            let before = rows.start * width;
+            let after = (rows.global - rows.start - batch) * width;
+            (0..before).for_each(|_| {
+                draw();
+            });
+            let mask = (0..batch * width).map(|_| draw()).collect();
+            (0..after).for_each(|_| {
+                draw();
+            });
+            mask
         };
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         Ok((x * mask)?)

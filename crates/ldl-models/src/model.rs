@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::init::seeded_init;
-use crate::mlp::{Mlp, MlpConfig};
+use crate::mlp::{BatchRows, Mlp, MlpConfig};
 use crate::precision::Precision;
 use crate::sync_batch_norm::SharedSum;
 use crate::vgg::{Vgg, VggConfig};
@@ -226,20 +226,13 @@ impl Model {
     }
 
     /// Sums BatchNorm's training statistics over the ranks of data-parallel training
-    /// (SyncBN, see [`crate::sync_batch_norm`]), or stops (`None`). For the image
-    /// networks; an MLP with BatchNorm is refused (its BatchNorm is per rank).
+    /// (SyncBN, see [`crate::sync_batch_norm`]), or stops (`None`). CPU only.
     pub fn set_batch_norm_sync(&mut self, sync: Option<SharedSum>) -> Result<()> {
         match &mut self.backbone {
             Backbone::Vgg(vgg) => vgg.set_batch_norm_sync(sync),
-            Backbone::Mlp(_) if sync.is_none() => {}
             Backbone::Mlp(trunks) => {
-                if trunks.iter().any(|t| t.config().batch_norm) {
-                    return Err(crate::Error::Config(
-                        "synchronised BatchNorm applies to ThinAgeNet's and TinyAgeNet's \
-                         BatchNorm; for the MLP set model.batch_norm = false (or leave \
-                         run.sync_batch_norm off)"
-                            .into(),
-                    ));
+                for trunk in trunks {
+                    trunk.set_batch_norm_sync(sync.clone());
                 }
             }
         }
@@ -307,6 +300,19 @@ impl Model {
     /// `(N, bins)`. `train` switches BatchNorm to batch statistics
     /// (updating the running ones) and enables dropout.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        let rows = BatchRows::whole(x.dims().first().copied().unwrap_or(0));
+        self.forward(x, train.then_some(rows))
+    }
+
+    /// [`Model::forward_t`] in training for `rows` of a global batch (data-parallel
+    /// training: see [`BatchRows`]), so that dropout drops what one process would.
+    pub fn forward_rows(&self, x: &Tensor, rows: BatchRows) -> Result<Vec<Tensor>> {
+        self.forward(x, Some(rows))
+    }
+
+    /// The forward pass, in training when `rows` says where the batch sits.
+    fn forward(&self, x: &Tensor, training: Option<BatchRows>) -> Result<Vec<Tensor>> {
+        let train = training.is_some();
         // The features each head sees: one tensor for all heads, or one per head.
         let features = match &self.backbone {
             Backbone::Vgg(vgg) => vec![match self.precision {
@@ -316,7 +322,10 @@ impl Model {
             }],
             Backbone::Mlp(trunks) => trunks
                 .iter()
-                .map(|trunk| trunk.forward_t(x, train))
+                .map(|trunk| match training {
+                    Some(rows) => trunk.forward_rows(x, rows),
+                    None => trunk.forward_t(x, false),
+                })
                 .collect::<Result<_>>()?,
         };
         self.heads

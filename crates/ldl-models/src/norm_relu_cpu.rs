@@ -121,9 +121,17 @@ pub(crate) struct NormRelu {
     /// through them too.
     pub batch_statistics: bool,
     /// SyncBN: the statistics are the whole batch's over the ranks, whose gradient sums
-    /// the backward pass sums over the ranks too; `count` is the whole batch's values per
-    /// channel.
-    pub sync: Option<(SharedSum, usize)>,
+    /// the backward pass sums over the ranks too.
+    pub sync: Option<RankCounts>,
+}
+
+/// SyncBN's sum over the ranks, with this rank's and the whole batch's values per channel.
+pub(crate) struct RankCounts {
+    pub sum: SharedSum,
+    /// This rank's values per channel.
+    pub local: usize,
+    /// The whole batch's values per channel.
+    pub global: usize,
 }
 
 impl NormRelu {
@@ -271,9 +279,9 @@ impl CustomOp3 for NormRelu {
             let mut sums = vector(&sums)?;
             // SyncBN: dx depends on the whole batch's sums.
             let count = match &self.sync {
-                Some((sum, count)) if self.batch_statistics => {
-                    sum.sum(&mut sums).map_err(candle_core::Error::Msg)?;
-                    Some(*count)
+                Some(counts) if self.batch_statistics => {
+                    summed_over_ranks(&mut sums, counts)?;
+                    Some(counts.global)
                 }
                 _ => None,
             };
@@ -293,6 +301,25 @@ impl CustomOp3 for NormRelu {
         };
         Ok((dx, Some(d_gamma), Some(d_beta)))
     }
+}
+
+/// Replaces this rank's gradient sums (Σg, Σg·x̂ per channel) with the whole batch's, in
+/// this rank's scale.
+///
+/// Each rank's `g` is the gradient of the mean loss over its own `n_r` samples, and the
+/// trainer weighs rank `r`'s parameter gradients by `n_r/N`: the whole batch's `g` is
+/// `(n_r/N)·g_r`. So each rank adds its sums scaled by `n_r/N` and scales the total back by
+/// `N/n_s`, which keeps `dx` right when the parts differ in size (a last batch of 17 over
+/// two ranks), and is a sum times one when they are equal.
+fn summed_over_ranks(sums: &mut [f64], counts: &RankCounts) -> candle_core::Result<()> {
+    if counts.local == 0 || counts.global == 0 {
+        candle_core::bail!("SyncBN: a rank with no values joined the backward pass");
+    }
+    let share = counts.local as f64 / counts.global as f64;
+    sums.iter_mut().for_each(|s| *s *= share);
+    counts.sum.sum(sums).map_err(candle_core::Error::Msg)?;
+    sums.iter_mut().for_each(|s| *s /= share);
+    Ok(())
 }
 
 fn to_f64(s: &CpuStorage, l: &Layout) -> candle_core::Result<Vec<f64>> {

@@ -4,10 +4,11 @@
 //! one process training on the whole batch would.
 //!
 //! The model knows the ranks only through [`CrossRankSum`]; `ldl-train` gives it one over
-//! its collective. Equal parts per rank are assumed: the backward pass divides the summed
-//! gradient sums by the whole batch's size, which is right when every rank's loss is the
-//! mean over the same number of samples (the trainer drops a last batch that would split
-//! unevenly).
+//! its collective. Each rank's loss is taken to be the mean over its own samples, and its
+//! gradients to be weighed by its share of the batch when they are averaged (as the trainer
+//! does), so parts of different sizes (a last batch of 17 over two ranks) are handled; a
+//! rank with no samples in a batch cannot join it (the trainer drops such a last batch).
+//! It serves the image networks' BatchNorm and the MLP's alike.
 
 use std::sync::Arc;
 

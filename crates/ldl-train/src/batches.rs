@@ -34,14 +34,21 @@ impl<'a> Data<'a> {
             let loader = |samples: &'a [Sample]| -> Result<FeatureLoader<'a>> {
                 Ok(FeatureLoader::new(samples, space, batch)?.on(device, DType::F32))
             };
-            let lone_last = lone_last(splits.train.len(), batch, shard.world);
+            let synced = config.run.sync_batch_norm && shard.world > 1;
+            let drop_last = drop_last_batch(
+                splits.train.len(),
+                batch,
+                shard.world,
+                Inputs::Features,
+                synced,
+            );
             let noise = FeatureNoise::new(config.data.feature_noise(), noise_seed(seed))?;
             let train = loader(&splits.train)?
                 .sharded(shard)
                 .shuffled(seed)
                 .with_noise(noise);
             return Ok(Data {
-                train: Box::new(train.drop_last(lone_last)),
+                train: Box::new(train.drop_last(drop_last)),
                 // Each rank evaluates its part; the figures are summed over the ranks.
                 validation: Box::new(loader(&splits.validation)?.sharded(shard)),
                 test: Box::new(loader(&splits.test)?),
@@ -55,14 +62,17 @@ impl<'a> Data<'a> {
                     .on_bad_sample(config.data.on_bad_sample),
             )
         };
-        // SyncBN divides the summed gradient sums by the whole batch: every rank needs an
-        // equal part, so a last batch that splits unevenly is left out.
-        let uneven_last = config.run.sync_batch_norm
-            && shard.world > 1
-            && !(splits.train.len() % (batch * shard.world)).is_multiple_of(shard.world);
+        let synced = config.run.sync_batch_norm && shard.world > 1;
+        let drop_last = drop_last_batch(
+            splits.train.len(),
+            batch,
+            shard.world,
+            Inputs::Images,
+            synced,
+        );
         let train = loader(&splits.train)?
             .sharded(shard)
-            .drop_last(uneven_last)
+            .drop_last(drop_last)
             .shuffled(seed)
             .augmented(
                 config.data.augment.clone(),
@@ -92,11 +102,67 @@ pub(crate) fn noise_seed(seed: u64) -> u64 {
 }
 
 /// Whether to drop an epoch's last global batch of `samples` samples cut into batches of
-/// `batch` per rank over `world` ranks: when a rank's part of it would hold a single
-/// sample, whose BatchNorm variance is 0/0.
-pub(crate) fn lone_last(samples: usize, batch: usize, world: usize) -> bool {
-    let last = samples % (batch * world.max(1));
-    last > 0
-        && (0..world.max(1))
-            .any(|rank| ldl_distributed::Shard { rank, world }.range(last).len() == 1)
+/// `batch` per rank over `world` ranks, for the training loader of `inputs`.
+///
+/// - Features with per-rank BatchNorm: when a rank's part of it would hold a single sample,
+///   whose BatchNorm variance is 0/0.
+/// - Features with SyncBN: when the whole batch holds a single sample, as in one process,
+///   or a rank's part would be empty (a rank with no samples cannot join the sums).
+/// - Images: never with per-rank BatchNorm (their fused BatchNorm takes a single sample);
+///   with SyncBN when a rank's part would be empty.
+pub(crate) fn drop_last_batch(
+    samples: usize,
+    batch: usize,
+    world: usize,
+    inputs: Inputs,
+    synced: bool,
+) -> bool {
+    let world = world.max(1);
+    let last = samples % (batch * world);
+    let part_sizes = || (0..world).map(move |rank| Shard { rank, world }.range(last).len());
+    let empty_part = last > 0 && part_sizes().any(|n| n == 0);
+    match (inputs, synced) {
+        (Inputs::Features, false) => last > 0 && part_sizes().any(|n| n == 1),
+        (Inputs::Features, true) => last == 1 || empty_part,
+        (Inputs::Images, false) => false,
+        (Inputs::Images, true) => empty_part,
+    }
+}
+
+/// What a training loader reads, for [`drop_last_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inputs {
+    Features,
+    Images,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_batch_is_dropped_only_when_a_part_cannot_normalise() {
+        use Inputs::{Features, Images};
+        // 305 rows, 16 per rank, 2 ranks: a last batch of 17, parts of 8 and 9.
+        for inputs in [Features, Images] {
+            for synced in [false, true] {
+                assert!(!drop_last_batch(305, 16, 2, inputs, synced));
+            }
+        }
+        // A last batch of 3 over 2 ranks: parts of 1 and 2. Per-rank BatchNorm cannot
+        // take the part of 1; SyncBN normalises it with the whole batch's statistics.
+        assert!(drop_last_batch(35, 16, 2, Features, false));
+        assert!(!drop_last_batch(35, 16, 2, Features, true));
+        // A last batch of 1: as one process, whose variance would be 0/0.
+        assert!(drop_last_batch(33, 32, 1, Features, false));
+        assert!(drop_last_batch(33, 16, 2, Features, true));
+        // A last batch of 2 over 4 ranks leaves two ranks with nothing to add to SyncBN's
+        // sums.
+        assert!(drop_last_batch(66, 16, 4, Features, true));
+        assert!(drop_last_batch(66, 16, 4, Images, true));
+        assert!(!drop_last_batch(66, 16, 4, Images, false));
+        // Whole batches only: nothing to drop.
+        assert!(!drop_last_batch(64, 16, 2, Features, false));
+        assert!(!drop_last_batch(64, 16, 4, Images, true));
+    }
 }

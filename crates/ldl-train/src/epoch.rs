@@ -181,7 +181,7 @@ fn local_step(
         };
         return Ok((empty, GradStore::default(), None));
     };
-    let logits = context.model.forward_t(&batch.inputs, true)?;
+    let logits = context.model.forward_rows(&batch.inputs, batch.rows)?;
     let out = context
         .loss
         .compute(context.space, &logits, &batch.targets)?;

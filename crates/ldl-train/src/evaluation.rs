@@ -100,6 +100,7 @@ pub(crate) fn on_device(batch: Batch, device: &candle_core::Device) -> Result<Ba
             })
             .collect::<Result<_>>()?,
         indices: batch.indices,
+        rows: batch.rows,
     })
 }
 

@@ -37,7 +37,7 @@ use ldl_distributed::{broadcast_variables, Collective, SingleProcess};
 
 use crate::adam::Adam;
 use crate::baselines::Baseline;
-use crate::batches::{lone_last, noise_seed, Data};
+use crate::batches::{drop_last_batch, noise_seed, Data, Inputs};
 use crate::best_epoch::BestEpoch;
 use crate::config::{HeadInit, Monitor, OnNonFinite, DEFAULT_FEATURE_NOISE};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
@@ -194,9 +194,9 @@ impl Trainer {
         self
     }
 
-    /// With [`Trainer::collective`] of several ranks, the image networks' BatchNorm
-    /// normalises with the whole global batch's statistics, summed over the ranks
-    /// (SyncBN, as `run.sync_batch_norm`), during [`Trainer::fit`].
+    /// With [`Trainer::collective`] of several ranks, BatchNorm (the image networks' and
+    /// the MLP's) normalises with the whole global batch's statistics, summed over the
+    /// ranks (SyncBN, as `run.sync_batch_norm`), during [`Trainer::fit`].
     pub fn sync_batch_norm(mut self, on: bool) -> Self {
         self.sync_batch_norm = on;
         self
@@ -527,11 +527,18 @@ impl Trainer {
             if split != Split::Training {
                 return Ok(Box::new(loader));
             }
-            let lone_last = lone_last(samples.len(), self.batch_size, shard.world);
+            let synced = self.batch_norm_sums().is_some();
+            let drop_last = drop_last_batch(
+                samples.len(),
+                self.batch_size,
+                shard.world,
+                Inputs::Features,
+                synced,
+            );
             let std = self.feature_noise.unwrap_or(DEFAULT_FEATURE_NOISE);
             let loader = loader
                 .shuffled(self.seed)
-                .drop_last(lone_last)
+                .drop_last(drop_last)
                 .with_noise(FeatureNoise::new(std, noise_seed(self.seed))?);
             return Ok(Box::new(loader));
         }
@@ -546,11 +553,15 @@ impl Trainer {
         let pipeline = ImagePipeline::new(self.image_size);
         let loader = ImageLoader::new(samples.to_vec(), space, pipeline, self.batch_size, threads)?
             .sharded(shard);
-        // SyncBN needs equal parts: a last batch that would split unevenly is left out.
-        let last = samples.len() % (self.batch_size * shard.world);
-        let uneven = self.batch_norm_sums().is_some() && !last.is_multiple_of(shard.world);
+        let drop_last = drop_last_batch(
+            samples.len(),
+            self.batch_size,
+            shard.world,
+            Inputs::Images,
+            self.batch_norm_sums().is_some(),
+        );
         Ok(if split == Split::Training {
-            Box::new(loader.shuffled(self.seed).drop_last(uneven))
+            Box::new(loader.shuffled(self.seed).drop_last(drop_last))
         } else {
             Box::new(loader)
         })

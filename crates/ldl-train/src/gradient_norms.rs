@@ -148,6 +148,7 @@ mod tests {
             inputs,
             targets,
             indices: vec![0, 1, 2, 3],
+            rows: ldl_data::BatchRows::whole(4),
         };
         (model, space, batch)
     }

@@ -44,8 +44,8 @@ pub struct RunConfig {
     /// rank trains on its part of every global batch of `optim.batch_size` × ranks samples.
     #[serde(skip_serializing_if = "Distributed::is_none")]
     pub distributed: Distributed,
-    /// Synchronised BatchNorm with `run.distributed`: the image networks' BatchNorm
-    /// normalises with the whole global batch's statistics, summed over the ranks,
+    /// Synchronised BatchNorm with `run.distributed`: BatchNorm (the image networks' and
+    /// the MLP's) normalises with the whole global batch's statistics, summed over the ranks,
     /// instead of each rank's own (default `false`; nothing changes in one process).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub sync_batch_norm: bool,

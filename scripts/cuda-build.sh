@@ -5,7 +5,8 @@
 #
 # What it does, step by step (each step is skipped when its result is already there):
 #   1. downloads the pinned CUDA 13.0 wheels from PyPI with `pip download --no-deps`
-#      (nvcc, its crt headers and NVVM, CCCL, the runtime, NVRTC, cuRAND, cuBLAS and cuDNN);
+#      (nvcc, its crt headers and NVVM, CCCL, the runtime, NVRTC, cuRAND, cuBLAS, cuDNN and,
+#      for the NCCL engine, NCCL);
 #   2. unzips them into one toolkit tree, $LDL_CUDA_DIR/root/nvidia/cu13/{bin,include,lib},
 #      and adds the unversioned `lib*.so` links the linker looks for (of cuDNN's wheel only
 #      the headers and the `libcudnn.so.9` the linker needs: its engines are 1 GB);
@@ -13,15 +14,19 @@
 #   4. writes a stub `libcuda.so` (soname libcuda.so.1) into lib/stubs, exporting every `cu*`
 #      driver function that cudarc's bindings declare: the driver library only exists where
 #      the NVIDIA driver is installed, and the linker only needs the names;
-#   5. runs `cargo build --release --locked -p ldl-cli --features cudnn` with the PTX built
+#   5. runs `cargo build --release --locked -p ldl-cli --features cudnn,nccl` with the PTX built
 #      for one compute capability (no nvidia-smi is needed), then builds the GPU tests
 #      (tests/gpu.rs) and examples/step_timing.rs the same way;
 #   6. packs the `ldl` binary, `gpu-tests`, `step-timing`, a `run-on-gpu.sh` launcher,
 #      scripts/gpu-check.sh (the whole GPU check, see there), scripts/gpu-bench.sh (an
 #      end-to-end `ldl train` timing) and the PyTorch reference into an xz tarball.
 #
-# LDL_CUDA_FEATURES=cuda builds without cuDNN (candle's own CUDA convolutions) and packs
-# only `ldl` and the launchers.
+# LDL_CUDA_FEATURES is a comma-separated list: `cuda` (candle's own CUDA convolutions; packs
+# only `ldl` and the launchers) or `cudnn`, and optionally `nccl` (`run.distributed =
+# "nccl"`: one process per GPU) and `mpi` (needed by NCCL for more than one rank; Open MPI's
+# libopenmpi-dev and libclang to build, Open MPI's libraries where it runs). The default,
+# `cudnn,nccl`, trains on one GPU and checks the NCCL path with `mpirun -np 1` or the
+# launcher's variables set by hand (see gpu-check.sh).
 #
 # Usage: scripts/cuda-build.sh [OUTPUT_DIR]         (run from anywhere inside the repository)
 #
@@ -57,7 +62,7 @@ step() { echo "==> $*"; }
 
 CUDA_DIR=${LDL_CUDA_DIR:-$HOME/.cache/ldl-cuda}
 TARGET_DIR=${LDL_CUDA_TARGET_DIR:-$HOME/.cache/ldl-cuda-target}
-FEATURES=${LDL_CUDA_FEATURES:-cudnn}
+FEATURES=${LDL_CUDA_FEATURES:-cudnn,nccl}
 COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 OUT_DIR=${1:-${LDL_DIST_DIR:-dist}}
 
@@ -78,13 +83,23 @@ WHEELS=(
     nvidia-cublas==13.0.2.14
     nvidia-cudnn-cu13==9.21.1.3
 )
+# NCCL 2.30: the API of cudarc's `nccl` feature (nccl-02030).
+has_feature() { [[ ,$FEATURES, == *,$1,* ]]; }
+if has_feature nccl; then
+    WHEELS+=(nvidia-nccl-cu13==2.30.7)
+fi
 
 case $(uname -s)-$(uname -m) in
     Linux-x86_64) ;;
     *) die "only Linux x86_64 is supported (this is $(uname -s) $(uname -m))" ;;
 esac
 [[ $COMPUTE_CAP =~ ^[0-9]+$ ]] || die "CUDA_COMPUTE_CAP must be a number like 90, not '$COMPUTE_CAP'"
-[[ $FEATURES == cuda || $FEATURES == cudnn ]] || die "LDL_CUDA_FEATURES must be cuda or cudnn, not '$FEATURES'"
+IFS=, read -r -a feature_list <<<"$FEATURES"
+for feature in "${feature_list[@]}"; do
+    [[ $feature =~ ^(cuda|cudnn|nccl|mpi)$ ]] ||
+        die "LDL_CUDA_FEATURES lists cuda or cudnn, and nccl or mpi, separated by commas: '$feature' is none of them"
+done
+has_feature cuda || has_feature cudnn || die "LDL_CUDA_FEATURES must include cuda or cudnn, not only '$FEATURES'"
 
 REPO=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel 2>/dev/null) ||
     die "run this script from a checkout of the ldl repository"
@@ -138,6 +153,7 @@ for pin in "${WHEELS[@]}"; do
     # cuDNN: the headers and the library the linker needs, not the engines it loads at run time.
     case $pin in
         nvidia-cudnn-*) prefixes=('nvidia/cudnn/include/' 'nvidia/cudnn/lib/libcudnn.so.') ;;
+        nvidia-nccl-*) prefixes=('nvidia/nccl/include/' 'nvidia/nccl/lib/libnccl.so.') ;;
         *) prefixes=('nvidia/') ;;
     esac
     python3 - "$whl" "$TREE" "${prefixes[@]}" <<'PY' || die "cannot unzip $whl (delete it and rerun)"
@@ -167,6 +183,11 @@ done
 CUDNN_LIB=$TREE/nvidia/cudnn/lib/libcudnn.so.9
 [[ -f $CUDNN_LIB ]] || die "the cuDNN wheel did not produce $CUDNN_LIB; delete $TREE and rerun"
 ln -sfn "$CUDNN_LIB" "$CUDA_ROOT/lib/libcudnn.so"
+if has_feature nccl; then
+    NCCL_LIB=$TREE/nvidia/nccl/lib/libnccl.so.2
+    [[ -f $NCCL_LIB ]] || die "the NCCL wheel did not produce $NCCL_LIB; delete $TREE and rerun"
+    ln -sfn "$NCCL_LIB" "$CUDA_ROOT/lib/libnccl.so"
+fi
 
 # 3. nvcc -------------------------------------------------------------------------------
 step "3/6 nvcc"
@@ -229,13 +250,13 @@ needed=$(readelf -d "$BIN" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' 
 grep -q "libcuda.so.1" <<<"$needed" || [[ -z $needed ]] ||
     die "$BIN does not link libcuda.so.1: was it built with --features cuda?"
 extras=()
-if [[ $FEATURES == cudnn ]]; then
-    cuda_cargo build --release --locked --features cudnn --example step_timing ||
+if has_feature cudnn; then
+    cuda_cargo build --release --locked --features "$FEATURES" --example step_timing ||
         die "building examples/step_timing.rs failed (see above)"
-    cuda_cargo test --release --locked --features cudnn --test gpu --no-run ||
+    cuda_cargo test --release --locked --features "$FEATURES" --test gpu --no-run ||
         die "building tests/gpu.rs failed (see above)"
     # The test binary's path, from cargo's own report.
-    tests_bin=$(cuda_cargo test --release --locked --features cudnn --test gpu --no-run \
+    tests_bin=$(cuda_cargo test --release --locked --features "$FEATURES" --test gpu --no-run \
         --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -260,6 +281,7 @@ for pair in "${extras[@]}"; do
     cp "${pair%%:*}" "$stage/${pair##*:}"
 done
 cp scripts/run-on-gpu.sh scripts/gpu-bench.sh scripts/gpu-check.sh benches/reference/train_step_torch.py "$stage/"
+cp configs/bdims.toml "$stage/"
 chmod +x "$stage"/*.sh "$stage/ldl"
 tarball=$OUT_DIR/$name.tar.xz
 tar -C "$probe" -cJf "$tarball" "$name" || die "cannot write $tarball"

@@ -13,7 +13,11 @@
 #   3. `ldl train` of ThinAgeNet at 224×224 on the built-in synthetic faces for a few
 #      epochs (scripts/gpu-bench.sh), keeping the run folder; its plots, metrics and
 #      summary are copied to RESULTS_DIR;
-#   4. one table of the figures (ranges over the rounds).
+#   4. the NCCL engine with one rank (when `ldl` was built with `nccl`): configs/bdims.toml
+#      for a few epochs on the GPU, once plainly and once with `run.distributed = "nccl"`
+#      (the launcher's variables set by hand, as `mpirun -np 1` would), every figure of
+#      every metrics.jsonl line compared;
+#   5. one table of the figures (ranges over the rounds).
 # Peak GPU memory is the largest `memory.used` nvidia-smi reports while a program runs,
 # less what was in use before it started (the CUDA context included, for both ldl and
 # PyTorch), sampled every 50 ms; each program also prints its allocator's own peak.
@@ -22,7 +26,7 @@
 # Environment: GPU_CHECK_STEPS [20] timed steps per figure; GPU_CHECK_TIMINGS, the
 # timings to run (default: all eight of section 2); GPU_CHECK_EPOCHS [4] and
 # GPU_CHECK_FACES [3000] for the `ldl train` run; GPU_CHECK_SKIP: space-separated parts
-# to skip (tests, ldl, torch, train).
+# to skip (tests, ldl, torch, train, nccl).
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -147,7 +151,42 @@ PY
     fi
 fi
 
-section "4. ThinAgeNet 224×224, batch 32 (img/s; memory: peak above idle, MiB; ranges over rounds)"
+if ! skipped nccl && readelf -d "$here/ldl" 2>/dev/null | grep -q libnccl; then
+    section "4. NCCL with one rank against no engine: configs/bdims.toml, 5 epochs on the GPU"
+    nccl_dir=$results/nccl
+    mkdir -p "$nccl_dir"
+    common=(train "$here/bdims.toml" --quiet --set optim.epochs=5 --set run.device='"cuda"')
+    measure nccl-none 180 "$run" "${common[@]}" --set run.output_dir="\"$nccl_dir/none\""
+    OMPI_COMM_WORLD_SIZE=1 OMPI_COMM_WORLD_RANK=0 OMPI_COMM_WORLD_LOCAL_RANK=0 \
+        measure nccl-one-rank 180 "$run" "${common[@]}" --set run.distributed='"nccl"' \
+        --set run.output_dir="\"$nccl_dir/nccl\""
+    python3 - "$nccl_dir/none/bdims-1/metrics.jsonl" "$nccl_dir/nccl/bdims-1/metrics.jsonl" <<'PY'
+import json, sys
+
+
+def numbers(value, path=""):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from numbers(item, f"{path}/{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from numbers(item, f"{path}/{i}")
+    elif isinstance(value, (int, float)) and "second" not in path:
+        yield path, value
+
+
+try:
+    runs = [[dict(numbers(json.loads(l))) for l in open(p)] for p in sys.argv[1:]]
+except OSError as e:
+    sys.exit(f"NCCL check: {e}")
+pairs = [(k, a[k], b.get(k)) for a, b in zip(*runs) for k in a]
+differing = [(k, x, y) for k, x, y in pairs if x != y]
+print(f"NCCL check: {len(runs[0])} and {len(runs[1])} epochs, {len(pairs)} figures, "
+      f"{len(differing)} differ" + (f"; first: {differing[0]}" if differing else " (equal)"))
+PY
+fi
+
+section "5. ThinAgeNet 224×224, batch 32 (img/s; memory: peak above idle, MiB; ranges over rounds)"
 python3 - "$results" <<'PY'
 import os, re, sys
 results = sys.argv[1]

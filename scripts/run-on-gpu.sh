@@ -6,8 +6,9 @@
 #   ./run-on-gpu.sh step-timing --device cuda examples/step_timing.rs
 #
 # Needs the NVIDIA driver (libcuda.so.1, CUDA 13.0 or newer) and the CUDA 13 libraries
-# libcudart.so.13, libcublas.so.13, libcublasLt.so.13, libcurand.so.10, libnvrtc.so.13 and,
-# for the cuDNN build, libcudnn.so.9. Each is looked for in LDL_CUDA_LIBS (a colon-separated
+# libcudart.so.13, libcublas.so.13, libcublasLt.so.13, libcurand.so.10, libnvrtc.so.13,
+# for the cuDNN build libcudnn.so.9, and for the NCCL build libnccl.so.2 (NCCL 2.30 or
+# newer). Each is looked for in LDL_CUDA_LIBS (a colon-separated
 # list of folders), else ./lib, the CUDA toolkit under /usr/local, the system's library
 # folders, and the `nvidia` pip wheels of the first python3 (PyTorch's CUDA 13 wheels hold
 # them all); the folders found go on LD_LIBRARY_PATH.
@@ -26,11 +27,14 @@ esac
     exit 1
 }
 
-needed=(libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13 libcudnn.so.9)
-# cuDNN is needed only by the cuDNN build (without readelf, assume it is one).
-cudnn_needed=true
-if command -v readelf >/dev/null && ! readelf -d "$here/$program" | grep -q 'libcudnn.so'; then
-    cudnn_needed=false
+needed=(libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13 libcudnn.so.9 libnccl.so.2)
+# cuDNN and NCCL are needed only by the builds that link them (without readelf, assume
+# the program links both).
+optional=()
+if command -v readelf >/dev/null; then
+    links=$(readelf -d "$here/$program")
+    grep -q 'libcudnn.so' <<<"$links" || optional+=(libcudnn.so.9)
+    grep -q 'libnccl.so' <<<"$links" || optional+=(libnccl.so.2)
 fi
 
 candidates=()
@@ -59,7 +63,7 @@ for lib in "${needed[@]}"; do
         fi
     done
     if [[ -z $found ]]; then
-        [[ $lib == libcudnn.so.9 && $cudnn_needed == false ]] || missing+=("$lib")
+        [[ " ${optional[*]} " == *" $lib "* ]] || missing+=("$lib")
     elif [[ " ${folders[*]} " != *" $found "* ]]; then
         folders+=("$found")
     fi

@@ -1,7 +1,8 @@
 //! The CUDA path against the CPU path: every op ldl runs on the GPU (the convolutions and
 //! their gradients, through cuDNN in builds with the `cudnn` feature; the 2×2 max-pool
 //! and its gradient; BatchNorm + ReLU; the full-KL loss), a whole ThinAgeNet training step,
-//! bf16 mixed precision against f32, and the reproducibility of seeded steps.
+//! bf16 mixed precision against f32, the reproducibility of seeded steps, and SyncBN over
+//! two ranks against one process.
 //!
 //! They run where a CUDA device is present in a build with `--features cuda` (or
 //! `cudnn`); elsewhere each test prints that it was skipped and passes. The CPU path they
@@ -618,5 +619,41 @@ fn seeded_steps_are_reproducible_on_the_gpu() {
                 "{precision}: {name}'s gradient differs between two runs"
             );
         }
+    }
+}
+
+/// SyncBN on the GPU: two ranks, each a thread with its own copy of the model and a part
+/// of 7 or 9 of a batch of 16, against one process on the whole batch, for TinyAgeNet's
+/// fused CUDA BatchNorm and the MLP's (as `tests/models.rs` checks on the CPU, where they
+/// agree to 6.4e-6 and 5.0e-7). Tolerances, relative to each tensor's largest value: the
+/// gradients 2e-2 and the running statistics 5e-3, because the convolutions of 7, 9 and 16
+/// images may take different cuDNN algorithms, each rounding its products to TF32 (2⁻¹¹);
+/// with each rank's own BatchNorm the gradients differ by about 1.9 on the CPU.
+#[test]
+fn sync_batch_norm_over_two_thread_ranks_takes_the_whole_batch_step_on_the_gpu() {
+    use common::thread_ranks::{cases, largest_relative_difference, one_process_and_two_ranks};
+    let Some(gpu) =
+        cuda("sync_batch_norm_over_two_thread_ranks_takes_the_whole_batch_step_on_the_gpu")
+    else {
+        return;
+    };
+    let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0).unwrap()]).unwrap();
+    let (cases, labels) = cases(&gpu);
+    for (config, inputs) in &cases {
+        let (whole, synced) = one_process_and_two_ranks(config, &space, inputs, &labels, 7, true);
+        let (gradients, worst) = largest_relative_difference(&synced.0, &whole.0);
+        let (statistics, _) = largest_relative_difference(&synced.1, &whole.1);
+        eprintln!(
+            "{config:?}: SyncBN gradients {gradients:e} ({worst}), statistics {statistics:e}"
+        );
+        assert!(
+            gradients <= 2e-2,
+            "SyncBN gradients: {gradients:e} in {worst}"
+        );
+        assert!(statistics <= 5e-3, "SyncBN statistics: {statistics:e}");
+        let (_, own) = one_process_and_two_ranks(config, &space, inputs, &labels, 7, false);
+        let (apart, _) = largest_relative_difference(&own.0, &whole.0);
+        eprintln!("{config:?}: per-rank BatchNorm gradients {apart:e}");
+        assert!(apart > 0.2, "per-rank BatchNorm: {apart:e}");
     }
 }

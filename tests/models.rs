@@ -1349,3 +1349,33 @@ fn one_rank_sync_difference(
     assert!(!a.is_empty());
     largest.max(relative(&a, &b))
 }
+
+/// SyncBN over two ranks, each a thread with its own copy of the model and a part of 7 or
+/// 9 of a batch of 16, against one process on the whole batch: the gradients (each rank's
+/// scaled by its share and summed, as the trainer averages them) and the running
+/// statistics agree to rounding, for TinyAgeNet's fused BatchNorm and for the MLP's
+/// (with dropout, whose masks the ranks draw as one process does). Each rank with its own
+/// BatchNorm does not. The same check runs on the GPU in `tests/gpu.rs`.
+#[test]
+fn sync_batch_norm_over_two_thread_ranks_takes_the_whole_batch_step() {
+    use common::thread_ranks::{cases, largest_relative_difference, one_process_and_two_ranks};
+    let space = age_space();
+    let (cases, labels) = cases(&Device::Cpu);
+    for (config, inputs) in &cases {
+        let (whole, synced) = one_process_and_two_ranks(config, &space, inputs, &labels, 7, true);
+        let (gradients, worst) = largest_relative_difference(&synced.0, &whole.0);
+        let (statistics, _) = largest_relative_difference(&synced.1, &whole.1);
+        eprintln!(
+            "{config:?}: SyncBN gradients {gradients:e} ({worst}), statistics {statistics:e}"
+        );
+        assert!(
+            gradients <= 1e-4,
+            "SyncBN gradients: {gradients:e} in {worst}"
+        );
+        assert!(statistics <= 1e-5, "SyncBN statistics: {statistics:e}");
+        let (_, own) = one_process_and_two_ranks(config, &space, inputs, &labels, 7, false);
+        let (apart, _) = largest_relative_difference(&own.0, &whole.0);
+        eprintln!("{config:?}: per-rank BatchNorm gradients {apart:e}");
+        assert!(apart > 1e-2, "per-rank BatchNorm: {apart:e}");
+    }
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod ranks;
+pub mod thread_ranks;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};

@@ -18,6 +18,12 @@ const QUICKSTART: &str = include_str!("../../../configs/quickstart.toml");
 /// `ldl train task.toml --set run.distributed="mpi"` in one process, without mpirun: its
 /// error message.
 fn without_a_launcher() -> String {
+    engine_without_a_launcher("mpi")
+}
+
+/// `ldl train task.toml --set run.distributed="ENGINE"` in one process, without a
+/// launcher: its error message.
+fn engine_without_a_launcher(engine: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("task.toml"), BDIMS).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_ldl"))
@@ -27,7 +33,7 @@ fn without_a_launcher() -> String {
             "task.toml",
             "--quiet",
             "--set",
-            "run.distributed=\"mpi\"",
+            &format!("run.distributed=\"{engine}\""),
         ])
         .output()
         .unwrap();
@@ -42,6 +48,14 @@ fn a_build_without_mpi_says_how_to_get_it() {
     let message = without_a_launcher();
     assert!(message.contains("needs ldl built with MPI"), "{message}");
     assert!(message.contains("--features mpi"), "{message}");
+}
+
+#[cfg(not(feature = "nccl"))]
+#[test]
+fn a_build_without_nccl_says_how_to_get_it() {
+    let message = engine_without_a_launcher("nccl");
+    assert!(message.contains("needs ldl built with NCCL"), "{message}");
+    assert!(message.contains("scripts/cuda-build.sh"), "{message}");
 }
 
 #[cfg(feature = "mpi")]

@@ -20,6 +20,23 @@ pub enum Error {
         message: String,
     },
 
+    /// A collective that waited past the timeout for the other ranks.
+    #[error(
+        "distributed training, rank {rank} of {world}: {what} waited {seconds} s for the other \
+         ranks; one of them stopped or is stuck, so this rank stops now (resume with --resume \
+         once all ranks can run)"
+    )]
+    Timeout {
+        /// The rank that waited.
+        rank: usize,
+        /// How many ranks train together.
+        world: usize,
+        /// The operation.
+        what: String,
+        /// How long it waited.
+        seconds: u64,
+    },
+
     /// An error from candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -85,6 +85,13 @@ pub fn average_gradients(
     local_samples: usize,
     global_samples: usize,
 ) -> Result<()> {
+    let engine_device = collective.device();
+    let first_device = vars.first().map(|v| v.device());
+    if let (Some(engine), Some(vars_on)) = (&engine_device, first_device) {
+        if vars_on.same_device(engine) {
+            return average_on_device(collective, vars, grads, local_samples, global_samples);
+        }
+    }
     if collective.world_size() == 1 {
         return Ok(());
     }
@@ -120,6 +127,46 @@ pub fn average_gradients(
         let averaged =
             Tensor::from_vec(values, tensor.shape(), tensor.device())?.to_dtype(tensor.dtype())?;
         grads.insert(tensor, averaged);
+    }
+    Ok(())
+}
+
+/// [`average_gradients`] for an engine that sums tensors on their device (NCCL): each
+/// gradient scaled by this rank's share of the global batch, all of them in one f32
+/// buffer on the device, summed over the ranks there. With one rank the share is 1 and the
+/// sum a copy, so the gradients stay as they were, bit for bit.
+fn average_on_device(
+    collective: &dyn Collective,
+    vars: &[Var],
+    grads: &mut GradStore,
+    local_samples: usize,
+    global_samples: usize,
+) -> Result<()> {
+    if global_samples == 0 {
+        return Err(Error::Mismatch {
+            rank: collective.rank(),
+            message: "a step with no samples on any rank".into(),
+        });
+    }
+    let share = local_samples as f64 / global_samples as f64;
+    let mut pieces = Vec::with_capacity(vars.len());
+    for var in vars {
+        pieces.push(match grads.get(var.as_tensor()) {
+            Some(grad) if local_samples > 0 => (grad.to_dtype(DType::F32)?.flatten_all()? * share)?,
+            _ => Tensor::zeros(var.elem_count(), DType::F32, var.device())?,
+        });
+    }
+    let summed = collective.all_reduce_sum_tensor(&Tensor::cat(&pieces, 0)?)?;
+    let mut offset = 0;
+    for var in vars {
+        let tensor = var.as_tensor();
+        let count = tensor.elem_count();
+        let averaged = summed
+            .narrow(0, offset, count)?
+            .reshape(tensor.shape())?
+            .to_dtype(tensor.dtype())?;
+        grads.insert(tensor, averaged);
+        offset += count;
     }
     Ok(())
 }
@@ -171,6 +218,100 @@ pub fn broadcast_tensors(collective: &dyn Collective, tensors: &[Tensor]) -> Res
 mod tests {
     use super::*;
     use crate::SingleProcess;
+
+    /// An engine that sums tensors on their device, as NCCL does, here on the CPU: the
+    /// other ranks' buffer is given.
+    struct OnDevice {
+        world: usize,
+        others: Vec<f32>,
+    }
+
+    impl Collective for OnDevice {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn world_size(&self) -> usize {
+            self.world
+        }
+        fn all_reduce_sum(&self, _: &mut [f32]) -> Result<()> {
+            unreachable!("the gradients travel as a tensor")
+        }
+        fn all_reduce_sum_f64(&self, _: &mut [f64]) -> Result<()> {
+            Ok(())
+        }
+        fn broadcast(&self, _: &mut [f32], _: usize) -> Result<()> {
+            Ok(())
+        }
+        fn broadcast_bytes(&self, _: &mut Vec<u8>, _: usize) -> Result<()> {
+            Ok(())
+        }
+        fn barrier(&self) -> Result<()> {
+            Ok(())
+        }
+        fn device(&self) -> Option<candle_core::Device> {
+            Some(candle_core::Device::Cpu)
+        }
+        fn all_reduce_sum_tensor(&self, tensor: &Tensor) -> Result<Tensor> {
+            if self.others.is_empty() {
+                return Ok(tensor.clone());
+            }
+            let others = Tensor::from_slice(&self.others, tensor.shape(), tensor.device())?;
+            Ok((tensor + others)?)
+        }
+    }
+
+    /// Two variables, `a` (2×2) with a gradient and `b` (3) without one on this rank.
+    fn two_vars() -> (Vec<Var>, GradStore) {
+        let device = candle_core::Device::Cpu;
+        let a = Var::from_slice(&[1.0f32, 2.0, 3.0, 4.0], (2, 2), &device).unwrap();
+        let b = Var::from_slice(&[0.0f32; 3], 3, &device).unwrap();
+        let loss = (a.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.3).unwrap();
+        let grads = loss.backward().unwrap();
+        (vec![a, b], grads)
+    }
+
+    #[test]
+    fn gradients_summed_on_the_device_are_averaged_by_share() {
+        // One rank through the device path: the gradients stay as they were, bit for bit.
+        let (vars, mut grads) = two_vars();
+        let before = grads
+            .get(vars[0].as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap();
+        let alone = OnDevice {
+            world: 1,
+            others: Vec::new(),
+        };
+        average_gradients(&alone, &vars, &mut grads, 5, 5).unwrap();
+        let after = grads
+            .get(vars[0].as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap();
+        assert_eq!(
+            before.to_vec1::<f32>().unwrap(),
+            after.to_vec1::<f32>().unwrap()
+        );
+        // This rank: 1 sample of 4, gradient 0.6·a = [0.6, 1.2, 1.8, 2.4]; the other rank
+        // sent its 3 samples' share already scaled: (3/4)·[1, 1, 1, 1, 2, 2, 2].
+        let (vars, mut grads) = two_vars();
+        let pair = OnDevice {
+            world: 2,
+            others: vec![0.75, 0.75, 0.75, 0.75, 1.5, 1.5, 1.5],
+        };
+        average_gradients(&pair, &vars, &mut grads, 1, 4).unwrap();
+        let values = |i: usize| -> Vec<f32> {
+            let grad = grads.get(vars[i].as_tensor()).unwrap();
+            assert_eq!(grad.shape(), vars[i].shape());
+            grad.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let expected_a = [0.6f32, 1.2, 1.8, 2.4].map(|g| g / 4.0 + 0.75);
+        for (got, want) in values(0).iter().zip(expected_a) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        assert_eq!(values(1), vec![1.5f32; 3]);
+    }
 
     #[test]
     fn one_process_keeps_its_gradients_and_its_totals() {

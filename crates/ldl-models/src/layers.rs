@@ -51,7 +51,7 @@ impl ConvBnRelu {
     }
 
     /// Sums BatchNorm's statistics in training over the ranks of data-parallel training
-    /// (SyncBN), or not (`None`, the default). CPU only.
+    /// (SyncBN), or not (`None`, the default). On the CPU and CUDA.
     pub fn set_sync(&mut self, sync: Option<SharedSum>) {
         self.sync = sync;
     }
@@ -106,7 +106,7 @@ pub fn batch_norm_relu(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor
 }
 
 /// [`batch_norm_relu`] in training with the batch statistics summed over the ranks by
-/// `sum` (SyncBN; CPU only): for the MLP's BatchNorm.
+/// `sum` (SyncBN): for the MLP's BatchNorm.
 pub(crate) fn synced_batch_norm_relu(
     bn: &BatchNorm,
     x: &Tensor,
@@ -115,22 +115,23 @@ pub(crate) fn synced_batch_norm_relu(
     norm_relu(bn, x, true, Some(sum))
 }
 
-/// [`batch_norm_relu`], with the batch statistics summed over the ranks by `sync` (SyncBN;
-/// training on the CPU only).
+/// [`batch_norm_relu`], with the batch statistics summed over the ranks by `sync` in
+/// training (SyncBN).
 fn norm_relu(bn: &BatchNorm, x: &Tensor, train: bool, sync: Option<&SharedSum>) -> Result<Tensor> {
-    let on_cpu = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
-    if sync.is_some() && !on_cpu {
-        return Err(crate::Error::Config(
-            "synchronised BatchNorm (run.sync_batch_norm) runs on the CPU in f32 or f64 only"
-                .into(),
-        ));
-    }
     let Some((gamma, beta)) = bn.weight_and_bias() else {
         return Ok(bn.forward_t(x, train)?.relu()?);
     };
     #[cfg(feature = "cuda")]
     if crate::norm_relu_cuda::supported(x, gamma) {
-        return crate::norm_relu_cuda::batch_norm_relu(bn, gamma, beta, x, train);
+        return crate::norm_relu_cuda::batch_norm_relu(bn, gamma, beta, x, train, sync);
+    }
+    let on_cpu = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
+    if sync.is_some() && !on_cpu {
+        return Err(crate::Error::Config(
+            "synchronised BatchNorm (run.sync_batch_norm) runs on the CPU in f32 or f64, and \
+             on CUDA in f32 or bf16 with f32 BatchNorm weights"
+                .into(),
+        ));
     }
     if !norm_relu_cpu::supported(x, gamma) || x.elem_count() == 0 {
         return Ok(bn.forward_t(x, train)?.relu()?);
@@ -144,7 +145,7 @@ fn norm_relu(bn: &BatchNorm, x: &Tensor, train: bool, sync: Option<&SharedSum>) 
         if let Some(sum) = sync {
             let local = count;
             (stats, count) = stats.summed_over_ranks(count, sum.as_ref())?;
-            synced = Some(norm_relu_cpu::RankCounts {
+            synced = Some(crate::sync_batch_norm::RankCounts {
                 sum: sum.clone(),
                 local,
                 global: count,

@@ -222,7 +222,8 @@ impl Mlp {
     }
 
     /// Sums BatchNorm's training statistics over the ranks of data-parallel training
-    /// (SyncBN), or not (`None`, the default). CPU only; nothing changes without BatchNorm.
+    /// (SyncBN), or not (`None`, the default). On the CPU and CUDA; nothing changes
+    /// without BatchNorm.
     pub fn set_batch_norm_sync(&mut self, sync: Option<SharedSum>) {
         self.batch_norm_sync = sync;
     }

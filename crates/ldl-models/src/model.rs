@@ -226,7 +226,7 @@ impl Model {
     }
 
     /// Sums BatchNorm's training statistics over the ranks of data-parallel training
-    /// (SyncBN, see [`crate::sync_batch_norm`]), or stops (`None`). CPU only.
+    /// (SyncBN, see [`crate::sync_batch_norm`]), or stops (`None`). On the CPU and CUDA.
     pub fn set_batch_norm_sync(&mut self, sync: Option<SharedSum>) -> Result<()> {
         match &mut self.backbone {
             Backbone::Vgg(vgg) => vgg.set_batch_norm_sync(sync),

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::cpu_float::CpuFloat;
 use crate::cpu_storage::{filled_by, map3, slice};
-use crate::sync_batch_norm::{CrossRankSum, SharedSum};
+use crate::sync_batch_norm::{CrossRankSum, RankCounts};
 
 /// Per-channel statistics the op normalises with, in f64.
 #[derive(Debug, Clone)]
@@ -32,36 +32,15 @@ pub(crate) struct ChannelStats {
 
 impl ChannelStats {
     /// The whole batch's statistics from this rank's (over `count` values per channel) and
-    /// the other ranks' (SyncBN), and the whole batch's count per channel. One sum of
-    /// `2C + 1` numbers: `n·μ`, `n·(σ² + μ²)` and `n`.
+    /// the other ranks' (SyncBN), and the whole batch's count per channel.
     pub(crate) fn summed_over_ranks(
         &self,
         count: usize,
         sum: &dyn CrossRankSum,
     ) -> candle_core::Result<(ChannelStats, usize)> {
-        let n = count as f64;
-        let channels = self.mean.len();
-        let mut buffer = Vec::with_capacity(2 * channels + 1);
-        buffer.extend(self.mean.iter().map(|m| n * m));
-        buffer.extend(
-            self.mean
-                .iter()
-                .zip(&self.variance)
-                .map(|(m, v)| n * (v + m * m)),
-        );
-        buffer.push(n);
-        sum.sum(&mut buffer).map_err(candle_core::Error::Msg)?;
-        let total = buffer[2 * channels];
-        if total <= 0.0 {
-            candle_core::bail!("SyncBN: no values in the batch on any rank");
-        }
-        let mean: Vec<f64> = buffer[..channels].iter().map(|s| s / total).collect();
-        let variance = buffer[channels..2 * channels]
-            .iter()
-            .zip(&mean)
-            .map(|(s, m)| (s / total - m * m).max(0.0))
-            .collect();
-        Ok((ChannelStats { mean, variance }, total.round() as usize))
+        let (mean, variance, total) =
+            crate::sync_batch_norm::sum_statistics(&self.mean, &self.variance, count, sum)?;
+        Ok((ChannelStats { mean, variance }, total))
     }
 }
 
@@ -123,15 +102,6 @@ pub(crate) struct NormRelu {
     /// SyncBN: the statistics are the whole batch's over the ranks, whose gradient sums
     /// the backward pass sums over the ranks too.
     pub sync: Option<RankCounts>,
-}
-
-/// SyncBN's sum over the ranks, with this rank's and the whole batch's values per channel.
-pub(crate) struct RankCounts {
-    pub sum: SharedSum,
-    /// This rank's values per channel.
-    pub local: usize,
-    /// The whole batch's values per channel.
-    pub global: usize,
 }
 
 impl NormRelu {
@@ -280,7 +250,7 @@ impl CustomOp3 for NormRelu {
             // SyncBN: dx depends on the whole batch's sums.
             let count = match &self.sync {
                 Some(counts) if self.batch_statistics => {
-                    summed_over_ranks(&mut sums, counts)?;
+                    crate::sync_batch_norm::sum_gradient_sums(&mut sums, counts)?;
                     Some(counts.global)
                 }
                 _ => None,
@@ -301,25 +271,6 @@ impl CustomOp3 for NormRelu {
         };
         Ok((dx, Some(d_gamma), Some(d_beta)))
     }
-}
-
-/// Replaces this rank's gradient sums (Σg, Σg·x̂ per channel) with the whole batch's, in
-/// this rank's scale.
-///
-/// Each rank's `g` is the gradient of the mean loss over its own `n_r` samples, and the
-/// trainer weighs rank `r`'s parameter gradients by `n_r/N`: the whole batch's `g` is
-/// `(n_r/N)·g_r`. So each rank adds its sums scaled by `n_r/N` and scales the total back by
-/// `N/n_s`, which keeps `dx` right when the parts differ in size (a last batch of 17 over
-/// two ranks), and is a sum times one when they are equal.
-fn summed_over_ranks(sums: &mut [f64], counts: &RankCounts) -> candle_core::Result<()> {
-    if counts.local == 0 || counts.global == 0 {
-        candle_core::bail!("SyncBN: a rank with no values joined the backward pass");
-    }
-    let share = counts.local as f64 / counts.global as f64;
-    sums.iter_mut().for_each(|s| *s *= share);
-    counts.sum.sum(sums).map_err(candle_core::Error::Msg)?;
-    sums.iter_mut().for_each(|s| *s /= share);
-    Ok(())
 }
 
 fn to_f64(s: &CpuStorage, l: &Layout) -> candle_core::Result<Vec<f64>> {

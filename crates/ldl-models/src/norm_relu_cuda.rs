@@ -17,6 +17,11 @@
 //! `dγ = Σ g·x̂` and `dβ = Σ g` are the totals themselves. Sums are taken in f64, block by
 //! block in a fixed order, so results do not change from run to run. The running
 //! statistics are updated as PyTorch does (momentum, unbiased variance), on the device.
+//!
+//! SyncBN (data-parallel training, see [`crate::sync_batch_norm`]): the statistics' and
+//! the backward sums' `C`-value rows come to the host, are summed over the ranks, and go
+//! back, so that every rank normalises with the whole batch's statistics; a few numbers
+//! per channel, against the activations that stay on the GPU.
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
@@ -29,6 +34,7 @@ use half::bf16;
 
 use crate::cuda_kernels::{self, chunks, elementwise, function, suffix, with_f32, BLOCK};
 use crate::error::Result;
+use crate::sync_batch_norm::{sum_gradient_sums, sum_statistics, RankCounts, SharedSum};
 
 /// Whether the fused kernels take `x` (CUDA, f32 or bf16, 4-D, not empty) with f32 `γ`.
 pub(crate) fn supported(x: &Tensor, gamma: &Tensor) -> bool {
@@ -39,19 +45,35 @@ pub(crate) fn supported(x: &Tensor, gamma: &Tensor) -> bool {
         && x.elem_count() > 0
 }
 
-/// `relu(bn(x))`; in training mode with the batch's statistics, which also update the
-/// running ones. The result has the dtype of `x`.
+/// `relu(bn(x))`; in training mode with the batch's statistics (summed over the ranks by
+/// `sync`: SyncBN), which also update the running ones. The result has the dtype of `x`.
 pub(crate) fn batch_norm_relu(
     bn: &BatchNorm,
     gamma: &Tensor,
     beta: &Tensor,
     x: &Tensor,
     train: bool,
+    sync: Option<&SharedSum>,
 ) -> Result<Tensor> {
     let x = x.contiguous()?;
+    let mut synced = None;
     let stats = if train {
         let stats = x.apply_op1_no_bwd(&ChannelStats { eps: bn.eps() })?;
-        update_running_statistics(bn, &stats, &x)?;
+        let (batch, _, height, width) = x.dims4()?;
+        let local = batch * height * width;
+        let (stats, count) = match sync {
+            Some(sum) => {
+                let (stats, global) = summed_over_ranks(&stats, local, sum, bn.eps())?;
+                synced = Some(RankCounts {
+                    sum: sum.clone(),
+                    local,
+                    global,
+                });
+                (stats, global)
+            }
+            None => (stats, local),
+        };
+        update_running_statistics(bn, &stats, count)?;
         stats
     } else {
         let inverse_std = (bn.running_var() + bn.eps())?.sqrt()?.recip()?;
@@ -60,14 +82,32 @@ pub(crate) fn batch_norm_relu(
     let op = NormRelu {
         stats,
         batch_statistics: train,
+        sync: synced,
     };
     Ok(x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?)
 }
 
-/// `r ← (1 − m)·r + m·batch`, the unbiased batch variance for the running variance.
-fn update_running_statistics(bn: &BatchNorm, stats: &Tensor, x: &Tensor) -> Result<()> {
-    let (batch, _, height, width) = x.dims4()?;
-    let count = (batch * height * width) as f64;
+/// The whole batch's `(3, C)` statistics (mean, 1/√(σ² + ε), σ²) from this rank's, over
+/// `count` values per channel, and the other ranks'; and the whole batch's count.
+fn summed_over_ranks(
+    stats: &Tensor,
+    count: usize,
+    sum: &SharedSum,
+    eps: f64,
+) -> Result<(Tensor, usize)> {
+    let rows = stats.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let (mean, variance, total) = sum_statistics(&rows[0], &rows[2], count, sum.as_ref())?;
+    let inverse_std: Vec<f64> = variance.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let rows = [mean, inverse_std, variance].concat();
+    let channels = rows.len() / 3;
+    let summed = Tensor::from_vec(rows, (3, channels), stats.device())?.to_dtype(DType::F32)?;
+    Ok((summed, total))
+}
+
+/// `r ← (1 − m)·r + m·batch`, the unbiased batch variance (over `count` values per
+/// channel) for the running variance.
+fn update_running_statistics(bn: &BatchNorm, stats: &Tensor, count: usize) -> Result<()> {
+    let count = count as f64;
     let momentum = bn.momentum();
     let unbiased = count / (count - 1.0).max(1.0);
     let update = |running: &Tensor, batch_values: Tensor, factor: f64| -> Result<()> {
@@ -196,6 +236,9 @@ struct NormRelu {
     stats: Tensor,
     /// Whether `stats` are the batch's own (their gradient then flows through x̂).
     batch_statistics: bool,
+    /// SyncBN: the statistics are the whole batch's over the ranks, and the backward
+    /// pass sums its two gradient sums over the ranks too.
+    sync: Option<RankCounts>,
 }
 
 impl CustomOp3 for NormRelu {
@@ -276,14 +319,28 @@ impl CustomOp3 for NormRelu {
             },
         )?;
         let dx = if x.track_op() {
+            // SyncBN: dx depends on the whole batch's sums (dγ and dβ stay this rank's,
+            // which the trainer averages over the ranks with the other gradients).
+            let (whole, count) = match &self.sync {
+                Some(counts) if self.batch_statistics => {
+                    let mut values: Vec<f64> =
+                        sums.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+                    sum_gradient_sums(&mut values, counts)?;
+                    let summed = Tensor::from_vec(values, sums.shape(), sums.device())?
+                        .to_dtype(sums.dtype())?;
+                    (summed, Some(counts.global))
+                }
+                _ => (sums.clone(), None),
+            };
             Some(x.apply_op3_no_bwd(
                 y,
                 &dy,
                 &BackwardInput {
                     stats: self.stats.clone(),
                     gamma: gamma.clone(),
-                    sums: sums.clone(),
+                    sums: whole,
                     batch_statistics: self.batch_statistics,
+                    count,
                 },
             )?)
         } else {
@@ -354,6 +411,8 @@ struct BackwardInput {
     gamma: Tensor,
     sums: Tensor,
     batch_statistics: bool,
+    /// The values per channel the sums are over, when not this tensor's (SyncBN).
+    count: Option<usize>,
 }
 
 impl CustomOp3 for BackwardInput {
@@ -383,7 +442,8 @@ impl CustomOp3 for BackwardInput {
         dy_layout: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
         let device = x.device();
-        let (channels, plane, per_channel) = channel_sizes(x_layout)?;
+        let (channels, plane, own_count) = channel_sizes(x_layout)?;
+        let per_channel = self.count.unwrap_or(own_count);
         let n = x_layout.shape().elem_count();
         let func = function(
             device,

@@ -218,9 +218,17 @@ impl Saver<'_> {
     }
 }
 
-/// The device of `run.device`, refused when it cannot compute in `run.precision`.
-fn training_device(config: &Config) -> Result<candle_core::Device> {
-    let device = ldl_models::device(&config.run.device)?;
+/// The device of `run.device`, or the engine's (NCCL's GPU of this rank), refused when it
+/// cannot compute in `run.precision`.
+fn training_device(config: &Config, collective: &dyn Collective) -> Result<candle_core::Device> {
+    let device = match collective.device() {
+        Some(device) => {
+            // As `ldl_models::device` does for `cuda:N`.
+            ldl_models::keep_freed_gpu_memory(&device)?;
+            device
+        }
+        None => ldl_models::device(&config.run.device)?,
+    };
     // Before the data is read: `run.device = "auto"` may have found no GPU.
     if let Some(refused) = crate::config::precision_refusal(config.run.precision, &device) {
         return Err(Error::Config(format!(
@@ -446,7 +454,7 @@ fn run(
     let collective = shared.as_ref();
     let started = Instant::now();
     let space = config.space();
-    let device = training_device(config)?;
+    let device = training_device(config, collective)?;
     // A resumed run's saved config was not budgeted when read; a new run's was, and
     // checking again costs nothing.
     crate::config::budget::check(config, crate::config::budget::declared_features(config))?;
@@ -623,7 +631,7 @@ fn follow(
 ) -> Result<RunSummary> {
     let collective = shared.as_ref();
     let space = config.space();
-    let device = training_device(config)?;
+    let device = training_device(config, collective)?;
     let inputs = Inputs::load(config)?;
     check_parts(&inputs, collective)?;
     let features = inputs.feature_names.len();

@@ -39,9 +39,11 @@ pub struct RunConfig {
     /// first validation batch (default `false`; see `docs/loss.md`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub gradient_norms: bool,
-    /// Data-parallel training: `none` (default, one process) or `mpi` (one process per
-    /// rank, started by `mpirun` or `srun`; needs ldl built with the `mpi` feature). Each
-    /// rank trains on its part of every global batch of `optim.batch_size` × ranks samples.
+    /// Data-parallel training: `none` (default, one process), `mpi` (one process per
+    /// rank on the CPU, started by `mpirun` or `srun`; needs ldl built with the `mpi`
+    /// feature) or `nccl` (one process per GPU, on `cuda:<local rank>`; needs the `nccl`
+    /// feature, and `mpi` for more than one rank). Each rank trains on its part of every
+    /// global batch of `optim.batch_size` × ranks samples.
     #[serde(skip_serializing_if = "Distributed::is_none")]
     pub distributed: Distributed,
     /// Synchronised BatchNorm with `run.distributed`: BatchNorm (the image networks' and
@@ -64,6 +66,8 @@ pub enum Distributed {
     None,
     /// One process per rank over MPI, CPU tensors.
     Mpi,
+    /// One process per GPU over NCCL, CUDA tensors (`run.device` is the rank's GPU).
+    Nccl,
 }
 
 impl Distributed {
@@ -76,6 +80,7 @@ impl Distributed {
         match self {
             Distributed::None => ldl_distributed::Engine::None,
             Distributed::Mpi => ldl_distributed::Engine::Mpi,
+            Distributed::Nccl => ldl_distributed::Engine::Nccl,
         }
     }
 }

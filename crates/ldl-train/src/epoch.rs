@@ -54,6 +54,9 @@ pub(crate) struct TrainedEpoch {
     pub skipped_batches: Vec<String>,
     /// Wall time of the training part.
     pub seconds: f64,
+    /// Of which in the collectives of the steps (the ranks' loss totals and the gradient
+    /// average, waiting for the slowest rank included); `None` in one process.
+    pub communication_seconds: Option<f64>,
 }
 
 /// Trains epoch `epoch` (from 1). `kept` says what stays saved if the epoch fails (for
@@ -72,6 +75,7 @@ pub(crate) fn train_epoch(
     let (mut samples, mut seen) = (0, 0);
     let mut skipped_batches = Vec::new();
     let mut part_names = None;
+    let mut communication = 0.0;
     // Every rank takes part in every global batch's step, in order; a rank whose part of
     // the last batch is empty has one batch fewer and joins that step with none.
     let mut shards = context.data.train.epoch(epoch as u64);
@@ -85,7 +89,13 @@ pub(crate) fn train_epoch(
             OnNonFinite::Skip => Some(RunningStats::save(context.statistics)?),
             OnNonFinite::Stop => None,
         };
-        match train_step(context, batch.as_ref(), &mut part_names, adam)? {
+        match train_step(
+            context,
+            batch.as_ref(),
+            &mut part_names,
+            adam,
+            &mut communication,
+        )? {
             Step::Done {
                 total,
                 parts,
@@ -129,11 +139,13 @@ pub(crate) fn train_epoch(
                 .unwrap_or_default()
         )));
     }
+    let several_ranks = context.collective.world_size() > 1;
     Ok(EpochOutcome::Trained(TrainedEpoch {
         totals,
         samples,
         skipped_batches,
         seconds: start.elapsed().as_secs_f64(),
+        communication_seconds: several_ranks.then_some(communication),
     }))
 }
 
@@ -210,16 +222,20 @@ fn local_step(
 /// One step of the global batch: this rank's shard forward and backward, the ranks'
 /// losses and verdicts summed, the gradients averaged over every rank's samples, and an
 /// Adam step, unless the loss, a gradient or a BatchNorm statistic was NaN or infinite on
-/// any rank. One process is the world of one: its step is as it always was.
+/// any rank. One process is the world of one: its step is as it always was. The seconds
+/// spent in the collectives are added to `communication`.
 fn train_step(
     context: &EpochContext<'_>,
     batch: Option<&Batch>,
     part_names: &mut Option<Vec<String>>,
     adam: &mut Adam,
+    communication: &mut f64,
 ) -> Result<Step> {
     let collective = context.collective;
     let (local, mut grads, problem) = local_step(context, batch, part_names)?;
+    let started = Instant::now();
     let totals = reduce_step(collective, &local)?;
+    *communication += started.elapsed().as_secs_f64();
     if totals.non_finite_ranks > 0 {
         return Ok(Step::NonFinite(problem.unwrap_or_else(|| {
             format!(
@@ -233,7 +249,9 @@ fn train_step(
         return Ok(Step::Empty);
     }
     let vars: Vec<Var> = context.trainable.iter().map(|(_, v)| v.clone()).collect();
+    let started = Instant::now();
     average_gradients(collective, &vars, &mut grads, local.samples, totals.samples)?;
+    *communication += started.elapsed().as_secs_f64();
     adam.step(&grads)?;
     let names = part_names.clone().unwrap_or_default();
     Ok(Step::Done {

@@ -414,6 +414,7 @@ impl Trainer {
             validation: Some(evaluation),
             train_seconds: trained.seconds,
             samples_per_second: trained.samples as f64 / trained.seconds.max(1e-9),
+            communication_seconds: trained.communication_seconds,
             skipped_batches: 0,
             gradient_norms: None,
         };

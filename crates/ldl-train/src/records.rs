@@ -42,6 +42,11 @@ pub struct EpochRecord {
     pub train_seconds: f64,
     /// Training throughput.
     pub samples_per_second: f64,
+    /// In data-parallel training: how much of `train_seconds` the steps' collectives took
+    /// (the ranks' loss totals and the gradient average, waiting for the slowest rank
+    /// included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub communication_seconds: Option<f64>,
     /// Batches left out for a NaN or infinite loss or gradient
     /// (`optim.on_nonfinite = "skip"`).
     pub skipped_batches: usize,

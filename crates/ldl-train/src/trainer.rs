@@ -775,6 +775,7 @@ impl Epochs<'_> {
             validation,
             train_seconds: trained.seconds,
             samples_per_second: trained.samples as f64 / trained.seconds.max(1e-9),
+            communication_seconds: trained.communication_seconds,
             skipped_batches: trained.skipped_batches.len(),
             gradient_norms,
         };

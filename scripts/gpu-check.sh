@@ -183,7 +183,9 @@ pairs = [(k, a[k], b.get(k)) for a, b in zip(*runs) for k in a]
 differing = [(k, x, y) for k, x, y in pairs if x != y]
 print(f"NCCL check: {len(runs[0])} and {len(runs[1])} epochs, {len(pairs)} figures, "
       f"{len(differing)} differ" + (f"; first: {differing[0]}" if differing else " (equal)"))
+sys.exit(1 if differing or not pairs or len(runs[0]) != len(runs[1]) else 0)
 PY
+    printf 'nccl-check\tstatus\t%s\n' "$?" >>"$figures"
 fi
 
 section "5. ThinAgeNet 224×224, batch 32 (img/s; memory: peak above idle, MiB; ranges over rounds)"
@@ -222,6 +224,9 @@ print(f"{'run':<30} {'train img/s':>12} {'infer img/s':>12} {'GPU MiB':>11} {'al
 for name, g in groups.items():
     print(f"{name:<30} {span(g['train']):>12} {span(g['infer']):>12} {span(g['memory']):>11} "
           f"{(g['alloc'] or ['-'])[-1]:>15} {','.join(sorted(set(g['exit']))):>6}")
+for name, fig in figures.items():
+    if name.startswith("nccl") and fig.get("status") not in (None, "0"):
+        print(f"{name}: exit {fig['status']} (the NCCL check failed)")
 tests = os.path.join(results, "tests.log")
 if os.path.exists(tests):
     for line in open(tests, errors="replace"):

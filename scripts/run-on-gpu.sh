@@ -63,8 +63,8 @@ for lib in "${needed[@]}"; do
         fi
     done
     if [[ -z $found ]]; then
-        [[ " ${optional[*]} " == *" $lib "* ]] || missing+=("$lib")
-    elif [[ " ${folders[*]} " != *" $found "* ]]; then
+        [[ " ${optional[*]:-} " == *" $lib "* ]] || missing+=("$lib")
+    elif [[ " ${folders[*]:-} " != *" $found "* ]]; then
         folders+=("$found")
     fi
 done
@@ -72,6 +72,6 @@ if ((${#missing[@]} > 0)); then
     echo "run-on-gpu.sh: cannot find ${missing[*]}; set LDL_CUDA_LIBS to the folders that hold them" >&2
     exit 1
 fi
-path=$(IFS=:; echo "${folders[*]}")
+path=$(IFS=:; echo "${folders[*]:-}")
 export LD_LIBRARY_PATH=$path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 exec "$here/$program" "$@"

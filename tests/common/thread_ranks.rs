@@ -4,7 +4,8 @@
 //! split over two ranks (each on its own thread, with its own copy of the model), against
 //! one process holding the whole batch.
 
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use candle_core::{DType, Device, Tensor};
 use ldl::loss::{FullKl, Loss};
@@ -14,10 +15,21 @@ use ldl::models::{
 use ldl::{Label, LabelSpace};
 use rand::Rng;
 
-/// What the ranks share.
+/// What the ranks share: each rank's values for the sum in progress, and how many sums
+/// have completed.
 struct Shared {
-    barrier: Barrier,
-    slots: Mutex<Vec<Vec<f64>>>,
+    world: usize,
+    state: Mutex<Rendezvous>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Rendezvous {
+    slots: Vec<Option<Vec<f64>>>,
+    /// Ranks that have read the current sum; the last one clears the slots.
+    read: usize,
+    /// Completed sums: a rank waits for the next generation before writing again.
+    generation: u64,
 }
 
 /// One rank of `ranks(world)`.
@@ -29,8 +41,12 @@ pub struct ThreadRank {
 /// `world` ranks that sum through shared memory.
 pub fn ranks(world: usize) -> Vec<ThreadRank> {
     let shared = Arc::new(Shared {
-        barrier: Barrier::new(world),
-        slots: Mutex::new(vec![Vec::new(); world]),
+        world,
+        state: Mutex::new(Rendezvous {
+            slots: vec![None; world],
+            ..Rendezvous::default()
+        }),
+        changed: Condvar::new(),
     });
     (0..world)
         .map(|rank| ThreadRank {
@@ -40,18 +56,52 @@ pub fn ranks(world: usize) -> Vec<ThreadRank> {
         .collect()
 }
 
+/// How long a rank waits for the others: a rank that panicked fails the test instead of
+/// hanging it.
+const WAIT: Duration = Duration::from_secs(60);
+
 impl CrossRankSum for ThreadRank {
     fn sum(&self, values: &mut [f64]) -> Result<(), String> {
-        self.shared.slots.lock().unwrap()[self.rank] = values.to_vec();
-        self.shared.barrier.wait();
-        {
-            let slots = self.shared.slots.lock().unwrap();
-            for (i, value) in values.iter_mut().enumerate() {
-                *value = slots.iter().map(|slot| slot[i]).sum();
-            }
+        let shared = &self.shared;
+        let timeout = |what: &str| format!("rank {}: no other rank {what} in 60 s", self.rank);
+        let mut state = shared.state.lock().unwrap();
+        // Wait until the previous sum is fully read, then put this rank's values in.
+        let (guard, wait) = shared
+            .changed
+            .wait_timeout_while(state, WAIT, |s| s.slots[self.rank].is_some())
+            .unwrap();
+        state = guard;
+        if wait.timed_out() {
+            return Err(timeout("finished the previous sum"));
         }
-        // Nobody writes a slot again before every rank has read them all.
-        self.shared.barrier.wait();
+        state.slots[self.rank] = Some(values.to_vec());
+        let generation = state.generation;
+        shared.changed.notify_all();
+        let (guard, wait) = shared
+            .changed
+            .wait_timeout_while(state, WAIT, |s| {
+                s.generation == generation && s.slots.iter().any(Option::is_none)
+            })
+            .unwrap();
+        state = guard;
+        if wait.timed_out() {
+            return Err(timeout("joined the sum"));
+        }
+        // Summed in rank order, so every rank gets the same numbers.
+        for (i, value) in values.iter_mut().enumerate() {
+            *value = state
+                .slots
+                .iter()
+                .map(|slot| slot.as_ref().map_or(0.0, |s| s[i]))
+                .sum();
+        }
+        state.read += 1;
+        if state.read == shared.world {
+            state.read = 0;
+            state.generation += 1;
+            state.slots.iter_mut().for_each(|slot| *slot = None);
+            shared.changed.notify_all();
+        }
         Ok(())
     }
 }

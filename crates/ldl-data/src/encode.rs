@@ -10,19 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::missing::Missing;
 use crate::sample::{FeatureValue, Input, Sample};
-
-/// What a feature cell without a value (empty, `NA`, `NaN`, a null) is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Missing {
-    /// A bad row: an error naming the row and the column (the default).
-    #[default]
-    Error,
-    /// The training split's mean of the column; for a categorical column, each
-    /// category's share of the training rows (the mean of its one-hot columns).
-    Mean,
-}
 
 /// What a category the training split did not hold becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -33,16 +22,6 @@ pub enum UnseenCategory {
     Error,
     /// All zeros in the column's one-hot features: no known category.
     Zeros,
-}
-
-/// Whether a cell's text means "no value": empty, `NA`, `N/A`, `NaN` or `null` (in any
-/// case), as data-frame libraries write a missing value.
-pub(crate) fn is_missing_text(text: &str) -> bool {
-    let text = text.trim();
-    text.is_empty()
-        || ["na", "n/a", "nan", "null"]
-            .iter()
-            .any(|m| text.eq_ignore_ascii_case(m))
 }
 
 /// How one feature column of the table becomes features.

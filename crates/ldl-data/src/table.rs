@@ -9,8 +9,8 @@ use ldl_core::files::{check_regular, read_text, FileKind, FileProblem};
 use ldl_core::{Axis, Label, LabelSpace};
 use serde::{Deserialize, Serialize};
 
-use crate::encode::{is_missing_text, Missing};
 use crate::error::{Error, Result};
+use crate::missing::{is_missing_text, Missing};
 use crate::sample::{FeatureValue, Input, Sample, SampleOrigin};
 
 /// Where a sample's input comes from.
@@ -517,36 +517,57 @@ enum PlannedLabel {
     Class((String, usize)),
 }
 
-impl Plan {
-    fn new(path: &Path, header: &[String], spec: &TableSpec, space: &LabelSpace) -> Result<Plan> {
-        let index: HashMap<&str, usize> = header
+/// The header of a table, to find its columns by name.
+struct Columns<'a> {
+    path: &'a Path,
+    header: &'a [String],
+    index: HashMap<&'a str, usize>,
+}
+
+impl<'a> Columns<'a> {
+    fn new(path: &'a Path, header: &'a [String]) -> Columns<'a> {
+        let index = header
             .iter()
             .enumerate()
             .map(|(i, name)| (name.as_str(), i))
             .collect();
-        let column = |name: &str| -> Result<(String, usize)> {
-            index
-                .get(name)
-                .map(|i| (name.to_string(), *i))
-                .ok_or_else(|| {
-                    Error::file(
-                        path,
-                        format!("no column `{name}`; the columns are: {}", header.join(", ")),
-                    )
-                })
-        };
+        Columns {
+            path,
+            header,
+            index,
+        }
+    }
+
+    /// The column `name` and its position, or an error listing the columns there are.
+    fn find(&self, name: &str) -> Result<(String, usize)> {
+        self.index
+            .get(name)
+            .map(|i| (name.to_string(), *i))
+            .ok_or_else(|| {
+                Error::file(
+                    self.path,
+                    format!(
+                        "no column `{name}`; the columns are: {}",
+                        self.header.join(", ")
+                    ),
+                )
+            })
+    }
+
+    /// The columns of the inputs.
+    fn input(&self, spec: &TableSpec) -> Result<PlannedInput> {
         let input = match &spec.input {
-            InputColumns::Image(name) => PlannedInput::Image(name.clone(), column(name)?.1),
+            InputColumns::Image(name) => PlannedInput::Image(name.clone(), self.find(name)?.1),
             InputColumns::Features(names) => PlannedInput::Features(
                 names
                     .iter()
-                    .map(|n| column(n))
+                    .map(|n| self.find(n))
                     .collect::<Result<Vec<_>>>()?,
             ),
             InputColumns::AllOtherColumns => {
                 let used = spec.label_and_meta_columns();
                 PlannedInput::Features(
-                    header
+                    self.header
                         .iter()
                         .enumerate()
                         .filter(|(_, name)| !used.contains(&name.as_str()))
@@ -555,11 +576,15 @@ impl Plan {
                 )
             }
         };
-        if let PlannedInput::Features(columns) = &input {
-            if columns.is_empty() {
-                return Err(Error::file(path, "no feature columns are left"));
-            }
+        if matches!(&input, PlannedInput::Features(columns) if columns.is_empty()) {
+            return Err(Error::file(self.path, "no feature columns are left"));
         }
+        Ok(input)
+    }
+
+    /// The label columns of each axis of `space`, in its order; label columns for an axis
+    /// it does not have are refused.
+    fn labels(&self, spec: &TableSpec, space: &LabelSpace) -> Result<Vec<PlannedLabel>> {
         let mut labels = Vec::new();
         for axis in space.axes() {
             let entry = spec
@@ -572,26 +597,7 @@ impl Plan {
                         axis.name()
                     ))
                 })?;
-            labels.push(match &entry.columns {
-                LabelColumns::Value { value, std } => PlannedLabel::Value {
-                    value: column(value)?,
-                    std: std.as_deref().map(column).transpose()?,
-                },
-                LabelColumns::Distribution(names) => {
-                    if names.len() != axis.len() {
-                        return Err(Error::Spec(format!(
-                            "axis `{}` has {} bins but {} distribution columns were given",
-                            axis.name(),
-                            axis.len(),
-                            names.len()
-                        )));
-                    }
-                    PlannedLabel::Distribution(
-                        names.iter().map(|n| column(n)).collect::<Result<_>>()?,
-                    )
-                }
-                LabelColumns::Class(name) => PlannedLabel::Class(column(name)?),
-            });
+            labels.push(self.label(&entry.columns, axis)?);
         }
         if let Some(unknown) = spec.labels.iter().find(|l| space.axis(&l.axis).is_none()) {
             return Err(Error::Spec(format!(
@@ -599,18 +605,51 @@ impl Plan {
                 unknown.axis
             )));
         }
+        Ok(labels)
+    }
+
+    fn label(&self, columns: &LabelColumns, axis: &ldl_core::Axis) -> Result<PlannedLabel> {
+        Ok(match columns {
+            LabelColumns::Value { value, std } => PlannedLabel::Value {
+                value: self.find(value)?,
+                std: std.as_deref().map(|n| self.find(n)).transpose()?,
+            },
+            LabelColumns::Distribution(names) => {
+                if names.len() != axis.len() {
+                    return Err(Error::Spec(format!(
+                        "axis `{}` has {} bins but {} distribution columns were given",
+                        axis.name(),
+                        axis.len(),
+                        names.len()
+                    )));
+                }
+                PlannedLabel::Distribution(
+                    names.iter().map(|n| self.find(n)).collect::<Result<_>>()?,
+                )
+            }
+            LabelColumns::Class(name) => PlannedLabel::Class(self.find(name)?),
+        })
+    }
+}
+
+impl Plan {
+    fn new(path: &Path, header: &[String], spec: &TableSpec, space: &LabelSpace) -> Result<Plan> {
+        let columns = Columns::new(path, header);
+        let input = columns.input(spec)?;
+        let labels = columns.labels(spec, space)?;
         let feature_names = match &input {
             PlannedInput::Features(columns) => columns.iter().map(|(n, _)| n.clone()).collect(),
             PlannedInput::Image(..) => Vec::new(),
         };
+        let optional = |name: &Option<String>| name.as_deref().map(|n| columns.find(n)).transpose();
         Ok(Plan {
             path: Arc::new(path.to_path_buf()),
             folder: path.parent().map(Path::to_path_buf).unwrap_or_default(),
             space: space.clone(),
             input,
             labels,
-            group: spec.group.as_deref().map(column).transpose()?,
-            split: spec.split.as_deref().map(column).transpose()?,
+            group: optional(&spec.group)?,
+            split: optional(&spec.split)?,
             feature_names,
             rows: false,
             missing: spec.missing,
@@ -661,74 +700,17 @@ impl Plan {
         line: usize,
         record: usize,
     ) -> std::result::Result<Sample, String> {
-        let cell = |(name, i): &(String, usize)| -> std::result::Result<&Cell, String> {
-            cells
-                .get(*i)
-                .ok_or_else(|| format!("the row has no value for column `{name}`"))
-        };
-        let input = match &self.input {
-            PlannedInput::Features(columns) => {
-                let values = columns
-                    .iter()
-                    .map(|c| cell(c)?.feature_value(&c.0, self.missing, self.text_features))
-                    .collect::<std::result::Result<Vec<FeatureValue>, String>>()?;
-                features_input(values)
-            }
-            PlannedInput::Image(name, i) if self.rows => match cell(&(name.clone(), *i))? {
-                Cell::Bytes(bytes) => Input::ImageBytes(Arc::clone(bytes)),
-                Cell::Missing => {
-                    return Err(format!(
-                        "column `{name}` has no image bytes (a null, or an image given only \
-                         by a path)"
-                    ))
-                }
-                _ => return Err(format!("column `{name}` holds no image bytes")),
-            },
-            PlannedInput::Image(name, i) => {
-                let relative = cell(&(name.clone(), *i))?.text(name)?;
-                let path = self.folder.join(&relative);
-                match check_regular(&path) {
-                    Ok(()) => {}
-                    Err(FileProblem::NotFound) => {
-                        return Err(format!(
-                            "image `{relative}` not found (looked for {})",
-                            path.display()
-                        ))
-                    }
-                    Err(problem) => return Err(format!("image {}: {problem}", path.display())),
-                }
-                Input::ImagePath(path)
-            }
-        };
-        let mut labels = Vec::with_capacity(self.labels.len());
-        for (axis, planned) in self.space.axes().iter().zip(&self.labels) {
-            let label = match planned {
-                PlannedLabel::Value { value, std } => Label::Value {
-                    value: cell(value)?.number(&value.0)?,
-                    std: match std {
-                        Some(column) => Some(cell(column)?.number(&column.0)?),
-                        None => None,
-                    },
-                },
-                PlannedLabel::Distribution(columns) => Label::Distribution(
-                    columns
-                        .iter()
-                        .map(|c| probability(cell(c)?, &c.0))
-                        .collect::<std::result::Result<Vec<f64>, String>>()?,
-                ),
-                PlannedLabel::Class(column) => class_label(axis, &cell(column)?.text(&column.0)?)?,
-            };
-            // Encode now, so that a bad label is reported here, with its line.
-            axis.encode(&label).map_err(|e| e.to_string())?;
-            labels.push(label);
-        }
+        let cells = RowCells(cells);
         let text_of =
             |column: &Option<(String, usize)>| -> std::result::Result<Option<String>, String> {
-                column.as_ref().map(|c| cell(c)?.text(&c.0)).transpose()
+                column
+                    .as_ref()
+                    .map(|c| cells.get(c)?.text(&c.0))
+                    .transpose()
             };
         Ok(Sample {
-            input,
-            labels,
+            input: self.input_of(&cells)?,
+            labels: self.labels_of(&cells)?,
             group: text_of(&self.group)?,
             split: text_of(&self.split)?,
             origin: if self.rows {
@@ -742,6 +724,88 @@ impl Plan {
                 SampleOrigin::record(Arc::clone(&self.path), line, record)
             },
         })
+    }
+
+    /// The input of a row: its features, image bytes, or an image path that exists.
+    fn input_of(&self, cells: &RowCells<'_>) -> std::result::Result<Input, String> {
+        Ok(match &self.input {
+            PlannedInput::Features(columns) => {
+                let values = columns
+                    .iter()
+                    .map(|c| {
+                        cells
+                            .get(c)?
+                            .feature_value(&c.0, self.missing, self.text_features)
+                    })
+                    .collect::<std::result::Result<Vec<FeatureValue>, String>>()?;
+                features_input(values)
+            }
+            PlannedInput::Image(name, i) if self.rows => match cells.get(&(name.clone(), *i))? {
+                Cell::Bytes(bytes) => Input::ImageBytes(Arc::clone(bytes)),
+                Cell::Missing => {
+                    return Err(format!(
+                        "column `{name}` has no image bytes (a null, or an image given only \
+                         by a path)"
+                    ))
+                }
+                _ => return Err(format!("column `{name}` holds no image bytes")),
+            },
+            PlannedInput::Image(name, i) => {
+                let relative = cells.get(&(name.clone(), *i))?.text(name)?;
+                let path = self.folder.join(&relative);
+                match check_regular(&path) {
+                    Ok(()) => {}
+                    Err(FileProblem::NotFound) => {
+                        return Err(format!(
+                            "image `{relative}` not found (looked for {})",
+                            path.display()
+                        ))
+                    }
+                    Err(problem) => return Err(format!("image {}: {problem}", path.display())),
+                }
+                Input::ImagePath(path)
+            }
+        })
+    }
+
+    /// The labels of a row, one per axis, each encoded once so that a bad label is
+    /// reported with its row.
+    fn labels_of(&self, cells: &RowCells<'_>) -> std::result::Result<Vec<Label>, String> {
+        let mut labels = Vec::with_capacity(self.labels.len());
+        for (axis, planned) in self.space.axes().iter().zip(&self.labels) {
+            let label = match planned {
+                PlannedLabel::Value { value, std } => Label::Value {
+                    value: cells.get(value)?.number(&value.0)?,
+                    std: match std {
+                        Some(column) => Some(cells.get(column)?.number(&column.0)?),
+                        None => None,
+                    },
+                },
+                PlannedLabel::Distribution(columns) => Label::Distribution(
+                    columns
+                        .iter()
+                        .map(|c| probability(cells.get(c)?, &c.0))
+                        .collect::<std::result::Result<Vec<f64>, String>>()?,
+                ),
+                PlannedLabel::Class(column) => {
+                    class_label(axis, &cells.get(column)?.text(&column.0)?)?
+                }
+            };
+            axis.encode(&label).map_err(|e| e.to_string())?;
+            labels.push(label);
+        }
+        Ok(labels)
+    }
+}
+
+/// The cells of one row, found by a planned column.
+struct RowCells<'a>(&'a [Cell]);
+
+impl RowCells<'_> {
+    fn get(&self, (name, i): &(String, usize)) -> std::result::Result<&Cell, String> {
+        self.0
+            .get(*i)
+            .ok_or_else(|| format!("the row has no value for column `{name}`"))
     }
 }
 

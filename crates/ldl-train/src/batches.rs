@@ -35,12 +35,14 @@ impl<'a> Data<'a> {
                 Ok(FeatureLoader::new(samples, space, batch)?.on(device, DType::F32))
             };
             let synced = config.run.sync_batch_norm && shard.world > 1;
+            // Feature inputs train the MLP (the config check refuses anything else).
+            let norm = Norm::with(config.model.batch_norm, synced);
             let drop_last = drop_last_batch(
                 splits.train.len(),
                 batch,
                 shard.world,
                 Inputs::Features,
-                synced,
+                norm,
             );
             let noise = FeatureNoise::new(config.data.feature_noise(), noise_seed(seed))?;
             let train = loader(&splits.train)?
@@ -63,13 +65,9 @@ impl<'a> Data<'a> {
             )
         };
         let synced = config.run.sync_batch_norm && shard.world > 1;
-        let drop_last = drop_last_batch(
-            splits.train.len(),
-            batch,
-            shard.world,
-            Inputs::Images,
-            synced,
-        );
+        let norm = Norm::with(true, synced);
+        let drop_last =
+            drop_last_batch(splits.train.len(), batch, shard.world, Inputs::Images, norm);
         let train = loader(&splits.train)?
             .sharded(shard)
             .drop_last(drop_last)
@@ -102,30 +100,33 @@ pub(crate) fn noise_seed(seed: u64) -> u64 {
 }
 
 /// Whether to drop an epoch's last global batch of `samples` samples cut into batches of
-/// `batch` per rank over `world` ranks, for the training loader of `inputs`.
+/// `batch` per rank over `world` ranks, for a training loader of `inputs` and a model whose
+/// BatchNorm is `norm`; as one process with the global batch would, where that is possible.
 ///
-/// - Features with per-rank BatchNorm: when a rank's part of it would hold a single sample,
-///   whose BatchNorm variance is 0/0.
-/// - Features with SyncBN: when the whole batch holds a single sample, as in one process,
-///   or a rank's part would be empty (a rank with no samples cannot join the sums).
-/// - Images: never with per-rank BatchNorm (their fused BatchNorm takes a single sample);
-///   with SyncBN when a rank's part would be empty.
+/// - Features: when the whole batch holds a single sample (one process's rule: its
+///   BatchNorm variance would be 0/0); with per-rank BatchNorm also when a rank's part
+///   would hold a single sample; with SyncBN also when a rank's part would be empty (a
+///   rank with no samples cannot join the sums).
+/// - Images: never, but with SyncBN when a rank's part would be empty (the image networks'
+///   fused BatchNorm takes a single sample).
 pub(crate) fn drop_last_batch(
     samples: usize,
     batch: usize,
     world: usize,
     inputs: Inputs,
-    synced: bool,
+    norm: Norm,
 ) -> bool {
     let world = world.max(1);
     let last = samples % (batch * world);
     let part_sizes = || (0..world).map(move |rank| Shard { rank, world }.range(last).len());
     let empty_part = last > 0 && part_sizes().any(|n| n == 0);
-    match (inputs, synced) {
-        (Inputs::Features, false) => last > 0 && part_sizes().any(|n| n == 1),
-        (Inputs::Features, true) => last == 1 || empty_part,
-        (Inputs::Images, false) => false,
-        (Inputs::Images, true) => empty_part,
+    let lone_part = last > 0 && part_sizes().any(|n| n == 1);
+    match (inputs, norm) {
+        (Inputs::Features, Norm::None) => last == 1,
+        (Inputs::Features, Norm::PerRank) => last == 1 || lone_part,
+        (Inputs::Features, Norm::Synced) => last == 1 || empty_part,
+        (Inputs::Images, Norm::Synced) => empty_part,
+        (Inputs::Images, _) => false,
     }
 }
 
@@ -134,6 +135,37 @@ pub(crate) fn drop_last_batch(
 pub(crate) enum Inputs {
     Features,
     Images,
+}
+
+/// The model's BatchNorm, for [`drop_last_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Norm {
+    /// No BatchNorm.
+    None,
+    /// Each rank normalises its part by its own statistics.
+    PerRank,
+    /// SyncBN: the whole batch's statistics.
+    Synced,
+}
+
+impl Norm {
+    /// The BatchNorm of a model built from `backbone`, synchronised or not.
+    pub(crate) fn of(backbone: &ldl_models::BackboneConfig, synced: bool) -> Norm {
+        let has_batch_norm = match backbone {
+            ldl_models::BackboneConfig::Mlp(mlp) => mlp.batch_norm,
+            ldl_models::BackboneConfig::Vgg(_) => true,
+        };
+        Norm::with(has_batch_norm, synced)
+    }
+
+    /// A model with BatchNorm or without, synchronised or not.
+    pub(crate) fn with(has_batch_norm: bool, synced: bool) -> Norm {
+        match (has_batch_norm, synced) {
+            (false, _) => Norm::None,
+            (true, false) => Norm::PerRank,
+            (true, true) => Norm::Synced,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -145,24 +177,30 @@ mod tests {
         use Inputs::{Features, Images};
         // 305 rows, 16 per rank, 2 ranks: a last batch of 17, parts of 8 and 9.
         for inputs in [Features, Images] {
-            for synced in [false, true] {
-                assert!(!drop_last_batch(305, 16, 2, inputs, synced));
+            for norm in [Norm::None, Norm::PerRank, Norm::Synced] {
+                assert!(!drop_last_batch(305, 16, 2, inputs, norm));
             }
         }
         // A last batch of 3 over 2 ranks: parts of 1 and 2. Per-rank BatchNorm cannot
-        // take the part of 1; SyncBN normalises it with the whole batch's statistics.
-        assert!(drop_last_batch(35, 16, 2, Features, false));
-        assert!(!drop_last_batch(35, 16, 2, Features, true));
-        // A last batch of 1: as one process, whose variance would be 0/0.
-        assert!(drop_last_batch(33, 32, 1, Features, false));
-        assert!(drop_last_batch(33, 16, 2, Features, true));
+        // take the part of 1; SyncBN normalises it with the whole batch's statistics, and
+        // without BatchNorm it is kept, as one process keeps its last batch of 3.
+        assert!(drop_last_batch(35, 16, 2, Features, Norm::PerRank));
+        assert!(!drop_last_batch(35, 16, 2, Features, Norm::Synced));
+        assert!(!drop_last_batch(35, 16, 2, Features, Norm::None));
+        assert!(!drop_last_batch(35, 32, 1, Features, Norm::PerRank));
+        // A last batch of 1: dropped as one process drops it (its variance would be 0/0).
+        assert!(drop_last_batch(33, 32, 1, Features, Norm::PerRank));
+        for norm in [Norm::None, Norm::PerRank, Norm::Synced] {
+            assert!(drop_last_batch(33, 16, 2, Features, norm));
+        }
         // A last batch of 2 over 4 ranks leaves two ranks with nothing to add to SyncBN's
-        // sums.
-        assert!(drop_last_batch(66, 16, 4, Features, true));
-        assert!(drop_last_batch(66, 16, 4, Images, true));
-        assert!(!drop_last_batch(66, 16, 4, Images, false));
+        // sums; without SyncBN they join the step with zeros.
+        assert!(drop_last_batch(66, 16, 4, Features, Norm::Synced));
+        assert!(drop_last_batch(66, 16, 4, Images, Norm::Synced));
+        assert!(!drop_last_batch(66, 16, 4, Images, Norm::PerRank));
+        assert!(!drop_last_batch(66, 16, 4, Features, Norm::None));
         // Whole batches only: nothing to drop.
-        assert!(!drop_last_batch(64, 16, 2, Features, false));
-        assert!(!drop_last_batch(64, 16, 4, Images, true));
+        assert!(!drop_last_batch(64, 16, 2, Features, Norm::PerRank));
+        assert!(!drop_last_batch(64, 16, 4, Images, Norm::Synced));
     }
 }

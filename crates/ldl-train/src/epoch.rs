@@ -34,6 +34,9 @@ pub(crate) struct EpochContext<'a> {
     pub on_nonfinite: OnNonFinite,
     /// The ranks training together (one process: [`ldl_distributed::SingleProcess`]).
     pub collective: &'a dyn Collective,
+    /// Whether BatchNorm sums its statistics over the ranks (SyncBN), so that every rank
+    /// must run every step's forward and backward passes.
+    pub synced_batch_norm: bool,
 }
 
 /// How an epoch's training went.
@@ -74,8 +77,7 @@ pub(crate) fn train_epoch(
     let batches = context.data.train.batches();
     let (mut samples, mut seen) = (0, 0);
     let mut skipped_batches = Vec::new();
-    let mut part_names = None;
-    let mut communication = 0.0;
+    let mut carry = StepCarry::default();
     // Every rank takes part in every global batch's step, in order; a rank whose part of
     // the last batch is empty has one batch fewer and joins that step with none.
     let mut shards = context.data.train.epoch(epoch as u64);
@@ -89,13 +91,7 @@ pub(crate) fn train_epoch(
             OnNonFinite::Skip => Some(RunningStats::save(context.statistics)?),
             OnNonFinite::Stop => None,
         };
-        match train_step(
-            context,
-            batch.as_ref(),
-            &mut part_names,
-            adam,
-            &mut communication,
-        )? {
+        match train_step(context, batch.as_ref(), &mut carry, adam)? {
             Step::Done {
                 total,
                 parts,
@@ -128,25 +124,38 @@ pub(crate) fn train_epoch(
             seconds: start.elapsed().as_secs_f64(),
         });
     }
-    if seen > 0 && skipped_batches.len() == seen {
-        return Err(Error::Numeric(format!(
-            "epoch {epoch}: all {seen} batches had a non-finite loss or gradient and were \
-             skipped (the last: {}); nothing can be learnt, so the run stopped and {kept}; \
-             lower optim.lr or check the data",
-            skipped_batches
-                .last()
-                .map(String::as_str)
-                .unwrap_or_default()
-        )));
-    }
+    refuse_all_skipped(epoch, seen, &skipped_batches, kept)?;
     let several_ranks = context.collective.world_size() > 1;
     Ok(EpochOutcome::Trained(TrainedEpoch {
         totals,
         samples,
         skipped_batches,
         seconds: start.elapsed().as_secs_f64(),
-        communication_seconds: several_ranks.then_some(communication),
+        communication_seconds: several_ranks.then_some(carry.communication),
     }))
+}
+
+/// Stops the run when every one of the `seen` batches of the epoch was skipped.
+fn refuse_all_skipped(epoch: usize, seen: usize, skipped: &[String], kept: &str) -> Result<()> {
+    if seen == 0 || skipped.len() < seen {
+        return Ok(());
+    }
+    Err(Error::Numeric(format!(
+        "epoch {epoch}: all {seen} batches had a non-finite loss or gradient and were \
+         skipped (the last: {}); nothing can be learnt, so the run stopped and {kept}; \
+         lower optim.lr or check the data",
+        skipped.last().map(String::as_str).unwrap_or_default()
+    )))
+}
+
+/// What the steps of an epoch carry from one to the next.
+#[derive(Default)]
+struct StepCarry {
+    /// The loss parts' names, from the first step with samples (a rank with no samples in
+    /// a later step joins it with zeros under the same names).
+    part_names: Option<Vec<String>>,
+    /// Seconds spent in the steps' collectives.
+    communication: f64,
 }
 
 /// The result of one training step.
@@ -172,6 +181,16 @@ fn local_step(
     part_names: &mut Option<Vec<String>>,
 ) -> Result<(LocalStep, GradStore, Option<String>)> {
     let Some(batch) = batch.filter(|b| !b.indices.is_empty()) else {
+        if context.synced_batch_norm {
+            // The other ranks' BatchNorm waits for this rank's sums, which it cannot give.
+            return Err(Error::Usage(format!(
+                "rank {} has no samples in a step (every image of its part of the batch was \
+                 skipped as unreadable); with run.sync_batch_norm every rank needs samples \
+                 in every step: fix or remove the images the log names, or train without \
+                 run.sync_batch_norm",
+                context.collective.rank()
+            )));
+        }
         // The other ranks need this rank's zeros in the same layout as their parts.
         let names = match part_names.as_ref() {
             Some(names) => names.clone(),
@@ -206,11 +225,14 @@ fn local_step(
         parts: named.iter().map(|(_, v)| *v).collect(),
         non_finite: false,
     };
-    if let Some(problem) = numeric::loss_problem(total, &named) {
-        local.non_finite = true;
-        return Ok((local, GradStore::default(), Some(problem)));
-    }
+    let loss_problem = numeric::loss_problem(total, &named);
+    // Backward even for a non-finite loss: with SyncBN every rank's backward pass sums
+    // over the ranks, so all ranks run it; the step is then skipped or stopped on all.
     let grads = out.total.backward()?;
+    if let Some(problem) = loss_problem {
+        local.non_finite = true;
+        return Ok((local, grads, Some(problem)));
+    }
     if let Some(problem) = numeric::step_problem(&grads, context.trainable, context.statistics)? {
         local.non_finite = true;
         let problem = format!("{problem} (the loss, {total}, is finite)");
@@ -223,19 +245,18 @@ fn local_step(
 /// losses and verdicts summed, the gradients averaged over every rank's samples, and an
 /// Adam step, unless the loss, a gradient or a BatchNorm statistic was NaN or infinite on
 /// any rank. One process is the world of one: its step is as it always was. The seconds
-/// spent in the collectives are added to `communication`.
+/// spent in the collectives are added to `carry`.
 fn train_step(
     context: &EpochContext<'_>,
     batch: Option<&Batch>,
-    part_names: &mut Option<Vec<String>>,
+    carry: &mut StepCarry,
     adam: &mut Adam,
-    communication: &mut f64,
 ) -> Result<Step> {
     let collective = context.collective;
-    let (local, mut grads, problem) = local_step(context, batch, part_names)?;
+    let (local, mut grads, problem) = local_step(context, batch, &mut carry.part_names)?;
     let started = Instant::now();
     let totals = reduce_step(collective, &local)?;
-    *communication += started.elapsed().as_secs_f64();
+    carry.communication += started.elapsed().as_secs_f64();
     if totals.non_finite_ranks > 0 {
         return Ok(Step::NonFinite(problem.unwrap_or_else(|| {
             format!(
@@ -251,9 +272,9 @@ fn train_step(
     let vars: Vec<Var> = context.trainable.iter().map(|(_, v)| v.clone()).collect();
     let started = Instant::now();
     average_gradients(collective, &vars, &mut grads, local.samples, totals.samples)?;
-    *communication += started.elapsed().as_secs_f64();
+    carry.communication += started.elapsed().as_secs_f64();
     adam.step(&grads)?;
-    let names = part_names.clone().unwrap_or_default();
+    let names = carry.part_names.clone().unwrap_or_default();
     Ok(Step::Done {
         total: totals.total,
         parts: names.into_iter().zip(totals.parts).collect(),

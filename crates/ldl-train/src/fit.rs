@@ -37,7 +37,7 @@ use ldl_distributed::{broadcast_variables, Collective, SingleProcess};
 
 use crate::adam::Adam;
 use crate::baselines::Baseline;
-use crate::batches::{drop_last_batch, noise_seed, Data, Inputs};
+use crate::batches::{drop_last_batch, noise_seed, Data, Inputs, Norm};
 use crate::best_epoch::BestEpoch;
 use crate::config::{HeadInit, Monitor, OnNonFinite, DEFAULT_FEATURE_NOISE};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
@@ -388,6 +388,7 @@ impl Trainer {
             statistics: &parts.statistics,
             on_nonfinite: OnNonFinite::Stop,
             collective: self.collective.as_ref(),
+            synced_batch_norm: self.batch_norm_sums().is_some(),
         };
         let kept = "the model keeps the weights of the step before";
         let mut stop = false;
@@ -528,13 +529,13 @@ impl Trainer {
             if split != Split::Training {
                 return Ok(Box::new(loader));
             }
-            let synced = self.batch_norm_sums().is_some();
+            let norm = Norm::of(self.model.config(), self.batch_norm_sums().is_some());
             let drop_last = drop_last_batch(
                 samples.len(),
                 self.batch_size,
                 shard.world,
                 Inputs::Features,
-                synced,
+                norm,
             );
             let std = self.feature_noise.unwrap_or(DEFAULT_FEATURE_NOISE);
             let loader = loader
@@ -559,7 +560,7 @@ impl Trainer {
             self.batch_size,
             shard.world,
             Inputs::Images,
-            self.batch_norm_sums().is_some(),
+            Norm::of(self.model.config(), self.batch_norm_sums().is_some()),
         );
         Ok(if split == Split::Training {
             Box::new(loader.shuffled(self.seed).drop_last(drop_last))

@@ -743,6 +743,7 @@ impl Epochs<'_> {
             statistics: &network.statistics,
             on_nonfinite: self.config.optim.on_nonfinite,
             collective: self.collective,
+            synced_batch_norm: self.config.run.sync_batch_norm && self.collective.world_size() > 1,
         };
         let trained = match train_epoch(&context, adam, epoch, &kept, stop, observe)? {
             EpochOutcome::Trained(trained) => trained,

@@ -106,7 +106,9 @@ impl Config {
 
     /// bf16 on a CPU is refused here; other devices are checked when opened.
     fn check_precision(&self) -> Result<()> {
-        if self.run.device.trim() != "cpu" {
+        // With NCCL the device is the rank's GPU, whatever `run.device` says.
+        let on_gpu = self.run.distributed == super::run::Distributed::Nccl;
+        if self.run.device.trim() != "cpu" || on_gpu {
             return Ok(());
         }
         match super::precision_refusal(self.run.precision, &candle_core::Device::Cpu) {

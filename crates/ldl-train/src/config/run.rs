@@ -66,7 +66,8 @@ pub enum Distributed {
     None,
     /// One process per rank over MPI, CPU tensors.
     Mpi,
-    /// One process per GPU over NCCL, CUDA tensors (`run.device` is the rank's GPU).
+    /// One process per GPU over NCCL, CUDA tensors, each on the GPU of its local rank
+    /// (`run.device` is not read).
     Nccl,
 }
 

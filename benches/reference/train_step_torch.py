@@ -5,7 +5,9 @@ training step (forward, full-KL loss, backward, Adam) and inference, on random d
 the CPU with 2 threads, or on CUDA in eager mode, f32 or AMP bf16, optionally channels_last.
 
 Usage: python benches/reference/train_step_torch.py BATCH SIZE BASE_CHANNELS [STEPS]
-           [--cuda] [--amp-bf16] [--channels-last]
+           [--cuda] [--amp-bf16] [--channels-last] [--threads=N]
+
+On the CPU it runs on 2 threads unless --threads=N says otherwise.
 
 On CUDA each timed loop ends with torch.cuda.synchronize(); the peak memory printed is
 torch.cuda.max_memory_allocated / max_memory_reserved over the training steps.
@@ -48,7 +50,8 @@ def full_kl(logits, p, centres, floor=1e-3):
 
 
 if __name__ == "__main__":
-    flags = {a for a in sys.argv[1:] if a.startswith("--")}
+    flags = {a.split("=")[0] for a in sys.argv[1:] if a.startswith("--")}
+    options = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     batch, size, base = int(args[0]), int(args[1]), int(args[2])
     steps = int(args[3]) if len(args) > 3 else 5
@@ -56,7 +59,7 @@ if __name__ == "__main__":
     amp = "--amp-bf16" in flags
     channels_last = "--channels-last" in flags
     if device == "cpu":
-        torch.set_num_threads(2)
+        torch.set_num_threads(int(options.get("threads", 2)))
     torch.manual_seed(0)
     model = network(base).to(device)
     images = torch.rand(batch, 3, size, size) * 4 - 2

@@ -64,6 +64,11 @@ impl NcclCollective {
             .collect();
         one_rank_per_gpu(host.as_ref(), &uuid)?;
         let id = share_id(host.as_ref())?;
+        // NCCL joins the communicator on the thread's current device: make it this rank's.
+        let context = stream.context();
+        context.bind_to_thread().map_err(|e| {
+            Error::Unavailable(format!("cannot use cuda:{}: {e}", context.ordinal()))
+        })?;
         let comm = Comm::from_rank(stream, host.rank(), host.world_size(), id).map_err(|e| {
             Error::Launch(format!(
                 "rank {} of {}: NCCL could not connect the ranks ({e:?}); check that every \

@@ -631,29 +631,16 @@ fn seeded_steps_are_reproducible_on_the_gpu() {
 /// with each rank's own BatchNorm the gradients differ by about 1.9 on the CPU.
 #[test]
 fn sync_batch_norm_over_two_thread_ranks_takes_the_whole_batch_step_on_the_gpu() {
-    use common::thread_ranks::{cases, largest_relative_difference, one_process_and_two_ranks};
+    use common::thread_ranks::{assert_two_ranks_take_the_whole_step, Tolerances};
     let Some(gpu) =
         cuda("sync_batch_norm_over_two_thread_ranks_takes_the_whole_batch_step_on_the_gpu")
     else {
         return;
     };
-    let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0).unwrap()]).unwrap();
-    let (cases, labels) = cases(&gpu);
-    for (config, inputs) in &cases {
-        let (whole, synced) = one_process_and_two_ranks(config, &space, inputs, &labels, 7, true);
-        let (gradients, worst) = largest_relative_difference(&synced.0, &whole.0);
-        let (statistics, _) = largest_relative_difference(&synced.1, &whole.1);
-        eprintln!(
-            "{config:?}: SyncBN gradients {gradients:e} ({worst}), statistics {statistics:e}"
-        );
-        assert!(
-            gradients <= 2e-2,
-            "SyncBN gradients: {gradients:e} in {worst}"
-        );
-        assert!(statistics <= 5e-3, "SyncBN statistics: {statistics:e}");
-        let (_, own) = one_process_and_two_ranks(config, &space, inputs, &labels, 7, false);
-        let (apart, _) = largest_relative_difference(&own.0, &whole.0);
-        eprintln!("{config:?}: per-rank BatchNorm gradients {apart:e}");
-        assert!(apart > 0.2, "per-rank BatchNorm: {apart:e}");
-    }
+    let tolerances = Tolerances {
+        gradients: 2e-2,
+        statistics: 5e-3,
+        unsynced_at_least: 0.2,
+    };
+    assert_two_ranks_take_the_whole_step(&gpu, tolerances);
 }

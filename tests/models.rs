@@ -1358,24 +1358,11 @@ fn one_rank_sync_difference(
 /// BatchNorm does not. The same check runs on the GPU in `tests/gpu.rs`.
 #[test]
 fn sync_batch_norm_over_two_thread_ranks_takes_the_whole_batch_step() {
-    use common::thread_ranks::{cases, largest_relative_difference, one_process_and_two_ranks};
-    let space = age_space();
-    let (cases, labels) = cases(&Device::Cpu);
-    for (config, inputs) in &cases {
-        let (whole, synced) = one_process_and_two_ranks(config, &space, inputs, &labels, 7, true);
-        let (gradients, worst) = largest_relative_difference(&synced.0, &whole.0);
-        let (statistics, _) = largest_relative_difference(&synced.1, &whole.1);
-        eprintln!(
-            "{config:?}: SyncBN gradients {gradients:e} ({worst}), statistics {statistics:e}"
-        );
-        assert!(
-            gradients <= 1e-4,
-            "SyncBN gradients: {gradients:e} in {worst}"
-        );
-        assert!(statistics <= 1e-5, "SyncBN statistics: {statistics:e}");
-        let (_, own) = one_process_and_two_ranks(config, &space, inputs, &labels, 7, false);
-        let (apart, _) = largest_relative_difference(&own.0, &whole.0);
-        eprintln!("{config:?}: per-rank BatchNorm gradients {apart:e}");
-        assert!(apart > 1e-2, "per-rank BatchNorm: {apart:e}");
-    }
+    use common::thread_ranks::{assert_two_ranks_take_the_whole_step, Tolerances};
+    let tolerances = Tolerances {
+        gradients: 1e-4,
+        statistics: 1e-5,
+        unsynced_at_least: 1e-2,
+    };
+    assert_two_ranks_take_the_whole_step(&Device::Cpu, tolerances);
 }

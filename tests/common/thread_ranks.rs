@@ -260,3 +260,43 @@ pub fn largest_relative_difference(
     }
     worst
 }
+
+/// How far two ranks may be from one process in [`assert_two_ranks_take_the_whole_step`]:
+/// the largest relative difference of the gradients and of the running statistics with
+/// SyncBN, and the least one of the gradients with each rank's own BatchNorm.
+pub struct Tolerances {
+    pub gradients: f64,
+    pub statistics: f64,
+    pub unsynced_at_least: f64,
+}
+
+/// SyncBN over two thread ranks (parts of 7 and 9 of 16) against one process, for each of
+/// [`cases`] on `device`: with SyncBN the step agrees within `tolerances`; with each
+/// rank's own BatchNorm it does not.
+pub fn assert_two_ranks_take_the_whole_step(device: &Device, tolerances: Tolerances) {
+    let space = LabelSpace::new(vec![ldl::Axis::linear("age", 0.0, 100.0, 1.0).unwrap()]).unwrap();
+    let (cases, labels) = cases(device);
+    for (config, inputs) in &cases {
+        let (whole, synced) = one_process_and_two_ranks(config, &space, inputs, &labels, 7, true);
+        let (gradients, worst) = largest_relative_difference(&synced.0, &whole.0);
+        let (statistics, _) = largest_relative_difference(&synced.1, &whole.1);
+        eprintln!(
+            "{config:?}: SyncBN gradients {gradients:e} ({worst}), statistics {statistics:e}"
+        );
+        assert!(
+            gradients <= tolerances.gradients,
+            "SyncBN gradients: {gradients:e} in {worst}"
+        );
+        assert!(
+            statistics <= tolerances.statistics,
+            "SyncBN statistics: {statistics:e}"
+        );
+        let (_, own) = one_process_and_two_ranks(config, &space, inputs, &labels, 7, false);
+        let (apart, _) = largest_relative_difference(&own.0, &whole.0);
+        eprintln!("{config:?}: per-rank BatchNorm gradients {apart:e}");
+        assert!(
+            apart > tolerances.unsynced_at_least,
+            "per-rank BatchNorm: {apart:e}"
+        );
+    }
+}

@@ -86,13 +86,11 @@ pub fn average_gradients(
     global_samples: usize,
 ) -> Result<()> {
     let engine_device = collective.device();
-    let first_device = vars.first().map(|v| v.device());
-    if let (Some(engine), Some(vars_on)) = (&engine_device, first_device) {
-        if vars_on.same_device(engine) {
-            return average_on_device(collective, vars, grads, local_samples, global_samples);
-        }
-    }
-    if collective.world_size() == 1 {
+    let on_device = match (&engine_device, vars.first()) {
+        (Some(engine), Some(var)) => var.device().same_device(engine),
+        _ => false,
+    };
+    if collective.world_size() == 1 && !on_device {
         return Ok(());
     }
     if global_samples == 0 {
@@ -100,6 +98,9 @@ pub fn average_gradients(
             rank: collective.rank(),
             message: "a step with no samples on any rank".into(),
         });
+    }
+    if on_device {
+        return average_on_device(collective, vars, grads, local_samples, global_samples);
     }
     let total: usize = vars.iter().map(|v| v.elem_count()).sum();
     let mut buffer = Vec::with_capacity(total);
@@ -131,7 +132,8 @@ pub fn average_gradients(
     Ok(())
 }
 
-/// [`average_gradients`] for an engine that sums tensors on their device (NCCL): each
+/// [`average_gradients`] for an engine that sums tensors on their device (NCCL), with
+/// `global_samples` > 0: each
 /// gradient scaled by this rank's share of the global batch, all of them in one f32
 /// buffer on the device, summed over the ranks there. With one rank the share is 1 and the
 /// sum a copy, so the gradients stay as they were, bit for bit.
@@ -142,12 +144,6 @@ fn average_on_device(
     local_samples: usize,
     global_samples: usize,
 ) -> Result<()> {
-    if global_samples == 0 {
-        return Err(Error::Mismatch {
-            rank: collective.rank(),
-            message: "a step with no samples on any rank".into(),
-        });
-    }
     let share = local_samples as f64 / global_samples as f64;
     let mut pieces = Vec::with_capacity(vars.len());
     for var in vars {

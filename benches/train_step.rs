@@ -70,10 +70,15 @@ fn bench_networks(c: &mut Criterion) {
                 black_box(out.total_value().unwrap())
             })
         });
+        // What `ldl predict`, `ldl serve` and evaluation run: BatchNorm folded once.
+        group.bench_function(format!("{}/fold_batch_norm", case.name), |b| {
+            b.iter(|| black_box(model.inference().unwrap()))
+        });
+        let inference = model.inference().unwrap();
         group.bench_function(format!("{}/inference", case.name), |b| {
             b.iter(|| {
                 black_box(
-                    model.forward_t(&images, false).unwrap()[0]
+                    inference.forward(&images).unwrap()[0]
                         .sum_all()
                         .unwrap()
                         .to_scalar::<f32>()

@@ -25,8 +25,15 @@ use rayon::prelude::*;
 
 use crate::cpu_float::CpuFloat;
 use crate::cpu_storage::{filled_by, map2};
+use crate::pool_cpu;
+use crate::scratch::PerThread;
 
+mod fused;
 mod winograd;
+
+pub(crate) use fused::conv2d_bias_relu;
+use fused::Epilogue;
+pub(crate) use {Order as ActivationOrder, Orders as ActivationOrders};
 
 use crate::error::Result;
 
@@ -483,54 +490,236 @@ fn weights<'a, T>(g: &Geometry, w: &'a [T]) -> View<'a, T> {
 /// stay in cache, or, for small images, groups of samples side by side (see
 /// [`Geometry::group`]).
 fn forward<T: CpuFloat>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
+    forward_with(g, x, w, None, Orders::PLANES)
+}
+
+/// How activations lie in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// `(N, C, H, W)`: a plane per channel, candle's layout.
+    Planes,
+    /// `(N, H, W, C)`: the channels of a pixel side by side (inference, see [`fused`]).
+    ChannelsLast,
+}
+
+/// The orders of a convolution's input and output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Orders {
+    pub(crate) input: Order,
+    pub(crate) output: Order,
+}
+
+impl Orders {
+    /// Planes in, planes out: training and candle's layout.
+    pub(crate) const PLANES: Orders = Orders {
+        input: Order::Planes,
+        output: Order::Planes,
+    };
+}
+
+/// Whether the fused inference convolution ([`conv2d_bias_relu`]) reads channels-last
+/// input for a kernel `w`, `(C_out, C_in, k_h, k_w)`: where Winograd computes it.
+pub(crate) fn reads_channels_last(w: &Tensor) -> bool {
+    match w.dims() {
+        &[out_channels, in_channels, 3, 3] => {
+            let g = Geometry::of(
+                &[1, in_channels, 3, 3],
+                &[out_channels, in_channels, 3, 3],
+                1,
+            );
+            g.is_ok_and(|g| winograd::applies_channels_last(&g))
+        }
+        _ => false,
+    }
+}
+
+/// Whether [`forward_with`] computes `g` from input in `order`: any convolution from
+/// planes, and from channels last what Winograd computes (a 3×3 kernel over at least 8
+/// channels; im2col unfolds planes only).
+fn computes(g: &Geometry, order: Order) -> bool {
+    order == Order::Planes || winograd::applies_channels_last(g)
+}
+
+/// [`forward`], with `epilogue` (inference, see [`fused`]) applied to every output as it
+/// is written, and activations in `orders`; with the epilogue's pooling, the result is
+/// pooled to `⌊H/2⌋ × ⌊W/2⌋`. Input in channels last needs [`computes`].
+fn forward_with<T: CpuFloat>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    epilogue: Option<&Epilogue<T>>,
+    orders: Orders,
+) -> Vec<T> {
     // Every output sample pairs with an input sample below (the zip would stop short).
     assert_eq!(x.len(), g.batch * g.input_len(), "conv2d input length");
-    if winograd::applies(g) {
-        return winograd::forward(g, x, w);
+    let winograd = match orders.input {
+        Order::Planes => winograd::applies(g),
+        Order::ChannelsLast => winograd::applies_channels_last(g),
+    };
+    if winograd {
+        return winograd::forward(g, x, w, epilogue, orders);
     }
+    assert_eq!(orders.input, Order::Planes, "im2col unfolds planes only");
+    let y = im2col_forward(g, x, w, epilogue, orders.output);
+    let size = (g.out_h, g.out_w);
+    match (epilogue, orders.output) {
+        // Winograd pools as it writes its 2×2 tiles; this path's bands need not align
+        // with the pooling windows, so it pools in a second pass.
+        (Some(e), Order::Planes) if e.pool => pool_cpu::pool(&y, size),
+        (Some(e), Order::ChannelsLast) if e.pool => {
+            pool_cpu::pool_channels_last(&y, size, g.out_channels)
+        }
+        _ => y,
+    }
+}
+
+/// The im2col half of [`forward_with`], with `epilogue`'s bias and ReLU (not its pool),
+/// from planes to `output` order.
+fn im2col_forward<T: CpuFloat>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    epilogue: Option<&Epilogue<T>>,
+    output: Order,
+) -> Vec<T> {
     let len = g.batch * g.output_len();
     let group = g.group();
     let threads = gemm_threads(g.batch.div_ceil(group));
-    let pixels = g.pixels();
+    let buffers = PerThread::<(Vec<T>, Vec<T>)>::new();
+    let task = Im2colTask {
+        g,
+        w,
+        epilogue,
+        output,
+        threads,
+    };
     let fill = |y: &mut [MaybeUninit<T>]| {
         y.par_chunks_mut(group * g.output_len())
             .zip(x.par_chunks(group * g.input_len()))
             .with_max_len(1)
-            .for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(cols, products), (out, images)| {
-                    if group == 1 {
-                        for rows in bands::<T>(g) {
-                            let columns = rows.len() * g.out_w;
-                            let cols = grow(cols, g.patch() * columns);
-                            g.im2col(images, cols, columns, 0, rows.clone());
-                            let rhs = View::dense(cols, g.patch(), columns);
-                            let dst = &mut out[rows.start * g.out_w..];
-                            matmul_into(dst, pixels, weights(g, w), rhs, threads);
-                        }
-                        return;
-                    }
-                    // `products` is `[C_out, samples · pixels]`, spread per sample after.
-                    let row_len = group_columns(g, images, cols);
-                    let products = grow(products, g.out_channels * row_len);
-                    let rhs = View::dense(&cols[..], g.patch(), row_len);
-                    matmul(products, row_len, weights(g, w), rhs, false, threads);
-                    for (s, sample) in out.chunks_mut(g.output_len()).enumerate() {
-                        for (o, channel) in sample.chunks_mut(pixels).enumerate() {
-                            let from = &products[o * row_len + s * pixels..][..pixels];
-                            for (to, value) in channel.iter_mut().zip(from) {
-                                to.write(*value);
-                            }
-                        }
-                    }
-                },
-            )
+            .for_each(|(out, images)| {
+                buffers.with(|(cols, products)| match group {
+                    1 => task.bands(images, out, cols),
+                    _ => task.group(images, out, cols, products),
+                })
+            })
     };
     // SAFETY: `fill` writes all `len` elements: the chunks cover `y`, one group of
-    // samples each, and pair with as many input chunks (asserted above); a lone
-    // sample's bands cover every output row and gemm writes each band in every output
-    // channel; a group's products are copied to every channel of every sample.
+    // samples each, and pair with as many input chunks (asserted by the caller); see
+    // `Im2colTask::bands` and `Im2colTask::group` for what each task writes.
     unsafe { filled_by(len, fill) }
+}
+
+/// What every task of [`im2col_forward`] shares.
+struct Im2colTask<'a, T> {
+    g: &'a Geometry,
+    w: &'a [T],
+    epilogue: Option<&'a Epilogue<'a, T>>,
+    output: Order,
+    threads: usize,
+}
+
+impl<T: CpuFloat> Im2colTask<'_, T> {
+    /// One sample, a band of output rows at a time; writes every output of the sample:
+    /// the bands cover every output row, and gemm writes each band in every channel (the
+    /// epilogue only rewrites what gemm wrote).
+    fn bands(&self, image: &[T], out: &mut [MaybeUninit<T>], cols: &mut Vec<T>) {
+        let g = self.g;
+        let (pixels, channels) = (g.pixels(), g.out_channels);
+        for rows in bands::<T>(g) {
+            let columns = rows.len() * g.out_w;
+            let cols = grow(cols, g.patch() * columns);
+            g.im2col(image, cols, columns, 0, rows.clone());
+            let cols = View::dense(cols, g.patch(), columns);
+            let first = rows.start * g.out_w;
+            match self.output {
+                Order::Planes => {
+                    let dst = &mut out[first..];
+                    matmul_into(dst, pixels, weights(g, self.w), cols, self.threads);
+                }
+                Order::ChannelsLast => {
+                    // `[pixels, C_out] = colsᵀ · Wᵀ`: the band's pixels, channels last.
+                    let dst = &mut out[first * channels..][..columns * channels];
+                    matmul_into(
+                        dst,
+                        channels,
+                        cols.t(),
+                        weights(g, self.w).t(),
+                        self.threads,
+                    );
+                }
+            }
+            let Some(e) = self.epilogue else {
+                continue;
+            };
+            // While the band is still in cache.
+            match self.output {
+                Order::Planes => {
+                    for o in 0..channels {
+                        let written = &mut out[o * pixels + first..][..columns];
+                        // SAFETY: gemm has just written the band's outputs of channel `o`.
+                        unsafe { e.apply_written(o, written) };
+                    }
+                }
+                Order::ChannelsLast => {
+                    let band = &mut out[first * channels..][..columns * channels];
+                    for pixel in band.chunks_exact_mut(channels) {
+                        // SAFETY: gemm has just written every channel of the band's pixels.
+                        unsafe { e.apply_written_pixel(pixel) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// A group of samples side by side in one gemm; writes every output of the group:
+    /// the products are copied to every channel of every sample.
+    fn group(
+        &self,
+        images: &[T],
+        out: &mut [MaybeUninit<T>],
+        cols: &mut Vec<T>,
+        products: &mut Vec<T>,
+    ) {
+        let g = self.g;
+        let (pixels, channels) = (g.pixels(), g.out_channels);
+        let row_len = group_columns(g, images, cols);
+        let products = grow(products, channels * row_len);
+        let cols = View::dense(&cols[..], g.patch(), row_len);
+        if self.output == Order::ChannelsLast {
+            // `[samples · pixels, C_out]`: the group's outputs, channels last, in order.
+            matmul(
+                products,
+                channels,
+                cols.t(),
+                weights(g, self.w).t(),
+                false,
+                self.threads,
+            );
+            let pixels = out
+                .chunks_mut(channels)
+                .zip(products.chunks_exact(channels));
+            for (to, from) in pixels {
+                Epilogue::write_pixel(self.epilogue, to, from);
+            }
+            return;
+        }
+        // `[C_out, samples · pixels]`, spread per sample.
+        matmul(
+            products,
+            row_len,
+            weights(g, self.w),
+            cols,
+            false,
+            self.threads,
+        );
+        for (s, sample) in out.chunks_mut(g.output_len()).enumerate() {
+            for (o, channel) in sample.chunks_mut(pixels).enumerate() {
+                let from = &products[o * row_len + s * pixels..][..pixels];
+                Epilogue::write(self.epilogue, o, channel, from);
+            }
+        }
+    }
 }
 
 /// `dW = Σ dy · cols(x)ᵀ`, tiled as [`forward`].
@@ -541,50 +730,24 @@ fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     let len = g.out_channels * g.patch();
     let group = g.group();
     let threads = gemm_threads(g.batch.div_ceil(group));
-    let pixels = g.pixels();
     // dWᵀ [patch, C_out] = Σ_tiles cols · dyᵀ: gemm reduces over the pixels several
     // times faster in this orientation than as dy · colsᵀ.
+    let buffers = PerThread::<(Vec<T>, Vec<T>)>::new();
+    // Each task's sum starts from zero and the sums meet in a fixed tree: the result does
+    // not depend on which thread ran what. Only the scratch is per thread.
     let transposed = x
         .par_chunks(group * g.input_len())
         .zip(dy.par_chunks(group * g.output_len()))
         .with_max_len(1)
         .fold(
-            || (vec![T::ZERO; len], Vec::new(), Vec::new()),
-            |(mut dw, mut cols, mut gathered), (images, grads)| {
-                if group == 1 {
-                    for rows in bands::<T>(g) {
-                        let columns = rows.len() * g.out_w;
-                        let cols = grow(&mut cols, g.patch() * columns);
-                        g.im2col(images, cols, columns, 0, rows.clone());
-                        // The band of the output gradient: `[C_out, columns]`, rows
-                        // `pixels` apart.
-                        let grad = View {
-                            data: &grads[rows.start * g.out_w..],
-                            rows: g.out_channels,
-                            cols: columns,
-                            row_stride: pixels,
-                            transposed: false,
-                        };
-                        let lhs = View::dense(cols, g.patch(), columns);
-                        matmul(&mut dw, g.out_channels, lhs, grad.t(), true, threads);
-                    }
-                    return (dw, cols, gathered);
-                }
-                let row_len = group_columns(g, images, &mut cols);
-                // The group's output gradients in the columns' layout.
-                let gathered_now = grow(&mut gathered, g.out_channels * row_len);
-                for (s, sample) in grads.chunks(g.output_len()).enumerate() {
-                    for (o, channel) in sample.chunks(pixels).enumerate() {
-                        gathered_now[o * row_len + s * pixels..][..pixels].copy_from_slice(channel);
-                    }
-                }
-                let lhs = View::dense(&cols[..], g.patch(), row_len);
-                let grad = View::dense(gathered_now, g.out_channels, row_len);
-                matmul(&mut dw, g.out_channels, lhs, grad.t(), true, threads);
-                (dw, cols, gathered)
+            || vec![T::ZERO; len],
+            |mut dw, (images, grads)| {
+                buffers.with(|(cols, gathered)| {
+                    add_weight_gradient(g, images, grads, &mut dw, cols, gathered, threads)
+                });
+                dw
             },
         )
-        .map(|(dw, _, _)| dw)
         .reduce(
             || vec![T::ZERO; len],
             |mut a, b| {
@@ -601,6 +764,49 @@ fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
         }
     }
     dw
+}
+
+/// `dWᵀ += Σ cols · dyᵀ` over one task's samples (`images` and their output gradients
+/// `grads`): a lone sample a band at a time, a group of samples side by side.
+fn add_weight_gradient<T: CpuFloat>(
+    g: &Geometry,
+    images: &[T],
+    grads: &[T],
+    dw: &mut [T],
+    cols: &mut Vec<T>,
+    gathered: &mut Vec<T>,
+    threads: usize,
+) {
+    let pixels = g.pixels();
+    if g.group() == 1 {
+        for rows in bands::<T>(g) {
+            let columns = rows.len() * g.out_w;
+            let cols = grow(cols, g.patch() * columns);
+            g.im2col(images, cols, columns, 0, rows.clone());
+            // The band of the output gradient: `[C_out, columns]`, rows `pixels` apart.
+            let grad = View {
+                data: &grads[rows.start * g.out_w..],
+                rows: g.out_channels,
+                cols: columns,
+                row_stride: pixels,
+                transposed: false,
+            };
+            let lhs = View::dense(cols, g.patch(), columns);
+            matmul(dw, g.out_channels, lhs, grad.t(), true, threads);
+        }
+        return;
+    }
+    let row_len = group_columns(g, images, cols);
+    // The group's output gradients in the columns' layout.
+    let gathered = grow(gathered, g.out_channels * row_len);
+    for (s, sample) in grads.chunks(g.output_len()).enumerate() {
+        for (o, channel) in sample.chunks(pixels).enumerate() {
+            gathered[o * row_len + s * pixels..][..pixels].copy_from_slice(channel);
+        }
+    }
+    let lhs = View::dense(&cols[..], g.patch(), row_len);
+    let grad = View::dense(gathered, g.out_channels, row_len);
+    matmul(dw, g.out_channels, lhs, grad.t(), true, threads);
 }
 
 /// `dx = dy ⊛ flip(W)ᵀ`: the input gradient of a stride-1 convolution is a convolution

@@ -79,6 +79,42 @@ impl ConvBnRelu {
     }
 }
 
+impl ConvBnRelu {
+    /// The convolution with evaluation-mode BatchNorm folded in, for inference: weights
+    /// `w·s` and bias `β + s·(b − μ)` per output channel, with `s = γ/√(σ² + ε)` (`b` the
+    /// convolution's bias, or 0), computed in f64 and stored in the weights' dtype, with
+    /// no autograd graph. `relu(conv(x, w·s) + bias)` is the block's
+    /// `forward_t(x, false)` up to rounding.
+    pub(crate) fn folded(&self) -> Result<(Tensor, Tensor)> {
+        let values = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+        let weight = self.conv.weight();
+        let channels = weight.dim(0)?;
+        let (gamma, beta) = match self.bn.weight_and_bias() {
+            Some((gamma, beta)) => (values(gamma)?, values(beta)?),
+            None => (vec![1.0; channels], vec![0.0; channels]),
+        };
+        let mean = values(self.bn.running_mean())?;
+        let variance = values(self.bn.running_var())?;
+        let conv_bias = match self.conv.bias() {
+            Some(bias) => values(bias)?,
+            None => vec![0.0; channels],
+        };
+        let eps = self.bn.eps();
+        let scale: Vec<f64> = (0..channels)
+            .map(|o| gamma[o] / (variance[o] + eps).sqrt())
+            .collect();
+        let bias: Vec<f64> = (0..channels)
+            .map(|o| beta[o] + scale[o] * (conv_bias[o] - mean[o]))
+            .collect();
+        let as_weights = |v: Vec<f64>| -> Result<Tensor> {
+            Ok(Tensor::new(v, weight.device())?.to_dtype(weight.dtype())?)
+        };
+        let scale = as_weights(scale)?.reshape((channels, 1, 1, 1))?;
+        let folded = weight.detach().broadcast_mul(&scale)?;
+        Ok((folded, as_weights(bias)?))
+    }
+}
+
 /// The BatchNorm of every model: PyTorch's defaults, eps 1e-5 and momentum 0.1 (the ONNX
 /// export writes the same eps).
 pub(crate) fn batch_norm_config() -> BatchNormConfig {

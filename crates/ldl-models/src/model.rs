@@ -291,6 +291,19 @@ impl Model {
         Ok(())
     }
 
+    /// The VGG backbone, if the model has one.
+    pub(crate) fn vgg(&self) -> Option<&Vgg> {
+        match &self.backbone {
+            Backbone::Vgg(vgg) => Some(vgg),
+            Backbone::Mlp(_) => None,
+        }
+    }
+
+    /// The linear heads, in the order of [`LabelSpace::heads`].
+    pub(crate) fn heads(&self) -> &[Linear] {
+        &self.heads
+    }
+
     /// The label space the heads predict.
     pub fn label_space(&self) -> &LabelSpace {
         &self.space
@@ -361,9 +374,11 @@ impl Model {
     /// assert!(["female", "male"].contains(&predictions[1][1].as_class().unwrap().name.as_str()));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// Runs [`Model::inference`], which folds BatchNorm into the convolutions first: for
+    /// many batches, build the [`crate::InferenceModel`] once and call its `predict`.
     pub fn predict(&self, inputs: &Tensor) -> Result<Vec<Vec<ldl_core::AxisEstimate>>> {
-        let logits = self.forward_t(inputs, false)?;
-        Ok(self.space.decode_logits(&logits)?)
+        self.inference()?.predict(inputs)
     }
 }
 

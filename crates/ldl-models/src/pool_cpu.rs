@@ -25,7 +25,9 @@ fn window(width: usize, oy: usize, ox: usize) -> [usize; 4] {
     [top, top + 1, top + width, top + width + 1]
 }
 
-fn pool<T: CpuFloat>(x: &[T], (height, width): (usize, usize)) -> Vec<T> {
+/// The 2×2 max-pool of `x`, planes of `height × width` one after the other, into planes of
+/// `⌊height/2⌋ × ⌊width/2⌋`.
+pub(crate) fn pool<T: CpuFloat>(x: &[T], (height, width): (usize, usize)) -> Vec<T> {
     let (out_h, out_w) = (height / 2, width / 2);
     let planes = x.len() / (height * width);
     let fill = |y: &mut [MaybeUninit<T>]| {
@@ -45,6 +47,39 @@ fn pool<T: CpuFloat>(x: &[T], (height, width): (usize, usize)) -> Vec<T> {
     // SAFETY: `fill` writes all `planes · out_h · out_w` elements: one chunk per input
     // plane, every pixel of each.
     unsafe { filled_by(planes * out_h * out_w, fill) }
+}
+
+/// The 2×2 max-pool of `x`, images `(H, W, C)` channels last one after the other, into
+/// images `(⌊H/2⌋, ⌊W/2⌋, C)`; values compared as [`pool`] does.
+pub(crate) fn pool_channels_last<T: CpuFloat>(
+    x: &[T],
+    (height, width): (usize, usize),
+    channels: usize,
+) -> Vec<T> {
+    let (out_h, out_w) = (height / 2, width / 2);
+    let images = x.len() / (height * width * channels);
+    let max = |a: T, b: T| if b > a { b } else { a };
+    let fill = |y: &mut [MaybeUninit<T>]| {
+        y.par_chunks_mut(out_w * channels)
+            .enumerate()
+            .for_each(|(row, out)| {
+                let (image, oy) = (row / out_h.max(1), row % out_h.max(1));
+                let top =
+                    &x[((image * height + 2 * oy) * width) * channels..][..2 * width * channels];
+                let (upper, lower) = top.split_at(width * channels);
+                for (ox, cell) in out.chunks_exact_mut(channels).enumerate() {
+                    let at = 2 * ox * channels;
+                    let (a, b) = upper[at..][..2 * channels].split_at(channels);
+                    let (c, d) = lower[at..][..2 * channels].split_at(channels);
+                    for (k, slot) in cell.iter_mut().enumerate() {
+                        slot.write(max(max(a[k], b[k]), max(c[k], d[k])));
+                    }
+                }
+            })
+    };
+    // SAFETY: `fill` writes all `images · out_h · out_w · C` elements: one chunk per
+    // output row of every image, every channel of every pixel of it.
+    unsafe { filled_by(images * out_h * out_w * channels, fill) }
 }
 
 impl CustomOp1 for MaxPool2x2 {

@@ -169,18 +169,7 @@ impl Vgg {
     /// convolutions compute in the dtype of `x` (bf16 for mixed precision, see
     /// [`crate::Precision`]); the features are f32 (or the variables' dtype).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (_, channels, height, width) = x.dims4()?;
-        if channels != self.config.input_channels {
-            return Err(Error::Config(format!(
-                "the backbone expects {} input channels, got {channels}",
-                self.config.input_channels
-            )));
-        }
-        if height < MIN_INPUT_SIZE || width < MIN_INPUT_SIZE {
-            return Err(Error::Config(format!(
-                "input images must be at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}, got {height}×{width}"
-            )));
-        }
+        self.check_input(x)?;
         let mut x = x.clone();
         for stage in &self.stages {
             x = match stage {
@@ -193,5 +182,27 @@ impl Vgg {
             x = x.to_dtype(DType::F32)?;
         }
         global_average_pool(&x)
+    }
+
+    /// One entry per layout position: a conv block, or `None` for a max-pool.
+    pub(crate) fn stages(&self) -> &[Option<ConvBnRelu>] {
+        &self.stages
+    }
+
+    /// Refuses images with the wrong channels or smaller than [`MIN_INPUT_SIZE`].
+    pub(crate) fn check_input(&self, x: &Tensor) -> Result<()> {
+        let (_, channels, height, width) = x.dims4()?;
+        if channels != self.config.input_channels {
+            return Err(Error::Config(format!(
+                "the backbone expects {} input channels, got {channels}",
+                self.config.input_channels
+            )));
+        }
+        if height < MIN_INPUT_SIZE || width < MIN_INPUT_SIZE {
+            return Err(Error::Config(format!(
+                "input images must be at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}, got {height}×{width}"
+            )));
+        }
+        Ok(())
     }
 }

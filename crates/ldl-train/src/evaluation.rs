@@ -60,9 +60,10 @@ fn accumulate(
 ) -> Result<(Accumulator, Metrics)> {
     let mut totals = Accumulator::default();
     let mut metrics = Metrics::new(space);
+    let inference = model.inference()?;
     for batch in batches {
         let batch = on_device(batch?, device)?;
-        let logits: Vec<Tensor> = model.forward_t(&batch.inputs, false)?;
+        let logits: Vec<Tensor> = inference.forward(&batch.inputs)?;
         let out = loss.compute(space, &logits, &batch.targets)?;
         totals.add(out.total_value()?, &out.part_values()?, batch.indices.len());
         metrics.update(&logits, &batch.targets)?;

@@ -8,7 +8,7 @@ use ldl_data::{
     read_csv, read_feature_cells, read_feature_rows, read_jsonl, FeatureEncoder, OnBadSample,
     Standardizer,
 };
-use ldl_models::{CheckpointInfo, Model};
+use ldl_models::{CheckpointInfo, InferenceModel, Model};
 
 use crate::config::{CheckedConfig, Config, DataFormat};
 use crate::error::{Error, Result};
@@ -201,6 +201,7 @@ impl TrainedModel {
         }
         let rows = self.feature_rows(data)?;
         let mut predictions = Vec::with_capacity(rows.len());
+        let inference = self.model.inference()?;
         for chunk in rows.chunks(256) {
             let mut flat = Vec::with_capacity(chunk.len() * self.features.len());
             for (_, features) in chunk {
@@ -208,7 +209,7 @@ impl TrainedModel {
             }
             let inputs = Tensor::from_vec(flat, (chunk.len(), self.features.len()), &self.device)?;
             let sources = chunk.iter().map(|(line, _)| PredictionInput::Line(*line));
-            predictions.extend(self.predict_batch(&inputs, sources)?);
+            predictions.extend(self.predict_batch(&inference, &inputs, sources)?);
         }
         Ok(predictions)
     }
@@ -267,6 +268,7 @@ impl TrainedModel {
         }
         .to_device(&self.device)?;
         self.predict_batch(
+            &self.model.inference()?,
             &inputs_tensor,
             (0..inputs.len()).map(PredictionInput::Given),
         )
@@ -352,6 +354,7 @@ impl TrainedModel {
         }
         let side = self.config.data.image_size as usize;
         let mut predictions = Vec::with_capacity(images.len());
+        let inference = self.model.inference()?;
         for chunk in images.chunks(PREDICT_BATCH) {
             let pixels: Vec<Vec<f32>> = chunk
                 .iter()
@@ -363,18 +366,20 @@ impl TrainedModel {
             let sources = chunk
                 .iter()
                 .map(|path| PredictionInput::Image(path.clone()));
-            predictions.extend(self.predict_batch(&inputs, sources)?);
+            predictions.extend(self.predict_batch(&inference, &inputs, sources)?);
         }
         Ok(predictions)
     }
 
-    /// The model's estimates and distributions for one batch of inputs.
+    /// The model's estimates and distributions for one batch of inputs, by `inference`
+    /// (the model's, built once for all the batches of a call).
     fn predict_batch(
         &self,
+        inference: &InferenceModel,
         inputs: &Tensor,
         sources: impl Iterator<Item = PredictionInput>,
     ) -> Result<Vec<Prediction>> {
-        let logits = self.model.forward_t(inputs, false)?;
+        let logits = inference.forward(inputs)?;
         let space = self.model.label_space();
         let estimates = space.decode_logits(&logits)?;
         // Per axis: the softmax of its head, or its marginal of a joint head.

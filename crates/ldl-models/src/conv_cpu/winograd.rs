@@ -24,9 +24,11 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{gemm_threads, grow, matmul, Geometry, View};
+use super::{gemm_threads, grow, matmul, Epilogue, Geometry, Order, Orders, View};
 use crate::cpu_float::CpuFloat;
 use crate::cpu_storage::filled_by;
+use crate::scratch::PerThread;
+use crate::simd::{widest, Kernel};
 
 /// Input channels below which im2col is used: the transformed products reduce over the
 /// input channels alone, and a gemm that short runs far below its peak (the first layer,
@@ -71,6 +73,13 @@ pub(super) fn applies(g: &Geometry) -> bool {
         && g.kernel_w == 3
         && g.in_channels >= MIN_INPUT_CHANNELS
         && g.in_channels * g.out_channels >= MIN_CHANNEL_PAIRS
+}
+
+/// Whether the Winograd path computes this convolution from channels-last input: any
+/// 3×3 kernel over at least [`MIN_INPUT_CHANNELS`]. Without the transpositions to and
+/// from planes the transforms cost less, and small channel counts pay too.
+pub(super) fn applies_channels_last(g: &Geometry) -> bool {
+    g.kernel_h == 3 && g.kernel_w == 3 && g.in_channels >= MIN_INPUT_CHANNELS
 }
 
 /// Tiles per row and per column of the output.
@@ -120,18 +129,76 @@ impl Tiles {
     }
 }
 
+/// Channels transposed a block at a time between planes and channels last: a block of
+/// pixels of this many channels is one contiguous run of 64 bytes in f32 (a cache line),
+/// written or read whole while as many planes are walked in step. One channel at a time,
+/// each pixel's line was written once per channel instead (a third of the input
+/// transform's time, by `perf`).
+const CHANNEL_BLOCK: usize = 16;
+
+/// Copies the line of `row.len() / channels` pixels that starts at `planes[0]`, in planes
+/// `plane_len` apart, into `row`, channels last: `row[x·C + c] = planes[c·plane_len + x]`.
+#[inline(always)]
+fn planes_to_channels_last<T: Copy>(
+    planes: &[T],
+    plane_len: usize,
+    row: &mut [T],
+    channels: usize,
+) {
+    let width = row.len() / channels;
+    for first in (0..channels).step_by(CHANNEL_BLOCK) {
+        let block = CHANNEL_BLOCK.min(channels - first);
+        let lines: [&[T]; CHANNEL_BLOCK] = std::array::from_fn(|k| {
+            let c = first + k.min(block - 1);
+            &planes[c * plane_len..][..width]
+        });
+        for (x, cell) in row.chunks_exact_mut(channels).enumerate() {
+            for (value, line) in cell[first..first + block].iter_mut().zip(&lines) {
+                *value = line[x];
+            }
+        }
+    }
+}
+
+/// Writes `block`, pixels channels last, into planes `plane_len` apart starting at
+/// `planes[0]` (`planes[c·plane_len + x] = block[x·C + c]`), through `epilogue`.
+#[inline(always)]
+fn channels_last_to_planes<T: CpuFloat>(
+    block: &[T],
+    channels: usize,
+    planes: &mut [MaybeUninit<T>],
+    plane_len: usize,
+    epilogue: Option<&Epilogue<T>>,
+) {
+    for first in (0..channels).step_by(CHANNEL_BLOCK) {
+        let end = (first + CHANNEL_BLOCK).min(channels);
+        for (x, cell) in block.chunks_exact(channels).enumerate() {
+            for (o, &value) in cell[first..end].iter().enumerate() {
+                let o = first + o;
+                let value = match epilogue {
+                    Some(e) => e.apply(o, value),
+                    None => value,
+                };
+                planes[o * plane_len + x].write(value);
+            }
+        }
+    }
+}
+
 /// Fills `v`, `[16][tiles][C_in]`, with the transformed patches `Bᵀ·d·B` of `images`
 /// (Bᵀ's rows are (1, 0, −1, 0), (0, 1, 1, 0), (0, −1, 1, 0), (0, 1, 0, −1)).
 ///
 /// Channels last: the input rows a band needs are first copied, zero-padded, into
 /// `[row][column][C_in]` (`stage`), so that every step of the transform combines whole
 /// vectors of channels, long enough to vectorise even where a row holds a few tiles.
+#[inline(always)]
 fn transform_input<T: CpuFloat>(
     g: &Geometry,
     images: &[T],
     tiles: &Tiles,
     v: &mut [T],
     stage: &mut Vec<T>,
+    order: Order,
 ) {
     let channels = g.in_channels;
     let count = tiles.count();
@@ -157,17 +224,17 @@ fn transform_input<T: CpuFloat>(
                 row.fill(T::ZERO);
             }
         }
-        for c in 0..channels {
-            let plane = &image[c * g.height * g.width..][..g.height * g.width];
-            for r in 0..rows {
-                let Some(y) = source(r) else {
-                    continue;
-                };
-                let line = &plane[y * g.width..][..g.width];
-                let row = &mut padded[(r * span + g.padding) * channels..];
-                for (cell, &value) in row.chunks_mut(channels).zip(line) {
-                    cell[c] = value;
+        for r in 0..rows {
+            let Some(y) = source(r) else {
+                continue;
+            };
+            let row = &mut padded[(r * span + g.padding) * channels..][..g.width * channels];
+            match order {
+                Order::Planes => {
+                    let plane_len = g.height * g.width;
+                    planes_to_channels_last(&image[y * g.width..], plane_len, row, channels);
                 }
+                Order::ChannelsLast => row.copy_from_slice(&image[y * row.len()..][..row.len()]),
             }
         }
         for band_row in 0..tiles.rows.len() {
@@ -205,80 +272,181 @@ fn transform_input<T: CpuFloat>(
     }
 }
 
-/// Writes the output pixels of `tiles` from the products `m`, `[16][tiles][C_out]`, into
-/// `out`, the outputs of the task's samples: `Y = Aᵀ·m·A` per tile (Aᵀ's rows are
-/// (1, 1, 1, 0) and (0, 1, −1, −1)), channels last into `stage`, then transposed into
-/// the output's planes.
+/// The four outputs `Y = Aᵀ·m·A` of tile `column` (Aᵀ's rows are (1, 1, 1, 0) and
+/// (0, 1, −1, −1)) from the products `m`, `[16][count][C]`, channels last into
+/// `pixels`, `[4][C]` in the order (0, 0), (0, 1), (1, 0), (1, 1); `t` holds `Aᵀ·m`,
+/// `[8][C]`.
+#[inline(always)]
+fn tile_outputs<T: CpuFloat>(
+    m: &[T],
+    count: usize,
+    column: usize,
+    channels: usize,
+    t: &mut [T],
+    pixels: &mut [T],
+) {
+    let m = |i: usize, j: usize| &m[((4 * i + j) * count + column) * channels..][..channels];
+    // Aᵀ·m: row r, column j at t[(4·r + j)·C ..].
+    for j in 0..4 {
+        let (m0, m1, m2, m3) = (m(0, j), m(1, j), m(2, j), m(3, j));
+        zip3(&mut t[j * channels..][..channels], m0, m1, m2, |a, b, c| {
+            a + b + c
+        });
+        zip3(
+            &mut t[(4 + j) * channels..][..channels],
+            m1,
+            m2,
+            m3,
+            |a, b, c| a - b - c,
+        );
+    }
+    // (Aᵀ·m)·A.
+    for r in 0..2 {
+        let p = |j: usize| &t[(4 * r + j) * channels..][..channels];
+        let (left, right) = pixels[2 * r * channels..][..2 * channels].split_at_mut(channels);
+        zip3(left, p(0), p(1), p(2), |a, b, c| a + b + c);
+        zip3(right, p(1), p(2), p(3), |a, b, c| a - b - c);
+    }
+}
+
+/// `out[k]` = the largest of the four `pixels` of channel `k` (a tile is a pooling
+/// window), compared as `crate::pool_cpu` does.
+#[inline(always)]
+fn max_of_tile<T: CpuFloat>(out: &mut [T], pixels: &[T]) {
+    let channels = out.len();
+    let (top, bottom) = pixels.split_at(2 * channels);
+    let (a, b) = top.split_at(channels);
+    let (c, d) = bottom.split_at(channels);
+    let max = |x: T, y: T| if y > x { y } else { x };
+    for (o, (((&a, &b), &c), &d)) in out.iter_mut().zip(a.iter().zip(b).zip(c).zip(d)) {
+        *o = max(max(a, b), max(c, d));
+    }
+}
+
+/// Writes the outputs of `tiles` from the products `m`, `[16][tiles][C_out]`, into
+/// `out`, the outputs of the task's samples: each tile's 2×2 block (see
+/// [`tile_outputs`]), or with `epilogue`'s pooling its maximum, channels last into
+/// `stage`, then through `epilogue` into the output's planes.
+#[inline(always)]
 fn transform_output<T: CpuFloat>(
     g: &Geometry,
     m: &[T],
     tiles: &Tiles,
     out: &mut [MaybeUninit<T>],
     stage: &mut Vec<T>,
+    epilogue: Option<&Epilogue<T>>,
+    order: Order,
 ) {
     let channels = g.out_channels;
     let count = tiles.count();
-    let per_row = tiles.per_row;
-    let first_row = 2 * tiles.rows.start;
-    let rows = (2 * tiles.rows.end).min(g.out_h) - first_row;
-    let stage = grow(stage, rows * g.out_w * channels + 8 * channels);
-    let (block, t) = stage.split_at_mut(rows * g.out_w * channels);
-    for (s, sample) in out.chunks_mut(g.output_len()).enumerate() {
+    let pool = epilogue.is_some_and(|e| e.pool);
+    // Rows and columns written: pixels, or one pooled value per whole tile (a half tile
+    // at an odd edge is dropped, as the pooling drops an odd last row or column).
+    let (scale, out_h, out_w) = if pool {
+        (1, g.out_h / 2, g.out_w / 2)
+    } else {
+        (2, g.out_h, g.out_w)
+    };
+    let first_row = scale * tiles.rows.start;
+    let rows = (scale * tiles.rows.end)
+        .min(out_h)
+        .saturating_sub(first_row);
+    let stage = grow(stage, rows * out_w * channels + 12 * channels);
+    let (block, scratch) = stage.split_at_mut(rows * out_w * channels);
+    let (t, pixels) = scratch.split_at_mut(8 * channels);
+    let at = |local: usize, ox: usize| (local * out_w + ox) * channels;
+    for (s, sample) in out.chunks_mut(channels * out_h * out_w).enumerate() {
         for band_row in 0..tiles.rows.len() {
-            for tx in 0..per_row {
-                let column = (s * tiles.rows.len() + band_row) * per_row + tx;
-                let m = |i: usize, j: usize| {
-                    &m[((4 * i + j) * count + column) * channels..][..channels]
-                };
-                // Aᵀ·m: row r, column j at t[(4·r + j)·C ..].
-                for j in 0..4 {
-                    let (m0, m1, m2, m3) = (m(0, j), m(1, j), m(2, j), m(3, j));
-                    zip3(&mut t[j * channels..][..channels], m0, m1, m2, |a, b, c| {
-                        a + b + c
-                    });
-                    zip3(
-                        &mut t[(4 + j) * channels..][..channels],
-                        m1,
-                        m2,
-                        m3,
-                        |a, b, c| a - b - c,
-                    );
+            for tx in 0..tiles.per_row {
+                let column = (s * tiles.rows.len() + band_row) * tiles.per_row + tx;
+                if pool && (band_row >= rows || tx >= out_w) {
+                    continue;
                 }
-                // (Aᵀ·m)·A: the 2×2 outputs; an odd last row or column keeps half a tile.
-                for r in 0..2 {
-                    let local = 2 * band_row + r;
-                    if local >= rows {
-                        continue;
-                    }
-                    let p = |j: usize| &t[(4 * r + j) * channels..][..channels];
-                    let at = |ox: usize| (local * g.out_w + ox) * channels;
-                    let ox = 2 * tx;
-                    zip3(
-                        &mut block[at(ox)..][..channels],
-                        p(0),
-                        p(1),
-                        p(2),
-                        |a, b, c| a + b + c,
-                    );
-                    if ox + 1 < g.out_w {
-                        zip3(
-                            &mut block[at(ox + 1)..][..channels],
-                            p(1),
-                            p(2),
-                            p(3),
-                            |a, b, c| a - b - c,
-                        );
+                tile_outputs(m, count, column, channels, t, pixels);
+                if pool {
+                    max_of_tile(&mut block[at(band_row, tx)..][..channels], pixels);
+                    continue;
+                }
+                for (k, pixel) in pixels.chunks_exact(channels).enumerate() {
+                    let (local, ox) = (2 * band_row + k / 2, 2 * tx + k % 2);
+                    if local < rows && ox < out_w {
+                        block[at(local, ox)..][..channels].copy_from_slice(pixel);
                     }
                 }
             }
         }
-        // Channels last → the output's planes.
-        for o in 0..channels {
-            let plane = &mut sample[o * g.pixels() + first_row * g.out_w..][..rows * g.out_w];
-            for (cell, pixel) in plane.iter_mut().zip(block.chunks_exact(channels)) {
-                cell.write(pixel[o]);
+        match order {
+            Order::Planes => {
+                let first = &mut sample[first_row * out_w..];
+                channels_last_to_planes(block, channels, first, out_h * out_w, epilogue);
+            }
+            Order::ChannelsLast => {
+                let rows = &mut sample[first_row * out_w * channels..][..block.len()];
+                for (to, from) in rows
+                    .chunks_exact_mut(channels)
+                    .zip(block.chunks_exact(channels))
+                {
+                    Epilogue::write_pixel(epilogue, to, from);
+                }
             }
         }
+    }
+}
+
+/// [`transform_input`]'s arguments, for [`widest`].
+struct InputTransform<'a, T>(
+    &'a Geometry,
+    &'a [T],
+    &'a Tiles,
+    &'a mut [T],
+    &'a mut Vec<T>,
+    Order,
+);
+
+impl<T: CpuFloat> Kernel for InputTransform<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        transform_input(self.0, self.1, self.2, self.3, self.4, self.5)
+    }
+}
+
+/// [`transform_output`]'s arguments, for [`widest`].
+struct OutputTransform<'a, T>(
+    &'a Geometry,
+    &'a [T],
+    &'a Tiles,
+    &'a mut [MaybeUninit<T>],
+    &'a mut Vec<T>,
+    Option<&'a Epilogue<'a, T>>,
+    Order,
+);
+
+impl<T: CpuFloat> Kernel for OutputTransform<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        transform_output(self.0, self.1, self.2, self.3, self.4, self.5, self.6)
+    }
+}
+
+/// [`transform_output_gradient`]'s arguments, for [`widest`].
+struct OutputGradientTransform<'a, T>(
+    &'a Geometry,
+    &'a [T],
+    &'a Tiles,
+    &'a mut [T],
+    &'a mut Vec<T>,
+);
+
+impl<T: CpuFloat> Kernel for OutputGradientTransform<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        transform_output_gradient(self.0, self.1, self.2, self.3, self.4)
     }
 }
 
@@ -350,34 +518,48 @@ fn multiply<T: CpuFloat>(
     }
 }
 
-/// The convolution of `x` with `w` (3×3, stride 1, `g.padding`), as [`super::forward`].
-pub(super) fn forward<T: CpuFloat>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
+/// The convolution of `x` with `w` (3×3, stride 1, `g.padding`), as
+/// [`super::forward_with`]: through `epilogue` when there is one.
+pub(super) fn forward<T: CpuFloat>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    epilogue: Option<&Epilogue<T>>,
+    orders: Orders,
+) -> Vec<T> {
     let u = transform_kernel(g, w);
     let plan = Plan::of::<T>(g);
-    let len = g.batch * g.output_len();
+    let sample_len = match epilogue {
+        Some(e) if e.pool => g.out_channels * (g.out_h / 2) * (g.out_w / 2),
+        _ => g.output_len(),
+    };
+    let len = g.batch * sample_len;
     // Every output sample pairs with an input sample below (the zip would stop short).
     assert_eq!(x.len(), g.batch * g.input_len(), "conv2d input length");
+    let buffers = PerThread::<(Vec<T>, Vec<T>, Vec<T>)>::new();
     let fill = |y: &mut [MaybeUninit<T>]| {
-        y.par_chunks_mut(plan.group * g.output_len())
+        y.par_chunks_mut(plan.group * sample_len)
             .zip(x.par_chunks(plan.group * g.input_len()))
             .with_max_len(1)
-            .for_each_init(
-                || (Vec::new(), Vec::new(), Vec::new()),
-                |(v, m, scratch), (out, images)| {
+            .for_each(|(out, images)| {
+                buffers.with(|(v, m, scratch)| {
                     for tiles in plan.tile_sets(images.len() / g.input_len()) {
                         let count = tiles.count();
                         let v = grow(v, 16 * g.in_channels * count);
                         let m = grow(m, 16 * g.out_channels * count);
-                        transform_input(g, images, &tiles, v, scratch);
+                        let tiles = &tiles;
+                        widest(InputTransform(g, images, tiles, v, scratch, orders.input));
                         multiply(g, &u, v, m, count, plan.threads);
-                        transform_output(g, m, &tiles, out, scratch);
+                        let order = orders.output;
+                        widest(OutputTransform(g, m, tiles, out, scratch, epilogue, order));
                     }
-                },
-            )
+                })
+            })
     };
     // SAFETY: `fill` writes all `len` elements: the chunks cover `y` and pair with as
-    // many input chunks (asserted above), and every task writes all the output pixels
-    // of its samples (the tiles cover every output row and column).
+    // many input chunks (asserted above), and every task writes all the outputs of its
+    // samples: the tiles cover every output row and column, and with pooling every
+    // pooled row and column (tile `(r, c)` is pooled output `(r, c)`).
     unsafe { filled_by(len, fill) }
 }
 
@@ -385,6 +567,7 @@ pub(super) fn forward<T: CpuFloat>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
 /// gradients `grads` (outputs past an odd edge count as zero): the transposed output
 /// transform, which carries the gradient back to the products. Channels last, as
 /// [`transform_input`].
+#[inline(always)]
 fn transform_output_gradient<T: CpuFloat>(
     g: &Geometry,
     grads: &[T],
@@ -498,33 +681,40 @@ pub(super) fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T]) -> V
     let plan = Plan::of::<T>(g);
     let (outputs, inputs) = (g.out_channels, g.in_channels);
     let len = 16 * outputs * inputs;
+    let buffers = PerThread::<(Vec<T>, Vec<T>, Vec<T>)>::new();
     let du = x
         .par_chunks(plan.group * g.input_len())
         .zip(dy.par_chunks(plan.group * g.output_len()))
         .with_max_len(1)
+        // Each task's sum starts from zero and the sums meet in a fixed tree: the result
+        // does not depend on which thread ran what. Only the scratch is per thread.
         .fold(
-            || (vec![T::ZERO; len], Vec::new(), Vec::new(), Vec::new()),
-            |(mut du, mut v, mut dm, mut scratch), (images, grads)| {
-                for tiles in plan.tile_sets(images.len() / g.input_len()) {
-                    let count = tiles.count();
-                    let v = grow(&mut v, 16 * inputs * count);
-                    let dm = grow(&mut dm, 16 * outputs * count);
-                    transform_input(g, images, &tiles, v, &mut scratch);
-                    transform_output_gradient(g, grads, &tiles, dm, &mut scratch);
-                    for xi in 0..16 {
-                        // dU[ξ] += DM[ξ]ᵀ · V[ξ]: [C_out, tiles] · [tiles, C_in].
-                        let transformed = &dm[xi * count * outputs..][..count * outputs];
-                        let lhs = View::dense(transformed, count, outputs).t();
-                        let rhs =
-                            View::dense(&v[xi * count * inputs..][..count * inputs], count, inputs);
-                        let dst = &mut du[xi * outputs * inputs..][..outputs * inputs];
-                        matmul(dst, inputs, lhs, rhs, true, plan.threads);
+            || vec![T::ZERO; len],
+            |mut du, (images, grads)| {
+                buffers.with(|(v, dm, scratch)| {
+                    for tiles in plan.tile_sets(images.len() / g.input_len()) {
+                        let count = tiles.count();
+                        let v = grow(v, 16 * inputs * count);
+                        let dm = grow(dm, 16 * outputs * count);
+                        widest(InputTransform(g, images, &tiles, v, scratch, Order::Planes));
+                        widest(OutputGradientTransform(g, grads, &tiles, dm, scratch));
+                        for xi in 0..16 {
+                            // dU[ξ] += DM[ξ]ᵀ · V[ξ]: [C_out, tiles] · [tiles, C_in].
+                            let transformed = &dm[xi * count * outputs..][..count * outputs];
+                            let lhs = View::dense(transformed, count, outputs).t();
+                            let rhs = View::dense(
+                                &v[xi * count * inputs..][..count * inputs],
+                                count,
+                                inputs,
+                            );
+                            let dst = &mut du[xi * outputs * inputs..][..outputs * inputs];
+                            matmul(dst, inputs, lhs, rhs, true, plan.threads);
+                        }
                     }
-                }
-                (du, v, dm, scratch)
+                });
+                du
             },
         )
-        .map(|(du, _, _, _)| du)
         .reduce(
             || vec![T::ZERO; len],
             |mut a, b| {

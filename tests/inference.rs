@@ -3,14 +3,12 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
+use common::vgg_reference::{self, randomise_batch_norm};
 use common::*;
 use ldl::models::{BackboneConfig, Model, VggConfig};
 use ldl::{Axis, LabelSpace};
 use rand::Rng;
-
-/// VGG-16's layout in units of the base width; 0 is a 2×2 max-pool (DLDL-v2's networks).
-const LAYOUT: [usize; 18] = [1, 1, 0, 2, 2, 0, 4, 4, 4, 0, 8, 8, 8, 0, 8, 8, 8, 0];
 
 fn space() -> LabelSpace {
     LabelSpace::new(vec![
@@ -20,89 +18,15 @@ fn space() -> LabelSpace {
     .unwrap()
 }
 
-/// BatchNorm's scale, shift and running statistics (and convolution biases) away from
-/// their initial 1, 0, 0, 1 (0), so that folding them wrongly would show.
-fn randomise_batch_norm(model: &Model, seed: u64) {
-    let mut r = rng(seed);
-    let data = model.vars().data().lock().unwrap();
-    let mut names: Vec<&String> = data
-        .keys()
-        .filter(|n| n.contains(".bn.") || n.ends_with("conv.bias"))
-        .collect();
-    names.sort();
-    for name in names {
-        let var = &data[name];
-        let (low, high) = if name.ends_with("running_var") || name.ends_with("weight") {
-            (0.5, 2.0)
-        } else {
-            (-0.5, 0.5)
-        };
-        let values: Vec<f32> = (0..var.elem_count())
-            .map(|_| r.gen_range(low..high))
-            .collect();
-        var.set(&Tensor::new(values, &Device::Cpu).unwrap())
-            .unwrap();
-    }
-}
-
-/// The logits of `model` (a VGG backbone) on `x` in evaluation mode, in f64 from its
-/// variables: candle's direct convolution, BatchNorm as written, ReLU, candle's max-pool
-/// and the mean over the pixels.
+/// The reference's evaluation-mode logits, from the model's variables.
 fn reference_logits(model: &Model, x: &Tensor) -> Vec<Tensor> {
-    let vars = model.vars().data().lock().unwrap();
-    let get = |name: &str| {
-        vars.get(name)
-            .map(|v| v.as_tensor().to_dtype(DType::F64).unwrap())
-    };
-    let channel = |t: Tensor| t.reshape((1, (), 1, 1)).unwrap();
-    let mut x = x.to_dtype(DType::F64).unwrap();
-    for (i, units) in LAYOUT.iter().enumerate() {
-        if *units == 0 {
-            x = x.max_pool2d(2).unwrap();
-            continue;
-        }
-        let at = |part: &str| format!("backbone.features.{i}.{part}");
-        x = x
-            .conv2d(&get(&at("conv.weight")).unwrap(), 1, 1, 1, 1)
-            .unwrap();
-        if let Some(bias) = get(&at("conv.bias")) {
-            x = x.broadcast_add(&channel(bias)).unwrap();
-        }
-        let mean = channel(get(&at("bn.running_mean")).unwrap());
-        let std = channel(
-            (get(&at("bn.running_var")).unwrap() + 1e-5)
-                .unwrap()
-                .sqrt()
-                .unwrap(),
-        );
-        let (gamma, beta) = (get(&at("bn.weight")).unwrap(), get(&at("bn.bias")).unwrap());
-        x = x
-            .broadcast_sub(&mean)
-            .unwrap()
-            .broadcast_div(&std)
-            .unwrap()
-            .broadcast_mul(&channel(gamma))
-            .unwrap()
-            .broadcast_add(&channel(beta))
-            .unwrap()
-            .relu()
-            .unwrap();
-    }
-    let features = x.mean(D::Minus1).unwrap().mean(D::Minus1).unwrap();
-    model
-        .label_space()
-        .heads()
-        .iter()
-        .map(|head| {
-            let weight = get(&format!("heads.{}.weight", head.name())).unwrap();
-            let bias = get(&format!("heads.{}.bias", head.name())).unwrap();
-            features
-                .matmul(&weight.t().unwrap())
-                .unwrap()
-                .broadcast_add(&bias)
-                .unwrap()
-        })
-        .collect()
+    vgg_reference::logits(
+        model,
+        &vgg_reference::f64_vars(model),
+        x,
+        false,
+        &mut Vec::new(),
+    )
 }
 
 /// The largest difference between two lists of logits, relative to the largest logit.

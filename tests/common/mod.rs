@@ -5,6 +5,7 @@
 
 pub mod ranks;
 pub mod thread_ranks;
+pub mod vgg_reference;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};

@@ -25,6 +25,7 @@ use rayon::prelude::*;
 
 use crate::cpu_float::CpuFloat;
 use crate::cpu_storage::{filled_by, map2};
+use crate::order::{Order, Orders};
 use crate::pool_cpu;
 use crate::scratch::PerThread;
 
@@ -33,7 +34,6 @@ mod winograd;
 
 pub(crate) use fused::conv2d_bias_relu;
 use fused::Epilogue;
-pub(crate) use {Order as ActivationOrder, Orders as ActivationOrders};
 
 use crate::error::Result;
 
@@ -75,8 +75,68 @@ pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
     }
     let geometry = Geometry::of(x.dims(), w.dims(), padding)?;
     // candle records the op for autograd only when `x` or `w` needs a gradient.
-    Ok(x.contiguous()?
-        .apply_op2(&w.contiguous()?, Forward(geometry))?)
+    let op = Forward {
+        geometry,
+        orders: Orders::PLANES,
+    };
+    Ok(x.contiguous()?.apply_op2(&w.contiguous()?, op)?)
+}
+
+/// [`conv2d`] of f32 or f64 CPU tensors with activations in `orders`: `x` is
+/// `(N, H, W, C_in)` where `orders.input` is channels last, the result likewise in
+/// `orders.output`; differentiable, its gradients in the same orders. Refuses what the
+/// fast path cannot compute in those orders (see [`trains_in`]).
+pub(crate) fn conv2d_ordered(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    orders: Orders,
+) -> Result<Tensor> {
+    let &[n, a, b, c] = x.dims() else {
+        return Err(candle_core::Error::Msg(format!(
+            "conv2d expects 4-D input, got {:?}",
+            x.dims()
+        ))
+        .into());
+    };
+    let planes_dims = match orders.input {
+        Order::Planes => [n, a, b, c],
+        Order::ChannelsLast => [n, c, a, b],
+    };
+    let geometry = Geometry::of(&planes_dims, w.dims(), padding)?;
+    let cpu_float = |t: &Tensor| {
+        t.device().is_cpu()
+            && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+    };
+    let fits = cpu_float(x)
+        && x.dtype() == w.dtype()
+        && x.elem_count() > 0
+        && matches!(w.dims(), [_, _, kh, kw] if kh == kw && padding < *kh)
+        && computes(&geometry, orders.input)
+        && computes(&geometry.transposed(), orders.output);
+    if !fits {
+        return Err(candle_core::Error::Msg(format!(
+            "the CPU convolution cannot compute {:?} ⊛ {:?} in {orders:?}",
+            x.dims(),
+            w.dims()
+        ))
+        .into());
+    }
+    let op = Forward { geometry, orders };
+    Ok(x.contiguous()?.apply_op2(&w.contiguous()?, op)?)
+}
+
+/// Whether [`conv2d_ordered`] computes a convolution with kernel `w` (stride 1, padding
+/// 1) in `orders`, forward and backward.
+pub(crate) fn trains_in(w: &Tensor, orders: Orders) -> bool {
+    let &[out_channels, in_channels, kh, kw] = w.dims() else {
+        return false;
+    };
+    let kernel = [out_channels, in_channels, kh, kw];
+    kh == kw
+        && kh > 1
+        && Geometry::of(&[1, in_channels, kh, kw], &kernel, 1)
+            .is_ok_and(|g| computes(&g, orders.input) && computes(&g.transposed(), orders.output))
 }
 
 /// Every size the three passes need.
@@ -125,6 +185,24 @@ impl Geometry {
         })
     }
 
+    /// The convolution whose forward pass is this one's input gradient: of the output
+    /// gradient with the kernel flipped, channels swapped, padded by `k − 1 − p` (the
+    /// fast path takes only square kernels with `p < k`).
+    fn transposed(&self) -> Geometry {
+        Geometry {
+            batch: self.batch,
+            in_channels: self.out_channels,
+            height: self.out_h,
+            width: self.out_w,
+            out_channels: self.in_channels,
+            kernel_h: self.kernel_h,
+            kernel_w: self.kernel_w,
+            padding: self.kernel_h - 1 - self.padding,
+            out_h: self.height,
+            out_w: self.width,
+        }
+    }
+
     /// Rows of the column matrix: `C_in · k_h · k_w`.
     fn patch(&self) -> usize {
         self.in_channels * self.kernel_h * self.kernel_w
@@ -137,6 +215,16 @@ impl Geometry {
 
     fn input_len(&self) -> usize {
         self.in_channels * self.height * self.width
+    }
+
+    /// The output's shape with activations in `order`.
+    fn output_shape(&self, order: Order) -> Shape {
+        match order {
+            Order::Planes => Shape::from((self.batch, self.out_channels, self.out_h, self.out_w)),
+            Order::ChannelsLast => {
+                Shape::from((self.batch, self.out_h, self.out_w, self.out_channels))
+            }
+        }
     }
 
     fn output_len(&self) -> usize {
@@ -486,37 +574,6 @@ fn weights<'a, T>(g: &Geometry, w: &'a [T]) -> View<'a, T> {
     View::dense(w, g.out_channels, g.patch())
 }
 
-/// `y = W · cols(x)`, a tile at a time: each sample in bands of output rows whose columns
-/// stay in cache, or, for small images, groups of samples side by side (see
-/// [`Geometry::group`]).
-fn forward<T: CpuFloat>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
-    forward_with(g, x, w, None, Orders::PLANES)
-}
-
-/// How activations lie in memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Order {
-    /// `(N, C, H, W)`: a plane per channel, candle's layout.
-    Planes,
-    /// `(N, H, W, C)`: the channels of a pixel side by side (inference, see [`fused`]).
-    ChannelsLast,
-}
-
-/// The orders of a convolution's input and output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Orders {
-    pub(crate) input: Order,
-    pub(crate) output: Order,
-}
-
-impl Orders {
-    /// Planes in, planes out: training and candle's layout.
-    pub(crate) const PLANES: Orders = Orders {
-        input: Order::Planes,
-        output: Order::Planes,
-    };
-}
-
 /// Whether the fused inference convolution ([`conv2d_bias_relu`]) reads channels-last
 /// input for a kernel `w`, `(C_out, C_in, k_h, k_w)`: where Winograd computes it.
 pub(crate) fn reads_channels_last(w: &Tensor) -> bool {
@@ -533,6 +590,16 @@ pub(crate) fn reads_channels_last(w: &Tensor) -> bool {
     }
 }
 
+/// Whether the forward pass and the weight gradient of `g` from input in `order` take
+/// the Winograd path: from planes where it pays (see `winograd::applies`), from
+/// channels last wherever it applies (im2col unfolds planes only).
+fn uses_winograd(g: &Geometry, order: Order) -> bool {
+    match order {
+        Order::Planes => winograd::applies(g),
+        Order::ChannelsLast => winograd::applies_channels_last(g),
+    }
+}
+
 /// Whether [`forward_with`] computes `g` from input in `order`: any convolution from
 /// planes, and from channels last what Winograd computes (a 3×3 kernel over at least 8
 /// channels; im2col unfolds planes only).
@@ -540,9 +607,12 @@ fn computes(g: &Geometry, order: Order) -> bool {
     order == Order::Planes || winograd::applies_channels_last(g)
 }
 
-/// [`forward`], with `epilogue` (inference, see [`fused`]) applied to every output as it
-/// is written, and activations in `orders`; with the epilogue's pooling, the result is
-/// pooled to `⌊H/2⌋ × ⌊W/2⌋`. Input in channels last needs [`computes`].
+/// `y = W · cols(x)`, a tile at a time: each sample in bands of output rows whose columns
+/// stay in cache, or, for small images, groups of samples side by side (see
+/// [`Geometry::group`]); or by Winograd (see `winograd`). With `epilogue` (inference,
+/// see [`fused`]) applied to every output as it is written, and activations in
+/// `orders`; with the epilogue's pooling, the result is pooled to `⌊H/2⌋ × ⌊W/2⌋`. Input
+/// in channels last needs [`computes`].
 fn forward_with<T: CpuFloat>(
     g: &Geometry,
     x: &[T],
@@ -552,11 +622,7 @@ fn forward_with<T: CpuFloat>(
 ) -> Vec<T> {
     // Every output sample pairs with an input sample below (the zip would stop short).
     assert_eq!(x.len(), g.batch * g.input_len(), "conv2d input length");
-    let winograd = match orders.input {
-        Order::Planes => winograd::applies(g),
-        Order::ChannelsLast => winograd::applies_channels_last(g),
-    };
-    if winograd {
+    if uses_winograd(g, orders.input) {
         return winograd::forward(g, x, w, epilogue, orders);
     }
     assert_eq!(orders.input, Order::Planes, "im2col unfolds planes only");
@@ -722,11 +788,12 @@ impl<T: CpuFloat> Im2colTask<'_, T> {
     }
 }
 
-/// `dW = Σ dy · cols(x)ᵀ`, tiled as [`forward`].
-fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
-    if winograd::applies(g) {
-        return winograd::weight_gradient(g, x, dy);
+/// `dW = Σ dy · cols(x)ᵀ`, tiled as [`forward_with`].
+fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T], orders: Orders) -> Vec<T> {
+    if uses_winograd(g, orders.input) {
+        return winograd::weight_gradient(g, x, dy, orders);
     }
+    assert_eq!(orders.input, Order::Planes, "im2col unfolds planes only");
     let len = g.out_channels * g.patch();
     let group = g.group();
     let threads = gemm_threads(g.batch.div_ceil(group));
@@ -743,6 +810,7 @@ fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
             || vec![T::ZERO; len],
             |mut dw, (images, grads)| {
                 buffers.with(|(cols, gathered)| {
+                    let grads = (grads, orders.output);
                     add_weight_gradient(g, images, grads, &mut dw, cols, gathered, threads)
                 });
                 dw
@@ -766,54 +834,74 @@ fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     dw
 }
 
-/// `dWᵀ += Σ cols · dyᵀ` over one task's samples (`images` and their output gradients
-/// `grads`): a lone sample a band at a time, a group of samples side by side.
+/// `dWᵀ += Σ cols · dyᵀ` over one task's samples (`images`, in planes, and their output
+/// gradients `grads` in their order): a lone sample a band at a time, a group of samples
+/// side by side.
 fn add_weight_gradient<T: CpuFloat>(
     g: &Geometry,
     images: &[T],
-    grads: &[T],
+    (grads, order): (&[T], Order),
     dw: &mut [T],
     cols: &mut Vec<T>,
     gathered: &mut Vec<T>,
     threads: usize,
 ) {
-    let pixels = g.pixels();
+    let (pixels, channels) = (g.pixels(), g.out_channels);
     if g.group() == 1 {
         for rows in bands::<T>(g) {
             let columns = rows.len() * g.out_w;
             let cols = grow(cols, g.patch() * columns);
             g.im2col(images, cols, columns, 0, rows.clone());
-            // The band of the output gradient: `[C_out, columns]`, rows `pixels` apart.
-            let grad = View {
-                data: &grads[rows.start * g.out_w..],
-                rows: g.out_channels,
-                cols: columns,
-                row_stride: pixels,
-                transposed: false,
+            // The band of the output gradient as `dyᵀ`, `[columns, C_out]`.
+            let grad = match order {
+                // `[C_out, columns]`, rows `pixels` apart, read transposed.
+                Order::Planes => View {
+                    data: &grads[rows.start * g.out_w..],
+                    rows: channels,
+                    cols: columns,
+                    row_stride: pixels,
+                    transposed: false,
+                }
+                .t(),
+                Order::ChannelsLast => {
+                    View::dense(&grads[rows.start * g.out_w * channels..], columns, channels)
+                }
             };
             let lhs = View::dense(cols, g.patch(), columns);
-            matmul(dw, g.out_channels, lhs, grad.t(), true, threads);
+            matmul(dw, channels, lhs, grad, true, threads);
         }
         return;
     }
     let row_len = group_columns(g, images, cols);
+    let lhs = View::dense(&cols[..], g.patch(), row_len);
+    if order == Order::ChannelsLast {
+        // The group's gradients, channels last, are `dyᵀ` as they lie.
+        matmul(
+            dw,
+            channels,
+            lhs,
+            View::dense(grads, row_len, channels),
+            true,
+            threads,
+        );
+        return;
+    }
     // The group's output gradients in the columns' layout.
-    let gathered = grow(gathered, g.out_channels * row_len);
+    let gathered = grow(gathered, channels * row_len);
     for (s, sample) in grads.chunks(g.output_len()).enumerate() {
         for (o, channel) in sample.chunks(pixels).enumerate() {
             gathered[o * row_len + s * pixels..][..pixels].copy_from_slice(channel);
         }
     }
-    let lhs = View::dense(&cols[..], g.patch(), row_len);
-    let grad = View::dense(gathered, g.out_channels, row_len);
-    matmul(dw, g.out_channels, lhs, grad.t(), true, threads);
+    let grad = View::dense(gathered, channels, row_len);
+    matmul(dw, channels, lhs, grad.t(), true, threads);
 }
 
 /// `dx = dy ⊛ flip(W)ᵀ`: the input gradient of a stride-1 convolution is a convolution
 /// of the output gradient with the kernel flipped in space and with input and output
 /// channels swapped, padded by `k − 1 − p`. Running it through the forward path replaces
 /// a scatter-add (col2im) with a copy (im2col).
-fn input_gradient<T: CpuFloat>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
+fn input_gradient<T: CpuFloat>(g: &Geometry, dy: &[T], w: &[T], orders: Orders) -> Vec<T> {
     let (kh, kw) = (g.kernel_h, g.kernel_w);
     let mut flipped = vec![T::ZERO; w.len()];
     for o in 0..g.out_channels {
@@ -826,24 +914,18 @@ fn input_gradient<T: CpuFloat>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
             }
         }
     }
-    let transposed = Geometry {
-        batch: g.batch,
-        in_channels: g.out_channels,
-        height: g.out_h,
-        width: g.out_w,
-        out_channels: g.in_channels,
-        kernel_h: kh,
-        kernel_w: kw,
-        // `conv2d` takes this path only for square kernels with p < k.
-        padding: kh - 1 - g.padding,
-        out_h: g.height,
-        out_w: g.width,
+    let backwards = Orders {
+        input: orders.output,
+        output: orders.input,
     };
-    forward(&transposed, dy, &flipped)
+    forward_with(&g.transposed(), dy, &flipped, None, backwards)
 }
 
 /// The forward op; its backward applies [`WeightGradient`] and [`InputGradient`].
-struct Forward(Geometry);
+struct Forward {
+    geometry: Geometry,
+    orders: Orders,
+}
 
 impl CustomOp2 for Forward {
     fn name(&self) -> &'static str {
@@ -857,18 +939,15 @@ impl CustomOp2 for Forward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = &self.0;
+        let (g, orders) = (&self.geometry, self.orders);
         let out = map2(
             "conv2d",
             (s1, l1),
             (s2, l2),
-            |x, w| forward(g, x, w),
-            |x, w| forward(g, x, w),
+            |x, w| forward_with(g, x, w, None, orders),
+            |x, w| forward_with(g, x, w, None, orders),
         )?;
-        Ok((
-            out,
-            Shape::from((g.batch, g.out_channels, g.out_h, g.out_w)),
-        ))
+        Ok((out, g.output_shape(orders.output)))
     }
 
     fn bwd(
@@ -879,15 +958,16 @@ impl CustomOp2 for Forward {
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
+        let (geometry, orders) = (self.geometry, self.orders);
         let dw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(&dy, &WeightGradient(self.0))?)
+            Some(x.apply_op2_no_bwd(&dy, &WeightGradient { geometry, orders })?)
         } else {
             None
         };
         // The first layer's input is data: skipping its gradient saves a full gemm and
         // col2im over the largest image of the network.
         let dx = if x.track_op() {
-            Some(dy.apply_op2_no_bwd(w, &InputGradient(self.0))?)
+            Some(dy.apply_op2_no_bwd(w, &InputGradient { geometry, orders })?)
         } else {
             None
         };
@@ -896,7 +976,10 @@ impl CustomOp2 for Forward {
 }
 
 /// `(x, dy) → dW`.
-struct WeightGradient(Geometry);
+struct WeightGradient {
+    geometry: Geometry,
+    orders: Orders,
+}
 
 impl CustomOp2 for WeightGradient {
     fn name(&self) -> &'static str {
@@ -910,13 +993,13 @@ impl CustomOp2 for WeightGradient {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = &self.0;
+        let (g, orders) = (&self.geometry, self.orders);
         let out = map2(
             "conv2d",
             (s1, l1),
             (s2, l2),
-            |x, dy| weight_gradient(g, x, dy),
-            |x, dy| weight_gradient(g, x, dy),
+            |x, dy| weight_gradient(g, x, dy, orders),
+            |x, dy| weight_gradient(g, x, dy, orders),
         )?;
         let shape = (g.out_channels, g.in_channels, g.kernel_h, g.kernel_w);
         Ok((out, Shape::from(shape)))
@@ -924,7 +1007,10 @@ impl CustomOp2 for WeightGradient {
 }
 
 /// `(dy, W) → dx`.
-struct InputGradient(Geometry);
+struct InputGradient {
+    geometry: Geometry,
+    orders: Orders,
+}
 
 impl CustomOp2 for InputGradient {
     fn name(&self) -> &'static str {
@@ -938,15 +1024,14 @@ impl CustomOp2 for InputGradient {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = &self.0;
+        let (g, orders) = (&self.geometry, self.orders);
         let out = map2(
             "conv2d",
             (s1, l1),
             (s2, l2),
-            |dy, w| input_gradient(g, dy, w),
-            |dy, w| input_gradient(g, dy, w),
+            |dy, w| input_gradient(g, dy, w, orders),
+            |dy, w| input_gradient(g, dy, w, orders),
         )?;
-        let shape = (g.batch, g.in_channels, g.height, g.width);
-        Ok((out, Shape::from(shape)))
+        Ok((out, g.transposed().output_shape(orders.input)))
     }
 }

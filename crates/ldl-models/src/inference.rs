@@ -19,10 +19,11 @@ use candle_core::{DType, Module, Tensor};
 use candle_nn::Linear;
 use ldl_core::AxisEstimate;
 
-use crate::conv_cpu::{conv2d_bias_relu, reads_channels_last, ActivationOrder, ActivationOrders};
+use crate::conv_cpu::{conv2d_bias_relu, reads_channels_last};
 use crate::error::Result;
 use crate::layers::global_average_pool;
 use crate::model::Model;
+use crate::order::{Order, Orders};
 use crate::precision::{weight_like, Precision};
 use crate::vgg::Vgg;
 
@@ -136,18 +137,18 @@ impl FoldedVgg<'_> {
         }
         // Images in planes; from the first block's output on, channels last.
         let mut x = x.detach();
-        let mut input = ActivationOrder::Planes;
+        let mut input = Order::Planes;
         for step in &self.steps {
             let Step::Block { weight, bias, pool } = step else {
                 unreachable!("`channels_last` holds only blocks");
             };
-            let orders = ActivationOrders {
+            let orders = Orders {
                 input,
-                output: ActivationOrder::ChannelsLast,
+                output: Order::ChannelsLast,
             };
             let (weight, bias) = (weight_like(weight, &x)?, weight_like(bias, &x)?);
             x = conv2d_bias_relu(&x, &weight, &bias, 1, *pool, orders)?;
-            input = ActivationOrder::ChannelsLast;
+            input = Order::ChannelsLast;
         }
         // `(N, H, W, C)` → `(N, C)`.
         Ok(x.mean(1)?.mean(1)?)
@@ -160,7 +161,7 @@ impl FoldedVgg<'_> {
             x = match step {
                 Step::Block { weight, bias, pool } => {
                     let (weight, bias) = (weight_like(weight, &x)?, weight_like(bias, &x)?);
-                    conv2d_bias_relu(&x, &weight, &bias, 1, *pool, ActivationOrders::PLANES)?
+                    conv2d_bias_relu(&x, &weight, &bias, 1, *pool, Orders::PLANES)?
                 }
                 Step::Pool => crate::max_pool_2x2(&x)?,
             };

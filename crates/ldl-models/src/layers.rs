@@ -5,6 +5,7 @@ use candle_core::{DType, ModuleT, Tensor, D};
 use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
 
 use crate::error::Result;
+use crate::order::{Order, Orders};
 use crate::precision::weight_like;
 use crate::sync_batch_norm::SharedSum;
 use crate::{norm_relu_cpu, pool_cpu};
@@ -71,11 +72,54 @@ impl ConvBnRelu {
         let norm_dtype = self.bn.running_mean().dtype();
         let sync = self.sync.as_ref().filter(|_| train);
         if y.dtype() == norm_dtype || fused_on_cuda(&self.bn, &y) {
-            return norm_relu(&self.bn, &y, train, sync);
+            return norm_relu(&self.bn, &y, train, sync, Order::Planes);
         }
         // Mixed precision: batch statistics over bf16 values lose too much.
-        let normalised = norm_relu(&self.bn, &y.to_dtype(norm_dtype)?, train, sync)?;
+        let normalised = norm_relu(
+            &self.bn,
+            &y.to_dtype(norm_dtype)?,
+            train,
+            sync,
+            Order::Planes,
+        )?;
         Ok(normalised.to_dtype(x.dtype())?)
+    }
+
+    /// [`ConvBnRelu::forward_t`] on the CPU with activations in `orders` (see
+    /// `crate::order`), for f32 or f64 input of the dtype of the block's variables, where
+    /// [`ConvBnRelu::trains_in`] says so.
+    pub(crate) fn forward_ordered(
+        &self,
+        x: &Tensor,
+        train: bool,
+        orders: Orders,
+    ) -> Result<Tensor> {
+        let mut y = crate::conv_cpu::conv2d_ordered(x, self.conv.weight(), 1, orders)?;
+        if let Some(bias) = self.conv.bias() {
+            let shape = match orders.output {
+                Order::Planes => (1, bias.elem_count(), 1, 1),
+                Order::ChannelsLast => (1, 1, 1, bias.elem_count()),
+            };
+            y = y.broadcast_add(&bias.reshape(shape)?)?;
+        }
+        let sync = self.sync.as_ref().filter(|_| train);
+        norm_relu(&self.bn, &y, train, sync, orders.output)
+    }
+
+    /// Whether [`ConvBnRelu::forward_ordered`] computes this block in `orders`, for
+    /// input of `dtype` on the CPU: the CPU convolution does, in both directions, and the
+    /// fused BatchNorm takes that dtype.
+    pub(crate) fn trains_in(&self, orders: Orders, dtype: DType) -> bool {
+        let weight = self.conv.weight();
+        let fused_norm = self
+            .bn
+            .weight_and_bias()
+            .is_some_and(|(gamma, _)| gamma.dtype() == dtype && gamma.device().is_cpu());
+        matches!(dtype, DType::F32 | DType::F64)
+            && weight.dtype() == dtype
+            && self.bn.running_mean().dtype() == dtype
+            && fused_norm
+            && crate::conv_cpu::trains_in(weight, orders)
     }
 }
 
@@ -138,7 +182,7 @@ fn fused_on_cuda(bn: &BatchNorm, x: &Tensor) -> bool {
 /// On the CPU (f32/f64) this is one fused pass each way (see `norm_relu_cpu`); on CUDA
 /// (f32/bf16) fused kernels (see `norm_relu_cuda`); elsewhere candle's BatchNorm and ReLU.
 pub fn batch_norm_relu(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
-    norm_relu(bn, x, train, None)
+    norm_relu(bn, x, train, None, Order::Planes)
 }
 
 /// [`batch_norm_relu`] in training with the batch statistics summed over the ranks by
@@ -148,12 +192,27 @@ pub(crate) fn synced_batch_norm_relu(
     x: &Tensor,
     sum: &SharedSum,
 ) -> Result<Tensor> {
-    norm_relu(bn, x, true, Some(sum))
+    norm_relu(bn, x, true, Some(sum), Order::Planes)
 }
 
 /// [`batch_norm_relu`], with the batch statistics summed over the ranks by `sync` in
-/// training (SyncBN).
-fn norm_relu(bn: &BatchNorm, x: &Tensor, train: bool, sync: Option<&SharedSum>) -> Result<Tensor> {
+/// training (SyncBN), on activations in `order` (channels last: the CPU's fused path
+/// only).
+fn norm_relu(
+    bn: &BatchNorm,
+    x: &Tensor,
+    train: bool,
+    sync: Option<&SharedSum>,
+    order: Order,
+) -> Result<Tensor> {
+    let fused = bn
+        .weight_and_bias()
+        .is_some_and(|(gamma, _)| norm_relu_cpu::supported(x, gamma));
+    if order == Order::ChannelsLast && !(fused && x.elem_count() > 0) {
+        return Err(crate::Error::Config(
+            "BatchNorm on channels-last activations runs on the CPU in f32 or f64 only".into(),
+        ));
+    }
     let Some((gamma, beta)) = bn.weight_and_bias() else {
         return Ok(bn.forward_t(x, train)?.relu()?);
     };
@@ -173,11 +232,11 @@ fn norm_relu(bn: &BatchNorm, x: &Tensor, train: bool, sync: Option<&SharedSum>) 
         return Ok(bn.forward_t(x, train)?.relu()?);
     }
     let x = x.contiguous()?;
-    let (batch, _, height, width) = x.dims4()?;
-    let mut count = batch * height * width;
+    let (batch, _, plane) = norm_relu_cpu::dims(x.dims(), order)?;
+    let mut count = batch * plane;
     let mut synced = None;
     let stats = if train {
-        let mut stats = norm_relu_cpu::channel_stats(&x)?;
+        let mut stats = norm_relu_cpu::channel_stats(&x, order)?;
         if let Some(sum) = sync {
             let local = count;
             (stats, count) = stats.summed_over_ranks(count, sum.as_ref())?;
@@ -201,6 +260,7 @@ fn norm_relu(bn: &BatchNorm, x: &Tensor, train: bool, sync: Option<&SharedSum>) 
         eps: bn.eps(),
         batch_statistics: train,
         sync: synced,
+        order,
     };
     Ok(x.apply_op3(gamma, beta, op)?)
 }
@@ -255,7 +315,9 @@ pub fn max_pool_2x2(x: &Tensor) -> Result<Tensor> {
         .into());
     }
     if x.elem_count() > 0 && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
-        return Ok(x.contiguous()?.apply_op1(pool_cpu::MaxPool2x2)?);
+        return Ok(x
+            .contiguous()?
+            .apply_op1(pool_cpu::MaxPool2x2(Order::Planes))?);
     }
     #[cfg(feature = "cuda")]
     if crate::pool_cuda::supported(x) {
@@ -276,6 +338,24 @@ pub fn max_pool_2x2(x: &Tensor) -> Result<Tensor> {
     let picked = positions.eq(&first.broadcast_as(&shape)?)?;
     let zeros = Tensor::zeros(&shape, x.dtype(), x.device())?;
     Ok(picked.where_cond(&windows, &zeros)?.sum(D::Minus1)?)
+}
+
+/// [`max_pool_2x2`] of a channels-last `(N, H, W, C)` f32 or f64 CPU tensor, into
+/// `(N, ⌊H/2⌋, ⌊W/2⌋, C)`.
+pub(crate) fn max_pool_2x2_channels_last(x: &Tensor) -> Result<Tensor> {
+    let (_, height, width, _) = x.dims4()?;
+    let cpu_float = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
+    if height < 2 || width < 2 || x.elem_count() == 0 || !cpu_float {
+        return Err(candle_core::Error::Msg(format!(
+            "channels-last 2×2 max-pooling takes f32 or f64 CPU inputs of at least 2×2 \
+             pixels, got {:?} {:?}",
+            x.dims(),
+            x.dtype()
+        ))
+        .into());
+    }
+    Ok(x.contiguous()?
+        .apply_op1(pool_cpu::MaxPool2x2(Order::ChannelsLast))?)
 }
 
 /// Mean over the spatial dimensions: `(N, C, H, W) → (N, C)`.

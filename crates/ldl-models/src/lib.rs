@@ -37,6 +37,7 @@ mod norm_relu_cpu;
 #[cfg(feature = "cuda")]
 mod norm_relu_cuda;
 pub mod onnx;
+mod order;
 mod pool_cpu;
 #[cfg(feature = "cuda")]
 mod pool_cuda;

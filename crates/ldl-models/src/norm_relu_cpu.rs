@@ -19,7 +19,10 @@ use rayon::prelude::*;
 
 use crate::cpu_float::CpuFloat;
 use crate::cpu_storage::{filled_by, map3, slice};
+use crate::order::Order;
 use crate::sync_batch_norm::{CrossRankSum, RankCounts};
+
+mod channels_last;
 
 /// Per-channel statistics the op normalises with, in f64.
 #[derive(Debug, Clone)]
@@ -52,20 +55,40 @@ pub(crate) fn supported(x: &Tensor, gamma: &Tensor) -> bool {
         && gamma.dtype() == x.dtype()
 }
 
-/// Batch mean and biased variance per channel of an `(N, C, H, W)` tensor.
-pub(crate) fn channel_stats(x: &Tensor) -> candle_core::Result<ChannelStats> {
-    let (batch, channels, height, width) = x.dims4()?;
+/// Batch mean and biased variance per channel of an `(N, C, H, W)` tensor, or of an
+/// `(N, H, W, C)` one in channels last.
+pub(crate) fn channel_stats(x: &Tensor, order: Order) -> candle_core::Result<ChannelStats> {
+    let (batch, channels, plane) = dims(x.dims(), order)?;
     let x = x.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
         candle_core::bail!("norm-relu: expected a CPU tensor");
     };
-    let dims = (batch, channels, height * width);
-    match cpu {
-        CpuStorage::F32(v) => Ok(stats_of(slice(v, layout, "norm-relu")?, dims)),
-        CpuStorage::F64(v) => Ok(stats_of(slice(v, layout, "norm-relu")?, dims)),
+    let dims = (batch, channels, plane);
+    match (cpu, order) {
+        (CpuStorage::F32(v), Order::Planes) => Ok(stats_of(slice(v, layout, "norm-relu")?, dims)),
+        (CpuStorage::F64(v), Order::Planes) => Ok(stats_of(slice(v, layout, "norm-relu")?, dims)),
+        (CpuStorage::F32(v), Order::ChannelsLast) => Ok(channels_last::stats(
+            slice(v, layout, "norm-relu")?,
+            channels,
+        )),
+        (CpuStorage::F64(v), Order::ChannelsLast) => Ok(channels_last::stats(
+            slice(v, layout, "norm-relu")?,
+            channels,
+        )),
         _ => candle_core::bail!("norm-relu: expected f32 or f64"),
     }
+}
+
+/// `(N, C, pixels per channel and sample)` of a 4-D activation in `order`.
+pub(crate) fn dims(shape: &[usize], order: Order) -> candle_core::Result<(usize, usize, usize)> {
+    let &[n, a, b, c] = shape else {
+        candle_core::bail!("norm-relu: expected a 4-D tensor, got {shape:?}");
+    };
+    Ok(match order {
+        Order::Planes => (n, a, b * c),
+        Order::ChannelsLast => (n, c, a * b),
+    })
 }
 
 fn stats_of<T: CpuFloat>(x: &[T], (batch, channels, plane): (usize, usize, usize)) -> ChannelStats {
@@ -102,6 +125,8 @@ pub(crate) struct NormRelu {
     /// SyncBN: the statistics are the whole batch's over the ranks, whose gradient sums
     /// the backward pass sums over the ranks too.
     pub sync: Option<RankCounts>,
+    /// How the activations lie (the gradients likewise).
+    pub order: Order,
 }
 
 impl NormRelu {
@@ -163,7 +188,7 @@ fn lane_sum2<T: CpuFloat>(len: usize, mut f: impl FnMut(usize) -> (T, T)) -> (f6
 /// half the activations are zero, and a mispredicted branch per element costs more than
 /// the arithmetic).
 #[inline(always)]
-fn relu_gradient<T: CpuFloat>(y: T, dy: T) -> T {
+pub(crate) fn relu_gradient<T: CpuFloat>(y: T, dy: T) -> T {
     if y > T::ZERO {
         dy
     } else {
@@ -172,7 +197,16 @@ fn relu_gradient<T: CpuFloat>(y: T, dy: T) -> T {
 }
 
 /// `max(0, scale·x + shift)` per channel, the per-element loop in `T`.
-fn forward<T: CpuFloat>(x: &[T], scale: &[f64], shift: &[f64], plane: usize) -> Vec<T> {
+fn forward<T: CpuFloat>(
+    x: &[T],
+    scale: &[f64],
+    shift: &[f64],
+    plane: usize,
+    order: Order,
+) -> Vec<T> {
+    if order == Order::ChannelsLast {
+        return channels_last::forward(x, scale, shift);
+    }
     let channels = scale.len();
     let fill = |y: &mut [MaybeUninit<T>]| {
         y.par_chunks_mut(plane)
@@ -206,8 +240,7 @@ impl CustomOp3 for NormRelu {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let dims = l1.shape().dims4()?;
-        let plane = dims.2 * dims.3;
+        let (_, _, plane) = dims(l1.shape().dims(), self.order)?;
         let gamma = to_f64(s2, l2)?;
         let beta = to_f64(s3, l3)?;
         let inv_std = self.inv_std();
@@ -215,13 +248,22 @@ impl CustomOp3 for NormRelu {
         let shift: Vec<f64> = (0..scale.len())
             .map(|c| beta[c] - self.stats.mean[c] * scale[c])
             .collect();
+        let order = self.order;
         let out = match s1 {
-            CpuStorage::F32(v) => {
-                CpuStorage::F32(forward(slice(v, l1, self.name())?, &scale, &shift, plane))
-            }
-            CpuStorage::F64(v) => {
-                CpuStorage::F64(forward(slice(v, l1, self.name())?, &scale, &shift, plane))
-            }
+            CpuStorage::F32(v) => CpuStorage::F32(forward(
+                slice(v, l1, self.name())?,
+                &scale,
+                &shift,
+                plane,
+                order,
+            )),
+            CpuStorage::F64(v) => CpuStorage::F64(forward(
+                slice(v, l1, self.name())?,
+                &scale,
+                &shift,
+                plane,
+                order,
+            )),
             _ => candle_core::bail!("norm-relu: expected f32 or f64"),
         };
         Ok((out, l1.shape().clone()))
@@ -239,6 +281,7 @@ impl CustomOp3 for NormRelu {
         let sums_op = GradientSums {
             mean: self.stats.mean.clone(),
             inv_std: self.inv_std(),
+            order: self.order,
         };
         // Row 0: Σg, row 1: Σg·x̂, per channel: this rank's, for its dγ and dβ (which the
         // trainer averages over the ranks with the other gradients).
@@ -264,6 +307,7 @@ impl CustomOp3 for NormRelu {
                 sum_g_xhat: sums[channels..].to_vec(),
                 batch_statistics: self.batch_statistics,
                 count,
+                order: self.order,
             };
             Some(x.apply_op3_no_bwd(&y, &dy, &input_op)?)
         } else {
@@ -288,6 +332,7 @@ fn to_f64(s: &CpuStorage, l: &Layout) -> candle_core::Result<Vec<f64>> {
 struct GradientSums {
     mean: Vec<f64>,
     inv_std: Vec<f64>,
+    order: Order,
 }
 
 fn gradient_sums<T: CpuFloat>(
@@ -298,6 +343,9 @@ fn gradient_sums<T: CpuFloat>(
     batch: usize,
     plane: usize,
 ) -> Vec<T> {
+    if op.order == Order::ChannelsLast {
+        return channels_last::gradient_sums(x, y, dy, &op.mean, &op.inv_std);
+    }
     let channels = op.mean.len();
     let (sum_g, sum_g_xhat): (Vec<f64>, Vec<f64>) = (0..channels)
         .into_par_iter()
@@ -344,8 +392,7 @@ impl CustomOp3 for GradientSums {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (batch, channels, h, w) = l1.shape().dims4()?;
-        let plane = h * w;
+        let (batch, channels, plane) = dims(l1.shape().dims(), self.order)?;
         let out = map3(
             self.name(),
             (s1, l1),
@@ -368,6 +415,31 @@ struct InputGradient {
     batch_statistics: bool,
     /// The values per channel the sums are over, when not this tensor's (SyncBN).
     count: Option<usize>,
+    order: Order,
+}
+
+impl InputGradient {
+    /// Per channel, `dx = a·g + slope·x + offset`: `a·(g − mean_g − x̂·mean_g_xhat)`
+    /// expanded, with the means over the `count` values per channel (zero in evaluation
+    /// mode, where the statistics are constants).
+    fn coefficients(&self, count: usize) -> Vec<(f64, f64, f64)> {
+        (0..self.mean.len())
+            .map(|c| {
+                let a = self.gamma[c] * self.inv_std[c];
+                let (mean_g, mean_g_xhat) = if self.batch_statistics {
+                    (
+                        self.sum_g[c] / count as f64,
+                        self.sum_g_xhat[c] / count as f64,
+                    )
+                } else {
+                    (0.0, 0.0)
+                };
+                let slope = -a * self.inv_std[c] * mean_g_xhat;
+                let offset = -a * mean_g - slope * self.mean[c];
+                (a, slope, offset)
+            })
+            .collect()
+    }
 }
 
 fn input_gradient<T: CpuFloat>(
@@ -378,24 +450,18 @@ fn input_gradient<T: CpuFloat>(
     count: usize,
     plane: usize,
 ) -> Vec<T> {
+    let coefficients = op.coefficients(count);
+    if op.order == Order::ChannelsLast {
+        return channels_last::input_gradient(x, y, dy, &coefficients);
+    }
     let channels = op.mean.len();
     let fill = |dx: &mut [MaybeUninit<T>]| {
         dx.par_chunks_mut(plane)
             .enumerate()
             .for_each(|(block, out)| {
-                let c = block % channels;
-                let start = block * plane;
-                let a = op.gamma[c] * op.inv_std[c];
-                let (mean_g, mean_g_xhat) = if op.batch_statistics {
-                    (op.sum_g[c] / count as f64, op.sum_g_xhat[c] / count as f64)
-                } else {
-                    (0.0, 0.0)
-                };
-                // a·(g − mean_g − x̂·mean_g_xhat) = a·g + slope·x + offset.
-                let slope = -a * op.inv_std[c] * mean_g_xhat;
-                let offset = -a * mean_g - slope * op.mean[c];
+                let (a, slope, offset) = coefficients[block % channels];
                 let (a, slope, offset) = (T::from_f64(a), T::from_f64(slope), T::from_f64(offset));
-                let range = start..start + plane;
+                let range = block * plane..(block + 1) * plane;
                 for ((o, &x), (&y, &dy)) in out
                     .iter_mut()
                     .zip(&x[range.clone()])
@@ -425,9 +491,8 @@ impl CustomOp3 for InputGradient {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (batch, _, h, w) = l1.shape().dims4()?;
-        let count = self.count.unwrap_or(batch * h * w);
-        let plane = h * w;
+        let (batch, _, plane) = dims(l1.shape().dims(), self.order)?;
+        let count = self.count.unwrap_or(batch * plane);
         let out = map3(
             self.name(),
             (s1, l1),

@@ -14,9 +14,11 @@ use rayon::prelude::*;
 
 use crate::cpu_float::CpuFloat;
 use crate::cpu_storage::{filled_by, map3, slice};
+use crate::order::Order;
 
-/// `(N, C, H, W) → (N, C, ⌊H/2⌋, ⌊W/2⌋)`.
-pub(crate) struct MaxPool2x2;
+/// `(N, C, H, W) → (N, C, ⌊H/2⌋, ⌊W/2⌋)`, or channels last
+/// `(N, H, W, C) → (N, ⌊H/2⌋, ⌊W/2⌋, C)`.
+pub(crate) struct MaxPool2x2(pub(crate) Order);
 
 /// Window origins of output `(oy, ox)`: the four input offsets in scan order.
 #[inline(always)]
@@ -88,23 +90,58 @@ impl CustomOp1 for MaxPool2x2 {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = l.shape().dims4()?;
+        let (n, a, b, c) = l.shape().dims4()?;
+        let order = self.0;
+        let (h, w, channels) = match order {
+            Order::Planes => (b, c, a),
+            Order::ChannelsLast => (a, b, c),
+        };
+        fn run<T: CpuFloat>(
+            x: &[T],
+            order: Order,
+            size: (usize, usize),
+            channels: usize,
+        ) -> Vec<T> {
+            match order {
+                Order::Planes => pool(x, size),
+                Order::ChannelsLast => pool_channels_last(x, size, channels),
+            }
+        }
         let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(pool(slice(v, l, self.name())?, (h, w))),
-            CpuStorage::F64(v) => CpuStorage::F64(pool(slice(v, l, self.name())?, (h, w))),
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(run(slice(v, l, self.name())?, order, (h, w), channels))
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(run(slice(v, l, self.name())?, order, (h, w), channels))
+            }
             _ => candle_core::bail!("max-pool: expected f32 or f64"),
         };
-        Ok((out, Shape::from((n, c, h / 2, w / 2))))
+        let shape = match order {
+            Order::Planes => Shape::from((n, channels, h / 2, w / 2)),
+            Order::ChannelsLast => Shape::from((n, h / 2, w / 2, channels)),
+        };
+        Ok((out, shape))
     }
 
     fn bwd(&self, x: &Tensor, y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let dy = dy.contiguous()?;
-        Ok(Some(x.apply_op3_no_bwd(y, &dy, &Unpool)?))
+        Ok(Some(x.apply_op3_no_bwd(y, &dy, &Unpool(self.0))?))
     }
 }
 
+/// Which of a window's four cells (in scan order) takes the gradient: the first equal to
+/// the maximum `m`; a NaN maximum matches nothing and its gradient goes to the first
+/// cell. Selects, not branches: which cell wins is unpredictable.
+#[inline(always)]
+fn winner<T: CpuFloat>(cells: [T; 4], m: T) -> [bool; 4] {
+    let b = cells[1] == m && cells[0] != m;
+    let c = cells[2] == m && cells[0] != m && cells[1] != m;
+    let d = cells[3] == m && cells[0] != m && cells[1] != m && cells[2] != m;
+    [!(b || c || d), b, c, d]
+}
+
 /// `(x, y, dy) → dx`: each `dy` goes to the first input of its window equal to the max.
-struct Unpool;
+struct Unpool(Order);
 
 fn unpool<T: CpuFloat>(x: &[T], y: &[T], dy: &[T], (height, width): (usize, usize)) -> Vec<T> {
     let (out_h, out_w) = (height / 2, width / 2);
@@ -137,13 +174,7 @@ fn unpool<T: CpuFloat>(x: &[T], y: &[T], dy: &[T], (height, width): (usize, usiz
                             lower[2 * ox],
                             lower[2 * ox + 1],
                         ];
-                        // The first cell equal to the maximum, in scan order; a NaN maximum
-                        // matches nothing and its gradient goes to the first cell. Selects,
-                        // not branches: which cell wins is unpredictable.
-                        let b = cells[1] == m && cells[0] != m;
-                        let c = cells[2] == m && cells[0] != m && cells[1] != m;
-                        let d = cells[3] == m && cells[0] != m && cells[1] != m && cells[2] != m;
-                        let a = !(b || c || d);
+                        let [a, b, c, d] = winner(cells, m);
                         let pick = |hit: bool| if hit { g } else { zero };
                         top[2 * ox].write(pick(a));
                         top[2 * ox + 1].write(pick(b));
@@ -168,6 +199,89 @@ fn unpool<T: CpuFloat>(x: &[T], y: &[T], dy: &[T], (height, width): (usize, usiz
     unsafe { filled_by(x.len(), fill) }
 }
 
+/// [`unpool`] for images `(H, W, C)` channels last: each `dy` to the first input of its
+/// window (in scan order) equal to the maximum, zero elsewhere.
+fn unpool_channels_last<T: CpuFloat>(
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    (height, width): (usize, usize),
+    channels: usize,
+) -> Vec<T> {
+    let images = x.len() / (height * width * channels);
+    // Every image of `dx` pairs with its maxima and gradients below (the zip would stop
+    // short).
+    assert!(
+        y.len() == images * (height / 2) * (width / 2) * channels && dy.len() == y.len(),
+        "max-unpool: input lengths"
+    );
+    // SAFETY: `fill_pairs` writes all `x.len()` elements (see there).
+    unsafe {
+        filled_by(x.len(), |dx| {
+            fill_pairs(dx, x, y, dy, (height, width), channels)
+        })
+    }
+}
+
+/// Writes every cell of `dx` for [`unpool_channels_last`]: one image per task, each
+/// window's four cells (the winner's `dy`, the others zero), the cells of an odd last
+/// column and of an odd last row zero.
+fn fill_pairs<T: CpuFloat>(
+    dx: &mut [MaybeUninit<T>],
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    (height, width): (usize, usize),
+    channels: usize,
+) {
+    let (out_h, out_w) = (height / 2, width / 2);
+    let zero = T::ZERO;
+    let row_len = width * channels;
+    dx.par_chunks_mut(height * row_len)
+        .zip(x.par_chunks(height * row_len))
+        .zip(
+            y.par_chunks(out_h * out_w * channels)
+                .zip(dy.par_chunks(out_h * out_w * channels)),
+        )
+        .for_each(|((grad, image), (maxima, grads))| {
+            for oy in 0..out_h {
+                let (top, bottom) = grad[2 * oy * row_len..][..2 * row_len].split_at_mut(row_len);
+                let (upper, lower) = image[2 * oy * row_len..][..2 * row_len].split_at(row_len);
+                for ox in 0..out_w {
+                    let at = 2 * ox * channels;
+                    let out = (oy * out_w + ox) * channels;
+                    let (m, g) = (&maxima[out..][..channels], &grads[out..][..channels]);
+                    let (ta, tb) = top[at..][..2 * channels].split_at_mut(channels);
+                    let (ba, bb) = bottom[at..][..2 * channels].split_at_mut(channels);
+                    let (ua, ub) = upper[at..][..2 * channels].split_at(channels);
+                    let (la, lb) = lower[at..][..2 * channels].split_at(channels);
+                    for c in 0..channels {
+                        let cells = [ua[c], ub[c], la[c], lb[c]];
+                        let [a, b, cc, d] = winner(cells, m[c]);
+                        let pick = |hit: bool| if hit { g[c] } else { zero };
+                        ta[c].write(pick(a));
+                        tb[c].write(pick(b));
+                        ba[c].write(pick(cc));
+                        bb[c].write(pick(d));
+                    }
+                }
+                if width % 2 == 1 {
+                    for cell in top[(width - 1) * channels..]
+                        .iter_mut()
+                        .chain(&mut bottom[(width - 1) * channels..])
+                    {
+                        cell.write(zero);
+                    }
+                }
+            }
+            if height % 2 == 1 {
+                for cell in &mut grad[(height - 1) * row_len..] {
+                    cell.write(zero);
+                }
+            }
+        })
+}
+
 impl CustomOp3 for Unpool {
     fn name(&self) -> &'static str {
         "ldl-max-unpool-2x2"
@@ -182,15 +296,25 @@ impl CustomOp3 for Unpool {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (_, _, h, w) = l1.shape().dims4()?;
-        let out = map3(
-            self.name(),
-            (s1, l1),
-            (s2, l2),
-            (s3, l3),
-            |x, y, dy| unpool(x, y, dy, (h, w)),
-            |x, y, dy| unpool(x, y, dy, (h, w)),
-        )?;
+        let (_, a, b, c) = l1.shape().dims4()?;
+        let out = match self.0 {
+            Order::Planes => map3(
+                self.name(),
+                (s1, l1),
+                (s2, l2),
+                (s3, l3),
+                |x, y, dy| unpool(x, y, dy, (b, c)),
+                |x, y, dy| unpool(x, y, dy, (b, c)),
+            )?,
+            Order::ChannelsLast => map3(
+                self.name(),
+                (s1, l1),
+                (s2, l2),
+                (s3, l3),
+                |x, y, dy| unpool_channels_last(x, y, dy, (a, b), c),
+                |x, y, dy| unpool_channels_last(x, y, dy, (a, b), c),
+            )?,
+        };
         Ok((out, l1.shape().clone()))
     }
 }

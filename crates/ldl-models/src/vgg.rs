@@ -5,7 +5,8 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::layers::{global_average_pool, max_pool_2x2, ConvBnRelu};
+use crate::layers::{global_average_pool, max_pool_2x2, max_pool_2x2_channels_last, ConvBnRelu};
+use crate::order::{Order, Orders};
 use crate::sync_batch_norm::SharedSum;
 
 /// The smallest input side: five 2×2 poolings need 32 pixels to leave one.
@@ -168,8 +169,15 @@ impl Vgg {
     /// Features `(N, 8c)`; `train` switches BatchNorm to batch statistics. The
     /// convolutions compute in the dtype of `x` (bf16 for mixed precision, see
     /// [`crate::Precision`]); the features are f32 (or the variables' dtype).
+    ///
+    /// On the CPU in f32 or f64 the activations are channels last from the first block's
+    /// output on (see `crate::order`), which saves every convolution a transposition of
+    /// its input and of its output, both ways; the features are the same up to rounding.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.check_input(x)?;
+        if self.trains_channels_last(x) {
+            return self.forward_channels_last(x, train);
+        }
         let mut x = x.clone();
         for stage in &self.stages {
             x = match stage {
@@ -182,6 +190,53 @@ impl Vgg {
             x = x.to_dtype(DType::F32)?;
         }
         global_average_pool(&x)
+    }
+
+    /// Whether [`Vgg::forward_t`] keeps `x`'s activations channels last: every block
+    /// computes in that order (the first from planes) on `x`'s device and dtype.
+    fn trains_channels_last(&self, x: &Tensor) -> bool {
+        if !x.device().is_cpu() {
+            return false;
+        }
+        let mut input = None;
+        for stage in &self.stages {
+            match (stage, input) {
+                (Some(block), _) => {
+                    let orders = Orders {
+                        input: input.unwrap_or(Order::Planes),
+                        output: Order::ChannelsLast,
+                    };
+                    if !block.trains_in(orders, x.dtype()) {
+                        return false;
+                    }
+                    input = Some(Order::ChannelsLast);
+                }
+                // A pool before the first block would pool planes.
+                (None, None) => return false,
+                (None, Some(_)) => {}
+            }
+        }
+        input.is_some()
+    }
+
+    /// [`Vgg::forward_t`] with the activations channels last from the first block's
+    /// output on.
+    fn forward_channels_last(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        let mut input = Order::Planes;
+        for stage in &self.stages {
+            x = match stage {
+                Some(block) => {
+                    let output = Order::ChannelsLast;
+                    let y = block.forward_ordered(&x, train, Orders { input, output })?;
+                    input = output;
+                    y
+                }
+                None => max_pool_2x2_channels_last(&x)?,
+            };
+        }
+        // `(N, H, W, C)` → `(N, C)`.
+        Ok(x.mean(1)?.mean(1)?)
     }
 
     /// One entry per layout position: a conv block, or `None` for a max-pool.

@@ -19,10 +19,11 @@ use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 
-use super::{computes, forward_with, Geometry, Order, Orders};
+use super::{computes, forward_with, Geometry};
 use crate::cpu_float::CpuFloat;
 use crate::cpu_storage::map3;
 use crate::error::Result;
+use crate::order::{Order, Orders};
 
 /// What the forward pass applies to each output as it writes it: `max(0, y + bias[o])`
 /// for output channel `o`, then, with `pool`, the 2×2 max-pool of stride 2 (an odd last
@@ -232,7 +233,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::conv2d_bias_relu;
-    use crate::conv_cpu::{Order, Orders};
+    use crate::order::{Order, Orders};
 
     /// Deterministic values in [−1, 1] that no two positions share by accident.
     fn values(count: usize, seed: f64) -> Vec<f64> {

@@ -24,9 +24,10 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{gemm_threads, grow, matmul, Epilogue, Geometry, Order, Orders, View};
+use super::{gemm_threads, grow, matmul, Epilogue, Geometry, View};
 use crate::cpu_float::CpuFloat;
 use crate::cpu_storage::filled_by;
+use crate::order::{Order, Orders};
 use crate::scratch::PerThread;
 use crate::simd::{widest, Kernel};
 
@@ -439,6 +440,7 @@ struct OutputGradientTransform<'a, T>(
     &'a Tiles,
     &'a mut [T],
     &'a mut Vec<T>,
+    Order,
 );
 
 impl<T: CpuFloat> Kernel for OutputGradientTransform<'_, T> {
@@ -446,7 +448,7 @@ impl<T: CpuFloat> Kernel for OutputGradientTransform<'_, T> {
 
     #[inline(always)]
     fn run(self) {
-        transform_output_gradient(self.0, self.1, self.2, self.3, self.4)
+        transform_output_gradient(self.0, self.1, self.2, self.3, self.4, self.5)
     }
 }
 
@@ -574,6 +576,7 @@ fn transform_output_gradient<T: CpuFloat>(
     tiles: &Tiles,
     dm: &mut [T],
     stage: &mut Vec<T>,
+    order: Order,
 ) {
     let channels = g.out_channels;
     let count = tiles.count();
@@ -590,18 +593,17 @@ fn transform_output_gradient<T: CpuFloat>(
                 row.fill(T::ZERO);
             }
         }
-        for o in 0..channels {
-            let plane = &sample[o * g.pixels()..][..g.pixels()];
-            for r in 0..rows {
-                let oy = 2 * tiles.rows.start + r;
-                if oy >= g.out_h {
-                    break;
+        for r in 0..rows {
+            let oy = 2 * tiles.rows.start + r;
+            if oy >= g.out_h {
+                break;
+            }
+            let row = &mut block[r * columns * channels..][..g.out_w * channels];
+            match order {
+                Order::Planes => {
+                    planes_to_channels_last(&sample[oy * g.out_w..], g.pixels(), row, channels);
                 }
-                let line = &plane[oy * g.out_w..][..g.out_w];
-                let row = &mut block[r * columns * channels..][..columns * channels];
-                for (cell, &value) in row.chunks_mut(channels).zip(line) {
-                    cell[o] = value;
-                }
+                Order::ChannelsLast => row.copy_from_slice(&sample[oy * row.len()..][..row.len()]),
             }
         }
         for band_row in 0..tiles.rows.len() {
@@ -677,7 +679,12 @@ fn kernel_gradient<T: CpuFloat>(g: &Geometry, du: &[T]) -> Vec<T> {
 /// transformed input patches and `A·dY·Aᵀ` the transformed output gradients,
 /// `dU[ξ] = Σ_tiles (A·dY·Aᵀ)[ξ] · V[ξ]ᵀ` (16 gemms that reduce over the tiles) and
 /// `dW = Gᵀ·dU·G`.
-pub(super) fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+pub(super) fn weight_gradient<T: CpuFloat>(
+    g: &Geometry,
+    x: &[T],
+    dy: &[T],
+    orders: Orders,
+) -> Vec<T> {
     let plan = Plan::of::<T>(g);
     let (outputs, inputs) = (g.out_channels, g.in_channels);
     let len = 16 * outputs * inputs;
@@ -696,8 +703,11 @@ pub(super) fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T]) -> V
                         let count = tiles.count();
                         let v = grow(v, 16 * inputs * count);
                         let dm = grow(dm, 16 * outputs * count);
-                        widest(InputTransform(g, images, &tiles, v, scratch, Order::Planes));
-                        widest(OutputGradientTransform(g, grads, &tiles, dm, scratch));
+                        let (input, output) = (orders.input, orders.output);
+                        widest(InputTransform(g, images, &tiles, v, scratch, input));
+                        widest(OutputGradientTransform(
+                            g, grads, &tiles, dm, scratch, output,
+                        ));
                         for xi in 0..16 {
                             // dU[ξ] += DM[ξ]ᵀ · V[ξ]: [C_out, tiles] · [tiles, C_in].
                             let transformed = &dm[xi * count * outputs..][..count * outputs];

@@ -73,8 +73,9 @@ pub(crate) fn pool_channels_last<T: CpuFloat>(
                     let at = 2 * ox * channels;
                     let (a, b) = upper[at..][..2 * channels].split_at(channels);
                     let (c, d) = lower[at..][..2 * channels].split_at(channels);
-                    for (k, slot) in cell.iter_mut().enumerate() {
-                        slot.write(max(max(a[k], b[k]), max(c[k], d[k])));
+                    let windows = a.iter().zip(b).zip(c.iter().zip(d));
+                    for (slot, ((&a, &b), (&c, &d))) in cell.iter_mut().zip(windows) {
+                        slot.write(max(max(a, b), max(c, d)));
                     }
                 }
             })
@@ -255,14 +256,18 @@ fn fill_pairs<T: CpuFloat>(
                     let (ba, bb) = bottom[at..][..2 * channels].split_at_mut(channels);
                     let (ua, ub) = upper[at..][..2 * channels].split_at(channels);
                     let (la, lb) = lower[at..][..2 * channels].split_at(channels);
-                    for c in 0..channels {
-                        let cells = [ua[c], ub[c], la[c], lb[c]];
-                        let [a, b, cc, d] = winner(cells, m[c]);
-                        let pick = |hit: bool| if hit { g[c] } else { zero };
-                        ta[c].write(pick(a));
-                        tb[c].write(pick(b));
-                        ba[c].write(pick(cc));
-                        bb[c].write(pick(d));
+                    // Zipped, not indexed: no bounds checks, so the loop vectorises.
+                    let targets = ta.iter_mut().zip(tb.iter_mut()).zip(ba.iter_mut().zip(bb));
+                    let cells = ua.iter().zip(ub).zip(la.iter().zip(lb));
+                    for (((ta, tb), (ba, bb)), (((&ua, &ub), (&la, &lb)), (&m, &g))) in
+                        targets.zip(cells.zip(m.iter().zip(g)))
+                    {
+                        let [a, b, c, d] = winner([ua, ub, la, lb], m);
+                        let pick = |hit: bool| if hit { g } else { zero };
+                        ta.write(pick(a));
+                        tb.write(pick(b));
+                        ba.write(pick(c));
+                        bb.write(pick(d));
                     }
                 }
                 if width % 2 == 1 {

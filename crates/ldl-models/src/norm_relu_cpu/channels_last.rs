@@ -131,10 +131,13 @@ pub(super) fn gradient_sums<T: CpuFloat>(
         for row in range {
             let at = row * channels..(row + 1) * channels;
             let (x, y, dy) = (&x[at.clone()], &y[at.clone()], &dy[at]);
-            for c in 0..channels {
-                let g = relu_gradient(y[c], dy[c]);
-                sum_g[c] += g;
-                sum_g_x[c] += g * (x[c] - centre[c]);
+            // Zipped, not indexed: no bounds checks, so the loop vectorises.
+            let sums = sum_g.iter_mut().zip(sum_g_x.iter_mut());
+            let values = x.iter().zip(&centre).zip(y.iter().zip(dy));
+            for ((s, t), ((&x, &m), (&y, &dy))) in sums.zip(values) {
+                let g = relu_gradient(y, dy);
+                *s += g;
+                *t += g * (x - m);
             }
         }
     });
@@ -163,8 +166,12 @@ pub(super) fn input_gradient<T: CpuFloat>(
     rows_by(x.len(), channels, |row, out| {
         let at = row * channels..(row + 1) * channels;
         let (x, y, dy) = (&x[at.clone()], &y[at.clone()], &dy[at]);
-        for c in 0..channels {
-            out[c].write(a[c] * relu_gradient(y[c], dy[c]) + slope[c] * x[c] + offset[c]);
+        let coefficients = a.iter().zip(&slope).zip(&offset);
+        let values = x.iter().zip(y.iter().zip(dy));
+        for (o, (((&a, &slope), &offset), (&x, (&y, &dy)))) in
+            out.iter_mut().zip(coefficients.zip(values))
+        {
+            o.write(a * relu_gradient(y, dy) + slope * x + offset);
         }
     })
 }

@@ -79,7 +79,7 @@ fn inference_matches_an_independent_f64_reference() {
             "with biases",
             VggConfig {
                 conv_bias: true,
-                ..VggConfig::tiny_age_net().with_width(0.5).unwrap()
+                ..VggConfig::tiny_age_net()
             },
             (40, 36),
         ),

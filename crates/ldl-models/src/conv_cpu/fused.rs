@@ -233,6 +233,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::conv2d_bias_relu;
+    use crate::conv_cpu::reads_channels_last;
     use crate::order::{Order, Orders};
 
     /// Deterministic values in [−1, 1] that no two positions share by accident.
@@ -273,13 +274,15 @@ mod tests {
     #[test]
     fn every_path_and_order_matches_the_composed_ops() {
         // (batch, input channels, height, width, output channels): the first layer's 3
-        // channels (im2col), a small image (im2col over sample groups), 4 → 8 channels
-        // (im2col in planes, but Winograd from channels last), Winograd in both.
+        // channels (im2col), a small image (im2col over sample groups), 4 → 8 and 8 → 12
+        // channels (im2col in planes, refused from channels last), 8 → 32 (im2col in
+        // planes, Winograd from channels last), Winograd in both.
         let cases = [
             (2, 3, 34, 37, 16),
             (5, 3, 6, 7, 8),
             (3, 4, 9, 11, 8),
             (2, 8, 13, 10, 12),
+            (2, 8, 13, 10, 32),
             (3, 16, 8, 9, 32),
         ];
         for (index, case) in cases.into_iter().enumerate() {
@@ -307,7 +310,7 @@ mod tests {
                 };
                 let orders = Orders { input, output };
                 let result = conv2d_bias_relu(&source, &kernel, &bias, 1, pool, orders);
-                if input == Order::ChannelsLast && c < 8 {
+                if input == Order::ChannelsLast && !reads_channels_last(&kernel) {
                     // im2col unfolds planes only: refused, not computed wrongly.
                     assert!(result.is_err(), "{case}");
                     continue;

@@ -76,11 +76,25 @@ pub(super) fn applies(g: &Geometry) -> bool {
         && g.in_channels * g.out_channels >= MIN_CHANNEL_PAIRS
 }
 
-/// Whether the Winograd path computes this convolution from channels-last input: any
-/// 3×3 kernel over at least [`MIN_INPUT_CHANNELS`]. Without the transpositions to and
-/// from planes the transforms cost less, and small channel counts pay too.
+/// (Input, output) channel pairs below which channels-last activations do not pay: the
+/// networks whose blocks have fewer stay in planes, on im2col. Without the
+/// transpositions to and from planes the transforms cost less than on planes, and
+/// TinyAgeNet's 16 → 16 layers (256 pairs) gain with the rest of the network (its
+/// training step 111–114 ms channels last against 119–120 ms in planes, two alternating
+/// runs each of `cargo bench --bench train_step -- tiny`, 2 cores); at half width (8 → 8,
+/// 64 pairs) the gemms over 8 channels are too short: `ldl train configs/quickstart.toml
+/// --set optim.epochs=4` took 17.4–17.6 s channels last against 15.3–15.8 s in planes
+/// (two alternating runs each).
+const MIN_CHANNEL_PAIRS_CHANNELS_LAST: usize = 256;
+
+/// Whether the Winograd path computes this convolution from channels-last input: a 3×3
+/// kernel over at least [`MIN_INPUT_CHANNELS`] and [`MIN_CHANNEL_PAIRS_CHANNELS_LAST`]
+/// pairs.
 pub(super) fn applies_channels_last(g: &Geometry) -> bool {
-    g.kernel_h == 3 && g.kernel_w == 3 && g.in_channels >= MIN_INPUT_CHANNELS
+    g.kernel_h == 3
+        && g.kernel_w == 3
+        && g.in_channels >= MIN_INPUT_CHANNELS
+        && g.in_channels * g.out_channels >= MIN_CHANNEL_PAIRS_CHANNELS_LAST
 }
 
 /// Tiles per row and per column of the output.

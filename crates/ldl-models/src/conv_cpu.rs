@@ -126,8 +126,8 @@ pub(crate) fn conv2d_ordered(
     Ok(x.contiguous()?.apply_op2(&w.contiguous()?, op)?)
 }
 
-/// Whether [`conv2d_ordered`] computes a convolution with kernel `w` (stride 1, padding
-/// 1) in `orders`, forward and backward.
+/// Whether [`conv2d_ordered`] can compute a convolution with kernel `w` (stride 1, padding
+/// 1) in `orders`, forward and backward (whether it pays: [`pays_channels_last`]).
 pub(crate) fn trains_in(w: &Tensor, orders: Orders) -> bool {
     let &[out_channels, in_channels, kh, kw] = w.dims() else {
         return false;
@@ -574,25 +574,22 @@ fn weights<'a, T>(g: &Geometry, w: &'a [T]) -> View<'a, T> {
     View::dense(w, g.out_channels, g.patch())
 }
 
-/// Whether the fused inference convolution ([`conv2d_bias_relu`]) reads channels-last
-/// input for a kernel `w`, `(C_out, C_in, k_h, k_w)`: where Winograd computes it.
-pub(crate) fn reads_channels_last(w: &Tensor) -> bool {
-    match w.dims() {
-        &[out_channels, in_channels, 3, 3] => {
-            let g = Geometry::of(
-                &[1, in_channels, 3, 3],
-                &[out_channels, in_channels, 3, 3],
-                1,
-            );
-            g.is_ok_and(|g| winograd::applies_channels_last(&g))
-        }
-        _ => false,
-    }
+/// Whether a block whose kernel is `w`, `(C_out, C_in, k_h, k_w)`, should read
+/// channels-last input (training and inference): Winograd computes it from channels last,
+/// and its channels are enough for that to beat planes on im2col (see
+/// `winograd::MIN_CHANNEL_PAIRS_CHANNELS_LAST`).
+pub(crate) fn pays_channels_last(w: &Tensor) -> bool {
+    let &[out_channels, in_channels, kh, kw] = w.dims() else {
+        return false;
+    };
+    let kernel = [out_channels, in_channels, kh, kw];
+    Geometry::of(&[1, in_channels, kh, kw], &kernel, 1)
+        .is_ok_and(|g| winograd::pays_channels_last(&g))
 }
 
 /// Whether the forward pass and the weight gradient of `g` from input in `order` take
 /// the Winograd path: from planes where it pays (see `winograd::applies`), from
-/// channels last wherever it applies (im2col unfolds planes only).
+/// channels last always (im2col unfolds planes only).
 fn uses_winograd(g: &Geometry, order: Order) -> bool {
     match order {
         Order::Planes => winograd::applies(g),
@@ -601,8 +598,8 @@ fn uses_winograd(g: &Geometry, order: Order) -> bool {
 }
 
 /// Whether [`forward_with`] computes `g` from input in `order`: any convolution from
-/// planes, and from channels last what Winograd computes (a 3×3 kernel over at least 8
-/// channels; im2col unfolds planes only).
+/// planes, and from channels last what Winograd computes (a 3×3 kernel; im2col unfolds
+/// planes only).
 fn computes(g: &Geometry, order: Order) -> bool {
     order == Order::Planes || winograd::applies_channels_last(g)
 }

@@ -19,7 +19,7 @@ use candle_core::{DType, Module, Tensor};
 use candle_nn::Linear;
 use ldl_core::AxisEstimate;
 
-use crate::conv_cpu::{conv2d_bias_relu, reads_channels_last};
+use crate::conv_cpu::{conv2d_bias_relu, pays_channels_last};
 use crate::error::Result;
 use crate::layers::global_average_pool;
 use crate::model::Model;
@@ -118,7 +118,7 @@ impl FoldedVgg<'_> {
             }
         }
         let channels_last = steps.iter().enumerate().all(|(index, step)| match step {
-            Step::Block { weight, .. } => index == 0 || reads_channels_last(weight),
+            Step::Block { weight, .. } => index == 0 || pays_channels_last(weight),
             Step::Pool => false,
         });
         Ok(FoldedVgg {
@@ -132,7 +132,7 @@ impl FoldedVgg<'_> {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.vgg.check_input(x)?;
         let cpu_float = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
-        if !(self.channels_last && cpu_float) {
+        if !(self.channels_last && cpu_float && x.elem_count() > 0) {
             return self.forward_planes(x);
         }
         // Images in planes; from the first block's output on, channels last.
@@ -165,6 +165,10 @@ impl FoldedVgg<'_> {
                 }
                 Step::Pool => crate::max_pool_2x2(&x)?,
             };
+        }
+        // A mean over many pixels in bf16 would lose digits: pool in f32, as `Vgg`.
+        if matches!(x.dtype(), DType::BF16 | DType::F16) {
+            x = x.to_dtype(DType::F32)?;
         }
         global_average_pool(&x)
     }

@@ -106,6 +106,12 @@ impl ConvBnRelu {
         norm_relu(&self.bn, &y, train, sync, orders.output)
     }
 
+    /// Whether reading channels-last input pays for this block against planes (see
+    /// `conv_cpu::pays_channels_last`).
+    pub(crate) fn pays_channels_last(&self) -> bool {
+        crate::conv_cpu::pays_channels_last(self.conv.weight())
+    }
+
     /// Whether [`ConvBnRelu::forward_ordered`] computes this block in `orders`, for
     /// input of `dtype` on the CPU: the CPU convolution does, in both directions, and the
     /// fused BatchNorm takes that dtype.
@@ -232,7 +238,14 @@ fn norm_relu(
         return Ok(bn.forward_t(x, train)?.relu()?);
     }
     let x = x.contiguous()?;
-    let (batch, _, plane) = norm_relu_cpu::dims(x.dims(), order)?;
+    let (batch, channels, plane) = norm_relu_cpu::dims(x.dims(), order)?;
+    if gamma.elem_count() != channels || beta.elem_count() != channels {
+        return Err(crate::Error::Config(format!(
+            "BatchNorm over {} channels got an activation of {channels} ({:?}, {order:?})",
+            gamma.elem_count(),
+            x.dims()
+        )));
+    }
     let mut count = batch * plane;
     let mut synced = None;
     let stats = if train {

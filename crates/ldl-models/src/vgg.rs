@@ -193,9 +193,10 @@ impl Vgg {
     }
 
     /// Whether [`Vgg::forward_t`] keeps `x`'s activations channels last: every block
-    /// computes in that order (the first from planes) on `x`'s device and dtype.
-    fn trains_channels_last(&self, x: &Tensor) -> bool {
-        if !x.device().is_cpu() {
+    /// computes in that order (the first from planes) on `x`'s device and dtype, and every
+    /// block that reads channels last pays for it (see `conv_cpu::pays_channels_last`).
+    pub(crate) fn trains_channels_last(&self, x: &Tensor) -> bool {
+        if !x.device().is_cpu() || x.elem_count() == 0 {
             return false;
         }
         let mut input = None;
@@ -206,7 +207,8 @@ impl Vgg {
                         input: input.unwrap_or(Order::Planes),
                         output: Order::ChannelsLast,
                     };
-                    if !block.trains_in(orders, x.dtype()) {
+                    let pays = input.is_none() || block.pays_channels_last();
+                    if !(pays && block.trains_in(orders, x.dtype())) {
                         return false;
                     }
                     input = Some(Order::ChannelsLast);
@@ -259,5 +261,36 @@ impl Vgg {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{VarBuilder, VarMap};
+
+    use super::{Vgg, VggConfig};
+
+    fn keeps_channels_last(config: VggConfig, dtype: DType) -> bool {
+        let vars = VarMap::new();
+        let vgg = Vgg::new(
+            &config,
+            VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        let x = Tensor::zeros((2, 3, 32, 32), dtype, &Device::Cpu).unwrap();
+        vgg.trains_channels_last(&x)
+    }
+
+    /// TinyAgeNet and ThinAgeNet train channels last on the CPU in f32; half-width
+    /// TinyAgeNet (8 → 8 channels) stays in planes, where that is faster; so does input of
+    /// another dtype than the variables'.
+    #[test]
+    fn which_networks_keep_channels_last() {
+        assert!(keeps_channels_last(VggConfig::tiny_age_net(), DType::F32));
+        assert!(keeps_channels_last(VggConfig::thin_age_net(), DType::F32));
+        let half = VggConfig::tiny_age_net().with_width(0.5).unwrap();
+        assert!(!keeps_channels_last(half, DType::F32));
+        assert!(!keeps_channels_last(VggConfig::tiny_age_net(), DType::F64));
     }
 }

@@ -233,7 +233,6 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::conv2d_bias_relu;
-    use crate::conv_cpu::reads_channels_last;
     use crate::order::{Order, Orders};
 
     /// Deterministic values in [−1, 1] that no two positions share by accident.
@@ -274,9 +273,9 @@ mod tests {
     #[test]
     fn every_path_and_order_matches_the_composed_ops() {
         // (batch, input channels, height, width, output channels): the first layer's 3
-        // channels (im2col), a small image (im2col over sample groups), 4 → 8 and 8 → 12
-        // channels (im2col in planes, refused from channels last), 8 → 32 (im2col in
-        // planes, Winograd from channels last), Winograd in both.
+        // channels (im2col in planes, Winograd from channels last, as every case), a
+        // small image (im2col over sample groups), 4 → 8, 8 → 12 and 8 → 32 channels
+        // (im2col in planes), 16 → 32 (Winograd in both).
         let cases = [
             (2, 3, 34, 37, 16),
             (5, 3, 6, 7, 8),
@@ -288,6 +287,23 @@ mod tests {
         for (index, case) in cases.into_iter().enumerate() {
             check_case(case, index as f64);
         }
+    }
+
+    /// im2col unfolds planes only: a kernel Winograd does not take is refused from
+    /// channels last, not computed wrongly, and computed from planes.
+    #[test]
+    fn a_kernel_only_im2col_computes_is_refused_from_channels_last() {
+        let device = Device::Cpu;
+        let x = Tensor::from_vec(values(2 * 8 * 9 * 9, 0.1), (2, 9, 9, 8), &device).unwrap();
+        let kernel = Tensor::from_vec(values(8 * 8 * 25, 0.2), (8, 8, 5, 5), &device).unwrap();
+        let bias = Tensor::zeros(8, DType::F64, &device).unwrap();
+        let orders = Orders {
+            input: Order::ChannelsLast,
+            output: Order::ChannelsLast,
+        };
+        assert!(conv2d_bias_relu(&x, &kernel, &bias, 2, false, orders).is_err());
+        let planes = to_planes(&x);
+        assert!(conv2d_bias_relu(&planes, &kernel, &bias, 2, false, Orders::PLANES).is_ok());
     }
 
     /// [`every_path_and_order_matches_the_composed_ops`] for one shape.
@@ -310,11 +326,6 @@ mod tests {
                 };
                 let orders = Orders { input, output };
                 let result = conv2d_bias_relu(&source, &kernel, &bias, 1, pool, orders);
-                if input == Order::ChannelsLast && !reads_channels_last(&kernel) {
-                    // im2col unfolds planes only: refused, not computed wrongly.
-                    assert!(result.is_err(), "{case}");
-                    continue;
-                }
                 let result = result.unwrap();
                 assert!(!result.track_op(), "{case}: no autograd graph");
                 let result = match output {

@@ -77,22 +77,27 @@ pub(super) fn applies(g: &Geometry) -> bool {
 }
 
 /// (Input, output) channel pairs below which channels-last activations do not pay: the
-/// networks whose blocks have fewer stay in planes, on im2col. Without the
-/// transpositions to and from planes the transforms cost less than on planes, and
-/// TinyAgeNet's 16 → 16 layers (256 pairs) gain with the rest of the network (its
-/// training step 111–114 ms channels last against 119–120 ms in planes, two alternating
-/// runs each of `cargo bench --bench train_step -- tiny`, 2 cores); at half width (8 → 8,
-/// 64 pairs) the gemms over 8 channels are too short: `ldl train configs/quickstart.toml
-/// --set optim.epochs=4` took 17.4–17.6 s channels last against 15.3–15.8 s in planes
-/// (two alternating runs each).
+/// networks with such blocks stay in planes, on im2col (see [`pays_channels_last`]).
+/// Without the transpositions to and from planes the transforms cost less than on
+/// planes, and TinyAgeNet's 16 → 16 layers (256 pairs) gain with the rest of the network
+/// (its training step 111–114 ms channels last against 119–120 ms in planes, two
+/// alternating runs each of `cargo bench --bench train_step -- tiny`, 2 cores); at half
+/// width (8 → 8, 64 pairs) the gemms over 8 channels are too short: `ldl train
+/// configs/quickstart.toml --set optim.epochs=4` took 17.4–17.6 s channels last against
+/// 15.3–15.8 s in planes (two alternating runs each).
 const MIN_CHANNEL_PAIRS_CHANNELS_LAST: usize = 256;
 
-/// Whether the Winograd path computes this convolution from channels-last input: a 3×3
-/// kernel over at least [`MIN_INPUT_CHANNELS`] and [`MIN_CHANNEL_PAIRS_CHANNELS_LAST`]
-/// pairs.
+/// Whether the Winograd path can compute this convolution from channels-last input (im2col
+/// unfolds planes only): any 3×3 kernel.
 pub(super) fn applies_channels_last(g: &Geometry) -> bool {
-    g.kernel_h == 3
-        && g.kernel_w == 3
+    g.kernel_h == 3 && g.kernel_w == 3
+}
+
+/// Whether a block that reads channels-last input pays for it against planes: a 3×3
+/// kernel over at least [`MIN_INPUT_CHANNELS`] and [`MIN_CHANNEL_PAIRS_CHANNELS_LAST`]
+/// pairs. A speed threshold, not a limit: [`applies_channels_last`] says what computes.
+pub(super) fn pays_channels_last(g: &Geometry) -> bool {
+    applies_channels_last(g)
         && g.in_channels >= MIN_INPUT_CHANNELS
         && g.in_channels * g.out_channels >= MIN_CHANNEL_PAIRS_CHANNELS_LAST
 }

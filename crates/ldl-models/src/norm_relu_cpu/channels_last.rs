@@ -2,8 +2,8 @@
 //! of `C` values, one row per pixel, so every step combines a vector of all channels.
 //!
 //! Per-channel sums run over fixed tasks of [`ROWS_PER_TASK`] rows, each summed in `T`
-//! and then added in f64 in task order: the tasks depend on the data alone, so the sums,
-//! and training, come out the same whatever the thread count.
+//! and then added in f64 in task order: the tasks depend on the data alone, so these sums
+//! come out the same whatever the thread count.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -82,6 +82,8 @@ fn rows_by<T: CpuFloat>(
     channels: usize,
     f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
 ) -> Vec<T> {
+    // Whole rows only: `chunks_exact_mut` would leave a tail unwritten.
+    assert_eq!(len % channels.max(1), 0, "channels-last rows of {channels}");
     let fill = |out: &mut [MaybeUninit<T>]| {
         out.par_chunks_mut(ROWS_PER_TASK * channels)
             .enumerate()

@@ -5,7 +5,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::vgg_reference::{self, randomise_batch_norm};
+use common::vgg_reference::{self, largest, randomise_batch_norm, relative_gap};
 use common::*;
 use ldl::models::{BackboneConfig, Model, VggConfig};
 use ldl::{Axis, LabelSpace};
@@ -33,23 +33,6 @@ fn weighted_sum(logits: &[Tensor], weights: &[Tensor]) -> Tensor {
         })
         .collect();
     Tensor::stack(&parts, 0).unwrap().sum_all().unwrap()
-}
-
-/// The largest |a − b| over the largest |b|.
-fn relative_gap(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (
-        a.to_dtype(DType::F64).unwrap(),
-        b.to_dtype(DType::F64).unwrap(),
-    );
-    let largest = |t: &Tensor| {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    };
-    largest(&(&a - &b).unwrap()) / largest(&b).max(1e-12)
 }
 
 /// One training-mode forward and backward pass of `config` at `size` against the
@@ -85,15 +68,6 @@ fn check_training_pass(name: &str, config: VggConfig, size: (usize, usize), seed
     }
     let grads = weighted_sum(&logits, &weights).backward().unwrap();
     let reference = reference_vars.data().lock().unwrap();
-    let largest = |t: &Tensor| {
-        let t = t.to_dtype(DType::F64).unwrap();
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    };
     let scale = reference
         .values()
         .filter_map(|var| expected_grads.get(var.as_tensor()))

@@ -149,3 +149,24 @@ pub fn randomise_batch_norm(model: &Model, seed: u64) {
             .unwrap();
     }
 }
+
+/// The largest absolute value of `t`, in f64.
+pub fn largest(t: &Tensor) -> f64 {
+    let t = t.to_dtype(DType::F64).unwrap();
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+/// The largest |a − b| over the largest |b| (of equal shapes).
+pub fn relative_gap(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims());
+    let (a, b) = (
+        a.to_dtype(DType::F64).unwrap(),
+        b.to_dtype(DType::F64).unwrap(),
+    );
+    largest(&(&a - &b).unwrap()) / largest(&b).max(1e-12)
+}

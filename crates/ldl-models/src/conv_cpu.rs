@@ -129,14 +129,23 @@ pub(crate) fn conv2d_ordered(
 /// Whether [`conv2d_ordered`] can compute a convolution with kernel `w` (stride 1, padding
 /// 1) in `orders`, forward and backward (whether it pays: [`pays_channels_last`]).
 pub(crate) fn trains_in(w: &Tensor, orders: Orders) -> bool {
+    // The fast path takes square kernels with `padding < k`; the padding here is 1.
+    unit_geometry(w).is_some_and(|g| {
+        g.kernel_h == g.kernel_w
+            && g.kernel_h > 1
+            && computes(&g, orders.input)
+            && computes(&g.transposed(), orders.output)
+    })
+}
+
+/// The geometry of one sample through a kernel `w`, `(C_out, C_in, k_h, k_w)`, with
+/// padding 1 and an input the kernel's size: what the path decisions depend on.
+fn unit_geometry(w: &Tensor) -> Option<Geometry> {
     let &[out_channels, in_channels, kh, kw] = w.dims() else {
-        return false;
+        return None;
     };
     let kernel = [out_channels, in_channels, kh, kw];
-    kh == kw
-        && kh > 1
-        && Geometry::of(&[1, in_channels, kh, kw], &kernel, 1)
-            .is_ok_and(|g| computes(&g, orders.input) && computes(&g.transposed(), orders.output))
+    Geometry::of(&[1, in_channels, kh, kw], &kernel, 1).ok()
 }
 
 /// Every size the three passes need.
@@ -579,12 +588,7 @@ fn weights<'a, T>(g: &Geometry, w: &'a [T]) -> View<'a, T> {
 /// and its channels are enough for that to beat planes on im2col (see
 /// `winograd::MIN_CHANNEL_PAIRS_CHANNELS_LAST`).
 pub(crate) fn pays_channels_last(w: &Tensor) -> bool {
-    let &[out_channels, in_channels, kh, kw] = w.dims() else {
-        return false;
-    };
-    let kernel = [out_channels, in_channels, kh, kw];
-    Geometry::of(&[1, in_channels, kh, kw], &kernel, 1)
-        .is_ok_and(|g| winograd::pays_channels_last(&g))
+    unit_geometry(w).is_some_and(|g| winograd::pays_channels_last(&g))
 }
 
 /// Whether the forward pass and the weight gradient of `g` from input in `order` take

@@ -127,9 +127,7 @@ impl ConvBnRelu {
             && fused_norm
             && crate::conv_cpu::trains_in(weight, orders)
     }
-}
 
-impl ConvBnRelu {
     /// The convolution with evaluation-mode BatchNorm folded in, for inference: weights
     /// `w·s` and bias `β + s·(b − μ)` per output channel, with `s = γ/√(σ² + ε)` (`b` the
     /// convolution's bias, or 0), computed in f64 and stored in the weights' dtype, with

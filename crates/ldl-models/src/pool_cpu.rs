@@ -216,10 +216,10 @@ fn unpool_channels_last<T: CpuFloat>(
         y.len() == images * (height / 2) * (width / 2) * channels && dy.len() == y.len(),
         "max-unpool: input lengths"
     );
-    // SAFETY: `fill_pairs` writes all `x.len()` elements (see there).
+    // SAFETY: `unpool_images_channels_last` writes all `x.len()` elements (see there).
     unsafe {
         filled_by(x.len(), |dx| {
-            fill_pairs(dx, x, y, dy, (height, width), channels)
+            unpool_images_channels_last(dx, x, y, dy, (height, width), channels)
         })
     }
 }
@@ -227,7 +227,7 @@ fn unpool_channels_last<T: CpuFloat>(
 /// Writes every cell of `dx` for [`unpool_channels_last`]: one image per task, each
 /// window's four cells (the winner's `dy`, the others zero), the cells of an odd last
 /// column and of an odd last row zero.
-fn fill_pairs<T: CpuFloat>(
+fn unpool_images_channels_last<T: CpuFloat>(
     dx: &mut [MaybeUninit<T>],
     x: &[T],
     y: &[T],

@@ -80,8 +80,8 @@ pub(super) fn applies(g: &Geometry) -> bool {
 /// networks with such blocks stay in planes, on im2col (see [`pays_channels_last`]).
 /// Without the transpositions to and from planes the transforms cost less than on
 /// planes, and TinyAgeNet's 16 → 16 layers (256 pairs) gain with the rest of the network
-/// (its training step 111–114 ms channels last against 119–120 ms in planes, two
-/// alternating runs each of `cargo bench --bench train_step -- tiny`, 2 cores); at half
+/// (its training step 111–112 ms channels last against 119–135 ms in planes, two
+/// alternating runs each of `cargo bench --bench train_step -- train_step`, 2 cores); at half
 /// width (8 → 8, 64 pairs) the gemms over 8 channels are too short: `ldl train
 /// configs/quickstart.toml --set optim.epochs=4` took 17.4–17.6 s channels last against
 /// 15.3–15.8 s in planes (two alternating runs each).

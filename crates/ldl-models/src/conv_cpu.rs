@@ -92,37 +92,7 @@ pub(crate) fn conv2d_ordered(
     padding: usize,
     orders: Orders,
 ) -> Result<Tensor> {
-    let &[n, a, b, c] = x.dims() else {
-        return Err(candle_core::Error::Msg(format!(
-            "conv2d expects 4-D input, got {:?}",
-            x.dims()
-        ))
-        .into());
-    };
-    let planes_dims = match orders.input {
-        Order::Planes => [n, a, b, c],
-        Order::ChannelsLast => [n, c, a, b],
-    };
-    let geometry = Geometry::of(&planes_dims, w.dims(), padding)?;
-    let cpu_float = |t: &Tensor| {
-        t.device().is_cpu()
-            && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
-    };
-    let fits = cpu_float(x)
-        && x.dtype() == w.dtype()
-        && x.elem_count() > 0
-        && matches!(w.dims(), [_, _, kh, kw] if kh == kw && padding < *kh)
-        && computes(&geometry, orders.input)
-        && computes(&geometry.transposed(), orders.output);
-    if !fits {
-        return Err(candle_core::Error::Msg(format!(
-            "the CPU convolution cannot compute {:?} ⊛ {:?} in {orders:?}",
-            x.dims(),
-            w.dims()
-        ))
-        .into());
-    }
-    let op = Forward { geometry, orders };
+    let op = Forward::checked(x, w, padding, orders)?;
     Ok(x.contiguous()?.apply_op2(&w.contiguous()?, op)?)
 }
 
@@ -905,16 +875,21 @@ fn add_weight_gradient<T: CpuFloat>(
 fn input_gradient<T: CpuFloat>(g: &Geometry, dy: &[T], w: &[T], orders: Orders) -> Vec<T> {
     let (kh, kw) = (g.kernel_h, g.kernel_w);
     let mut flipped = vec![T::ZERO; w.len()];
-    for o in 0..g.out_channels {
-        for c in 0..g.in_channels {
-            for i in 0..kh {
-                for j in 0..kw {
-                    flipped[((c * g.out_channels + o) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)] =
-                        w[((o * g.in_channels + c) * kh + i) * kw + j];
+    // In parallel over the new output channels (a serial loop here was work the calling
+    // thread did alone while the pool waited).
+    flipped
+        .par_chunks_mut(g.out_channels * kh * kw)
+        .enumerate()
+        .for_each(|(c, flipped)| {
+            for o in 0..g.out_channels {
+                for i in 0..kh {
+                    for j in 0..kw {
+                        flipped[(o * kh + (kh - 1 - i)) * kw + (kw - 1 - j)] =
+                            w[((o * g.in_channels + c) * kh + i) * kw + j];
+                    }
                 }
             }
-        }
-    }
+        });
     let backwards = Orders {
         input: orders.output,
         output: orders.input,
@@ -923,9 +898,47 @@ fn input_gradient<T: CpuFloat>(g: &Geometry, dy: &[T], w: &[T], orders: Orders) 
 }
 
 /// The forward op; its backward applies [`WeightGradient`] and [`InputGradient`].
-struct Forward {
+pub(crate) struct Forward {
     geometry: Geometry,
     orders: Orders,
+}
+
+impl Forward {
+    /// The op [`conv2d_ordered`] applies to `x` and `w`, or the reason it cannot.
+    pub(crate) fn checked(x: &Tensor, w: &Tensor, padding: usize, orders: Orders) -> Result<Self> {
+        let &[n, a, b, c] = x.dims() else {
+            return Err(candle_core::Error::Msg(format!(
+                "conv2d expects 4-D input, got {:?}",
+                x.dims()
+            ))
+            .into());
+        };
+        let planes_dims = match orders.input {
+            Order::Planes => [n, a, b, c],
+            Order::ChannelsLast => [n, c, a, b],
+        };
+        let geometry = Geometry::of(&planes_dims, w.dims(), padding)?;
+        let cpu_float = |t: &Tensor| {
+            t.device().is_cpu()
+                && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+        };
+        let fits = cpu_float(x)
+            && x.dtype() == w.dtype()
+            && x.elem_count() > 0
+            && w.elem_count() > 0
+            && matches!(w.dims(), [_, _, kh, kw] if kh == kw && padding < *kh)
+            && computes(&geometry, orders.input)
+            && computes(&geometry.transposed(), orders.output);
+        if !fits {
+            return Err(candle_core::Error::Msg(format!(
+                "the CPU convolution cannot compute {:?} ⊛ {:?} in {orders:?}",
+                x.dims(),
+                w.dims()
+            ))
+            .into());
+        }
+        Ok(Forward { geometry, orders })
+    }
 }
 
 impl CustomOp2 for Forward {

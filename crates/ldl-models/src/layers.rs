@@ -106,6 +106,73 @@ impl ConvBnRelu {
         norm_relu(&self.bn, &y, train, sync, orders.output)
     }
 
+    /// The block in training followed, when `pool` says so, by the 2×2 max-pool, as one
+    /// autograd node (see `crate::block_cpu`); the same values and gradients as
+    /// [`ConvBnRelu::forward_ordered`] then `max_pool_2x2`, for blocks
+    /// [`ConvBnRelu::trains_as_one_node`] accepts.
+    pub(crate) fn train_as_one_node(
+        &self,
+        x: &Tensor,
+        orders: Orders,
+        pool: bool,
+    ) -> Result<Tensor> {
+        let (Some((gamma, beta)), None, None) =
+            (self.bn.weight_and_bias(), self.conv.bias(), &self.sync)
+        else {
+            return Err(crate::Error::Config(
+                "a conv block trains as one node only with affine BatchNorm, no conv bias and \
+                 no SyncBN"
+                    .into(),
+            ));
+        };
+        let w = self.conv.weight();
+        let conv = crate::conv_cpu::Forward::checked(x, w, 1, orders)?;
+        let x = x.contiguous()?;
+        let conv_output = x
+            .detach()
+            .apply_op2_no_bwd(&w.detach().contiguous()?, &conv)?;
+        let (height, width) = match orders.output {
+            Order::Planes => (conv_output.dim(2)?, conv_output.dim(3)?),
+            Order::ChannelsLast => (conv_output.dim(1)?, conv_output.dim(2)?),
+        };
+        // Before the running statistics change.
+        if pool && (height < 2 || width < 2) {
+            return Err(crate::Error::Config(format!(
+                "2×2 max-pooling needs inputs of at least 2×2 pixels, got {height}×{width}"
+            )));
+        }
+        let norm = cpu_norm_relu_op(&self.bn, &conv_output, true, None, orders.output)?;
+        let pooled_from = match pool {
+            true => Some(conv_output.apply_op3_no_bwd(gamma, beta, &norm)?),
+            false => None,
+        };
+        let block = crate::block_cpu::Block {
+            conv,
+            conv_output,
+            norm,
+            pooled_from,
+            gamma: gamma.clone(),
+            beta: beta.clone(),
+        };
+        Ok(block.apply(&x, w)?)
+    }
+
+    /// Whether [`ConvBnRelu::train_as_one_node`] takes this block in `orders` for `x`:
+    /// it computes in them (see [`ConvBnRelu::trains_in`]), `x` is not empty, its
+    /// BatchNorm is affine with γ and β of `x`'s dtype, its convolution has no bias (in
+    /// training BatchNorm cancels one) and it does not synchronise BatchNorm across ranks.
+    pub(crate) fn trains_as_one_node(&self, x: &Tensor, orders: Orders) -> bool {
+        let dtype = x.dtype();
+        self.trains_in(orders, dtype)
+            && x.elem_count() > 0
+            && self
+                .bn
+                .weight_and_bias()
+                .is_some_and(|(gamma, beta)| gamma.dtype() == dtype && beta.dtype() == dtype)
+            && self.conv.bias().is_none()
+            && self.sync.is_none()
+    }
+
     /// Whether reading channels-last input pays for this block against planes (see
     /// `conv_cpu::pays_channels_last`).
     pub(crate) fn pays_channels_last(&self) -> bool {
@@ -236,18 +303,36 @@ fn norm_relu(
         return Ok(bn.forward_t(x, train)?.relu()?);
     }
     let x = x.contiguous()?;
+    let op = cpu_norm_relu_op(bn, &x, train, sync, order)?;
+    Ok(x.apply_op3(gamma, beta, op)?)
+}
+
+/// The CPU BatchNorm + ReLU op for the contiguous activation `x` in `order`: in training
+/// with `x`'s batch statistics (summed over the ranks by `sync`), which also update the
+/// running ones; otherwise with the running statistics. Refuses a γ or β whose length is
+/// not `x`'s channel count.
+fn cpu_norm_relu_op(
+    bn: &BatchNorm,
+    x: &Tensor,
+    train: bool,
+    sync: Option<&SharedSum>,
+    order: Order,
+) -> Result<norm_relu_cpu::NormRelu> {
     let (batch, channels, plane) = norm_relu_cpu::dims(x.dims(), order)?;
-    if gamma.elem_count() != channels || beta.elem_count() != channels {
+    let parameters = bn
+        .weight_and_bias()
+        .map(|(gamma, beta)| (gamma.elem_count(), beta.elem_count()));
+    if parameters.is_some_and(|(gamma, beta)| gamma != channels || beta != channels) {
         return Err(crate::Error::Config(format!(
             "BatchNorm over {} channels got an activation of {channels} ({:?}, {order:?})",
-            gamma.elem_count(),
+            parameters.map_or(0, |(gamma, _)| gamma),
             x.dims()
         )));
     }
     let mut count = batch * plane;
     let mut synced = None;
     let stats = if train {
-        let mut stats = norm_relu_cpu::channel_stats(&x, order)?;
+        let mut stats = norm_relu_cpu::channel_stats(x, order)?;
         if let Some(sum) = sync {
             let local = count;
             (stats, count) = stats.summed_over_ranks(count, sum.as_ref())?;
@@ -266,14 +351,13 @@ fn norm_relu(
             variance: values(bn.running_var())?,
         }
     };
-    let op = norm_relu_cpu::NormRelu {
+    Ok(norm_relu_cpu::NormRelu {
         stats,
         eps: bn.eps(),
         batch_statistics: train,
         sync: synced,
         order,
-    };
-    Ok(x.apply_op3(gamma, beta, op)?)
+    })
 }
 
 /// `r ← (1 − m)·r + m·batch`, with the unbiased batch variance (over `count` values per
@@ -372,4 +456,134 @@ pub(crate) fn max_pool_2x2_channels_last(x: &Tensor) -> Result<Tensor> {
 /// Mean over the spatial dimensions: `(N, C, H, W) → (N, C)`.
 pub fn global_average_pool(x: &Tensor) -> Result<Tensor> {
     Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    //! [`ConvBnRelu::train_as_one_node`] against the separate ops.
+
+    use candle_core::{DType, Device, Tensor, Var};
+    use candle_nn::{VarBuilder, VarMap};
+
+    use super::{max_pool_2x2, max_pool_2x2_channels_last, ConvBnRelu};
+    use crate::order::{Order, Orders};
+
+    struct Setup {
+        vars: VarMap,
+        block: ConvBnRelu,
+        x: Var,
+        /// Every variable's value before a step (the running statistics change).
+        initial: Vec<(String, Tensor)>,
+    }
+
+    fn setup() -> Setup {
+        let device = Device::Cpu;
+        let vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, &device);
+        let block = ConvBnRelu::new(12, 24, false, vb).unwrap();
+        // Non-trivial γ and β: the defaults (1, 0) would hide a swap of their gradients.
+        for (name, var) in vars.data().lock().unwrap().iter() {
+            if name.ends_with("bn.weight") || name.ends_with("bn.bias") {
+                var.set(&var.rand_like(0.5, 1.5).unwrap()).unwrap();
+            }
+        }
+        let x = Tensor::randn(0f32, 1.0, (3, 12, 9, 11), &device).unwrap();
+        let initial = vars
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().copy().unwrap()))
+            .collect();
+        Setup {
+            vars,
+            block,
+            x: Var::from_tensor(&x).unwrap(),
+            initial,
+        }
+    }
+
+    /// From the initial variables: gradients of `Σ out·r` (a fixed `r`) with respect to
+    /// the input and every variable, and every variable after the step, by name.
+    /// `case`: the orders, whether the block pools, and whether the input needs a
+    /// gradient (not for the first block, whose input is the images).
+    fn step(setup: &Setup, case: (Orders, bool, bool), one_node: bool) -> Vec<Vec<f32>> {
+        let (orders, pool, input_gradient) = case;
+        let data = setup.vars.data().lock().unwrap();
+        for (name, value) in &setup.initial {
+            data[name].set(value).unwrap();
+        }
+        let x = match input_gradient {
+            true => setup.x.as_tensor().clone(),
+            false => setup.x.as_tensor().detach(),
+        };
+        let input = match orders.input {
+            Order::Planes => x,
+            Order::ChannelsLast => x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap(),
+        };
+        let block = &setup.block;
+        let out = if one_node {
+            block.train_as_one_node(&input, orders, pool).unwrap()
+        } else {
+            let y = block.forward_ordered(&input, true, orders).unwrap();
+            match (pool, orders.output) {
+                (false, _) => y,
+                (true, Order::Planes) => max_pool_2x2(&y).unwrap(),
+                (true, Order::ChannelsLast) => max_pool_2x2_channels_last(&y).unwrap(),
+            }
+        };
+        let n = out.elem_count() as u32;
+        let r = Tensor::arange(0u32, n, &Device::Cpu).unwrap();
+        let r = r.to_dtype(DType::F32).unwrap().sin().unwrap();
+        let r = r.reshape(out.shape()).unwrap();
+        let grads = (out * r).unwrap().sum_all().unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort();
+        // Empty where the input needs no gradient (and then gets none).
+        let mut values = vec![grads.get(&setup.x).map(flat).unwrap_or_default()];
+        assert_eq!(values[0].is_empty(), !input_gradient);
+        for name in names {
+            let var = &data[name];
+            values.push(flat(var.as_tensor()));
+            if let Some(grad) = grads.get(var) {
+                values.push(flat(grad));
+            }
+        }
+        values
+    }
+
+    /// The one node computes what the separate ops compute, bit for bit: input and
+    /// weight gradients, γ and β gradients, running statistics; with and without the
+    /// pool, in planes, channels last, and from planes to channels last (the first
+    /// block), with and without an input gradient.
+    #[test]
+    fn one_node_matches_the_separate_ops_bit_for_bit() {
+        let setup = setup();
+        let channels_last = Orders {
+            input: Order::ChannelsLast,
+            output: Order::ChannelsLast,
+        };
+        let first = Orders {
+            input: Order::Planes,
+            output: Order::ChannelsLast,
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for orders in [Orders::PLANES, channels_last, first] {
+            for pool in [false, true] {
+                for input_gradient in [true, false] {
+                    let case = (orders, pool, input_gradient);
+                    let separate = step(&setup, case, false);
+                    let one_node = step(&setup, case, true);
+                    // The input gradient, 5 variables, and the gradients of conv.weight,
+                    // γ and β.
+                    assert_eq!(separate.len(), 9);
+                    assert_eq!(one_node.len(), 9);
+                    for (a, b) in separate.iter().zip(&one_node) {
+                        assert_eq!(bits(a), bits(b), "{case:?}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -16,6 +16,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod block_cpu;
 mod checkpoint;
 mod conv_cpu;
 #[cfg(feature = "cudnn")]

@@ -277,6 +277,22 @@ impl CustomOp3 for NormRelu {
         y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, d_gamma, d_beta) = self.gradients(x, gamma, y, dy, x.track_op())?;
+        Ok((dx, Some(d_gamma), Some(d_beta)))
+    }
+}
+
+impl NormRelu {
+    /// `(dx, dγ, dβ)` for input `x`, output `y` and output gradient `dy`; `dx` only when
+    /// `input_gradient` asks for it.
+    pub(crate) fn gradients(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        input_gradient: bool,
+    ) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
         let (x, y, dy) = (x.contiguous()?, y.contiguous()?, dy.contiguous()?);
         let sums_op = GradientSums {
             mean: self.stats.mean.clone(),
@@ -288,32 +304,31 @@ impl CustomOp3 for NormRelu {
         let sums = x.apply_op3_no_bwd(&y, &dy, &sums_op)?;
         let d_beta = sums.get(0)?.to_dtype(gamma.dtype())?;
         let d_gamma = sums.get(1)?.to_dtype(gamma.dtype())?;
-        let dx = if x.track_op() {
-            let mut sums = vector(&sums)?;
-            // SyncBN: dx depends on the whole batch's sums.
-            let count = match &self.sync {
-                Some(counts) if self.batch_statistics => {
-                    crate::sync_batch_norm::sum_gradient_sums(&mut sums, counts)?;
-                    Some(counts.global)
-                }
-                _ => None,
-            };
-            let channels = sums_op.mean.len();
-            let input_op = InputGradient {
-                mean: sums_op.mean,
-                inv_std: sums_op.inv_std,
-                gamma: vector(gamma)?,
-                sum_g: sums[..channels].to_vec(),
-                sum_g_xhat: sums[channels..].to_vec(),
-                batch_statistics: self.batch_statistics,
-                count,
-                order: self.order,
-            };
-            Some(x.apply_op3_no_bwd(&y, &dy, &input_op)?)
-        } else {
-            None
+        if !input_gradient {
+            return Ok((None, d_gamma, d_beta));
+        }
+        let mut sums = vector(&sums)?;
+        // SyncBN: dx depends on the whole batch's sums.
+        let count = match &self.sync {
+            Some(counts) if self.batch_statistics => {
+                crate::sync_batch_norm::sum_gradient_sums(&mut sums, counts)?;
+                Some(counts.global)
+            }
+            _ => None,
         };
-        Ok((dx, Some(d_gamma), Some(d_beta)))
+        let channels = sums_op.mean.len();
+        let input_op = InputGradient {
+            mean: sums_op.mean,
+            inv_std: sums_op.inv_std,
+            gamma: vector(gamma)?,
+            sum_g: sums[..channels].to_vec(),
+            sum_g_xhat: sums[channels..].to_vec(),
+            batch_statistics: self.batch_statistics,
+            count,
+            order: self.order,
+        };
+        let dx = x.apply_op3_no_bwd(&y, &dy, &input_op)?;
+        Ok((Some(dx), d_gamma, d_beta))
     }
 }
 

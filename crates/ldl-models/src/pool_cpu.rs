@@ -142,7 +142,7 @@ fn winner<T: CpuFloat>(cells: [T; 4], m: T) -> [bool; 4] {
 }
 
 /// `(x, y, dy) → dx`: each `dy` goes to the first input of its window equal to the max.
-struct Unpool(Order);
+pub(crate) struct Unpool(pub(crate) Order);
 
 fn unpool<T: CpuFloat>(x: &[T], y: &[T], dy: &[T], (height, width): (usize, usize)) -> Vec<T> {
     let (out_h, out_w) = (height / 2, width / 2);

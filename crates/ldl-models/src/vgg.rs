@@ -179,8 +179,12 @@ impl Vgg {
             return self.forward_channels_last(x, train);
         }
         let mut x = x.clone();
-        for stage in &self.stages {
+        let mut stages = self.stages.iter().peekable();
+        while let Some(stage) = stages.next() {
             x = match stage {
+                Some(block) if train && block.trains_as_one_node(&x, Orders::PLANES) => {
+                    train_block(block, &x, Orders::PLANES, &mut stages)?
+                }
                 Some(block) => block.forward_t(&x, train)?,
                 None => max_pool_2x2(&x)?,
             };
@@ -226,13 +230,20 @@ impl Vgg {
     fn forward_channels_last(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         let mut input = Order::Planes;
-        for stage in &self.stages {
+        let mut stages = self.stages.iter().peekable();
+        while let Some(stage) = stages.next() {
             x = match stage {
                 Some(block) => {
-                    let output = Order::ChannelsLast;
-                    let y = block.forward_ordered(&x, train, Orders { input, output })?;
-                    input = output;
-                    y
+                    let orders = Orders {
+                        input,
+                        output: Order::ChannelsLast,
+                    };
+                    input = orders.output;
+                    if train && block.trains_as_one_node(&x, orders) {
+                        train_block(block, &x, orders, &mut stages)?
+                    } else {
+                        block.forward_ordered(&x, train, orders)?
+                    }
                 }
                 None => max_pool_2x2_channels_last(&x)?,
             };
@@ -262,6 +273,19 @@ impl Vgg {
         }
         Ok(())
     }
+}
+
+/// `block` in training as one autograd node, with the 2×2 max-pool when the next of
+/// `stages` is one (which it then takes): candle zero-fills and adds into a gradient per
+/// node, so fewer nodes save passes over the activations (see `crate::block_cpu`).
+fn train_block<'a>(
+    block: &ConvBnRelu,
+    x: &Tensor,
+    orders: Orders,
+    stages: &mut std::iter::Peekable<impl Iterator<Item = &'a Option<ConvBnRelu>>>,
+) -> Result<Tensor> {
+    let pool = stages.next_if(|stage| stage.is_none()).is_some();
+    block.train_as_one_node(x, orders, pool)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! 9×. The transforms only add and halve, so results differ from the direct sum by
 //! rounding alone (a few ulps in f32).
 
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -110,30 +111,115 @@ fn tiles(g: &Geometry) -> (usize, usize) {
 /// `U = G·g·Gᵀ` for every (output, input) channel pair, `[16][C_out][C_in]`.
 fn transform_kernel<T: CpuFloat>(g: &Geometry, w: &[T]) -> Vec<T> {
     let (outputs, inputs) = (g.out_channels, g.in_channels);
-    let mut u = vec![T::ZERO; 16 * outputs * inputs];
-    for o in 0..outputs {
-        for c in 0..inputs {
-            let k = &w[(o * inputs + c) * 9..][..9];
-            // G·k, 4×3: G's rows are (1, 0, 0), (½, ½, ½), (½, −½, ½), (0, 0, 1).
-            let mut t = [[T::ZERO; 3]; 4];
-            for j in 0..3 {
-                let (k0, k1, k2) = (k[j], k[3 + j], k[6 + j]);
-                t[0][j] = k0;
-                t[1][j] = (k0 + k1 + k2) * T::HALF;
-                t[2][j] = (k0 - k1 + k2) * T::HALF;
-                t[3][j] = k2;
-            }
-            // (G·k)·Gᵀ, 4×4.
-            for (i, row) in t.iter().enumerate() {
-                let [a, b, c2] = *row;
-                let transformed = [a, (a + b + c2) * T::HALF, (a - b + c2) * T::HALF, c2];
-                for (j, value) in transformed.into_iter().enumerate() {
-                    u[((i * 4 + j) * outputs + o) * inputs + c] = value;
+    let len = 16 * outputs * inputs;
+    // Every output channel `o` writes its row `u[ξ][o][..]` of each of the 16 matrices.
+    let fill = |u: &mut [MaybeUninit<T>]| {
+        let u = SharedSlots::new(u);
+        // In parallel over the output channels, and along the input channels within
+        // one, so the arithmetic runs on whole rows: one kernel at a time, serial, this
+        // was a few percent of a training step and 9% of inference.
+        w.par_chunks(inputs * 9).enumerate().for_each_init(
+            || vec![T::ZERO; 21 * inputs],
+            |buffer, (o, kernels)| {
+                let (taps, t) = buffer.split_at_mut(9 * inputs);
+                transform_rows(kernels, taps, t);
+                let row = |i: usize, j: usize| &t[(i * 3 + j) * inputs..][..inputs];
+                for i in 0..4 {
+                    let (a, b, c) = (row(i, 0), row(i, 1), row(i, 2));
+                    for j in 0..4 {
+                        let start = ((i * 4 + j) * outputs + o) * inputs;
+                        // SAFETY: `start + inputs ≤ len` (`i·4 + j < 16`, `o < outputs`),
+                        // and only the task of output channel `o` writes these slots.
+                        let out = unsafe { u.slots(start, inputs) };
+                        // (G·k)·Gᵀ: Gᵀ's columns, as G's rows in `transform_rows`.
+                        apply_g_row(j, out, a, b, c, |out, v| {
+                            out.write(v);
+                        });
+                    }
                 }
-            }
+            },
+        );
+    };
+    assert_eq!(w.len(), outputs * inputs * 9, "winograd kernel length");
+    // SAFETY: `fill` writes all `len` elements: the `outputs` tasks (`w` holds `outputs`
+    // kernels of `inputs · 9`, asserted) each write every row `(ξ, o)` of theirs whole.
+    unsafe { filled_by(len, fill) }
+}
+
+/// `G·k`, 4×3, for the 3×3 kernels `kernels` of one output channel (`[C_in][3][3]`), as
+/// rows along the input channels: `t[i][j][c]`, through `taps[tap][c]`.
+fn transform_rows<T: CpuFloat>(kernels: &[T], taps: &mut [T], t: &mut [T]) {
+    let inputs = kernels.len() / 9;
+    for (c, k) in kernels.chunks_exact(9).enumerate() {
+        for (tap, &v) in k.iter().enumerate() {
+            taps[tap * inputs + c] = v;
         }
     }
-    u
+    let tap = |row: usize, column: usize| &taps[(row * 3 + column) * inputs..][..inputs];
+    for j in 0..3 {
+        let (k0, k1, k2) = (tap(0, j), tap(1, j), tap(2, j));
+        for i in 0..4 {
+            let out = &mut t[(i * 3 + j) * inputs..][..inputs];
+            apply_g_row(i, out, k0, k1, k2, |out, v| *out = v);
+        }
+    }
+}
+
+/// `out[c]` = (row `row` of G)·(`a[c]`, `b[c]`, `c[c]`) for every `c`, stored by `store`: G's
+/// rows are (1, 0, 0), (½, ½, ½), (½, −½, ½), (0, 0, 1). One loop per row, so that no
+/// branch sits in the loop that runs along the channels.
+#[inline(always)]
+fn apply_g_row<T: CpuFloat, O>(
+    row: usize,
+    out: &mut [O],
+    a: &[T],
+    b: &[T],
+    c: &[T],
+    store: impl Fn(&mut O, T),
+) {
+    let rows = out.iter_mut().zip(a).zip(b).zip(c);
+    match row {
+        0 => rows.for_each(|(((o, &a), _), _)| store(o, a)),
+        1 => rows.for_each(|(((o, &a), &b), &c)| store(o, (a + b + c) * T::HALF)),
+        2 => rows.for_each(|(((o, &a), &b), &c)| store(o, (a - b + c) * T::HALF)),
+        _ => rows.for_each(|(((o, _), _), &c)| store(o, c)),
+    }
+}
+
+/// A slice's slots, written from parallel tasks that each own a disjoint set of rows
+/// no plain `chunks_mut` split can express.
+struct SharedSlots<'a, T> {
+    start: *mut MaybeUninit<T>,
+    len: usize,
+    _slice: PhantomData<&'a mut [MaybeUninit<T>]>,
+}
+
+// SAFETY: the pointer is only used through `slots`, whose callers take disjoint ranges
+// in each task; `T: Send` lets the values cross threads.
+unsafe impl<T: Send> Sync for SharedSlots<'_, T> {}
+unsafe impl<T: Send> Send for SharedSlots<'_, T> {}
+
+impl<'a, T> SharedSlots<'a, T> {
+    fn new(slice: &'a mut [MaybeUninit<T>]) -> Self {
+        SharedSlots {
+            start: slice.as_mut_ptr(),
+            len: slice.len(),
+            _slice: PhantomData,
+        }
+    }
+
+    /// The `len` slots from `start`.
+    ///
+    /// # Safety
+    /// `start + len` must lie within the slice, and no other task may use these slots
+    /// while the returned borrow lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slots(&self, start: usize, len: usize) -> &mut [MaybeUninit<T>] {
+        assert!(start + len <= self.len, "slots out of the slice");
+        // SAFETY: in bounds (asserted); no other task uses the range (the caller's
+        // contract); the slice outlives `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.start.add(start), len) }
+    }
 }
 
 /// Which tiles one task transforms: tile rows `rows` of each of `samples` images.
@@ -675,21 +761,24 @@ fn kernel_gradient<T: CpuFloat>(g: &Geometry, du: &[T]) -> Vec<T> {
         ]
     };
     let mut dw = vec![T::ZERO; outputs * inputs * 9];
-    for o in 0..outputs {
-        for c in 0..inputs {
-            let at = |i: usize, j: usize| du[((4 * i + j) * outputs + o) * inputs + c];
-            // Gᵀ·dU: 3×4, one column at a time.
-            let columns: [[T; 3]; 4] =
-                std::array::from_fn(|j| g_t([at(0, j), at(1, j), at(2, j), at(3, j)]));
-            let left: [[T; 4]; 3] = std::array::from_fn(|a| columns.map(|column| column[a]));
-            // (Gᵀ·dU)·G: 3×3, one row at a time.
-            for (a, row) in left.into_iter().enumerate() {
-                for (b, value) in g_t(row).into_iter().enumerate() {
-                    dw[((o * inputs + c) * 3 + a) * 3 + b] = value;
+    // In parallel over the output channels, as `transform_kernel`.
+    dw.par_chunks_mut(inputs * 9)
+        .enumerate()
+        .for_each(|(o, dw)| {
+            for (c, dw) in dw.chunks_exact_mut(9).enumerate() {
+                let at = |i: usize, j: usize| du[((4 * i + j) * outputs + o) * inputs + c];
+                // Gᵀ·dU: 3×4, one column at a time.
+                let columns: [[T; 3]; 4] =
+                    std::array::from_fn(|j| g_t([at(0, j), at(1, j), at(2, j), at(3, j)]));
+                let left: [[T; 4]; 3] = std::array::from_fn(|a| columns.map(|column| column[a]));
+                // (Gᵀ·dU)·G: 3×3, one row at a time.
+                for (a, row) in left.into_iter().enumerate() {
+                    for (b, value) in g_t(row).into_iter().enumerate() {
+                        dw[a * 3 + b] = value;
+                    }
                 }
             }
-        }
-    }
+        });
     dw
 }
 

@@ -70,7 +70,8 @@ fn bench_networks(c: &mut Criterion) {
                 black_box(out.total_value().unwrap())
             })
         });
-        // What `ldl predict`, `ldl serve` and evaluation run: BatchNorm folded once.
+        // Building what `ldl predict`, `ldl serve` and evaluation run: BatchNorm folded
+        // into the convolutions and their kernels transformed, once.
         group.bench_function(format!("{}/fold_batch_norm", case.name), |b| {
             b.iter(|| black_box(model.inference().unwrap()))
         });

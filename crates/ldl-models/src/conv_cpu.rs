@@ -32,8 +32,8 @@ use crate::scratch::PerThread;
 mod fused;
 mod winograd;
 
-pub(crate) use fused::conv2d_bias_relu;
 use fused::Epilogue;
+pub(crate) use fused::FusedWeights;
 
 use crate::error::Result;
 
@@ -594,7 +594,8 @@ fn forward_with<T: CpuFloat>(
     // Every output sample pairs with an input sample below (the zip would stop short).
     assert_eq!(x.len(), g.batch * g.input_len(), "conv2d input length");
     if uses_winograd(g, orders.input) {
-        return winograd::forward(g, x, w, epilogue, orders);
+        let u = winograd::transform_kernel(g, w);
+        return winograd::forward(g, x, &u, epilogue, orders);
     }
     assert_eq!(orders.input, Order::Planes, "im2col unfolds planes only");
     let y = im2col_forward(g, x, w, epilogue, orders.output);
@@ -608,6 +609,28 @@ fn forward_with<T: CpuFloat>(
         }
         _ => y,
     }
+}
+
+/// [`forward_with`] on the Winograd path, with the kernel already transformed: `u` is
+/// `winograd::transform_kernel` of the weights, `[16][C_out][C_in]`.
+fn forward_transformed<T: CpuFloat>(
+    g: &Geometry,
+    x: &[T],
+    u: &[T],
+    epilogue: Option<&Epilogue<T>>,
+    orders: Orders,
+) -> Vec<T> {
+    assert!(
+        uses_winograd(g, orders.input),
+        "a transformed kernel needs Winograd"
+    );
+    assert_eq!(x.len(), g.batch * g.input_len(), "conv2d input length");
+    assert_eq!(
+        u.len(),
+        16 * g.out_channels * g.in_channels,
+        "winograd kernel length"
+    );
+    winograd::forward(g, x, u, epilogue, orders)
 }
 
 /// The im2col half of [`forward_with`], with `epilogue`'s bias and ReLU (not its pool),

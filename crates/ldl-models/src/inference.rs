@@ -8,7 +8,9 @@
 //! max-pool. An [`InferenceModel`] is built once from the model's current weights and runs
 //! each block as one fused op (see `conv_cpu::fused`): BatchNorm folded into the
 //! convolution's weights and bias, ReLU and the pooling applied as the outputs are
-//! written. Each activation is freed as soon as the next block has read it.
+//! written. Each activation is freed as soon as the next block has read it. The 3×3
+//! kernels are kept as the Winograd path transforms them, so a forward pass does not
+//! transform them again (the inference model then holds 25/9 of the backbone's weights).
 //!
 //! | backbone, device, precision           | what [`InferenceModel::forward`] runs        |
 //! |---------------------------------------|----------------------------------------------|
@@ -19,12 +21,12 @@ use candle_core::{DType, Module, Tensor};
 use candle_nn::Linear;
 use ldl_core::AxisEstimate;
 
-use crate::conv_cpu::{conv2d_bias_relu, pays_channels_last};
+use crate::conv_cpu::{pays_channels_last, FusedWeights};
 use crate::error::Result;
 use crate::layers::global_average_pool;
 use crate::model::Model;
 use crate::order::{Order, Orders};
-use crate::precision::{weight_like, Precision};
+use crate::precision::Precision;
 use crate::vgg::Vgg;
 
 /// A model's forward pass for inference: logits in evaluation mode (BatchNorm's running
@@ -67,19 +69,15 @@ struct FoldedVgg<'a> {
 /// One fused op of [`FoldedVgg`].
 enum Step {
     /// `relu(conv(x, weight) + bias)`, max-pooled when `pool`.
-    Block {
-        weight: Tensor,
-        bias: Tensor,
-        pool: bool,
-    },
+    Block { weights: FusedWeights, pool: bool },
     /// A max-pool with no block before it to fuse into.
     Pool,
 }
 
 impl Model {
     /// The model's forward pass for inference, with the current weights (see
-    /// [`InferenceModel`]). Building it folds BatchNorm into the convolutions, a pass over
-    /// the weights: build it once for many batches.
+    /// [`InferenceModel`]). Building it folds BatchNorm into the convolutions and
+    /// transforms their kernels, passes over the weights: build it once for many batches.
     pub fn inference(&self) -> Result<InferenceModel<'_>> {
         let folded = match self.vgg() {
             Some(vgg) if self.precision() == Precision::F32 && self.device().is_cpu() => {
@@ -108,8 +106,7 @@ impl FoldedVgg<'_> {
                 (Some(block), _) => {
                     let (weight, bias) = block.folded()?;
                     steps.push(Step::Block {
-                        weight,
-                        bias,
+                        weights: FusedWeights::new(weight, bias)?,
                         pool: false,
                     });
                 }
@@ -118,7 +115,7 @@ impl FoldedVgg<'_> {
             }
         }
         let channels_last = steps.iter().enumerate().all(|(index, step)| match step {
-            Step::Block { weight, .. } => index == 0 || pays_channels_last(weight),
+            Step::Block { weights, .. } => index == 0 || pays_channels_last(weights.weight()),
             Step::Pool => false,
         });
         Ok(FoldedVgg {
@@ -139,15 +136,14 @@ impl FoldedVgg<'_> {
         let mut x = x.detach();
         let mut input = Order::Planes;
         for step in &self.steps {
-            let Step::Block { weight, bias, pool } = step else {
+            let Step::Block { weights, pool } = step else {
                 unreachable!("`channels_last` holds only blocks");
             };
             let orders = Orders {
                 input,
                 output: Order::ChannelsLast,
             };
-            let (weight, bias) = (weight_like(weight, &x)?, weight_like(bias, &x)?);
-            x = conv2d_bias_relu(&x, &weight, &bias, 1, *pool, orders)?;
+            x = weights.forward(&x, 1, *pool, orders)?;
             input = Order::ChannelsLast;
         }
         // `(N, H, W, C)` → `(N, C)`.
@@ -159,10 +155,7 @@ impl FoldedVgg<'_> {
         let mut x = x.detach();
         for step in &self.steps {
             x = match step {
-                Step::Block { weight, bias, pool } => {
-                    let (weight, bias) = (weight_like(weight, &x)?, weight_like(bias, &x)?);
-                    conv2d_bias_relu(&x, &weight, &bias, 1, *pool, Orders::PLANES)?
-                }
+                Step::Block { weights, pool } => weights.forward(&x, 1, *pool, Orders::PLANES)?,
                 Step::Pool => crate::max_pool_2x2(&x)?,
             };
         }

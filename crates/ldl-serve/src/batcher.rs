@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use ldl_train::{Prediction, TrainedModel};
+use ldl_train::{Prediction, Predictor, TrainedModel};
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;
@@ -76,7 +76,10 @@ impl Batcher {
         let thread_counters = Arc::clone(&counters);
         let thread = std::thread::Builder::new()
             .name("ldl-inference".into())
-            .spawn(move || run(&model, &receiver, batching, &thread_counters))?;
+            .spawn(move || match model.predictor() {
+                Ok(predictor) => run(&model, &predictor, &receiver, batching, &thread_counters),
+                Err(error) => refuse_all(&receiver, &error),
+            })?;
         Ok((Batcher { sender, counters }, thread))
     }
 
@@ -101,8 +104,14 @@ struct Prepared {
 }
 
 /// The inference thread's loop: until the channel closes, a batch of jobs, then their
-/// answers.
-fn run(model: &TrainedModel, receiver: &Receiver<Job>, batching: Batching, counters: &Counters) {
+/// answers from `predictor`, the model's inference pass built once for all of them.
+fn run(
+    model: &TrainedModel,
+    predictor: &Predictor,
+    receiver: &Receiver<Job>,
+    batching: Batching,
+    counters: &Counters,
+) {
     // A job that did not fit into the last batch opens the next one.
     let mut held: Option<Prepared> = None;
     loop {
@@ -142,7 +151,19 @@ fn run(model: &TrainedModel, receiver: &Receiver<Job>, batching: Batching, count
             size += prepared.inputs.len();
             batch.push(prepared);
         }
-        answer(model, batch, batching.max_batch, counters);
+        answer(predictor, batch, batching.max_batch, counters);
+    }
+}
+
+/// The inference thread's loop when the model's inference pass could not be built: every
+/// job is answered with why, until the channel closes.
+fn refuse_all(receiver: &Receiver<Job>, error: &ldl_train::Error) {
+    for job in receiver {
+        let message = format!("the model cannot run: {error}");
+        let _ = job.reply.send(Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            message,
+        )));
     }
 }
 
@@ -200,7 +221,7 @@ fn prepare(model: &TrainedModel, job: Job) -> Option<Prepared> {
 
 /// Runs the batch (in forward passes of at most `max_batch` samples: a single request may
 /// hold more) and sends each job its predictions.
-fn answer(model: &TrainedModel, batch: Vec<Prepared>, max_batch: usize, counters: &Counters) {
+fn answer(predictor: &Predictor, batch: Vec<Prepared>, max_batch: usize, counters: &Counters) {
     let mut counts = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
     let mut inputs = Vec::new();
@@ -214,7 +235,7 @@ fn answer(model: &TrainedModel, batch: Vec<Prepared>, max_batch: usize, counters
     let predicted = catch_unwind(AssertUnwindSafe(|| {
         let mut predictions = Vec::with_capacity(inputs.len());
         for chunk in inputs.chunks(max_batch) {
-            predictions.extend(model.predict_inputs(chunk)?);
+            predictions.extend(predictor.predict_inputs(chunk)?);
             counters.forward_passes.fetch_add(1, Ordering::Relaxed);
             counters
                 .samples

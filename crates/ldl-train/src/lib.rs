@@ -78,5 +78,5 @@ pub use records::{
 };
 pub use run_folder::{Run, RunFolder};
 pub use stop::StopToken;
-pub use trained::{local_checkpoint, Prediction, PredictionInput, TrainedModel};
+pub use trained::{local_checkpoint, Prediction, PredictionInput, Predictor, TrainedModel};
 pub use trainer::{check_resumable, resume, train};

@@ -244,34 +244,18 @@ impl TrainedModel {
     /// [`TrainedModel::image_input`] or [`TrainedModel::feature_input`] gives. One forward
     /// pass for all of them, so callers gathering inputs from several places (a server's
     /// concurrent requests) choose the batch; an input of the wrong length is refused.
+    /// For many calls, [`TrainedModel::predictor`] prepares the weights once.
     pub fn predict_inputs(&self, inputs: &[Vec<f32>]) -> Result<Vec<Prediction>> {
-        if inputs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let side = self.config.data.image_size as usize;
-        let width = if self.reads_images() {
-            3 * side * side
-        } else {
-            self.features.len()
-        };
-        if let Some(i) = inputs.iter().position(|input| input.len() != width) {
-            return Err(Error::Usage(format!(
-                "input {i} holds {} numbers; the model reads {width}",
-                inputs[i].len()
-            )));
-        }
-        let flat = inputs.concat();
-        let inputs_tensor = if self.reads_images() {
-            Tensor::from_vec(flat, (inputs.len(), 3, side, side), &Device::Cpu)?
-        } else {
-            Tensor::from_vec(flat, (inputs.len(), width), &Device::Cpu)?
-        }
-        .to_device(&self.device)?;
-        self.predict_batch(
-            &self.model.inference()?,
-            &inputs_tensor,
-            (0..inputs.len()).map(PredictionInput::Given),
-        )
+        self.predictor()?.predict_inputs(inputs)
+    }
+
+    /// The model ready for many [`Predictor::predict_inputs`] calls: its inference pass
+    /// built once (BatchNorm folded, kernels transformed), as a server keeps it.
+    pub fn predictor(&self) -> Result<Predictor<'_>> {
+        Ok(Predictor {
+            trained: self,
+            inference: self.model.inference()?,
+        })
     }
 
     /// One row of named feature values (as a JSON object: numbers, strings for
@@ -397,6 +381,47 @@ impl TrainedModel {
                 distributions: distributions.iter().map(|axis| axis[row].clone()).collect(),
             })
             .collect())
+    }
+}
+
+/// A [`TrainedModel`] with its inference pass built once (see
+/// [`TrainedModel::predictor`]): for repeated predictions from the same weights.
+pub struct Predictor<'a> {
+    trained: &'a TrainedModel,
+    inference: InferenceModel<'a>,
+}
+
+impl Predictor<'_> {
+    /// As [`TrainedModel::predict_inputs`], without building the inference pass again.
+    pub fn predict_inputs(&self, inputs: &[Vec<f32>]) -> Result<Vec<Prediction>> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let trained = self.trained;
+        let side = trained.config.data.image_size as usize;
+        let width = if trained.reads_images() {
+            3 * side * side
+        } else {
+            trained.features.len()
+        };
+        if let Some(i) = inputs.iter().position(|input| input.len() != width) {
+            return Err(Error::Usage(format!(
+                "input {i} holds {} numbers; the model reads {width}",
+                inputs[i].len()
+            )));
+        }
+        let flat = inputs.concat();
+        let inputs_tensor = if trained.reads_images() {
+            Tensor::from_vec(flat, (inputs.len(), 3, side, side), &Device::Cpu)?
+        } else {
+            Tensor::from_vec(flat, (inputs.len(), width), &Device::Cpu)?
+        }
+        .to_device(&trained.device)?;
+        trained.predict_batch(
+            &self.inference,
+            &inputs_tensor,
+            (0..inputs.len()).map(PredictionInput::Given),
+        )
     }
 }
 

@@ -17,13 +17,16 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor};
 
-use super::{computes, forward_with, Geometry};
+use super::{
+    computes, forward_transformed, forward_with, unit_geometry, uses_winograd, winograd, Geometry,
+};
 use crate::cpu_float::CpuFloat;
-use crate::cpu_storage::map3;
+use crate::cpu_storage::{map3, slice};
 use crate::error::Result;
 use crate::order::{Order, Orders};
+use crate::precision::weight_like;
 
 /// What the forward pass applies to each output as it writes it: `max(0, y + bias[o])`
 /// for output channel `o`, then, with `pool`, the 2×2 max-pool of stride 2 (an odd last
@@ -111,6 +114,93 @@ impl<T: CpuFloat> Epilogue<'_, T> {
     }
 }
 
+/// A block's folded weights, kept for many inference passes: `weight`
+/// `(C_out, C_in, k, k)`, `bias` `(C_out)` and, for a 3×3 kernel in f32 or f64 on the
+/// CPU, the kernel as the Winograd path transforms it (`U = G·g·Gᵀ`, `(16, C_out, C_in)`).
+/// A forward pass would otherwise transform every kernel again: a pass over 16/9 of the
+/// weights that does not shrink with the batch.
+pub(crate) struct FusedWeights {
+    weight: Tensor,
+    bias: Tensor,
+    transformed: Option<Tensor>,
+}
+
+impl FusedWeights {
+    /// The weights, with the Winograd transform done where it may be used.
+    pub(crate) fn new(weight: Tensor, bias: Tensor) -> Result<FusedWeights> {
+        let transformed = match unit_geometry(&weight) {
+            Some(g) if winograd::applies_channels_last(&g) && cpu_float(&weight) => {
+                let op = TransformKernel { geometry: g };
+                Some(weight.contiguous()?.apply_op1_no_bwd(&op)?)
+            }
+            _ => None,
+        };
+        Ok(FusedWeights {
+            weight,
+            bias,
+            transformed,
+        })
+    }
+
+    /// The weights alone, for the tests that compare the paths.
+    #[cfg(test)]
+    fn untransformed(weight: Tensor, bias: Tensor) -> FusedWeights {
+        FusedWeights {
+            weight,
+            bias,
+            transformed: None,
+        }
+    }
+
+    /// The kernel, `(C_out, C_in, k, k)`.
+    pub(crate) fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// `maxpool?(relu(x ⊛ weight + bias))`, as [`conv2d_bias_relu`], in the dtype of `x`.
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        padding: usize,
+        pool: bool,
+        orders: Orders,
+    ) -> Result<Tensor> {
+        let (weight, bias) = (weight_like(&self.weight, x)?, weight_like(&self.bias, x)?);
+        let transformed = self.transformed.as_ref().filter(|u| u.dtype() == x.dtype());
+        conv2d_bias_relu(x, &weight, &bias, transformed, padding, pool, orders)
+    }
+}
+
+/// `w → U = G·g·Gᵀ`, `(16, C_out, C_in)`, for [`FusedWeights`].
+struct TransformKernel {
+    geometry: Geometry,
+}
+
+impl CustomOp1 for TransformKernel {
+    fn name(&self) -> &'static str {
+        "ldl-winograd-kernel"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.geometry;
+        let u = match s {
+            CpuStorage::F32(w) => {
+                CpuStorage::F32(winograd::transform_kernel(g, slice(w, l, self.name())?))
+            }
+            CpuStorage::F64(w) => {
+                CpuStorage::F64(winograd::transform_kernel(g, slice(w, l, self.name())?))
+            }
+            _ => candle_core::bail!("{}: the kernel must be f32 or f64", self.name()),
+        };
+        Ok((u, Shape::from((16, g.out_channels, g.in_channels))))
+    }
+}
+
+/// Whether `t` is an f32 or f64 tensor on the CPU, what the fused pass computes in.
+fn cpu_float(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
 /// `relu(x ⊛ w + bias)` with stride 1 and `padding`, followed by a 2×2 max-pool when
 /// `pool`, for inference: the result records no autograd graph. `w` is
 /// `(C_out, C_in, k, k)` and `bias` `(C_out)`; `x` is `(N, C_in, H, W)`, or
@@ -120,11 +210,14 @@ impl<T: CpuFloat> Epilogue<'_, T> {
 /// f32 and f64 CPU tensors of one dtype with a square kernel and `padding < k` run the
 /// fused pass of the module docs. Everything else in planes runs [`crate::conv2d`],
 /// candle's ops and [`crate::max_pool_2x2`], with the same results up to rounding; what
-/// [`super::computes`] refuses in channels last is an error.
-pub(crate) fn conv2d_bias_relu(
+/// [`super::computes`] refuses in channels last is an error. `transformed`, `w` as
+/// [`FusedWeights`] transforms it, saves the transform where the pass takes the Winograd
+/// path; the results are the same bits either way.
+fn conv2d_bias_relu(
     x: &Tensor,
     w: &Tensor,
     bias: &Tensor,
+    transformed: Option<&Tensor>,
     padding: usize,
     pool: bool,
     orders: Orders,
@@ -144,13 +237,32 @@ pub(crate) fn conv2d_bias_relu(
         let y = if pool { crate::max_pool_2x2(&y)? } else { y };
         return Ok(y.detach());
     };
+    let transformed = transformed.filter(|_| uses_winograd(&geometry, orders.input));
     let op = BiasReluConv {
         geometry,
         pool,
         orders,
+        transformed: transformed.is_some(),
+    };
+    let kernel = match transformed {
+        Some(u) => {
+            let (outputs, inputs) = (geometry.out_channels, geometry.in_channels);
+            if u.dims() != [16, outputs, inputs] || u.dtype() != x.dtype() {
+                return Err(candle_core::Error::Msg(format!(
+                    "a transformed kernel {:?} {:?} for {:?} ⊛ {:?}",
+                    u.dims(),
+                    u.dtype(),
+                    x.dims(),
+                    w.dims()
+                ))
+                .into());
+            }
+            u.contiguous()?
+        }
+        None => w.contiguous()?,
     };
     Ok(x.contiguous()?
-        .apply_op3_no_bwd(&w.contiguous()?, &bias.contiguous()?, &op)?)
+        .apply_op3_no_bwd(&kernel, &bias.contiguous()?, &op)?)
 }
 
 /// The geometry of the fused pass, or `None` where it does not apply.
@@ -162,8 +274,6 @@ fn fused_geometry(
     pool: bool,
     input: Order,
 ) -> Option<Geometry> {
-    let cpu_float =
-        |t: &Tensor| t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64);
     let same_dtype = x.dtype() == w.dtype() && w.dtype() == bias.dtype();
     let square_kernel = matches!(w.dims(), [_, _, kh, kw] if kh == kw && padding < *kh);
     let nonempty = x.elem_count() > 0 && w.elem_count() > 0;
@@ -185,11 +295,13 @@ fn fused_geometry(
     (bias_fits && poolable && computes(&geometry, input)).then_some(geometry)
 }
 
-/// `(x, w, bias) → maxpool?(relu(x ⊛ w + bias))`, forward only.
+/// `(x, w, bias) → maxpool?(relu(x ⊛ w + bias))`, forward only; with `transformed`,
+/// `(x, U, bias)`, the kernel as [`FusedWeights`] keeps it.
 struct BiasReluConv {
     geometry: Geometry,
     pool: bool,
     orders: Orders,
+    transformed: bool,
 }
 
 impl CustomOp3 for BiasReluConv {
@@ -212,8 +324,8 @@ impl CustomOp3 for BiasReluConv {
             (s1, l1),
             (s2, l2),
             (s3, l3),
-            |x, w, bias| forward_with(g, x, w, Some(&Epilogue { bias, pool }), orders),
-            |x, w, bias| forward_with(g, x, w, Some(&Epilogue { bias, pool }), orders),
+            |x, w, bias| self.run(x, w, &Epilogue { bias, pool }),
+            |x, w, bias| self.run(x, w, &Epilogue { bias, pool }),
         )?;
         let (h, w) = if pool {
             (g.out_h / 2, g.out_w / 2)
@@ -228,11 +340,22 @@ impl CustomOp3 for BiasReluConv {
     }
 }
 
+impl BiasReluConv {
+    /// The pass for one dtype: `kernel` is `w`, or `U` when `transformed`.
+    fn run<T: CpuFloat>(&self, x: &[T], kernel: &[T], epilogue: &Epilogue<T>) -> Vec<T> {
+        let (g, orders) = (&self.geometry, self.orders);
+        match self.transformed {
+            true => forward_transformed(g, x, kernel, Some(epilogue), orders),
+            false => forward_with(g, x, kernel, Some(epilogue), orders),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::{DType, Device, Tensor};
 
-    use super::conv2d_bias_relu;
+    use super::FusedWeights;
     use crate::order::{Order, Orders};
 
     /// Deterministic values in [−1, 1] that no two positions share by accident.
@@ -301,9 +424,10 @@ mod tests {
             input: Order::ChannelsLast,
             output: Order::ChannelsLast,
         };
-        assert!(conv2d_bias_relu(&x, &kernel, &bias, 2, false, orders).is_err());
+        let weights = FusedWeights::new(kernel, bias).unwrap();
+        assert!(weights.forward(&x, 2, false, orders).is_err());
         let planes = to_planes(&x);
-        assert!(conv2d_bias_relu(&planes, &kernel, &bias, 2, false, Orders::PLANES).is_ok());
+        assert!(weights.forward(&planes, 2, false, Orders::PLANES).is_ok());
     }
 
     /// [`every_path_and_order_matches_the_composed_ops`] for one shape.
@@ -313,6 +437,12 @@ mod tests {
         let kernel = Tensor::from_vec(values(o * c * 9, seed + 0.5), (o, c, 3, 3), &device);
         let kernel = (kernel.unwrap() * 0.3).unwrap();
         let bias = (Tensor::from_vec(values(o, seed + 0.25), o, &device).unwrap() * 0.2).unwrap();
+        let weights = FusedWeights::new(kernel.clone(), bias.clone()).unwrap();
+        assert!(
+            weights.transformed.is_some(),
+            "a 3×3 kernel is kept transformed"
+        );
+        let untransformed = FusedWeights::untransformed(kernel.clone(), bias.clone());
         let orders = [Order::Planes, Order::ChannelsLast];
         for pool in [false, true] {
             let expected = composed(&x, &kernel, &bias, pool);
@@ -325,9 +455,13 @@ mod tests {
                     Order::ChannelsLast => to_channels_last(&x),
                 };
                 let orders = Orders { input, output };
-                let result = conv2d_bias_relu(&source, &kernel, &bias, 1, pool, orders);
-                let result = result.unwrap();
+                let result = weights.forward(&source, 1, pool, orders).unwrap();
                 assert!(!result.track_op(), "{case}: no autograd graph");
+                // The kernel transformed once or on every pass: the same bits.
+                let again = untransformed.forward(&source, 1, pool, orders).unwrap();
+                let same = (result.flatten_all().unwrap().to_vec1::<f64>().unwrap())
+                    == again.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                assert!(same, "{case}: kept and fresh kernel transforms differ");
                 let result = match output {
                     Order::Planes => result,
                     Order::ChannelsLast => to_planes(&result),
@@ -341,14 +475,8 @@ mod tests {
         // f32 runs the same kernels: within f32 rounding of the f64 result.
         let expected = composed(&x, &kernel, &bias, true);
         let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
-        let result = conv2d_bias_relu(
-            &f32(&x),
-            &f32(&kernel),
-            &f32(&bias),
-            1,
-            true,
-            Orders::PLANES,
-        );
+        let weights = FusedWeights::new(f32(&kernel), f32(&bias)).unwrap();
+        let result = weights.forward(&f32(&x), 1, true, Orders::PLANES);
         let result = result.unwrap().to_dtype(DType::F64).unwrap();
         let gap = (&result - &expected)
             .unwrap()

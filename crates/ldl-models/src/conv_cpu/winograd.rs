@@ -109,7 +109,7 @@ fn tiles(g: &Geometry) -> (usize, usize) {
 }
 
 /// `U = G·g·Gᵀ` for every (output, input) channel pair, `[16][C_out][C_in]`.
-fn transform_kernel<T: CpuFloat>(g: &Geometry, w: &[T]) -> Vec<T> {
+pub(super) fn transform_kernel<T: CpuFloat>(g: &Geometry, w: &[T]) -> Vec<T> {
     let (outputs, inputs) = (g.out_channels, g.in_channels);
     let len = 16 * outputs * inputs;
     // Every output channel `o` writes its row `u[ξ][o][..]` of each of the 16 matrices.
@@ -625,16 +625,16 @@ fn multiply<T: CpuFloat>(
     }
 }
 
-/// The convolution of `x` with `w` (3×3, stride 1, `g.padding`), as
-/// [`super::forward_with`]: through `epilogue` when there is one.
+/// The convolution of `x` with the 3×3 kernel whose transform is `u` (from
+/// [`transform_kernel`]; stride 1, `g.padding`), as [`super::forward_with`]: through
+/// `epilogue` when there is one.
 pub(super) fn forward<T: CpuFloat>(
     g: &Geometry,
     x: &[T],
-    w: &[T],
+    u: &[T],
     epilogue: Option<&Epilogue<T>>,
     orders: Orders,
 ) -> Vec<T> {
-    let u = transform_kernel(g, w);
     let plan = Plan::of::<T>(g);
     let sample_len = match epilogue {
         Some(e) if e.pool => g.out_channels * (g.out_h / 2) * (g.out_w / 2),
@@ -656,7 +656,7 @@ pub(super) fn forward<T: CpuFloat>(
                         let m = grow(m, 16 * g.out_channels * count);
                         let tiles = &tiles;
                         widest(InputTransform(g, images, tiles, v, scratch, orders.input));
-                        multiply(g, &u, v, m, count, plan.threads);
+                        multiply(g, u, v, m, count, plan.threads);
                         let order = orders.output;
                         widest(OutputTransform(g, m, tiles, out, scratch, epilogue, order));
                     }

@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ldl::loss::{FullKl, Loss};
-use ldl::models::{trainable_vars, BackboneConfig, Model};
+use ldl::models::{on_worker_thread, trainable_vars, BackboneConfig, Model};
 use ldl::{Axis, AxisTargets, Label, LabelSpace};
 use rand::{Rng, SeedableRng};
 
@@ -63,11 +63,15 @@ fn bench_networks(c: &mut Criterion) {
         let loss = FullKl::default();
         group.bench_function(format!("{}/train_step", case.name), |b| {
             b.iter(|| {
-                let logits = model.forward_t(&images, true).unwrap();
-                let out = loss.compute(&space, &logits, &targets).unwrap();
-                let grads = out.total.backward().unwrap();
-                optimizer.step(&grads).unwrap();
-                black_box(out.total_value().unwrap())
+                // On a worker of rayon's pool, as `ldl train` runs them (see
+                // `on_worker_thread`).
+                let (total, grads) = on_worker_thread(&Device::Cpu, || {
+                    let logits = model.forward_t(&images, true).unwrap();
+                    let out = loss.compute(&space, &logits, &targets).unwrap();
+                    (out.total_value().unwrap(), out.total.backward().unwrap())
+                });
+                on_worker_thread(&Device::Cpu, || optimizer.step(&grads).unwrap());
+                black_box(total)
             })
         });
         // Building what `ldl predict`, `ldl serve` and evaluation run: BatchNorm folded

@@ -16,11 +16,12 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use ldl::loss::{FullKl, Loss};
-use ldl::models::{trainable_vars, BackboneConfig, Model, Precision};
+use ldl::models::{on_worker_thread, trainable_vars, BackboneConfig, Model, Precision};
 use ldl::{Axis, Label, LabelSpace};
 use rand::{Rng, SeedableRng};
 
-type Failure = Box<dyn std::error::Error>;
+/// Send and Sync: a step's error crosses from rayon's worker thread.
+type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 struct Options {
     device: String,
@@ -163,12 +164,17 @@ fn main() -> Result<(), Failure> {
         ldl::models::parameter_count(&vars),
     );
 
+    // As `ldl train` runs a step: on a worker of rayon's pool (see `on_worker_thread`).
     let mut step = || -> Result<Tensor, Failure> {
-        let logits = model.forward_t(&images, true)?;
-        let out = loss.compute(&space, &logits, &targets)?;
-        let grads = out.total.backward()?;
-        adam.step(&grads)?;
-        Ok(out.total)
+        let passes = || -> Result<_, Failure> {
+            let logits = model.forward_t(&images, true)?;
+            let out = loss.compute(&space, &logits, &targets)?;
+            let grads = out.total.backward()?;
+            Ok((out.total, grads))
+        };
+        let (total, grads) = on_worker_thread(&device, passes)?;
+        on_worker_thread(&device, || adam.step(&grads))?;
+        Ok(total)
     };
     let reset = || -> Result<(), Failure> { Ok(ldl::models::reset_gpu_memory_peaks(&device)?) };
     let train = seconds_per_call(options.warmup, options.steps, reset, &mut step)?;
@@ -190,17 +196,20 @@ fn main() -> Result<(), Failure> {
     // up to a little more than the step above (the device idles between them).
     let mut phases = [0.0f64; 4];
     let phase_steps = options.steps.min(10);
-    for _ in 0..phase_steps {
-        let mut clock = PhaseClock::start(&device)?;
-        let logits = model.forward_t(&images, true)?;
-        phases[0] += clock.lap()?;
-        let out = loss.compute(&space, &logits, &targets)?;
-        phases[1] += clock.lap()?;
-        let grads = out.total.backward()?;
-        phases[2] += clock.lap()?;
-        adam.step(&grads)?;
-        phases[3] += clock.lap()?;
-    }
+    on_worker_thread(&device, || -> Result<(), Failure> {
+        for _ in 0..phase_steps {
+            let mut clock = PhaseClock::start(&device)?;
+            let logits = model.forward_t(&images, true)?;
+            phases[0] += clock.lap()?;
+            let out = loss.compute(&space, &logits, &targets)?;
+            phases[1] += clock.lap()?;
+            let grads = out.total.backward()?;
+            phases[2] += clock.lap()?;
+            adam.step(&grads)?;
+            phases[3] += clock.lap()?;
+        }
+        Ok(())
+    })?;
     let ms = |seconds: f64| seconds / phase_steps as f64 * 1e3;
     println!(
         "phases: forward {:.2} ms, loss {:.2} ms, backward {:.2} ms, Adam {:.2} ms",

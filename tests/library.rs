@@ -3,13 +3,17 @@
 //! library's example program runs.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use ldl::data::Dataset;
-use ldl::loss::FullKl;
+use ldl::loss::{AxisParts, FullKl, Loss, LossOutput};
 use ldl::models::{MlpConfig, Model};
 use ldl::train::{Config, Control, HeadInit, Progress, StopToken, Trainer};
-use ldl::{Axis, Label, LabelSpace};
+use ldl::{Axis, AxisTargets, CoreError, Label, LabelSpace};
+
+/// What a loss returns.
+type CoreResult<T> = Result<T, CoreError>;
 
 /// examples/custom_axes.rs, the program of docs/library.md, run as it is.
 #[path = "../examples/custom_axes.rs"]
@@ -253,4 +257,70 @@ fn settings_that_cannot_train_are_refused_by_name() {
         err.contains("0 training and 24 validation samples"),
         "{err}"
     );
+}
+
+/// FullKl, noting for each batch whose logits carry a gradient graph (a training step's)
+/// which of rayon's workers computed its loss.
+struct ThreadNoting {
+    inner: FullKl,
+    steps: Arc<Mutex<Vec<Option<usize>>>>,
+}
+
+impl Loss for ThreadNoting {
+    fn name(&self) -> &'static str {
+        "thread-noting"
+    }
+
+    fn axis_parts(
+        &self,
+        logits: &Tensor,
+        target: &AxisTargets,
+        axis: &Axis,
+    ) -> CoreResult<AxisParts> {
+        self.inner.axis_parts(logits, target, axis)
+    }
+
+    fn group_parts(
+        &self,
+        logits: &Tensor,
+        targets: &[AxisTargets],
+        axes: &[&Axis],
+    ) -> CoreResult<AxisParts> {
+        self.inner.group_parts(logits, targets, axes)
+    }
+
+    fn compute(
+        &self,
+        space: &LabelSpace,
+        logits: &[Tensor],
+        targets: &[AxisTargets],
+    ) -> CoreResult<LossOutput> {
+        if logits[0].track_op() {
+            let worker = rayon::current_thread_index();
+            self.steps.lock().unwrap().push(worker);
+        }
+        self.inner.compute(space, logits, targets)
+    }
+}
+
+#[test]
+fn fit_runs_each_training_step_on_a_worker_of_rayons_pool() {
+    // Started from a thread outside the pool, as a program's main thread is; each step's
+    // kernels then run in place instead of handing every parallel loop over.
+    assert_eq!(rayon::current_thread_index(), None);
+    let (train, validation) = (dataset("train"), dataset("validation"));
+    let steps = Arc::new(Mutex::new(Vec::new()));
+    let loss = ThreadNoting {
+        inner: FullKl::new(),
+        steps: steps.clone(),
+    };
+    let model = Model::build(&MlpConfig::new(2, [16]).into(), &space(), 3, &Device::Cpu);
+    let mut trainer = Trainer::new(model.unwrap(), loss).epochs(2).batch_size(8);
+    trainer
+        .fit(&train, &validation, |_| Control::Continue)
+        .unwrap();
+    let steps = steps.lock().unwrap();
+    // 96 training rows in batches of 8: 12 steps an epoch.
+    assert_eq!(steps.len(), 2 * 12);
+    assert!(steps.iter().all(Option::is_some), "{steps:?}");
 }

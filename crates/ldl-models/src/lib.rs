@@ -48,6 +48,7 @@ mod scratch;
 mod simd;
 pub mod sync_batch_norm;
 mod vgg;
+mod worker_thread;
 
 pub use checkpoint::{load_into, load_matching, read_checkpoint, CheckpointInfo, InitReport};
 pub use conv_cpu::conv2d;
@@ -65,3 +66,4 @@ pub use precision::Precision;
 pub use pretrained::{load_pretrained, vgg16_bn_key_map};
 pub use sync_batch_norm::{CrossRankSum, SharedSum};
 pub use vgg::{Vgg, VggConfig, MIN_INPUT_SIZE};
+pub use worker_thread::on_worker_thread;

@@ -10,7 +10,7 @@ use ldl_core::loss::Loss;
 use ldl_core::LabelSpace;
 use ldl_data::Batch;
 use ldl_distributed::{average_gradients, reduce_step, Collective, LocalStep};
-use ldl_models::Model;
+use ldl_models::{on_worker_thread, Model};
 
 use crate::adam::Adam;
 use crate::batches::Data;
@@ -212,12 +212,19 @@ fn local_step(
         };
         return Ok((empty, GradStore::default(), None));
     };
-    let logits = context.model.forward_rows(&batch.inputs, batch.rows)?;
-    let out = context
-        .loss
-        .compute(context.space, &logits, &batch.targets)?;
-    let named = out.part_values()?;
-    let total = out.total_value()?;
+    let (model, loss, space) = (context.model, context.loss, context.space);
+    let passes = || forward_backward(model, loss, space, batch);
+    let Passes {
+        named,
+        total,
+        grads,
+    } = if context.synced_batch_norm {
+        // Its passes wait for the other ranks' sums, which may be threads of this
+        // process (see `on_worker_thread`).
+        passes()?
+    } else {
+        on_worker_thread(context.device, passes)?
+    };
     part_names.get_or_insert_with(|| named.iter().map(|(n, _)| n.clone()).collect());
     let mut local = LocalStep {
         samples: batch.indices.len(),
@@ -226,9 +233,6 @@ fn local_step(
         non_finite: false,
     };
     let loss_problem = numeric::loss_problem(total, &named);
-    // Backward even for a non-finite loss: with SyncBN every rank's backward pass sums
-    // over the ranks, so all ranks run it; the step is then skipped or stopped on all.
-    let grads = out.total.backward()?;
     if let Some(problem) = loss_problem {
         local.non_finite = true;
         return Ok((local, grads, Some(problem)));
@@ -239,6 +243,35 @@ fn local_step(
         return Ok((local, grads, Some(problem)));
     }
     Ok((local, grads, None))
+}
+
+/// What the passes over one batch give: the loss's named parts and total, and the
+/// gradients.
+struct Passes {
+    named: Vec<(String, f64)>,
+    total: f64,
+    grads: GradStore,
+}
+
+/// The forward pass, the loss (its parts and total) and the backward pass of one batch.
+fn forward_backward(
+    model: &Model,
+    loss: &dyn Loss,
+    space: &LabelSpace,
+    batch: &Batch,
+) -> Result<Passes> {
+    let logits = model.forward_rows(&batch.inputs, batch.rows)?;
+    let out = loss.compute(space, &logits, &batch.targets)?;
+    let named = out.part_values()?;
+    let total = out.total_value()?;
+    // Backward even for a non-finite loss: with SyncBN every rank's backward pass sums
+    // over the ranks, so all ranks run it; the step is then skipped or stopped on all.
+    let grads = out.total.backward()?;
+    Ok(Passes {
+        named,
+        total,
+        grads,
+    })
 }
 
 /// One step of the global batch: this rank's shard forward and backward, the ranks'
@@ -273,7 +306,7 @@ fn train_step(
     let started = Instant::now();
     average_gradients(collective, &vars, &mut grads, local.samples, totals.samples)?;
     carry.communication += started.elapsed().as_secs_f64();
-    adam.step(&grads)?;
+    on_worker_thread(context.device, || adam.step(&grads))?;
     let names = carry.part_names.clone().unwrap_or_default();
     Ok(Step::Done {
         total: totals.total,

@@ -310,61 +310,9 @@ impl Hub {
             }
         };
         let Some(files) = listed else {
-            // From the cache: the snapshot of the revision, as an earlier run left it.
-            let Some(snapshot) = self.cached_snapshot(cache, dataset) else {
-                return Err(Error::DatasetNotCached {
-                    dataset: dataset.to_string(),
-                    revision: revision.to_string(),
-                    cache: cache.display().to_string(),
-                });
-            };
-            // Only a split recorded as downloaded whole, with every file still there: a
-            // run killed half-way must not leave a smaller split that looks complete.
-            let not_cached = |detail: String| Error::SplitNotCached {
-                dataset: dataset.to_string(),
-                revision: revision.to_string(),
-                wanted: format!("split `{split}` of config `{config}`"),
-                detail,
-            };
-            let record = split_record(cache, dataset, config, split);
-            let chosen = read_split_record(&record)
-                .filter(|files| files.iter().all(|f| RepoFile::parse(f).is_ok()))
-                .ok_or_else(|| not_cached("it was never downloaded whole".into()))?;
-            let missing: Vec<&String> = chosen
-                .iter()
-                .filter(|f| !snapshot.join(f).is_file())
-                .collect();
-            if let Some(first) = missing.first() {
-                return Err(not_cached(format!(
-                    "{} of its {} files are missing (`{first}` …)",
-                    missing.len(),
-                    chosen.len()
-                )));
-            }
-            return Ok(chosen
-                .into_iter()
-                .map(|f| ParquetFile {
-                    name: dataset.file_name(&f),
-                    local: snapshot.join(&f),
-                    path_in_repo: f,
-                })
-                .collect());
+            return self.cached_split_files(cache, dataset, config, split);
         };
-        let chosen =
-            checked_selection(&files, config, split).map_err(|unusable| match unusable {
-                Unusable::NoFiles { present } => Error::NoParquetFiles {
-                    dataset: format!("{} (revision {revision})", dataset.repo_id()),
-                    wanted: format!("config `{config}`, split `{split}`"),
-                    present,
-                },
-                Unusable::UnsafeName { name, reason } => Error::UnsafeResponse {
-                    endpoint: self.endpoint_name(),
-                    what: format!("the file list of datasets/{}", dataset),
-                    field: "the file name".into(),
-                    value: shown(&name),
-                    reason,
-                },
-            })?;
+        let chosen = self.chosen_files(&files, dataset, config, split)?;
         let files = chosen
             .iter()
             .map(|f| {
@@ -382,6 +330,82 @@ impl Hub {
         // Best effort: without the record, offline use of this split says to go online.
         let _ = write_split_record(&split_record(cache, dataset, config, split), &chosen);
         Ok(files)
+    }
+
+    /// The files of `split` in `config` from the cached snapshot of the dataset's revision,
+    /// as an earlier run left it: only a split recorded as downloaded whole, with every
+    /// file still there (a run killed half-way must not leave a smaller split that looks
+    /// complete).
+    fn cached_split_files(
+        &self,
+        cache: &Path,
+        dataset: &DatasetSpec,
+        config: &str,
+        split: &str,
+    ) -> Result<Vec<ParquetFile>> {
+        let revision = dataset.revision();
+        let Some(snapshot) = self.cached_snapshot(cache, dataset) else {
+            return Err(Error::DatasetNotCached {
+                dataset: dataset.to_string(),
+                revision: revision.to_string(),
+                cache: cache.display().to_string(),
+            });
+        };
+        let not_cached = |detail: String| Error::SplitNotCached {
+            dataset: dataset.to_string(),
+            revision: revision.to_string(),
+            wanted: format!("split `{split}` of config `{config}`"),
+            detail,
+        };
+        let record = split_record(cache, dataset, config, split);
+        let chosen = read_split_record(&record)
+            .filter(|files| files.iter().all(|f| RepoFile::parse(f).is_ok()))
+            .ok_or_else(|| not_cached("it was never downloaded whole".into()))?;
+        let missing: Vec<&String> = chosen
+            .iter()
+            .filter(|f| !snapshot.join(f).is_file())
+            .collect();
+        if let Some(first) = missing.first() {
+            return Err(not_cached(format!(
+                "{} of its {} files are missing (`{first}` …)",
+                missing.len(),
+                chosen.len()
+            )));
+        }
+        Ok(chosen
+            .into_iter()
+            .map(|f| ParquetFile {
+                name: dataset.file_name(&f),
+                local: snapshot.join(&f),
+                path_in_repo: f,
+            })
+            .collect())
+    }
+
+    /// The parquet files of `split` in `config` among the Hub's listing `files`, each name
+    /// checked before it becomes a path.
+    fn chosen_files(
+        &self,
+        files: &[String],
+        dataset: &DatasetSpec,
+        config: &str,
+        split: &str,
+    ) -> Result<Vec<String>> {
+        let revision = dataset.revision();
+        checked_selection(files, config, split).map_err(|unusable| match unusable {
+            Unusable::NoFiles { present } => Error::NoParquetFiles {
+                dataset: format!("{} (revision {revision})", dataset.repo_id()),
+                wanted: format!("config `{config}`, split `{split}`"),
+                present,
+            },
+            Unusable::UnsafeName { name, reason } => Error::UnsafeResponse {
+                endpoint: self.endpoint_name(),
+                what: format!("the file list of datasets/{}", dataset),
+                field: "the file name".into(),
+                value: shown(&name),
+                reason,
+            },
+        })
     }
 
     /// The cached snapshot folder of the dataset's revision, if the cache has one.

@@ -241,11 +241,45 @@ impl ParquetFileReader {
     /// uncompressed size from `budget` first: a file over the budget is refused before it
     /// is read.
     pub fn read(&self, columns: &[String], budget: &mut ReadBudget) -> Result<ParquetRows> {
-        let bad = |detail: String| Error::Parquet {
+        let projection = self.projection(columns)?;
+        let rows = self.num_rows();
+        if rows > budget.rows {
+            return Err(self.error(format!(
+                "{rows} rows is more than the {} left to read; use a smaller split",
+                budget.rows
+            )));
+        }
+        let (bytes, chunks) = self.column_chunks(columns)?;
+        if bytes > budget.bytes {
+            return Err(self.error(format!(
+                "its columns take {bytes} bytes uncompressed, more than the {} left to read \
+                 into memory; use a smaller split",
+                budget.bytes
+            )));
+        }
+        self.check_pages(&chunks)?;
+        let (out, loaded) = self.read_rows(projection, columns, rows, budget)?;
+        budget.rows -= out.len() as u64;
+        budget.bytes -= bytes.max(loaded).min(budget.bytes);
+        Ok(ParquetRows {
+            file: self.name.clone(),
+            columns: columns.to_vec(),
+            rows: out,
+        })
+    }
+
+    /// An error about this file.
+    fn error(&self, detail: String) -> Error {
+        Error::Parquet {
             file: self.name.clone(),
             detail,
-        };
-        let fields = self.reader.metadata().file_metadata().schema().get_fields();
+        }
+    }
+
+    /// The schema that reads `columns` (each must exist) and nothing else.
+    fn projection(&self, columns: &[String]) -> Result<Type> {
+        let schema = self.reader.metadata().file_metadata().schema();
+        let fields = schema.get_fields();
         let mut chosen: Vec<TypePtr> = Vec::new();
         for name in columns {
             self.kind(name)?;
@@ -253,13 +287,17 @@ impl ParquetFileReader {
                 chosen.push(f.clone());
             }
         }
-        let rows = self.num_rows();
-        if rows > budget.rows {
-            return Err(bad(format!(
-                "{rows} rows is more than the {} left to read; use a smaller split",
-                budget.rows
-            )));
-        }
+        // The projection's root must carry the file's own root name (pyarrow's `schema`,
+        // Spark's `spark_schema`, DuckDB's `duckdb_schema`, …), or the reader refuses it.
+        Type::group_type_builder(schema.name())
+            .with_fields(chosen)
+            .build()
+            .map_err(|e| self.error(e.to_string()))
+    }
+
+    /// The uncompressed bytes of `columns` by the metadata, and where each of their column
+    /// chunks lies (start, compressed length); a compression ldl does not read is an error.
+    fn column_chunks(&self, columns: &[String]) -> Result<(u64, Vec<(i64, i64)>)> {
         let mut bytes: u64 = 0;
         let mut chunks: Vec<(i64, i64)> = Vec::new();
         for group in self.reader.metadata().row_groups() {
@@ -276,7 +314,7 @@ impl ParquetFileReader {
                 match chunk.compression() {
                     Compression::UNCOMPRESSED | Compression::SNAPPY | Compression::GZIP(_) => {}
                     other => {
-                        return Err(bad(format!(
+                        return Err(self.error(format!(
                             "column `{top}` is compressed with {other:?}, which ldl does not \
                              read; it reads snappy (pyarrow's and the Hub's default), gzip \
                              and uncompressed parquet: re-save the file with one of these"
@@ -290,32 +328,35 @@ impl ParquetFileReader {
                 chunks.push((start, chunk.compressed_size()));
             }
         }
-        if bytes > budget.bytes {
-            return Err(bad(format!(
-                "its columns take {bytes} bytes uncompressed, more than the {} left to read \
-                 into memory; use a smaller split",
-                budget.bytes
-            )));
-        }
-        // Before the parquet crate reads them: a page header can keep it busy for minutes.
+        Ok((bytes, chunks))
+    }
+
+    /// Checks the page headers of `chunks` before the parquet crate reads them: a page
+    /// header can keep it busy for minutes.
+    fn check_pages(&self, chunks: &[(i64, i64)]) -> Result<()> {
         let mut file = crate::local_file::open_regular(&self.path)
-            .map_err(|e| bad(format!("cannot open {}: it {e}", self.path.display())))?;
-        for (start, length) in chunks {
+            .map_err(|e| self.error(format!("cannot open {}: it {e}", self.path.display())))?;
+        for &(start, length) in chunks {
             let (Ok(start), Ok(length)) = (u64::try_from(start), u64::try_from(length)) else {
-                return Err(bad(not_parquet(&format!(
+                return Err(self.error(not_parquet(&format!(
                     "a column chunk starts at byte {start} and takes {length} bytes"
                 ))));
             };
             crate::parquet_footer::check_pages(&mut file, start, length)
-                .map_err(|e| bad(not_parquet(&e)))?;
+                .map_err(|e| self.error(not_parquet(&e)))?;
         }
-        // The projection's root must carry the file's own root name (pyarrow's `schema`,
-        // Spark's `spark_schema`, DuckDB's `duckdb_schema`, …), or the reader refuses it.
-        let root = self.reader.metadata().file_metadata().schema().name();
-        let projection = Type::group_type_builder(root)
-            .with_fields(chosen)
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The values of `columns` in every row (at most `rows`, the metadata's count), and
+    /// the memory they take, stopping at `budget`'s limits.
+    fn read_rows(
+        &self,
+        projection: Type,
+        columns: &[String],
+        rows: u64,
+        budget: &ReadBudget,
+    ) -> Result<(Vec<Vec<Value>>, u64)> {
         let value_limit = budget.value_bytes;
         // The metadata's sizes are what is stored: a dictionary-encoded value repeated in
         // many rows is stored once but copied into each, so what is loaded is counted too.
@@ -350,22 +391,11 @@ impl ParquetFileReader {
             }
             Ok(out)
         }));
-        let out = match read {
-            Ok(Ok(out)) => out,
-            Ok(Err(detail)) => return Err(bad(format!("cannot read the file: {detail}"))),
-            Err(_) => {
-                return Err(bad(not_parquet(
-                    "the parquet reader failed on its data pages",
-                )))
-            }
-        };
-        budget.rows -= out.len() as u64;
-        budget.bytes -= bytes.max(loaded).min(budget.bytes);
-        Ok(ParquetRows {
-            file: self.name.clone(),
-            columns: columns.to_vec(),
-            rows: out,
-        })
+        match read {
+            Ok(Ok(out)) => Ok((out, loaded)),
+            Ok(Err(detail)) => Err(self.error(format!("cannot read the file: {detail}"))),
+            Err(_) => Err(self.error(not_parquet("the parquet reader failed on its data pages"))),
+        }
     }
 }
 

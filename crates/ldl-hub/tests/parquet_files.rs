@@ -92,6 +92,35 @@ fn push_to_hub_shards_with_a_fingerprint_belong_to_their_split() {
 }
 
 #[test]
+fn a_file_over_the_byte_budget_by_its_metadata_is_refused_before_it_is_read() {
+    // 1,000 doubles: at least 8,000 bytes uncompressed by the metadata.
+    let values: Vec<f64> = (0..1000).map(f64::from).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "f.parquet", &ages("schema", &values));
+    let reader = open_parquet(&path, "f.parquet").unwrap();
+    let mut budget = ReadBudget {
+        rows: 1000,
+        bytes: 4000,
+        value_bytes: 64 << 20,
+    };
+    let e = reader
+        .read(&["age".to_string()], &mut budget)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("f.parquet"), "{e}");
+    assert!(
+        e.contains("bytes uncompressed, more than the 4000 left"),
+        "{e}"
+    );
+    // Nothing was taken from the budget; with room, the same file reads whole.
+    assert_eq!((budget.rows, budget.bytes), (1000, 4000));
+    budget.bytes = 1 << 20;
+    let rows = reader.read(&["age".to_string()], &mut budget).unwrap();
+    assert_eq!(numbers(&rows.rows), values);
+    assert_eq!(budget.rows, 0);
+}
+
+#[test]
 fn the_byte_budget_bounds_what_is_loaded_not_only_what_is_stored() {
     // 64 rows of one 256 KiB value, stored once in the dictionary: 12 KB on disk, 16 MiB
     // once read.

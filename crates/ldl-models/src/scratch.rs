@@ -1,24 +1,53 @@
-//! Scratch buffers for the tasks of a parallel loop, one set per rayon worker.
+//! Scratch buffers for the tasks of a parallel loop, one set per rayon worker, kept from
+//! one loop to the next.
 //!
 //! rayon's `for_each_init` and `fold` build their state once per split, and the CPU
 //! kernels split down to single tasks (`with_max_len(1)`) so that every sample or band
 //! is its own job: each task started with empty buffers and grew them again, zero-filling
 //! megabytes per sample (about 5% of ThinAgeNet's inference in `memset`). A
-//! [`PerThread`] keeps one set per worker for the whole loop instead.
+//! [`PerThread`] keeps one set per worker for the whole loop instead, and gives its sets
+//! back when the loop ends, for the next loop of the same kind: otherwise every
+//! convolution grew its workers' buffers from nothing again, and zero-filling them took
+//! about 5% of the samples of TinyAgeNet's training step at two threads (`perf record`
+//! of `tiny_age_net_64_b32/train_step`; see docs/performance.md). What a buffer holds is
+//! never read before it is written, so a kept buffer changes no result.
 
-use std::sync::{Mutex, TryLockError};
+use std::any::{Any, TypeId};
+use std::sync::{Mutex, PoisonError, TryLockError};
 
 /// One `S` per rayon worker thread, lent to the task running on it.
-pub(crate) struct PerThread<S> {
+pub(crate) struct PerThread<S: Default + Send + 'static> {
     slots: Vec<Mutex<S>>,
 }
 
-impl<S: Default> PerThread<S> {
-    /// One empty `S` per thread of the current rayon pool.
+/// Sets that loops have given back, by type: at most one per worker of the pool for each
+/// type, so what is kept is bounded by what one loop of each kind grows.
+static SPARE: Mutex<Vec<(TypeId, Box<dyn Any + Send>)>> = Mutex::new(Vec::new());
+
+impl<S: Default + Send + 'static> PerThread<S> {
+    /// One `S` per thread of the current rayon pool: those a finished loop of the same
+    /// type gave back, else empty ones.
     pub(crate) fn new() -> Self {
         let threads = rayon::current_num_threads().max(1);
+        let mut kept = {
+            let mut spare = SPARE.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut kept = Vec::new();
+            let mut i = 0;
+            while i < spare.len() && kept.len() < threads {
+                if spare[i].0 == TypeId::of::<S>() {
+                    kept.push(spare.swap_remove(i).1);
+                } else {
+                    i += 1;
+                }
+            }
+            kept
+        };
+        let mut next = || match kept.pop().map(|set| set.downcast::<S>()) {
+            Some(Ok(set)) => *set,
+            _ => S::default(),
+        };
         PerThread {
-            slots: (0..threads).map(|_| Mutex::default()).collect(),
+            slots: (0..threads).map(|_| Mutex::new(next())).collect(),
         }
     }
 
@@ -34,6 +63,23 @@ impl<S: Default> PerThread<S> {
             // A task that panicked left buffers whose contents no task relies on.
             Err(TryLockError::Poisoned(poisoned)) => f(&mut poisoned.into_inner()),
             Err(TryLockError::WouldBlock) => f(&mut S::default()),
+        }
+    }
+}
+
+impl<S: Default + Send + 'static> Drop for PerThread<S> {
+    /// Gives the sets back for the next loop of this type, up to one per worker.
+    fn drop(&mut self) {
+        let threads = rayon::current_num_threads().max(1);
+        let mut spare = SPARE.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = spare
+            .iter()
+            .filter(|(id, _)| *id == TypeId::of::<S>())
+            .count();
+        let room = threads.saturating_sub(held);
+        for slot in self.slots.drain(..).take(room) {
+            let set = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
+            spare.push((TypeId::of::<S>(), Box::new(set)));
         }
     }
 }
@@ -73,5 +119,22 @@ mod tests {
             outer.push(1);
             scratch.with(|inner| assert!(inner.is_empty()));
         });
+    }
+
+    #[test]
+    fn the_next_loop_of_a_type_gets_the_sets_the_last_one_gave_back() {
+        // A type of this test's own, so that no other test's loops share its sets.
+        #[derive(Default)]
+        struct Marked(Vec<u16>);
+        let first: PerThread<Marked> = PerThread::new();
+        first.with(|set| set.0.extend([7, 8, 9]));
+        drop(first);
+        let second: PerThread<Marked> = PerThread::new();
+        let lengths: Vec<usize> = second
+            .slots
+            .iter()
+            .map(|slot| slot.lock().unwrap().0.len())
+            .collect();
+        assert!(lengths.contains(&3), "{lengths:?}");
     }
 }

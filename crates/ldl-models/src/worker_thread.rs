@@ -4,8 +4,7 @@
 //! element-wise ops, Adam) is a parallel loop on rayon's global pool. Started from a
 //! thread outside the pool, such as a program's main thread, each loop is handed to a
 //! worker, and the calling thread sleeps until a worker wakes it: a futex wait and wake
-//! per loop, a hundred and more per TinyAgeNet step, with the calling thread's core idle
-//! while the pool warms up. Started from a worker, the same loop runs in place and splits
+//! per loop, with the calling thread's core idle while the pool warms up. Started from a worker, the same loop runs in place and splits
 //! onto the other workers as it goes. With a hand-over per step instead of one per
 //! loop, TinyAgeNet's training step (64×64, batch 32, one thread) took 169–183 ms
 //! instead of 183–222 ms, and ThinAgeNet's (112×112, batch 16, two threads) 458–479 ms

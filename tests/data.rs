@@ -518,3 +518,58 @@ fn feature_noise_depends_on_epoch_and_sample_only() {
     let zero = FeatureNoise::new(0.0, 21).unwrap();
     assert_eq!(by_sample(&loader(64).with_noise(zero), 0), clean);
 }
+
+/// An ensemble's networks each read the rows with noise of their own: network `k` the
+/// rows plus its own generator's draw for (epoch, sample), network 0 what one network
+/// reads.
+#[test]
+fn each_network_of_an_ensemble_reads_noise_of_its_own() {
+    let (space, spec) = bdims();
+    let table = read_builtin("bdims", &spec, &space, OnBadSample::Error).unwrap();
+    let noises: Vec<FeatureNoise> = [21, 22, 23]
+        .iter()
+        .map(|seed| FeatureNoise::new(0.5, *seed).unwrap())
+        .collect();
+    let plain = FeatureLoader::new(&table.samples, &space, 50).unwrap();
+    let clean: Vec<Vec<f32>> = plain
+        .epoch(2)
+        .next()
+        .unwrap()
+        .unwrap()
+        .inputs
+        .to_vec2()
+        .unwrap();
+    assert!(plain
+        .epoch(2)
+        .next()
+        .unwrap()
+        .unwrap()
+        .network_inputs
+        .is_empty());
+    let loader = plain.clone().with_noise_per_network(noises.clone());
+    let batch = loader.epoch(2).next().unwrap().unwrap();
+    let per_network = batch.inputs_per_network();
+    assert_eq!(per_network.len(), 3);
+    for (network, inputs) in per_network.iter().enumerate() {
+        let rows: Vec<Vec<f32>> = inputs.to_vec2().unwrap();
+        for (row, &sample) in rows.iter().zip(&batch.indices) {
+            let mut expected = clean[sample].clone();
+            noises[network].add(&mut expected, 2, sample);
+            assert_eq!(*row, expected, "network {network}, sample {sample}");
+        }
+    }
+    assert_ne!(
+        per_network[0].to_vec2::<f32>().unwrap(),
+        per_network[1].to_vec2::<f32>().unwrap()
+    );
+    let one = plain
+        .with_noise(noises[0])
+        .epoch(2)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        one.inputs.to_vec2::<f32>().unwrap(),
+        per_network[0].to_vec2::<f32>().unwrap()
+    );
+}

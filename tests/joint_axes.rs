@@ -537,6 +537,7 @@ fn a_model_has_one_head_per_group_and_survives_a_checkpoint() {
         batch_norm: false,
         dropout: 0.0,
         separate_trunks: false,
+        ensemble: 1,
     });
     let model = Model::build(&config, &space, 7, &Device::Cpu).unwrap();
     let vars = model.vars().clone();

@@ -573,6 +573,7 @@ fn init_from_a_checkpoint_with_nothing_to_load_is_refused() {
         batch_norm: false,
         dropout: 0.0,
         separate_trunks: false,
+        ensemble: 1,
     }
     .into();
     let mlp_vars = Model::build(&mlp, &space, 1, &Device::Cpu)
@@ -668,6 +669,7 @@ fn mlp_dropout_is_seeded_and_off_in_eval() {
         batch_norm: true,
         dropout: 0.5,
         separate_trunks: false,
+        ensemble: 1,
     }
     .into();
     let x = Tensor::from_vec(
@@ -716,6 +718,7 @@ fn mlp_dropout_of_a_batch_part_is_the_whole_batch_masks_rows() {
         batch_norm: false,
         dropout: 0.4,
         separate_trunks: true,
+        ensemble: 1,
     }
     .into();
     let model = Model::build(&config, &space, 3, &Device::Cpu).unwrap();
@@ -960,6 +963,7 @@ fn mlp_half_precision_products_track_f32() {
         batch_norm: true,
         dropout: 0.0,
         separate_trunks: false,
+        ensemble: 1,
     };
     let vars = VarMap::new();
     let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);

@@ -783,6 +783,10 @@ fn inspect(checkpoint: &std::path::Path) -> Result<(), CliError> {
     }
     let model = &trained.config.model;
     match model.backbone {
+        Backbone::Mlp if model.ensemble > 1 => println!(
+            "model: an ensemble of {} MLPs, hidden {:?}",
+            model.ensemble, model.hidden
+        ),
         Backbone::Mlp => println!("model: mlp, hidden {:?}", model.hidden),
         other => println!("model: {other}, width {}", model.width),
     }

@@ -334,6 +334,7 @@ impl BatchJob {
             targets,
             indices,
             rows,
+            network_inputs: Vec::new(),
         }))
     }
 

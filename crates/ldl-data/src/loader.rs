@@ -25,6 +25,19 @@ pub struct Batch {
     /// Where the batch sits in its global batch: a rank's part in data-parallel training,
     /// or the whole of it (`BatchRows::whole`) in one process.
     pub rows: BatchRows,
+    /// The inputs of the other networks of an ensemble, each with noise of its own
+    /// ([`FeatureLoader::with_noise_per_network`]): network `k ≥ 1` reads
+    /// `network_inputs[k − 1]`. Empty when every network reads `inputs`.
+    pub network_inputs: Vec<Tensor>,
+}
+
+impl Batch {
+    /// The inputs every network of a model reads: one tensor for all, or one per network.
+    pub fn inputs_per_network(&self) -> Vec<Tensor> {
+        std::iter::once(self.inputs.clone())
+            .chain(self.network_inputs.iter().cloned())
+            .collect()
+    }
 }
 
 /// Cuts feature samples into batches.
@@ -54,7 +67,8 @@ pub struct FeatureLoader<'a> {
     shuffle_seed: Option<u64>,
     drop_last: bool,
     shard: Shard,
-    noise: Option<FeatureNoise>,
+    /// The noise of each network's inputs (one without an ensemble; none without noise).
+    noise: Vec<FeatureNoise>,
     device: Device,
     dtype: DType,
 }
@@ -73,7 +87,7 @@ impl<'a> FeatureLoader<'a> {
             shuffle_seed: None,
             drop_last: false,
             shard: Shard::WHOLE,
-            noise: None,
+            noise: Vec::new(),
             device: Device::Cpu,
             dtype: DType::F32,
         })
@@ -87,8 +101,16 @@ impl<'a> FeatureLoader<'a> {
 
     /// Adds Gaussian noise to every feature of every batch, drawn per epoch and sample
     /// (see [`FeatureNoise`]): for the training split.
-    pub fn with_noise(mut self, noise: FeatureNoise) -> Self {
-        self.noise = (noise.std() > 0.0).then_some(noise);
+    pub fn with_noise(self, noise: FeatureNoise) -> Self {
+        self.with_noise_per_network(vec![noise])
+    }
+
+    /// Noise as [`FeatureLoader::with_noise`], drawn apart for each network of an
+    /// ensemble: `noises[0]` makes [`Batch::inputs`], the others
+    /// [`Batch::network_inputs`]. Networks that saw the same noisy rows would make the
+    /// same errors; noise of their own is what makes their average better than each.
+    pub fn with_noise_per_network(mut self, noises: Vec<FeatureNoise>) -> Self {
+        self.noise = noises.into_iter().filter(|n| n.std() > 0.0).collect();
         self
     }
 
@@ -145,6 +167,8 @@ impl<'a> FeatureLoader<'a> {
 
     fn batch(&self, indices: Vec<usize>, rows: BatchRows, epoch: u64) -> Result<Batch> {
         let mut flat = Vec::new();
+        // The rows of networks 1.. of an ensemble with noise of their own.
+        let mut others = vec![Vec::new(); self.noise.len().saturating_sub(1)];
         let mut width = None;
         let mut labels = Vec::with_capacity(indices.len());
         for &i in &indices {
@@ -175,13 +199,21 @@ impl<'a> FeatureLoader<'a> {
             }
             let start = flat.len();
             flat.extend_from_slice(features);
-            if let Some(noise) = &self.noise {
-                noise.add(&mut flat[start..], epoch, i);
+            if let Some((first, rest)) = self.noise.split_first() {
+                for (other, noise) in others.iter_mut().zip(rest) {
+                    other.extend_from_slice(features);
+                    noise.add(&mut other[start..], epoch, i);
+                }
+                first.add(&mut flat[start..], epoch, i);
             }
             labels.push(sample.labels.clone());
         }
-        let inputs = Tensor::from_vec(flat, (indices.len(), width.unwrap_or(0)), &self.device)?
-            .to_dtype(self.dtype)?;
+        let shape = (indices.len(), width.unwrap_or(0));
+        let tensor = |rows: Vec<f32>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(rows, shape, &self.device)?.to_dtype(self.dtype)?)
+        };
+        let inputs = tensor(flat)?;
+        let network_inputs = others.into_iter().map(tensor).collect::<Result<_>>()?;
         let targets = targets_naming_samples(
             &self.space,
             &labels,
@@ -195,6 +227,7 @@ impl<'a> FeatureLoader<'a> {
             targets,
             indices,
             rows,
+            network_inputs,
         })
     }
 }

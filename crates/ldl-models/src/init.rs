@@ -50,7 +50,8 @@ fn initial_values(
     // per-axis MLP trunk (`backbone.<axis>.layers.…`), of an axis named `bn` is linear.
     let mut segments = name.rsplit('.');
     let leaf = segments.next().unwrap_or(name);
-    let is_norm = name.starts_with("backbone.") && segments.next() == Some("bn");
+    let is_norm = crate::ensemble::network_local_name(name).starts_with("backbone.")
+        && segments.next() == Some("bn");
     let constant = |value: f32| Ok(vec![value; count]);
     match (is_norm, leaf) {
         (true, "weight") | (_, "running_var") => constant(1.0),

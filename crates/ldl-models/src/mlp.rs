@@ -33,6 +33,15 @@ pub struct MlpConfig {
     /// written before this field existed share theirs (`false`).
     #[serde(default)]
     pub separate_trunks: bool,
+    /// How many networks of these sizes the model trains side by side from different
+    /// initial weights, averaging their predicted distributions (1: no ensemble; see
+    /// [`crate::ensemble`]). Checkpoints written before this field existed hold one.
+    #[serde(default = "one_network")]
+    pub ensemble: usize,
+}
+
+fn one_network() -> usize {
+    1
 }
 
 impl MlpConfig {
@@ -53,6 +62,7 @@ impl MlpConfig {
             batch_norm: false,
             dropout: 0.0,
             separate_trunks: false,
+            ensemble: 1,
         }
     }
 
@@ -74,6 +84,19 @@ impl MlpConfig {
     pub fn with_separate_trunks(self) -> MlpConfig {
         MlpConfig {
             separate_trunks: true,
+            ..self
+        }
+    }
+
+    /// The same as an ensemble of `networks` networks ([`MlpConfig::ensemble`]).
+    ///
+    /// ```
+    /// use ldl_models::MlpConfig;
+    /// assert_eq!(MlpConfig::new(21, [32]).with_ensemble(5).ensemble, 5);
+    /// ```
+    pub fn with_ensemble(self, networks: usize) -> MlpConfig {
+        MlpConfig {
+            ensemble: networks,
             ..self
         }
     }
@@ -105,7 +128,7 @@ impl MlpConfig {
         total
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         const MAX_WIDTH: usize = 1 << 16;
         if !(1..=1 << 20).contains(&self.inputs)
             || self.hidden.iter().any(|w| !(1..=MAX_WIDTH).contains(w))
@@ -120,6 +143,13 @@ impl MlpConfig {
             return Err(Error::Config(format!(
                 "dropout must be in [0, 1), got {}",
                 self.dropout
+            )));
+        }
+        if !(1..=crate::ensemble::MAX_NETWORKS).contains(&self.ensemble) {
+            return Err(Error::Config(format!(
+                "an ensemble has 1 to {} networks, got {}",
+                crate::ensemble::MAX_NETWORKS,
+                self.ensemble
             )));
         }
         Ok(())

@@ -5,6 +5,7 @@ use candle_nn::{Linear, VarBuilder, VarMap};
 use ldl_core::LabelSpace;
 use serde::{Deserialize, Serialize};
 
+use crate::ensemble::{mixture_logits, network_prefix, network_seed};
 use crate::error::{Error, Result};
 use crate::init::seeded_init;
 use crate::mlp::{BatchRows, Mlp, MlpConfig};
@@ -54,7 +55,16 @@ impl BackboneConfig {
             .iter()
             .map(|h| (features + 1) * h.bins() as u128)
             .sum();
-        backbone + heads
+        (backbone + heads) * self.networks() as u128
+    }
+
+    /// How many networks the model trains side by side: [`MlpConfig::ensemble`] for the
+    /// MLP, one for the image networks.
+    pub fn networks(&self) -> usize {
+        match self {
+            BackboneConfig::Vgg(_) => 1,
+            BackboneConfig::Mlp(config) => config.ensemble,
+        }
     }
 
     /// Width of the features the heads see.
@@ -68,15 +78,17 @@ impl BackboneConfig {
 
 enum Backbone {
     Vgg(Vgg),
-    /// One MLP shared by every head, or one per head (`MlpConfig::separate_trunks`).
-    Mlp(Vec<Mlp>),
+    /// Per network of the ensemble (one without: see [`crate::ensemble`]), the MLP
+    /// trunks: one shared by every head, or one per head (`MlpConfig::separate_trunks`).
+    Mlp(Vec<Vec<Mlp>>),
 }
 
 /// A backbone and one linear head per head of the label space: one per axis
 /// (`heads.<axis name>`, `K` outputs), and one per joint group (`heads.yaw+pitch`, one
 /// output per grid cell), returning logits per head ready for the losses. An MLP backbone
 /// may instead be one MLP per head ([`MlpConfig::with_separate_trunks`]), so that the
-/// heads share no hidden features.
+/// heads share no hidden features, and an ensemble of several MLPs with their own heads
+/// ([`MlpConfig::with_ensemble`], see [`crate::ensemble`]).
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};
@@ -107,7 +119,8 @@ pub struct Model {
     vars: VarMap,
     space: LabelSpace,
     backbone: Backbone,
-    heads: Vec<Linear>,
+    /// Per network of the ensemble (one without), one head per head of the label space.
+    heads: Vec<Vec<Linear>>,
     precision: Precision,
 }
 
@@ -132,16 +145,26 @@ impl Model {
         device: &Device,
     ) -> Result<Model> {
         let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
+        let networks = config.networks();
+        let network_vars = |index: usize| match network_prefix(index, networks) {
+            Some(prefix) => vb.pp(prefix),
+            None => vb.clone(),
+        };
         let backbone = match config {
             BackboneConfig::Vgg(c) => Backbone::Vgg(Vgg::new(c, vb.pp("backbone"))?),
-            BackboneConfig::Mlp(c) => Backbone::Mlp(mlp_trunks(c, space, seed, &vb)?),
+            BackboneConfig::Mlp(c) => {
+                c.validate()?;
+                Backbone::Mlp(
+                    (0..networks)
+                        .map(|n| mlp_trunks(c, space, network_seed(seed, n), &network_vars(n)))
+                        .collect::<Result<_>>()?,
+                )
+            }
         };
         let features = config.output_features();
-        let heads = space
-            .heads()
-            .iter()
-            .map(|head| candle_nn::linear(features, head.bins(), vb.pp("heads").pp(head.name())))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let heads = (0..networks)
+            .map(|n| linear_heads(space, features, &network_vars(n)))
+            .collect::<Result<_>>()?;
         Ok(Model {
             config: config.clone(),
             vars,
@@ -181,7 +204,7 @@ impl Model {
     /// The device the variables are on.
     pub fn device(&self) -> &Device {
         // A label space has at least one axis, so a model at least one head.
-        self.heads[0].weight().device()
+        self.heads[0][0].weight().device()
     }
 
     /// The number of trainable parameters.
@@ -205,20 +228,18 @@ impl Model {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
-        if let Some(head) = self.heads.first() {
+        let first_head = self.heads.first().and_then(|heads| heads.first());
+        if let Some(head) = first_head {
             precision.check_device(head.weight().device())?;
         }
         self.precision = precision;
-        if let Backbone::Mlp(trunks) = &mut self.backbone {
-            let dtype = match precision {
-                // The variables' own dtype: f32 from `build`, whatever `new` was given.
-                Precision::F32 => self
-                    .heads
-                    .first()
-                    .map_or(DType::F32, |h| h.weight().dtype()),
-                Precision::Bf16 => DType::BF16,
-            };
-            for trunk in trunks {
+        let dtype = match precision {
+            // The variables' own dtype: f32 from `build`, whatever `new` was given.
+            Precision::F32 => first_head.map_or(DType::F32, |h| h.weight().dtype()),
+            Precision::Bf16 => DType::BF16,
+        };
+        if let Backbone::Mlp(networks) = &mut self.backbone {
+            for trunk in networks.iter_mut().flatten() {
                 trunk.set_compute_dtype(dtype);
             }
         }
@@ -230,8 +251,8 @@ impl Model {
     pub fn set_batch_norm_sync(&mut self, sync: Option<SharedSum>) -> Result<()> {
         match &mut self.backbone {
             Backbone::Vgg(vgg) => vgg.set_batch_norm_sync(sync),
-            Backbone::Mlp(trunks) => {
-                for trunk in trunks {
+            Backbone::Mlp(networks) => {
+                for trunk in networks.iter_mut().flatten() {
                     trunk.set_batch_norm_sync(sync.clone());
                 }
             }
@@ -246,9 +267,12 @@ impl Model {
 
     /// Restarts the dropout RNG (if the backbone has dropout) from `seed`.
     pub fn reseed_dropout(&self, seed: u64) {
-        if let Backbone::Mlp(trunks) = &self.backbone {
-            for (index, trunk) in trunks.iter().enumerate() {
-                trunk.reseed_dropout(trunk_seed(seed, index));
+        if let Backbone::Mlp(networks) = &self.backbone {
+            for (network, trunks) in networks.iter().enumerate() {
+                let seed = network_seed(seed, network);
+                for (index, trunk) in trunks.iter().enumerate() {
+                    trunk.reseed_dropout(trunk_seed(seed, index));
+                }
             }
         }
     }
@@ -258,9 +282,9 @@ impl Model {
         &self.config
     }
 
-    /// Sets every head's bias: `biases[h]` holds one value per output of head `h` (in
-    /// [`LabelSpace::heads`] order). Starting the biases at the log of a prior
-    /// distribution makes an untrained model predict that prior.
+    /// Sets every head's bias (in every network of an ensemble): `biases[h]` holds one
+    /// value per output of head `h` (in [`LabelSpace::heads`] order). Starting the biases
+    /// at the log of a prior distribution makes an untrained model predict that prior.
     pub fn set_head_biases(&self, biases: &[Vec<f32>]) -> Result<()> {
         let heads = self.space.heads();
         if biases.len() != heads.len() {
@@ -273,11 +297,8 @@ impl Model {
         let vars = self.vars.data().lock().map_err(|_| {
             Error::Config("the model's variables are locked by a thread that panicked".into())
         })?;
+        let networks = self.heads.len();
         for (head, bias) in heads.iter().zip(biases) {
-            let name = format!("heads.{}.bias", head.name());
-            let var = vars
-                .get(&name)
-                .ok_or_else(|| Error::Config(format!("the model has no variable `{name}`")))?;
             if bias.len() != head.bins() {
                 return Err(Error::Config(format!(
                     "head `{}` has {} outputs, got {} biases",
@@ -286,7 +307,17 @@ impl Model {
                     bias.len()
                 )));
             }
-            var.set(&Tensor::from_slice(bias, bias.len(), var.device())?)?;
+            for network in 0..networks {
+                let local = format!("heads.{}.bias", head.name());
+                let name = match network_prefix(network, networks) {
+                    Some(prefix) => format!("{prefix}.{local}"),
+                    None => local,
+                };
+                let var = vars
+                    .get(&name)
+                    .ok_or_else(|| Error::Config(format!("the model has no variable `{name}`")))?;
+                var.set(&Tensor::from_slice(bias, bias.len(), var.device())?)?;
+            }
         }
         Ok(())
     }
@@ -299,9 +330,14 @@ impl Model {
         }
     }
 
-    /// The linear heads, in the order of [`LabelSpace::heads`].
+    /// The linear heads of the first network, in the order of [`LabelSpace::heads`].
     pub(crate) fn heads(&self) -> &[Linear] {
-        &self.heads
+        &self.heads[0]
+    }
+
+    /// How many networks the model trains side by side (see [`crate::ensemble`]).
+    pub fn networks(&self) -> usize {
+        self.heads.len()
     }
 
     /// The label space the heads predict.
@@ -311,7 +347,9 @@ impl Model {
 
     /// Logits per head (see [`LabelSpace::heads`]; per axis without joint groups), each
     /// `(N, bins)`. `train` switches BatchNorm to batch statistics
-    /// (updating the running ones) and enables dropout.
+    /// (updating the running ones) and enables dropout. For an ensemble these are the
+    /// logits of the networks' mixture: to train one, give each network its own loss
+    /// ([`Model::forward_networks_rows`]).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
         let rows = BatchRows::whole(x.dims().first().copied().unwrap_or(0));
         self.forward(x, train.then_some(rows))
@@ -323,33 +361,66 @@ impl Model {
         self.forward(x, Some(rows))
     }
 
+    /// Each network's logits per head, `[network][head]`, in training for `rows` of a
+    /// global batch: what training an ensemble needs, one loss per network (see
+    /// [`crate::ensemble`]). `inputs` holds one tensor that every network reads, or one
+    /// per network (inputs with noise of their own: `ldl_data::Batch::inputs_per_network`).
+    /// One network without an ensemble.
+    pub fn forward_networks_rows(
+        &self,
+        inputs: &[Tensor],
+        rows: BatchRows,
+    ) -> Result<Vec<Vec<Tensor>>> {
+        self.forward_networks(inputs, Some(rows))
+    }
+
     /// The forward pass, in training when `rows` says where the batch sits.
     fn forward(&self, x: &Tensor, training: Option<BatchRows>) -> Result<Vec<Tensor>> {
+        mixture_logits(&self.forward_networks(std::slice::from_ref(x), training)?)
+    }
+
+    /// Every network's logits per head, from one input for all or one per network.
+    fn forward_networks(
+        &self,
+        inputs: &[Tensor],
+        training: Option<BatchRows>,
+    ) -> Result<Vec<Vec<Tensor>>> {
         let train = training.is_some();
-        // The features each head sees: one tensor for all heads, or one per head.
-        let features = match &self.backbone {
-            Backbone::Vgg(vgg) => vec![match self.precision {
-                Precision::F32 => vgg.forward_t(x, train)?,
-                // The convolutions compute in the dtype of their input.
-                Precision::Bf16 => vgg.forward_t(&x.to_dtype(DType::BF16)?, train)?,
-            }],
-            Backbone::Mlp(trunks) => trunks
+        let networks = self.heads.len();
+        if inputs.len() != 1 && inputs.len() != networks {
+            return Err(Error::Config(format!(
+                "{} inputs for a model of {networks} networks: give one for all, or one each",
+                inputs.len()
+            )));
+        }
+        let input = |network: usize| &inputs[network.min(inputs.len() - 1)];
+        match &self.backbone {
+            Backbone::Vgg(vgg) => {
+                let x = input(0);
+                let features = match self.precision {
+                    Precision::F32 => vgg.forward_t(x, train)?,
+                    // The convolutions compute in the dtype of their input.
+                    Precision::Bf16 => vgg.forward_t(&x.to_dtype(DType::BF16)?, train)?,
+                };
+                Ok(vec![apply_heads(&self.heads[0], &[features])?])
+            }
+            Backbone::Mlp(networks) => networks
                 .iter()
-                .map(|trunk| match training {
-                    Some(rows) => trunk.forward_rows(x, rows),
-                    None => trunk.forward_t(x, false),
+                .zip(&self.heads)
+                .enumerate()
+                .map(|(network, (trunks, heads))| {
+                    let x = input(network);
+                    let features = trunks
+                        .iter()
+                        .map(|trunk| match training {
+                            Some(rows) => trunk.forward_rows(x, rows),
+                            None => trunk.forward_t(x, false),
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    apply_heads(heads, &features)
                 })
-                .collect::<Result<_>>()?,
-        };
-        self.heads
-            .iter()
-            .enumerate()
-            .map(|(index, head)| {
-                let features =
-                    features[index.min(features.len() - 1)].to_dtype(head.weight().dtype())?;
-                Ok(head.forward(&features)?)
-            })
-            .collect()
+                .collect(),
+        }
     }
 }
 
@@ -380,6 +451,29 @@ impl Model {
     pub fn predict(&self, inputs: &Tensor) -> Result<Vec<Vec<ldl_core::AxisEstimate>>> {
         self.inference()?.predict(inputs)
     }
+}
+
+/// Each head applied to its features: `features` holds one tensor for all heads, or one
+/// per head.
+fn apply_heads(heads: &[Linear], features: &[Tensor]) -> Result<Vec<Tensor>> {
+    heads
+        .iter()
+        .enumerate()
+        .map(|(index, head)| {
+            let features =
+                features[index.min(features.len() - 1)].to_dtype(head.weight().dtype())?;
+            Ok(head.forward(&features)?)
+        })
+        .collect()
+}
+
+/// One linear head per head of `space`, under `heads.<head name>`.
+fn linear_heads(space: &LabelSpace, features: usize, vb: &VarBuilder) -> Result<Vec<Linear>> {
+    Ok(space
+        .heads()
+        .iter()
+        .map(|head| candle_nn::linear(features, head.bins(), vb.pp("heads").pp(head.name())))
+        .collect::<candle_core::Result<Vec<_>>>()?)
 }
 
 /// The MLP trunks of a model: one under `backbone.`, or with separate trunks one per

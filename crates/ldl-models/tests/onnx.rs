@@ -5,7 +5,9 @@
 use candle_core::{DType, Device, Tensor};
 use ldl_core::{Axis, LabelSpace};
 use ldl_models::onnx::{INPUT_KEY, OUTPUTS_KEY};
-use ldl_models::{BackboneConfig, MlpConfig, Model, OnnxInput, Standardization, VggConfig};
+use ldl_models::{
+    network_local_name, BackboneConfig, MlpConfig, Model, OnnxInput, Standardization, VggConfig,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -55,7 +57,7 @@ fn randomise_batch_norm(model: &Model, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let data = model.vars().data().lock().unwrap();
     for (name, var) in data.iter() {
-        if name.starts_with("heads.") && name.ends_with(".weight") {
+        if network_local_name(name).starts_with("heads.") && name.ends_with(".weight") {
             var.set(&(var.as_tensor() * 30.0).unwrap()).unwrap();
         }
     }
@@ -292,6 +294,43 @@ fn mlp_outputs_match_ldl_with_standardisation_in_the_graph() {
             "joint_chest_depth_wind"
         ]
     );
+}
+
+/// An ensemble's outputs are the mean of its networks' distributions, as ldl's mixture.
+#[test]
+fn an_ensembles_outputs_are_the_mean_of_its_networks_distributions() {
+    let space = LabelSpace::new(vec![
+        Axis::linear("weight", 30.0, 120.0, 1.0).unwrap(),
+        Axis::linear("chest depth", 10.0, 40.0, 1.0).unwrap(),
+        Axis::circular("wind", 0.0, 360.0, 18.0).unwrap(),
+    ])
+    .unwrap()
+    .with_joint(&["chest depth", "wind"])
+    .unwrap();
+    let config = MlpConfig::new(3, [16])
+        .with_batch_norm()
+        .with_separate_trunks()
+        .with_ensemble(3);
+    let model = Model::build(&BackboneConfig::Mlp(config), &space, 9, &Device::Cpu).unwrap();
+    randomise_batch_norm(&model, 10);
+    let input = OnnxInput::Features {
+        names: ["height", "girth", "shift"].map(String::from).to_vec(),
+        standardization: None,
+    };
+    let onnx = model.to_onnx(&input).unwrap();
+    let rows = 4;
+    let raw = uniform(rows * 3, -2.0, 2.0, 11);
+    let features = Tensor::from_vec(raw.clone(), (rows, 3), &Device::Cpu).unwrap();
+    let tract = tract::run(&onnx, &[rows, 3], &raw);
+    let ldl = ldl_distributions(&model, &features);
+    let shapes = [
+        vec![rows, 91],
+        vec![rows, 31],
+        vec![rows, 20],
+        vec![rows, 31, 20],
+    ];
+    let largest = assert_outputs_match(&tract, &ldl, &shapes);
+    eprintln!("largest difference {largest:e}");
 }
 
 #[test]

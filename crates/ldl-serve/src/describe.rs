@@ -23,7 +23,11 @@ pub fn describe(model: &TrainedModel, checkpoint: &str) -> Value {
         .collect();
     let config = &model.config;
     let network = match config.model.backbone {
-        Backbone::Mlp => json!({ "backbone": "mlp", "hidden": config.model.hidden }),
+        Backbone::Mlp => json!({
+            "backbone": "mlp",
+            "hidden": config.model.hidden,
+            "ensemble": config.model.ensemble,
+        }),
         other => json!({ "backbone": other.to_string(), "width": config.model.width }),
     };
     let input = if model.reads_images() {

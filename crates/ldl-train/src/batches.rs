@@ -44,11 +44,11 @@ impl<'a> Data<'a> {
                 Inputs::Features,
                 norm,
             );
-            let noise = FeatureNoise::new(config.data.feature_noise(), noise_seed(seed))?;
+            let noise = network_noises(config.data.feature_noise(), seed, config.model.ensemble)?;
             let train = loader(&splits.train)?
                 .sharded(shard)
                 .shuffled(seed)
-                .with_noise(noise);
+                .with_noise_per_network(noise);
             return Ok(Data {
                 train: Box::new(train.drop_last(drop_last)),
                 // Each rank evaluates its part; the figures are summed over the ranks.
@@ -97,6 +97,21 @@ impl<'a> Data<'a> {
 /// not drawn from the stream that shuffles the samples.
 pub(crate) fn noise_seed(seed: u64) -> u64 {
     ldl_data::mix_seed(seed, u64::from_le_bytes(*b"featnois"))
+}
+
+/// The training features' noise of std `std` for each of a model's `networks` networks:
+/// the first drawn from [`noise_seed`] (as without an ensemble), each other from a stream
+/// of its own.
+pub(crate) fn network_noises(std: f32, seed: u64, networks: usize) -> Result<Vec<FeatureNoise>> {
+    (0..networks)
+        .map(|network| {
+            let seed = match network {
+                0 => noise_seed(seed),
+                n => ldl_data::mix_seed(noise_seed(seed), n as u64),
+            };
+            Ok(FeatureNoise::new(std, seed)?)
+        })
+        .collect()
 }
 
 /// Whether to drop an epoch's last global batch of `samples` samples cut into batches of

@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
-use candle_core::Var;
-use ldl_core::loss::Loss;
+use candle_core::{Tensor, Var};
+use ldl_core::loss::{Loss, LossOutput};
 use ldl_core::LabelSpace;
 use ldl_data::Batch;
 use ldl_distributed::{average_gradients, reduce_step, Collective, LocalStep};
@@ -260,18 +260,58 @@ fn forward_backward(
     space: &LabelSpace,
     batch: &Batch,
 ) -> Result<Passes> {
-    let logits = model.forward_rows(&batch.inputs, batch.rows)?;
-    let out = loss.compute(space, &logits, &batch.targets)?;
-    let named = out.part_values()?;
-    let total = out.total_value()?;
+    let networks = model.forward_networks_rows(&batch.inputs_per_network(), batch.rows)?;
+    let outputs = networks
+        .iter()
+        .map(|logits| loss.compute(space, logits, &batch.targets))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let StepLoss {
+        named,
+        total,
+        differentiated,
+    } = ensemble_loss(&outputs)?;
     // Backward even for a non-finite loss: with SyncBN every rank's backward pass sums
     // over the ranks, so all ranks run it; the step is then skipped or stopped on all.
-    let grads = out.total.backward()?;
+    let grads = differentiated.backward()?;
     Ok(Passes {
         named,
         total,
         grads,
     })
+}
+
+/// The loss of a step from each network's (one without an ensemble): the parts and the
+/// total reported are the networks' means, so that they read as one network's; the
+/// tensor differentiated is their sum, so that each network gets the gradient it would
+/// get trained alone, and weight decay weighs on it as it would.
+fn ensemble_loss(outputs: &[LossOutput]) -> Result<StepLoss> {
+    let Some(first) = outputs.first() else {
+        return Err(Error::Usage("a model of no networks".into()));
+    };
+    let count = outputs.len() as f64;
+    let mut named = first.part_values()?;
+    let mut total = first.total_value()?;
+    let mut differentiated = first.total.clone();
+    for out in &outputs[1..] {
+        for ((_, sum), (_, value)) in named.iter_mut().zip(out.part_values()?) {
+            *sum += value;
+        }
+        total += out.total_value()?;
+        differentiated = (differentiated + &out.total)?;
+    }
+    named.iter_mut().for_each(|(_, value)| *value /= count);
+    Ok(StepLoss {
+        named,
+        total: total / count,
+        differentiated,
+    })
+}
+
+/// A step's loss: the parts and total as reported, and the tensor to differentiate.
+struct StepLoss {
+    named: Vec<(String, f64)>,
+    total: f64,
+    differentiated: Tensor,
 }
 
 /// One step of the global batch: this rank's shard forward and backward, the ranks'
@@ -313,4 +353,108 @@ fn train_step(
         parts: names.into_iter().zip(totals.parts).collect(),
         samples: totals.samples,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use ldl_core::loss::FullKl;
+    use ldl_core::{Axis, Label};
+    use ldl_models::{network_local_name, BackboneConfig, BatchRows, MlpConfig};
+
+    /// Training an ensemble gives each network the gradient that network gets trained
+    /// alone on the same batch, and reports the networks' mean loss: checked against a
+    /// one-network model holding network `k`'s weights.
+    #[test]
+    fn each_network_of_an_ensemble_gets_the_gradient_it_gets_alone() -> Result<()> {
+        let device = Device::Cpu;
+        let space = LabelSpace::new(vec![
+            Axis::linear("age", 0.0, 10.0, 1.0)?,
+            Axis::linear("size", -2.0, 2.0, 0.5)?,
+        ])?;
+        let mlp = MlpConfig::new(3, [8]).with_separate_trunks();
+        let ensemble = Model::build(&mlp.clone().with_ensemble(3).into(), &space, 5, &device)?;
+        let inputs = Tensor::new(
+            &[
+                [0.5f32, -1.0, 2.0],
+                [0.0, 0.3, -0.7],
+                [1.5, 1.0, 0.2],
+                [-2.0, 0.1, 0.9],
+            ],
+            &device,
+        )?;
+        let value = |v: f64| Label::Value {
+            value: v,
+            std: None,
+        };
+        let labels = [[3.0, 0.5], [7.5, -1.0], [1.0, 1.5], [9.0, 0.0]];
+        let samples: Vec<Vec<Label>> = labels
+            .iter()
+            .map(|l| vec![value(l[0]), value(l[1])])
+            .collect();
+        let batch = Batch {
+            targets: space.targets(&samples, DType::F32, &device)?,
+            indices: (0..4).collect(),
+            rows: BatchRows::whole(4),
+            inputs,
+            network_inputs: Vec::new(),
+        };
+        let loss = FullKl::new();
+        let passes = forward_backward(&ensemble, &loss, &space, &batch)?;
+
+        let mut alone_totals = Vec::new();
+        for network in 0..3 {
+            let prefix = format!("ensemble.{network}.");
+            let alone = Model::build(&BackboneConfig::from(mlp.clone()), &space, 0, &device)?;
+            let mut pairs = Vec::new();
+            for (name, var) in ensemble.trainable_vars() {
+                let Some(local) = name.strip_prefix(&prefix) else {
+                    continue;
+                };
+                let target = alone.trainable_vars().into_iter().find(|(n, _)| n == local);
+                let (_, target) = target.expect("the same variables in one network");
+                target.set(var.as_tensor())?;
+                pairs.push((var, target));
+            }
+            assert_eq!(pairs.len(), alone.trainable_vars().len());
+            let out = loss.compute(
+                &space,
+                &alone.forward_t(&batch.inputs, true)?,
+                &batch.targets,
+            )?;
+            alone_totals.push(out.total_value()?);
+            let grads = out.total.backward()?;
+            for (in_ensemble, in_alone) in pairs {
+                let got = passes
+                    .grads
+                    .get(in_ensemble.as_tensor())
+                    .expect("a gradient");
+                let want = grads.get(in_alone.as_tensor()).expect("a gradient");
+                let gap = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(gap < 1e-6, "network {network}: gradient gap {gap}");
+            }
+        }
+        // The networks start from different weights, and the total reported is their mean.
+        assert!(
+            alone_totals.windows(2).all(|w| (w[0] - w[1]).abs() > 1e-6),
+            "{alone_totals:?}"
+        );
+        let mean = alone_totals.iter().sum::<f64>() / 3.0;
+        assert!(
+            (passes.total - mean).abs() < 1e-5,
+            "{} vs {mean}",
+            passes.total
+        );
+        let names: Vec<&str> = passes.named.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(
+            names.contains(&"age/ld") && names.contains(&"size/ld"),
+            "{names:?}"
+        );
+        assert!(ensemble
+            .trainable_vars()
+            .iter()
+            .all(|(n, _)| network_local_name(n) != n.as_str()));
+        Ok(())
+    }
 }

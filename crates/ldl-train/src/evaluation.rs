@@ -102,6 +102,11 @@ pub(crate) fn on_device(batch: Batch, device: &candle_core::Device) -> Result<Ba
             .collect::<Result<_>>()?,
         indices: batch.indices,
         rows: batch.rows,
+        network_inputs: batch
+            .network_inputs
+            .iter()
+            .map(move_to)
+            .collect::<std::result::Result<_, _>>()?,
     })
 }
 

@@ -338,6 +338,10 @@ fn axes_section(config: &Config) -> String {
 fn training_section(config: &Config, summary: &RunSummary) -> String {
     let model = &config.model;
     let backbone = match model.backbone {
+        Backbone::Mlp if model.ensemble > 1 => format!(
+            "an ensemble of {} MLPs, hidden layers {:?}, whose distributions are averaged",
+            model.ensemble, model.hidden
+        ),
         Backbone::Mlp => format!("MLP, hidden layers {:?}", model.hidden),
         other => format!(
             "{other}, width {}, inputs {}×{} RGB",

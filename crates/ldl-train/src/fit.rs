@@ -26,9 +26,7 @@
 use candle_core::{DType, Tensor};
 use ldl_core::loss::Loss;
 use ldl_core::{AxisEstimate, LabelSpace};
-use ldl_data::{
-    BatchSource, FeatureLoader, FeatureNoise, ImageLoader, ImagePipeline, Input, Sample, Shard,
-};
+use ldl_data::{BatchSource, FeatureLoader, ImageLoader, ImagePipeline, Input, Sample, Shard};
 use ldl_models::Model;
 
 use std::sync::Arc;
@@ -37,7 +35,7 @@ use ldl_distributed::{broadcast_variables, Collective, SingleProcess};
 
 use crate::adam::Adam;
 use crate::baselines::Baseline;
-use crate::batches::{drop_last_batch, noise_seed, Data, Inputs, Norm};
+use crate::batches::{drop_last_batch, network_noises, Data, Inputs, Norm};
 use crate::best_epoch::BestEpoch;
 use crate::config::{HeadInit, Monitor, OnNonFinite, DEFAULT_FEATURE_NOISE};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
@@ -541,7 +539,7 @@ impl Trainer {
             let loader = loader
                 .shuffled(self.seed)
                 .drop_last(drop_last)
-                .with_noise(FeatureNoise::new(std, noise_seed(self.seed))?);
+                .with_noise_per_network(network_noises(std, self.seed, self.model.networks())?);
             return Ok(Box::new(loader));
         }
         if self.feature_noise.is_some_and(|std| std != 0.0) {

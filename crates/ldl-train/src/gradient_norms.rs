@@ -6,7 +6,8 @@
 //! the L2 norm of its gradient is taken over the weight matrix of its head
 //! (`heads.HEAD.weight`) and over every trainable variable of the backbone. The gradient
 //! of the total is the sum of the parts' gradients, so the norms show which term drives
-//! each head and how the heads compete for the backbone.
+//! each head and how the heads compete for the backbone. For an ensemble the loss is the
+//! mixture's, and the norms are taken over every network's head and backbone together.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,7 @@ use candle_core::{backprop::GradStore, Tensor, Var};
 use ldl_core::loss::{Loss, LossPart};
 use ldl_core::LabelSpace;
 use ldl_data::Batch;
-use ldl_models::Model;
+use ldl_models::{network_local_name, Model};
 
 use crate::error::{Error, Result};
 use crate::records::GradientNorm;
@@ -35,22 +36,28 @@ pub fn gradient_norms(
     let logits = model.forward_t(&batch.inputs, false)?;
     let out = loss.compute(space, &logits, &batch.targets)?;
     let trainable = model.trainable_vars();
-    let heads: Vec<(String, &Var)> = space
+    // A head's weight matrix in every network of an ensemble (one without).
+    let heads: Vec<Vec<&Var>> = space
         .heads()
         .iter()
         .map(|head| {
             let name = format!("heads.{}.weight", head.name());
-            let var = trainable
+            let vars: Vec<&Var> = trainable
                 .iter()
-                .find(|(n, _)| *n == name)
+                .filter(|(n, _)| network_local_name(n) == name)
                 .map(|(_, v)| v)
-                .ok_or_else(|| Error::Numeric(format!("the model has no variable `{name}`")))?;
-            Ok((head.name().to_string(), var))
+                .collect();
+            match vars.is_empty() {
+                true => Err(Error::Numeric(format!(
+                    "the model has no variable `{name}`"
+                ))),
+                false => Ok(vars),
+            }
         })
         .collect::<Result<_>>()?;
     let backbone: Vec<&Var> = trainable
         .iter()
-        .filter(|(name, _)| name.starts_with("backbone."))
+        .filter(|(name, _)| network_local_name(name).starts_with("backbone."))
         .map(|(_, v)| v)
         .collect();
     let mut norms = BTreeMap::new();
@@ -58,13 +65,13 @@ pub fn gradient_norms(
         let head = head_of(space, part)?;
         let grads = part.value.affine(part.weight, 0.0)?.backward()?;
         let norm = GradientNorm {
-            head: norm_over(&grads, &[heads[head].1])?,
+            head: norm_over(&grads, &heads[head])?,
             backbone: norm_over(&grads, &backbone)?,
         };
         norms.insert(part.key(), norm);
     }
     let grads = out.total.backward()?;
-    let all_heads: Vec<&Var> = heads.iter().map(|(_, v)| *v).collect();
+    let all_heads: Vec<&Var> = heads.iter().flatten().copied().collect();
     norms.insert(
         TOTAL_KEY.to_string(),
         GradientNorm {
@@ -149,6 +156,7 @@ mod tests {
             targets,
             indices: vec![0, 1, 2, 3],
             rows: ldl_data::BatchRows::whole(4),
+            network_inputs: Vec::new(),
         };
         (model, space, batch)
     }

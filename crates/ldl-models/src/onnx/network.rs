@@ -1,12 +1,13 @@
 //! The model's layers as ONNX nodes: the backbone (ThinAgeNet/TinyAgeNet or the MLP
-//! trunks), then per head a linear layer and a softmax, and for a joint group the grid and
-//! its marginals.
+//! trunks), then per head a linear layer and a softmax (for an ensemble, per network, and
+//! the mean of the networks' softmaxes), and for a joint group the grid and its marginals.
 
 use candle_core::Tensor;
 use ldl_core::Head;
 
 use super::graph::{float, int, ints, GraphBuilder};
 use super::outputs::OutputNames;
+use crate::ensemble::network_prefix;
 use crate::error::{Error, Result};
 use crate::layers::batch_norm_config;
 use crate::mlp::MlpConfig;
@@ -22,24 +23,57 @@ pub(crate) fn add_network(
 ) -> Result<()> {
     let variables = Variables(model);
     let heads = model.label_space().heads();
-    let features: Vec<String> = match model.config() {
-        BackboneConfig::Vgg(config) => vec![vgg(graph, &variables, config, input)?],
+    let networks = model.config().networks();
+    // Per network, per head: the head's logits.
+    let logits = (0..networks)
+        .map(|network| {
+            let prefix = match network_prefix(network, networks) {
+                Some(prefix) => format!("{prefix}."),
+                None => String::new(),
+            };
+            let features = backbone(graph, &variables, model.config(), heads, input, &prefix)?;
+            heads
+                .iter()
+                .enumerate()
+                .map(|(index, head)| {
+                    let features = &features[index.min(features.len() - 1)];
+                    let name = format!("{prefix}heads.{}", head.name());
+                    linear(graph, &variables, features, &name)
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for (index, head) in heads.iter().enumerate() {
+        let logits: Vec<&str> = logits.iter().map(|l| l[index].as_str()).collect();
+        add_distribution(graph, head, &logits, names);
+    }
+    Ok(())
+}
+
+/// The features each head sees, for the network whose variables start with `prefix`
+/// (empty, or `ensemble.<k>.`): one for all heads, or one per head.
+fn backbone(
+    graph: &mut GraphBuilder,
+    variables: &Variables,
+    config: &BackboneConfig,
+    heads: &[Head],
+    input: &str,
+    prefix: &str,
+) -> Result<Vec<String>> {
+    match config {
+        BackboneConfig::Vgg(config) => Ok(vec![vgg(graph, variables, config, input)?]),
         BackboneConfig::Mlp(config) if config.trunk_count(heads.len()) == 1 => {
-            vec![mlp(graph, &variables, config, input, "backbone")?]
+            let trunk = format!("{prefix}backbone");
+            Ok(vec![mlp(graph, variables, config, input, &trunk)?])
         }
         BackboneConfig::Mlp(config) => heads
             .iter()
             .map(|head| {
-                let prefix = format!("backbone.{}", head.name());
-                mlp(graph, &variables, config, input, &prefix)
+                let trunk = format!("{prefix}backbone.{}", head.name());
+                mlp(graph, variables, config, input, &trunk)
             })
-            .collect::<Result<_>>()?,
-    };
-    for (index, head) in heads.iter().enumerate() {
-        let features = &features[index.min(features.len() - 1)];
-        add_head(graph, &variables, head, features, names)?;
+            .collect(),
     }
-    Ok(())
 }
 
 /// The model's variables by checkpoint name.
@@ -156,25 +190,16 @@ fn batch_norm(
     Ok(graph.node("BatchNormalization", &inputs, prefix, vec![epsilon]))
 }
 
-/// A head's linear layer and softmax. A single axis's softmax is its output; a joint
-/// group's is reshaped into its grid output, and each member's marginal sums the grid over
-/// the other members.
-fn add_head(
-    graph: &mut GraphBuilder,
-    variables: &Variables,
-    head: &Head,
-    features: &str,
-    names: &OutputNames,
-) -> Result<()> {
+/// A head's distribution from its logits, one per network (see [`distribution`]). A
+/// single axis's distribution is its output; a joint group's is reshaped into its grid
+/// output, and each member's marginal sums the grid over the other members.
+fn add_distribution(graph: &mut GraphBuilder, head: &Head, logits: &[&str], names: &OutputNames) {
     let prefix = format!("heads.{}", head.name());
-    let logits = linear(graph, variables, features, &prefix)?;
-    let softmax = vec![int("axis", -1)];
     if !head.is_joint() {
-        let output = names.axis(head.axes()[0]);
-        graph.node_into("Softmax", &[&logits], output, softmax);
-        return Ok(());
+        distribution(graph, logits, Output::Into(names.axis(head.axes()[0])));
+        return;
     }
-    let probabilities = graph.node("Softmax", &[&logits], &format!("{prefix}.softmax"), softmax);
+    let probabilities = distribution(graph, logits, Output::Named(&format!("{prefix}.softmax")));
     // `0` keeps the batch dimension; the grid is row-major, the first member slowest.
     let mut shape = vec![0i64];
     shape.extend(head.shape().iter().map(|k| *k as i64));
@@ -193,5 +218,37 @@ fn add_head(
             vec![int("keepdims", 0)],
         );
     }
-    Ok(())
+}
+
+/// Where [`distribution`] writes.
+enum Output<'a> {
+    /// Into a reserved name (a graph output).
+    Into(&'a str),
+    /// A fresh name made from this one.
+    Named(&'a str),
+}
+
+/// The softmax of `logits`, or for an ensemble (one logits per network) the mean of the
+/// networks' softmaxes; returns the name it wrote.
+fn distribution(graph: &mut GraphBuilder, logits: &[&str], output: Output) -> String {
+    let softmax = || vec![int("axis", -1)];
+    let (op, inputs): (&str, Vec<String>) = match logits {
+        [logits] => ("Softmax", vec![logits.to_string()]),
+        networks => {
+            let each = networks
+                .iter()
+                .map(|l| graph.node("Softmax", &[l], &format!("{l}.softmax"), softmax()))
+                .collect();
+            ("Mean", each)
+        }
+    };
+    let attributes = if op == "Softmax" { softmax() } else { vec![] };
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    match output {
+        Output::Into(name) => {
+            graph.node_into(op, &inputs, name, attributes);
+            name.to_string()
+        }
+        Output::Named(name) => graph.node(op, &inputs, name, attributes),
+    }
 }

@@ -387,7 +387,11 @@ fn stored_numbers(config: &Config, features: usize, heads: u128) -> u128 {
             .saturating_mul(mlp.trunk_count(head_count(config)) as u128),
         ldl_models::BackboneConfig::Vgg(vgg) => vgg.stored_elements(),
     };
-    stored.saturating_add((backbone.output_features() as u128 + 1).saturating_mul(heads))
+    let heads = (backbone.output_features() as u128 + 1).saturating_mul(heads);
+    // Every network of an ensemble has a backbone and heads of its own.
+    stored
+        .saturating_add(heads)
+        .saturating_mul(backbone.networks() as u128)
 }
 
 /// How many heads the label space has: one per axis outside joint groups, one per group.
@@ -403,10 +407,13 @@ fn head_count(config: &Config) -> usize {
     single + config.task.joint.len()
 }
 
-/// How many MLPs the model builds (one per head with `model.trunk = "per-axis"`).
+/// How many MLPs the model builds (one per head with `model.trunk = "per-axis"`, times
+/// the networks of an ensemble).
 fn mlp_count(config: &Config) -> u128 {
     match config.model.backbone_config(1) {
-        Ok(ldl_models::BackboneConfig::Mlp(mlp)) => mlp.trunk_count(head_count(config)) as u128,
+        Ok(ldl_models::BackboneConfig::Mlp(mlp)) => {
+            (mlp.trunk_count(head_count(config)) * mlp.ensemble) as u128
+        }
         _ => 1,
     }
 }
@@ -550,6 +557,27 @@ mod tests {
             let trunks = if trunk == "per-axis" { 2 } else { 1 };
             assert_eq!(layer_outputs(&config, 5), 5 + trunks * (16 + 8), "{trunk}");
         }
+    }
+
+    /// An ensemble stores and outputs what its networks do, each as much as one alone.
+    #[test]
+    fn an_ensemble_is_counted_once_per_network() {
+        let axes = format!("{AGE}\n[[task.axes]]\nname = \"yaw\"\nmin = -90\nmax = 90\nstep = 3");
+        let alone = config(&axes, "[model]\nhidden = [16, 8]");
+        let ensemble = config(&axes, "[model]\nhidden = [16, 8]\nensemble = 3");
+        let space = ensemble.label_space().unwrap();
+        let outputs = head_outputs(&ensemble);
+        let backbone = ensemble.model.backbone_config(5).unwrap();
+        assert_eq!(
+            stored_numbers(&ensemble, 5, outputs),
+            backbone.stored_elements(&space)
+        );
+        assert_eq!(
+            stored_numbers(&ensemble, 5, outputs),
+            3 * stored_numbers(&alone, 5, outputs)
+        );
+        // Two heads, one MLP per head, three networks.
+        assert_eq!(layer_outputs(&ensemble, 5), 5 + 3 * 2 * (16 + 8));
     }
 
     #[test]

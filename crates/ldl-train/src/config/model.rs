@@ -46,6 +46,10 @@ pub struct ModelConfig {
     /// `uniform`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head_init: Option<HeadInit>,
+    /// How many MLPs to train side by side from different initial weights, averaging
+    /// their predicted distributions (default 1: no ensemble). The MLP only; each network
+    /// costs as much as one, in time and parameters.
+    pub ensemble: usize,
 }
 
 impl Default for ModelConfig {
@@ -60,6 +64,7 @@ impl Default for ModelConfig {
             conv_bias: false,
             init_from: None,
             head_init: None,
+            ensemble: 1,
         }
     }
 }
@@ -175,15 +180,29 @@ impl ModelConfig {
                 if self.hidden.contains(&0) {
                     return Err(Error::Config("`model.hidden`: widths must be ≥ 1".into()));
                 }
+                let networks = ldl_models::ensemble::MAX_NETWORKS;
+                if !(1..=networks).contains(&self.ensemble) {
+                    return Err(Error::Config(format!(
+                        "`model.ensemble`: the number of networks must be in 1..={networks}, \
+                         got {}",
+                        self.ensemble
+                    )));
+                }
                 Ok(MlpConfig {
                     inputs: features,
                     hidden: self.hidden.clone(),
                     batch_norm: self.batch_norm,
                     dropout: self.dropout,
                     separate_trunks: self.trunk() == Trunk::PerAxis,
+                    ensemble: self.ensemble,
                 }
                 .into())
             }
+            _ if self.ensemble != 1 => Err(Error::Config(format!(
+                "`model.ensemble`: ensembles are for the MLP; `{}` trains one network: \
+                 remove the key or set it to 1",
+                self.backbone
+            ))),
             _ if self.trunk() == Trunk::PerAxis => Err(Error::Config(format!(
                 "`model.trunk`: `per-axis` is for the MLP; `{}` shares its network between \
                  the heads: remove the key or set it to `shared`",

@@ -109,6 +109,13 @@ fn a_model_of_one_network_keeps_its_names() {
             "{name}"
         );
     }
+    // Its checkpoint's header does not mention ensembles, so earlier readers read it.
+    let header = serde_json::to_string(model.config()).unwrap();
+    assert!(!header.contains("ensemble"), "{header}");
+    let ensemble: BackboneConfig = MlpConfig::new(3, [8]).with_ensemble(2).into();
+    assert!(serde_json::to_string(&ensemble)
+        .unwrap()
+        .contains("\"ensemble\":2"));
 }
 
 #[test]
@@ -258,4 +265,51 @@ fn the_config_key_sets_the_mlps_networks_and_is_refused_where_it_cannot_apply() 
         error.contains("`model.ensemble`") && error.contains("for the MLP"),
         "{error}"
     );
+}
+
+/// Fine-tuning (`model.init_from`) from an ensemble: into an ensemble of the same size
+/// every tensor loads and heads of another number of bins start afresh; between an
+/// ensemble and one network, or ensembles of other sizes, it is refused by name.
+#[test]
+fn init_from_an_ensemble_loads_into_one_of_the_same_size_only() {
+    let config = |networks| -> BackboneConfig {
+        MlpConfig::new(3, [8])
+            .with_separate_trunks()
+            .with_ensemble(networks)
+            .into()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ensemble.safetensors");
+    let trained = Model::build(&config(3), &space(), 1, &Device::Cpu).unwrap();
+    trained.save(&path).unwrap();
+    let load = |model: &Model| ldl::models::load_pretrained(model.vars(), &path, &Device::Cpu);
+
+    let same = Model::build(&config(3), &space(), 2, &Device::Cpu).unwrap();
+    let report = load(&same).unwrap();
+    assert!(report.new.is_empty(), "{:?}", report.new);
+    assert_eq!(report.loaded.len(), trained.vars().all_vars().len());
+
+    // An age axis of another range: every network's age head is new, the rest loads.
+    let wider = LabelSpace::new(vec![
+        Axis::linear("age", 0.0, 30.0, 1.0).unwrap(),
+        Axis::categorical("sex", ["female", "male"]).unwrap(),
+    ])
+    .unwrap();
+    let other_bins = Model::build(&config(3), &wider, 2, &Device::Cpu).unwrap();
+    let report = load(&other_bins).unwrap();
+    let mut new = report.new.clone();
+    new.sort();
+    let expected: Vec<String> = (0..3)
+        .flat_map(|k| ["bias", "weight"].map(|p| format!("ensemble.{k}.heads.age.{p}")))
+        .collect();
+    assert_eq!(new, expected);
+
+    for networks in [1, 2, 4] {
+        let other = Model::build(&config(networks), &space(), 2, &Device::Cpu).unwrap();
+        let error = load(&other).unwrap_err().to_string();
+        assert!(
+            error.contains("it holds 3 network(s)") && error.contains("model.ensemble = 3"),
+            "{networks}: {error}"
+        );
+    }
 }

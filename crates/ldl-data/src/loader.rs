@@ -110,7 +110,9 @@ impl<'a> FeatureLoader<'a> {
     /// [`Batch::network_inputs`]. Networks that saw the same noisy rows would make the
     /// same errors; noise of their own is what makes their average better than each.
     pub fn with_noise_per_network(mut self, noises: Vec<FeatureNoise>) -> Self {
-        self.noise = noises.into_iter().filter(|n| n.std() > 0.0).collect();
+        // All or none, so that network `k` always reads `noises[k]`'s rows.
+        let any = noises.iter().any(|n| n.std() > 0.0);
+        self.noise = if any { noises } else { Vec::new() };
         self
     }
 

@@ -271,8 +271,8 @@ pub struct InitReport {
 }
 
 /// Fine-tuning: sets every model variable that `tensors` holds under the same name and
-/// shape, and reports what was loaded, newly initialised and skipped. Heads (`heads.*`)
-/// whose shape differs (another number of bins) stay new; any other shape mismatch is an
+/// shape, and reports what was loaded, newly initialised and skipped. Heads (`heads.*`,
+/// in an ensemble `ensemble.<k>.heads.*`) whose shape differs (another number of bins) stay new; any other shape mismatch is an
 /// error naming the tensor and both shapes.
 pub fn load_matching(
     vars: &VarMap,
@@ -291,7 +291,7 @@ pub fn load_matching(
         match tensors.get(name) {
             None => report.new.push(name.clone()),
             Some(tensor) if tensor.dims() != var.dims() => {
-                if name.starts_with("heads.") {
+                if crate::network_local_name(name).starts_with("heads.") {
                     report.new.push(name.clone());
                 } else {
                     return Err(Error::checkpoint(

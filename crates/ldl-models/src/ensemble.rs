@@ -12,11 +12,11 @@
 //! | | one network (`ensemble = 1`) | an ensemble of `K` |
 //! |---|---|---|
 //! | variables | `backbone.…`, `heads.<head>.…` | `ensemble.<k>.backbone.…`, `ensemble.<k>.heads.<head>.…` |
-//! | training (`Model::forward_networks_rows`) | the loss of the logits | each network its own loss on the same batch; their sum is differentiated, so every network gets the gradient it would get alone |
+//! | training (`Model::forward_networks_rows`) | the loss of the logits | each network its own loss on the batch (with feature noise, on its own noisy copy of the rows); their sum is differentiated, so every network gets the gradient it would get alone |
 //! | evaluation, prediction, ONNX | the softmax of the logits | the mean of the networks' softmaxes; `Model::forward_t` returns its log |
 //!
-//! A model of one network has the names it had before ensembles existed, so its
-//! checkpoints are unchanged.
+//! A model of one network has the names, seeds and noise it had before ensembles existed,
+//! and its checkpoint's header does not mention them, so its checkpoints are unchanged.
 
 use candle_core::{Tensor, D};
 
@@ -50,6 +50,26 @@ pub fn network_local_name(name: &str) -> &str {
         }
         _ => name,
     }
+}
+
+/// How many networks the variables named `names` make: one more than the largest `k` of
+/// an `ensemble.<k>.` prefix, or 1 when no name has one.
+///
+/// ```
+/// use ldl_models::ensemble::network_count;
+/// assert_eq!(network_count(["ensemble.0.heads.age.bias", "ensemble.4.heads.age.bias"]), 5);
+/// assert_eq!(network_count(["heads.age.bias"]), 1);
+/// ```
+pub fn network_count<'a>(names: impl IntoIterator<Item = &'a str>) -> usize {
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let rest = name.strip_prefix("ensemble.")?;
+            let (index, _) = rest.split_once('.')?;
+            index.parse::<usize>().ok()
+        })
+        .max()
+        .map_or(1, |largest| largest.saturating_add(1))
 }
 
 /// The dropout seed of network `index`: the model's seed for the first (as without an

@@ -36,12 +36,18 @@ pub struct MlpConfig {
     /// How many networks of these sizes the model trains side by side from different
     /// initial weights, averaging their predicted distributions (1: no ensemble; see
     /// [`crate::ensemble`]). Checkpoints written before this field existed hold one.
-    #[serde(default = "one_network")]
+    #[serde(default = "one_network", skip_serializing_if = "is_one_network")]
     pub ensemble: usize,
 }
 
 fn one_network() -> usize {
     1
+}
+
+/// One network is written as no key, so that a model of one network saves the header it
+/// saved before ensembles existed.
+fn is_one_network(networks: &usize) -> bool {
+    *networks == 1
 }
 
 impl MlpConfig {

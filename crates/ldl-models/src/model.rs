@@ -135,7 +135,8 @@ impl std::fmt::Debug for Model {
 
 impl Model {
     /// Builds a model whose variables are created in `vars` (backbone under `backbone.`,
-    /// heads under `heads.`) with candle's default initialisation, or taken from `vars`
+    /// heads under `heads.`, each network of an ensemble under `ensemble.<k>.`) with
+    /// candle's default initialisation, or taken from `vars`
     /// where it already holds them. `seed` drives dropout masks.
     pub(crate) fn on_vars(
         config: &BackboneConfig,
@@ -356,7 +357,9 @@ impl Model {
     }
 
     /// [`Model::forward_t`] in training for `rows` of a global batch (data-parallel
-    /// training: see [`BatchRows`]), so that dropout drops what one process would.
+    /// training: see [`BatchRows`]), so that dropout drops what one process would. For an
+    /// ensemble these are the mixture's logits: train with
+    /// [`Model::forward_networks_rows`].
     pub fn forward_rows(&self, x: &Tensor, rows: BatchRows) -> Result<Vec<Tensor>> {
         self.forward(x, Some(rows))
     }

@@ -79,11 +79,12 @@ pub fn load_pretrained(vars: &VarMap, path: &Path, device: &Device) -> Result<In
     if is_ldl {
         drop(bytes);
         let (tensors, _) = read_checkpoint(path, device)?;
+        check_network_counts(vars, &tensors, path)?;
         let report = load_matching(vars, &tensors, path)?;
         if !report
             .loaded
             .iter()
-            .any(|name| name.starts_with("backbone."))
+            .any(|name| crate::network_local_name(name).starts_with("backbone."))
         {
             // Fine-tuning from it would be training from scratch under another name.
             return Err(Error::checkpoint(
@@ -166,4 +167,32 @@ fn map_vgg16_bn(
         tensors: mapped,
         skipped,
     })
+}
+
+/// Refuses fine-tuning between models of different numbers of networks (an ensemble and
+/// one network, or ensembles of different sizes): their variables' names differ, so
+/// nothing, or only some networks, would be loaded.
+fn check_network_counts(
+    vars: &VarMap,
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<()> {
+    let model = {
+        let data = vars
+            .data()
+            .lock()
+            .map_err(|_| Error::checkpoint(path, "the variable map's lock is poisoned"))?;
+        crate::ensemble::network_count(data.keys().map(String::as_str))
+    };
+    let checkpoint = crate::ensemble::network_count(tensors.keys().map(String::as_str));
+    if model == checkpoint {
+        return Ok(());
+    }
+    Err(Error::checkpoint(
+        path,
+        format!(
+            "it holds {checkpoint} network(s) and the model {model} (model.ensemble); set \
+             model.ensemble = {checkpoint} to fine-tune it, or leave init_from out"
+        ),
+    ))
 }

@@ -364,8 +364,8 @@ mod tests {
     use ldl_models::{network_local_name, BackboneConfig, BatchRows, MlpConfig};
 
     /// Training an ensemble gives each network the gradient that network gets trained
-    /// alone on the same batch, and reports the networks' mean loss: checked against a
-    /// one-network model holding network `k`'s weights.
+    /// alone on its own rows of the batch (its noisy copy), and reports the networks' mean
+    /// loss and parts: checked against a one-network model holding network `k`'s weights.
     #[test]
     fn each_network_of_an_ensemble_gets_the_gradient_it_gets_alone() -> Result<()> {
         let device = Device::Cpu;
@@ -393,18 +393,22 @@ mod tests {
             .iter()
             .map(|l| vec![value(l[0]), value(l[1])])
             .collect();
+        // Networks 1 and 2 read other rows, as with noise of their own.
+        let network_inputs = vec![(&inputs * 0.5)?, (&inputs + 1.0)?];
         let batch = Batch {
             targets: space.targets(&samples, DType::F32, &device)?,
             indices: (0..4).collect(),
             rows: BatchRows::whole(4),
             inputs,
-            network_inputs: Vec::new(),
+            network_inputs,
         };
+        let per_network = batch.inputs_per_network();
         let loss = FullKl::new();
         let passes = forward_backward(&ensemble, &loss, &space, &batch)?;
 
         let mut alone_totals = Vec::new();
-        for network in 0..3 {
+        let mut alone_parts: Vec<Vec<(String, f64)>> = Vec::new();
+        for (network, inputs) in per_network.iter().enumerate() {
             let prefix = format!("ensemble.{network}.");
             let alone = Model::build(&BackboneConfig::from(mlp.clone()), &space, 0, &device)?;
             let mut pairs = Vec::new();
@@ -418,12 +422,10 @@ mod tests {
                 pairs.push((var, target));
             }
             assert_eq!(pairs.len(), alone.trainable_vars().len());
-            let out = loss.compute(
-                &space,
-                &alone.forward_t(&batch.inputs, true)?,
-                &batch.targets,
-            )?;
+            let logits = alone.forward_t(inputs, true)?;
+            let out = loss.compute(&space, &logits, &batch.targets)?;
             alone_totals.push(out.total_value()?);
+            alone_parts.push(out.part_values()?);
             let grads = out.total.backward()?;
             for (in_ensemble, in_alone) in pairs {
                 let got = passes
@@ -451,6 +453,11 @@ mod tests {
             names.contains(&"age/ld") && names.contains(&"size/ld"),
             "{names:?}"
         );
+        for (index, (name, value)) in passes.named.iter().enumerate() {
+            let mean = alone_parts.iter().map(|p| p[index].1).sum::<f64>() / 3.0;
+            assert_eq!(&alone_parts[0][index].0, name);
+            assert!((value - mean).abs() < 1e-5, "{name}: {value} vs {mean}");
+        }
         assert!(ensemble
             .trainable_vars()
             .iter()

@@ -16,8 +16,8 @@
 //! | term | bytes |
 //! |---|---|
 //! | the model's `P` stored numbers | `20 · P`: f32 weights, gradients, Adam's two moments, a checkpoint being written |
-//! | activations of one batch | `4 · B · A · ACTIVATION_COPIES`, `A` the numbers every layer outputs per sample |
-//! | targets and outputs of one batch | `4 · B · H · HEAD_COPIES`, `H` the outputs of all heads |
+//! | activations of one batch | `4 · B · A · ACTIVATION_COPIES`, `A` the numbers every layer outputs per sample (and, for an ensemble of `K` MLPs, `K` copies of the inputs) |
+//! | targets and outputs of one batch | `4 · B · H · K · HEAD_COPIES`, `H` the outputs of all heads, `K` the networks of an ensemble (1 without) |
 //! | image batches | `4 · B · 3 · S² · IMAGE_BATCHES` (image inputs) |
 //! | the label space | `8` per bin centre |
 //! | the synthetic faces | `FACE_BYTES` per face of `builtin:faces` |
@@ -208,7 +208,7 @@ impl Estimate {
             },
             Term {
                 what: format!("targets and outputs of one batch over {heads} bins"),
-                bytes: 4 * batch * heads * HEAD_COPIES,
+                bytes: (4 * batch * heads * HEAD_COPIES).saturating_mul(network_count(config)),
             },
             Term {
                 what: "the label space's bin centres".into(),
@@ -407,6 +407,14 @@ fn head_count(config: &Config) -> usize {
     single + config.task.joint.len()
 }
 
+/// How many networks the model trains side by side: an ensemble's, else 1.
+fn network_count(config: &Config) -> u128 {
+    config
+        .model
+        .backbone_config(1)
+        .map_or(1, |backbone| backbone.networks() as u128)
+}
+
 /// How many MLPs the model builds (one per head with `model.trunk = "per-axis"`, times
 /// the networks of an ensemble).
 fn mlp_count(config: &Config) -> u128 {
@@ -418,14 +426,16 @@ fn mlp_count(config: &Config) -> u128 {
     }
 }
 
-/// The numbers every layer of the backbone outputs for one sample: the MLP's widths, or
-/// each convolution's channels times its feature map (halved by every pooling).
+/// The numbers every layer of the backbone outputs for one sample: the MLP's inputs (one
+/// copy per network of an ensemble, each with noise of its own) and widths, or each
+/// convolution's channels times its feature map (halved by every pooling).
 fn layer_outputs(config: &Config, features: usize) -> u128 {
     let model = &config.model;
     match model.backbone {
         Backbone::Mlp => {
             let hidden: u128 = model.hidden.iter().map(|&w| w as u128).sum();
-            features as u128 + hidden.saturating_mul(mlp_count(config))
+            (features as u128).saturating_mul(network_count(config))
+                + hidden.saturating_mul(mlp_count(config))
         }
         Backbone::TinyAgeNet | Backbone::ThinAgeNet => match model.backbone_config(0) {
             Ok(ldl_models::BackboneConfig::Vgg(vgg)) => {
@@ -576,8 +586,10 @@ mod tests {
             stored_numbers(&ensemble, 5, outputs),
             3 * stored_numbers(&alone, 5, outputs)
         );
-        // Two heads, one MLP per head, three networks.
-        assert_eq!(layer_outputs(&ensemble, 5), 5 + 3 * 2 * (16 + 8));
+        // Three copies of the inputs; two heads, one MLP per head, three networks.
+        assert_eq!(layer_outputs(&ensemble, 5), 3 * 5 + 3 * 2 * (16 + 8));
+        let targets = |config: &Config| term(&Estimate::of(config, 5), "targets");
+        assert_eq!(targets(&ensemble), 3 * targets(&alone));
     }
 
     #[test]

@@ -48,8 +48,14 @@ pub struct ModelConfig {
     pub head_init: Option<HeadInit>,
     /// How many MLPs to train side by side from different initial weights, averaging
     /// their predicted distributions (default 1: no ensemble). The MLP only; each network
-    /// costs as much as one, in time and parameters.
+    /// costs as much as one, in time and parameters. Not written when 1, so that a run
+    /// of one network saves the config it saved before the key existed.
+    #[serde(skip_serializing_if = "is_one")]
     pub ensemble: usize,
+}
+
+fn is_one(networks: &usize) -> bool {
+    *networks == 1
 }
 
 impl Default for ModelConfig {

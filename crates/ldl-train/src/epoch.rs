@@ -363,18 +363,13 @@ mod tests {
     use ldl_core::{Axis, Label};
     use ldl_models::{network_local_name, BackboneConfig, BatchRows, MlpConfig};
 
-    /// Training an ensemble gives each network the gradient that network gets trained
-    /// alone on its own rows of the batch (its noisy copy), and reports the networks' mean
-    /// loss and parts: checked against a one-network model holding network `k`'s weights.
-    #[test]
-    fn each_network_of_an_ensemble_gets_the_gradient_it_gets_alone() -> Result<()> {
-        let device = Device::Cpu;
+    /// Two axes, one MLP per axis, and a batch of four rows whose networks 1 and 2 read
+    /// other rows than network 0, as with feature noise of their own.
+    fn space_and_batch(device: &Device) -> Result<(LabelSpace, MlpConfig, Batch)> {
         let space = LabelSpace::new(vec![
             Axis::linear("age", 0.0, 10.0, 1.0)?,
             Axis::linear("size", -2.0, 2.0, 0.5)?,
         ])?;
-        let mlp = MlpConfig::new(3, [8]).with_separate_trunks();
-        let ensemble = Model::build(&mlp.clone().with_ensemble(3).into(), &space, 5, &device)?;
         let inputs = Tensor::new(
             &[
                 [0.5f32, -1.0, 2.0],
@@ -382,46 +377,71 @@ mod tests {
                 [1.5, 1.0, 0.2],
                 [-2.0, 0.1, 0.9],
             ],
-            &device,
+            device,
         )?;
-        let value = |v: f64| Label::Value {
-            value: v,
-            std: None,
-        };
         let labels = [[3.0, 0.5], [7.5, -1.0], [1.0, 1.5], [9.0, 0.0]];
         let samples: Vec<Vec<Label>> = labels
             .iter()
-            .map(|l| vec![value(l[0]), value(l[1])])
+            .map(|l| {
+                l.iter()
+                    .map(|&value| Label::Value { value, std: None })
+                    .collect()
+            })
             .collect();
-        // Networks 1 and 2 read other rows, as with noise of their own.
         let network_inputs = vec![(&inputs * 0.5)?, (&inputs + 1.0)?];
         let batch = Batch {
-            targets: space.targets(&samples, DType::F32, &device)?,
+            targets: space.targets(&samples, DType::F32, device)?,
             indices: (0..4).collect(),
             rows: BatchRows::whole(4),
             inputs,
             network_inputs,
         };
-        let per_network = batch.inputs_per_network();
+        Ok((space, MlpConfig::new(3, [8]).with_separate_trunks(), batch))
+    }
+
+    /// A one-network model holding network `network` of `ensemble`, and the pairs of
+    /// (ensemble variable, its copy).
+    fn network_alone(
+        ensemble: &Model,
+        mlp: &MlpConfig,
+        network: usize,
+    ) -> Result<(Model, Vec<(Var, Var)>)> {
+        let space = ensemble.label_space();
+        let alone = Model::build(&BackboneConfig::from(mlp.clone()), space, 0, &Device::Cpu)?;
+        let prefix = format!("ensemble.{network}.");
+        let mut pairs = Vec::new();
+        for (name, var) in ensemble.trainable_vars() {
+            let Some(local) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let target = alone.trainable_vars().into_iter().find(|(n, _)| n == local);
+            let (_, target) = target.expect("the same variables in one network");
+            target.set(var.as_tensor())?;
+            pairs.push((var, target));
+        }
+        assert_eq!(pairs.len(), alone.trainable_vars().len());
+        assert!(ensemble
+            .trainable_vars()
+            .iter()
+            .all(|(n, _)| network_local_name(n) != n.as_str()));
+        Ok((alone, pairs))
+    }
+
+    /// Training an ensemble gives each network the gradient that network gets trained
+    /// alone on its own rows of the batch (its noisy copy), and reports the networks' mean
+    /// loss and parts: checked against a one-network model holding network `k`'s weights.
+    #[test]
+    fn each_network_of_an_ensemble_gets_the_gradient_it_gets_alone() -> Result<()> {
+        let device = Device::Cpu;
+        let (space, mlp, batch) = space_and_batch(&device)?;
+        let ensemble = Model::build(&mlp.clone().with_ensemble(3).into(), &space, 5, &device)?;
         let loss = FullKl::new();
         let passes = forward_backward(&ensemble, &loss, &space, &batch)?;
 
         let mut alone_totals = Vec::new();
         let mut alone_parts: Vec<Vec<(String, f64)>> = Vec::new();
-        for (network, inputs) in per_network.iter().enumerate() {
-            let prefix = format!("ensemble.{network}.");
-            let alone = Model::build(&BackboneConfig::from(mlp.clone()), &space, 0, &device)?;
-            let mut pairs = Vec::new();
-            for (name, var) in ensemble.trainable_vars() {
-                let Some(local) = name.strip_prefix(&prefix) else {
-                    continue;
-                };
-                let target = alone.trainable_vars().into_iter().find(|(n, _)| n == local);
-                let (_, target) = target.expect("the same variables in one network");
-                target.set(var.as_tensor())?;
-                pairs.push((var, target));
-            }
-            assert_eq!(pairs.len(), alone.trainable_vars().len());
+        for (network, inputs) in batch.inputs_per_network().iter().enumerate() {
+            let (alone, pairs) = network_alone(&ensemble, &mlp, network)?;
             let logits = alone.forward_t(inputs, true)?;
             let out = loss.compute(&space, &logits, &batch.targets)?;
             alone_totals.push(out.total_value()?);
@@ -437,7 +457,8 @@ mod tests {
                 assert!(gap < 1e-6, "network {network}: gradient gap {gap}");
             }
         }
-        // The networks start from different weights, and the total reported is their mean.
+        // The networks start from different weights; the total and parts reported are
+        // their means.
         assert!(
             alone_totals.windows(2).all(|w| (w[0] - w[1]).abs() > 1e-6),
             "{alone_totals:?}"
@@ -458,10 +479,6 @@ mod tests {
             assert_eq!(&alone_parts[0][index].0, name);
             assert!((value - mean).abs() < 1e-5, "{name}: {value} vs {mean}");
         }
-        assert!(ensemble
-            .trainable_vars()
-            .iter()
-            .all(|(n, _)| network_local_name(n) != n.as_str()));
         Ok(())
     }
 }

@@ -33,6 +33,21 @@ pub(crate) fn network_prefix(index: usize, networks: usize) -> Option<String> {
     (networks > 1).then(|| format!("ensemble.{index}"))
 }
 
+/// The name of variable `local` (`heads.age.bias`) in network `index` of `networks`.
+pub(crate) fn network_variable(index: usize, networks: usize, local: &str) -> String {
+    match network_prefix(index, networks) {
+        Some(prefix) => format!("{prefix}.{local}"),
+        None => local.to_string(),
+    }
+}
+
+/// `(k, the rest)` for a name that starts with `ensemble.<k>.`.
+fn split_network(name: &str) -> Option<(usize, &str)> {
+    let (index, local) = name.strip_prefix("ensemble.")?.split_once('.')?;
+    let digits = !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit());
+    Some((index.parse().ok().filter(|_| digits)?, local))
+}
+
 /// A variable's name within its network: `name` without a leading `ensemble.<k>.`.
 ///
 /// ```
@@ -41,15 +56,7 @@ pub(crate) fn network_prefix(index: usize, networks: usize) -> Option<String> {
 /// assert_eq!(network_local_name("heads.age.weight"), "heads.age.weight");
 /// ```
 pub fn network_local_name(name: &str) -> &str {
-    let Some(rest) = name.strip_prefix("ensemble.") else {
-        return name;
-    };
-    match rest.split_once('.') {
-        Some((index, local)) if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) => {
-            local
-        }
-        _ => name,
-    }
+    split_network(name).map_or(name, |(_, local)| local)
 }
 
 /// How many networks the variables named `names` make: one more than the largest `k` of
@@ -63,11 +70,7 @@ pub fn network_local_name(name: &str) -> &str {
 pub fn network_count<'a>(names: impl IntoIterator<Item = &'a str>) -> usize {
     names
         .into_iter()
-        .filter_map(|name| {
-            let rest = name.strip_prefix("ensemble.")?;
-            let (index, _) = rest.split_once('.')?;
-            index.parse::<usize>().ok()
-        })
+        .filter_map(|name| split_network(name).map(|(index, _)| index))
         .max()
         .map_or(1, |largest| largest.saturating_add(1))
 }

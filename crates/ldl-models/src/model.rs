@@ -5,7 +5,7 @@ use candle_nn::{Linear, VarBuilder, VarMap};
 use ldl_core::LabelSpace;
 use serde::{Deserialize, Serialize};
 
-use crate::ensemble::{mixture_logits, network_prefix, network_seed};
+use crate::ensemble::{mixture_logits, network_prefix, network_seed, network_variable};
 use crate::error::{Error, Result};
 use crate::init::seeded_init;
 use crate::mlp::{BatchRows, Mlp, MlpConfig};
@@ -55,7 +55,7 @@ impl BackboneConfig {
             .iter()
             .map(|h| (features + 1) * h.bins() as u128)
             .sum();
-        (backbone + heads) * self.networks() as u128
+        (backbone + heads).saturating_mul(self.networks() as u128)
     }
 
     /// How many networks the model trains side by side: [`MlpConfig::ensemble`] for the
@@ -310,10 +310,7 @@ impl Model {
             }
             for network in 0..networks {
                 let local = format!("heads.{}.bias", head.name());
-                let name = match network_prefix(network, networks) {
-                    Some(prefix) => format!("{prefix}.{local}"),
-                    None => local,
-                };
+                let name = network_variable(network, networks, &local);
                 let var = vars
                     .get(&name)
                     .ok_or_else(|| Error::Config(format!("the model has no variable `{name}`")))?;

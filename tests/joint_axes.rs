@@ -538,6 +538,7 @@ fn a_model_has_one_head_per_group_and_survives_a_checkpoint() {
         dropout: 0.0,
         separate_trunks: false,
         ensemble: 1,
+        linear_path: false,
     });
     let model = Model::build(&config, &space, 7, &Device::Cpu).unwrap();
     let vars = model.vars().clone();

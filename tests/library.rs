@@ -105,11 +105,13 @@ output_dir = "{}"
         .collect();
 
     // The same model, loss and settings through the library.
-    // One MLP per axis, as `ldl train` builds by default (with one axis, one MLP either way).
+    // One MLP per axis (with one axis, one MLP either way) and a linear path, as
+    // `ldl train` builds by default.
     let backbone = MlpConfig::new(2, [16])
         .with_batch_norm()
         .with_dropout(0.2)
         .with_separate_trunks()
+        .with_linear_path()
         .into();
     assert_eq!(backbone, checked.backbone(2));
     let model = Model::build(&backbone, &space(), 5, &Device::Cpu).unwrap();

@@ -574,6 +574,7 @@ fn init_from_a_checkpoint_with_nothing_to_load_is_refused() {
         dropout: 0.0,
         separate_trunks: false,
         ensemble: 1,
+        linear_path: false,
     }
     .into();
     let mlp_vars = Model::build(&mlp, &space, 1, &Device::Cpu)
@@ -670,6 +671,7 @@ fn mlp_dropout_is_seeded_and_off_in_eval() {
         dropout: 0.5,
         separate_trunks: false,
         ensemble: 1,
+        linear_path: false,
     }
     .into();
     let x = Tensor::from_vec(
@@ -719,6 +721,7 @@ fn mlp_dropout_of_a_batch_part_is_the_whole_batch_masks_rows() {
         dropout: 0.4,
         separate_trunks: true,
         ensemble: 1,
+        linear_path: false,
     }
     .into();
     let model = Model::build(&config, &space, 3, &Device::Cpu).unwrap();
@@ -964,6 +967,7 @@ fn mlp_half_precision_products_track_f32() {
         dropout: 0.0,
         separate_trunks: false,
         ensemble: 1,
+        linear_path: false,
     };
     let vars = VarMap::new();
     let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);

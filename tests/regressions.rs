@@ -329,21 +329,31 @@ fn a_forged_checkpoint_header_is_refused_before_anything_is_allocated() {
     let bytes = std::fs::read(summary.run_dir.join("checkpoints/best.safetensors")).unwrap();
     let length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header = std::str::from_utf8(&bytes[8..8 + length]).unwrap();
-    let forged_header = header.replace("\\\"hidden\\\":[128,128]", "\\\"hidden\\\":[60000,60000]");
-    assert_ne!(
-        forged_header, header,
-        "the header mentions the hidden widths"
-    );
-    let mut forged = (forged_header.len() as u64).to_le_bytes().to_vec();
-    forged.extend_from_slice(forged_header.as_bytes());
-    forged.extend_from_slice(&bytes[8 + length..]);
-    let path = output.path().join("forged.safetensors");
-    std::fs::write(&path, forged).unwrap();
-    let err = match ldl::models::Model::from_checkpoint(&path, &Device::Cpu) {
-        Ok(_) => panic!("a forged checkpoint loaded"),
-        Err(e) => e.to_string(),
-    };
-    assert!(err.contains("the header describes a model of"), "{err}");
+    // Widths of 60000, and widths whose count of numbers does not fit in 128 bits (it
+    // saturates rather than overflows).
+    for widths in ["60000,60000", "18446744073709551615,18446744073709551615"] {
+        let forged_header = header.replace(
+            "\\\"hidden\\\":[128,128]",
+            &format!("\\\"hidden\\\":[{widths}]"),
+        );
+        assert_ne!(
+            forged_header, header,
+            "the header mentions the hidden widths"
+        );
+        let mut forged = (forged_header.len() as u64).to_le_bytes().to_vec();
+        forged.extend_from_slice(forged_header.as_bytes());
+        forged.extend_from_slice(&bytes[8 + length..]);
+        let path = output.path().join("forged.safetensors");
+        std::fs::write(&path, forged).unwrap();
+        let err = match ldl::models::Model::from_checkpoint(&path, &Device::Cpu) {
+            Ok(_) => panic!("a forged checkpoint loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("the header describes a model of"),
+            "{widths}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -1164,13 +1164,21 @@ fn init_from_loads_matching_tensors_and_reports_the_rest() {
             .flat_map(|layer| leaves.map(|leaf| format!("backbone.{axis}.layers.{layer}.{leaf}")))
             .collect::<Vec<_>>()
     };
+    // A head's linear path is new with its head, though its shape (a weight per feature)
+    // is the same for weight's 41 bins as for its 81.
+    let head = |axis: &str| {
+        ["bias", "linear_path.weight", "weight"].map(|leaf| format!("heads.{axis}.{leaf}"))
+    };
     let mut new = trunk("stature").to_vec();
-    new.extend(["heads.stature.bias", "heads.stature.weight"].map(String::from));
-    new.extend(["heads.weight.bias", "heads.weight.weight"].map(String::from));
+    new.extend(head("stature"));
+    new.extend(head("weight"));
     assert_eq!(report.new, new);
     let mut skipped = trunk("height").to_vec();
-    skipped.extend(["heads.height.bias", "heads.height.weight"].map(String::from));
+    skipped.extend(head("height"));
     assert_eq!(report.skipped, skipped);
+    assert!(report
+        .loaded
+        .contains(&"heads.age.linear_path.weight".to_string()));
     assert!(report.loaded.iter().any(|n| n.starts_with("backbone.")));
     assert!(report.loaded.contains(&"heads.age.weight".to_string()));
     assert!(report.loaded.iter().all(|n| !n.starts_with("heads.weight")));

@@ -782,12 +782,17 @@ fn inspect(checkpoint: &std::path::Path) -> Result<(), CliError> {
         }
     }
     let model = &trained.config.model;
+    let path = if model.linear_path() {
+        ", with a linear path"
+    } else {
+        ""
+    };
     match model.backbone {
         Backbone::Mlp if model.ensemble > 1 => println!(
-            "model: an ensemble of {} MLPs, hidden {:?}",
+            "model: an ensemble of {} MLPs, hidden {:?}{path}",
             model.ensemble, model.hidden
         ),
-        Backbone::Mlp => println!("model: mlp, hidden {:?}", model.hidden),
+        Backbone::Mlp => println!("model: mlp, hidden {:?}{path}", model.hidden),
         other => println!("model: {other}, width {}", model.width),
     }
     if trained.config.data.reads_images() {

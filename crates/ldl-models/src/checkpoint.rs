@@ -272,8 +272,10 @@ pub struct InitReport {
 
 /// Fine-tuning: sets every model variable that `tensors` holds under the same name and
 /// shape, and reports what was loaded, newly initialised and skipped. Heads (`heads.*`,
-/// in an ensemble `ensemble.<k>.heads.*`) whose shape differs (another number of bins) stay new; any other shape mismatch is an
-/// error naming the tensor and both shapes.
+/// in an ensemble `ensemble.<k>.heads.*`) whose shape differs (another number of bins)
+/// stay new, and so does the linear path of a head that stays new (its weights tilt
+/// along the bins of the axis it was trained on); any other shape mismatch is an error
+/// naming the tensor and both shapes.
 pub fn load_matching(
     vars: &VarMap,
     tensors: &HashMap<String, Tensor>,
@@ -286,10 +288,16 @@ pub fn load_matching(
     let mut report = InitReport::default();
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
+    let loads = |name: &str| match (tensors.get(name), data.get(name)) {
+        (Some(tensor), Some(var)) => tensor.dims() == var.dims(),
+        _ => false,
+    };
     for name in names {
         let var = &data[name];
+        let head_is_new = crate::linear_path::head_weight_of(name).is_some_and(|h| !loads(&h));
         match tensors.get(name) {
             None => report.new.push(name.clone()),
+            Some(_) if head_is_new => report.new.push(name.clone()),
             Some(tensor) if tensor.dims() != var.dims() => {
                 if crate::network_local_name(name).starts_with("heads.") {
                     report.new.push(name.clone());

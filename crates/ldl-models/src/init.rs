@@ -50,9 +50,14 @@ fn initial_values(
     // per-axis MLP trunk (`backbone.<axis>.layers.…`), of an axis named `bn` is linear.
     let mut segments = name.rsplit('.');
     let leaf = segments.next().unwrap_or(name);
-    let is_norm = crate::ensemble::network_local_name(name).starts_with("backbone.")
-        && segments.next() == Some("bn");
+    let local = crate::ensemble::network_local_name(name);
+    let is_norm = local.starts_with("backbone.") && segments.next() == Some("bn");
     let constant = |value: f32| Ok(vec![value; count]);
+    // A linear path starts at zero, so that the untrained model predicts what its heads
+    // predict (see `linear_path.rs`).
+    if crate::linear_path::is_weight_name(local) {
+        return constant(0.0);
+    }
     match (is_norm, leaf) {
         (true, "weight") | (_, "running_var") => constant(1.0),
         (true, "bias") | (_, "running_mean") => constant(0.0),

@@ -33,6 +33,7 @@ mod error;
 mod inference;
 mod init;
 mod layers;
+pub mod linear_path;
 mod mlp;
 mod model;
 mod norm_relu_cpu;

@@ -38,6 +38,12 @@ pub struct MlpConfig {
     /// [`crate::ensemble`]). Checkpoints written before this field existed hold one.
     #[serde(default = "one_network", skip_serializing_if = "is_one_network")]
     pub ensemble: usize,
+    /// A linear path from the inputs to each head: a term linear in the inputs added to
+    /// the logits, which moves the distribution's location (see [`crate::linear_path`]).
+    /// Checkpoints written before this field existed have none; a model without one
+    /// writes no key, so its header is the one it wrote before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub linear_path: bool,
 }
 
 fn one_network() -> usize {
@@ -69,6 +75,7 @@ impl MlpConfig {
             dropout: 0.0,
             separate_trunks: false,
             ensemble: 1,
+            linear_path: false,
         }
     }
 
@@ -107,6 +114,20 @@ impl MlpConfig {
         }
     }
 
+    /// The same with a linear path from the inputs to each head
+    /// ([`MlpConfig::linear_path`]).
+    ///
+    /// ```
+    /// use ldl_models::MlpConfig;
+    /// assert!(MlpConfig::new(21, [32]).with_linear_path().linear_path);
+    /// ```
+    pub fn with_linear_path(self) -> MlpConfig {
+        MlpConfig {
+            linear_path: true,
+            ..self
+        }
+    }
+
     /// Width of the features the heads see.
     pub fn output_features(&self) -> usize {
         self.hidden.last().copied().unwrap_or(self.inputs)
@@ -123,12 +144,15 @@ impl MlpConfig {
     }
 
     /// Numbers stored by the MLP: weights, biases and four BatchNorm vectors per layer.
+    /// Saturates rather than overflows, since it is computed from a checkpoint's header
+    /// before the header is checked.
     pub fn stored_elements(&self) -> u128 {
         let mut inputs = self.inputs as u128;
         let mut total = 0u128;
         for width in &self.hidden {
             let width = *width as u128;
-            total += inputs * width + width + if self.batch_norm { 4 * width } else { 0 };
+            let per_unit = inputs.saturating_add(if self.batch_norm { 5 } else { 1 });
+            total = total.saturating_add(width.saturating_mul(per_unit));
             inputs = width;
         }
         total

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::ensemble::{mixture_logits, network_prefix, network_seed, network_variable};
 use crate::error::{Error, Result};
 use crate::init::seeded_init;
+use crate::linear_path::{self, LinearPath};
 use crate::mlp::{BatchRows, Mlp, MlpConfig};
 use crate::precision::Precision;
 use crate::sync_batch_norm::SharedSum;
@@ -41,21 +42,34 @@ impl BackboneConfig {
     }
 
     /// How many numbers a model of this backbone with heads for `space` stores (weights
-    /// and BatchNorm statistics), computed without building it.
+    /// and BatchNorm statistics), computed without building it. Saturates rather than
+    /// overflows, since it is computed from a checkpoint's header before the header is
+    /// checked.
     pub fn stored_elements(&self, space: &LabelSpace) -> u128 {
         let backbone = match self {
             BackboneConfig::Vgg(c) => c.stored_elements(),
-            BackboneConfig::Mlp(c) => {
-                c.stored_elements() * c.trunk_count(space.heads().len()) as u128
-            }
+            BackboneConfig::Mlp(c) => c
+                .stored_elements()
+                .saturating_mul(c.trunk_count(space.heads().len()) as u128),
         };
         let features = self.output_features() as u128;
-        let heads: u128 = space
-            .heads()
-            .iter()
-            .map(|h| (features + 1) * h.bins() as u128)
-            .sum();
-        (backbone + heads).saturating_mul(self.networks() as u128)
+        // Per head: a weight per feature and a bias per bin, and the linear path's
+        // weights per input.
+        let path_inputs = match self {
+            BackboneConfig::Mlp(c) if c.linear_path => c.inputs as u128,
+            _ => 0,
+        };
+        let heads = space.heads().iter().fold(0u128, |total, head| {
+            let weights = features
+                .saturating_add(1)
+                .saturating_mul(head.bins() as u128);
+            let path =
+                path_inputs.saturating_mul(linear_path::statistic_count(space, head) as u128);
+            total.saturating_add(weights).saturating_add(path)
+        });
+        backbone
+            .saturating_add(heads)
+            .saturating_mul(self.networks() as u128)
     }
 
     /// How many networks the model trains side by side: [`MlpConfig::ensemble`] for the
@@ -121,6 +135,9 @@ pub struct Model {
     backbone: Backbone,
     /// Per network of the ensemble (one without), one head per head of the label space.
     heads: Vec<Vec<Linear>>,
+    /// Per network, per head, the MLP's linear path (`MlpConfig::linear_path`): `None`
+    /// for a head without one; no entries without the path.
+    linear_paths: Vec<Vec<Option<LinearPath>>>,
     precision: Precision,
 }
 
@@ -166,12 +183,26 @@ impl Model {
         let heads = (0..networks)
             .map(|n| linear_heads(space, features, &network_vars(n)))
             .collect::<Result<_>>()?;
+        let linear_paths = match config {
+            BackboneConfig::Mlp(c) if c.linear_path => (0..networks)
+                .map(|n| {
+                    let vb = network_vars(n);
+                    space
+                        .heads()
+                        .iter()
+                        .map(|head| LinearPath::new(space, head, c.inputs, &vb, device))
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<_>>()?,
+            _ => Vec::new(),
+        };
         Ok(Model {
             config: config.clone(),
             vars,
             space: space.clone(),
             backbone,
             heads,
+            linear_paths,
             precision: Precision::F32,
         })
     }
@@ -417,7 +448,11 @@ impl Model {
                             None => trunk.forward_t(x, false),
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    apply_heads(heads, &features)
+                    let logits = apply_heads(heads, &features)?;
+                    match self.linear_paths.get(network) {
+                        Some(paths) => add_linear_paths(logits, paths, x),
+                        None => Ok(logits),
+                    }
                 })
                 .collect(),
         }
@@ -463,6 +498,22 @@ fn apply_heads(heads: &[Linear], features: &[Tensor]) -> Result<Vec<Tensor>> {
             let features =
                 features[index.min(features.len() - 1)].to_dtype(head.weight().dtype())?;
             Ok(head.forward(&features)?)
+        })
+        .collect()
+}
+
+/// Each head's logits plus its linear path's term, where it has one.
+fn add_linear_paths(
+    logits: Vec<Tensor>,
+    paths: &[Option<LinearPath>],
+    inputs: &Tensor,
+) -> Result<Vec<Tensor>> {
+    logits
+        .into_iter()
+        .zip(paths)
+        .map(|(logits, path)| match path {
+            Some(path) => path.add_to(&logits, inputs),
+            None => Ok(logits),
         })
         .collect()
 }
@@ -542,5 +593,30 @@ impl From<VggConfig> for BackboneConfig {
 impl From<MlpConfig> for BackboneConfig {
     fn from(config: MlpConfig) -> Self {
         BackboneConfig::Mlp(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ldl_core::Axis;
+
+    /// Counted from a header before it is checked, the stored numbers of absurd sizes
+    /// saturate instead of overflowing (which would panic, or wrap to a small count).
+    #[test]
+    fn the_stored_count_of_absurd_sizes_saturates() {
+        let space = LabelSpace::new(vec![Axis::linear("age", 0.0, 100.0, 1.0).unwrap()]).unwrap();
+        let mlp = MlpConfig::new(usize::MAX, [usize::MAX, usize::MAX])
+            .with_batch_norm()
+            .with_linear_path()
+            .with_ensemble(64);
+        assert_eq!(mlp.stored_elements(), u128::MAX);
+        assert_eq!(BackboneConfig::from(mlp).stored_elements(&space), u128::MAX);
+        let vgg = VggConfig {
+            base_channels: usize::MAX,
+            ..VggConfig::tiny_age_net()
+        };
+        assert_eq!(vgg.stored_elements(), u128::MAX);
+        assert_eq!(BackboneConfig::from(vgg).stored_elements(&space), u128::MAX);
     }
 }

@@ -76,17 +76,22 @@ impl VggConfig {
 
     /// Channels of the pooled features the heads see (`8c`).
     pub fn output_channels(&self) -> usize {
-        8 * self.base_channels
+        // Saturating: a checkpoint's header is counted before it is checked.
+        self.base_channels.saturating_mul(8)
     }
 
     /// Numbers stored by the backbone: conv weights (and biases) and four BatchNorm
-    /// vectors per block.
+    /// vectors per block. Saturates rather than overflows, since it is computed from a
+    /// checkpoint's header before the header is checked.
     pub fn stored_elements(&self) -> u128 {
         let mut channels = self.input_channels as u128;
         let mut total = 0u128;
         for units in LAYOUT.iter().filter(|u| **u > 0) {
-            let output = (*units * self.base_channels) as u128;
-            total += channels * output * 9 + 4 * output + if self.conv_bias { output } else { 0 };
+            let output = (*units as u128).saturating_mul(self.base_channels as u128);
+            let per_output = channels
+                .saturating_mul(9)
+                .saturating_add(if self.conv_bias { 5 } else { 4 });
+            total = total.saturating_add(output.saturating_mul(per_output));
             channels = output;
         }
         total

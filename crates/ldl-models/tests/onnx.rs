@@ -212,6 +212,33 @@ fn convolutions_with_a_bias_export_it() {
 
 #[test]
 fn mlp_outputs_match_ldl_with_standardisation_in_the_graph() {
+    check_mlp_export(false);
+}
+
+/// The linear path reads the standardised features, as the MLP does.
+#[test]
+fn an_mlps_linear_path_is_exported() {
+    check_mlp_export(true);
+}
+
+/// Gives every linear path's weights values in ±1 (a fresh path is zero, which would
+/// check nothing).
+fn randomise_linear_paths(model: &Model, seed: u64) {
+    let data = model.vars().data().lock().unwrap();
+    let mut paths: Vec<_> = data
+        .iter()
+        .filter(|(name, _)| name.contains(".linear_path."))
+        .collect();
+    assert!(!paths.is_empty());
+    paths.sort_by(|a, b| a.0.cmp(b.0));
+    for (index, (_, var)) in paths.into_iter().enumerate() {
+        let values = uniform(var.elem_count(), -1.0, 1.0, seed + index as u64);
+        var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+}
+
+fn check_mlp_export(linear_path: bool) {
     let space = LabelSpace::new(vec![
         Axis::linear("weight", 30.0, 120.0, 1.0).unwrap(),
         Axis::categorical("sex", ["female", "male"]).unwrap(),
@@ -225,8 +252,16 @@ fn mlp_outputs_match_ldl_with_standardisation_in_the_graph() {
         .with_batch_norm()
         .with_dropout(0.2)
         .with_separate_trunks();
+    let config = if linear_path {
+        config.with_linear_path()
+    } else {
+        config
+    };
     let model = Model::build(&BackboneConfig::Mlp(config), &space, 5, &Device::Cpu).unwrap();
     randomise_batch_norm(&model, 6);
+    if linear_path {
+        randomise_linear_paths(&model, 8);
+    }
     let standardization = Standardization {
         mean: vec![170.0, 70.0, 1.0, -3.0],
         // The third feature was constant at training: only centred.
@@ -296,7 +331,8 @@ fn mlp_outputs_match_ldl_with_standardisation_in_the_graph() {
     );
 }
 
-/// An ensemble's outputs are the mean of its networks' distributions, as ldl's mixture.
+/// An ensemble's outputs are the mean of its networks' distributions, as ldl's mixture
+/// (each network with a linear path of its own).
 #[test]
 fn an_ensembles_outputs_are_the_mean_of_its_networks_distributions() {
     let space = LabelSpace::new(vec![
@@ -310,9 +346,11 @@ fn an_ensembles_outputs_are_the_mean_of_its_networks_distributions() {
     let config = MlpConfig::new(3, [16])
         .with_batch_norm()
         .with_separate_trunks()
-        .with_ensemble(3);
+        .with_ensemble(3)
+        .with_linear_path();
     let model = Model::build(&BackboneConfig::Mlp(config), &space, 9, &Device::Cpu).unwrap();
     randomise_batch_norm(&model, 10);
+    randomise_linear_paths(&model, 12);
     let input = OnnxInput::Features {
         names: ["height", "girth", "shift"].map(String::from).to_vec(),
         standardization: None,

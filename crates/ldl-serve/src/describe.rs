@@ -27,6 +27,7 @@ pub fn describe(model: &TrainedModel, checkpoint: &str) -> Value {
             "backbone": "mlp",
             "hidden": config.model.hidden,
             "ensemble": config.model.ensemble,
+            "linear_path": config.model.linear_path(),
         }),
         other => json!({ "backbone": other.to_string(), "width": config.model.width }),
     };

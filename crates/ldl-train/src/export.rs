@@ -337,12 +337,17 @@ fn axes_section(config: &Config) -> String {
 /// The model, loss, optimiser and data, and how the run went.
 fn training_section(config: &Config, summary: &RunSummary) -> String {
     let model = &config.model;
+    let path = if model.linear_path() {
+        " and a linear path from the features to each axis's location"
+    } else {
+        ""
+    };
     let backbone = match model.backbone {
         Backbone::Mlp if model.ensemble > 1 => format!(
-            "an ensemble of {} MLPs, hidden layers {:?}, whose distributions are averaged",
+            "an ensemble of {} MLPs, hidden layers {:?}{path}, whose distributions are averaged",
             model.ensemble, model.hidden
         ),
-        Backbone::Mlp => format!("MLP, hidden layers {:?}", model.hidden),
+        Backbone::Mlp => format!("MLP, hidden layers {:?}{path}", model.hidden),
         other => format!(
             "{other}, width {}, inputs {}×{} RGB",
             model.width, config.data.image_size, config.data.image_size

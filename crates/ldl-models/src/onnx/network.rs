@@ -1,5 +1,5 @@
 //! The model's layers as ONNX nodes: the backbone (ThinAgeNet/TinyAgeNet or the MLP
-//! trunks), then per head a linear layer and a softmax (for an ensemble, per network, and
+//! trunks), then per head a linear layer (plus the MLP's linear path) and a softmax (for an ensemble, per network, and
 //! the mean of the networks' softmaxes), and for a joint group the grid and its marginals.
 
 use candle_core::Tensor;
@@ -38,7 +38,8 @@ pub(crate) fn add_network(
                 .map(|(index, head)| {
                     let features = &features[index.min(features.len() - 1)];
                     let name = format!("{prefix}heads.{}", head.name());
-                    linear(graph, &variables, features, &name)
+                    let logits = linear(graph, &variables, features, &name)?;
+                    linear_path(graph, &variables, model, head, input, &logits, &name)
                 })
                 .collect::<Result<Vec<_>>>()
         })
@@ -172,6 +173,44 @@ fn linear(
     }
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     Ok(graph.node("Gemm", &inputs, prefix, vec![int("transB", 1)]))
+}
+
+/// `logits + (x wᵀ) z` for a head with a linear path (see [`crate::linear_path`]) whose
+/// variables are under `prefix`; the logits as they are for a head without one.
+fn linear_path(
+    graph: &mut GraphBuilder,
+    variables: &Variables,
+    model: &Model,
+    head: &Head,
+    input: &str,
+    logits: &str,
+    prefix: &str,
+) -> Result<String> {
+    let path = format!("{prefix}.linear_path");
+    let Some(weight) = variables.find(&format!("{path}.weight")) else {
+        return Ok(logits.to_string());
+    };
+    let rows = crate::linear_path::head_statistics(model.label_space(), head);
+    let values: Vec<f32> = rows.iter().flatten().map(|&z| z as f32).collect();
+    let statistics = graph.floats(
+        &format!("{path}.statistics"),
+        &[rows.len(), head.bins()],
+        &values,
+    );
+    let weight = graph.weight(&format!("{path}.weight"), &weight)?;
+    let tilt = graph.node("Gemm", &[input, &weight], &path, vec![int("transB", 1)]);
+    let shift = graph.node(
+        "MatMul",
+        &[&tilt, &statistics],
+        &format!("{path}.shift"),
+        vec![],
+    );
+    Ok(graph.node(
+        "Add",
+        &[logits, &shift],
+        &format!("{prefix}.logits"),
+        vec![],
+    ))
 }
 
 /// Inference-mode BatchNorm with the running statistics, over axis 1 of `x`.

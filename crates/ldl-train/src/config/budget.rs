@@ -388,10 +388,30 @@ fn stored_numbers(config: &Config, features: usize, heads: u128) -> u128 {
         ldl_models::BackboneConfig::Vgg(vgg) => vgg.stored_elements(),
     };
     let heads = (backbone.output_features() as u128 + 1).saturating_mul(heads);
+    let paths = match &backbone {
+        ldl_models::BackboneConfig::Mlp(mlp) if mlp.linear_path => {
+            (features as u128).saturating_mul(linear_path_statistics(config))
+        }
+        _ => 0,
+    };
     // Every network of an ensemble has a backbone and heads of its own.
     stored
         .saturating_add(heads)
+        .saturating_add(paths)
         .saturating_mul(backbone.networks() as u128)
+}
+
+/// The MLP's linear path's weights per input: one per linear axis of more than one bin,
+/// two per circular axis, none for a categorical axis (`ldl_models::linear_path`; a joint
+/// group's head holds its members').
+fn linear_path_statistics(config: &Config) -> u128 {
+    let bins = axis_bins(config);
+    let statistics = |(axis, bins): (&super::AxisConfig, &u128)| match &axis.bins {
+        AxisBins::Linear { .. } if *bins > 1 => 1,
+        AxisBins::Circular { .. } => 2,
+        _ => 0,
+    };
+    config.task.axes.iter().zip(&bins).map(statistics).sum()
 }
 
 /// How many heads the label space has: one per axis outside joint groups, one per group.
@@ -520,8 +540,9 @@ mod tests {
     fn an_mlp_stores_its_parameters_in_f32_and_adam_holds_two_more() {
         let config = config(AGE, "[model]\nhidden = [64, 32]\n[optim]\nbatch_size = 8");
         let features = 10u128;
-        // Weights and biases, BatchNorm's four vectors, then a head of 101 bins.
-        let parameters = (10 * 64 + 64 + 4 * 64) + (64 * 32 + 32 + 4 * 32) + (32 + 1) * 101;
+        // Weights and biases, BatchNorm's four vectors, then a head of 101 bins and its
+        // linear path (a weight per feature).
+        let parameters = (10 * 64 + 64 + 4 * 64) + (64 * 32 + 32 + 4 * 32) + (32 + 1) * 101 + 10;
         assert_eq!(stored_numbers(&config, 10, 101), parameters);
         let backbone = config.model.backbone_config(10).unwrap();
         let space = config.label_space().unwrap();

@@ -53,6 +53,7 @@ impl Config {
         self.model.trunk = Some(self.model.trunk());
         self.data.feature_noise = Some(self.data.feature_noise());
         self.model.head_init = Some(self.model.head_init());
+        self.model.linear_path = Some(self.model.linear_path());
         self.task.check_name()?;
         self.check_precision()?;
         self.data.check(&self.task)?;

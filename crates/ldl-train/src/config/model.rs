@@ -52,6 +52,13 @@ pub struct ModelConfig {
     /// of one network saves the config it saved before the key existed.
     #[serde(skip_serializing_if = "is_one")]
     pub ensemble: usize,
+    /// A linear path from the inputs to each axis's location in the MLP (default true for
+    /// the MLP; the image networks have none): a term linear in the features added to
+    /// each head's logits (see `ldl_models::linear_path`). On bdims it closed most of the
+    /// MLP's gap to ridge regression (see `docs/benchmarks.md`). A config saved without
+    /// the key (by an earlier ldl) means false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linear_path: Option<bool>,
 }
 
 fn is_one(networks: &usize) -> bool {
@@ -71,6 +78,7 @@ impl Default for ModelConfig {
             init_from: None,
             head_init: None,
             ensemble: 1,
+            linear_path: None,
         }
     }
 }
@@ -165,6 +173,12 @@ impl ModelConfig {
         }
     }
 
+    /// `model.linear_path` as set, or its default for the backbone: on for the MLP, off
+    /// for the image networks.
+    pub fn linear_path(&self) -> bool {
+        self.linear_path.unwrap_or(self.backbone == Backbone::Mlp)
+    }
+
     /// The backbone for inputs of `features` features (the MLP's input width; image
     /// networks ignore it), or why the sizes are invalid, naming the key.
     pub fn backbone_config(&self, features: usize) -> Result<BackboneConfig> {
@@ -201,9 +215,15 @@ impl ModelConfig {
                     dropout: self.dropout,
                     separate_trunks: self.trunk() == Trunk::PerAxis,
                     ensemble: self.ensemble,
+                    linear_path: self.linear_path(),
                 }
                 .into())
             }
+            _ if self.linear_path() => Err(Error::Config(format!(
+                "`model.linear_path`: the linear path is for the MLP; `{}` reads images: \
+                 remove the key or set it to false",
+                self.backbone
+            ))),
             _ if self.ensemble != 1 => Err(Error::Config(format!(
                 "`model.ensemble`: ensembles are for the MLP; `{}` trains one network: \
                  remove the key or set it to 1",

@@ -301,3 +301,20 @@ fn the_config_key_is_on_for_the_mlp_and_saved_configs_keep_theirs() {
         "{error}"
     );
 }
+
+/// An axis named `….linear_path` would give its head's weights the name of another head's
+/// path: refused by name, with or without the path.
+#[test]
+fn an_axis_named_like_a_path_is_refused() {
+    let space =
+        LabelSpace::new(vec![Axis::linear("x.linear_path", 0.0, 10.0, 1.0).unwrap()]).unwrap();
+    for config in [BackboneConfig::mlp(3, [4]), path_config(1)] {
+        let error = Model::build(&config, &space, 1, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`x.linear_path`") && error.contains("rename the axis"),
+            "{error}"
+        );
+    }
+}

@@ -183,17 +183,36 @@ impl Model {
         let heads = (0..networks)
             .map(|n| linear_heads(space, features, &network_vars(n)))
             .collect::<Result<_>>()?;
+        if let Some(head) = space
+            .heads()
+            .iter()
+            .find(|h| h.name().ends_with(".linear_path"))
+        {
+            return Err(Error::Config(format!(
+                "the head `{}` ends in `.linear_path`, which names the heads' linear paths' \
+                 weights; rename the axis",
+                head.name()
+            )));
+        }
         let linear_paths = match config {
-            BackboneConfig::Mlp(c) if c.linear_path => (0..networks)
-                .map(|n| {
-                    let vb = network_vars(n);
-                    space
-                        .heads()
-                        .iter()
-                        .map(|head| LinearPath::new(space, head, c.inputs, &vb, device))
-                        .collect::<Result<Vec<_>>>()
-                })
-                .collect::<Result<_>>()?,
+            BackboneConfig::Mlp(c) if c.linear_path => {
+                let statistics = LinearPath::statistics_of_heads(space, device)?;
+                (0..networks)
+                    .map(|n| {
+                        let vb = network_vars(n);
+                        space
+                            .heads()
+                            .iter()
+                            .zip(&statistics)
+                            .map(|(head, z)| {
+                                z.as_ref()
+                                    .map(|z| LinearPath::new(head, z, c.inputs, &vb))
+                                    .transpose()
+                            })
+                            .collect::<Result<Vec<_>>>()
+                    })
+                    .collect::<Result<_>>()?
+            }
             _ => Vec::new(),
         };
         Ok(Model {

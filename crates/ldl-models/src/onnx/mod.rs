@@ -30,7 +30,7 @@
 //! and its `doc_string` says the same for people. Operators are from the default domain
 //! at opset [`OPSET`]: `Conv`, `BatchNormalization`, `Relu`, `MaxPool`,
 //! `GlobalAveragePool`, `Flatten`, `Gemm`, `Softmax`, `Reshape`, `ReduceSum`, `Sub`,
-//! `Div`.
+//! `Div`, and for the MLP's linear path `MatMul` and `Add`, for an ensemble `Mean`.
 
 mod graph;
 mod network;

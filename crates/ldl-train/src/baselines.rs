@@ -4,9 +4,8 @@
 //! the training-mean distribution (its six LDL measures), each scored on the validation
 //! and test splits.
 
-use candle_core::DType;
 use ldl_core::metrics::LdlMeasures;
-use ldl_core::{Label, LabelSpace};
+use ldl_core::{EncodedLabel, Label, LabelSpace};
 use ldl_data::{Sample, Splits};
 
 use serde::{Deserialize, Serialize};
@@ -14,27 +13,48 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::records::{MajorityClass, MeanDistribution, MeanPredictor};
 
+/// Calls `visit` with each sample's encoded labels (one per axis), one sample at a time,
+/// errors naming the sample. Never the whole split at once: an axis of 10⁶ bins over 305
+/// training rows is 2.4 GB of f64 distributions, where one sample's is 8 MB.
+fn each_encoded(
+    space: &LabelSpace,
+    samples: &[Sample],
+    mut visit: impl FnMut(Vec<EncodedLabel>),
+) -> Result<()> {
+    for (index, sample) in samples.iter().enumerate() {
+        let encoded = space
+            .encode(&sample.labels)
+            .map_err(|e| e.at_sample(index))?;
+        visit(encoded);
+    }
+    Ok(())
+}
+
+/// The index of the largest probability, the first of equal ones (as candle's `argmax`).
+fn most_probable_bin(pmf: &[f64]) -> usize {
+    let mut best = 0;
+    for (bin, p) in pmf.iter().enumerate() {
+        if *p > pmf[best] {
+            best = bin;
+        }
+    }
+    best
+}
+
 /// Every axis's target values (ordered axes) or target classes (categorical axes, the
 /// most probable bin of the target), sample by sample, per axis.
 fn axis_values(space: &LabelSpace, samples: &[Sample]) -> Result<Vec<Vec<f64>>> {
-    if samples.is_empty() {
-        return Ok(vec![Vec::new(); space.axes().len()]);
-    }
-    let labels: Vec<Vec<ldl_core::Label>> = samples.iter().map(|s| s.labels.clone()).collect();
-    let targets = space.targets(&labels, DType::F64, &candle_core::Device::Cpu)?;
-    space
-        .axes()
-        .iter()
-        .zip(&targets)
-        .map(|(axis, t)| {
-            if axis.is_categorical() {
-                let classes = t.pmf.argmax_keepdim(1)?.flatten_all()?.to_vec1::<u32>()?;
-                Ok(classes.into_iter().map(f64::from).collect())
+    let mut values = vec![Vec::with_capacity(samples.len()); space.axes().len()];
+    each_encoded(space, samples, |encoded| {
+        for ((axis, label), values) in space.axes().iter().zip(encoded).zip(&mut values) {
+            values.push(if axis.is_categorical() {
+                most_probable_bin(&label.pmf) as f64
             } else {
-                Ok(t.value.to_vec1::<f64>()?)
-            }
-        })
-        .collect()
+                label.value
+            });
+        }
+    })?;
+    Ok(values)
 }
 
 /// A constant prediction fitted on the training split alone: what a trained model must
@@ -208,18 +228,32 @@ pub(crate) fn mean_predictor(space: &LabelSpace, splits: &Splits) -> Result<Vec<
         .collect())
 }
 
-/// Every axis's target distributions (the encoded pmfs the model is trained against),
-/// sample by sample, per axis.
-pub(crate) fn axis_pmfs(space: &LabelSpace, samples: &[Sample]) -> Result<Vec<Vec<Vec<f64>>>> {
-    if samples.is_empty() {
-        return Ok(vec![Vec::new(); space.axes().len()]);
-    }
-    let labels: Vec<Vec<Label>> = samples.iter().map(|s| s.labels.clone()).collect();
-    let targets = space.targets(&labels, DType::F64, &candle_core::Device::Cpu)?;
-    targets
-        .iter()
-        .map(|t| Ok(t.pmf.to_vec2::<f64>()?))
-        .collect()
+/// Every axis's mean target distribution over `samples` (the encoded pmfs the model is
+/// trained against; all zeros when there are none), summed in sample order.
+pub(crate) fn mean_pmfs(space: &LabelSpace, samples: &[Sample]) -> Result<Vec<Vec<f64>>> {
+    let mut sums: Vec<Vec<f64>> = space.axes().iter().map(|a| vec![0.0; a.len()]).collect();
+    each_encoded(space, samples, |encoded| {
+        for (sum, label) in sums.iter_mut().zip(encoded) {
+            sum.iter_mut().zip(&label.pmf).for_each(|(s, p)| *s += p);
+        }
+    })?;
+    let n = samples.len().max(1) as f64;
+    sums.iter_mut().flatten().for_each(|s| *s /= n);
+    Ok(sums)
+}
+
+/// The target distributions of the axes in `axes` (by position), sample by sample; the
+/// other axes' lists are left empty.
+fn axis_pmfs(space: &LabelSpace, samples: &[Sample], axes: &[usize]) -> Result<Vec<Vec<Vec<f64>>>> {
+    let mut pmfs = vec![Vec::new(); space.axes().len()];
+    each_encoded(space, samples, |encoded| {
+        for (a, label) in encoded.into_iter().enumerate() {
+            if axes.contains(&a) {
+                pmfs[a].push(label.pmf);
+            }
+        }
+    })?;
+    Ok(pmfs)
 }
 
 /// The six measures of `predicted` against each target, averaged over the targets
@@ -257,21 +291,17 @@ pub(crate) fn mean_distribution(
                 .iter()
                 .all(|s| matches!(s.labels.get(a), Some(Label::Distribution(_))))
     };
-    if !(0..space.axes().len()).any(explicit) {
+    let explicit_axes: Vec<usize> = (0..space.axes().len()).filter(|&a| explicit(a)).collect();
+    if explicit_axes.is_empty() {
         return Ok(Vec::new());
     }
-    let train = axis_pmfs(space, &splits.train)?;
-    let validation = axis_pmfs(space, &splits.validation)?;
-    let test = axis_pmfs(space, &splits.test)?;
+    let mut means = mean_pmfs(space, &splits.train)?;
+    let validation = axis_pmfs(space, &splits.validation, &explicit_axes)?;
+    let test = axis_pmfs(space, &splits.test, &explicit_axes)?;
     let mut out = Vec::new();
-    for (a, axis) in space.axes().iter().enumerate() {
-        if !explicit(a) {
-            continue;
-        }
-        let n = train[a].len() as f64;
-        let distribution: Vec<f64> = (0..axis.len())
-            .map(|k| train[a].iter().map(|pmf| pmf[k]).sum::<f64>() / n)
-            .collect();
+    for &a in &explicit_axes {
+        let axis = &space.axes()[a];
+        let distribution = std::mem::take(&mut means[a]);
         out.push(MeanDistribution {
             axis: axis.name().to_string(),
             validation: mean_measures(&validation[a], &distribution).unwrap_or_else(nan_measures),

@@ -11,7 +11,7 @@
 use ldl_core::LabelSpace;
 use ldl_data::Sample;
 
-use crate::baselines::axis_pmfs;
+use crate::baselines::mean_pmfs;
 use crate::error::Result;
 
 /// The smallest probability a bin's prior is given before its log: bins no training
@@ -22,21 +22,9 @@ const FLOOR: f64 = 1e-6;
 /// distributions; for a joint head, the sum of its members' logs (the product of the
 /// members' mean distributions, row-major as the grid is).
 pub(crate) fn training_mean_biases(space: &LabelSpace, train: &[Sample]) -> Result<Vec<Vec<f32>>> {
-    let pmfs = axis_pmfs(space, train)?;
-    let log_means: Vec<Vec<f64>> = space
-        .axes()
-        .iter()
-        .zip(&pmfs)
-        .map(|(axis, targets)| {
-            let n = targets.len().max(1) as f64;
-            (0..axis.len())
-                .map(|k| {
-                    (targets.iter().map(|t| t[k]).sum::<f64>() / n)
-                        .max(FLOOR)
-                        .ln()
-                })
-                .collect()
-        })
+    let log_means: Vec<Vec<f64>> = mean_pmfs(space, train)?
+        .into_iter()
+        .map(|mean| mean.into_iter().map(|p| p.max(FLOOR).ln()).collect())
         .collect();
     Ok(space
         .heads()

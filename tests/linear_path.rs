@@ -303,7 +303,7 @@ fn the_config_key_is_on_for_the_mlp_and_saved_configs_keep_theirs() {
 }
 
 /// An axis named `….linear_path` would give its head's weights the name of another head's
-/// path: refused by name, with or without the path.
+/// path: refused by name, with or without the path, and in a config naming the key.
 #[test]
 fn an_axis_named_like_a_path_is_refused() {
     let space =
@@ -317,4 +317,15 @@ fn an_axis_named_like_a_path_is_refused() {
             "{error}"
         );
     }
+    let renamed = BDIMS
+        .replace("name = \"age\"\n", "name = \"age.linear_path\"\n")
+        .replace("\nage = { value", "\n\"age.linear_path\" = { value");
+    assert!(renamed.contains("\"age.linear_path\" = { value"));
+    let error = Config::parse(Path::new("task.toml"), &renamed, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("`task.axes[0].name`") && error.contains("rename the axis"),
+        "{error}"
+    );
 }

@@ -58,6 +58,14 @@ pub struct EncodedLabel {
     pub std: f64,
 }
 
+impl EncodedLabel {
+    /// The index of the target's most probable bin (its class on a categorical axis), the
+    /// first of equal ones.
+    pub fn most_probable_bin(&self) -> usize {
+        argmax(&self.pmf).0
+    }
+}
+
 /// A predicted distribution summarised in the terms of its axis's kind: a value with its
 /// uncertainty on a linear or circular axis, a class on a categorical one.
 ///

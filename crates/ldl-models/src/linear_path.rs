@@ -99,6 +99,13 @@ pub fn statistic_count(space: &LabelSpace, head: &Head) -> usize {
         .sum()
 }
 
+/// True for a head (axis or joint group) name that ends in `.linear_path`: its head's
+/// weights would be named as another head's path (`heads.<name>.weight`), so models
+/// refuse it, with or without a path.
+pub fn is_reserved_head_name(name: &str) -> bool {
+    name.ends_with(".linear_path")
+}
+
 /// True for `heads.<head>.linear_path.weight`, a network-local name of a path's weights.
 pub(crate) fn is_weight_name(local: &str) -> bool {
     let head = local

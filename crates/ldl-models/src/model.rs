@@ -186,7 +186,7 @@ impl Model {
         if let Some(head) = space
             .heads()
             .iter()
-            .find(|h| h.name().ends_with(".linear_path"))
+            .find(|h| linear_path::is_reserved_head_name(h.name()))
         {
             return Err(Error::Config(format!(
                 "the head `{}` ends in `.linear_path`, which names the heads' linear paths' \

@@ -30,17 +30,6 @@ fn each_encoded(
     Ok(())
 }
 
-/// The index of the largest probability, the first of equal ones (as candle's `argmax`).
-fn most_probable_bin(pmf: &[f64]) -> usize {
-    let mut best = 0;
-    for (bin, p) in pmf.iter().enumerate() {
-        if *p > pmf[best] {
-            best = bin;
-        }
-    }
-    best
-}
-
 /// Every axis's target values (ordered axes) or target classes (categorical axes, the
 /// most probable bin of the target), sample by sample, per axis.
 fn axis_values(space: &LabelSpace, samples: &[Sample]) -> Result<Vec<Vec<f64>>> {
@@ -48,7 +37,7 @@ fn axis_values(space: &LabelSpace, samples: &[Sample]) -> Result<Vec<Vec<f64>>> 
     each_encoded(space, samples, |encoded| {
         for ((axis, label), values) in space.axes().iter().zip(encoded).zip(&mut values) {
             values.push(if axis.is_categorical() {
-                most_probable_bin(&label.pmf) as f64
+                label.most_probable_bin() as f64
             } else {
                 label.value
             });

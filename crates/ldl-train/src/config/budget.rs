@@ -626,12 +626,25 @@ mod tests {
         let lengths: Vec<u128> = space.axes().iter().map(|a| a.len() as u128).collect();
         assert_eq!(axis_bins(&config), lengths);
         assert_eq!(head_outputs(&config), 101 + 120 + 41 + 2);
+        // The MLP's linear path (on by default) counted from the numbers as the model
+        // counts it from the label space: 1 per linear axis, 2 per circular, 0 per class.
+        let stored = |config: &Config, space: &ldl_core::LabelSpace| {
+            let outputs = head_outputs(config);
+            let backbone = config.model.backbone_config(5).unwrap();
+            assert_eq!(
+                stored_numbers(config, 5, outputs),
+                backbone.stored_elements(space)
+            );
+        };
+        assert_eq!(linear_path_statistics(&config), 1 + 2 + 1);
+        stored(&config, &space);
         let joint = format!("{axes}\n[[task.joint]]\naxes = [\"yaw\", \"pitch\"]");
         let config = super::tests::config(&joint, "");
         let space = config.label_space().unwrap();
         let heads: u128 = space.heads().iter().map(|h| h.bins() as u128).sum();
         assert_eq!(head_outputs(&config), heads);
         assert_eq!(heads, 101 + 120 * 41 + 2);
+        stored(&config, &space);
     }
 
     #[test]

@@ -75,6 +75,13 @@ impl TaskConfig {
             .iter()
             .enumerate()
             .map(|(i, axis)| {
+                if ldl_models::linear_path::is_reserved_head_name(&axis.name) {
+                    return Err(Error::Config(format!(
+                        "`task.axes[{i}].name`: {:?} ends in `.linear_path`, which names \
+                         the heads' linear paths' weights; rename the axis",
+                        axis.name
+                    )));
+                }
                 axis.build()
                     .map_err(|e| Error::Config(format!("`task.axes[{i}]`: {e}")))
             })

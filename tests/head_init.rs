@@ -1,6 +1,8 @@
 //! `model.head_init` / `Trainer::head_init`: a fresh MLP's heads start at the training
 //! split's mean target distribution, so that an untrained model predicts the training
-//! mean; saved configs and image networks keep the uniform start.
+//! mean, and with `least-squares` (the default with a linear path) each path at a ridge
+//! regression, so that it predicts the linear fit; saved configs and image networks keep
+//! the uniform start.
 
 use std::path::Path;
 
@@ -15,9 +17,12 @@ const BDIMS: &str = include_str!("../configs/bdims.toml");
 const QUICKSTART: &str = include_str!("../configs/quickstart.toml");
 
 #[test]
-fn the_default_is_training_mean_for_the_mlp_and_saved_configs_keep_uniform() {
+fn the_default_is_least_squares_for_the_mlp_and_saved_configs_keep_uniform() {
     let bdims = Config::parse(Path::new("bdims.toml"), BDIMS, &[]).unwrap();
-    assert_eq!(bdims.model.head_init, Some(HeadInit::TrainingMean));
+    assert_eq!(bdims.model.head_init, Some(HeadInit::LeastSquares));
+    let no_path = ["model.linear_path=false".to_string()];
+    let no_path = Config::parse(Path::new("bdims.toml"), BDIMS, &no_path).unwrap();
+    assert_eq!(no_path.model.head_init, Some(HeadInit::TrainingMean));
     let images = Config::parse(Path::new("quickstart.toml"), QUICKSTART, &[]).unwrap();
     assert_eq!(images.model.head_init, Some(HeadInit::Uniform));
     let set = ["model.head_init=uniform".to_string()];
@@ -26,11 +31,11 @@ fn the_default_is_training_mean_for_the_mlp_and_saved_configs_keep_uniform() {
 
     let written = toml::to_string(&*bdims).unwrap();
     assert!(
-        written.contains("head_init = \"training-mean\""),
+        written.contains("head_init = \"least-squares\""),
         "{written}"
     );
     let saved = Config::parse_saved(Path::new("config.toml"), &written).unwrap();
-    assert_eq!(saved.model.head_init, Some(HeadInit::TrainingMean));
+    assert_eq!(saved.model.head_init, Some(HeadInit::LeastSquares));
     // Saved by an ldl without the key: the uniform start it trained from.
     assert!(!BDIMS.contains("head_init"));
     let old = Config::parse_saved(Path::new("checkpoint.safetensors"), BDIMS).unwrap();
@@ -42,7 +47,28 @@ fn the_default_is_training_mean_for_the_mlp_and_saved_configs_keep_uniform() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(
-        err.contains("model.head_init") && err.contains("training-mean"),
+        err.contains("model.head_init") && err.contains("least-squares"),
+        "{err}"
+    );
+
+    // `least-squares` starts the linear paths: refused, naming the key, without one.
+    let refused = |text: &str, set: &[&str], width: usize| {
+        let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+        let error = match Config::parse(Path::new("c.toml"), text, &set) {
+            Ok(config) => config.model.backbone_config(width).unwrap_err(),
+            Err(error) => error,
+        };
+        error.to_string()
+    };
+    let set = ["model.head_init=least-squares", "model.linear_path=false"];
+    let err = refused(BDIMS, &set, 21);
+    assert!(
+        err.contains("`model.head_init`") && err.contains("linear_path"),
+        "{err}"
+    );
+    let err = refused(QUICKSTART, &["model.head_init=least-squares"], 0);
+    assert!(
+        err.contains("`model.head_init`") && err.contains("training-mean"),
         "{err}"
     );
 }
@@ -142,4 +168,100 @@ fn ldl_train_starts_a_fresh_mlp_at_the_training_mean() {
             );
         }
     }
+}
+
+/// Rows `(x₁, x₂)` on a grid and the targets of `truth`, as a data set of `space`.
+fn linear_data(space: &LabelSpace, truth: impl Fn(f64, f64) -> f64) -> (Vec<[f64; 2]>, Dataset) {
+    let rows: Vec<[f64; 2]> = (0..48)
+        .map(|i| [(i % 8) as f64 / 3.5 - 1.0, (i / 8) as f64 / 2.5 - 1.0])
+        .collect();
+    let data = Dataset::from_features(
+        space,
+        rows.iter()
+            .map(|r| vec![r[0] as f32, r[1] as f32])
+            .collect(),
+        rows.iter()
+            .map(|r| vec![Label::value(truth(r[0], r[1]))])
+            .collect(),
+    )
+    .unwrap();
+    (rows, data)
+}
+
+/// The predicted means of an MLP with a linear path after a start as `init` and one epoch
+/// at a learning rate that cannot move the weights.
+/// Also returns the head's weight matrix, flattened.
+fn untrained_means(space: &LabelSpace, data: &Dataset, init: HeadInit) -> (Vec<f64>, Vec<f32>) {
+    let config = MlpConfig::new(2, [8]).with_linear_path();
+    let model = Model::build(&config.into(), space, 5, &Device::Cpu).unwrap();
+    let mut trainer = Trainer::new(model, FullKl::new())
+        .epochs(1)
+        .batch_size(16)
+        .learning_rate(1e-12)
+        .head_init(init);
+    trainer.fit(data, data, |_| Control::Continue).unwrap();
+    let means = trainer
+        .predict(data)
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_value().unwrap().mean)
+        .collect();
+    let vars = trainer.model().vars().data().lock().unwrap();
+    let head = vars[&format!("heads.{}.weight", space.axes()[0].name())].as_tensor();
+    let head = head.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    (means, head)
+}
+
+/// On an exactly linear target, `y = 20 + 3·x₁ − 2·x₂`, generalised cross-validation picks
+/// the smallest penalty and the untrained model predicts the linear function itself (to
+/// the rounding of a discretised normal distribution), where the training-mean start
+/// predicts one value for every row. The heads' weight matrices start at zero, so the
+/// hidden layers add nothing yet.
+#[test]
+fn a_least_squares_start_predicts_the_linear_fit() {
+    let space = LabelSpace::new(vec![Axis::linear("y", 0.0, 40.0, 0.5).unwrap()]).unwrap();
+    let truth = |a: f64, b: f64| 20.0 + 3.0 * a - 2.0 * b;
+    let (rows, data) = linear_data(&space, truth);
+    let (means, head) = untrained_means(&space, &data, HeadInit::LeastSquares);
+    for (row, mean) in rows.iter().zip(&means) {
+        let expected = truth(row[0], row[1]);
+        assert!(
+            (mean - expected).abs() < 0.05,
+            "{row:?}: {mean} vs {expected}"
+        );
+    }
+    // Zero at the start; one Adam step of 1e-12 since.
+    assert!(head.iter().all(|w| w.abs() < 1e-9), "{head:?}");
+
+    let (flat, _) = untrained_means(&space, &data, HeadInit::TrainingMean);
+    let spread = flat.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+        - flat.iter().cloned().fold(f64::INFINITY, f64::min);
+    assert!(spread < 1.0, "{spread}");
+}
+
+/// On a circular axis the path tilts along the angle's cosine and sine: directions that
+/// turn with `x₁` (40° to 140°, around 90°) are predicted to within a few degrees, where
+/// the training-mean start predicts about 90° for all.
+#[test]
+fn a_least_squares_start_turns_a_circular_axis() {
+    let space = LabelSpace::new(vec![Axis::circular("yaw", 0.0, 360.0, 5.0).unwrap()]).unwrap();
+    let truth = |a: f64, _: f64| 90.0 + 50.0 * a;
+    let (rows, data) = linear_data(&space, truth);
+    let error = |means: &[f64]| {
+        rows.iter()
+            .zip(means)
+            .map(|(row, mean)| {
+                let d = (mean - truth(row[0], row[1])).rem_euclid(360.0);
+                d.min(360.0 - d)
+            })
+            .sum::<f64>()
+            / rows.len() as f64
+    };
+    let (start, _) = untrained_means(&space, &data, HeadInit::LeastSquares);
+    let (flat, _) = untrained_means(&space, &data, HeadInit::TrainingMean);
+    let (start, flat) = (error(&start), error(&flat));
+    assert!(
+        start < 5.0 && flat > 20.0,
+        "least-squares {start}°, training mean {flat}°"
+    );
 }

@@ -24,7 +24,8 @@
 //!
 //! A joint group's head gets each member's statistics, evaluated at the member's bin of
 //! every grid cell. The weights start at zero, so an untrained model predicts what its
-//! heads alone predict (the training mean with `head_init = "training-mean"`). They live
+//! heads alone predict (the training mean with `head_init = "training-mean"`);
+//! `Model::set_linear_path_weights` sets them (ldl-train's `least-squares` start). They live
 //! under `heads.<head>.linear_path.weight`, `(statistics, inputs)` as a linear layer's.
 
 use candle_core::{DType, Device, Tensor};

@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};
-use ldl_core::LabelSpace;
+use ldl_core::{Head, LabelSpace};
 use serde::{Deserialize, Serialize};
 
 use crate::ensemble::{mixture_logits, network_prefix, network_seed, network_variable};
@@ -345,27 +345,97 @@ impl Model {
                 heads.len()
             )));
         }
+        for (head, bias) in heads.iter().zip(biases) {
+            self.set_head_variable(head, "bias", bias, head.bins())?;
+        }
+        Ok(())
+    }
+
+    /// Sets the weights of every head's linear path (`MlpConfig::linear_path`; in every
+    /// network of an ensemble): `weights[h]` holds head `h`'s `(statistics, inputs)`
+    /// matrix row by row, and is `None` for a head without a path.
+    pub fn set_linear_path_weights(&self, weights: &[Option<Vec<f32>>]) -> Result<()> {
+        let heads = self.space.heads();
+        let inputs = match &self.config {
+            BackboneConfig::Mlp(c) if c.linear_path => c.inputs,
+            _ => return Err(Error::Config("the model has no linear path".into())),
+        };
+        if weights.len() != heads.len() {
+            return Err(Error::Config(format!(
+                "linear path weights for {} heads, the model has {}",
+                weights.len(),
+                heads.len()
+            )));
+        }
+        for (head, weight) in heads.iter().zip(weights) {
+            let count = linear_path::statistic_count(&self.space, head);
+            match weight {
+                Some(w) => {
+                    let len = count.saturating_mul(inputs);
+                    self.set_head_variable(head, "linear_path.weight", w, len)?
+                }
+                None if count == 0 => {}
+                None => {
+                    return Err(Error::Config(format!(
+                        "no linear path weights for head `{}`, which has a path",
+                        head.name()
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets every head's weight matrix (not its bias or linear path; in every network of
+    /// an ensemble) to zero, so that the heads' outputs start at their biases (plus the
+    /// linear paths) whatever the trunks compute. The trunks still learn: a head's weights
+    /// move in the first step, and the gradient reaches the trunk from the second.
+    pub fn zero_head_weights(&self) -> Result<()> {
         let vars = self.vars.data().lock().map_err(|_| {
             Error::Config("the model's variables are locked by a thread that panicked".into())
         })?;
         let networks = self.heads.len();
-        for (head, bias) in heads.iter().zip(biases) {
-            if bias.len() != head.bins() {
-                return Err(Error::Config(format!(
-                    "head `{}` has {} outputs, got {} biases",
-                    head.name(),
-                    head.bins(),
-                    bias.len()
-                )));
-            }
+        for head in self.space.heads() {
             for network in 0..networks {
-                let local = format!("heads.{}.bias", head.name());
-                let name = network_variable(network, networks, &local);
+                let name =
+                    network_variable(network, networks, &format!("heads.{}.weight", head.name()));
                 let var = vars
                     .get(&name)
                     .ok_or_else(|| Error::Config(format!("the model has no variable `{name}`")))?;
-                var.set(&Tensor::from_slice(bias, bias.len(), var.device())?)?;
+                var.set(&var.zeros_like()?)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Sets `heads.<head>.<suffix>` in every network to `values`, which must hold `len`
+    /// numbers (the variable keeps its shape).
+    fn set_head_variable(
+        &self,
+        head: &Head,
+        suffix: &str,
+        values: &[f32],
+        len: usize,
+    ) -> Result<()> {
+        if values.len() != len {
+            return Err(Error::Config(format!(
+                "head `{}`: `{suffix}` holds {len} numbers, got {}",
+                head.name(),
+                values.len()
+            )));
+        }
+        let vars = self.vars.data().lock().map_err(|_| {
+            Error::Config("the model's variables are locked by a thread that panicked".into())
+        })?;
+        let networks = self.heads.len();
+        for network in 0..networks {
+            let local = format!("heads.{}.{suffix}", head.name());
+            let name = network_variable(network, networks, &local);
+            let var = vars
+                .get(&name)
+                .ok_or_else(|| Error::Config(format!("the model has no variable `{name}`")))?;
+            let value = Tensor::from_slice(values, var.shape(), var.device())?;
+            var.set(&value.to_dtype(var.dtype())?)?;
         }
         Ok(())
     }

@@ -18,7 +18,7 @@
 //! | [`Trainer::monitor`] | validation loss | `run.monitor` |
 //! | [`Trainer::seed`] | 0 | `run.seed` |
 //! | [`Trainer::image_size`] | 64 | `data.image_size` |
-//! | [`Trainer::head_init`] | the model's heads as given | `model.head_init` (`training-mean` for a fresh MLP) |
+//! | [`Trainer::head_init`] | the model's heads as given | `model.head_init` (`least-squares` for a fresh MLP with a linear path, `training-mean` without) |
 //! | [`Trainer::feature_noise`] | 0 ([`DEFAULT_FEATURE_NOISE`](crate::DEFAULT_FEATURE_NOISE)) | `data.feature_noise` |
 //! | [`Trainer::collective`] | one process | `run.distributed` |
 //! | [`Trainer::sync_batch_norm`] | off | `run.sync_batch_norm` |
@@ -269,8 +269,10 @@ impl Trainer {
         self
     }
 
-    /// Sets the heads' biases when [`Trainer::fit`] starts: [`HeadInit::TrainingMean`]
-    /// starts each head at the training samples' mean target distribution (as
+    /// Sets the heads when [`Trainer::fit`] starts: [`HeadInit::TrainingMean`] starts
+    /// each head at the training samples' mean target distribution,
+    /// [`HeadInit::LeastSquares`] also starts each linear path at a ridge regression of
+    /// the targets' locations on the features (the MLP with a linear path only; as
     /// `model.head_init` does for a fresh MLP run of `ldl train`), [`HeadInit::Uniform`]
     /// leaves the heads as the model holds them. Unset, the model is trained as given, so
     /// that a model loaded from a checkpoint keeps its heads.
@@ -306,9 +308,8 @@ impl Trainer {
     ) -> Result<FitReport> {
         self.check(train, validation)?;
         let space = self.model.label_space().clone();
-        if self.head_init == Some(HeadInit::TrainingMean) {
-            let biases = crate::head_prior::training_mean_biases(&space, train)?;
-            self.model.set_head_biases(&biases)?;
+        if let Some(init) = self.head_init {
+            crate::head_start::start_heads(&self.model, init, train)?;
         }
         let parts = Parts {
             data: Data {

@@ -7,6 +7,7 @@
 //! rows, one step an epoch), that is what the run keeps, worse than always predicting the
 //! training mean. Starting the bias at the log of the training targets' mean distribution
 //! makes the untrained model that mean predictor, so training can only start from it.
+//! `least-squares` goes one step further (`path_start.rs`): a linear predictor.
 
 use ldl_core::LabelSpace;
 use ldl_data::Sample;
@@ -16,17 +17,25 @@ use crate::error::Result;
 
 /// The smallest probability a bin's prior is given before its log: bins no training
 /// target reaches start at log(1e-6) ≈ −13.8 nats below a certain bin, not at −∞.
-const FLOOR: f64 = 1e-6;
+pub(crate) const FLOOR: f64 = 1e-6;
 
-/// One bias vector per head of `space`: the log of the mean of the training targets'
-/// distributions; for a joint head, the sum of its members' logs (the product of the
-/// members' mean distributions, row-major as the grid is).
-pub(crate) fn training_mean_biases(space: &LabelSpace, train: &[Sample]) -> Result<Vec<Vec<f32>>> {
-    let log_means: Vec<Vec<f64>> = mean_pmfs(space, train)?
+/// Per axis, the log of the training split's mean target distribution, floored at
+/// [`FLOOR`].
+pub(crate) fn training_mean_log_priors(
+    space: &LabelSpace,
+    train: &[Sample],
+) -> Result<Vec<Vec<f64>>> {
+    Ok(mean_pmfs(space, train)?
         .into_iter()
         .map(|mean| mean.into_iter().map(|p| p.max(FLOOR).ln()).collect())
-        .collect();
-    Ok(space
+        .collect())
+}
+
+/// One bias vector per head of `space` from the axes' log priors: for a joint head, the
+/// sum of its members' logs (the product of the members' distributions, row-major as
+/// the grid is).
+pub(crate) fn head_biases(space: &LabelSpace, log_priors: &[Vec<f64>]) -> Vec<Vec<f32>> {
+    space
         .heads()
         .iter()
         .map(|head| {
@@ -34,12 +43,20 @@ pub(crate) fn training_mean_biases(space: &LabelSpace, train: &[Sample]) -> Resu
             for &a in head.axes() {
                 grid = grid
                     .iter()
-                    .flat_map(|g| log_means[a].iter().map(move |l| g + l))
+                    .flat_map(|g| log_priors[a].iter().map(move |l| g + l))
                     .collect();
             }
             grid.into_iter().map(|b| b as f32).collect()
         })
-        .collect())
+        .collect()
+}
+
+/// One bias vector per head of `space`: the log of the mean of the training targets'
+/// distributions; for a joint head, the sum of its members' logs (the product of the
+/// members' mean distributions, row-major as the grid is).
+#[cfg(test)]
+pub(crate) fn training_mean_biases(space: &LabelSpace, train: &[Sample]) -> Result<Vec<Vec<f32>>> {
+    Ok(head_biases(space, &training_mean_log_priors(space, train)?))
 }
 
 #[cfg(test)]

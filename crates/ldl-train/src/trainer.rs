@@ -17,7 +17,7 @@ use crate::baselines::{majority_class, mean_distribution, mean_predictor};
 use crate::batches::Data;
 use crate::best_epoch::BestEpoch;
 use crate::commit::RunFiles;
-use crate::config::{CheckedConfig, Config, HeadInit, Monitor};
+use crate::config::{CheckedConfig, Config, Monitor};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
 use crate::error::{Error, Result};
 use crate::evaluation::{evaluate, evaluate_across};
@@ -393,14 +393,10 @@ impl Network {
         Ok((network, init))
     }
 
-    /// Starts a fresh model's heads where `model.head_init` says: at the training split's
-    /// mean target distribution, or as built.
+    /// Starts a fresh model's heads where `model.head_init` says: as a ridge regression,
+    /// at the training split's mean target distribution, or as built.
     fn start_heads(&self, config: &CheckedConfig, train: &[ldl_data::Sample]) -> Result<()> {
-        if config.model.head_init() != HeadInit::TrainingMean {
-            return Ok(());
-        }
-        let biases = crate::head_prior::training_mean_biases(config.space(), train)?;
-        Ok(self.model.set_head_biases(&biases)?)
+        crate::head_start::start_heads(&self.model, config.model.head_init(), train)
     }
 
     /// Synchronised BatchNorm when `run.sync_batch_norm` asks for it and several ranks

@@ -37,13 +37,15 @@ pub struct ModelConfig {
     /// match; heads of another size, and tensors it lacks, keep their fresh
     /// initialisation. Ignored when resuming.
     pub init_from: Option<PathBuf>,
-    /// Where the heads start in a fresh run: `training-mean` (the default for the MLP:
-    /// each head's bias set to the log of the training split's mean target
-    /// distribution, so that an untrained model predicts the training mean rather than
-    /// the middle of the axis) or `uniform` (candle's initialisation, near-uniform
-    /// predictions; the default for the image networks, whose documented figures were
-    /// measured with it). A config saved without the key (by an earlier ldl) means
-    /// `uniform`.
+    /// Where the heads start in a fresh run: `least-squares` (the default for the MLP
+    /// with a linear path: `training-mean`, and each linear path at a ridge regression
+    /// of the targets' locations on the features, so that an untrained model is a
+    /// linear predictor), `training-mean` (the default for the MLP without a path: each
+    /// head's bias set to the log of the training split's mean target distribution, so
+    /// that an untrained model predicts the training mean rather than the middle of the
+    /// axis) or `uniform` (candle's initialisation, near-uniform predictions; the
+    /// default for the image networks, whose documented figures were measured with it).
+    /// A config saved without the key (by an earlier ldl) means `uniform`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head_init: Option<HeadInit>,
     /// How many MLPs to train side by side from different initial weights, averaging
@@ -83,7 +85,7 @@ impl Default for ModelConfig {
     }
 }
 
-/// `model.head_init`: where the heads' biases start.
+/// `model.head_init`: where a fresh model's heads (and linear paths) start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum HeadInit {
@@ -91,6 +93,9 @@ pub enum HeadInit {
     Uniform,
     /// The log of the training split's mean target distribution (`training-mean`).
     TrainingMean,
+    /// `training-mean`, and each linear path at the ridge regression of the targets'
+    /// locations on the features (`least-squares`).
+    LeastSquares,
 }
 
 impl Keyword for HeadInit {
@@ -99,6 +104,7 @@ impl Keyword for HeadInit {
     const NAMES: &'static [(&'static str, Self)] = &[
         ("uniform", HeadInit::Uniform),
         ("training-mean", HeadInit::TrainingMean),
+        ("least-squares", HeadInit::LeastSquares),
     ];
 }
 keyword_conversions!(HeadInit);
@@ -153,11 +159,13 @@ impl Backbone {
 }
 
 impl ModelConfig {
-    /// `model.head_init` as set, or its default for the backbone: `training-mean` for the
-    /// MLP, `uniform` for the image networks.
+    /// `model.head_init` as set, or its default for the backbone: `least-squares` for the
+    /// MLP with a linear path, `training-mean` for the MLP without, `uniform` for the
+    /// image networks.
     pub fn head_init(&self) -> HeadInit {
         match (self.head_init, self.backbone) {
             (Some(init), _) => init,
+            (None, Backbone::Mlp) if self.linear_path() => HeadInit::LeastSquares,
             (None, Backbone::Mlp) => HeadInit::TrainingMean,
             (None, _) => HeadInit::Uniform,
         }
@@ -208,6 +216,14 @@ impl ModelConfig {
                         self.ensemble
                     )));
                 }
+                if self.head_init() == HeadInit::LeastSquares && !self.linear_path() {
+                    return Err(Error::Config(
+                        "`model.head_init`: `least-squares` starts the linear paths, and \
+                         `model.linear_path` is false: set it to true, or use \
+                         `training-mean`"
+                            .into(),
+                    ));
+                }
                 Ok(MlpConfig {
                     inputs: features,
                     hidden: self.hidden.clone(),
@@ -222,6 +238,11 @@ impl ModelConfig {
             _ if self.linear_path() => Err(Error::Config(format!(
                 "`model.linear_path`: the linear path is for the MLP; `{}` reads images: \
                  remove the key or set it to false",
+                self.backbone
+            ))),
+            _ if self.head_init() == HeadInit::LeastSquares => Err(Error::Config(format!(
+                "`model.head_init`: `least-squares` starts the MLP's linear paths; `{}` has \
+                 none: use `uniform` or `training-mean`",
                 self.backbone
             ))),
             _ if self.ensemble != 1 => Err(Error::Config(format!(

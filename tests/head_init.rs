@@ -170,29 +170,37 @@ fn ldl_train_starts_a_fresh_mlp_at_the_training_mean() {
     }
 }
 
-/// Rows `(x₁, x₂)` on a grid and the targets of `truth`, as a data set of `space`.
+/// Rows `(x₁, x₂)` on a grid and the targets of `truth`, as a data set of `space` whose
+/// features are the rows as given.
 fn linear_data(space: &LabelSpace, truth: impl Fn(f64, f64) -> f64) -> (Vec<[f64; 2]>, Dataset) {
+    linear_data_as(space, truth, |r| vec![r[0] as f32, r[1] as f32])
+}
+
+/// The same rows with features `features(row)`, one label per axis of `space` from
+/// `truth` (the same value on every axis).
+fn linear_data_as(
+    space: &LabelSpace,
+    truth: impl Fn(f64, f64) -> f64,
+    features: impl Fn(&[f64; 2]) -> Vec<f32>,
+) -> (Vec<[f64; 2]>, Dataset) {
     let rows: Vec<[f64; 2]> = (0..48)
         .map(|i| [(i % 8) as f64 / 3.5 - 1.0, (i / 8) as f64 / 2.5 - 1.0])
         .collect();
+    let axes = space.axes().len();
     let data = Dataset::from_features(
         space,
+        rows.iter().map(&features).collect(),
         rows.iter()
-            .map(|r| vec![r[0] as f32, r[1] as f32])
-            .collect(),
-        rows.iter()
-            .map(|r| vec![Label::value(truth(r[0], r[1]))])
+            .map(|r| vec![Label::value(truth(r[0], r[1])); axes])
             .collect(),
     )
     .unwrap();
     (rows, data)
 }
 
-/// The predicted means of an MLP with a linear path after a start as `init` and one epoch
-/// at a learning rate that cannot move the weights.
-/// Also returns the head's weight matrix, flattened.
-fn untrained_means(space: &LabelSpace, data: &Dataset, init: HeadInit) -> (Vec<f64>, Vec<f32>) {
-    let config = MlpConfig::new(2, [8]).with_linear_path();
+/// A trainer of `config` after a start as `init` and one epoch at a learning rate that
+/// cannot move the weights.
+fn started(space: &LabelSpace, data: &Dataset, config: MlpConfig, init: HeadInit) -> Trainer {
     let model = Model::build(&config.into(), space, 5, &Device::Cpu).unwrap();
     let mut trainer = Trainer::new(model, FullKl::new())
         .epochs(1)
@@ -200,16 +208,36 @@ fn untrained_means(space: &LabelSpace, data: &Dataset, init: HeadInit) -> (Vec<f
         .learning_rate(1e-12)
         .head_init(init);
     trainer.fit(data, data, |_| Control::Continue).unwrap();
-    let means = trainer
+    trainer
+}
+
+/// The predicted means of axis `axis` of every row.
+fn means(trainer: &Trainer, data: &Dataset, axis: usize) -> Vec<f64> {
+    trainer
         .predict(data)
         .unwrap()
         .iter()
-        .map(|p| p[0].as_value().unwrap().mean)
-        .collect();
+        .map(|p| p[axis].as_value().unwrap().mean)
+        .collect()
+}
+
+/// A variable of the trainer's model, flattened.
+fn variable(trainer: &Trainer, name: &str) -> Vec<f32> {
     let vars = trainer.model().vars().data().lock().unwrap();
-    let head = vars[&format!("heads.{}.weight", space.axes()[0].name())].as_tensor();
-    let head = head.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    (means, head)
+    let tensor = vars[name].as_tensor().flatten_all().unwrap();
+    tensor.to_vec1::<f32>().unwrap()
+}
+
+/// The predicted means of an MLP with a linear path after a start as `init`, and its
+/// head's weight matrix, flattened.
+fn untrained_means(space: &LabelSpace, data: &Dataset, init: HeadInit) -> (Vec<f64>, Vec<f32>) {
+    let config = MlpConfig::new(2, [8]).with_linear_path();
+    let trainer = started(space, data, config, init);
+    let head = variable(
+        &trainer,
+        &format!("heads.{}.weight", space.axes()[0].name()),
+    );
+    (means(&trainer, data, 0), head)
 }
 
 /// On an exactly linear target, `y = 20 + 3·x₁ − 2·x₂`, generalised cross-validation picks
@@ -263,5 +291,93 @@ fn a_least_squares_start_turns_a_circular_axis() {
     assert!(
         start < 5.0 && flat > 20.0,
         "least-squares {start}°, training mean {flat}°"
+    );
+}
+
+/// The path has no intercept: on features that are not centred (raw units, as the
+/// library takes them, or `data.standardize = false`) the bias absorbs the offset, and
+/// the untrained model still predicts the linear function.
+#[test]
+fn a_least_squares_start_needs_no_centred_features() {
+    let space = LabelSpace::new(vec![Axis::linear("y", 0.0, 40.0, 0.5).unwrap()]).unwrap();
+    let truth = |a: f64, b: f64| 20.0 + 3.0 * a - 2.0 * b;
+    let raw = |r: &[f64; 2]| vec![(50.0 + 3.0 * r[0]) as f32, (0.5 * r[1] - 20.0) as f32];
+    let (rows, data) = linear_data_as(&space, truth, raw);
+    let (means, _) = untrained_means(&space, &data, HeadInit::LeastSquares);
+    for (row, mean) in rows.iter().zip(&means) {
+        let expected = truth(row[0], row[1]);
+        assert!(
+            (mean - expected).abs() < 0.05,
+            "{row:?}: {mean} vs {expected}"
+        );
+    }
+}
+
+/// A joint head's path stacks its members' weights (the linear axis's, then the
+/// circular axis's cosine and sine), and its start is the product of the members'
+/// starts: the same marginal means as two separate heads, and the same path weights.
+#[test]
+fn a_joint_head_starts_as_its_members() {
+    let axes = || {
+        vec![
+            Axis::linear("y", 0.0, 40.0, 1.0).unwrap(),
+            Axis::circular("yaw", 0.0, 360.0, 10.0).unwrap(),
+        ]
+    };
+    let separate = LabelSpace::new(axes()).unwrap();
+    let joint = LabelSpace::new(axes())
+        .unwrap()
+        .with_joint(&["y", "yaw"])
+        .unwrap();
+    let truth = |a: f64, b: f64| 20.0 + 6.0 * a - 4.0 * b;
+    let config = || MlpConfig::new(2, [8]).with_linear_path();
+    let (_, data) = linear_data(&separate, truth);
+    let alone = started(&separate, &data, config(), HeadInit::LeastSquares);
+    let (_, data) = linear_data(&joint, truth);
+    let together = started(&joint, &data, config(), HeadInit::LeastSquares);
+
+    let mut stacked = variable(&alone, "heads.y.linear_path.weight");
+    stacked.extend(variable(&alone, "heads.yaw.linear_path.weight"));
+    let joint_weights = variable(&together, "heads.y+yaw.linear_path.weight");
+    assert_eq!(joint_weights.len(), 3 * 2);
+    for (a, b) in stacked.iter().zip(&joint_weights) {
+        assert!(
+            (a - b).abs() < 1e-4 * a.abs().max(1.0),
+            "{stacked:?} vs {joint_weights:?}"
+        );
+    }
+    for axis in 0..2 {
+        let (a, b) = (means(&alone, &data, axis), means(&together, &data, axis));
+        for (a, b) in a.iter().zip(&b) {
+            assert!((a - b).abs() < 1e-3, "axis {axis}: {a} vs {b}");
+        }
+    }
+}
+
+/// Every network of an ensemble gets the same start; `least-squares` on a model without
+/// a path is refused by `Trainer::fit`, naming the setting.
+#[test]
+fn ensembles_share_the_start_and_a_model_without_a_path_is_refused() {
+    let space = LabelSpace::new(vec![Axis::linear("y", 0.0, 40.0, 0.5).unwrap()]).unwrap();
+    let (_, data) = linear_data(&space, |a, b| 20.0 + 3.0 * a - 2.0 * b);
+    let config = MlpConfig::new(2, [8]).with_linear_path().with_ensemble(2);
+    let trainer = started(&space, &data, config, HeadInit::LeastSquares);
+    let first = variable(&trainer, "ensemble.0.heads.y.linear_path.weight");
+    let second = variable(&trainer, "ensemble.1.heads.y.linear_path.weight");
+    assert_eq!(first, second);
+    assert!(first.iter().all(|w| w.abs() > 0.1), "{first:?}");
+
+    let model = Model::build(&MlpConfig::new(2, [8]).into(), &space, 5, &Device::Cpu).unwrap();
+    let mut trainer = Trainer::new(model, FullKl::new())
+        .epochs(1)
+        .head_init(HeadInit::LeastSquares);
+    let err = trainer
+        .fit(&data, &data, |_| Control::Continue)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("Trainer::head_init") && err.contains("with_linear_path"),
+        "{err}"
     );
 }

@@ -120,8 +120,8 @@ output_dir = "{}"
         .batch_size(16)
         .learning_rate(0.01)
         .feature_noise(0.2)
-        // `ldl train` starts a fresh MLP's heads at the training mean.
-        .head_init(HeadInit::TrainingMean)
+        // `ldl train` starts a fresh MLP with a linear path as a ridge regression.
+        .head_init(HeadInit::LeastSquares)
         .seed(5);
     let fit = trainer
         .fit(&dataset("train"), &dataset("validation"), |_| {

@@ -16,7 +16,7 @@ use crate::records::{MajorityClass, MeanDistribution, MeanPredictor};
 /// Calls `visit` with each sample's encoded labels (one per axis), one sample at a time,
 /// errors naming the sample. Never the whole split at once: an axis of 10⁶ bins over 305
 /// training rows is 2.4 GB of f64 distributions, where one sample's is 8 MB.
-pub(crate) fn each_encoded(
+fn each_encoded(
     space: &LabelSpace,
     samples: &[Sample],
     mut visit: impl FnMut(Vec<EncodedLabel>),

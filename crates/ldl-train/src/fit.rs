@@ -469,6 +469,13 @@ impl Trainer {
         if self.batch_size == 0 {
             return refuse("batch_size", "0; give at least 1".into());
         }
+        let least_squares = self.head_init == Some(HeadInit::LeastSquares);
+        if least_squares && crate::head_start::least_squares_inputs(&self.model).is_none() {
+            let problem = "`LeastSquares` starts the linear paths of an MLP, and this model \
+                           has none: build it with `MlpConfig::with_linear_path`, or use \
+                           `HeadInit::TrainingMean`";
+            return refuse("head_init", problem.into());
+        }
         let ranks = self.collective.world_size();
         if ranks > 1 && (train.len() < ranks || validation.len() < ranks) {
             let problem = format!(

@@ -6,23 +6,28 @@ use ldl_data::Sample;
 use ldl_models::Model;
 
 use crate::config::HeadInit;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Starts a fresh model's heads as `init` says, from the training samples: `uniform`
-/// leaves them as built; `training-mean` sets the biases; `least-squares` sets the biases
-/// and the linear paths (`path_start.rs`; the paths stay at zero for inputs wider than
-/// its limit).
+/// leaves them as built; `training-mean` sets the biases; `least-squares` sets the biases,
+/// the linear paths and zeroes the heads' weight matrices (`path_start.rs`; the
+/// `training-mean` start for inputs wider than its limit). `least-squares` needs an MLP
+/// with a linear path, refused before any work.
 pub(crate) fn start_heads(model: &Model, init: HeadInit, train: &[Sample]) -> Result<()> {
     if init == HeadInit::Uniform {
         return Ok(());
     }
+    let inputs = least_squares_inputs(model);
+    if init == HeadInit::LeastSquares && inputs.is_none() {
+        return Err(Error::Usage(
+            "`least-squares` starts the linear paths of an MLP, and this model has none: \
+             build it with `MlpConfig::with_linear_path`, or start at `training-mean`"
+                .into(),
+        ));
+    }
     let space = model.label_space();
     let mut log_priors = crate::head_prior::training_mean_log_priors(space, train)?;
-    if init == HeadInit::LeastSquares {
-        let inputs = match model.config() {
-            ldl_models::BackboneConfig::Mlp(mlp) => mlp.inputs,
-            _ => 0,
-        };
+    if let (HeadInit::LeastSquares, Some(inputs)) = (init, inputs) {
         if let Some(start) = crate::path_start::least_squares_start(space, train, inputs)? {
             for (log_prior, normal) in log_priors.iter_mut().zip(start.log_priors) {
                 if let Some(normal) = normal {
@@ -35,4 +40,13 @@ pub(crate) fn start_heads(model: &Model, init: HeadInit, train: &[Sample]) -> Re
     }
     model.set_head_biases(&crate::head_prior::head_biases(space, &log_priors))?;
     Ok(())
+}
+
+/// The inputs of a model whose linear paths a least-squares start can set: an MLP with
+/// a path.
+pub(crate) fn least_squares_inputs(model: &Model) -> Option<usize> {
+    match model.config() {
+        ldl_models::BackboneConfig::Mlp(mlp) if mlp.linear_path => Some(mlp.inputs),
+        _ => None,
+    }
 }

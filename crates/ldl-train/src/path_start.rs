@@ -1,40 +1,50 @@
-//! `model.head_init = "least-squares"`: the heads start at the training-mean distribution
-//! (as `training-mean`) and each linear path at a ridge regression of the targets'
-//! locations on the features, so the untrained model is a linear predictor.
+//! `model.head_init = "least-squares"`: each linear path starts at a ridge regression of
+//! the targets' locations on the features, and each head at the distribution that
+//! regression predicts, so the untrained model is a linear predictor.
 //!
 //! A path adds `s · z_j` to its head's logits, with `s = W x` (see
-//! `ldl_models::linear_path`). Tilting the training-mean distribution `p₀` by `s` moves the
+//! `ldl_models::linear_path`). Tilting a starting distribution `p₀` by `s` moves the
 //! expected statistics to first order by `E[z] ≈ E₀[z] + Σ₀ s`, with `Σ₀` the covariance
 //! of `z` under `p₀`. A ridge regression of each sample's expected statistics (under its
-//! target distribution) on the features gives `E[z | x] ≈ t̄ + B x`, so the path starts at
-//! `W = Σ₀⁻¹ B`: the location the ridge regression predicts, in the form of a tilt.
+//! target distribution) on the features gives `E[z | x] ≈ t̄ + B (x − μ)`, so the path
+//! starts at `W = c Σ₀⁻¹ Bᵀ`, with `c` fitted so that the exact tilts of the training rows
+//! match the regression (the first order is exact for a normal `p₀` far from the axis's
+//! ends, and not for a training-mean distribution of a few rows, a row of narrow bumps).
+//! The path has no intercept, so the bias absorbs `−(W μ)·z`: the features need not be
+//! centred (`data.standardize = false`, or the library route).
+//!
+//! | axis | starting distribution `p₀` (the head's bias) | path |
+//! |---|---|---|
+//! | linear | normal, mean `t̄` (its centre moved so that the cut, discretised distribution's mean is `t̄`), variance the ridge's residual variance plus the targets' own | the regression |
+//! | circular | the training-mean distribution | the regression of cosine and sine |
+//! | categorical | the training-mean distribution | none |
+//!
+//! | step | what | cost |
+//! |---|---|---|
+//! | 1 | `G = XᵀX` of the centred features, in fixed blocks of rows summed in order | `n·d²` |
+//! | 2 | factor `G + αI` for α in `10^-3, 10^-2.5, …, 10^4` (the grid of `benches/reference/tabular_baselines.py`) | `d³` per α, shared by the axes |
+//! | 3 | per axis, the α of least generalised cross-validation (Golub, Heath and Wahba 1979), or no path when the mean scores better | `d²·k` per α |
+//! | 4 | `p₀`, `W` and `c` (golden-section search on at most [`CALIBRATION_CELLS`] row-bins) | `bins·k` per row and step |
+//!
+//! Categorical axes have no path. With more than [`MAX_INPUTS`] features the start is
+//! `training-mean`'s; with more than [`MAX_ROWS`] training rows it is computed from
+//! `MAX_ROWS` of them, evenly spaced.
 //!
 //! Why: on a data set so small that early stopping keeps one of the first epochs
 //! (linnerud: 12 training rows, one Adam step an epoch), the path's weights, starting at
 //! zero, move by about the learning rate a step and the run keeps nearly the
 //! training-mean predictor, where ridge regression finds the linear signal in one solve.
-//! Starting from that solution, training refines a linear predictor instead of building one.
-//!
-//! | step | what | cost |
-//! |---|---|---|
-//! | 1 | centre the training features; `G = XᵀX`, `C = Xᵀ(T − t̄)` per axis | `n·d²` (in fixed blocks of rows, summed in order) |
-//! | 2 | ridge penalty α from the grid `10^-3 … 10^4.5` by generalised cross-validation (Golub, Heath and Wahba 1979), or no path when the mean predicts better | `d³` per α |
-//! | 3 | `W = Σ₀⁻¹ Bᵀ` per axis; a joint head stacks its members' rows | `k²·d` |
-//!
-//! Categorical axes have no path. With more than [`MAX_INPUTS`] features the start is
-//! `training-mean`'s; with more than [`MAX_ROWS`] training rows it is computed from
-//! `MAX_ROWS` of them, evenly spaced.
 
 use ldl_core::{AxisKind, LabelSpace};
 use ldl_data::{Input, Sample};
 use ldl_models::linear_path::{axis_statistics, head_statistics};
 use rayon::prelude::*;
 
-use crate::baselines::each_encoded;
 use crate::error::{Error, Result};
+use crate::head_prior::FLOOR;
 
 /// The widest input the start is computed for: its cost grows as `d³` per penalty tried
-/// and `n·d²` for the Gram matrix. Wider inputs keep the zero start.
+/// and `n·d²` for the Gram matrix. Wider inputs keep the `training-mean` start.
 pub const MAX_INPUTS: usize = 256;
 
 /// The most training rows the start is computed from, evenly spaced over the split:
@@ -42,20 +52,19 @@ pub const MAX_INPUTS: usize = 256;
 /// MAX_INPUTS` f64, 16 MiB) and time whatever the split's size.
 pub const MAX_ROWS: usize = 8192;
 
+/// The most (row, bin) cells one step of the scale's search evaluates: rows are taken
+/// evenly spaced until their bins reach it (at least 16 rows), so an axis of 10⁶ bins
+/// costs about a second, not minutes.
+pub const CALIBRATION_CELLS: usize = 1 << 24;
+
 /// Rows per block of the Gram matrix: blocks are computed in parallel and summed in
 /// order, so the result does not depend on the number of threads.
 const BLOCK_ROWS: usize = 1024;
 
-/// The ridge penalties tried: `10^-3, 10^-2.5, …, 10^4.5`, the grid of
-/// `benches/reference/tabular_baselines.py`.
-fn penalties() -> impl Iterator<Item = f64> {
-    (0..16).map(|i| 10f64.powf(-3.0 + 0.5 * i as f64))
-}
-
 /// Where the heads of a least-squares start begin.
 pub(crate) struct PathStart {
-    /// Per axis, the log of the distribution its bias starts at instead of the training
-    /// mean (the ridge regression's normal distribution on a linear axis), or `None`.
+    /// Per axis, the log (up to a constant) of the distribution its bias starts at, or
+    /// `None` for the training-mean distribution (an axis without a path).
     pub log_priors: Vec<Option<Vec<f64>>>,
     /// Per head (in [`LabelSpace::heads`] order), its path's `(statistics, inputs)`
     /// weights row by row; `None` for a head without a path.
@@ -72,44 +81,59 @@ pub(crate) fn least_squares_start(
     if inputs > MAX_INPUTS || train.len() < 2 {
         return Ok(None);
     }
-    let subset: Vec<Sample>;
-    let train = if train.len() > MAX_ROWS {
-        subset = (0..MAX_ROWS)
-            .map(|i| train[i * train.len() / MAX_ROWS].clone())
-            .collect();
-        &subset[..]
-    } else {
-        train
-    };
-    let x = centred_features(train, inputs)?;
-    let targets = AxisTargets::of(space, train)?;
-    let gram = gram(&x, inputs);
+    let rows = evenly_spaced(train.len(), MAX_ROWS);
+    let features = CentredFeatures::of(train, &rows, inputs)?;
+    let targets = AxisTargets::of(space, train, &rows)?;
+    let gram = gram(&features.x, inputs);
+    let penalties: Vec<Factored> = penalties()
+        .filter_map(|alpha| Factored::new(&gram, inputs, alpha))
+        .collect();
     let mut per_axis: Vec<Vec<Vec<f64>>> = Vec::with_capacity(space.axes().len());
     let mut log_priors = Vec::with_capacity(space.axes().len());
     for (a, axis) in space.axes().iter().enumerate() {
         let z = axis_statistics(axis);
+        let t = &targets.expected[a];
         let fit = match z.len() {
             0 => None,
-            k => ridge_by_gcv(&x, &gram, &targets.expected[a], inputs, k),
+            k => ridge_by_gcv(&features.x, &gram, &penalties, t, (inputs, k)),
         };
         let Some(fit) = fit else {
             per_axis.push(vec![vec![0.0; inputs]; z.len()]);
             log_priors.push(None);
             continue;
         };
-        // A linear axis starts at the ridge regression's normal distribution; a circular
-        // one keeps the training mean.
-        let log_prior = matches!(axis.kind(), AxisKind::Linear)
-            .then(|| normal_log_prior(&z[0], &targets, a, fit.residual_variance));
-        let p0 = match &log_prior {
-            Some(log_p) => softmax(log_p),
-            None => prior(&targets.mean_pmf[a]),
+        let mut log_p0 = match axis.kind() {
+            AxisKind::Linear => {
+                let variance = fit.residual_variance + targets.within_variance[a];
+                normal_log_prior(&z[0], fit.target_mean[0], variance)
+            }
+            _ => targets.mean_pmf[a]
+                .iter()
+                .map(|p| p.max(FLOOR).ln())
+                .collect(),
         };
+        let p0 = softmax(&log_p0);
         let mut w = tilt_weights(&z, &p0, &fit.b, inputs);
-        let scale = calibrated_scale(&z, &p0, &w, &fit.b, &x, inputs);
+        let scale = calibrated_scale(
+            &Tilt {
+                z: &z,
+                log_p0: &log_p0,
+                w: &w,
+            },
+            &fit,
+            &features.x,
+        );
         w.iter_mut().flatten().for_each(|v| *v *= scale);
+        // The model applies W to x, the regression to x − μ: the bias takes −(W μ)·z.
+        for (wr, zr) in w.iter().zip(&z) {
+            let offset: f64 = wr.iter().zip(&features.mean).map(|(w, m)| w * m).sum();
+            log_p0
+                .iter_mut()
+                .zip(zr)
+                .for_each(|(l, zj)| *l -= offset * zj);
+        }
         per_axis.push(w);
-        log_priors.push(log_prior);
+        log_priors.push(Some(log_p0));
     }
     let weights = space
         .heads()
@@ -130,56 +154,51 @@ pub(crate) fn least_squares_start(
     }))
 }
 
-/// The log (up to a constant) of a normal distribution over the bins of a linear axis
-/// with statistic `z`: centred at the training targets' mean, with the ridge's residual
-/// variance plus the targets' own mean variance (what a prediction must cover, since
-/// each target is a distribution itself), at least a quarter of the smallest squared
-/// bin gap.
-fn normal_log_prior(z: &[f64], targets: &AxisTargets, axis: usize, residual: f64) -> Vec<f64> {
-    let expected = &targets.expected[axis];
-    let mean = expected.iter().sum::<f64>() / expected.len() as f64;
-    let gap = z
-        .windows(2)
-        .map(|w| (w[1] - w[0]).abs())
-        .fold(f64::INFINITY, f64::min);
-    let variance = (residual + targets.within_variance[axis]).max(gap * gap / 4.0);
-    z.iter()
-        .map(|zj| -(zj - mean).powi(2) / (2.0 * variance))
-        .collect()
+/// At most `most` indices of `0..n`, evenly spaced (all of them when `n ≤ most`).
+fn evenly_spaced(n: usize, most: usize) -> Vec<usize> {
+    let m = n.min(most.max(1));
+    (0..m).map(|i| i * n / m).collect()
 }
 
-/// The distribution of the logits `log_p`.
-fn softmax(log_p: &[f64]) -> Vec<f64> {
-    let top = log_p.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let weights: Vec<f64> = log_p.iter().map(|l| (l - top).exp()).collect();
-    let total: f64 = weights.iter().sum();
-    weights.into_iter().map(|w| w / total).collect()
+/// The ridge penalties tried: `10^-3, 10^-2.5, …, 10^4`, the grid of
+/// `benches/reference/tabular_baselines.py`.
+fn penalties() -> impl Iterator<Item = f64> {
+    (0..15).map(|i| 10f64.powf(-3.0 + 0.5 * i as f64))
 }
 
-/// The training features, row by row, minus their means (`n × d`, row-major).
-fn centred_features(train: &[Sample], inputs: usize) -> Result<Vec<f64>> {
-    let mut x = Vec::with_capacity(train.len() * inputs);
-    for (index, sample) in train.iter().enumerate() {
-        match &sample.input {
-            Input::Features(f) if f.len() == inputs => x.extend(f.iter().map(|&v| v as f64)),
-            _ => {
-                return Err(Error::Config(format!(
-                    "training sample {index} ({}): the linear path's start needs {inputs} \
-                     encoded features",
-                    sample.origin
-                )))
+/// The training features of the chosen rows, minus their means (`n × d`, row-major),
+/// and those means.
+struct CentredFeatures {
+    x: Vec<f64>,
+    mean: Vec<f64>,
+}
+
+impl CentredFeatures {
+    fn of(train: &[Sample], rows: &[usize], inputs: usize) -> Result<CentredFeatures> {
+        let mut x = Vec::with_capacity(rows.len() * inputs);
+        for &index in rows {
+            let sample = &train[index];
+            match &sample.input {
+                Input::Features(f) if f.len() == inputs => x.extend(f.iter().map(|&v| v as f64)),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "training sample {index} ({}): the least-squares start \
+                         (`model.head_init`) needs {inputs} encoded features",
+                        sample.origin
+                    )))
+                }
             }
         }
+        let n = rows.len() as f64;
+        let mut mean = vec![0.0; inputs];
+        for row in x.chunks_exact(inputs) {
+            mean.iter_mut().zip(row).for_each(|(m, v)| *m += v / n);
+        }
+        for row in x.chunks_exact_mut(inputs) {
+            row.iter_mut().zip(&mean).for_each(|(v, m)| *v -= m);
+        }
+        Ok(CentredFeatures { x, mean })
     }
-    let n = train.len() as f64;
-    let mut mean = vec![0.0; inputs];
-    for row in x.chunks_exact(inputs) {
-        mean.iter_mut().zip(row).for_each(|(m, v)| *m += v / n);
-    }
-    for row in x.chunks_exact_mut(inputs) {
-        row.iter_mut().zip(&mean).for_each(|(v, m)| *v -= m);
-    }
-    Ok(x)
 }
 
 /// `XᵀX` (`d × d`, row-major), blocks of [`BLOCK_ROWS`] rows in parallel, summed in order.
@@ -204,24 +223,29 @@ fn gram(x: &[f64], d: usize) -> Vec<f64> {
     g
 }
 
-/// Per axis, each training sample's expected statistics under its target distribution
-/// (`n × k`, row-major), and the mean target distribution.
+/// Per axis, each chosen training sample's expected statistics under its target
+/// distribution (`n × k`, row-major), the mean target distribution, and the mean
+/// variance of the first statistic under the targets.
 struct AxisTargets {
     expected: Vec<Vec<f64>>,
     mean_pmf: Vec<Vec<f64>>,
-    /// The mean over the samples of the variance of the first statistic under each
-    /// target distribution (0 for an axis without statistics).
+    /// 0 for an axis without statistics.
     within_variance: Vec<f64>,
 }
 
 impl AxisTargets {
-    fn of(space: &LabelSpace, train: &[Sample]) -> Result<AxisTargets> {
+    /// Encodes one sample at a time (an axis may have millions of bins).
+    fn of(space: &LabelSpace, train: &[Sample], rows: &[usize]) -> Result<AxisTargets> {
         let statistics: Vec<Vec<Vec<f64>>> = space.axes().iter().map(axis_statistics).collect();
-        let mut expected = vec![Vec::new(); space.axes().len()];
+        let axes = space.axes().len();
+        let mut expected = vec![Vec::new(); axes];
         let mut mean_pmf: Vec<Vec<f64>> = space.axes().iter().map(|a| vec![0.0; a.len()]).collect();
-        let mut within_variance = vec![0.0; space.axes().len()];
-        let n = train.len() as f64;
-        each_encoded(space, train, |encoded| {
+        let mut within_variance = vec![0.0; axes];
+        let n = rows.len() as f64;
+        for &index in rows {
+            let encoded = space
+                .encode(&train[index].labels)
+                .map_err(|e| e.at_sample(index))?;
             for (a, label) in encoded.iter().enumerate() {
                 for (r, z) in statistics[a].iter().enumerate() {
                     let e: f64 = z.iter().zip(&label.pmf).map(|(z, p)| z * p).sum();
@@ -236,7 +260,7 @@ impl AxisTargets {
                     .zip(&label.pmf)
                     .for_each(|(s, p)| *s += p / n);
             }
-        })?;
+        }
         Ok(AxisTargets {
             expected,
             mean_pmf,
@@ -245,22 +269,70 @@ impl AxisTargets {
     }
 }
 
+/// `G + αI` factored: its Cholesky factor and the degrees of freedom of its ridge fit,
+/// `tr((G + αI)⁻¹ G) = d − α tr((G + αI)⁻¹)`, with `tr(A⁻¹) = |L⁻¹|²_F`.
+struct Factored {
+    l: Vec<f64>,
+    degrees_of_freedom: f64,
+}
+
+impl Factored {
+    /// `None` when `G + αI` is not positive definite to working precision (features
+    /// holding NaN or infinities).
+    fn new(gram: &[f64], d: usize, alpha: f64) -> Option<Factored> {
+        let mut a = gram.to_vec();
+        (0..d).for_each(|i| a[i * d + i] += alpha);
+        let l = cholesky(&a, d)?;
+        let mut inverse_trace = 0.0;
+        for i in 0..d {
+            let mut e = vec![0.0; d];
+            e[i] = 1.0;
+            inverse_trace += forward(&l, d, &e).iter().map(|v| v * v).sum::<f64>();
+        }
+        Some(Factored {
+            l,
+            degrees_of_freedom: d as f64 - alpha * inverse_trace,
+        })
+    }
+
+    /// `B = (G + αI)⁻¹ C` for `C` `d × k`.
+    fn solve(&self, c: &[f64], d: usize, k: usize) -> Vec<f64> {
+        let mut b = vec![0.0; d * k];
+        for j in 0..k {
+            let column: Vec<f64> = (0..d).map(|i| c[i * k + j]).collect();
+            let solved = solve_cholesky(&self.l, d, &column);
+            (0..d).for_each(|i| b[i * k + j] = solved[i]);
+        }
+        b
+    }
+}
+
 /// A ridge regression chosen by generalised cross-validation.
 struct ChosenRidge {
-    /// The coefficients `B`, `d × k`.
+    /// The coefficients `B`, `d × k`, on centred features.
     b: Vec<f64>,
+    /// The targets' mean statistics `t̄` (the intercept).
+    target_mean: Vec<f64>,
     /// The residual variance per statistic, `RSS / (k (n − dof))`.
     residual_variance: f64,
 }
 
-/// The ridge coefficients `B` (`d × k`) of the targets `t` (`n × k`) on the centred
-/// features `x`, with the penalty that minimises generalised cross-validation; `None`
-/// when the mean of the targets scores better than every penalty.
-fn ridge_by_gcv(x: &[f64], gram: &[f64], t: &[f64], d: usize, k: usize) -> Option<ChosenRidge> {
+/// The ridge regression of the targets `t` (`n × k`) on the centred features `x` with
+/// the penalty of least generalised cross-validation score, `RSS / (n (1 − dof/n)²)`
+/// with one degree of freedom for the intercept; `None` when the mean of the targets
+/// scores better than every penalty.
+fn ridge_by_gcv(
+    x: &[f64],
+    gram: &[f64],
+    penalties: &[Factored],
+    t: &[f64],
+    (d, k): (usize, usize),
+) -> Option<ChosenRidge> {
     let n = t.len() / k;
-    let mut mean = vec![0.0; k];
+    let mut target_mean = vec![0.0; k];
     for row in t.chunks_exact(k) {
-        mean.iter_mut()
+        target_mean
+            .iter_mut()
             .zip(row)
             .for_each(|(m, v)| *m += v / n as f64);
     }
@@ -268,7 +340,7 @@ fn ridge_by_gcv(x: &[f64], gram: &[f64], t: &[f64], d: usize, k: usize) -> Optio
     let mut c = vec![0.0; d * k];
     let mut total = 0.0;
     for (xr, tr) in x.chunks_exact(d).zip(t.chunks_exact(k)) {
-        for (j, (tj, mj)) in tr.iter().zip(&mean).enumerate() {
+        for (j, (tj, mj)) in tr.iter().zip(&target_mean).enumerate() {
             let centred = tj - mj;
             total += centred * centred;
             for (i, xi) in xr.iter().enumerate() {
@@ -276,73 +348,51 @@ fn ridge_by_gcv(x: &[f64], gram: &[f64], t: &[f64], d: usize, k: usize) -> Optio
             }
         }
     }
-    // The mean predictor: one degree of freedom (the intercept).
-    let gcv = |rss: f64, dof: f64| {
-        let free = 1.0 - dof / n as f64;
-        (free > 0.0).then(|| rss / (n as f64 * free * free))
-    };
-    let mut best: (f64, Option<ChosenRidge>) = (gcv(total, 1.0)?, None);
-    for alpha in penalties() {
-        let Some(fit) = RidgeFit::solve(gram, &c, d, k, alpha) else {
-            continue;
-        };
-        // RSS = |T_c|² − 2 tr(BᵀC) + tr(Bᵀ G B)
-        let mut rss = total;
-        for j in 0..k {
-            let b: Vec<f64> = (0..d).map(|i| fit.b[i * k + j]).collect();
-            let cb: f64 = (0..d).map(|i| c[i * k + j] * b[i]).sum();
-            let gb: f64 = (0..d)
-                .map(|i| b[i] * (0..d).map(|l| gram[i * d + l] * b[l]).sum::<f64>())
-                .sum();
-            rss += gb - 2.0 * cb;
-        }
-        let dof = fit.degrees_of_freedom + 1.0;
-        if let Some(score) = gcv(rss.max(0.0), dof) {
+    let mut best = (gcv_score(total, 1.0, n)?, None);
+    for factored in penalties {
+        let b = factored.solve(&c, d, k);
+        let rss = residual_sum_of_squares(gram, &c, &b, total, d, k);
+        let dof = factored.degrees_of_freedom + 1.0;
+        if let Some(score) = gcv_score(rss, dof, n) {
             if score < best.0 {
-                let residual_variance = rss.max(0.0) / (k as f64 * (n as f64 - dof));
-                best = (
-                    score,
-                    Some(ChosenRidge {
-                        b: fit.b,
-                        residual_variance,
-                    }),
-                );
+                let residual_variance = rss / (k as f64 * (n as f64 - dof));
+                best = (score, Some((b, residual_variance)));
             }
         }
     }
-    best.1
+    let (b, residual_variance) = best.1?;
+    Some(ChosenRidge {
+        b,
+        target_mean,
+        residual_variance,
+    })
 }
 
-/// One ridge solution: `B = (G + αI)⁻¹ C` and its degrees of freedom `tr((G + αI)⁻¹ G)`.
-struct RidgeFit {
-    b: Vec<f64>,
-    degrees_of_freedom: f64,
+/// `RSS / (n (1 − dof/n)²)`; `None` when the fit uses every degree of freedom.
+fn gcv_score(rss: f64, dof: f64, n: usize) -> Option<f64> {
+    let free = 1.0 - dof / n as f64;
+    (free > 0.0).then(|| rss / (n as f64 * free * free))
 }
 
-impl RidgeFit {
-    /// `None` when `G + αI` is not positive definite to working precision.
-    fn solve(gram: &[f64], c: &[f64], d: usize, k: usize, alpha: f64) -> Option<RidgeFit> {
-        let mut a = gram.to_vec();
-        (0..d).for_each(|i| a[i * d + i] += alpha);
-        let l = cholesky(&a, d)?;
-        let mut b = vec![0.0; d * k];
-        for j in 0..k {
-            let column: Vec<f64> = (0..d).map(|i| c[i * k + j]).collect();
-            let solved = solve_cholesky(&l, d, &column);
-            (0..d).for_each(|i| b[i * k + j] = solved[i]);
-        }
-        // tr((G + αI)⁻¹ G) = d − α tr((G + αI)⁻¹), and tr(A⁻¹) = |L⁻¹|²_F.
-        let mut inverse_trace = 0.0;
-        for i in 0..d {
-            let mut e = vec![0.0; d];
-            e[i] = 1.0;
-            inverse_trace += forward(&l, d, &e).iter().map(|v| v * v).sum::<f64>();
-        }
-        Some(RidgeFit {
-            b,
-            degrees_of_freedom: d as f64 - alpha * inverse_trace,
-        })
+/// `|T_c − X B|² = |T_c|² − 2 tr(BᵀC) + tr(Bᵀ G B)`, without another pass over the rows.
+fn residual_sum_of_squares(
+    gram: &[f64],
+    c: &[f64],
+    b: &[f64],
+    total: f64,
+    d: usize,
+    k: usize,
+) -> f64 {
+    let mut rss = total;
+    for j in 0..k {
+        let bj: Vec<f64> = (0..d).map(|i| b[i * k + j]).collect();
+        let cb: f64 = (0..d).map(|i| c[i * k + j] * bj[i]).sum();
+        let gb: f64 = (0..d)
+            .map(|i| bj[i] * (0..d).map(|l| gram[i * d + l] * bj[l]).sum::<f64>())
+            .sum();
+        rss += gb - 2.0 * cb;
     }
+    rss.max(0.0)
 }
 
 /// The lower Cholesky factor of the symmetric `d × d` matrix `a`, `None` when a pivot is
@@ -387,9 +437,45 @@ fn solve_cholesky(l: &[f64], d: usize, b: &[f64]) -> Vec<f64> {
     x
 }
 
+/// The log (up to a constant) of a normal distribution over the bins of a linear axis
+/// with statistic `z` whose mean over the bins is `mean` (the centre is moved for that
+/// where the axis's ends cut the normal) and whose variance is `variance`, at least a
+/// quarter of the smallest squared bin gap.
+fn normal_log_prior(z: &[f64], mean: f64, variance: f64) -> Vec<f64> {
+    let gap = z
+        .windows(2)
+        .map(|w| (w[1] - w[0]).abs())
+        .fold(f64::INFINITY, f64::min);
+    let variance = variance.max(gap * gap / 4.0);
+    let log_p = |centre: f64| -> Vec<f64> {
+        z.iter()
+            .map(|zj| -(zj - centre).powi(2) / (2.0 * variance))
+            .collect()
+    };
+    let mean_of = |centre: f64| -> f64 {
+        softmax(&log_p(centre))
+            .iter()
+            .zip(z)
+            .map(|(p, zj)| p * zj)
+            .sum()
+    };
+    // The mean grows with the centre; far beyond the ends it saturates.
+    let reach = 1.0 + 8.0 * variance.sqrt();
+    let centre = golden_section_minimum(|c| (mean_of(c) - mean).powi(2), -reach, reach);
+    log_p(centre)
+}
+
+/// The distribution of the logits `log_p`.
+fn softmax(log_p: &[f64]) -> Vec<f64> {
+    let top = log_p.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = log_p.iter().map(|l| (l - top).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    weights.into_iter().map(|w| w / total).collect()
+}
+
 /// The path weights `W = Σ₀⁻¹ Bᵀ` (`k` rows of `d`) of an axis with statistics `z` and
-/// training-mean distribution `mean_pmf`; zero rows when `b` is `None` or `Σ₀` is
-/// singular (all the mass in one bin).
+/// starting distribution `p0`; zero rows when `Σ₀` is singular (all the mass in one
+/// bin, or a circular axis of two bins).
 fn tilt_weights(z: &[Vec<f64>], p0: &[f64], b: &[f64], d: usize) -> Vec<Vec<f64>> {
     let k = z.len();
     let zero = vec![vec![0.0; d]; k];
@@ -414,17 +500,6 @@ fn tilt_weights(z: &[Vec<f64>], p0: &[f64], b: &[f64], d: usize) -> Vec<Vec<f64>
         .collect()
 }
 
-/// The distribution the head starts at: the mean, floored and renormalised as the biases
-/// of `training-mean` make it (`head_prior.rs`).
-fn prior(mean_pmf: &[f64]) -> Vec<f64> {
-    let floored: Vec<f64> = mean_pmf
-        .iter()
-        .map(|p| p.max(crate::head_prior::FLOOR))
-        .collect();
-    let sum: f64 = floored.iter().sum();
-    floored.into_iter().map(|p| p / sum).collect()
-}
-
 /// The inverse of a 1 × 1 or 2 × 2 covariance, `None` when it is (nearly) singular.
 fn invert_small(m: &[f64], k: usize) -> Option<Vec<f64>> {
     const TINY: f64 = 1e-12;
@@ -439,62 +514,69 @@ fn invert_small(m: &[f64], k: usize) -> Option<Vec<f64>> {
     }
 }
 
-/// The factor `c` on `W` whose exact tilts put each training row's expected statistics
-/// closest (least squares) to the ridge regression's: the first-order `W` is exact for a
-/// normal `p₀`, while a training-mean distribution of a few rows is a sum of narrow
-/// bumps, which a tilt moves less far. Golden-section search over `[0, 16]`.
-fn calibrated_scale(
-    z: &[Vec<f64>],
-    p0: &[f64],
-    w: &[Vec<f64>],
-    b: &[f64],
-    x: &[f64],
-    d: usize,
-) -> f64 {
-    let k = z.len();
-    let log_p0: Vec<f64> = p0.iter().map(|p| p.ln()).collect();
-    let means: Vec<f64> = z
+/// One axis's tilt: its statistics, the logits it starts at and the path's weights.
+struct Tilt<'a> {
+    z: &'a [Vec<f64>],
+    log_p0: &'a [f64],
+    w: &'a [Vec<f64>],
+}
+
+impl Tilt<'_> {
+    /// The expected statistics of the start tilted by `c · W x` at centred features `x`.
+    fn expected(&self, c: f64, x: &[f64]) -> Vec<f64> {
+        let s: Vec<f64> = self
+            .w
+            .iter()
+            .map(|wr| wr.iter().zip(x).map(|(w, x)| w * x).sum())
+            .collect();
+        let logits: Vec<f64> = (0..self.log_p0.len())
+            .map(|j| {
+                self.log_p0[j] + c * s.iter().zip(self.z).map(|(s, zr)| s * zr[j]).sum::<f64>()
+            })
+            .collect();
+        let p = softmax(&logits);
+        self.z
+            .iter()
+            .map(|zr| zr.iter().zip(&p).map(|(z, p)| z * p).sum())
+            .collect()
+    }
+}
+
+/// The factor `c` on `W` whose exact tilts put the training rows' expected statistics
+/// closest (least squares) to the regression's `t̄ + B x`, searched in `[0, 16]` on rows
+/// evenly spaced up to [`CALIBRATION_CELLS`] row-bins (rows in parallel, summed in
+/// order).
+fn calibrated_scale(tilt: &Tilt<'_>, fit: &ChosenRidge, x: &[f64]) -> f64 {
+    let k = tilt.z.len();
+    let d = tilt.w[0].len();
+    let n = x.len() / d;
+    let per_row = tilt.log_p0.len().saturating_mul(k).max(1);
+    let rows = evenly_spaced(n, (CALIBRATION_CELLS / per_row).max(16));
+    let targets: Vec<Vec<f64>> = rows
         .iter()
-        .map(|zr| zr.iter().zip(p0).map(|(z, p)| z * p).sum())
-        .collect();
-    // Per row: the path's s = W x, and the ridge's expected statistics t̄ + B x.
-    let rows: Vec<(Vec<f64>, Vec<f64>)> = x
-        .chunks_exact(d)
-        .map(|xr| {
-            let s = w
-                .iter()
-                .map(|wr| wr.iter().zip(xr).map(|(w, x)| w * x).sum())
-                .collect();
-            let target = (0..k)
+        .map(|&i| {
+            let xr = &x[i * d..(i + 1) * d];
+            (0..k)
                 .map(|j| {
-                    means[j]
+                    fit.target_mean[j]
                         + xr.iter()
                             .enumerate()
-                            .map(|(i, x)| x * b[i * k + j])
+                            .map(|(l, x)| x * fit.b[l * k + j])
                             .sum::<f64>()
                 })
-                .collect();
-            (s, target)
+                .collect()
         })
         .collect();
     let misfit = |c: f64| -> f64 {
-        rows.iter()
-            .map(|(s, target)| {
-                let logits: Vec<f64> = (0..p0.len())
-                    .map(|j| log_p0[j] + c * (0..k).map(|r| s[r] * z[r][j]).sum::<f64>())
-                    .collect();
-                let top = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let weights: Vec<f64> = logits.iter().map(|l| (l - top).exp()).collect();
-                let total: f64 = weights.iter().sum();
-                (0..k)
-                    .map(|r| {
-                        let e: f64 =
-                            weights.iter().zip(&z[r]).map(|(w, z)| w * z).sum::<f64>() / total;
-                        (e - target[r]).powi(2)
-                    })
-                    .sum::<f64>()
+        let parts: Vec<f64> = rows
+            .par_iter()
+            .zip(&targets)
+            .map(|(&i, target)| {
+                let e = tilt.expected(c, &x[i * d..(i + 1) * d]);
+                e.iter().zip(target).map(|(e, t)| (e - t).powi(2)).sum()
             })
-            .sum()
+            .collect();
+        parts.iter().sum()
     };
     golden_section_minimum(misfit, 0.0, 16.0)
 }
@@ -524,6 +606,12 @@ fn golden_section_minimum(f: impl Fn(f64) -> f64, mut lo: f64, mut hi: f64) -> f
 mod tests {
     use super::*;
 
+    fn all_penalties(gram: &[f64], d: usize) -> Vec<Factored> {
+        penalties()
+            .filter_map(|a| Factored::new(gram, d, a))
+            .collect()
+    }
+
     #[test]
     fn cholesky_solves_a_symmetric_system() {
         // A = [[4, 2], [2, 3]], b = A · [1, −2] = [0, −4].
@@ -540,9 +628,51 @@ mod tests {
     /// feature: `Σx² = 2`, `Σxy = 4` give `b = 4 / (2 + α)` and `dof = 2 / (2 + α)`.
     #[test]
     fn a_ridge_fit_matches_its_closed_form() {
-        let fit = RidgeFit::solve(&[2.0], &[4.0], 1, 1, 0.5).unwrap();
-        assert!((fit.b[0] - 1.6).abs() < 1e-12);
-        assert!((fit.degrees_of_freedom - 0.8).abs() < 1e-12);
+        let factored = Factored::new(&[2.0], 1, 0.5).unwrap();
+        assert!((factored.solve(&[4.0], 1, 1)[0] - 1.6).abs() < 1e-12);
+        assert!((factored.degrees_of_freedom - 0.8).abs() < 1e-12);
+    }
+
+    /// The score and residuals computed from the Gram matrix against the hat matrix
+    /// `H = X (XᵀX + αI)⁻¹ Xᵀ` built column by column: `RSS = |(I − H) t|²` and
+    /// `dof = tr H`, on 7 rows of 3 features.
+    #[test]
+    fn the_gram_shortcuts_match_the_hat_matrix() {
+        let (n, d) = (7, 3);
+        let raw: Vec<f64> = (0..n * d)
+            .map(|i| ((i * 37 % 11) as f64 - 5.0) / 3.0)
+            .collect();
+        let mut x = raw.clone();
+        for j in 0..d {
+            let mean = (0..n).map(|i| raw[i * d + j]).sum::<f64>() / n as f64;
+            (0..n).for_each(|i| x[i * d + j] -= mean);
+        }
+        let t: Vec<f64> = (0..n).map(|i| ((i * 5 % 7) as f64) - 3.0).collect();
+        let g = gram(&x, d);
+        let alpha = 0.7;
+        let factored = Factored::new(&g, d, alpha).unwrap();
+        let c: Vec<f64> = (0..d)
+            .map(|j| (0..n).map(|i| x[i * d + j] * t[i]).sum())
+            .collect();
+        let b = factored.solve(&c, d, 1);
+        let total: f64 = t.iter().map(|v| v * v).sum();
+        let rss = residual_sum_of_squares(&g, &c, &b, total, d, 1);
+        // H's columns: H e_m = X (G + αI)⁻¹ x_m.
+        let mut trace = 0.0;
+        let mut fitted = vec![0.0; n];
+        for m in 0..n {
+            let coefficients = solve_cholesky(&factored.l, d, &x[m * d..(m + 1) * d]);
+            for i in 0..n {
+                let h: f64 = (0..d).map(|j| x[i * d + j] * coefficients[j]).sum();
+                fitted[i] += h * t[m];
+                if i == m {
+                    trace += h;
+                }
+            }
+        }
+        let direct: f64 = t.iter().zip(&fitted).map(|(t, f)| (t - f).powi(2)).sum();
+        assert!((rss - direct).abs() < 1e-10 * direct, "{rss} vs {direct}");
+        assert!((factored.degrees_of_freedom - trace).abs() < 1e-12);
     }
 
     /// Targets no feature explains (`Xᵀt = 0`): every penalty fits nothing and costs
@@ -552,12 +682,23 @@ mod tests {
     fn cross_validation_keeps_the_mean_without_a_signal_and_fits_a_line() {
         let x = [1.0, -1.0, 1.0, -1.0];
         let g = gram(&x, 1);
-        assert!(ridge_by_gcv(&x, &g, &[1.0, 1.0, -1.0, -1.0], 1, 1).is_none());
+        let t = [1.0, 1.0, -1.0, -1.0];
+        assert!(ridge_by_gcv(&x, &g, &all_penalties(&g, 1), &t, (1, 1)).is_none());
         let x = [-1.5, -0.5, 0.5, 1.5, -1.0, 1.0];
+        let g = gram(&x, 1);
         let t: Vec<f64> = x.iter().map(|v| 3.0 + 2.0 * v).collect();
-        let fit = ridge_by_gcv(&x, &gram(&x, 1), &t, 1, 1).unwrap();
-        // Σx² = 7: b = 14 / (7 + 0.001).
+        let fit = ridge_by_gcv(&x, &g, &all_penalties(&g, 1), &t, (1, 1)).unwrap();
+        // Σx² = 7: b = 14 / (7 + 0.001); the intercept is the mean, 3.
         assert!((fit.b[0] - 14.0 / 7.001).abs() < 1e-12, "{}", fit.b[0]);
+        assert!((fit.target_mean[0] - 3.0).abs() < 1e-12);
+    }
+
+    fn ridge(b: f64, target_mean: f64) -> ChosenRidge {
+        ChosenRidge {
+            b: vec![b],
+            target_mean: vec![target_mean],
+            residual_variance: 0.0,
+        }
     }
 
     /// The tilt of a normal distribution over a fine, wide grid moves its mean by
@@ -566,15 +707,62 @@ mod tests {
     #[test]
     fn a_normal_prior_needs_no_calibration() {
         let z: Vec<f64> = (0..=400).map(|j| j as f64 / 200.0 - 1.0).collect();
-        let variance = 0.01;
-        let log_p: Vec<f64> = z.iter().map(|v| -v * v / (2.0 * variance)).collect();
-        let p0 = softmax(&log_p);
-        let b = [0.05];
-        let w = tilt_weights(std::slice::from_ref(&z), &p0, &b, 1);
+        let log_p0 = normal_log_prior(&z, 0.0, 0.01);
+        let w = tilt_weights(std::slice::from_ref(&z), &softmax(&log_p0), &[0.05], 1);
         assert!((w[0][0] - 5.0).abs() < 1e-3, "{w:?}");
-        let x = [-1.0, 0.0, 1.0, 2.0];
-        let scale = calibrated_scale(std::slice::from_ref(&z), &p0, &w, &b, &x, 1);
+        let tilt = Tilt {
+            z: std::slice::from_ref(&z),
+            log_p0: &log_p0,
+            w: &w,
+        };
+        let scale = calibrated_scale(&tilt, &ridge(0.05, 0.0), &[-1.0, 0.0, 1.0, 2.0]);
         assert!((scale - 1.0).abs() < 1e-3, "{scale}");
+    }
+
+    /// A start of three narrow bumps (a training-mean distribution of three rows): the
+    /// first-order weights move the mean too little, and the calibrated scale, above 1,
+    /// brings the tilted means closer to the regression's.
+    #[test]
+    fn a_bumpy_prior_is_calibrated() {
+        let z: Vec<f64> = (0..=40).map(|j| j as f64 / 20.0 - 1.0).collect();
+        let log_p0: Vec<f64> = z
+            .iter()
+            .map(|v| {
+                let bump = |c: f64| (-(v - c).powi(2) / 0.002).exp();
+                (bump(-0.4) + bump(0.0) + bump(0.4)).max(1e-6).ln()
+            })
+            .collect();
+        let fit = ridge(0.3, 0.0);
+        let w = tilt_weights(std::slice::from_ref(&z), &softmax(&log_p0), &fit.b, 1);
+        let tilt = Tilt {
+            z: std::slice::from_ref(&z),
+            log_p0: &log_p0,
+            w: &w,
+        };
+        let x = [-1.0, -0.5, 0.5, 1.0];
+        let misfit = |c: f64| -> f64 {
+            x.iter()
+                .map(|&xi| (tilt.expected(c, &[xi])[0] - 0.3 * xi).powi(2))
+                .sum()
+        };
+        let scale = calibrated_scale(&tilt, &fit, &x);
+        assert!(scale > 1.2, "{scale}");
+        assert!(
+            misfit(scale) < 0.5 * misfit(1.0),
+            "{} vs {}",
+            misfit(scale),
+            misfit(1.0)
+        );
+    }
+
+    /// Near an end of the axis the normal is cut; its centre moves so that the mean of
+    /// the discretised distribution is still the one asked for.
+    #[test]
+    fn a_cut_normal_keeps_its_mean() {
+        let z: Vec<f64> = (0..=20).map(|j| j as f64 / 10.0 - 1.0).collect();
+        let p = softmax(&normal_log_prior(&z, -0.9, 0.09));
+        let mean: f64 = p.iter().zip(&z).map(|(p, z)| p * z).sum();
+        assert!((mean + 0.9).abs() < 1e-6, "{mean}");
     }
 
     #[test]
@@ -584,5 +772,11 @@ mod tests {
         // At an end when the minimum lies outside.
         let x = golden_section_minimum(|x| x, 0.0, 16.0);
         assert!(x < 1e-7, "{x}");
+    }
+
+    #[test]
+    fn rows_are_taken_evenly_spaced() {
+        assert_eq!(evenly_spaced(10, 4), vec![0, 2, 5, 7]);
+        assert_eq!(evenly_spaced(3, 8), vec![0, 1, 2]);
     }
 }

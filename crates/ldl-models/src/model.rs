@@ -391,19 +391,8 @@ impl Model {
     /// linear paths) whatever the trunks compute. The trunks still learn: a head's weights
     /// move in the first step, and the gradient reaches the trunk from the second.
     pub fn zero_head_weights(&self) -> Result<()> {
-        let vars = self.vars.data().lock().map_err(|_| {
-            Error::Config("the model's variables are locked by a thread that panicked".into())
-        })?;
-        let networks = self.heads.len();
         for head in self.space.heads() {
-            for network in 0..networks {
-                let name =
-                    network_variable(network, networks, &format!("heads.{}.weight", head.name()));
-                let var = vars
-                    .get(&name)
-                    .ok_or_else(|| Error::Config(format!("the model has no variable `{name}`")))?;
-                var.set(&var.zeros_like()?)?;
-            }
+            self.each_head_variable(head, "weight", |var| Ok(var.set(&var.zeros_like()?)?))?;
         }
         Ok(())
     }
@@ -424,18 +413,30 @@ impl Model {
                 values.len()
             )));
         }
+        self.each_head_variable(head, suffix, |var| {
+            let value = Tensor::from_slice(values, var.shape(), var.device())?;
+            Ok(var.set(&value.to_dtype(var.dtype())?)?)
+        })
+    }
+
+    /// Calls `visit` with `heads.<head>.<suffix>` of every network of the model.
+    fn each_head_variable(
+        &self,
+        head: &Head,
+        suffix: &str,
+        mut visit: impl FnMut(&candle_core::Var) -> Result<()>,
+    ) -> Result<()> {
         let vars = self.vars.data().lock().map_err(|_| {
             Error::Config("the model's variables are locked by a thread that panicked".into())
         })?;
         let networks = self.heads.len();
+        let local = format!("heads.{}.{suffix}", head.name());
         for network in 0..networks {
-            let local = format!("heads.{}.{suffix}", head.name());
             let name = network_variable(network, networks, &local);
             let var = vars
                 .get(&name)
                 .ok_or_else(|| Error::Config(format!("the model has no variable `{name}`")))?;
-            let value = Tensor::from_slice(values, var.shape(), var.device())?;
-            var.set(&value.to_dtype(var.dtype())?)?;
+            visit(var)?;
         }
         Ok(())
     }

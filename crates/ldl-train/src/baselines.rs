@@ -19,11 +19,21 @@ use crate::records::{MajorityClass, MeanDistribution, MeanPredictor};
 fn each_encoded(
     space: &LabelSpace,
     samples: &[Sample],
+    visit: impl FnMut(Vec<EncodedLabel>),
+) -> Result<()> {
+    each_encoded_at(space, samples, 0..samples.len(), visit)
+}
+
+/// [`each_encoded`] for the samples at `rows` only (indices into `samples`).
+pub(crate) fn each_encoded_at(
+    space: &LabelSpace,
+    samples: &[Sample],
+    rows: impl IntoIterator<Item = usize>,
     mut visit: impl FnMut(Vec<EncodedLabel>),
 ) -> Result<()> {
-    for (index, sample) in samples.iter().enumerate() {
+    for index in rows {
         let encoded = space
-            .encode(&sample.labels)
+            .encode(&samples[index].labels)
             .map_err(|e| e.at_sample(index))?;
         visit(encoded);
     }

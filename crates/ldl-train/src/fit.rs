@@ -271,9 +271,10 @@ impl Trainer {
 
     /// Sets the heads when [`Trainer::fit`] starts: [`HeadInit::TrainingMean`] starts
     /// each head at the training samples' mean target distribution,
-    /// [`HeadInit::LeastSquares`] also starts each linear path at a ridge regression of
-    /// the targets' locations on the features (the MLP with a linear path only; as
-    /// `model.head_init` does for a fresh MLP run of `ldl train`), [`HeadInit::Uniform`]
+    /// [`HeadInit::LeastSquares`] starts each linear path at a ridge regression of the
+    /// targets' locations on the features and each linear axis at that regression's
+    /// normal distribution (the MLP with a linear path only; as `model.head_init` does
+    /// for a fresh MLP run of `ldl train`), [`HeadInit::Uniform`]
     /// leaves the heads as the model holds them. Unset, the model is trained as given, so
     /// that a model loaded from a checkpoint keeps its heads.
     pub fn head_init(mut self, init: HeadInit) -> Self {

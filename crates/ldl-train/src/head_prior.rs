@@ -17,7 +17,7 @@ use crate::error::Result;
 
 /// The smallest probability a bin's prior is given before its log: bins no training
 /// target reaches start at log(1e-6) ≈ −13.8 nats below a certain bin, not at −∞.
-pub(crate) const FLOOR: f64 = 1e-6;
+const FLOOR: f64 = 1e-6;
 
 /// Per axis, the log of the training split's mean target distribution, floored at
 /// [`FLOOR`].
@@ -27,8 +27,14 @@ pub(crate) fn training_mean_log_priors(
 ) -> Result<Vec<Vec<f64>>> {
     Ok(mean_pmfs(space, train)?
         .into_iter()
-        .map(|mean| mean.into_iter().map(|p| p.max(FLOOR).ln()).collect())
+        .map(|mean| floored_log(&mean))
         .collect())
+}
+
+/// The log of a distribution, each probability floored at [`FLOOR`]: the logits a head
+/// starts at to predict it.
+pub(crate) fn floored_log(pmf: &[f64]) -> Vec<f64> {
+    pmf.iter().map(|p| p.max(FLOOR).ln()).collect()
 }
 
 /// One bias vector per head of `space` from the axes' log priors: for a joint head, the

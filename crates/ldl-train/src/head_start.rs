@@ -6,27 +6,21 @@ use ldl_data::Sample;
 use ldl_models::Model;
 
 use crate::config::HeadInit;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Starts a fresh model's heads as `init` says, from the training samples: `uniform`
 /// leaves them as built; `training-mean` sets the biases; `least-squares` sets the biases,
 /// the linear paths and zeroes the heads' weight matrices (`path_start.rs`; the
 /// `training-mean` start for inputs wider than its limit). `least-squares` needs an MLP
-/// with a linear path, refused before any work.
+/// with a linear path: the config check (`model.head_init`) and `Trainer::fit`'s
+/// (`Trainer::head_init`) refuse it otherwise, before any work.
 pub(crate) fn start_heads(model: &Model, init: HeadInit, train: &[Sample]) -> Result<()> {
     if init == HeadInit::Uniform {
         return Ok(());
     }
-    let inputs = least_squares_inputs(model);
-    if init == HeadInit::LeastSquares && inputs.is_none() {
-        return Err(Error::Usage(
-            "`least-squares` starts the linear paths of an MLP, and this model has none: \
-             build it with `MlpConfig::with_linear_path`, or start at `training-mean`"
-                .into(),
-        ));
-    }
     let space = model.label_space();
     let mut log_priors = crate::head_prior::training_mean_log_priors(space, train)?;
+    let inputs = least_squares_inputs(model);
     if let (HeadInit::LeastSquares, Some(inputs)) = (init, inputs) {
         if let Some(start) = crate::path_start::least_squares_start(space, train, inputs)? {
             for (log_prior, normal) in log_priors.iter_mut().zip(start.log_priors) {

@@ -40,8 +40,9 @@ use ldl_data::{Input, Sample};
 use ldl_models::linear_path::{axis_statistics, head_statistics};
 use rayon::prelude::*;
 
+use crate::baselines::each_encoded_at;
 use crate::error::{Error, Result};
-use crate::head_prior::FLOOR;
+use crate::head_prior::floored_log;
 
 /// The widest input the start is computed for: its cost grows as `d³` per penalty tried
 /// and `n·d²` for the Gram matrix. Wider inputs keep the `training-mean` start.
@@ -108,10 +109,7 @@ pub(crate) fn least_squares_start(
                 let variance = fit.residual_variance + targets.within_variance[a];
                 normal_log_prior(&z[0], fit.target_mean[0], variance)
             }
-            _ => targets.mean_pmf[a]
-                .iter()
-                .map(|p| p.max(FLOOR).ln())
-                .collect(),
+            _ => floored_log(&targets.mean_pmf[a]),
         };
         let p0 = softmax(&log_p0);
         let mut w = tilt_weights(&z, &p0, &fit.b, inputs);
@@ -243,10 +241,7 @@ impl AxisTargets {
         let mut mean_pmf: Vec<Vec<f64>> = space.axes().iter().map(|a| vec![0.0; a.len()]).collect();
         let mut within_variance = vec![0.0; axes];
         let n = rows.len() as f64;
-        for &index in rows {
-            let encoded = space
-                .encode(&train[index].labels)
-                .map_err(|e| e.at_sample(index))?;
+        each_encoded_at(space, train, rows.iter().copied(), |encoded| {
             for (a, label) in encoded.iter().enumerate() {
                 for (r, z) in statistics[a].iter().enumerate() {
                     let e: f64 = z.iter().zip(&label.pmf).map(|(z, p)| z * p).sum();
@@ -261,7 +256,7 @@ impl AxisTargets {
                     .zip(&label.pmf)
                     .for_each(|(s, p)| *s += p / n);
             }
-        }
+        })?;
         Ok(AxisTargets {
             expected,
             mean_pmf,

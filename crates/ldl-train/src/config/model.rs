@@ -38,9 +38,9 @@ pub struct ModelConfig {
     /// initialisation. Ignored when resuming.
     pub init_from: Option<PathBuf>,
     /// Where the heads start in a fresh run: `least-squares` (the default for the MLP
-    /// with a linear path: `training-mean`, and each linear path at a ridge regression
-    /// of the targets' locations on the features, so that an untrained model is a
-    /// linear predictor), `training-mean` (the default for the MLP without a path: each
+    /// with a linear path: each path at a ridge regression of the targets' locations on
+    /// the features and each linear axis at that regression's normal distribution, so
+    /// that an untrained model is a linear predictor), `training-mean` (the default for the MLP without a path: each
     /// head's bias set to the log of the training split's mean target distribution, so
     /// that an untrained model predicts the training mean rather than the middle of the
     /// axis) or `uniform` (candle's initialisation, near-uniform predictions; the
@@ -93,8 +93,9 @@ pub enum HeadInit {
     Uniform,
     /// The log of the training split's mean target distribution (`training-mean`).
     TrainingMean,
-    /// `training-mean`, and each linear path at the ridge regression of the targets'
-    /// locations on the features (`least-squares`).
+    /// Each linear path at a ridge regression of the targets' locations on the features,
+    /// each linear axis's bias at that regression's normal distribution, the other axes'
+    /// at the training mean, and the heads' weight matrices at zero (`least-squares`).
     LeastSquares,
 }
 

@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use ldl::data::Dataset;
 use ldl::loss::{AxisParts, FullKl, Loss, LossOutput};
 use ldl::models::{MlpConfig, Model};
-use ldl::train::{Config, Control, HeadInit, Progress, StopToken, Trainer};
+use ldl::train::{Config, Control, HeadInit, Monitor, Progress, StopToken, Trainer};
 use ldl::{Axis, AxisTargets, CoreError, Label, LabelSpace};
 
 /// What a loss returns.
@@ -233,6 +233,82 @@ fn the_report_scores_the_training_mean_on_the_evaluated_samples() {
         .sum::<f64>()
         / validation.len() as f64;
     assert!((report.baseline("y").unwrap() - mae).abs() < 1e-12);
+}
+
+/// Two axes from the rows: `y`, and `z = 6 − y/2` with its validation targets moved, so
+/// that the two axes' validation MAEs bottom out at different epochs.
+fn two_axis_split(split: &str) -> (LabelSpace, Dataset) {
+    let space = LabelSpace::new(vec![
+        Axis::linear("y", 0.0, 12.0, 0.25).unwrap(),
+        Axis::linear("z", 0.0, 12.0, 0.25).unwrap(),
+    ])
+    .unwrap();
+    let shift = if split == "validation" { 1.5 } else { 0.0 };
+    let (features, labels) = rows()
+        .into_iter()
+        .filter(|r| r.3 == split)
+        .map(|(x1, x2, y, _)| {
+            let z = 6.0 - y / 2.0 + shift;
+            (vec![x1, x2], vec![Label::value(y), Label::value(z)])
+        })
+        .unzip();
+    let data = Dataset::from_features(&space, features, labels).unwrap();
+    (space, data)
+}
+
+#[test]
+fn per_axis_keeps_each_axis_at_the_epoch_of_its_lowest_validation_mae() {
+    let (space, train) = two_axis_split("train");
+    let (_, validation) = two_axis_split("validation");
+    let build = |config: MlpConfig| {
+        let model = Model::build(&config.into(), &space, 3, &Device::Cpu).unwrap();
+        Trainer::new(model, FullKl::new())
+            .epochs(12)
+            .batch_size(8)
+            .learning_rate(0.03)
+            .monitor(Monitor::PerAxis)
+    };
+    let mut trainer = build(MlpConfig::new(2, [16]).with_separate_trunks());
+    let fit = trainer
+        .fit(&train, &validation, |_| Control::Continue)
+        .unwrap();
+    let mae = |epoch: usize, axis: &str| {
+        let evaluation = fit.epochs[epoch - 1].validation.as_ref().unwrap();
+        evaluation.metrics.axis(axis).unwrap().mae.unwrap()
+    };
+    for axis in ["y", "z"] {
+        // The first epoch of the lowest MAE (a tie does not improve).
+        let lowest = (1..=fit.epochs.len())
+            .min_by(|&a, &b| mae(a, axis).total_cmp(&mae(b, axis)))
+            .unwrap();
+        assert_eq!(fit.best_epochs[axis], lowest, "{axis}");
+    }
+    assert_ne!(fit.best_epochs["y"], fit.best_epochs["z"]);
+    // The model holds each axis's weights from its own epoch: evaluating it again gives
+    // each axis's figures of that epoch.
+    let report = trainer.evaluate(&validation).unwrap();
+    for axis in ["y", "z"] {
+        let expected = mae(fit.best_epochs[axis], axis);
+        let again = report.mae(axis).unwrap();
+        assert!(
+            (again - expected).abs() < 1e-9,
+            "{axis}: {again} {expected}"
+        );
+    }
+    assert_eq!(
+        report.evaluation.metrics, fit.best_validation.metrics,
+        "the assembled figures are the assembled model's"
+    );
+
+    // Axes that share one MLP cannot keep weights of different epochs.
+    let err = build(MlpConfig::new(2, [16]))
+        .fit(&train, &validation, |_| Control::Continue)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Trainer::monitor") && err.contains("with_separate_trunks"),
+        "{err}"
+    );
 }
 
 #[test]

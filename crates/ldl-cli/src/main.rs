@@ -584,10 +584,29 @@ fn print_summary(summary: &RunSummary, config: &Config) -> Result<(), CliError> 
             summary.skipped.len()
         );
     }
-    println!(
-        "best epoch {} ({}):",
-        summary.best_epoch, config.run.monitor
-    );
+    if summary.best_epochs.is_empty() {
+        println!(
+            "best epoch {} ({}):",
+            summary.best_epoch,
+            config.run.monitor()
+        );
+    } else {
+        // In the order of [task].
+        let epochs: Vec<String> = config
+            .task
+            .axes
+            .iter()
+            .filter_map(|axis| {
+                let epoch = summary.best_epochs.get(&axis.name)?;
+                Some(format!("{} {epoch}", axis.name))
+            })
+            .collect();
+        println!(
+            "best epoch per axis ({}): {}:",
+            config.run.monitor(),
+            epochs.join(", ")
+        );
+    }
     print!("{}", AxisTable::of_run(summary).lines());
     println!("run folder: {}", summary.run_dir.display());
     Ok(())

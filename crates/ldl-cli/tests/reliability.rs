@@ -511,13 +511,17 @@ fn a_failure_after_the_commit_names_the_committed_epoch() {
     succeed(&mut task.train("run"));
     let run = task.run_dir("run");
     // `best.safetensors` as a folder that is not empty: renaming the staged one over it
-    // fails (epoch 2 improves on epoch 1, so it stages a best).
+    // fails (epoch 2 improves on epoch 1's loss, so it stages a best; monitored per
+    // axis, an epoch that improves some axes would read the installed best first).
     let best = run.join("checkpoints/best.safetensors");
     std::fs::remove_file(&best).unwrap();
     std::fs::create_dir(&best).unwrap();
     std::fs::write(best.join("in-the-way"), "").unwrap();
     let out = task
-        .resume("run", &["--set", "optim.epochs=2"])
+        .resume(
+            "run",
+            &["--set", "optim.epochs=2", "--set", "run.monitor=\"loss\""],
+        )
         .output()
         .unwrap();
     assert!(!out.status.success());

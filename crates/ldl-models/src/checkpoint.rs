@@ -53,7 +53,20 @@ impl Model {
         path: impl AsRef<Path>,
         extra: &BTreeMap<String, String>,
     ) -> Result<()> {
-        save_checkpoint(path.as_ref(), self, extra)
+        save_checkpoint(path.as_ref(), self, extra, &HashMap::new())
+    }
+
+    /// [`Model::save_with`], except that each variable named in `earlier` is written with
+    /// that value instead of the model's: a checkpoint assembled from several epochs
+    /// (with [`Model::variables_by_head`], each head's weights from its own best epoch).
+    /// A value whose shape or dtype differs from the variable's is refused.
+    pub fn save_with_earlier(
+        &self,
+        path: impl AsRef<Path>,
+        extra: &BTreeMap<String, String>,
+        earlier: &HashMap<String, Tensor>,
+    ) -> Result<()> {
+        save_checkpoint(path.as_ref(), self, extra, earlier)
     }
 
     /// Rebuilds a model from a checkpoint written by [`Model::save`]: its label space and
@@ -63,7 +76,12 @@ impl Model {
     }
 }
 
-fn save_checkpoint(path: &Path, model: &Model, extra: &BTreeMap<String, String>) -> Result<()> {
+fn save_checkpoint(
+    path: &Path,
+    model: &Model,
+    extra: &BTreeMap<String, String>,
+    earlier: &HashMap<String, Tensor>,
+) -> Result<()> {
     if let Some(key) = extra
         .keys()
         .find(|k| k.starts_with("ldl.") || *k == FORMAT_KEY)
@@ -86,6 +104,32 @@ fn save_checkpoint(path: &Path, model: &Model, extra: &BTreeMap<String, String>)
         named.sort_by(|a, b| a.0.cmp(&b.0));
         named
     };
+    let known: std::collections::HashSet<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
+    if let Some(name) = earlier.keys().find(|name| !known.contains(name.as_str())) {
+        return Err(Error::checkpoint(
+            path,
+            format!("the model has no variable `{name}` to take from an earlier epoch"),
+        ));
+    }
+    let tensors = tensors
+        .into_iter()
+        .map(|(name, tensor)| match earlier.get(&name) {
+            None => Ok((name, tensor)),
+            Some(value) if value.shape() == tensor.shape() && value.dtype() == tensor.dtype() => {
+                Ok((name, value.clone()))
+            }
+            Some(value) => Err(Error::checkpoint(
+                path,
+                format!(
+                    "`{name}` from an earlier epoch is {:?} {:?}, the model's is {:?} {:?}",
+                    value.dtype(),
+                    value.dims(),
+                    tensor.dtype(),
+                    tensor.dims()
+                ),
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let to_json = |what: &str, value: serde_json::Result<String>| {
         value.map_err(|e| Error::checkpoint(path, format!("cannot describe the {what}: {e}")))
     };

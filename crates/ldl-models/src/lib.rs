@@ -30,6 +30,7 @@ mod device;
 pub mod durable;
 pub mod ensemble;
 mod error;
+mod head_variables;
 mod inference;
 mod init;
 mod layers;

@@ -250,6 +250,27 @@ impl std::fmt::Debug for Mlp {
     }
 }
 
+/// Whether `local` names a variable of an MLP as [`Mlp::new`] creates them:
+/// `layers.{i}.weight`, `layers.{i}.bias` or `layers.{i}.bn.{weight, bias, running_mean,
+/// running_var}`.
+pub(crate) fn is_variable_name(local: &str) -> bool {
+    let Some((index, rest)) = local
+        .strip_prefix("layers.")
+        .and_then(|rest| rest.split_once('.'))
+    else {
+        return false;
+    };
+    let own = [
+        "weight",
+        "bias",
+        "bn.weight",
+        "bn.bias",
+        "bn.running_mean",
+        "bn.running_var",
+    ];
+    !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) && own.contains(&rest)
+}
+
 impl Mlp {
     /// Builds the MLP; variables are `layers.{i}.weight`, `layers.{i}.bias` and, with
     /// BatchNorm, `layers.{i}.bn.*`. `seed` drives the dropout masks.

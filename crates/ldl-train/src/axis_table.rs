@@ -309,6 +309,7 @@ mod tests {
             loss: LossSummary {
                 total: 1.0,
                 parts: Default::default(),
+                heads: Default::default(),
             },
             metrics: MetricsReport {
                 axes: vec![
@@ -324,6 +325,7 @@ mod tests {
             run_dir: "runs/cat-1".into(),
             epochs: 3,
             best_epoch: 2,
+            best_epochs: Default::default(),
             best_validation: evaluation(1.5),
             test: Some(evaluation(1.6)),
             samples: [180, 60, 60],

@@ -27,6 +27,8 @@ pub struct AxisResult {
     pub final_value: MeanStd,
     /// The metric on the validation split at the best epoch (`run.monitor`).
     pub best_value: MeanStd,
+    /// The axis's best epoch: the run's, or with `run.monitor = "per-axis"` its own.
+    pub best_epoch: MeanStd,
     /// ε-error at that epoch (ordered axes).
     pub best_epsilon_error: Option<MeanStd>,
     /// The metric on the test split for the best checkpoint, when there is a test split.
@@ -334,6 +336,10 @@ fn loss_result(loss: &str, runs: &[RunSummary], curves: &[RunCurves]) -> LossRes
             .collect();
         let tests = collect(&test);
         let epsilons = collect(&epsilon);
+        let epochs: Vec<f64> = runs
+            .iter()
+            .map(|r| *r.best_epochs.get(name).unwrap_or(&r.best_epoch) as f64)
+            .collect();
         axes.push(AxisResult {
             axis: name.clone(),
             metric: if ordered {
@@ -343,6 +349,7 @@ fn loss_result(loss: &str, runs: &[RunSummary], curves: &[RunCurves]) -> LossRes
             },
             final_value: MeanStd::of(&finals),
             best_value: MeanStd::of(&collect(&best)),
+            best_epoch: MeanStd::of(&epochs),
             best_epsilon_error: (ordered && epsilons.len() == runs.len())
                 .then(|| MeanStd::of(&epsilons)),
             test_value: (tests.len() == runs.len()).then(|| MeanStd::of(&tests)),
@@ -476,7 +483,7 @@ fn ldl_table(results: &[LossResult]) -> String {
 
 /// The heading and what the table's numbers are.
 fn title(config: &Config, seeds: &[u64]) -> String {
-    let best = &config.run.monitor;
+    let best = config.run.monitor();
     format!(
         "# {}: losses compared over seeds {}\n\nMean ± std over the seeds. Each metric on the \
          validation split at the last epoch (final) and at the best epoch ({best}), with its \
@@ -508,7 +515,7 @@ fn axes_table(results: &[LossResult]) -> String {
                 axis.best_value,
                 or_dash(axis.best_epsilon_error),
                 or_dash(axis.test_value),
-                result.best_epoch,
+                axis.best_epoch,
             ));
         }
     }

@@ -61,11 +61,22 @@ fn accumulate(
     let mut totals = Accumulator::default();
     let mut metrics = Metrics::new(space);
     let inference = model.inference()?;
+    let heads = space.heads();
     for batch in batches {
         let batch = on_device(batch?, device)?;
         let logits: Vec<Tensor> = inference.forward(&batch.inputs)?;
         let out = loss.compute(space, &logits, &batch.targets)?;
-        totals.add(out.total_value()?, &out.part_values()?, batch.indices.len());
+        let samples = batch.indices.len();
+        totals.add(out.total_value()?, &out.part_values()?, samples);
+        if heads.len() > 1 {
+            let shares = out.head_values(heads.len())?;
+            let named: Vec<(String, f64)> = heads
+                .iter()
+                .zip(shares)
+                .map(|(head, share)| (head.name().to_string(), share))
+                .collect();
+            totals.add_heads(&named, samples);
+        }
         metrics.update(&logits, &batch.targets)?;
     }
     Ok((totals, metrics))
@@ -116,6 +127,8 @@ pub(crate) struct Accumulator {
     samples: usize,
     total: f64,
     parts: BTreeMap<String, f64>,
+    /// Each head's share of the total, when evaluating (see [`LossSummary::heads`]).
+    heads: BTreeMap<String, f64>,
 }
 
 impl Accumulator {
@@ -128,10 +141,20 @@ impl Accumulator {
         }
     }
 
-    /// The sample count, the total's sum and the parts' sums (in key order), as numbers.
+    /// Adds `samples` samples' mean head shares (after [`Accumulator::add`] counted them).
+    pub(crate) fn add_heads(&mut self, heads: &[(String, f64)], samples: usize) {
+        let weight = samples as f64;
+        for (key, value) in heads {
+            *self.heads.entry(key.clone()).or_default() += value * weight;
+        }
+    }
+
+    /// The sample count, the total's sum, the parts' sums and the heads' (each in key
+    /// order), as numbers.
     fn sums(&self) -> Vec<f64> {
         let mut sums = vec![self.samples as f64, self.total];
         sums.extend(self.parts.values());
+        sums.extend(self.heads.values());
         sums
     }
 
@@ -139,7 +162,8 @@ impl Accumulator {
     fn set_sums(&mut self, sums: &[f64]) {
         self.samples = sums[0].round().max(0.0) as usize;
         self.total = sums[1];
-        for (value, sum) in self.parts.values_mut().zip(&sums[2..]) {
+        let values = self.parts.values_mut().chain(self.heads.values_mut());
+        for (value, sum) in values.zip(&sums[2..]) {
             *value = *sum;
         }
     }
@@ -153,6 +177,7 @@ impl Accumulator {
         LossSummary {
             total: self.total / n,
             parts: self.parts.iter().map(|(k, v)| (k.clone(), v / n)).collect(),
+            heads: self.heads.iter().map(|(k, v)| (k.clone(), v / n)).collect(),
         }
     }
 }

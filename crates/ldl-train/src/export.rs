@@ -354,11 +354,25 @@ fn training_section(config: &Config, summary: &RunSummary) -> String {
         ),
     };
     let [train, validation, test] = summary.samples;
+    let best = if summary.best_epochs.is_empty() {
+        summary.best_epoch.to_string()
+    } else {
+        let epochs: Vec<String> = config
+            .task
+            .axes
+            .iter()
+            .filter_map(|axis| {
+                let epoch = summary.best_epochs.get(&axis.name)?;
+                Some(format!("{} {epoch}", axis.name))
+            })
+            .collect();
+        format!("per axis, {}", epochs.join(", "))
+    };
     format!(
         "\n## Model and training\n\n- Backbone: {backbone}; {} trainable parameters.\n\
          - Loss: `{}`. Adam, learning rate {}, {} epochs, batch {}, seed {}.\n\
          - Data: `{}`; {train} training / {validation} validation / {test} test samples.\n\
-         - Best epoch: {} ({} epochs trained, {:.0} s).\n",
+         - Best epoch: {best} ({} epochs trained, {:.0} s).\n",
         summary.parameters,
         config.loss_description(),
         config.optim.lr,
@@ -366,7 +380,6 @@ fn training_section(config: &Config, summary: &RunSummary) -> String {
         config.optim.batch_size,
         config.run.seed,
         source_name(&config.data.source),
-        summary.best_epoch,
         summary.epochs,
         summary.seconds,
     )

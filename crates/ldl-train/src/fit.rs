@@ -36,7 +36,7 @@ use ldl_distributed::{broadcast_variables, Collective, SingleProcess};
 use crate::adam::Adam;
 use crate::baselines::Baseline;
 use crate::batches::{drop_last_batch, network_noises, Data, Inputs, Norm};
-use crate::best_epoch::BestEpoch;
+use crate::best_epoch::{BestEpoch, Improvement, Scoring};
 use crate::config::{HeadInit, Monitor, OnNonFinite, DEFAULT_FEATURE_NOISE};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
 use crate::error::{Error, Result};
@@ -60,8 +60,11 @@ pub struct FitReport {
     /// Every epoch trained, in order, each with its validation results.
     pub epochs: Vec<EpochRecord>,
     /// The epoch with the best validation score by [`Trainer::monitor`], whose weights the
-    /// model holds now.
+    /// model holds now; with [`Monitor::PerAxis`], the last of the heads' best epochs.
     pub best_epoch: usize,
+    /// With [`Monitor::PerAxis`]: each axis's best epoch, whose weights its head holds
+    /// now, by axis name (a joint group's axes share theirs); empty otherwise.
+    pub best_epochs: std::collections::BTreeMap<String, usize>,
     /// That epoch's validation results.
     pub best_validation: Evaluation,
 }
@@ -243,6 +246,10 @@ impl Trainer {
     }
 
     /// What the best epoch is judged by (the validation loss by default).
+    /// [`Monitor::PerAxis`] keeps each head's weights from the epoch of its own best
+    /// figure, as `run.monitor = "per-axis"` (the default of `ldl train` for the MLP with
+    /// one trunk per axis); it needs heads that share no weights
+    /// ([`ldl_models::MlpConfig::with_separate_trunks`]).
     pub fn monitor(mut self, monitor: Monitor) -> Self {
         self.monitor = monitor;
         self
@@ -335,6 +342,8 @@ impl Trainer {
         let mut adam = Adam::for_model(&self.model, self.lr, self.weight_decay)?;
         let (step_epochs, gamma) = self.lr_steps.unwrap_or((usize::MAX, 1.0));
         let schedule = StepSchedule::new(self.lr, gamma, step_epochs);
+        let scoring = Scoring::new(&self.monitor, &parts.space);
+        let head_of = variable_heads(&self.model, &parts);
         let mut best = BestEpoch::default();
         let mut best_weights = None;
         let mut epochs = Vec::new();
@@ -342,9 +351,8 @@ impl Trainer {
             adam.lr = schedule.lr(epoch);
             let (record, stop) = self.epoch(&parts, &mut adam, epoch, &mut callback)?;
             if let Some(evaluation) = &record.validation {
-                if best.evaluated(epoch, evaluation, &self.monitor) {
-                    best_weights = Some(snapshot(&parts)?);
-                }
+                let improvement = best.evaluated(epoch, evaluation, &scoring);
+                keep_best(&parts, &mut best_weights, &improvement, &head_of)?;
             }
             epochs.push(record);
             if stop || best.patience_ran_out(self.patience) {
@@ -363,6 +371,7 @@ impl Trainer {
         Ok(FitReport {
             epochs,
             best_epoch,
+            best_epochs: best.axis_epochs().clone(),
             best_validation,
         })
     }
@@ -476,6 +485,12 @@ impl Trainer {
                            has none: build it with `MlpConfig::with_linear_path`, or use \
                            `HeadInit::TrainingMean`";
             return refuse("head_init", problem.into());
+        }
+        if self.monitor == Monitor::PerAxis && self.model.variables_by_head().is_none() {
+            let problem = "`PerAxis` takes each head's weights from its own best epoch, and \
+                           this model's heads share weights: build an MLP with \
+                           `MlpConfig::with_separate_trunks`, or monitor the loss";
+            return refuse("monitor", problem.into());
         }
         let ranks = self.collective.world_size();
         if ranks > 1 && (train.len() < ranks || validation.len() < ranks) {
@@ -598,6 +613,48 @@ enum Split {
     Training,
     Validation,
     Whole,
+}
+
+/// For each variable of [`snapshot`]'s order, the head it belongs to, when the heads
+/// share no weights.
+fn variable_heads(model: &Model, parts: &Parts<'_>) -> Vec<Option<usize>> {
+    let owner: std::collections::HashMap<String, usize> = model
+        .variables_by_head()
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .flat_map(|(head, names)| names.into_iter().map(move |name| (name, head)))
+        .collect();
+    parts
+        .trainable
+        .iter()
+        .chain(&parts.statistics)
+        .map(|(name, _)| owner.get(name).copied())
+        .collect()
+}
+
+/// Updates the best weights after an evaluation: all of them when the whole model
+/// improved, those of the improved heads when some did (`head_of` from
+/// [`variable_heads`]).
+fn keep_best(
+    parts: &Parts<'_>,
+    best: &mut Option<Vec<Tensor>>,
+    improvement: &Improvement,
+    head_of: &[Option<usize>],
+) -> Result<()> {
+    match (improvement, best.as_mut()) {
+        (Improvement::None, _) => {}
+        (Improvement::Heads(improved), Some(weights)) => {
+            let variables = parts.trainable.iter().chain(&parts.statistics);
+            for ((weight, (_, var)), head) in weights.iter_mut().zip(variables).zip(head_of) {
+                if head.is_some_and(|head| improved.contains(&head)) {
+                    *weight = var.as_tensor().copy()?;
+                }
+            }
+        }
+        _ => *best = Some(snapshot(parts)?),
+    }
+    Ok(())
 }
 
 /// Copies of the variables' values, to restore the best epoch's weights.

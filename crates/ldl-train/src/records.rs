@@ -16,6 +16,11 @@ pub struct LossSummary {
     pub total: f64,
     /// Unweighted parts by key (`age/ld`, …).
     pub parts: BTreeMap<String, f64>,
+    /// In a label space of several heads, on validation and test splits: each head's
+    /// weighted share of the total, by head name (the axis's, or a joint group's): what
+    /// `run.monitor = "per-axis"` scores a joint group by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub heads: BTreeMap<String, f64>,
 }
 
 /// The loss and metrics of a model over one split (validation, test, or a file given to `ldl eval`).
@@ -74,7 +79,12 @@ pub struct RunSummary {
     /// The last epoch trained (fewer than configured when early stopping ended the run).
     pub epochs: usize,
     /// The epoch with the best validation score (`run.monitor`; the `best` checkpoint).
+    /// With `run.monitor = "per-axis"`, the last epoch that changed the checkpoint.
     pub best_epoch: usize,
+    /// With `run.monitor = "per-axis"`: each axis's best epoch, which the `best`
+    /// checkpoint holds its weights from, by axis name (a joint group's axes share one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub best_epochs: BTreeMap<String, usize>,
     /// Validation results at the best epoch.
     pub best_validation: Evaluation,
     /// Test results of the best checkpoint, when there is a test split.

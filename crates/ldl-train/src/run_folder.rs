@@ -264,6 +264,7 @@ colour = { class = "colour" }
             run_dir: dir.to_path_buf(),
             epochs: 2,
             best_epoch: 1,
+            best_epochs: Default::default(),
             best_validation: epoch.validation.unwrap(),
             test: None,
             samples: [180, 60, 0],

@@ -2,7 +2,7 @@
 //! batches; evaluation on the validation split; a run folder with the resolved config,
 //! `metrics.jsonl`, checkpoints and `summary.json`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::adam::Adam;
 use crate::baselines::{majority_class, mean_distribution, mean_predictor};
 use crate::batches::Data;
-use crate::best_epoch::BestEpoch;
+use crate::best_epoch::{BestEpoch, Improvement, Scoring};
 use crate::commit::RunFiles;
-use crate::config::{CheckedConfig, Config, Monitor};
+use crate::config::{CheckedConfig, Config};
 use crate::epoch::{train_epoch, EpochContext, EpochOutcome};
 use crate::error::{Error, Result};
 use crate::evaluation::{evaluate, evaluate_across};
@@ -188,15 +188,55 @@ struct Saver<'a> {
 }
 
 impl Saver<'_> {
-    /// Writes the epoch's checkpoints into the staging folder `dir` (`best` only when the
-    /// epoch improved on the best).
-    fn stage(&self, dir: &Path, adam: &Adam, improved: bool) -> Result<()> {
-        let save = |name: &str| self.model.save_with(dir.join(name), self.header);
-        save("last.safetensors")?;
-        if improved {
-            save("best.safetensors")?;
+    /// Writes the epoch's checkpoints into the staging folder `dir`: `last`, the
+    /// optimizer's moments and, when the epoch improved on the best, `best` (whole, or
+    /// with the heads that did not improve taken from the installed `best`).
+    fn stage(
+        &self,
+        dir: &Path,
+        adam: &Adam,
+        improvement: &Improvement,
+        files: &RunFiles,
+    ) -> Result<()> {
+        self.model
+            .save_with(dir.join("last.safetensors"), self.header)?;
+        let best = dir.join("best.safetensors");
+        match improvement {
+            Improvement::None => {}
+            Improvement::Whole => self.model.save_with(&best, self.header)?,
+            Improvement::Heads(improved) => {
+                let earlier = self.earlier_heads(improved, files)?;
+                self.model.save_with_earlier(&best, self.header, &earlier)?;
+            }
         }
         adam.save_moments(self.names, &dir.join("optimizer.safetensors"))
+    }
+
+    /// The variables of every head not in `improved`, from the installed `best`
+    /// checkpoint (the last committed one).
+    fn earlier_heads(
+        &self,
+        improved: &[usize],
+        files: &RunFiles,
+    ) -> Result<HashMap<String, candle_core::Tensor>> {
+        let by_head = self.model.variables_by_head().ok_or_else(|| {
+            Error::Usage("a best epoch per axis needs heads that share no weights".into())
+        })?;
+        let installed = files.checkpoints.join("best.safetensors");
+        let (mut tensors, _) = read_checkpoint(&installed, self.model.device())?;
+        let mut earlier = HashMap::new();
+        for (head, names) in by_head.iter().enumerate() {
+            if improved.contains(&head) {
+                continue;
+            }
+            for name in names {
+                let tensor = tensors.remove(name).ok_or_else(|| {
+                    Error::output(&installed, format!("the best checkpoint lacks `{name}`"))
+                })?;
+                earlier.insert(name.clone(), tensor);
+            }
+        }
+        Ok(earlier)
     }
 
     /// Saves `state`'s epoch as one step (see `commit.rs`).
@@ -206,13 +246,13 @@ impl Saver<'_> {
         adam: &Adam,
         state: &RunState,
         record: Option<&EpochRecord>,
-        improved: bool,
+        improvement: &Improvement,
     ) -> Result<()> {
         let json = serde_json::to_string(state).map_err(|e| Error::output(&files.state, e))?;
         files.commit_epoch(
             state.epoch,
             record,
-            &mut |dir| self.stage(dir, adam, improved),
+            &mut |dir| self.stage(dir, adam, improvement, files),
             json.as_bytes(),
         )
     }
@@ -282,7 +322,7 @@ fn start_or_resume(
         write_atomically(&config_path, config_text.as_bytes())?;
         let state = RunState::start(init);
         saver
-            .commit(files, adam, &state, None, false)
+            .commit(files, adam, &state, None, &Improvement::None)
             .map_err(|e| Error::Output {
                 path: run_dir.display().to_string(),
                 message: format!(
@@ -490,7 +530,7 @@ fn run(
         data: &data,
         device: &device,
         loss: config.loss(),
-        monitor: config.run.monitor.clone(),
+        scoring: scoring(config),
         output: Some(RunOutput {
             files: &files,
             header: &header,
@@ -644,7 +684,7 @@ fn follow(
         data: &data,
         device: &device,
         loss: config.loss(),
-        monitor: config.run.monitor.clone(),
+        scoring: scoring(config),
         output: None,
         collective,
     };
@@ -666,7 +706,8 @@ struct Epochs<'a> {
     data: &'a Data<'a>,
     device: &'a candle_core::Device,
     loss: &'a dyn Loss,
-    monitor: Monitor,
+    /// How validation results pick the best checkpoint (`run.best_epoch`, `run.monitor`).
+    scoring: Scoring,
     /// The run folder rank 0 writes; `None` on the other ranks.
     output: Option<RunOutput<'a>>,
     /// The ranks training together.
@@ -777,7 +818,7 @@ impl Epochs<'_> {
             gradient_norms,
         };
         let Some(output) = self.output else {
-            take_epoch(adam, state, &record, &self.monitor);
+            take_epoch(adam, state, &record, &self.scoring);
             return Ok(record);
         };
         let saver = network.saver(output.header);
@@ -787,7 +828,7 @@ impl Epochs<'_> {
             adam,
             state,
             &record,
-            &self.monitor,
+            &self.scoring,
             output.run_dir,
         )?;
         Ok(record)
@@ -802,13 +843,13 @@ fn commit_epoch(
     adam: &Adam,
     state: &mut RunState,
     record: &EpochRecord,
-    monitor: &Monitor,
+    scoring: &Scoring,
     run_dir: &Path,
 ) -> Result<()> {
     let previous = state.epoch;
-    let improved = take_epoch(adam, state, record, monitor);
+    let improvement = take_epoch(adam, state, record, scoring);
     saver
-        .commit(files, adam, state, Some(record), improved)
+        .commit(files, adam, state, Some(record), &improvement)
         .map_err(|e| {
             // A failure after the commit (installing the files) keeps the new epoch.
             let kept = files.committed_epoch().unwrap_or(previous);
@@ -817,16 +858,26 @@ fn commit_epoch(
 }
 
 /// Takes epoch `record.epoch` into `state`: its validation against the best so far, the
-/// steps and skipped batches. Whether it improved on the best.
-fn take_epoch(adam: &Adam, state: &mut RunState, record: &EpochRecord, monitor: &Monitor) -> bool {
-    let improved = match &record.validation {
-        Some(evaluation) => state.best.evaluated(record.epoch, evaluation, monitor),
-        None => false,
+/// steps and skipped batches. What it improved on.
+fn take_epoch(
+    adam: &Adam,
+    state: &mut RunState,
+    record: &EpochRecord,
+    scoring: &Scoring,
+) -> Improvement {
+    let improvement = match &record.validation {
+        Some(evaluation) => state.best.evaluated(record.epoch, evaluation, scoring),
+        None => Improvement::None,
     };
     state.epoch = record.epoch;
     state.adam_steps = adam.steps;
     state.skipped_batches += record.skipped_batches;
-    improved
+    improvement
+}
+
+/// How a run's validation results pick its best checkpoint.
+fn scoring(config: &CheckedConfig) -> Scoring {
+    Scoring::new(&config.run.monitor(), config.space())
 }
 
 /// What the end of a run reports from.
@@ -875,6 +926,7 @@ impl Finished<'_> {
             run_dir: run_dir.to_path_buf(),
             epochs: state.epoch,
             best_epoch,
+            best_epochs: state.best.axis_epochs().clone(),
             best_validation,
             test,
             samples: [

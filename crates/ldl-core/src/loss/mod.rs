@@ -91,6 +91,8 @@ pub enum TargetMoments {
 pub struct LossPart {
     /// The axis name, or a joint group's name (`yaw+pitch`) for a part over its grid.
     pub axis: String,
+    /// The index of the part's head in [`LabelSpace::heads`].
+    pub head: usize,
     /// The component: `ld`, `exp`, `smooth`, `smooth_rel`, `l1`, `softmax`, `mean` or
     /// `variance`.
     pub component: &'static str,
@@ -125,6 +127,28 @@ impl LossOutput {
             .total
             .to_dtype(candle_core::DType::F64)?
             .to_scalar::<f64>()?)
+    }
+
+    /// Each head's share of the total, `Σ weight · value` over its parts, in the order of
+    /// [`LabelSpace::heads`] (`heads` of them): what the total would be if the label
+    /// space held that head alone.
+    pub fn head_values(&self, heads: usize) -> Result<Vec<f64>> {
+        let mut totals = vec![0.0; heads];
+        for part in &self.parts {
+            let total = totals.get_mut(part.head).ok_or_else(|| {
+                Error::Shape(format!(
+                    "loss part `{}` names head {} of {heads}",
+                    part.key(),
+                    part.head
+                ))
+            })?;
+            let value = part
+                .value
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
+            *total += part.weight * value;
+        }
+        Ok(totals)
     }
 
     /// Every part's batch mean as `(key, value)`, for logging.
@@ -296,7 +320,7 @@ pub(crate) fn assemble<L: Loss + ?Sized>(
     }
     let mut parts = Vec::new();
     let mut total: Option<Tensor> = None;
-    for (head, z) in space.heads().iter().zip(logits) {
+    for (index, (head, z)) in space.heads().iter().zip(logits).enumerate() {
         let components = if head.is_joint() {
             let axes: Vec<&Axis> = head.axes().iter().map(|&a| &space.axes()[a]).collect();
             let members: Vec<AxisTargets> =
@@ -315,6 +339,7 @@ pub(crate) fn assemble<L: Loss + ?Sized>(
             });
             parts.push(LossPart {
                 axis: component.axis.unwrap_or_else(|| head.name().to_string()),
+                head: index,
                 component: component.name,
                 weight: component.weight,
                 per_sample: component.per_sample,

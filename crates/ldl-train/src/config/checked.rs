@@ -8,7 +8,8 @@ use ldl_core::LabelSpace;
 use ldl_data::TableSpec;
 use ldl_models::BackboneConfig;
 
-use super::{Config, LossConfig, LossKind};
+use super::keyword::Keyword;
+use super::{Backbone, Config, LossConfig, LossKind, Monitor, Trunk};
 use crate::error::{Error, Result};
 
 /// Whether [`Config::check_as`] checks the memory budget.
@@ -67,7 +68,9 @@ impl Config {
             super::budget::check(&self, super::budget::declared_features(&self))?;
         }
         let space = self.task.label_space()?;
-        self.run.monitor.check(&space)?;
+        let monitor = self.monitor_for(&space)?;
+        monitor.check(&space)?;
+        self.run.monitor = Some(monitor);
         let loss = self.build_loss(&space)?.into();
         Ok(CheckedConfig {
             config: self,
@@ -135,6 +138,27 @@ impl Config {
     }
 
     /// `run.patience` and `run.eval_every`.
+    /// `run.monitor` as set, or its default: `per-axis` when the axes share no weights
+    /// (the MLP with one trunk per axis) and there are several, else `loss`. A per-axis
+    /// monitor of axes that share weights is refused.
+    fn monitor_for(&self, space: &LabelSpace) -> Result<Monitor> {
+        let heads = space.heads().len();
+        let separate = self.model.backbone == Backbone::Mlp
+            && (self.model.trunk() == Trunk::PerAxis || heads == 1);
+        match &self.run.monitor {
+            None if separate && heads > 1 => Ok(Monitor::PerAxis),
+            None => Ok(Monitor::Loss),
+            Some(Monitor::PerAxis) if !separate => Err(Error::Config(format!(
+                "`run.monitor = \"per-axis\"` takes each axis's weights from the epoch of its \
+                 own best validation figure, which needs axes that share no weights (the MLP \
+                 with `model.trunk = \"per-axis\"`), but these axes share the {} network: \
+                 monitor `loss` or one axis (`AXIS/mae`)",
+                self.model.backbone.name()
+            ))),
+            Some(monitor) => Ok(monitor.clone()),
+        }
+    }
+
     fn check_run(&self) -> Result<()> {
         if self.run.patience == Some(0) {
             return Err(Error::Config(

@@ -27,8 +27,11 @@ pub struct RunConfig {
     /// Stop when the monitored validation score has not improved for this many
     /// evaluations (off when absent).
     pub patience: Option<usize>,
-    /// What picks the best checkpoint and drives `patience` (default `loss`).
-    pub monitor: Monitor,
+    /// What picks the best checkpoint and drives `patience`: `per-axis` for the MLP with
+    /// one trunk per axis and several axes, else `loss` (see [`Monitor`];
+    /// [`RunConfig::monitor`] reads it with its default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<Monitor>,
     /// The most memory the run may plan to use (`"24GiB"` or bytes): a config whose
     /// estimate exceeds it is refused before anything is built. When absent,
     /// `LDL_MEMORY_LIMIT`, else 3/4 of the machine's memory (see `docs/config.md`).
@@ -99,7 +102,7 @@ impl Default for RunConfig {
             output_dir: PathBuf::from("runs"),
             eval_every: 1,
             patience: None,
-            monitor: Monitor::Loss,
+            monitor: None,
             memory_limit: None,
             gradient_norms: false,
             distributed: Distributed::None,
@@ -109,8 +112,16 @@ impl Default for RunConfig {
     }
 }
 
-/// `run.monitor`: a validation quantity to optimise, spelled `loss`, `AXIS/mae` or
-/// `AXIS/accuracy`.
+impl RunConfig {
+    /// `run.monitor` as set, or `loss` (a checked config holds the resolved value: see
+    /// `Config::check`).
+    pub fn monitor(&self) -> Monitor {
+        self.monitor.clone().unwrap_or_default()
+    }
+}
+
+/// `run.monitor`: a validation quantity to optimise, spelled `loss`, `AXIS/mae`,
+/// `AXIS/accuracy` or `per-axis`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Monitor {
@@ -121,15 +132,23 @@ pub enum Monitor {
     Mae(String),
     /// The validation accuracy of a categorical axis (higher is better).
     Accuracy(String),
+    /// Each axis on its own (`per-axis`): the best checkpoint holds each axis's weights
+    /// from the epoch of its own lowest validation MAE (highest accuracy for a
+    /// categorical axis, lowest loss for a joint group), as if it had been trained alone.
+    /// For models whose axes share no weights: the MLP with one trunk per axis.
+    PerAxis,
 }
 
 impl Monitor {
-    /// The monitored value of an evaluation, oriented so that lower is better.
+    /// The monitored value of an evaluation, oriented so that lower is better; `None`
+    /// for one it cannot score, and for [`Monitor::PerAxis`], which scores heads one by
+    /// one (see `best_epoch.rs`).
     pub fn score(&self, evaluation: &crate::records::Evaluation) -> Option<f64> {
         match self {
             Monitor::Loss => Some(evaluation.loss.total),
             Monitor::Mae(axis) => evaluation.metrics.axis(axis)?.mae,
             Monitor::Accuracy(axis) => evaluation.metrics.axis(axis)?.accuracy.map(|a| -a),
+            Monitor::PerAxis => None,
         }
     }
 
@@ -138,7 +157,7 @@ impl Monitor {
     pub fn check(&self, space: &LabelSpace) -> Result<()> {
         let bad = |why: String| Err(Error::Config(format!("`run.monitor`: {why}")));
         let (axis, wants_categorical) = match self {
-            Monitor::Loss => return Ok(()),
+            Monitor::Loss | Monitor::PerAxis => return Ok(()),
             Monitor::Mae(axis) => (axis, false),
             Monitor::Accuracy(axis) => (axis, true),
         };
@@ -160,6 +179,7 @@ impl Monitor {
     pub fn spelling(&self) -> String {
         match self {
             Monitor::Loss => "loss".into(),
+            Monitor::PerAxis => "per-axis".into(),
             Monitor::Mae(axis) => format!("{axis}/mae"),
             Monitor::Accuracy(axis) => format!("{axis}/accuracy"),
         }
@@ -170,13 +190,15 @@ impl TryFrom<String> for Monitor {
     type Error = String;
 
     fn try_from(text: String) -> std::result::Result<Self, String> {
-        if text == "loss" {
-            return Ok(Monitor::Loss);
+        match text.as_str() {
+            "loss" => return Ok(Monitor::Loss),
+            "per-axis" => return Ok(Monitor::PerAxis),
+            _ => {}
         }
         let bad = |why: String| format!("`run.monitor`: {why}");
-        let Some((axis, metric)) = text.split_once('/') else {
+        let Some((axis, metric)) = text.rsplit_once('/') else {
             return Err(bad(format!(
-                "`{text}`: use `loss`, `AXIS/mae` or `AXIS/accuracy`"
+                "`{text}`: use `loss`, `per-axis`, `AXIS/mae` or `AXIS/accuracy`"
             )));
         };
         match metric {
@@ -199,6 +221,7 @@ impl std::fmt::Display for Monitor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Monitor::Loss => write!(f, "lowest validation loss"),
+            Monitor::PerAxis => write!(f, "each axis's own best validation MAE or accuracy"),
             Monitor::Mae(axis) => write!(f, "lowest validation {axis} MAE"),
             Monitor::Accuracy(axis) => write!(f, "highest validation {axis} accuracy"),
         }

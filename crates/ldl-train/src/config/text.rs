@@ -134,8 +134,8 @@ fn parse<T: DeserializeOwned>(
 /// Keys a config ldl saved before they existed trained without: read each missing one as
 /// the behaviour the run had, so that it resumes and its checkpoint loads as it was
 /// trained (new configs get today's defaults): `model.trunk` as `shared` (one MLP under
-/// the heads), `model.head_init` as `uniform`, `model.linear_path` as false and
-/// `data.feature_noise` as 0 (no noise).
+/// the heads), `model.head_init` as `uniform`, `model.linear_path` as false,
+/// `data.feature_noise` as 0 (no noise) and `run.monitor` as `loss`.
 fn keep_earlier_defaults(document: &mut toml::Value) {
     let Some(root) = document.as_table_mut() else {
         return;
@@ -145,6 +145,7 @@ fn keep_earlier_defaults(document: &mut toml::Value) {
         ("model", "head_init", toml::Value::String("uniform".into())),
         ("model", "linear_path", toml::Value::Boolean(false)),
         ("data", "feature_noise", toml::Value::Float(0.0)),
+        ("run", "monitor", toml::Value::String("loss".into())),
     ];
     for (table, key, value) in earlier {
         let table = root

@@ -120,8 +120,10 @@ output_dir = "{}"
         .batch_size(16)
         .learning_rate(0.01)
         .feature_noise(0.2)
-        // `ldl train` starts a fresh MLP with a linear path as a ridge regression.
+        // `ldl train` starts a fresh MLP with a linear path as a ridge regression, and
+        // keeps each axis at the epoch of its own lowest validation MAE.
         .head_init(HeadInit::LeastSquares)
+        .monitor(Monitor::PerAxis)
         .seed(5);
     let fit = trainer
         .fit(&dataset("train"), &dataset("validation"), |_| {
@@ -138,6 +140,7 @@ output_dir = "{}"
         "bit-identical validation losses, epoch by epoch"
     );
     assert_eq!(fit.best_epoch, summary.best_epoch);
+    assert_eq!(fit.best_epochs, summary.best_epochs);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! | `run.monitor` | scored | the `best` checkpoint holds |
 //! |---|---|---|
 //! | `loss`, `AXIS/mae`, `AXIS/accuracy` | the whole model by that figure | the whole model at the best epoch |
-//! | `per-axis` | each head by its own figure: an ordered axis's MAE, a categorical axis's accuracy, a joint group's share of the loss | each head at its own best epoch |
+//! | `per-axis` | each head by its own figure: an ordered axis's MAE, a categorical axis's accuracy, the share of the loss of an axis labelled by explicit distributions or of a joint group | each head at its own best epoch |
 //!
 //! Lower is better (accuracy counts negated); an evaluation the monitor cannot score,
 //! such as an MAE that is missing, never improves. An epoch that scores strictly lower
@@ -18,7 +18,8 @@
 
 use std::collections::BTreeMap;
 
-use ldl_core::LabelSpace;
+use ldl_core::{Label, LabelSpace};
+use ldl_data::Sample;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Monitor;
@@ -44,15 +45,19 @@ pub(crate) struct HeadAxes {
 }
 
 impl Scoring {
-    /// How `monitor` scores evaluations of a model of `space`.
-    pub(crate) fn new(monitor: &Monitor, space: &LabelSpace) -> Scoring {
+    /// How `monitor` scores evaluations of a model of `space`; `explicit` marks the axes
+    /// labelled by explicit distributions (see [`explicit_axes`]).
+    pub(crate) fn new(monitor: &Monitor, space: &LabelSpace, explicit: &[bool]) -> Scoring {
         if *monitor != Monitor::PerAxis {
             return Scoring::Whole(monitor.clone());
         }
         let heads = space.heads().iter().map(|head| {
             let axes: Vec<&ldl_core::Axis> =
                 head.axes().iter().map(|&a| &space.axes()[a]).collect();
+            let explicit_axis = matches!(head.axes(), &[a] if explicit.get(a) == Some(&true));
             let monitor = match axes[..] {
+                // What is learnt is the distribution, not its mean or its mode.
+                [_] if explicit_axis => Monitor::Loss,
                 [axis] if axis.is_categorical() => Monitor::Accuracy(axis.name().to_string()),
                 [axis] => Monitor::Mae(axis.name().to_string()),
                 // A joint group's axes are in different units: its share of the loss.
@@ -66,6 +71,18 @@ impl Scoring {
         });
         Scoring::PerHead(heads.collect())
     }
+}
+
+/// For each axis of a space of `axes` axes, whether a training sample labels it by an
+/// explicit distribution ([`Label::Distribution`]).
+pub(crate) fn explicit_axes(axes: usize, train: &[Sample]) -> Vec<bool> {
+    let mut explicit = vec![false; axes];
+    for sample in train {
+        for (flag, label) in explicit.iter_mut().zip(&sample.labels) {
+            *flag |= matches!(label, Label::Distribution(_));
+        }
+    }
+    explicit
 }
 
 /// What an evaluation improved on.
@@ -121,6 +138,9 @@ impl BestEpoch {
         evaluation: &Evaluation,
         monitor: &Monitor,
     ) -> Improvement {
+        // The checkpoint is, or becomes, one epoch's whole model (a run resumed from
+        // per-axis keeps its assembled best until an epoch beats it).
+        self.axis_epochs.clear();
         let score = |e: &Evaluation| monitor.score(e).unwrap_or(f64::INFINITY);
         let improved = self
             .best
@@ -130,7 +150,6 @@ impl BestEpoch {
             return Improvement::None;
         }
         self.best = Some((epoch, evaluation.clone()));
-        self.axis_epochs.clear();
         Improvement::Whole
     }
 
@@ -148,11 +167,16 @@ impl BestEpoch {
             };
             score.unwrap_or(f64::INFINITY)
         };
+        // A best without every head's loss share (one an earlier ldl recorded, resumed as
+        // per-axis) cannot be assembled from: the whole model starts it afresh.
+        let assemblable = |best: &Evaluation| {
+            heads.len() == 1 || heads.iter().all(|h| best.loss.heads.contains_key(&h.name))
+        };
         let improved: Vec<usize> = match &self.best {
-            Some((_, best)) => (0..heads.len())
+            Some((_, best)) if assemblable(best) => (0..heads.len())
                 .filter(|&h| share(evaluation, &heads[h]) < share(best, &heads[h]))
                 .collect(),
-            None => (0..heads.len()).collect(),
+            _ => (0..heads.len()).collect(),
         };
         // A run resumed with the monitor changed to per-axis: every axis was best together.
         let together = self
@@ -337,7 +361,7 @@ mod tests {
 
     #[test]
     fn per_axis_each_head_keeps_its_own_best_epoch_and_the_best_evaluation_is_assembled() {
-        let scoring = Scoring::new(&Monitor::PerAxis, &space());
+        let scoring = Scoring::new(&Monitor::PerAxis, &space(), &[false; 4]);
         let mut tracker = BestEpoch::default();
         let first = evaluation(5.0, 0.5, 1.0);
         assert_eq!(tracker.evaluated(1, &first, &scoring), Improvement::Whole);
@@ -380,8 +404,54 @@ mod tests {
     }
 
     #[test]
+    fn an_axis_labelled_by_distributions_is_scored_by_its_loss_share_not_its_mae() {
+        let explicit = [true, false, false, false];
+        let scoring = Scoring::new(&Monitor::PerAxis, &space(), &explicit);
+        let mut tracker = BestEpoch::default();
+        tracker.evaluated(1, &evaluation(5.0, 0.5, 1.0), &scoring);
+        // age's MAE falls but its loss share rises: no improvement for age.
+        let mut second = evaluation(4.0, 0.5, 1.0);
+        second.loss.heads.insert("age".into(), 0.9);
+        assert_eq!(tracker.evaluated(2, &second, &scoring), Improvement::None);
+        let mut third = evaluation(6.0, 0.5, 1.0);
+        third.loss.heads.insert("age".into(), 0.3);
+        assert_eq!(
+            tracker.evaluated(3, &third, &scoring),
+            Improvement::Heads(vec![0])
+        );
+    }
+
+    #[test]
+    fn explicit_axes_are_those_a_training_sample_labels_by_a_distribution() {
+        let sample = |labels: Vec<Label>| Sample {
+            input: ldl_data::Input::Features(vec![0.0]),
+            labels,
+            group: None,
+            split: None,
+            origin: ldl_data::SampleOrigin::line(std::sync::Arc::new("rows.csv".into()), 1),
+        };
+        let train = [
+            sample(vec![Label::value(1.0), Label::Class(0)]),
+            sample(vec![Label::value(2.0), Label::Distribution(vec![0.5, 0.5])]),
+        ];
+        assert_eq!(explicit_axes(2, &train), [false, true]);
+    }
+
+    #[test]
+    fn a_best_without_head_shares_is_replaced_whole_rather_than_assembled() {
+        let mut tracker = BestEpoch::default();
+        let mut older = evaluation(5.0, 0.5, 1.0);
+        older.loss.heads.clear();
+        tracker.evaluated(3, &older, &Scoring::Whole(Monitor::Loss));
+        let scoring = Scoring::new(&Monitor::PerAxis, &space(), &[false; 4]);
+        let worse = evaluation(6.0, 0.4, 2.0);
+        assert_eq!(tracker.evaluated(4, &worse, &scoring), Improvement::Whole);
+        assert_eq!(tracker.best().unwrap(), &(4, worse));
+    }
+
+    #[test]
     fn per_axis_with_every_head_improving_takes_the_whole_model() {
-        let scoring = Scoring::new(&Monitor::PerAxis, &space());
+        let scoring = Scoring::new(&Monitor::PerAxis, &space(), &[false; 4]);
         let mut tracker = BestEpoch::default();
         tracker.evaluated(1, &evaluation(5.0, 0.5, 1.0), &scoring);
         let better = evaluation(4.0, 0.6, 0.5);
@@ -395,7 +465,7 @@ mod tests {
         let whole = Scoring::Whole(Monitor::Loss);
         tracker.evaluated(4, &evaluation(5.0, 0.5, 1.0), &whole);
         assert!(tracker.axis_epochs().is_empty());
-        let per_axis = Scoring::new(&Monitor::PerAxis, &space());
+        let per_axis = Scoring::new(&Monitor::PerAxis, &space(), &[false; 4]);
         let improvement = tracker.evaluated(5, &evaluation(4.0, 0.4, 1.5), &per_axis);
         assert_eq!(improvement, Improvement::Heads(vec![0]));
         let epochs: Vec<usize> = tracker.axis_epochs().values().copied().collect();

@@ -27,8 +27,10 @@ pub struct AxisResult {
     pub final_value: MeanStd,
     /// The metric on the validation split at the best epoch (`run.monitor`).
     pub best_value: MeanStd,
-    /// The axis's best epoch: the run's, or with `run.monitor = "per-axis"` its own.
-    pub best_epoch: MeanStd,
+    /// The axis's best epoch: the run's, or with `run.monitor = "per-axis"` its own
+    /// (absent from results written before it existed).
+    #[serde(default)]
+    pub best_epoch: Option<MeanStd>,
     /// ε-error at that epoch (ordered axes).
     pub best_epsilon_error: Option<MeanStd>,
     /// The metric on the test split for the best checkpoint, when there is a test split.
@@ -349,7 +351,7 @@ fn loss_result(loss: &str, runs: &[RunSummary], curves: &[RunCurves]) -> LossRes
             },
             final_value: MeanStd::of(&finals),
             best_value: MeanStd::of(&collect(&best)),
-            best_epoch: MeanStd::of(&epochs),
+            best_epoch: Some(MeanStd::of(&epochs)),
             best_epsilon_error: (ordered && epsilons.len() == runs.len())
                 .then(|| MeanStd::of(&epsilons)),
             test_value: (tests.len() == runs.len()).then(|| MeanStd::of(&tests)),
@@ -515,7 +517,7 @@ fn axes_table(results: &[LossResult]) -> String {
                 axis.best_value,
                 or_dash(axis.best_epsilon_error),
                 or_dash(axis.test_value),
-                axis.best_epoch,
+                or_dash(axis.best_epoch),
             ));
         }
     }

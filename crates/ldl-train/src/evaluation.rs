@@ -67,16 +67,19 @@ fn accumulate(
         let logits: Vec<Tensor> = inference.forward(&batch.inputs)?;
         let out = loss.compute(space, &logits, &batch.targets)?;
         let samples = batch.indices.len();
-        totals.add(out.total_value()?, &out.part_values()?, samples);
+        let values = out.part_values()?;
         if heads.len() > 1 {
-            let shares = out.head_values(heads.len())?;
-            let named: Vec<(String, f64)> = heads
-                .iter()
-                .zip(shares)
-                .map(|(head, share)| (head.name().to_string(), share))
-                .collect();
-            totals.add_heads(&named, samples);
+            // Each head's weighted share, from the values already on the host.
+            let mut shares: Vec<(String, f64)> =
+                heads.iter().map(|h| (h.name().to_string(), 0.0)).collect();
+            for (part, (_, value)) in out.parts.iter().zip(&values) {
+                if let Some((_, share)) = shares.get_mut(part.head) {
+                    *share += part.weight * value;
+                }
+            }
+            totals.add_heads(&shares, samples);
         }
+        totals.add(out.total_value()?, &values, samples);
         metrics.update(&logits, &batch.targets)?;
     }
     Ok((totals, metrics))
@@ -141,7 +144,7 @@ impl Accumulator {
         }
     }
 
-    /// Adds `samples` samples' mean head shares (after [`Accumulator::add`] counted them).
+    /// Adds `samples` samples' mean head shares ([`Accumulator::add`] counts the samples).
     pub(crate) fn add_heads(&mut self, heads: &[(String, f64)], samples: usize) {
         let weight = samples as f64;
         for (key, value) in heads {

@@ -342,7 +342,8 @@ impl Trainer {
         let mut adam = Adam::for_model(&self.model, self.lr, self.weight_decay)?;
         let (step_epochs, gamma) = self.lr_steps.unwrap_or((usize::MAX, 1.0));
         let schedule = StepSchedule::new(self.lr, gamma, step_epochs);
-        let scoring = Scoring::new(&self.monitor, &parts.space);
+        let explicit = crate::best_epoch::explicit_axes(parts.space.len(), train);
+        let scoring = Scoring::new(&self.monitor, &parts.space, &explicit);
         let head_of = variable_heads(&self.model, &parts);
         let mut best = BestEpoch::default();
         let mut best_weights = None;

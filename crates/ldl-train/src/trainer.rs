@@ -530,7 +530,7 @@ fn run(
         data: &data,
         device: &device,
         loss: config.loss(),
-        scoring: scoring(config),
+        scoring: scoring(config, &inputs),
         output: Some(RunOutput {
             files: &files,
             header: &header,
@@ -684,7 +684,7 @@ fn follow(
         data: &data,
         device: &device,
         loss: config.loss(),
-        scoring: scoring(config),
+        scoring: scoring(config, &inputs),
         output: None,
         collective,
     };
@@ -876,8 +876,10 @@ fn take_epoch(
 }
 
 /// How a run's validation results pick its best checkpoint.
-fn scoring(config: &CheckedConfig) -> Scoring {
-    Scoring::new(&config.run.monitor(), config.space())
+fn scoring(config: &CheckedConfig, inputs: &Inputs) -> Scoring {
+    let space = config.space();
+    let explicit = crate::best_epoch::explicit_axes(space.len(), &inputs.splits.train);
+    Scoring::new(&config.run.monitor(), space, &explicit)
 }
 
 /// What the end of a run reports from.

@@ -129,28 +129,6 @@ impl LossOutput {
             .to_scalar::<f64>()?)
     }
 
-    /// Each head's share of the total, `Σ weight · value` over its parts, in the order of
-    /// [`LabelSpace::heads`] (`heads` of them): what the total would be if the label
-    /// space held that head alone.
-    pub fn head_values(&self, heads: usize) -> Result<Vec<f64>> {
-        let mut totals = vec![0.0; heads];
-        for part in &self.parts {
-            let total = totals.get_mut(part.head).ok_or_else(|| {
-                Error::Shape(format!(
-                    "loss part `{}` names head {} of {heads}",
-                    part.key(),
-                    part.head
-                ))
-            })?;
-            let value = part
-                .value
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
-            *total += part.weight * value;
-        }
-        Ok(totals)
-    }
-
     /// Every part's batch mean as `(key, value)`, for logging.
     pub fn part_values(&self) -> Result<Vec<(String, f64)>> {
         self.parts

@@ -137,28 +137,28 @@ impl Config {
         Err(Error::Config(format!("`model.backbone`: {message}")))
     }
 
-    /// `run.patience` and `run.eval_every`.
-    /// `run.monitor` as set, or its default: `per-axis` when the axes share no weights
-    /// (the MLP with one trunk per axis) and there are several, else `loss`. A per-axis
-    /// monitor of axes that share weights is refused.
+    /// `run.monitor` as set, or its default: `per-axis` for the MLP whose axes share no
+    /// weights (one trunk per axis, or one axis), else `loss`. A per-axis monitor of axes
+    /// that share weights is refused.
     fn monitor_for(&self, space: &LabelSpace) -> Result<Monitor> {
         let heads = space.heads().len();
-        let separate = self.model.backbone == Backbone::Mlp
-            && (self.model.trunk() == Trunk::PerAxis || heads == 1);
+        let mlp = self.model.backbone == Backbone::Mlp;
+        let separate = heads == 1 || (mlp && self.model.trunk() == Trunk::PerAxis);
         match &self.run.monitor {
-            None if separate && heads > 1 => Ok(Monitor::PerAxis),
+            None if mlp && separate => Ok(Monitor::PerAxis),
             None => Ok(Monitor::Loss),
             Some(Monitor::PerAxis) if !separate => Err(Error::Config(format!(
                 "`run.monitor = \"per-axis\"` takes each axis's weights from the epoch of its \
                  own best validation figure, which needs axes that share no weights (the MLP \
                  with `model.trunk = \"per-axis\"`), but these axes share the {} network: \
-                 monitor `loss` or one axis (`AXIS/mae`)",
+                 monitor `loss` or one axis (`AXIS/mae`, `AXIS/accuracy`)",
                 self.model.backbone.name()
             ))),
             Some(monitor) => Ok(monitor.clone()),
         }
     }
 
+    /// `run.patience` and `run.eval_every`.
     fn check_run(&self) -> Result<()> {
         if self.run.patience == Some(0) {
             return Err(Error::Config(

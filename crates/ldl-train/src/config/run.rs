@@ -27,8 +27,8 @@ pub struct RunConfig {
     /// Stop when the monitored validation score has not improved for this many
     /// evaluations (off when absent).
     pub patience: Option<usize>,
-    /// What picks the best checkpoint and drives `patience`: `per-axis` for the MLP with
-    /// one trunk per axis and several axes, else `loss` (see [`Monitor`];
+    /// What picks the best checkpoint and drives `patience`: `per-axis` for the MLP whose
+    /// axes share no weights (one trunk per axis, or one axis), else `loss` (see [`Monitor`];
     /// [`RunConfig::monitor`] reads it with its default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor: Option<Monitor>,
@@ -134,7 +134,8 @@ pub enum Monitor {
     Accuracy(String),
     /// Each axis on its own (`per-axis`): the best checkpoint holds each axis's weights
     /// from the epoch of its own lowest validation MAE (highest accuracy for a
-    /// categorical axis, lowest loss for a joint group), as if it had been trained alone.
+    /// categorical axis; lowest share of the loss for an axis labelled by explicit
+    /// distributions, and for a joint group), as if it had been trained alone.
     /// For models whose axes share no weights: the MLP with one trunk per axis.
     PerAxis,
 }
@@ -221,7 +222,7 @@ impl std::fmt::Display for Monitor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Monitor::Loss => write!(f, "lowest validation loss"),
-            Monitor::PerAxis => write!(f, "each axis's own best validation MAE or accuracy"),
+            Monitor::PerAxis => write!(f, "each axis's own best validation MAE, accuracy or loss"),
             Monitor::Mae(axis) => write!(f, "lowest validation {axis} MAE"),
             Monitor::Accuracy(axis) => write!(f, "highest validation {axis} accuracy"),
         }

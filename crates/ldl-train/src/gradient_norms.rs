@@ -4,7 +4,8 @@
 //! For every loss part `axis/component` (as logged: `age/ld`, `yaw/smooth`, `yaw/l1`) the
 //! part's contribution to the total, `weight · value`, is backpropagated on its own, and
 //! the L2 norm of its gradient is taken over the weight matrix of its head
-//! (`heads.HEAD.weight`) and over every trainable variable of the backbone. The gradient
+//! (`heads.HEAD.weight`), over the weights of its head's linear path when it has one
+//! (`heads.HEAD.linear_path.weight`) and over every trainable variable of the backbone. The gradient
 //! of the total is the sum of the parts' gradients, so the norms show which term drives
 //! each head and how the heads compete for the backbone. For an ensemble the loss is the
 //! mixture's, and the norms are taken over every network's head and backbone together.
@@ -12,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::{backprop::GradStore, Tensor, Var};
-use ldl_core::loss::{Loss, LossPart};
+use ldl_core::loss::Loss;
 use ldl_core::LabelSpace;
 use ldl_data::Batch;
 use ldl_models::{network_local_name, Model};
@@ -36,66 +37,70 @@ pub fn gradient_norms(
     let logits = model.forward_t(&batch.inputs, false)?;
     let out = loss.compute(space, &logits, &batch.targets)?;
     let trainable = model.trainable_vars();
-    // A head's weight matrix in every network of an ensemble (one without).
-    let heads: Vec<Vec<&Var>> = space
-        .heads()
-        .iter()
-        .map(|head| {
-            let name = format!("heads.{}.weight", head.name());
-            let vars: Vec<&Var> = trainable
-                .iter()
-                .filter(|(n, _)| network_local_name(n) == name)
-                .map(|(_, v)| v)
-                .collect();
-            match vars.is_empty() {
-                true => Err(Error::Numeric(format!(
-                    "the model has no variable `{name}`"
-                ))),
-                false => Ok(vars),
-            }
-        })
-        .collect::<Result<_>>()?;
+    // A head's variable `heads.HEAD.SUFFIX` in every network of an ensemble (one without).
+    let of_heads = |suffix: &str| -> Vec<Vec<&Var>> {
+        space
+            .heads()
+            .iter()
+            .map(|head| {
+                let name = format!("heads.{}.{suffix}", head.name());
+                trainable
+                    .iter()
+                    .filter(|(n, _)| network_local_name(n) == name)
+                    .map(|(_, v)| v)
+                    .collect()
+            })
+            .collect()
+    };
+    let heads = of_heads("weight");
+    if let Some(head) = heads.iter().position(Vec::is_empty) {
+        let name = space.heads()[head].name();
+        return Err(Error::Numeric(format!(
+            "the model has no variable `heads.{name}.weight`"
+        )));
+    }
+    let paths = of_heads("linear_path.weight");
     let backbone: Vec<&Var> = trainable
         .iter()
         .filter(|(name, _)| network_local_name(name).starts_with("backbone."))
         .map(|(_, v)| v)
         .collect();
     let mut norms = BTreeMap::new();
+    // `None` where there are no path weights to measure.
+    let path_norm = |grads: &GradStore, vars: &[&Var]| -> Result<Option<f64>> {
+        match vars.is_empty() {
+            true => Ok(None),
+            false => norm_over(grads, vars).map(Some),
+        }
+    };
     for part in &out.parts {
-        let head = head_of(space, part)?;
+        let head = part.head;
+        let (Some(head_vars), Some(path_vars)) = (heads.get(head), paths.get(head)) else {
+            return Err(Error::Numeric(format!(
+                "loss part `{}` has no head",
+                part.key()
+            )));
+        };
         let grads = part.value.affine(part.weight, 0.0)?.backward()?;
         let norm = GradientNorm {
-            head: norm_over(&grads, &heads[head])?,
+            head: norm_over(&grads, head_vars)?,
             backbone: norm_over(&grads, &backbone)?,
+            path: path_norm(&grads, path_vars)?,
         };
         norms.insert(part.key(), norm);
     }
     let grads = out.total.backward()?;
     let all_heads: Vec<&Var> = heads.iter().flatten().copied().collect();
+    let all_paths: Vec<&Var> = paths.iter().flatten().copied().collect();
     norms.insert(
         TOTAL_KEY.to_string(),
         GradientNorm {
             head: norm_over(&grads, &all_heads)?,
             backbone: norm_over(&grads, &backbone)?,
+            path: path_norm(&grads, &all_paths)?,
         },
     );
     Ok(norms)
-}
-
-/// The index of the head a loss part belongs to: the head of that name, or the joint
-/// head that has the part's axis among its members.
-fn head_of(space: &LabelSpace, part: &LossPart) -> Result<usize> {
-    space
-        .heads()
-        .iter()
-        .position(|head| {
-            head.name() == part.axis
-                || head
-                    .axes()
-                    .iter()
-                    .any(|&a| space.axes()[a].name() == part.axis)
-        })
-        .ok_or_else(|| Error::Numeric(format!("loss part `{}` has no head", part.key())))
 }
 
 /// `sqrt(Σ g²)` over the gradients of `vars` (a variable with no gradient counts 0), in f64.
@@ -237,6 +242,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_path_norm_matches_finite_differences_and_is_absent_without_a_path() {
+        let (plain, space, batch) = setup();
+        let loss = FullKl::default();
+        let norms = gradient_norms(&plain, &loss, &space, &batch).unwrap();
+        assert!(norms.values().all(|n| n.path.is_none()));
+        let config = ldl_models::MlpConfig::new(3, [4]).with_linear_path();
+        let model = Model::build(&config.into(), &space, 7, &Device::Cpu).unwrap();
+        let norms = gradient_norms(&model, &loss, &space, &batch).unwrap();
+        for key in ["a/ld", "a/exp", "b/exp"] {
+            let axis = &key[..1];
+            let path = format!("heads.{axis}.linear_path.weight");
+            let expected = finite_difference_norm(&model, &loss, &space, &batch, key, &path);
+            let got = norms[key].path.unwrap();
+            assert!(
+                (got - expected).abs() <= 2e-3 * expected.max(1e-3),
+                "{key}: autograd {got}, finite differences {expected}"
+            );
+        }
+        // The paths are disjoint like the heads: with one part per axis, the total's
+        // norm is the root of the sum of the parts' squares.
+        let kl = gradient_norms(&model, &Kl, &space, &batch).unwrap();
+        let (a, b) = (kl["a/ld"].path.unwrap(), kl["b/ld"].path.unwrap());
+        let total = kl[TOTAL_KEY].path.unwrap();
+        let expected = (a * a + b * b).sqrt();
+        assert!(
+            (total - expected).abs() < 1e-6 * expected,
+            "{total} {expected}"
+        );
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub struct GradientNorm {
     pub head: f64,
     /// Over every trainable variable of the backbone (the layers all heads share).
     pub backbone: f64,
+    /// Over the weights of the linear path of the part's head (`model.linear_path`);
+    /// absent when the head has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<f64>,
 }
 
 /// What a finished run reports (`summary.json`).

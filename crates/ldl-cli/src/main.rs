@@ -584,28 +584,14 @@ fn print_summary(summary: &RunSummary, config: &Config) -> Result<(), CliError> 
             summary.skipped.len()
         );
     }
-    if summary.best_epochs.is_empty() {
-        println!(
+    let axes = config.task.axes.iter().map(|axis| axis.name.as_str());
+    match summary.listed_best_epochs(axes) {
+        None => println!(
             "best epoch {} ({}):",
             summary.best_epoch,
             config.run.monitor()
-        );
-    } else {
-        // In the order of [task].
-        let epochs: Vec<String> = config
-            .task
-            .axes
-            .iter()
-            .filter_map(|axis| {
-                let epoch = summary.best_epochs.get(&axis.name)?;
-                Some(format!("{} {epoch}", axis.name))
-            })
-            .collect();
-        println!(
-            "best epoch per axis ({}): {}:",
-            config.run.monitor(),
-            epochs.join(", ")
-        );
+        ),
+        Some(epochs) => println!("best epoch per axis ({}): {epochs}:", config.run.monitor()),
     }
     print!("{}", AxisTable::of_run(summary).lines());
     println!("run folder: {}", summary.run_dir.display());

@@ -353,6 +353,17 @@ mod tests {
     }
 
     #[test]
+    fn per_axis_best_epochs_are_listed_in_the_order_given() {
+        let mut run = summary();
+        assert_eq!(run.listed_best_epochs(["size", "colour"]), None);
+        run.best_epochs = [("colour".to_string(), 3), ("size".to_string(), 1)].into();
+        assert_eq!(
+            run.listed_best_epochs(["size", "colour"]).as_deref(),
+            Some("size 1, colour 3")
+        );
+    }
+
+    #[test]
     fn a_run_reads_as_lines_with_the_baselines_where_there_are_some() {
         let summary = summary();
         assert_eq!(

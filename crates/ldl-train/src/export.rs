@@ -354,19 +354,10 @@ fn training_section(config: &Config, summary: &RunSummary) -> String {
         ),
     };
     let [train, validation, test] = summary.samples;
-    let best = if summary.best_epochs.is_empty() {
-        summary.best_epoch.to_string()
-    } else {
-        let epochs: Vec<String> = config
-            .task
-            .axes
-            .iter()
-            .filter_map(|axis| {
-                let epoch = summary.best_epochs.get(&axis.name)?;
-                Some(format!("{} {epoch}", axis.name))
-            })
-            .collect();
-        format!("per axis, {}", epochs.join(", "))
+    let axes = config.task.axes.iter().map(|axis| axis.name.as_str());
+    let best = match summary.listed_best_epochs(axes) {
+        None => summary.best_epoch.to_string(),
+        Some(epochs) => format!("per axis, {epochs}"),
     };
     format!(
         "\n## Model and training\n\n- Backbone: {backbone}; {} trainable parameters.\n\

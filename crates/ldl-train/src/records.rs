@@ -129,6 +129,24 @@ pub struct RunSummary {
     pub warnings: Vec<String>,
 }
 
+impl RunSummary {
+    /// With `run.monitor = "per-axis"`: each axis's best epoch as `age 1, weight 52`, in
+    /// the order of `axes` (the names of `[task]`'s axes); `None` for one best epoch.
+    pub fn listed_best_epochs<'a>(
+        &self,
+        axes: impl IntoIterator<Item = &'a str>,
+    ) -> Option<String> {
+        if self.best_epochs.is_empty() {
+            return None;
+        }
+        let listed: Vec<String> = axes
+            .into_iter()
+            .filter_map(|axis| Some(format!("{axis} {}", self.best_epochs.get(axis)?)))
+            .collect();
+        Some(listed.join(", "))
+    }
+}
+
 /// The rows of each split (`splits.json` in the run folder): the 0-based data rows
 /// (after the header, counting rows left out as bad) of the file each split was read
 /// from, in increasing order.

@@ -29,6 +29,7 @@ use crate::order::{Order, Orders};
 use crate::pool_cpu;
 use crate::scratch::PerThread;
 
+mod direct;
 mod fused;
 mod winograd;
 
@@ -571,6 +572,20 @@ fn uses_winograd(g: &Geometry, order: Order) -> bool {
     }
 }
 
+/// Whether [`forward_with`] takes the direct path (see `direct`) for `g` in `orders`,
+/// `pool` saying whether the pass pools its output (inference): channels last both ways,
+/// a kernel and channel counts `direct::applies` takes, no pooling. That is the forward
+/// pass and the input gradient (a forward pass of the flipped kernel) in training; the
+/// weight gradient stays on Winograd. A pooling pass stays on Winograd too, which pools
+/// as it writes its 2×2 tiles where the direct path would write every output and pool in
+/// a second pass (TinyAgeNet's inference was slower that way).
+fn uses_direct(g: &Geometry, orders: Orders, pool: bool) -> bool {
+    orders.input == Order::ChannelsLast
+        && orders.output == Order::ChannelsLast
+        && !pool
+        && direct::applies(g)
+}
+
 /// Whether [`forward_with`] computes `g` from input in `order`: any convolution from
 /// planes, and from channels last what Winograd computes (a 3×3 kernel; im2col unfolds
 /// planes only).
@@ -593,6 +608,9 @@ fn forward_with<T: CpuFloat>(
 ) -> Vec<T> {
     // Every output sample pairs with an input sample below (the zip would stop short).
     assert_eq!(x.len(), g.batch * g.input_len(), "conv2d input length");
+    if uses_direct(g, orders, epilogue.is_some_and(|e| e.pool)) {
+        return direct::forward(g, x, w, epilogue);
+    }
     if uses_winograd(g, orders.input) {
         let u = winograd::transform_kernel(g, w);
         return winograd::forward(g, x, &u, epilogue, orders);

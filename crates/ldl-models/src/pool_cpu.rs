@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use crate::cpu_float::CpuFloat;
 use crate::cpu_storage::{filled_by, map3, slice};
 use crate::order::Order;
+use crate::simd::{widest, Kernel};
 
 /// `(N, C, H, W) → (N, C, ⌊H/2⌋, ⌊W/2⌋)`, or channels last
 /// `(N, H, W, C) → (N, ⌊H/2⌋, ⌊W/2⌋, C)`.
@@ -132,13 +133,16 @@ impl CustomOp1 for MaxPool2x2 {
 
 /// Which of a window's four cells (in scan order) takes the gradient: the first equal to
 /// the maximum `m`; a NaN maximum matches nothing and its gradient goes to the first
-/// cell. Selects, not branches: which cell wins is unpredictable.
+/// cell. Non-short-circuit `&` and `|` on the comparisons, not `&&`: what the compiler
+/// turns into vector masks (a short-circuit is a branch per element, and which cell wins
+/// is unpredictable).
 #[inline(always)]
 fn winner<T: CpuFloat>(cells: [T; 4], m: T) -> [bool; 4] {
-    let b = cells[1] == m && cells[0] != m;
-    let c = cells[2] == m && cells[0] != m && cells[1] != m;
-    let d = cells[3] == m && cells[0] != m && cells[1] != m && cells[2] != m;
-    [!(b || c || d), b, c, d]
+    let [a, b, c, d] = cells.map(|v| v == m);
+    let b = b & !a;
+    let c = c & !(a | b);
+    let d = d & !(a | b | c);
+    [!(b | c | d), b, c, d]
 }
 
 /// `(x, y, dy) → dx`: each `dy` goes to the first input of its window equal to the max.
@@ -236,7 +240,6 @@ fn unpool_images_channels_last<T: CpuFloat>(
     channels: usize,
 ) {
     let (out_h, out_w) = (height / 2, width / 2);
-    let zero = T::ZERO;
     let row_len = width * channels;
     dx.par_chunks_mut(height * row_len)
         .zip(x.par_chunks(height * row_len))
@@ -245,46 +248,91 @@ fn unpool_images_channels_last<T: CpuFloat>(
                 .zip(dy.par_chunks(out_h * out_w * channels)),
         )
         .for_each(|((grad, image), (maxima, grads))| {
-            for oy in 0..out_h {
-                let (top, bottom) = grad[2 * oy * row_len..][..2 * row_len].split_at_mut(row_len);
-                let (upper, lower) = image[2 * oy * row_len..][..2 * row_len].split_at(row_len);
-                for ox in 0..out_w {
-                    let at = 2 * ox * channels;
-                    let out = (oy * out_w + ox) * channels;
-                    let (m, g) = (&maxima[out..][..channels], &grads[out..][..channels]);
-                    let (ta, tb) = top[at..][..2 * channels].split_at_mut(channels);
-                    let (ba, bb) = bottom[at..][..2 * channels].split_at_mut(channels);
-                    let (ua, ub) = upper[at..][..2 * channels].split_at(channels);
-                    let (la, lb) = lower[at..][..2 * channels].split_at(channels);
-                    // Zipped, not indexed: no bounds checks, so the loop vectorises.
-                    let targets = ta.iter_mut().zip(tb.iter_mut()).zip(ba.iter_mut().zip(bb));
-                    let cells = ua.iter().zip(ub).zip(la.iter().zip(lb));
-                    for (((ta, tb), (ba, bb)), (((&ua, &ub), (&la, &lb)), (&m, &g))) in
-                        targets.zip(cells.zip(m.iter().zip(g)))
-                    {
-                        let [a, b, c, d] = winner([ua, ub, la, lb], m);
-                        let pick = |hit: bool| if hit { g } else { zero };
-                        ta.write(pick(a));
-                        tb.write(pick(b));
-                        ba.write(pick(c));
-                        bb.write(pick(d));
-                    }
-                }
-                if width % 2 == 1 {
-                    for cell in top[(width - 1) * channels..]
-                        .iter_mut()
-                        .chain(&mut bottom[(width - 1) * channels..])
-                    {
-                        cell.write(zero);
-                    }
-                }
-            }
-            if height % 2 == 1 {
-                for cell in &mut grad[(height - 1) * row_len..] {
-                    cell.write(zero);
-                }
-            }
+            widest(UnpoolImage {
+                grad,
+                image,
+                maxima,
+                grads,
+                size: (height, width),
+                channels,
+            })
         })
+}
+
+/// One image of [`unpool_images_channels_last`], for [`widest`]: the window loop
+/// compiled for the widest vectors (it had been scalar code, one channel at a time; see
+/// docs/performance.md).
+struct UnpoolImage<'a, T> {
+    grad: &'a mut [MaybeUninit<T>],
+    image: &'a [T],
+    maxima: &'a [T],
+    grads: &'a [T],
+    size: (usize, usize),
+    channels: usize,
+}
+
+impl<T: CpuFloat> Kernel for UnpoolImage<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        unpool_image(self)
+    }
+}
+
+#[inline(always)]
+fn unpool_image<T: CpuFloat>(
+    UnpoolImage {
+        grad,
+        image,
+        maxima,
+        grads,
+        size: (height, width),
+        channels,
+    }: UnpoolImage<'_, T>,
+) {
+    let (out_h, out_w) = (height / 2, width / 2);
+    let zero = T::ZERO;
+    let row_len = width * channels;
+    for oy in 0..out_h {
+        let (top, bottom) = grad[2 * oy * row_len..][..2 * row_len].split_at_mut(row_len);
+        let (upper, lower) = image[2 * oy * row_len..][..2 * row_len].split_at(row_len);
+        for ox in 0..out_w {
+            let at = 2 * ox * channels;
+            let out = (oy * out_w + ox) * channels;
+            let (m, g) = (&maxima[out..][..channels], &grads[out..][..channels]);
+            let (ta, tb) = top[at..][..2 * channels].split_at_mut(channels);
+            let (ba, bb) = bottom[at..][..2 * channels].split_at_mut(channels);
+            let (ua, ub) = upper[at..][..2 * channels].split_at(channels);
+            let (la, lb) = lower[at..][..2 * channels].split_at(channels);
+            // Zipped, not indexed: no bounds checks, so the loop vectorises.
+            let targets = ta.iter_mut().zip(tb.iter_mut()).zip(ba.iter_mut().zip(bb));
+            let cells = ua.iter().zip(ub).zip(la.iter().zip(lb));
+            for (((ta, tb), (ba, bb)), (((&ua, &ub), (&la, &lb)), (&m, &g))) in
+                targets.zip(cells.zip(m.iter().zip(g)))
+            {
+                let [a, b, c, d] = winner([ua, ub, la, lb], m);
+                let pick = |hit: bool| if hit { g } else { zero };
+                ta.write(pick(a));
+                tb.write(pick(b));
+                ba.write(pick(c));
+                bb.write(pick(d));
+            }
+        }
+        if width % 2 == 1 {
+            for cell in top[(width - 1) * channels..]
+                .iter_mut()
+                .chain(&mut bottom[(width - 1) * channels..])
+            {
+                cell.write(zero);
+            }
+        }
+    }
+    if height % 2 == 1 {
+        for cell in &mut grad[(height - 1) * row_len..] {
+            cell.write(zero);
+        }
+    }
 }
 
 impl CustomOp3 for Unpool {
@@ -321,5 +369,85 @@ impl CustomOp3 for Unpool {
             )?,
         };
         Ok((out, l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pool, pool_channels_last, unpool, unpool_channels_last};
+
+    /// The gradient by definition, one cell at a time: each output's gradient to the
+    /// first cell of its window (in scan order) equal to the pooled value, or to the
+    /// first cell when none is (a NaN).
+    fn reference(
+        (x, y, dy): (&[f32], &[f32], &[f32]),
+        (height, width): (usize, usize),
+        channels: usize,
+        at: impl Fn(usize, usize, usize, usize) -> usize,
+        out_at: impl Fn(usize, usize, usize, usize) -> usize,
+    ) -> Vec<f32> {
+        let images = x.len() / (height * width * channels);
+        let mut dx = vec![0.0; x.len()];
+        for n in 0..images {
+            for c in 0..channels {
+                for (oy, ox) in
+                    (0..height / 2).flat_map(|oy| (0..width / 2).map(move |ox| (oy, ox)))
+                {
+                    let cells = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                        .map(|(down, right)| at(n, c, 2 * oy + down, 2 * ox + right));
+                    let out = out_at(n, c, oy, ox);
+                    let first = cells.iter().position(|&i| x[i] == y[out]).unwrap_or(0);
+                    dx[cells[first]] = dy[out];
+                }
+            }
+        }
+        dx
+    }
+
+    /// Values from a small set, so that windows tie, and NaNs (one pooled, where it is
+    /// the first of its window).
+    fn inputs(len: usize, outputs: usize) -> (Vec<f32>, Vec<f32>) {
+        // Three bits of a multiplicative hash: values 0..8, every order of ties.
+        let mut x: Vec<f32> = (0..len as u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61) as f32)
+            .collect();
+        x[0] = f32::NAN;
+        x[len / 3] = f32::NAN;
+        let dy = (0..outputs).map(|i| 1.0 + i as f32).collect();
+        (x, dy)
+    }
+
+    #[test]
+    fn both_orders_route_each_gradient_to_the_first_maximum_of_its_window() {
+        // Odd sizes (a dropped row and column), channel counts below, at and above one
+        // AVX-512 vector of f32.
+        for (channels, height, width) in [(3, 5, 7), (16, 6, 4), (19, 7, 5)] {
+            let (h2, w2) = (height / 2, width / 2);
+            let images = 2;
+            let (x, dy) = inputs(
+                images * channels * height * width,
+                images * channels * h2 * w2,
+            );
+
+            let planes = |n, c, y, x| ((n * channels + c) * height + y) * width + x;
+            let planes_out = |n, c, y, x| ((n * channels + c) * h2 + y) * w2 + x;
+            let y = pool(&x, (height, width));
+            let expected = reference((&x, &y, &dy), (height, width), channels, planes, planes_out);
+            let got = unpool(&x, &y, &dy, (height, width));
+            assert_eq!(
+                got, expected,
+                "planes, {channels} channels, {height}×{width}"
+            );
+
+            let last = |n, c, y, x| ((n * height + y) * width + x) * channels + c;
+            let last_out = |n, c, y, x| ((n * h2 + y) * w2 + x) * channels + c;
+            let y = pool_channels_last(&x, (height, width), channels);
+            let expected = reference((&x, &y, &dy), (height, width), channels, last, last_out);
+            let got = unpool_channels_last(&x, &y, &dy, (height, width), channels);
+            assert_eq!(
+                got, expected,
+                "channels last, {channels} channels, {height}×{width}"
+            );
+        }
     }
 }

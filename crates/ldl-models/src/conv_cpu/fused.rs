@@ -20,7 +20,8 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor};
 
 use super::{
-    computes, forward_transformed, forward_with, unit_geometry, uses_winograd, winograd, Geometry,
+    computes, forward_transformed, forward_with, unit_geometry, uses_direct, uses_winograd,
+    winograd, Geometry,
 };
 use crate::cpu_float::CpuFloat;
 use crate::cpu_storage::{map3, slice};
@@ -237,7 +238,9 @@ fn conv2d_bias_relu(
         let y = if pool { crate::max_pool_2x2(&y)? } else { y };
         return Ok(y.detach());
     };
-    let transformed = transformed.filter(|_| uses_winograd(&geometry, orders.input));
+    // Where the direct path computes the layer, the transformed kernel goes unused.
+    let winograd = uses_winograd(&geometry, orders.input) && !uses_direct(&geometry, orders, pool);
+    let transformed = transformed.filter(|_| winograd);
     let op = BiasReluConv {
         geometry,
         pool,

@@ -575,8 +575,8 @@ fn uses_winograd(g: &Geometry, order: Order) -> bool {
 /// Whether [`forward_with`] takes the direct path (see `direct`) for `g` in `orders`,
 /// `pool` saying whether the pass pools its output (inference): channels last both ways,
 /// a kernel and channel counts `direct::applies` takes, no pooling. That is the forward
-/// pass and the input gradient (a forward pass of the flipped kernel) in training; the
-/// weight gradient stays on Winograd. A pooling pass stays on Winograd too, which pools
+/// pass, the input gradient (a forward pass of the flipped kernel) and the weight
+/// gradient (`direct::weight_gradient`) in training. A pooling pass stays on Winograd, which pools
 /// as it writes its 2×2 tiles where the direct path would write every output and pool in
 /// a second pass (TinyAgeNet's inference was slower that way).
 fn uses_direct(g: &Geometry, orders: Orders, pool: bool) -> bool {
@@ -802,6 +802,9 @@ impl<T: CpuFloat> Im2colTask<'_, T> {
 
 /// `dW = Σ dy · cols(x)ᵀ`, tiled as [`forward_with`].
 fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T], orders: Orders) -> Vec<T> {
+    if uses_direct(g, orders, false) {
+        return direct::weight_gradient(g, x, dy);
+    }
     if uses_winograd(g, orders.input) {
         return winograd::weight_gradient(g, x, dy, orders);
     }

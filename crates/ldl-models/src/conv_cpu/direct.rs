@@ -8,9 +8,11 @@
 //! in registers while every (kernel row, kernel column, input channel) adds one input
 //! value times one vector of weights. With the activations channels last, the weights of
 //! one tap and input channel are a contiguous vector over the output channels, and the
-//! input values are scalars broadcast across it. What TinyAgeNet's training step and
-//! inference gain is measured in docs/performance.md; im2col from channels last, tried
-//! first, was no faster than Winograd on this layer.
+//! input values are scalars broadcast across it. The forward pass and the input
+//! gradient (a forward pass of the flipped kernel) run this way; the weight gradient is a
+//! gemm per tap over the padded image ([`weight_gradient`]). What TinyAgeNet's training
+//! step gains is measured in docs/performance.md; im2col from channels last, tried first,
+//! was no faster than Winograd on this layer.
 //!
 //! In f32 on CPUs with AVX-512 the sums are fused multiply-adds (see `fused`); elsewhere
 //! (f64, other CPUs) a portable loop compiled for the widest vectors (`crate::simd`)
@@ -22,9 +24,10 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::fused::Epilogue;
-use super::Geometry;
+use super::{grow, matmul, Geometry, View};
 use crate::cpu_float::CpuFloat;
 use crate::cpu_storage::filled_by;
+use crate::scratch::PerThread;
 use crate::simd::{widest, Kernel};
 
 /// Output channels summed together: one AVX-512 vector of f32.
@@ -108,6 +111,90 @@ pub(super) fn forward<T: CpuFloat>(
     // paired with its input; `Forward::checked` matched the lengths), cut into tasks of
     // whole output rows, and `Rows::run` writes every channel of every pixel of its rows.
     unsafe { filled_by(g.batch * g.output_len(), fill) }
+}
+
+/// `dW` for `g` from channels-last `x` and output gradient `dy`, `(C_out, C_in, 3, 3)`:
+/// per tap `(i, j)`, `dWᵀ[i][j] = Σ_samples X[i][j]ᵀ · dY`, one gemm each that reduces
+/// over a sample's pixels. With the input zero-padded to `W + 2` columns (and the output
+/// gradient given two zero columns to match), the inputs under tap `(i, j)` for all the
+/// output pixels of a sample are one dense matrix of rows `C_in` apart, starting at
+/// padded pixel `(i, j)`: the extra columns pair with zero gradients. Winograd's weight
+/// gradient reduces over 16 channels per gemm here; these reduce over `H · (W + 2)`.
+pub(super) fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+    assert!(applies(g), "direct convolution of {g:?}");
+    let (inputs, outputs) = (g.in_channels, g.out_channels);
+    let len = 9 * inputs * outputs;
+    let buffers = PerThread::<(Vec<T>, Vec<T>)>::new();
+    // Each task's sum starts from zero and the sums meet in a fixed tree (one sample per
+    // task): the result does not depend on which thread ran what.
+    let taps = x
+        .par_chunks(g.input_len())
+        .zip(dy.par_chunks(g.output_len()))
+        .with_max_len(1)
+        .fold(
+            || vec![T::ZERO; len],
+            |mut sums, (image, grads)| {
+                buffers.with(|(padded, widened)| {
+                    add_tap_gradients(g, image, grads, padded, widened, &mut sums)
+                });
+                sums
+            },
+        )
+        .reduce(
+            || vec![T::ZERO; len],
+            |mut a, b| {
+                for (a, b) in a.iter_mut().zip(b) {
+                    *a += b;
+                }
+                a
+            },
+        );
+    // `[tap][C_in][C_out]` to `(C_out, C_in, 3, 3)`.
+    let mut dw = vec![T::ZERO; len];
+    for tap in 0..9 {
+        for c in 0..inputs {
+            for o in 0..outputs {
+                dw[(o * inputs + c) * 9 + tap] = taps[(tap * inputs + c) * outputs + o];
+            }
+        }
+    }
+    dw
+}
+
+/// Adds one sample's `X[i][j]ᵀ · dY` to `sums`, `[tap][C_in][C_out]`; `padded` and
+/// `widened` are scratch for the padded input and output gradient.
+fn add_tap_gradients<T: CpuFloat>(
+    g: &Geometry,
+    image: &[T],
+    grads: &[T],
+    padded: &mut Vec<T>,
+    widened: &mut Vec<T>,
+    sums: &mut [T],
+) {
+    let (inputs, outputs) = (g.in_channels, g.out_channels);
+    let span = g.width + 2;
+    // Rows −1 ..= H, and one more: tap (2, 2) of the last pixel's extra columns reads
+    // two values past row H.
+    let padded = grow(padded, (g.height + 3) * span * inputs);
+    padded.fill(T::ZERO);
+    for (y, line) in image.chunks_exact(g.width * inputs).enumerate() {
+        padded[((y + 1) * span + 1) * inputs..][..line.len()].copy_from_slice(line);
+    }
+    let pixels = g.out_h * span;
+    let widened = grow(widened, pixels * outputs);
+    for (to, from) in widened
+        .chunks_exact_mut(span * outputs)
+        .zip(grads.chunks_exact(g.out_w * outputs))
+    {
+        to[..from.len()].copy_from_slice(from);
+        to[from.len()..].fill(T::ZERO);
+    }
+    for (tap, sum) in sums.chunks_exact_mut(inputs * outputs).enumerate() {
+        let (i, j) = (tap / 3, tap % 3);
+        let under = View::dense(&padded[(i * span + j) * inputs..], pixels, inputs);
+        let gradient = View::dense(&widened[..], pixels, outputs);
+        matmul(sum, outputs, under.t(), gradient, true, 1);
+    }
 }
 
 /// One task of [`forward`]: output rows `first_row..` of one sample (as many as `out`
@@ -303,7 +390,7 @@ mod fused {
 
 #[cfg(test)]
 mod tests {
-    use super::{applies, forward};
+    use super::{applies, forward, weight_gradient};
     use crate::conv_cpu::Geometry;
 
     /// Deterministic values in [−1, 1].
@@ -335,6 +422,62 @@ mod tests {
             }
         }
         y
+    }
+
+    /// `dW[o][c][i][j] = Σ dy[n, y, x, o] · x[n, y + i − 1, x + j − 1, c]` by the
+    /// definition, in f64.
+    fn reference_weight_gradient(g: &Geometry, x: &[f64], dy: &[f64]) -> Vec<f64> {
+        let (h, wd, ci, co) = (g.height, g.width, g.in_channels, g.out_channels);
+        let mut dw = vec![0.0; co * ci * 9];
+        for (n, oy, ox) in
+            (0..g.batch).flat_map(|n| (0..h).flat_map(move |y| (0..wd).map(move |x| (n, y, x))))
+        {
+            for (i, j) in (0..3).flat_map(|i| (0..3).map(move |j| (i, j))) {
+                let (iy, ix) = ((oy + i).wrapping_sub(1), (ox + j).wrapping_sub(1));
+                if iy >= h || ix >= wd {
+                    continue;
+                }
+                for (o, c) in (0..co).flat_map(|o| (0..ci).map(move |c| (o, c))) {
+                    dw[((o * ci + c) * 3 + i) * 3 + j] += dy[((n * h + oy) * wd + ox) * co + o]
+                        * x[((n * h + iy) * wd + ix) * ci + c];
+                }
+            }
+        }
+        dw
+    }
+
+    /// The weight gradient in f64 to rounding and in f32 to f32 rounding of the sums by
+    /// definition, odd sizes included.
+    #[test]
+    fn the_weight_gradient_matches_the_definition() {
+        for (n, ci, h, wd, co) in [(2, 16, 5, 13, 16), (3, 8, 6, 8, 32), (1, 3, 7, 3, 16)] {
+            let g = Geometry::of(&[n, ci, h, wd], &[co, ci, 3, 3], 1).unwrap();
+            let x = values(n * h * wd * ci, 0.4);
+            let dy = values(n * h * wd * co, 0.9);
+            let expected = reference_weight_gradient(&g, &x, &dy);
+            let largest = expected.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            let got = weight_gradient(&g, &x, &dy);
+            let gap = got
+                .iter()
+                .zip(&expected)
+                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                gap <= 1e-12 * largest,
+                "f64 {:?}: {gap:e}",
+                (n, ci, h, wd, co)
+            );
+            let narrow = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+            let got = weight_gradient(&g, &narrow(&x), &narrow(&dy));
+            let gap = got
+                .iter()
+                .zip(&expected)
+                .fold(0.0f64, |m, (&a, b)| m.max((a as f64 - b).abs()));
+            assert!(
+                gap <= 1e-5 * largest,
+                "f32 {:?}: {gap:e}",
+                (n, ci, h, wd, co)
+            );
+        }
     }
 
     /// f64 (the portable loop) to rounding, and f32 (on AVX-512 CPUs the fused

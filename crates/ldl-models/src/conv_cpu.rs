@@ -815,20 +815,44 @@ fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T], orders: Orders)
     // dWᵀ [patch, C_out] = Σ_tiles cols · dyᵀ: gemm reduces over the pixels several
     // times faster in this orientation than as dy · colsᵀ.
     let buffers = PerThread::<(Vec<T>, Vec<T>)>::new();
-    // Each task's sum starts from zero and the sums meet in a fixed tree: the result does
-    // not depend on which thread ran what. Only the scratch is per thread.
-    let transposed = x
-        .par_chunks(group * g.input_len())
-        .zip(dy.par_chunks(group * g.output_len()))
+    let transposed = summed_over_tasks(g, (x, dy), group, len, |images, grads, dw| {
+        buffers.with(|(cols, gathered)| {
+            let grads = (grads, orders.output);
+            add_weight_gradient(g, images, grads, dw, cols, gathered, threads)
+        })
+    });
+    let mut dw = vec![T::ZERO; len];
+    for r in 0..g.patch() {
+        for o in 0..g.out_channels {
+            dw[o * g.patch() + r] = transposed[r * g.out_channels + o];
+        }
+    }
+    dw
+}
+
+/// The sum over the batch, in tasks of `samples` samples each, of what `add(inputs,
+/// output gradients, sum)` adds to a task's `len` values: the weight gradients' reduction.
+/// Each task's sum starts from zero and the sums meet in a fixed tree (the tasks are split
+/// down to one each), so the result does not depend on which thread ran what; scratch
+/// can be per thread.
+fn summed_over_tasks<T: CpuFloat>(
+    g: &Geometry,
+    (x, dy): (&[T], &[T]),
+    samples: usize,
+    len: usize,
+    add: impl Fn(&[T], &[T], &mut [T]) + Sync + Send,
+) -> Vec<T> {
+    // Every sample's input pairs with its output gradient (the zip would stop short).
+    assert_eq!(x.len(), g.batch * g.input_len(), "conv2d input length");
+    assert_eq!(dy.len(), g.batch * g.output_len(), "conv2d gradient length");
+    x.par_chunks(samples * g.input_len())
+        .zip(dy.par_chunks(samples * g.output_len()))
         .with_max_len(1)
         .fold(
             || vec![T::ZERO; len],
-            |mut dw, (images, grads)| {
-                buffers.with(|(cols, gathered)| {
-                    let grads = (grads, orders.output);
-                    add_weight_gradient(g, images, grads, &mut dw, cols, gathered, threads)
-                });
-                dw
+            |mut sum, (images, grads)| {
+                add(images, grads, &mut sum);
+                sum
             },
         )
         .reduce(
@@ -839,14 +863,7 @@ fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T], orders: Orders)
                 }
                 a
             },
-        );
-    let mut dw = vec![T::ZERO; len];
-    for r in 0..g.patch() {
-        for o in 0..g.out_channels {
-            dw[o * g.patch() + r] = transposed[r * g.out_channels + o];
-        }
-    }
-    dw
+        )
 }
 
 /// `dWᵀ += Σ cols · dyᵀ` over one task's samples (`images`, in planes, and their output
@@ -939,6 +956,15 @@ fn input_gradient<T: CpuFloat>(g: &Geometry, dy: &[T], w: &[T], orders: Orders) 
         output: orders.input,
     };
     forward_with(&g.transposed(), dy, &flipped, None, backwards)
+}
+
+/// Deterministic values in [−1, 1] that no two positions share by accident, for the
+/// convolution tests.
+#[cfg(test)]
+fn test_values(count: usize, seed: f64) -> Vec<f64> {
+    (0..count)
+        .map(|i| ((i as f64 + 1.0) * 0.618_033_988_7 + seed).sin())
+        .collect()
 }
 
 /// The forward op; its backward applies [`WeightGradient`] and [`InputGradient`].

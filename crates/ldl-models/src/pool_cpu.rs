@@ -276,61 +276,55 @@ impl<T: CpuFloat> Kernel for UnpoolImage<'_, T> {
 
     #[inline(always)]
     fn run(self) {
-        unpool_image(self)
-    }
-}
-
-#[inline(always)]
-fn unpool_image<T: CpuFloat>(
-    UnpoolImage {
-        grad,
-        image,
-        maxima,
-        grads,
-        size: (height, width),
-        channels,
-    }: UnpoolImage<'_, T>,
-) {
-    let (out_h, out_w) = (height / 2, width / 2);
-    let zero = T::ZERO;
-    let row_len = width * channels;
-    for oy in 0..out_h {
-        let (top, bottom) = grad[2 * oy * row_len..][..2 * row_len].split_at_mut(row_len);
-        let (upper, lower) = image[2 * oy * row_len..][..2 * row_len].split_at(row_len);
-        for ox in 0..out_w {
-            let at = 2 * ox * channels;
-            let out = (oy * out_w + ox) * channels;
-            let (m, g) = (&maxima[out..][..channels], &grads[out..][..channels]);
-            let (ta, tb) = top[at..][..2 * channels].split_at_mut(channels);
-            let (ba, bb) = bottom[at..][..2 * channels].split_at_mut(channels);
-            let (ua, ub) = upper[at..][..2 * channels].split_at(channels);
-            let (la, lb) = lower[at..][..2 * channels].split_at(channels);
-            // Zipped, not indexed: no bounds checks, so the loop vectorises.
-            let targets = ta.iter_mut().zip(tb.iter_mut()).zip(ba.iter_mut().zip(bb));
-            let cells = ua.iter().zip(ub).zip(la.iter().zip(lb));
-            for (((ta, tb), (ba, bb)), (((&ua, &ub), (&la, &lb)), (&m, &g))) in
-                targets.zip(cells.zip(m.iter().zip(g)))
-            {
-                let [a, b, c, d] = winner([ua, ub, la, lb], m);
-                let pick = |hit: bool| if hit { g } else { zero };
-                ta.write(pick(a));
-                tb.write(pick(b));
-                ba.write(pick(c));
-                bb.write(pick(d));
+        let UnpoolImage {
+            grad,
+            image,
+            maxima,
+            grads,
+            size: (height, width),
+            channels,
+        } = self;
+        let (out_h, out_w) = (height / 2, width / 2);
+        let zero = T::ZERO;
+        let row_len = width * channels;
+        for oy in 0..out_h {
+            let (top, bottom) = grad[2 * oy * row_len..][..2 * row_len].split_at_mut(row_len);
+            let (upper, lower) = image[2 * oy * row_len..][..2 * row_len].split_at(row_len);
+            for ox in 0..out_w {
+                let at = 2 * ox * channels;
+                let out = (oy * out_w + ox) * channels;
+                let (m, g) = (&maxima[out..][..channels], &grads[out..][..channels]);
+                let (ta, tb) = top[at..][..2 * channels].split_at_mut(channels);
+                let (ba, bb) = bottom[at..][..2 * channels].split_at_mut(channels);
+                let (ua, ub) = upper[at..][..2 * channels].split_at(channels);
+                let (la, lb) = lower[at..][..2 * channels].split_at(channels);
+                // Zipped, not indexed: no bounds checks, so the loop vectorises.
+                let targets = ta.iter_mut().zip(tb.iter_mut()).zip(ba.iter_mut().zip(bb));
+                let cells = ua.iter().zip(ub).zip(la.iter().zip(lb));
+                for (((ta, tb), (ba, bb)), (((&ua, &ub), (&la, &lb)), (&m, &g))) in
+                    targets.zip(cells.zip(m.iter().zip(g)))
+                {
+                    let [a, b, c, d] = winner([ua, ub, la, lb], m);
+                    let pick = |hit: bool| if hit { g } else { zero };
+                    ta.write(pick(a));
+                    tb.write(pick(b));
+                    ba.write(pick(c));
+                    bb.write(pick(d));
+                }
+            }
+            if width % 2 == 1 {
+                for cell in top[(width - 1) * channels..]
+                    .iter_mut()
+                    .chain(&mut bottom[(width - 1) * channels..])
+                {
+                    cell.write(zero);
+                }
             }
         }
-        if width % 2 == 1 {
-            for cell in top[(width - 1) * channels..]
-                .iter_mut()
-                .chain(&mut bottom[(width - 1) * channels..])
-            {
+        if height % 2 == 1 {
+            for cell in &mut grad[(height - 1) * row_len..] {
                 cell.write(zero);
             }
-        }
-    }
-    if height % 2 == 1 {
-        for cell in &mut grad[(height - 1) * row_len..] {
-            cell.write(zero);
         }
     }
 }

@@ -24,7 +24,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::fused::Epilogue;
-use super::{grow, matmul, Geometry, View};
+use super::{grow, matmul, summed_over_tasks, Geometry, View};
 use crate::cpu_float::CpuFloat;
 use crate::cpu_storage::filled_by;
 use crate::scratch::PerThread;
@@ -84,6 +84,8 @@ pub(super) fn forward<T: CpuFloat>(
         !epilogue.is_some_and(|e| e.pool),
         "the direct path does not pool"
     );
+    // Every output sample pairs with an input sample below (the zip would stop short).
+    assert_eq!(x.len(), g.batch * g.input_len(), "conv2d input length");
     let weights = taps_first(g, w);
     let row_len = g.out_w * g.out_channels;
     let fill = |y: &mut [MaybeUninit<T>]| {
@@ -107,9 +109,9 @@ pub(super) fn forward<T: CpuFloat>(
                 })
             })
     };
-    // SAFETY: `fill` writes all `N · H · W · C_out` elements: one chunk per sample (each
-    // paired with its input; `Forward::checked` matched the lengths), cut into tasks of
-    // whole output rows, and `Rows::run` writes every channel of every pixel of its rows.
+    // SAFETY: `fill` writes all `N · H · W · C_out` elements: one chunk per sample, each
+    // paired with its input (asserted above), cut into tasks of whole output rows, and
+    // `Rows::run` writes every channel of every pixel of its rows.
     unsafe { filled_by(g.batch * g.output_len(), fill) }
 }
 
@@ -125,30 +127,9 @@ pub(super) fn weight_gradient<T: CpuFloat>(g: &Geometry, x: &[T], dy: &[T]) -> V
     let (inputs, outputs) = (g.in_channels, g.out_channels);
     let len = 9 * inputs * outputs;
     let buffers = PerThread::<(Vec<T>, Vec<T>)>::new();
-    // Each task's sum starts from zero and the sums meet in a fixed tree (one sample per
-    // task): the result does not depend on which thread ran what.
-    let taps = x
-        .par_chunks(g.input_len())
-        .zip(dy.par_chunks(g.output_len()))
-        .with_max_len(1)
-        .fold(
-            || vec![T::ZERO; len],
-            |mut sums, (image, grads)| {
-                buffers.with(|(padded, widened)| {
-                    add_tap_gradients(g, image, grads, padded, widened, &mut sums)
-                });
-                sums
-            },
-        )
-        .reduce(
-            || vec![T::ZERO; len],
-            |mut a, b| {
-                for (a, b) in a.iter_mut().zip(b) {
-                    *a += b;
-                }
-                a
-            },
-        );
+    let taps = summed_over_tasks(g, (x, dy), 1, len, |image, grads, sums| {
+        buffers.with(|(padded, widened)| add_tap_gradients(g, image, grads, padded, widened, sums))
+    });
     // `[tap][C_in][C_out]` to `(C_out, C_in, 3, 3)`.
     let mut dw = vec![T::ZERO; len];
     for tap in 0..9 {
@@ -391,13 +372,19 @@ mod fused {
 #[cfg(test)]
 mod tests {
     use super::{applies, forward, weight_gradient};
-    use crate::conv_cpu::Geometry;
+    use crate::conv_cpu::{test_values as values, Geometry};
+    use crate::cpu_float::CpuFloat;
 
-    /// Deterministic values in [−1, 1].
-    fn values(count: usize, seed: f64) -> Vec<f64> {
-        (0..count)
-            .map(|i| ((i as f64 + 1.0) * 0.618_033_988_7 + seed).sin())
-            .collect()
+    /// The largest `|got − expected|`, f32 or f64 results against f64 sums.
+    fn largest_gap<T: CpuFloat>(got: &[T], expected: &[f64]) -> f64 {
+        assert_eq!(got.len(), expected.len());
+        got.iter()
+            .zip(expected)
+            .fold(0.0, |m, (a, b)| m.max((a.to_f64() - b).abs()))
+    }
+
+    fn narrow(v: &[f64]) -> Vec<f32> {
+        v.iter().map(|&v| v as f32).collect()
     }
 
     /// `x ⊛ w` by the definition, channels last, zero padding 1, in f64.
@@ -457,21 +444,14 @@ mod tests {
             let expected = reference_weight_gradient(&g, &x, &dy);
             let largest = expected.iter().fold(1.0f64, |m, v| m.max(v.abs()));
             let got = weight_gradient(&g, &x, &dy);
-            let gap = got
-                .iter()
-                .zip(&expected)
-                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            let gap = largest_gap(&got, &expected);
             assert!(
                 gap <= 1e-12 * largest,
                 "f64 {:?}: {gap:e}",
                 (n, ci, h, wd, co)
             );
-            let narrow = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
             let got = weight_gradient(&g, &narrow(&x), &narrow(&dy));
-            let gap = got
-                .iter()
-                .zip(&expected)
-                .fold(0.0f64, |m, (&a, b)| m.max((a as f64 - b).abs()));
+            let gap = largest_gap(&got, &expected);
             assert!(
                 gap <= 1e-5 * largest,
                 "f32 {:?}: {gap:e}",
@@ -493,21 +473,14 @@ mod tests {
             let expected = reference(&g, &x, &w);
             let largest = expected.iter().fold(1.0f64, |m, v| m.max(v.abs()));
             let got = forward(&g, &x, &w, None);
-            let gap = got
-                .iter()
-                .zip(&expected)
-                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            let gap = largest_gap(&got, &expected);
             assert!(
                 gap <= 1e-13 * largest,
                 "f64 {:?}: {gap:e}",
                 (n, ci, h, wd, co)
             );
-            let narrow = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
             let got = forward(&g, &narrow(&x), &narrow(&w), None);
-            let gap = got
-                .iter()
-                .zip(&expected)
-                .fold(0.0f64, |m, (&a, b)| m.max((a as f64 - b).abs()));
+            let gap = largest_gap(&got, &expected);
             assert!(
                 gap <= 1e-5 * largest,
                 "f32 {:?}: {gap:e}",

@@ -359,14 +359,8 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::FusedWeights;
+    use crate::conv_cpu::test_values as values;
     use crate::order::{Order, Orders};
-
-    /// Deterministic values in [−1, 1] that no two positions share by accident.
-    fn values(count: usize, seed: f64) -> Vec<f64> {
-        (0..count)
-            .map(|i| ((i as f64 + 1.0) * 0.618_033_988_7 + seed).sin())
-            .collect()
-    }
 
     /// `maxpool?(relu(conv(x, w) + bias))` by candle's own direct convolution and ops,
     /// in planes.

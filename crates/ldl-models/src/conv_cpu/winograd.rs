@@ -25,7 +25,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{gemm_threads, grow, matmul, Epilogue, Geometry, View};
+use super::{gemm_threads, grow, matmul, summed_over_tasks, Epilogue, Geometry, View};
 use crate::cpu_float::CpuFloat;
 use crate::cpu_storage::filled_by;
 use crate::order::{Order, Orders};
@@ -797,50 +797,28 @@ pub(super) fn weight_gradient<T: CpuFloat>(
     let (outputs, inputs) = (g.out_channels, g.in_channels);
     let len = 16 * outputs * inputs;
     let buffers = PerThread::<(Vec<T>, Vec<T>, Vec<T>)>::new();
-    let du = x
-        .par_chunks(plan.group * g.input_len())
-        .zip(dy.par_chunks(plan.group * g.output_len()))
-        .with_max_len(1)
-        // Each task's sum starts from zero and the sums meet in a fixed tree: the result
-        // does not depend on which thread ran what. Only the scratch is per thread.
-        .fold(
-            || vec![T::ZERO; len],
-            |mut du, (images, grads)| {
-                buffers.with(|(v, dm, scratch)| {
-                    for tiles in plan.tile_sets(images.len() / g.input_len()) {
-                        let count = tiles.count();
-                        let v = grow(v, 16 * inputs * count);
-                        let dm = grow(dm, 16 * outputs * count);
-                        let (input, output) = (orders.input, orders.output);
-                        widest(InputTransform(g, images, &tiles, v, scratch, input));
-                        widest(OutputGradientTransform(
-                            g, grads, &tiles, dm, scratch, output,
-                        ));
-                        for xi in 0..16 {
-                            // dU[ξ] += DM[ξ]ᵀ · V[ξ]: [C_out, tiles] · [tiles, C_in].
-                            let transformed = &dm[xi * count * outputs..][..count * outputs];
-                            let lhs = View::dense(transformed, count, outputs).t();
-                            let rhs = View::dense(
-                                &v[xi * count * inputs..][..count * inputs],
-                                count,
-                                inputs,
-                            );
-                            let dst = &mut du[xi * outputs * inputs..][..outputs * inputs];
-                            matmul(dst, inputs, lhs, rhs, true, plan.threads);
-                        }
-                    }
-                });
-                du
-            },
-        )
-        .reduce(
-            || vec![T::ZERO; len],
-            |mut a, b| {
-                for (a, b) in a.iter_mut().zip(b) {
-                    *a += b;
+    let du = summed_over_tasks(g, (x, dy), plan.group, len, |images, grads, du| {
+        buffers.with(|(v, dm, scratch)| {
+            for tiles in plan.tile_sets(images.len() / g.input_len()) {
+                let count = tiles.count();
+                let v = grow(v, 16 * inputs * count);
+                let dm = grow(dm, 16 * outputs * count);
+                let (input, output) = (orders.input, orders.output);
+                widest(InputTransform(g, images, &tiles, v, scratch, input));
+                widest(OutputGradientTransform(
+                    g, grads, &tiles, dm, scratch, output,
+                ));
+                for xi in 0..16 {
+                    // dU[ξ] += DM[ξ]ᵀ · V[ξ]: [C_out, tiles] · [tiles, C_in].
+                    let transformed = &dm[xi * count * outputs..][..count * outputs];
+                    let lhs = View::dense(transformed, count, outputs).t();
+                    let rhs =
+                        View::dense(&v[xi * count * inputs..][..count * inputs], count, inputs);
+                    let dst = &mut du[xi * outputs * inputs..][..outputs * inputs];
+                    matmul(dst, inputs, lhs, rhs, true, plan.threads);
                 }
-                a
-            },
-        );
+            }
+        })
+    });
     kernel_gradient(g, &du)
 }
